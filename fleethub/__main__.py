@@ -1,0 +1,5 @@
+"""`python -m fleethub` is the `fleethub` command."""
+
+from fleethub.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,105 @@
+"""The `fleethub` command: `up`, `run SERVICE`, `migrate`, `token USER`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import sys
+from pathlib import Path
+
+from shared.errors import FleethubError
+from shared.settings import ServiceSettings, load_settings
+
+SERVICES = ("auth", "api", "spawner", "proxy", "culler")
+
+
+def _settings(args: argparse.Namespace, **overrides: object) -> ServiceSettings:
+    if getattr(args, "data_dir", None) is not None:
+        overrides.setdefault("data_dir", args.data_dir)
+    return load_settings(args.config, **overrides)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run one service in this process until SIGINT/SIGTERM."""
+    settings = _settings(args)
+    from shared.logging import setup_logging
+
+    setup_logging(settings.log_level, args.service)
+    module = importlib.import_module(f"services.{args.service}.app")
+    module.run(settings)
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Apply the schema migrations to FLEETHUB_DATABASE_URL."""
+    settings = _settings(args)
+    from shared.db.engine import make_engine
+    from shared.db.migrate import head_revision, migrate
+
+    async def go() -> None:
+        engine = make_engine(settings.require_database_url(), pool_size=1)
+        try:
+            await migrate(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(go())
+    print(f"database migrated to {head_revision()}")
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Start embedded NATS/PostgreSQL (unless URLs are given), migrate, and run every service."""
+    from fleethub.up import up
+
+    return up(args)
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    """Print a new API token for a user (created if missing) on the last line."""
+    from fleethub.up import token
+
+    return token(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the `fleethub` command."""
+    parser = argparse.ArgumentParser(prog="fleethub", description="A multi-user Jupyter hub on NATS and PostgreSQL.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", type=Path, default=None, help="TOML configuration file")
+        p.add_argument("--data-dir", type=Path, default=None, help="directory of embedded servers and runtime files")
+
+    p = sub.add_parser("up", help="run everything on this machine (embedded NATS and PostgreSQL by default)")
+    common(p)
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("run", help="run one service")
+    p.add_argument("service", choices=SERVICES)
+    common(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("migrate", help="apply database migrations")
+    common(p)
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("token", help="print a new API token for USER")
+    p.add_argument("user")
+    p.add_argument("--note", default="fleethub token", help="note stored with the token")
+    common(p)
+    p.set_defaults(func=cmd_token)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `fleethub` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except FleethubError as exc:
+        print(f"fleethub: error: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,265 @@
+"""`fleethub up` (everything on one machine) and `fleethub token` (a new API token for a user)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from shared.errors import ConfigError
+from shared.settings import ServiceSettings, child_env, load_settings
+
+SERVICE_ORDER = ("auth", "api", "spawner", "proxy", "culler")
+RUNTIME_FILE = "runtime.json"
+ADMIN_PASSWORD_FILE = "admin-password"
+DEFAULT_ADMIN = "admin"
+
+
+def _load(args: argparse.Namespace) -> ServiceSettings:
+    overrides: dict[str, Any] = {}
+    if args.data_dir is not None:
+        overrides["data_dir"] = args.data_dir
+    return load_settings(args.config, **overrides)
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+@contextlib.contextmanager
+def _data_dir_lock(data_dir: Path) -> Iterator[None]:
+    lock = open(data_dir / "up.lock", "w")  # noqa: SIM115 - held for the life of `up`
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise ConfigError(f"another `fleethub up` is running on {data_dir}") from None
+    try:
+        yield
+    finally:
+        lock.close()
+
+
+async def _prepare_database(settings: ServiceSettings, admin: str) -> str | None:
+    """Migrate, make sure the first admin exists; returns a new admin password if one was made."""
+    from sqlalchemy import select
+    from sqlalchemy.dialects.postgresql import insert
+
+    from services.auth.accounts import set_password
+    from shared.db.engine import make_engine, make_sessionmaker
+    from shared.db.migrate import migrate
+    from shared.db.models import Account, User
+
+    engine = make_engine(settings.require_database_url(), pool_size=1)
+    try:
+        await migrate(engine)
+        sessions = make_sessionmaker(engine)
+        async with sessions() as session, session.begin():
+            for name in {admin, *settings.auth.admin_users}:
+                await session.execute(
+                    insert(User).values(name=name, admin=True).on_conflict_do_update(
+                        index_elements=["name"], set_={"admin": True}
+                    )
+                )
+        if settings.auth.authenticator != "password":
+            return None
+        async with sessions() as session, session.begin():
+            exists = (await session.execute(select(Account.id).where(Account.username == admin))).scalar()
+            if exists is not None:
+                return None
+            password = secrets.token_urlsafe(12)
+            await set_password(session, admin, password)
+            return password
+    finally:
+        await engine.dispose()
+
+
+def _wait_http(url: str, timeout: float, procs: dict[str, subprocess.Popen[bytes]]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for name, proc in procs.items():
+            if proc.poll() is not None:
+                raise ConfigError(f"service {name} exited with code {proc.returncode} during start; see its log above")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - our own loopback URL
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise ConfigError(f"fleethub did not answer at {url} within {timeout:.0f}s")
+
+
+def _start_service(name: str, settings: ServiceSettings) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "fleethub", "run", name], env=child_env(settings))
+
+
+def _stop_all(procs: dict[str, subprocess.Popen[bytes]]) -> None:
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    for proc in procs.values():
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _end_orphans(keep: set[int]) -> None:
+    """End user servers re-parented to us (their spawner is gone) and reap them."""
+    from shared.procs import end_group, reap_orphans
+
+    me = str(os.getpid())
+    orphans = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in keep:
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        if stat[stat.rindex(")") + 2 :].split()[1] == me:
+            orphans.append(int(entry))
+
+    async def end() -> None:
+        await asyncio.gather(*(end_group(pid) for pid in orphans))
+
+    if orphans:
+        asyncio.run(end())
+    reap_orphans(keep)
+
+
+def up(args: argparse.Namespace) -> int:
+    """Run embedded NATS/PostgreSQL (unless configured), migrate, and supervise every service."""
+    from shared.embedded import EmbeddedNats, EmbeddedPostgres
+    from shared.procs import become_subreaper, reap_orphans
+
+    started = time.monotonic()
+    settings = _load(args)
+    data_dir = settings.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    become_subreaper()
+    stopping = False
+
+    def on_signal(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    with _data_dir_lock(data_dir), contextlib.ExitStack() as stack:
+        updates: dict[str, Any] = {"data_dir": data_dir}
+        if "nats_url" not in settings.model_fields_set:
+            nats = stack.enter_context(EmbeddedNats(data_dir / "nats"))
+            updates["nats_url"] = nats.url
+        if "database_url" not in settings.model_fields_set:
+            pg = stack.enter_context(EmbeddedPostgres(data_dir / "pg"))
+            updates["database_url"] = pg.url
+        settings = load_settings(args.config, **updates)
+        admin = settings.auth.admin_users[0] if settings.auth.admin_users else DEFAULT_ADMIN
+        if admin not in settings.auth.admin_users:
+            settings = load_settings(
+                args.config, **updates, auth={**settings.auth.model_dump(), "admin_users": [admin]}
+            )
+        password = asyncio.run(_prepare_database(settings, admin))
+        if password is not None:
+            _write_private(data_dir / ADMIN_PASSWORD_FILE, password + "\n")
+        runtime = {"pid": os.getpid(), "database_url": settings.require_database_url(), "nats_url": settings.nats_url}
+        _write_private(data_dir / RUNTIME_FILE, json.dumps(runtime))
+        stack.callback(lambda: (data_dir / RUNTIME_FILE).unlink(missing_ok=True))
+
+        procs: dict[str, subprocess.Popen[bytes]] = {}
+        stack.callback(lambda: _end_orphans({p.pid for p in procs.values()}))
+        stack.callback(lambda: _stop_all(procs))
+        for name in SERVICE_ORDER:
+            procs[name] = _start_service(name, settings)
+        url = settings.hub_public_url
+        _wait_http(f"{url}/hub/api/", 60, procs)
+        print(f"fleethub is running at {url}/hub/ (ready in {time.monotonic() - started:.1f}s)", flush=True)
+        if settings.auth.authenticator == "password":
+            print(f"log in as '{admin}' with the password in {data_dir / ADMIN_PASSWORD_FILE}", flush=True)
+            if password is not None:
+                print(f"first start: the password of '{admin}' is {password}", flush=True)
+        else:
+            print(f"log in as '{admin}' with the {settings.auth.authenticator} authenticator's password", flush=True)
+        print(f"API token: fleethub token {admin} --data-dir {data_dir}", flush=True)
+
+        restarts: dict[str, list[float]] = {name: [] for name in procs}
+        while not stopping:
+            time.sleep(0.5)
+            reap_orphans({p.pid for p in procs.values()})
+            for name, proc in list(procs.items()):
+                if proc.poll() is None or stopping:
+                    continue
+                recent = [t for t in restarts[name] if time.monotonic() - t < 60]
+                restarts[name] = recent + [time.monotonic()]
+                delay = min(2 ** len(recent) * 0.5, 10)
+                print(f"service {name} exited with {proc.returncode}; restarting in {delay:.1f}s", file=sys.stderr)
+                time.sleep(delay)
+                procs[name] = _start_service(name, settings)
+        print("fleethub is stopping", flush=True)
+    return 0
+
+
+async def _mint_token(database_url: str, user: str, note: str) -> str:
+    from sqlalchemy import select
+
+    from shared.db.engine import make_engine, make_sessionmaker
+    from shared.db.migrate import ensure_migrated
+    from shared.db.models import ApiToken, User
+    from shared.security import hash_token, new_token
+
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        await ensure_migrated(engine)
+        async with make_sessionmaker(engine)() as session, session.begin():
+            user_id = (await session.execute(select(User.id).where(User.name == user))).scalar()
+            if user_id is None:
+                raise ConfigError(f"no such user: {user!r}")
+            token = new_token()
+            session.add(ApiToken(user_id=user_id, hashed=hash_token(token), kind="api", note=note, scopes=["inherit"]))
+            return token
+    finally:
+        await engine.dispose()
+
+
+def token(args: argparse.Namespace) -> int:
+    """Print a new API token for an existing user, on the last line of the output."""
+    from shared.embedded import EmbeddedPostgres
+    from shared.procs import pid_alive
+
+    settings = _load(args)
+    data_dir = settings.data_dir.resolve()
+    with contextlib.ExitStack() as stack:
+        if "database_url" in settings.model_fields_set:
+            url = settings.require_database_url()
+        else:
+            runtime_file = data_dir / RUNTIME_FILE
+            runtime = json.loads(runtime_file.read_text()) if runtime_file.exists() else None
+            if runtime is not None and pid_alive(int(runtime["pid"])):
+                url = runtime["database_url"]
+            elif (data_dir / "pg").exists():
+                pg = stack.enter_context(EmbeddedPostgres(data_dir / "pg"))
+                url = load_settings(None, database_url=pg.url).require_database_url()
+            else:
+                raise ConfigError(
+                    f"no fleethub database in {data_dir}: run `fleethub up` first or set FLEETHUB_DATABASE_URL"
+                )
+        print(asyncio.run(_mint_token(url, args.user, args.note)))
+    return 0

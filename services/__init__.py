@@ -1,0 +1,1 @@
+"""The fleethub services: auth, api, spawner, proxy and culler, each its own process."""

@@ -1,0 +1,404 @@
+"""The one adapter between fleethub and NATS JetStream.
+
+It connects with unlimited reconnects and a short ping interval, wires every background callback
+to logs and to `Bus.healthy`, declares streams, consumers and KV buckets idempotently, publishes with
+`Nats-Msg-Id` (retrying with the same id, so a retry is never a second message), and runs pull
+consumers whose handlers say ack, nak or term in their return value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.kv import KeyValue
+
+from shared.errors import BusError
+from shared.events import Envelope, Message, UnknownMessage, commands_filter, events_filter, subject_of, unwrap, wrap
+
+log = logging.getLogger(__name__)
+
+EVENTS_MAX_AGE = 7 * 24 * 3600.0
+DUPLICATE_WINDOW = 120.0
+REGISTRY_TTL = 6.0
+
+
+@dataclass(frozen=True)
+class Names:
+    """Names of the streams, buckets and durable consumers of one namespace."""
+
+    namespace: str
+
+    @property
+    def cmd_stream(self) -> str:
+        """Work-queue stream of commands."""
+        return f"{self.namespace.upper()}_CMD"
+
+    @property
+    def evt_stream(self) -> str:
+        """Limits-retention stream of events (a public interface)."""
+        return f"{self.namespace.upper()}_EVENTS"
+
+    @property
+    def routes_bucket(self) -> str:
+        """KV bucket of the route table."""
+        return f"{self.namespace}_routes"
+
+    @property
+    def registry_bucket(self) -> str:
+        """KV bucket (with TTL) of live auth/api replicas."""
+        return f"{self.namespace}_registry"
+
+
+class Outcome(enum.Enum):
+    """What a consumer handler decided about a message."""
+
+    ACK = "ack"
+    NAK = "nak"
+    TERM = "term"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A handler's return value: the outcome and, for a nak, the redelivery delay."""
+
+    outcome: Outcome
+    delay: float | None = None
+
+    @classmethod
+    def ack(cls) -> Decision:
+        """Done: the effect is durable."""
+        return cls(Outcome.ACK)
+
+    @classmethod
+    def nak(cls, delay: float | None = None) -> Decision:
+        """Not now: redeliver after `delay` seconds."""
+        return cls(Outcome.NAK, delay)
+
+    @classmethod
+    def term(cls) -> Decision:
+        """Never: the message can not be handled (malformed or obsolete)."""
+        return cls(Outcome.TERM)
+
+
+@dataclass
+class Delivery:
+    """One delivered command or event, as a handler sees it."""
+
+    envelope: Envelope
+    message: Message
+    num_delivered: int
+    _msg: Msg
+
+    async def in_progress(self) -> None:
+        """Tell JetStream the handler is still working, extending the ack deadline."""
+        await self._msg.in_progress()
+
+
+Handler = Callable[[Delivery], Awaitable[Decision]]
+
+
+class Bus:
+    """A NATS connection with JetStream, owned by a service's lifespan.
+
+    Args:
+        servers: NATS URL(s), comma-separated.
+        namespace: prefix of subjects, streams and buckets.
+        name: client name shown by the server (service and replica).
+    """
+
+    def __init__(self, servers: str, namespace: str, name: str) -> None:
+        self.servers = [s.strip() for s in servers.split(",") if s.strip()]
+        self.namespace = namespace
+        self.names = Names(namespace)
+        self.name = name
+        self.healthy = asyncio.Event()
+        self.reconnected = asyncio.Event()
+        self.closed = asyncio.Event()
+        self._nc: NatsClient | None = None
+        self._js: JetStreamContext | None = None
+        self._kv: dict[str, KeyValue] = {}
+
+    @property
+    def nc(self) -> NatsClient:
+        """The core NATS client."""
+        if self._nc is None:
+            raise BusError("bus is not connected")
+        return self._nc
+
+    @property
+    def js(self) -> JetStreamContext:
+        """The JetStream context."""
+        if self._js is None:
+            raise BusError("bus is not connected")
+        return self._js
+
+    async def connect(self, timeout: float = 10.0) -> None:
+        """Connect, retrying until `timeout`; afterwards reconnect forever."""
+
+        async def error_cb(exc: Exception) -> None:
+            log.warning("nats error: %s", exc)
+
+        async def disconnected_cb() -> None:
+            self.healthy.clear()
+            log.warning("nats disconnected")
+
+        async def reconnected_cb() -> None:
+            self.healthy.set()
+            self.reconnected.set()
+            log.info("nats reconnected")
+
+        async def closed_cb() -> None:
+            self.healthy.clear()
+            self.closed.set()
+            log.error("nats connection closed")
+
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            try:
+                self._nc = await nats.connect(
+                    servers=self.servers,
+                    name=self.name,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                    ping_interval=2,
+                    max_outstanding_pings=3,
+                    connect_timeout=2,
+                    allow_reconnect=True,
+                    error_cb=error_cb,
+                    disconnected_cb=disconnected_cb,
+                    reconnected_cb=reconnected_cb,
+                    closed_cb=closed_cb,
+                )
+                break
+            except Exception as exc:  # nats raises several unrelated types for "not there yet"
+                if asyncio.get_running_loop().time() > deadline:
+                    raise BusError(f"cannot connect to NATS at {','.join(self.servers)}: {exc}") from None
+                await asyncio.sleep(0.2)
+        self._js = self._nc.jetstream(timeout=5)
+        self.healthy.set()
+
+    async def close(self) -> None:
+        """Drain and close the connection."""
+        if self._nc is not None and not self._nc.is_closed:
+            try:
+                await asyncio.wait_for(self._nc.drain(), 5)
+            except Exception:
+                await self._nc.close()
+        self._nc = None
+        self._js = None
+        self._kv.clear()
+
+    async def _ensure_stream(self, config: StreamConfig) -> None:
+        try:
+            await self.js.stream_info(config.name)  # type: ignore[arg-type]
+        except NotFoundError:
+            try:
+                await self.js.add_stream(config)
+                return
+            except BadRequestError:
+                pass  # created concurrently by another replica
+        await self.js.update_stream(config)
+
+    async def ensure_topology(self) -> None:
+        """Declare the command and event streams and the KV buckets (idempotent, any replica may run it)."""
+        n = self.names
+        await self._ensure_stream(
+            StreamConfig(
+                name=n.cmd_stream,
+                subjects=[commands_filter(self.namespace)],
+                retention=RetentionPolicy.WORK_QUEUE,
+                storage=StorageType.FILE,
+                discard=DiscardPolicy.NEW,
+                duplicate_window=DUPLICATE_WINDOW,
+            )
+        )
+        await self._ensure_stream(
+            StreamConfig(
+                name=n.evt_stream,
+                subjects=[events_filter(self.namespace)],
+                retention=RetentionPolicy.LIMITS,
+                storage=StorageType.FILE,
+                max_age=EVENTS_MAX_AGE,
+                duplicate_window=DUPLICATE_WINDOW,
+            )
+        )
+        await self.kv(n.routes_bucket, create=KeyValueConfig(bucket=n.routes_bucket, history=1, storage=StorageType.FILE))
+        await self.kv(
+            n.registry_bucket,
+            create=KeyValueConfig(bucket=n.registry_bucket, history=1, ttl=REGISTRY_TTL, storage=StorageType.MEMORY),
+        )
+
+    async def kv(self, bucket: str, create: KeyValueConfig | None = None) -> KeyValue:
+        """A KV bucket handle, creating the bucket from `create` if it does not exist."""
+        if bucket in self._kv:
+            return self._kv[bucket]
+        try:
+            handle = await self.js.key_value(bucket)
+        except (NotFoundError, BadRequestError):
+            if create is None:
+                raise BusError(f"KV bucket {bucket} does not exist") from None
+            handle = await self.js.create_key_value(config=create)
+        self._kv[bucket] = handle
+        return handle
+
+    async def routes(self) -> KeyValue:
+        """The route table bucket."""
+        return await self.kv(self.names.routes_bucket)
+
+    async def registry(self) -> KeyValue:
+        """The service registry bucket."""
+        return await self.kv(self.names.registry_bucket)
+
+    async def publish_raw(self, subject: str, payload: bytes, msg_id: str, attempts: int = 5) -> None:
+        """Publish to JetStream and wait for the ack, retrying with the same `Nats-Msg-Id`.
+
+        Raises:
+            BusError: no ack after `attempts` tries.
+        """
+        delay = 0.1
+        for attempt in range(attempts):
+            try:
+                await self.js.publish(subject, payload, headers={"Nats-Msg-Id": msg_id})
+                return
+            except Exception as exc:  # timeouts and no-responders are ambiguous: retry, dedup makes it safe
+                if attempt == attempts - 1:
+                    raise BusError(f"publish to {subject} failed: {exc}") from None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def publish(self, message: Message, msg_id: str | None = None) -> Envelope:
+        """Wrap `message` in an envelope and publish it durably; returns the envelope."""
+        env = wrap(message, msg_id)
+        await self.publish_raw(subject_of(message, self.namespace), env.model_dump_json().encode(), env.id)
+        return env
+
+    async def consume(
+        self,
+        *,
+        durable: str,
+        filter_subject: str,
+        kind: str,
+        handler: Handler,
+        concurrency: int = 16,
+        ack_wait: float = 30.0,
+        stop: asyncio.Event | None = None,
+    ) -> None:
+        """Run a durable pull consumer until `stop` is set (or forever).
+
+        Each message is validated and given to `handler` in its own task (at most `concurrency` at
+        once); the handler's `Decision` acks, naks or terms it. A handler exception naks with a
+        delay: a transient error never drops a command. Malformed messages are termed and logged.
+        """
+        stream = self.names.cmd_stream if kind == "cmd" else self.names.evt_stream
+        config = ConsumerConfig(
+            durable_name=durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=ack_wait,
+            max_ack_pending=max(concurrency * 4, 256),
+            deliver_policy=DeliverPolicy.ALL if kind == "cmd" else DeliverPolicy.NEW,
+            filter_subject=filter_subject,
+        )
+        stop = stop or asyncio.Event()
+        sem = asyncio.Semaphore(concurrency)
+        tasks: set[asyncio.Task[None]] = set()
+        sub = None
+        try:
+            while not stop.is_set():
+                if sub is None:
+                    try:
+                        sub = await self.js.pull_subscribe(filter_subject, durable=durable, stream=stream, config=config)
+                    except Exception as exc:
+                        log.warning("cannot bind consumer %s: %s", durable, exc)
+                        await asyncio.sleep(0.5)
+                        continue
+                batch = max(1, concurrency - len(tasks))
+                try:
+                    msgs = await sub.fetch(batch, timeout=1.0, heartbeat=0.25)
+                except NatsTimeoutError:
+                    continue
+                except Exception as exc:  # lost pull request, reconnect, deleted consumer: re-bind
+                    log.warning("consumer %s fetch failed (%s); re-binding", durable, exc)
+                    try:
+                        await sub.unsubscribe()
+                    except Exception:
+                        pass
+                    sub = None
+                    await asyncio.sleep(0.2)
+                    continue
+                for msg in msgs:
+                    await sem.acquire()
+                    task = asyncio.create_task(self._handle(msg, kind, handler, sem))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+        finally:
+            for task in list(tasks):
+                task.cancel()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+            if sub is not None:
+                try:
+                    await sub.unsubscribe()
+                except Exception:
+                    pass
+
+    async def _handle(self, msg: Msg, kind: str, handler: Handler, sem: asyncio.Semaphore) -> None:
+        try:
+            try:
+                envelope, message = unwrap(msg.data, kind)
+            except UnknownMessage as exc:
+                log.error("terminating malformed message on %s: %s", msg.subject, exc)
+                await msg.term()
+                return
+            delivery = Delivery(envelope, message, msg.metadata.num_delivered, msg)
+            try:
+                decision = await handler(delivery)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("handler failed for %s %s; will retry", envelope.type, envelope.id)
+                decision = Decision.nak(1.0)
+            if decision.outcome is Outcome.ACK:
+                await msg.ack()
+            elif decision.outcome is Outcome.NAK:
+                await msg.nak(delay=decision.delay)
+            else:
+                await msg.term()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # an ack lost to a disconnect: JetStream redelivers, handlers are idempotent
+            log.warning("could not settle message %s: %s", msg.subject, exc)
+        finally:
+            sem.release()
+
+    async def subscribe_events(self, subject: str, callback: Callable[[Envelope, Message], Awaitable[None]]) -> Any:
+        """A core (non-durable) subscription to events, for in-process waiters; at-most-once by design."""
+
+        async def on_msg(msg: Msg) -> None:
+            try:
+                envelope, message = unwrap(msg.data, "evt")
+            except UnknownMessage:
+                return
+            await callback(envelope, message)
+
+        return await self.nc.subscribe(subject, cb=on_msg)

@@ -1,0 +1,1 @@
+"""PostgreSQL: the ORM tables (`models`), engines and sessions (`engine`) and migrations (`migrate`)."""

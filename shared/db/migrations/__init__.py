@@ -1,0 +1,1 @@
+"""Alembic migrations of the fleethub schema (applied by `fleethub migrate`)."""

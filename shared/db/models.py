@@ -1,0 +1,136 @@
+"""The ORM tables. Each table has one writing service, named in its docstring; others only read."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint, func
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every fleethub table."""
+
+
+TZ = DateTime(timezone=True)
+
+
+class User(Base):
+    """A hub user (written by auth and api)."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    created: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+    last_activity: Mapped[datetime | None] = mapped_column(TZ, nullable=True)
+
+
+class Account(Base):
+    """A password account of the `password` authenticator (written by auth)."""
+
+    __tablename__ = "accounts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(255), unique=True)
+    password_hash: Mapped[str] = mapped_column(Text)
+    approved: Mapped[bool] = mapped_column(Boolean, default=True, server_default="true")
+    created: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+
+
+class LoginSession(Base):
+    """A browser login (written by auth): the cookie holds a random value, the row its hash."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    hashed: Mapped[str] = mapped_column(String(64), unique=True)
+    session_id: Mapped[str] = mapped_column(String(64), index=True)
+    created: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+    expires_at: Mapped[datetime] = mapped_column(TZ)
+
+
+class ApiToken(Base):
+    """An API token (written by api and auth); only its SHA-256 hash is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    hashed: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(16), default="api", server_default="api")
+    note: Mapped[str] = mapped_column(Text, default="", server_default="")
+    scopes: Mapped[list[str]] = mapped_column(JSONB, default=list)
+    session_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    spawn_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    created: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+    expires_at: Mapped[datetime | None] = mapped_column(TZ, nullable=True)
+    last_activity: Mapped[datetime | None] = mapped_column(TZ, nullable=True)
+
+
+class Server(Base):
+    """A server's desired state (written by api): which spawn should run, with what options."""
+
+    __tablename__ = "servers"
+    __table_args__ = (UniqueConstraint("user_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    desired: Mapped[str] = mapped_column(String(16), default="stopped", server_default="stopped")
+    spawn_id: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
+    user_options: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    requested_at: Mapped[datetime | None] = mapped_column(TZ, nullable=True)
+    last_activity: Mapped[datetime | None] = mapped_column(TZ, nullable=True)
+
+
+class ServerState(Base):
+    """A server's actual state (written by spawner): status, where it runs, its backend state and lease.
+
+    Keyed by names rather than by `servers.id` so a stop can finish after the user row is deleted.
+    """
+
+    __tablename__ = "server_states"
+    __table_args__ = (Index("ix_server_states_lease", "status", "lease_expires"),)
+
+    user_name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    server_name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    spawn_id: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))  # pending | running | stopping | stopped | failed
+    url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    target: Mapped[str | None] = mapped_column(Text, nullable=True)
+    state: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    message: Mapped[str] = mapped_column(Text, default="", server_default="")
+    worker_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_expires: Mapped[datetime | None] = mapped_column(TZ, nullable=True)
+    started: Mapped[datetime | None] = mapped_column(TZ, nullable=True)
+    stopped: Mapped[datetime | None] = mapped_column(TZ, nullable=True)
+    updated: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+
+
+class OutboxMessage(Base):
+    """A message committed with the state change it announces, published by the outbox relay."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_unpublished", "id", postgresql_where="published_at IS NULL"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    msg_id: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(8))  # cmd | evt
+    subject: Mapped[str] = mapped_column(Text)
+    payload: Mapped[str] = mapped_column(Text)
+    created: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+    published_at: Mapped[datetime | None] = mapped_column(TZ, nullable=True)
+
+
+class HubSecret(Base):
+    """Hub-wide generated secrets (written by `fleethub migrate`)."""
+
+    __tablename__ = "hub_secrets"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

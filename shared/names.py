@@ -1,0 +1,89 @@
+"""Reversible encodings of user and server names into NATS subject tokens, KV keys and URL paths.
+
+A name becomes a token of `[A-Za-z0-9-]` characters, every other byte of its UTF-8 form written as
+`_XX` (upper-case hex); the empty name (a user's default server) is the lone token `_`. The map is
+injective: two different names never share a subject, a key or a route.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-")
+EMPTY_TOKEN = "_"
+
+
+def encode_token(name: str) -> str:
+    """Encode `name` as one subject token / KV key segment (never empty, never containing `.`)."""
+    if name == "":
+        return EMPTY_TOKEN
+    out: list[str] = []
+    for ch in name:
+        if ch in _SAFE:
+            out.append(ch)
+        else:
+            out.extend(f"_{b:02X}" for b in ch.encode("utf-8"))
+    return "".join(out)
+
+
+def decode_token(token: str) -> str:
+    """Invert `encode_token`.
+
+    Raises:
+        ValueError: `token` is not an encoding this module produces.
+    """
+    if token == EMPTY_TOKEN:
+        return ""
+    raw = bytearray()
+    i = 0
+    while i < len(token):
+        ch = token[i]
+        if ch == "_":
+            hexpart = token[i + 1 : i + 3]
+            if len(hexpart) != 2 or hexpart.upper() != hexpart or any(c not in "0123456789ABCDEF" for c in hexpart):
+                raise ValueError(f"bad escape in token {token!r}")
+            byte = int(hexpart, 16)
+            if chr(byte) in _SAFE:
+                raise ValueError(f"needless escape in token {token!r}")
+            raw.append(byte)
+            i += 3
+        elif ch in _SAFE:
+            raw.extend(ch.encode())
+            i += 1
+        else:
+            raise ValueError(f"bad character {ch!r} in token {token!r}")
+    return raw.decode("utf-8")
+
+
+def url_escape(name: str) -> str:
+    """Escape a name for a URL path segment, as JupyterHub does (`@` and `~` kept)."""
+    return quote(name, safe="@~")
+
+
+def server_prefix(user: str, server_name: str = "") -> str:
+    """The URL prefix of a user server: `/user/<user>/` or `/user/<user>/<server>/`."""
+    if server_name:
+        return f"/user/{url_escape(user)}/{url_escape(server_name)}/"
+    return f"/user/{url_escape(user)}/"
+
+
+def server_key(user: str, server_name: str = "") -> str:
+    """The `<user>.<server>` token pair used in subjects and route keys."""
+    return f"{encode_token(user)}.{encode_token(server_name)}"
+
+
+def route_key(user: str, server_name: str = "") -> str:
+    """The KV key of a user server's route."""
+    return f"user.{server_key(user, server_name)}"
+
+
+def parse_route_key(key: str) -> tuple[str, str]:
+    """Invert `route_key`: `(user, server_name)`.
+
+    Raises:
+        ValueError: not a user-server route key.
+    """
+    parts = key.split(".")
+    if len(parts) != 3 or parts[0] != "user":
+        raise ValueError(f"not a user route key: {key!r}")
+    return decode_token(parts[1]), decode_token(parts[2])

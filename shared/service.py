@@ -1,0 +1,149 @@
+"""What every service process shares: its runtime resources, signal handling and HTTP serving.
+
+`open_runtime` is the body of each service's lifespan: it opens the database engine (refusing an
+unmigrated schema), loads the hub secret key, connects the bus and declares the topology, and
+starts the outbox relay; everything is closed in reverse order on exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from shared.bus import Bus
+from shared.db.engine import make_engine, make_sessionmaker
+from shared.db.migrate import ensure_migrated, load_secret_key
+from shared.outbox import OutboxRelay
+from shared.settings import ListenSettings, ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+def replica_id(service: str) -> str:
+    """A new id for one replica of `service`."""
+    return f"{service}-{uuid.uuid4().hex[:10]}"
+
+
+@dataclass
+class Runtime:
+    """The live resources of one service process, passed down explicitly (never global)."""
+
+    settings: ServiceSettings
+    replica: str
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    bus: Bus
+    secret_key: str
+    relay: OutboxRelay
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Run a background task for the life of the runtime; a crash is logged, not swallowed silently."""
+        task = asyncio.create_task(coro, name=name)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            if not t.cancelled() and t.exception() is not None:
+                log.error("background task %s died: %r", name, t.exception())
+
+        task.add_done_callback(done)
+        self.tasks.append(task)
+        return task
+
+
+@contextlib.asynccontextmanager
+async def open_runtime(settings: ServiceSettings, service: str, *, pool_size: int = 10) -> AsyncIterator[Runtime]:
+    """Open database, secret key, bus and outbox relay for `service`; close them on exit."""
+    replica = replica_id(service)
+    engine = make_engine(settings.require_database_url(), pool_size=pool_size)
+    bus: Bus | None = None
+    runtime: Runtime | None = None
+    try:
+        await ensure_migrated(engine)
+        key = settings.secret_key.get_secret_value() if settings.secret_key else await load_secret_key(engine)
+        bus = Bus(settings.nats_url, settings.nats_namespace, replica)
+        await bus.connect()
+        await bus.ensure_topology()
+        sessions = make_sessionmaker(engine)
+        relay = OutboxRelay(sessions, bus)
+        runtime = Runtime(settings, replica, engine, sessions, bus, key, relay)
+        runtime.spawn(relay.run(), "outbox-relay")
+        yield runtime
+    finally:
+        if runtime is not None:
+            for task in runtime.tasks:
+                task.cancel()
+            await asyncio.gather(*runtime.tasks, return_exceptions=True)
+        if bus is not None:
+            await bus.close()
+        await engine.dispose()
+
+
+def run_async(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run `main(stop)` on uvloop; SIGINT/SIGTERM set `stop` (a second signal cancels outright)."""
+    import uvloop
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+
+        def on_signal() -> None:
+            if stop.is_set() and task is not None:
+                task.cancel()
+            stop.set()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal)
+        await main(stop)
+
+    with contextlib.suppress(asyncio.CancelledError):
+        uvloop.run(runner())
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket (port 0 picks a free one)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+def advertise_url(listen: ListenSettings, sock: socket.socket) -> str:
+    """The URL other services use to reach this replica."""
+    if listen.advertise_url:
+        return listen.advertise_url.rstrip("/")
+    host, port = sock.getsockname()[:2]
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def serve_app(app: Any, sock: socket.socket, log_level: str) -> None:
+    """Serve an ASGI app on an already-bound socket until SIGINT/SIGTERM (uvicorn handles signals)."""
+    config = uvicorn.Config(
+        app,
+        loop="uvloop",
+        http="httptools",
+        log_config=None,
+        log_level=log_level.lower(),
+        access_log=False,
+        proxy_headers=True,
+        forwarded_allow_ips="127.0.0.1",
+        timeout_graceful_shutdown=5,
+    )
+    uvicorn.Server(config).run(sockets=[sock])

@@ -1,0 +1,275 @@
+"""The one settings model of fleethub: a TOML file plus `FLEETHUB_<SECTION>__<KEY>` variables.
+
+Every service reads the same file and variables, validated at start; errors name the setting and
+its environment variable. Option names follow JupyterHub's where the meaning is the same.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from shared.errors import ConfigError
+
+ENV_PREFIX = "FLEETHUB_"
+NESTED_DELIMITER = "__"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ListenSettings(_Section):
+    """Where an HTTP service listens and how others reach it."""
+
+    host: str = Field("127.0.0.1", description="Interface to bind.")
+    port: int = Field(0, ge=0, le=65535, description="Port to bind; 0 picks a free one.")
+    advertise_url: str | None = Field(
+        None, description="URL other services use to reach this replica; default http://<host>:<bound port>."
+    )
+
+
+class AuthSettings(ListenSettings):
+    """The auth service: authenticators, login/logout, sessions."""
+
+    authenticator: str = Field("password", description="Authenticator: 'password' or 'dummy' (or an entry point).")
+    dummy_password: SecretStr | None = Field(
+        None, description="Shared password of the dummy authenticator (development only; required to use it)."
+    )
+    admin_users: list[str] = Field(default_factory=list, description="Users who are admins (as JupyterHub's admin_users).")
+    allowed_users: list[str] = Field(
+        default_factory=list, description="If not empty, only these users (and admins) may log in."
+    )
+    blocked_users: list[str] = Field(default_factory=list, description="Users who may never log in.")
+    open_signup: bool = Field(False, description="Let anyone create a password account at /hub/signup.")
+    cookie_max_age_days: float = Field(14.0, gt=0, description="Lifetime of the hub login cookie and session.")
+
+
+class ApiSettings(ListenSettings):
+    """The api service: REST API, hub pages, desired state."""
+
+    allow_named_servers: bool = Field(False, description="Allow users to have named servers.")
+    named_server_limit_per_user: int = Field(0, ge=0, description="Maximum named servers per user; 0 = no limit.")
+    concurrent_spawn_limit: int = Field(100, ge=0, description="Spawns pending at once across the hub; 0 = no limit.")
+    active_server_limit: int = Field(0, ge=0, description="Servers active at once across the hub; 0 = no limit.")
+    slow_spawn_timeout: float = Field(10.0, ge=0, description="Seconds a start request waits for ready before 202.")
+    slow_stop_timeout: float = Field(10.0, ge=0, description="Seconds a stop request waits before answering 202.")
+
+
+class SpawnerSettings(_Section):
+    """The spawner workers and their backend."""
+
+    backend: str = Field("local", description="Spawner backend: 'local' (subprocess) or an entry point name.")
+    cmd: list[str] = Field(default_factory=lambda: ["jupyterhub-singleuser"], description="Command of the user server.")
+    args: list[str] = Field(default_factory=list, description="Extra arguments appended to cmd.")
+    environment: dict[str, str] = Field(default_factory=dict, description="Extra environment for user servers.")
+    ip: str = Field("127.0.0.1", description="Address user servers listen on.")
+    start_timeout: float = Field(60.0, gt=0, description="Seconds the backend may take to start a server.")
+    http_timeout: float = Field(30.0, gt=0, description="Seconds a started server may take to answer HTTP.")
+    poll_interval: float = Field(0.05, gt=0, le=5, description="Fixed interval of the readiness poll, in seconds.")
+    lease_ttl: float = Field(6.0, ge=1, description="Seconds a worker's lease on a server lasts without renewal.")
+    max_concurrent: int = Field(64, ge=1, description="Commands one worker process handles at once.")
+    hub_api_url: str | None = Field(None, description="JUPYTERHUB_API_URL given to servers; default <public_url>/hub/api.")
+
+
+class ProxySettings(_Section):
+    """The proxy nodes: the public entry point."""
+
+    host: str = Field("127.0.0.1", description="Interface the public proxy binds.")
+    port: int = Field(8000, ge=0, le=65535, description="Public port of the proxy.")
+    activity_interval: float = Field(5.0, gt=0, description="Seconds between activity batches.")
+    upstream_timeout: float = Field(30.0, gt=0, description="Seconds to wait for an upstream to connect/answer headers.")
+
+
+class CullerSettings(_Section):
+    """The idle culler."""
+
+    enabled: bool = Field(True, description="Run the idle policy.")
+    timeout: float = Field(600.0, gt=0, description="Seconds of inactivity after which a server is stopped.")
+    every: float | None = Field(None, gt=0, description="Seconds between passes; default timeout/2, at most 60.")
+
+    @property
+    def interval(self) -> float:
+        """Seconds between culling passes."""
+        return self.every if self.every is not None else max(0.5, min(self.timeout / 2, 60.0))
+
+
+class ServiceSettings(BaseSettings):
+    """Settings shared by every fleethub service, read once at the entry point and passed down."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter=NESTED_DELIMITER, extra="forbid", case_sensitive=False
+    )
+
+    nats_url: str = Field("nats://127.0.0.1:4222", description="NATS server URL(s), comma-separated.")
+    nats_namespace: str = Field(
+        "fh", pattern=r"^[a-z][a-z0-9]{0,15}$", description="Prefix of every subject, stream and bucket."
+    )
+    database_url: SecretStr | None = Field(None, description="PostgreSQL URL (postgresql://… or postgresql+asyncpg://…).")
+    public_url: str | None = Field(None, description="Public URL of the hub; default http://<proxy.host>:<proxy.port>.")
+    secret_key: SecretStr | None = Field(
+        None, description="Key signing cookies and deriving server tokens; default: one generated by `fleethub migrate`."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    data_dir: Path = Field(Path(".fleethub"), description="Directory of the embedded servers and runtime files.")
+
+    auth: AuthSettings = Field(default_factory=AuthSettings, description="[auth] section.")
+    api: ApiSettings = Field(default_factory=ApiSettings, description="[api] section.")
+    spawner: SpawnerSettings = Field(default_factory=SpawnerSettings, description="[spawner] section.")
+    proxy: ProxySettings = Field(default_factory=ProxySettings, description="[proxy] section.")
+    culler: CullerSettings = Field(default_factory=CullerSettings, description="[culler] section.")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_secrets(self) -> ServiceSettings:
+        if self.auth.authenticator == "dummy":
+            pw = self.auth.dummy_password
+            if pw is None or len(pw.get_secret_value()) < 8:
+                raise ValueError(
+                    "auth.dummy_password (FLEETHUB_AUTH__DUMMY_PASSWORD) must be set, at least 8 characters, "
+                    "when auth.authenticator is 'dummy'"
+                )
+        if self.secret_key is not None and len(self.secret_key.get_secret_value()) < 32:
+            raise ValueError("secret_key (FLEETHUB_SECRET_KEY) must be at least 32 characters")
+        return self
+
+    @property
+    def hub_public_url(self) -> str:
+        """The public origin (and path) of the hub, without a trailing slash."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.proxy.host in ("0.0.0.0", "", "::") else self.proxy.host
+        return f"http://{host}:{self.proxy.port}"
+
+    @property
+    def hub_api_url(self) -> str:
+        """`JUPYTERHUB_API_URL` as seen from user servers."""
+        return (self.spawner.hub_api_url or f"{self.hub_public_url}/hub/api").rstrip("/")
+
+    def require_database_url(self) -> str:
+        """The database URL in SQLAlchemy asyncpg form; a ConfigError names the variable if unset."""
+        if self.database_url is None:
+            raise ConfigError("database_url (FLEETHUB_DATABASE_URL) is not set")
+        url = self.database_url.get_secret_value()
+        for prefix in ("postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                return "postgresql+asyncpg://" + url[len(prefix) :]
+        if not url.startswith("postgresql+asyncpg://"):
+            raise ConfigError("database_url (FLEETHUB_DATABASE_URL) must be a postgresql:// URL")
+        return url
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """Lowest-priority source: the values of the TOML file."""
+
+    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._data = data
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+def _env_name(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if not isinstance(p, int)]
+    return ENV_PREFIX + NESTED_DELIMITER.join(p.upper() for p in parts)
+
+
+def describe_validation_error(err: ValidationError) -> str:
+    """One line per problem, each naming the setting and its environment variable."""
+    lines = []
+    for problem in err.errors():
+        loc = tuple(problem.get("loc", ()))
+        msg = problem.get("msg", "invalid")
+        if loc:
+            dotted = ".".join(str(p) for p in loc)
+            lines.append(f"{dotted} ({_env_name(loc)}): {msg}")
+        else:
+            lines.append(msg.removeprefix("Value error, "))
+    return "invalid configuration: " + "; ".join(lines)
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: Any) -> ServiceSettings:
+    """Build the settings from (lowest to highest) the TOML file, `FLEETHUB_*` variables and overrides.
+
+    Args:
+        config_file: a TOML file; its top-level keys and `[section]` tables match the model.
+        **overrides: values that win over everything (used by the CLI and tests).
+
+    Raises:
+        ConfigError: the file cannot be read or a value is invalid; the message names the setting.
+    """
+    data: dict[str, Any] = {}
+    if config_file is not None:
+        path = Path(config_file)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+    class _FromFile(ServiceSettings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (init_settings, env_settings, _TomlSource(settings_cls, data))
+
+    try:
+        # the instance keeps `model_fields_set`, so callers can tell configured values from defaults
+        return _FromFile(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+
+
+def child_env(settings: ServiceSettings) -> dict[str, str]:
+    """The environment of a child service process: ours without `FLEETHUB_*`, plus `settings_env`."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    env.update(settings_env(settings))
+    return env
+
+
+def settings_env(settings: ServiceSettings) -> dict[str, str]:
+    """The settings as `FLEETHUB_*` variables, so a child process rebuilds exactly the same settings."""
+    import json
+
+    env: dict[str, str] = {}
+    dumped = settings.model_dump(mode="json")
+    for key, value in dumped.items():
+        secret = getattr(settings, key, None)
+        if isinstance(secret, SecretStr):
+            value = secret.get_secret_value()
+        if value is None:
+            continue
+        if isinstance(value, dict):
+            section = getattr(settings, key)
+            for sub, subval in value.items():
+                raw = getattr(section, sub)
+                if isinstance(raw, SecretStr):
+                    subval = raw.get_secret_value()
+                if subval is None:
+                    continue
+                name = f"{ENV_PREFIX}{key.upper()}{NESTED_DELIMITER}{sub.upper()}"
+                env[name] = subval if isinstance(subval, str) else json.dumps(subval)
+        else:
+            env[f"{ENV_PREFIX}{key.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+    return env

@@ -1,0 +1,56 @@
+"""Name encoding: reversible, valid as subject tokens and KV keys, injective."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from shared.names import decode_token, encode_token, parse_route_key, route_key, server_key, server_prefix
+
+TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+NAMES = ["", "alice", "a.b", "a_b", "a-b", "_", "__", "_5F", "a b", "a*b", "a>b", "ünï", "日本", "A", "a/b", "x" * 200, "\x00"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_round_trip_and_token_charset(name: str) -> None:
+    token = encode_token(name)
+    assert TOKEN_RE.match(token), token
+    assert "." not in token and "*" not in token and ">" not in token
+    assert decode_token(token) == name
+
+
+def test_injective_over_tricky_names() -> None:
+    extra = [f"{a}{b}" for a in ["a", "_", ".", "5F", "_5", "-"] for b in ["", "F", "_", ".", "x"]]
+    names = set(NAMES) | set(extra)
+    tokens = {encode_token(n) for n in names}
+    assert len(tokens) == len(names)
+    keys = {server_key(u, s) for u in names for s in ["", "gpu", "a.b"]}
+    assert len(keys) == len(names) * 3
+
+
+def test_user_and_server_split_cannot_collide() -> None:
+    # "a.b" + "" must differ from "a" + "b" in every form
+    assert server_key("a.b", "") != server_key("a", "b")
+    assert route_key("a.b", "") != route_key("a", "b")
+
+
+@pytest.mark.parametrize("bad", ["_", "_4", "_zz", "_41", "a.b", "a b", "_2e"])
+def test_decode_rejects_non_canonical(bad: str) -> None:
+    if bad == "_":
+        assert decode_token(bad) == ""
+        return
+    with pytest.raises(ValueError):
+        decode_token(bad)
+
+
+def test_route_key_parse() -> None:
+    assert parse_route_key(route_key("al.ice", "gpu")) == ("al.ice", "gpu")
+    with pytest.raises(ValueError):
+        parse_route_key("svc.x")
+
+
+def test_server_prefix_escapes() -> None:
+    assert server_prefix("alice") == "/user/alice/"
+    assert server_prefix("alice", "gpu") == "/user/alice/gpu/"
+    assert server_prefix("a b@x") == "/user/a%20b@x/"
