@@ -121,13 +121,21 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def reachable_host() -> str:
+    """An address of this machine others can reach, for services bound to all interfaces."""
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
 def advertise_url(listen: ListenSettings, sock: socket.socket) -> str:
     """The URL other services use to reach this replica."""
     if listen.advertise_url:
         return listen.advertise_url.rstrip("/")
     host, port = sock.getsockname()[:2]
     if host in ("0.0.0.0", "::"):
-        host = "127.0.0.1"
+        host = reachable_host()
     if ":" in host:
         host = f"[{host}]"
     return f"http://{host}:{port}"

@@ -1,0 +1,140 @@
+"""`fleethub up` on a fresh data dir: embedded NATS and PostgreSQL, every service, and a restart."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.cluster import FAKE_SERVER, env_without_fleethub, free_port
+
+pytestmark = pytest.mark.integration
+
+
+def start_up(data_dir: Path, port: int) -> tuple[subprocess.Popen[str], float, list[str]]:
+    env = env_without_fleethub()
+    env.update(
+        FLEETHUB_PROXY__PORT=str(port),
+        FLEETHUB_SPAWNER__CMD=json.dumps([sys.executable, str(FAKE_SERVER)]),
+        FLEETHUB_API__SLOW_SPAWN_TIMEOUT="5",
+    )
+    t0 = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fleethub", "up", "--data-dir", str(data_dir)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    assert proc.stdout is not None
+    while True:
+        line = proc.stdout.readline()
+        if not line:
+            raise AssertionError("fleethub up exited before it was ready:\n" + "".join(lines))
+        lines.append(line)
+        if "fleethub is running at" in line:
+            return proc, time.monotonic() - t0, lines
+        if time.monotonic() - t0 > 90:
+            proc.kill()
+            raise AssertionError("fleethub up not ready in 90 s:\n" + "".join(lines))
+
+
+def stop_up(proc: subprocess.Popen[str]) -> int:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        # drain output so the child never blocks on a full pipe
+        proc.communicate(timeout=40)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise AssertionError("fleethub up did not stop within 40 s of SIGTERM") from None
+    return proc.returncode
+
+
+def token(data_dir: Path, user: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "fleethub", "token", user, "--data-dir", str(data_dir)],
+        env=env_without_fleethub(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout.strip().splitlines()[-1]
+
+
+def leftover_processes(data_dir: Path) -> list[str]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if str(data_dir) in cmdline and state != "Z":
+            found.append(cmdline)
+    return found
+
+
+def test_up_runs_everything_and_keeps_state_across_restarts(tmp_path: Path) -> None:
+    data_dir = tmp_path / "hub"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc, elapsed, lines = start_up(data_dir, port)
+    try:
+        print(f"\nfleethub up answered after {elapsed:.2f}s (fresh data dir)")
+        text = "".join(lines)
+        assert f"{base}/hub/" in text and "admin" in text
+        assert (data_dir / "admin-password").stat().st_mode & 0o077 == 0
+
+        tok = token(data_dir, "admin")  # while `up` runs
+        h = {"Authorization": f"token {tok}"}
+        with httpx.Client(base_url=base, headers=h, timeout=15) as c:
+            assert c.get("/hub/api/user").json()["name"] == "admin"
+            assert c.post("/hub/api/users", json={"usernames": ["alice", "bob"]}).status_code == 201
+            for user in ("alice", "bob"):
+                t0 = time.monotonic()
+                r = c.post(f"/hub/api/users/{user}/server")
+                assert r.status_code in (201, 202), r.text
+                deadline = time.monotonic() + 20
+                while not c.get(f"/hub/api/users/{user}").json()["servers"].get("", {}).get("ready"):
+                    assert time.monotonic() < deadline, f"{user}'s server not ready"
+                    time.sleep(0.05)
+                print(f"{user}: POST → ready {time.monotonic() - t0:.3f}s")
+            for user in ("alice", "bob"):
+                r = c.get(f"/user/{user}/tree")
+                assert r.status_code == 200 and r.json()["user"] == user
+            assert c.delete("/hub/api/users/alice/server").status_code in (202, 204)
+            deadline = time.monotonic() + 15
+            while c.get("/user/alice/tree", follow_redirects=False).status_code != 302:
+                assert time.monotonic() < deadline, "alice's route still there"
+                time.sleep(0.05)
+    finally:
+        assert stop_up(proc) == 0
+    assert leftover_processes(data_dir) == []
+
+    # a second `up` on the same data dir finds the same users and tokens
+    proc, elapsed, _ = start_up(data_dir, port)
+    try:
+        print(f"fleethub up answered after {elapsed:.2f}s (existing data dir)")
+        with httpx.Client(base_url=base, headers=h, timeout=15) as c:
+            assert c.get("/hub/api/user").json()["name"] == "admin"
+            names = {u["name"] for u in c.get("/hub/api/users").json()}
+            assert {"admin", "alice", "bob"} <= names
+    finally:
+        assert stop_up(proc) == 0
+    assert leftover_processes(data_dir) == []
+
+    # with nothing running, `fleethub token` starts the embedded database itself
+    assert token(data_dir, "admin") != tok
+    assert leftover_processes(data_dir) == []

@@ -1,0 +1,107 @@
+"""A whole fleethub started as real processes for tests: each service via `python -m fleethub run`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from shared.db.engine import make_engine
+from shared.db.migrate import migrate
+from shared.settings import ServiceSettings, child_env, load_settings
+
+FAKE_SERVER = Path(__file__).with_name("fake_singleuser.py")
+
+
+@dataclass
+class Cluster:
+    """Processes of one fleethub under test; `stop()` ends them all (and what they left behind)."""
+
+    settings: ServiceSettings
+    log_dir: Path
+    procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+
+    def start(self, service: str, **overrides: Any) -> subprocess.Popen[bytes]:
+        """Start one replica of `service`; `overrides` replace settings sections for this replica."""
+        settings = self.settings
+        if overrides:
+            merged = settings.model_dump()
+            for key, value in overrides.items():
+                merged[key] = {**merged[key], **value} if isinstance(value, dict) else value
+            settings = load_settings(None, **merged)
+        n = sum(1 for name, _ in self.procs if name == service)
+        log = open(self.log_dir / f"{service}-{n}.log", "wb")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fleethub", "run", service],
+            env=child_env(settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        self.procs.append((service, proc))
+        return proc
+
+    def logs(self) -> str:
+        """Every service log, for failure messages."""
+        return "\n".join(f"==== {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in sorted(self.log_dir.glob("*.log")))
+
+    def stop(self) -> None:
+        """SIGTERM every process, wait, SIGKILL stragglers; then end orphaned user servers."""
+        for _, proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for _, proc in self.procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        from shared.procs import reap_orphans
+
+        reap_orphans()
+
+
+async def migrated(database_url: str) -> None:
+    """Apply the schema to a fresh test database."""
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        await migrate(engine)
+    finally:
+        await engine.dispose()
+
+
+async def wait_for(check: Any, timeout: float = 15.0, interval: float = 0.05, what: str = "condition") -> Any:
+    """Await `check()` until it returns a truthy value; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = await check()
+            if last:
+                return last
+        except (httpx.HTTPError, OSError) as exc:
+            last = exc
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def env_without_fleethub() -> dict[str, str]:
+    """This process's environment without FLEETHUB_* variables."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("FLEETHUB_")}

@@ -1,0 +1,68 @@
+"""deploy/compose.yml: every service runs a real `fleethub` target with the settings it needs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from fleethub.cli import SERVICES, build_parser
+from shared.settings import load_settings
+
+COMPOSE = Path(__file__).resolve().parents[3] / "deploy" / "compose.yml"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def fleethub_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {name: svc for name, svc in compose["services"].items() if svc.get("image", "").startswith("fleethub")}
+
+
+def test_every_service_is_a_real_cli_target(compose: dict[str, Any]) -> None:
+    services = fleethub_services(compose)
+    run_targets = set()
+    parser = build_parser()
+    for name, svc in services.items():
+        cmd = svc["command"]
+        args = parser.parse_args(cmd)  # raises SystemExit if the CLI does not know the command
+        if cmd[0] == "run":
+            run_targets.add(cmd[1])
+            assert cmd[1] == name, f"service {name} runs {cmd[1]}"
+        else:
+            assert cmd == ["migrate"], cmd
+        assert args.func is not None
+    assert run_targets == set(SERVICES)
+
+
+def test_replica_counts(compose: dict[str, Any]) -> None:
+    services = fleethub_services(compose)
+    for name in ("api", "proxy", "spawner"):
+        assert services[name]["deploy"]["replicas"] >= 2, name
+
+
+def test_each_service_environment_is_valid_settings(compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, svc in fleethub_services(compose).items():
+        env = {k: str(v) for k, v in svc["environment"].items()}
+        assert env["FLEETHUB_NATS_URL"].startswith("nats://"), name
+        assert env["FLEETHUB_DATABASE_URL"].startswith("postgresql://"), name
+        with monkeypatch.context() as m:
+            for key, value in env.items():
+                m.setenv(key, value.replace("${POSTGRES_PASSWORD:-change-me-fleethub}", "pw").replace(
+                    "${FLEETHUB_PUBLIC_URL:-http://localhost:8000}", "http://localhost:8000"))
+            settings = load_settings()
+            assert settings.require_database_url().startswith("postgresql+asyncpg://")
+            if name in ("auth", "api"):
+                listen = getattr(settings, name)
+                assert listen.host == "0.0.0.0" and listen.port > 0, name
+
+
+def test_migrate_runs_before_services(compose: dict[str, Any]) -> None:
+    for name, svc in fleethub_services(compose).items():
+        if name == "migrate":
+            continue
+        assert svc["depends_on"]["migrate"]["condition"] == "service_completed_successfully", name
