@@ -1,0 +1,72 @@
+"""The spawner's side of the route table: put and delete user routes, and reconcile with PostgreSQL."""
+
+from __future__ import annotations
+
+import logging
+
+from nats.js.errors import NoKeysError
+
+from shared.bus import Bus
+from shared.events import Route
+from shared.names import parse_route_key, route_key, server_prefix
+
+log = logging.getLogger(__name__)
+
+
+def route_for(user: str, server_name: str, target: str, spawn_id: str) -> Route:
+    """The route of a running server."""
+    return Route(
+        routespec=server_prefix(user, server_name),
+        target=target,
+        data={"user": user, "server_name": server_name},
+        spawn_id=spawn_id,
+    )
+
+
+async def put_route(bus: Bus, route: Route) -> None:
+    """Upsert a route; every proxy node sees it through its watch."""
+    kv = await bus.routes()
+    user, server_name = route.data["user"], route.data["server_name"]
+    await kv.put(route_key(user, server_name), route.model_dump_json().encode())
+
+
+async def delete_route(bus: Bus, user: str, server_name: str) -> None:
+    """Delete a route (a no-op if it is absent)."""
+    kv = await bus.routes()
+    await kv.delete(route_key(user, server_name))
+
+
+async def reconcile(bus: Bus, running: list[Route]) -> tuple[int, int]:
+    """Make the user routes in KV equal `running`; returns (routes put, routes deleted).
+
+    The whole key list is read before anything is deleted, so a partial view never removes a route.
+    """
+    kv = await bus.routes()
+    try:
+        keys = [k for k in await kv.keys() if k.startswith("user.")]
+    except NoKeysError:
+        keys = []
+    wanted = {route_key(r.data["user"], r.data["server_name"]): r for r in running}
+    put = deleted = 0
+    for key, route in wanted.items():
+        entry = None
+        if key in keys:
+            try:
+                entry = await kv.get(key)
+            except Exception:
+                entry = None
+        current = Route.model_validate_json(entry.value) if entry is not None and entry.value else None
+        if current != route:
+            await kv.put(key, route.model_dump_json().encode())
+            put += 1
+    for key in keys:
+        if key not in wanted:
+            try:
+                parse_route_key(key)
+            except ValueError:
+                continue
+            await kv.delete(key)
+            deleted += 1
+    if put or deleted:
+        log.info("route reconciliation: %d put, %d deleted", put, deleted)
+    return put, deleted
