@@ -220,8 +220,22 @@ class Bus:
                 pass  # created concurrently by another replica
         await self.js.update_stream(config)
 
-    async def ensure_topology(self) -> None:
-        """Declare the command and event streams and the KV buckets (idempotent, any replica may run it)."""
+    async def ensure_topology(self, timeout: float = 15.0) -> None:
+        """Declare the command and event streams and the KV buckets (idempotent, any replica may run it).
+
+        Retries while JetStream is not answering yet (a server that just started, or a reconnect).
+        """
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            try:
+                await self._declare()
+                return
+            except Exception as exc:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise BusError(f"cannot declare JetStream streams and buckets: {exc}") from None
+                await asyncio.sleep(0.2)
+
+    async def _declare(self) -> None:
         n = self.names
         await self._ensure_stream(
             StreamConfig(
