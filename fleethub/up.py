@@ -120,34 +120,10 @@ def _stop_all(procs: dict[str, subprocess.Popen[bytes]]) -> None:
             proc.wait()
 
 
-def _end_orphans(keep: set[int]) -> None:
-    """End user servers re-parented to us (their spawner is gone) and reap them."""
-    from shared.procs import end_group, reap_orphans
-
-    me = str(os.getpid())
-    orphans = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) in keep:
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        if stat[stat.rindex(")") + 2 :].split()[1] == me:
-            orphans.append(int(entry))
-
-    async def end() -> None:
-        await asyncio.gather(*(end_group(pid) for pid in orphans))
-
-    if orphans:
-        asyncio.run(end())
-    reap_orphans(keep)
-
-
 def up(args: argparse.Namespace) -> int:
     """Run embedded NATS/PostgreSQL (unless configured), migrate, and supervise every service."""
     from shared.embedded import EmbeddedNats, EmbeddedPostgres
-    from shared.procs import become_subreaper, reap_orphans
+    from shared.procs import become_subreaper, end_processes, orphaned_children, reap_orphans
 
     started = time.monotonic()
     settings = _load(args)
@@ -165,12 +141,15 @@ def up(args: argparse.Namespace) -> int:
 
     with _data_dir_lock(data_dir), contextlib.ExitStack() as stack:
         updates: dict[str, Any] = {"data_dir": data_dir}
+        own_pids: list[int] = []
         if "nats_url" not in settings.model_fields_set:
             nats = stack.enter_context(EmbeddedNats(data_dir / "nats"))
             updates["nats_url"] = nats.url
+            own_pids.append(nats.proc.pid if nats.proc else 0)
         if "database_url" not in settings.model_fields_set:
             pg = stack.enter_context(EmbeddedPostgres(data_dir / "pg"))
             updates["database_url"] = pg.url
+            own_pids.append(pg.proc.pid if pg.proc else 0)
         settings = load_settings(args.config, **updates)
         admin = settings.auth.admin_users[0] if settings.auth.admin_users else DEFAULT_ADMIN
         if admin not in settings.auth.admin_users:
@@ -185,7 +164,8 @@ def up(args: argparse.Namespace) -> int:
         stack.callback(lambda: (data_dir / RUNTIME_FILE).unlink(missing_ok=True))
 
         procs: dict[str, subprocess.Popen[bytes]] = {}
-        stack.callback(lambda: _end_orphans({p.pid for p in procs.values()}))
+        # the embedded servers are stopped by their own context managers, after this
+        stack.callback(lambda: end_processes(orphaned_children({*own_pids, *(p.pid for p in procs.values())})))
         stack.callback(lambda: _stop_all(procs))
         for name in SERVICE_ORDER:
             procs[name] = _start_service(name, settings)
@@ -203,7 +183,7 @@ def up(args: argparse.Namespace) -> int:
         restarts: dict[str, list[float]] = {name: [] for name in procs}
         while not stopping:
             time.sleep(0.5)
-            reap_orphans({p.pid for p in procs.values()})
+            reap_orphans({*own_pids, *(p.pid for p in procs.values())})
             for name, proc in list(procs.items()):
                 if proc.poll() is None or stopping:
                     continue

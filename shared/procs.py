@@ -12,6 +12,7 @@ import ctypes
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -51,6 +52,44 @@ def pid_alive(pid: int) -> bool:
         return True
     st = _stat(pid)
     return st is not None and st[0] != "Z"
+
+
+def orphaned_children(keep: set[int] | frozenset[int] = frozenset()) -> list[int]:
+    """Live processes re-parented to this process (a subreaper) that it did not start itself."""
+    me = os.getpid()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in keep:
+            continue
+        st = _stat(int(entry))
+        if st is not None and st[1] == me and st[0] != "Z":
+            found.append(int(entry))
+    return found
+
+
+def end_processes(pids: list[int], grace: float = 5.0) -> None:
+    """End (TERM, then KILL after `grace` s) the process groups of `pids`; reap those that are ours.
+
+    Synchronous on purpose: it runs in shutdown paths, inside or outside an event loop.
+    """
+    for pid in pids:
+        signal_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    pending = list(pids)
+    while pending and time.monotonic() < deadline:
+        for pid in pending:
+            _try_reap(pid)
+        pending = [pid for pid in pending if pid_alive(pid)]
+        if pending:
+            time.sleep(0.05)
+    for pid in pending:
+        signal_group(pid, signal.SIGKILL)
+    for pid in pending:
+        for _ in range(100):
+            _try_reap(pid)
+            if not pid_alive(pid):
+                break
+            time.sleep(0.02)
 
 
 def reap_orphans(keep: set[int] | frozenset[int] = frozenset()) -> list[int]:

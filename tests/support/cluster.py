@@ -64,9 +64,18 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        from shared.procs import reap_orphans
+        from shared.procs import end_processes, orphaned_children
 
-        reap_orphans()
+        # user servers outlive their worker by design; re-parented to us (the subreaper), they end here.
+        # Only those: the session's embedded NATS/PostgreSQL are children of this process too.
+        end_processes([pid for pid in orphaned_children() if _is_user_server(pid)])
+
+
+def _is_user_server(pid: int) -> bool:
+    try:
+        return b"JUPYTERHUB_SERVICE_PREFIX=" in Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
 
 
 async def migrated(database_url: str) -> None:
