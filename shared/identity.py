@@ -1,0 +1,199 @@
+"""Who is asking: API tokens, the hub login cookie, XSRF tokens and `next` URL validation.
+
+Shared by auth (which creates sessions) and api (which reads them). Cookies follow JupyterHub's
+names and paths (jupyterhub-contract.md §g); their values are random secrets whose SHA-256 is stored,
+so a database leak yields no usable cookie or token.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+from fastapi import Response
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.db.models import ApiToken, LoginSession, User
+from shared.events import utcnow
+from shared.security import hash_token, sign, verify_signature
+
+LOGIN_COOKIE = "jupyterhub-hub-login"
+SESSION_COOKIE = "jupyterhub-session-id"
+XSRF_COOKIE = "_xsrf"
+HUB_PATH = "/hub/"
+_AUTH_RE = re.compile(r"^\s*(token|bearer)\s+(\S+)\s*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The owner of a request's credentials."""
+
+    user_id: int
+    name: str
+    admin: bool
+    via: str  # "token" | "cookie"
+    token_id: int | None = None
+    token_kind: str | None = None
+    token_scopes: tuple[str, ...] = ()
+    session_id: str | None = None
+    spawn_id: str | None = None
+
+
+def token_from_header(value: str | None) -> str | None:
+    """The token of an `Authorization: token|bearer <t>` header (scheme case-insensitive)."""
+    if not value:
+        return None
+    m = _AUTH_RE.match(value)
+    return m.group(2) if m else None
+
+
+class TokenCache:
+    """A short-lived per-process cache of token → identity, sparing a database round trip per request.
+
+    Entries live `ttl` seconds, so a revoked token stops working within that time on every replica.
+    """
+
+    def __init__(self, ttl: float = 5.0, max_entries: int = 10_000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[float, Identity | None]] = {}
+
+    def get(self, hashed: str) -> tuple[bool, Identity | None]:
+        hit = self._entries.get(hashed)
+        if hit is None or hit[0] < time.monotonic():
+            return False, None
+        return True, hit[1]
+
+    def put(self, hashed: str, identity: Identity | None) -> None:
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[hashed] = (time.monotonic() + self.ttl, identity)
+
+    def drop_user(self, user_id: int) -> None:
+        """Forget every cached token of a user (after a change of their rights)."""
+        for key, (_, ident) in list(self._entries.items()):
+            if ident is not None and ident.user_id == user_id:
+                del self._entries[key]
+
+
+async def identity_from_token(session: AsyncSession, token: str, cache: TokenCache | None = None) -> Identity | None:
+    """The identity of an API token, or None if it is unknown or expired."""
+    hashed = hash_token(token)
+    if cache is not None:
+        hit, ident = cache.get(hashed)
+        if hit:
+            return ident
+    row = (
+        await session.execute(
+            select(ApiToken, User).join(User, User.id == ApiToken.user_id).where(ApiToken.hashed == hashed)
+        )
+    ).first()
+    ident = None
+    if row is not None:
+        tok, user = row
+        if tok.expires_at is None or tok.expires_at > utcnow():
+            ident = Identity(user.id, user.name, user.admin, "token", tok.id, tok.kind, tuple(tok.scopes or ()),
+                             tok.session_id, tok.spawn_id)
+    if cache is not None:
+        cache.put(hashed, ident)
+    return ident
+
+
+async def identity_from_cookie(session: AsyncSession, cookie: str | None) -> Identity | None:
+    """The identity of a hub login cookie, or None."""
+    if not cookie or len(cookie) > 200:
+        return None
+    row = (
+        await session.execute(
+            select(LoginSession, User).join(User, User.id == LoginSession.user_id)
+            .where(LoginSession.hashed == hash_token(cookie))
+        )
+    ).first()
+    if row is None:
+        return None
+    sess, user = row
+    if sess.expires_at <= utcnow():
+        return None
+    return Identity(user.id, user.name, user.admin, "cookie", session_id=sess.session_id)
+
+
+async def create_login_session(session: AsyncSession, user_id: int, max_age_days: float,
+                               session_id: str | None = None) -> tuple[str, str]:
+    """A new login session: returns (cookie value, session id). Only the cookie's hash is stored."""
+    cookie = secrets.token_urlsafe(32)
+    sid = session_id or uuid.uuid4().hex
+    session.add(LoginSession(user_id=user_id, hashed=hash_token(cookie), session_id=sid,
+                             expires_at=utcnow() + timedelta(days=max_age_days)))
+    return cookie, sid
+
+
+async def end_login_session(session: AsyncSession, cookie: str | None) -> int | None:
+    """Delete the session of `cookie`; returns its user id if there was one."""
+    if not cookie:
+        return None
+    row = (await session.execute(
+        delete(LoginSession).where(LoginSession.hashed == hash_token(cookie)).returning(LoginSession.user_id)
+    )).first()
+    return row[0] if row else None
+
+
+def set_login_cookies(response: Response, cookie: str, session_id: str, max_age_days: float, secure: bool) -> None:
+    """Set the hub login cookie (path /hub/) and the session-id cookie (path /)."""
+    max_age = int(max_age_days * 86400)
+    response.set_cookie(LOGIN_COOKIE, cookie, max_age=max_age, path=HUB_PATH, httponly=True, secure=secure,
+                        samesite="lax")
+    response.set_cookie(SESSION_COOKIE, session_id, path="/", httponly=True, secure=secure, samesite="lax")
+
+
+def clear_login_cookies(response: Response) -> None:
+    """Remove every hub cookie."""
+    response.delete_cookie(LOGIN_COOKIE, path=HUB_PATH)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    response.delete_cookie(XSRF_COOKIE, path=HUB_PATH)
+
+
+def new_xsrf(secret_key: str) -> str:
+    """A signed XSRF token: `<nonce>.<hmac>`; the same value goes in the cookie and the form."""
+    nonce = secrets.token_urlsafe(16)
+    return f"{nonce}.{sign(secret_key, 'xsrf', nonce)}"
+
+
+def xsrf_valid(secret_key: str, cookie: str | None, submitted: str | None) -> bool:
+    """Whether the submitted token equals the cookie and carries our signature."""
+    if not cookie or not submitted or len(cookie) > 200 or not secrets.compare_digest(cookie, submitted):
+        return False
+    nonce, _, tag = cookie.partition(".")
+    return bool(nonce and tag) and verify_signature(secret_key, "xsrf", nonce, tag)
+
+
+def set_xsrf_cookie(response: Response, value: str, secure: bool) -> None:
+    """The XSRF cookie: readable by pages (not HttpOnly), path /hub/."""
+    response.set_cookie(XSRF_COOKIE, value, path=HUB_PATH, httponly=False, secure=secure, samesite="lax")
+
+
+def validate_next(next_url: str | None, public_url: str, default: str = "/hub/home") -> str:
+    """A safe redirect target: a same-origin path, or `default`.
+
+    Rejects protocol-relative URLs (`//host`, `///host`, `/\\host`), backslashes, control characters,
+    other hosts, and our own host followed by `//evil` (CVE-2026-33709's trick).
+    """
+    if not next_url or len(next_url) > 2000:
+        return default
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in next_url) or "\\" in next_url:
+        return default
+    parts = urlsplit(next_url)
+    if parts.scheme or parts.netloc:
+        ours = urlsplit(public_url)
+        if parts.scheme not in ("", ours.scheme) or parts.netloc != ours.netloc:
+            return default
+        next_url = parts.path + (f"?{parts.query}" if parts.query else "") + (f"#{parts.fragment}" if parts.fragment else "")
+        parts = urlsplit(next_url)
+    if not next_url.startswith("/") or next_url.startswith("//") or parts.netloc:
+        return default
+    return next_url
