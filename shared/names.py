@@ -7,6 +7,7 @@ injective: two different names never share a subject, a key or a route.
 
 from __future__ import annotations
 
+import re
 from urllib.parse import quote
 
 _SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-")
@@ -87,3 +88,20 @@ def parse_route_key(key: str) -> tuple[str, str]:
     if len(parts) != 3 or parts[0] != "user":
         raise ValueError(f"not a user route key: {key!r}")
     return decode_token(parts[1]), decode_token(parts[2])
+
+
+_BAD_USERNAME = re.compile(r"[/\s\x00-\x1f\x7f]")
+
+
+def normalize_username(raw: str) -> str:
+    """Lower-case, stripped, validated user name.
+
+    Raises:
+        BadRequest: empty, longer than 255 characters, or containing `/`, whitespace or control characters.
+    """
+    from shared.errors import BadRequest
+
+    name = raw.strip().lower()
+    if not name or len(name) > 255 or _BAD_USERNAME.search(name):
+        raise BadRequest(f"invalid username {raw[:64]!r}: 1-255 characters, no '/', spaces or control characters")
+    return name

@@ -1,0 +1,116 @@
+"""JupyterHub's user, server and token models, built from rows (no I/O here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from shared.db.models import ApiToken, Server, ServerState, User
+from shared.http import iso
+from shared.names import server_prefix, url_escape
+
+
+@dataclass(frozen=True)
+class ServerView:
+    """A server's desired state (api) joined with its actual state (spawner)."""
+
+    server: Server
+    state: ServerState | None
+
+    @property
+    def current_state(self) -> ServerState | None:
+        """The actual state, if it is about the current spawn."""
+        s = self.state
+        return s if s is not None and s.spawn_id == self.server.spawn_id else None
+
+    @property
+    def status(self) -> tuple[bool, bool, str | None]:
+        """(active, ready, pending) as JupyterHub reports them."""
+        st = self.current_state
+        if st is not None:
+            if st.status == "running":
+                return True, True, "stop" if self.server.desired == "stopped" else None
+            if st.status == "pending":
+                return True, False, "stop" if self.server.desired == "stopped" else "spawn"
+            if st.status == "stopping":
+                return True, False, "stop"
+            return False, False, None
+        if self.server.desired == "running" and self.server.spawn_id:
+            return True, False, "spawn"  # requested, not yet taken by a worker
+        if self.state is not None and self.state.status in ("pending", "running", "stopping"):
+            return True, False, "stop"  # an older spawn still winding down
+        return False, False, None
+
+
+def server_model(user: User, view: ServerView, *, with_state: bool) -> dict[str, Any]:
+    """The Server model."""
+    srv = view.server
+    active, ready, pending = view.status
+    prefix = server_prefix(user.name, srv.name)
+    st = view.current_state
+    progress = f"/hub/api/users/{url_escape(user.name)}/" + (
+        f"servers/{url_escape(srv.name)}/progress" if srv.name else "server/progress"
+    )
+    model: dict[str, Any] = {
+        "name": srv.name,
+        "full_name": f"{user.name}/{srv.name}",
+        "last_activity": iso(srv.last_activity or (st.started if st else None)),
+        "started": iso(st.started) if st is not None and active else None,
+        "pending": pending,
+        "ready": ready,
+        "stopped": not active,
+        "url": prefix,
+        "user_options": srv.user_options or {},
+        "progress_url": progress,
+        "full_url": None,
+        "full_progress_url": None,
+    }
+    if with_state:
+        model["state"] = dict(st.state or {}) if st is not None else {}
+    return model
+
+
+def user_model(user: User, views: list[ServerView], *, with_state: bool = False,
+               include_stopped: bool = False) -> dict[str, Any]:
+    """The User model, with its `servers` dict keyed by server name ("" = default)."""
+    servers = {}
+    default_url = None
+    default_pending = None
+    for view in views:
+        active, ready, pending = view.status
+        if view.server.name == "":
+            default_pending = pending
+            if ready:
+                default_url = server_prefix(user.name)
+        if active or include_stopped:
+            servers[view.server.name] = server_model(user, view, with_state=with_state)
+    return {
+        "kind": "user",
+        "name": user.name,
+        "admin": user.admin,
+        "roles": ["admin", "user"] if user.admin else ["user"],
+        "groups": [],
+        "server": default_url,
+        "pending": default_pending,
+        "created": iso(user.created),
+        "last_activity": iso(user.last_activity),
+        "auth_state": None,
+        "servers": servers,
+    }
+
+
+def token_model(token: ApiToken, owner: str) -> dict[str, Any]:
+    """The Token model (without the token itself)."""
+    return {
+        "id": f"a{token.id}",
+        "kind": "api_token",
+        "user": owner,
+        "roles": [],
+        "scopes": list(token.scopes or []),
+        "note": token.note,
+        "created": iso(token.created),
+        "expires_at": iso(token.expires_at),
+        "last_activity": iso(token.last_activity),
+        "session_id": token.session_id,
+        "oauth_client": None,
+    }

@@ -1,0 +1,49 @@
+"""The HTML of the hub pages; every value is escaped."""
+
+from __future__ import annotations
+
+from html import escape
+
+_STYLE = "body{font-family:system-ui,sans-serif;max-width:40em;margin:3em auto}form{display:inline}"
+
+
+def _page(title: str, body: str, refresh: str = "") -> str:
+    meta = f'<meta http-equiv="refresh" content="{escape(refresh, quote=True)}">' if refresh else ""
+    return (
+        f"<!doctype html><html><head><meta charset=utf-8>{meta}<title>{escape(title)} - fleethub</title>"
+        f"<style>{_STYLE}</style></head><body>{body}</body></html>"
+    )
+
+
+def _button(action: str, label: str, xsrf: str) -> str:
+    return (
+        f'<form method="post" action="{escape(action, quote=True)}">'
+        f'<input type="hidden" name="_xsrf" value="{escape(xsrf, quote=True)}">'
+        f'<input type="submit" value="{escape(label, quote=True)}"></form>'
+    )
+
+
+def home_page(user: str, state: str, server_url: str, xsrf: str) -> str:
+    """The user's home: server state with start/stop buttons."""
+    if state == "ready":
+        actions = f'<a href="{escape(server_url, quote=True)}">Open my server</a> ' + _button("/hub/stop", "Stop my server", xsrf)
+    elif state == "pending":
+        actions = f'<a href="/hub/spawn-pending/{escape(user, quote=True)}">Starting…</a>'
+    else:
+        actions = _button("/hub/spawn", "Start my server", xsrf)
+    return _page("Home", f"<h1>{escape(user)}</h1><p>Your server is {escape(state)}.</p><p>{actions}</p>"
+                         f'<p><a href="/hub/logout">Sign out</a></p>')
+
+
+def pending_page(user: str, message: str) -> str:
+    """Shown while a server starts; reloads until it is ready."""
+    return _page("Starting", f"<h1>Your server is starting</h1><p>{escape(message)}</p>", refresh="1")
+
+
+def stopped_page(user: str, path: str, xsrf: str) -> str:
+    """A request for a server that is not running: offer to start it."""
+    return _page(
+        "Server not running",
+        f"<h1>Server not running</h1><p>The server at {escape(path)} is not running.</p>"
+        + _button("/hub/spawn", "Start it", xsrf),
+    )
