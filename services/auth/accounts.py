@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
@@ -11,23 +10,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db.models import Account, User
 from shared.errors import BadRequest
+from shared.names import normalize_username
 from shared.security import MIN_PASSWORD_LENGTH, hash_password, verify_password
 
-_BAD_NAME = re.compile(r"[/\s\x00-\x1f\x7f]")
 # verifying against this costs the same as a real hash, so unknown names take as long as known ones
 _DUMMY_HASH = hash_password("not a real password, only here to spend time")
-
-
-def normalize_username(raw: str) -> str:
-    """Lower-case, stripped, validated user name.
-
-    Raises:
-        BadRequest: empty, too long, or containing `/`, whitespace or control characters.
-    """
-    name = raw.strip().lower()
-    if not name or len(name) > 255 or _BAD_NAME.search(name):
-        raise BadRequest(f"invalid username {raw[:64]!r}: 1-255 characters, no '/', spaces or control characters")
-    return name
 
 
 async def ensure_user(session: AsyncSession, name: str, admin: bool | None = None) -> int:

@@ -11,7 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.errors import BadRequest, ConfigError
 from shared.settings import ServiceSettings
 
-from services.auth.accounts import check_password, normalize_username
+from services.auth.accounts import check_password
+from shared.names import normalize_username
 
 ENTRY_POINT_GROUP = "fleethub.authenticators"
 
