@@ -36,13 +36,17 @@ WaitersDep = Annotated[Waiters, Depends(_waiters)]
 
 async def _current(request: Request, runtime: RuntimeDep, session: DbSession) -> Identity:
     ident = await api_identity(request, runtime, session)
+    # end the read transaction, so handlers start their own with `session.begin()`
+    await session.rollback()
     if ident is None:
         raise Forbidden("Missing or invalid credentials.")
     return ident
 
 
 async def _maybe_page_user(request: Request, session: DbSession) -> Identity | None:
-    return await page_identity(request, session)
+    ident = await page_identity(request, session)
+    await session.rollback()
+    return ident
 
 
 CurrentIdentity = Annotated[Identity, Depends(_current)]

@@ -66,7 +66,8 @@ async def login(
     next_url = validate_next(next, runtime.settings.hub_public_url)
     if not xsrf_valid(runtime.secret_key, request.cookies.get(XSRF_COOKIE), xsrf):
         return _form_page(runtime, next_url, 403, "Your session expired or the form was not sent from this site; try again.")
-    name = await authenticator.authenticate(session, username, password)
+    async with session.begin():
+        name = await authenticator.authenticate(session, username, password)
     if name is None or not allowed(runtime.settings, name):
         log.info("failed login for %r", username[:64])
         return _form_page(runtime, next_url, 403, "Invalid username or password", username[:255])
@@ -89,8 +90,8 @@ async def login(
 
 @router.get("/hub/logout")
 async def logout(request: Request, runtime: RuntimeDep, session: DbSession) -> Response:
-    ident = await identity_from_cookie(session, request.cookies.get(LOGIN_COOKIE))
     async with session.begin():
+        ident = await identity_from_cookie(session, request.cookies.get(LOGIN_COOKIE))
         await end_login_session(session, request.cookies.get(LOGIN_COOKIE))
         if ident is not None:
             enqueue(session, UserLoggedOut(name=ident.name), runtime.settings.nats_namespace)
