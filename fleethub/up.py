@@ -171,7 +171,6 @@ def up(args: argparse.Namespace) -> int:
             procs[name] = _start_service(name, settings)
         url = settings.hub_public_url
         _wait_http(f"{url}/hub/api/", 60, procs)
-        print(f"fleethub is running at {url}/hub/ (ready in {time.monotonic() - started:.1f}s)", flush=True)
         if settings.auth.authenticator == "password":
             print(f"log in as '{admin}' with the password in {data_dir / ADMIN_PASSWORD_FILE}", flush=True)
             if password is not None:
@@ -179,6 +178,7 @@ def up(args: argparse.Namespace) -> int:
         else:
             print(f"log in as '{admin}' with the {settings.auth.authenticator} authenticator's password", flush=True)
         print(f"API token: fleethub token {admin} --data-dir {data_dir}", flush=True)
+        print(f"fleethub is running at {url}/hub/ (ready in {time.monotonic() - started:.1f}s)", flush=True)
 
         restarts: dict[str, list[float]] = {name: [] for name in procs}
         while not stopping:

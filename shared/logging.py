@@ -49,9 +49,10 @@ def setup_logging(level: str, service: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("uvicorn.access",):
+    for noisy in ("uvicorn.access", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     for name in ("uvicorn", "uvicorn.error", "nats", "sqlalchemy", "alembic"):
         lg = logging.getLogger(name)
         lg.handlers[:] = []
         lg.propagate = True
+    logging.getLogger("alembic").setLevel(logging.WARNING)
