@@ -16,7 +16,7 @@ from shared.service import advertise_url, bind_socket, open_runtime, serve_app
 from shared.settings import ServiceSettings
 
 from services.api.consumers import activity_handler, server_events_handler
-from services.api.routes import info, pages, proxy, servers, users
+from services.api.routes import activity, info, pages, proxy, servers, users
 from services.api.waiters import Waiters
 
 
@@ -43,7 +43,7 @@ def create_app(settings: ServiceSettings, advertise: str | None = None) -> FastA
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     install_error_handlers(app)
     app.add_middleware(CommonHeaders)
-    for module in (info, users, servers, proxy, pages):
+    for module in (info, users, servers, activity, proxy, pages):
         app.include_router(module.router)
     return app
 

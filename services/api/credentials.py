@@ -62,5 +62,8 @@ async def api_identity(request: Request, runtime: Runtime, session: AsyncSession
 
 
 async def page_identity(request: Request, session: AsyncSession) -> Identity | None:
-    """The logged-in user of a hub page (cookie only)."""
+    """The user of a hub page: the login cookie, or (for scripts) a token header."""
+    token = token_from_header(request.headers.get("authorization"))
+    if token is not None:
+        return await identity_from_token(session, token, request.state.token_cache)
     return await identity_from_cookie(session, request.cookies.get(LOGIN_COOKIE))

@@ -35,6 +35,42 @@ class TokenCreate(BaseModel):
     roles: list[str] | None = None
 
 
+async def read_json(request: Any) -> Any:
+    """The JSON body of a request whatever its Content-Type (JupyterHub's clients send it either way)."""
+    import json
+
+    from shared.errors import BadRequest
+
+    raw = await request.body()
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise BadRequest("Invalid JSON in request body") from None
+
+
+async def parse_body(request: Any, model: type[BaseModel], *, required: bool) -> Any:
+    """The body validated against `model`; errors are 400s that name the field."""
+    from pydantic import ValidationError
+
+    from shared.errors import BadRequest
+
+    data = await read_json(request)
+    if data is None:
+        if required:
+            raise BadRequest("Request body is required")
+        return model()
+    if not isinstance(data, dict):
+        raise BadRequest("Request body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first.get("loc", ()))
+        raise BadRequest(f"{loc}: {first.get('msg', 'invalid')}" if loc else str(first.get("msg"))) from None
+
+
 def user_options_from(body: Any) -> dict[str, Any] | None:
     """JupyterHub 6 reads `user_options` from the body; 5.x sent the options as the whole body."""
     if body is None:

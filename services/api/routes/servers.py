@@ -13,28 +13,16 @@ from shared.identity import Identity
 from services.api.access import require_user_access
 from services.api.deps import CurrentIdentity, DbSession, RuntimeDep, WaitersDep
 from services.api.queries import get_user, one_server_view
-from services.api.schemas import user_options_from
+from services.api.schemas import read_json, user_options_from
 from services.api.servers import check_server_name, count_named, remove_server, start_server, stop_server
 
 router = APIRouter(prefix="/hub/api")
 
 
-async def _json_body(request: Request) -> Any:
-    raw = await request.body()
-    if not raw.strip():
-        return None
-    import json
-
-    try:
-        return json.loads(raw)
-    except ValueError:
-        raise BadRequest("Invalid JSON in request body") from None
-
-
 async def _start(name: str, server_name: str, request: Request, ident: Identity, runtime: RuntimeDep,
                  session: DbSession, waiters: WaitersDep) -> Response:
     require_user_access(ident, name, "servers")
-    options = user_options_from(await _json_body(request))
+    options = user_options_from(await read_json(request))
     settings = runtime.settings
     async with session.begin():
         user = await get_user(session, name)
@@ -60,7 +48,7 @@ async def _start(name: str, server_name: str, request: Request, ident: Identity,
 async def _stop(name: str, server_name: str, request: Request, ident: Identity, runtime: RuntimeDep,
                 session: DbSession, waiters: WaitersDep) -> Response:
     require_user_access(ident, name, "servers")
-    body = await _json_body(request)
+    body = await read_json(request)
     remove = bool(body.get("remove")) if isinstance(body, dict) else False
     if remove and not server_name:
         raise BadRequest("Cannot delete the default server")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import select
 
@@ -18,7 +18,7 @@ from services.api.access import require_admin, require_user_access, scopes_of
 from services.api.deps import CurrentIdentity, DbSession, RuntimeDep
 from services.api.models import token_model, user_model
 from services.api.queries import get_user, server_views
-from services.api.schemas import TokenCreate, UserCreate, UsersCreate
+from services.api.schemas import TokenCreate, UserCreate, UsersCreate, parse_body
 from services.api.users import create_users, delete_user
 
 router = APIRouter(prefix="/hub/api")
@@ -50,8 +50,9 @@ async def list_users(
 
 
 @router.post("/users", status_code=201)
-async def post_users(ident: CurrentIdentity, runtime: RuntimeDep, session: DbSession, body: UsersCreate) -> list[dict[str, Any]]:
+async def post_users(request: Request, ident: CurrentIdentity, runtime: RuntimeDep, session: DbSession) -> list[dict[str, Any]]:
     require_admin(ident, "admin:users")
+    body = await parse_body(request, UsersCreate, required=True)
     async with session.begin():
         created = await create_users(session, runtime.settings, body.usernames, body.admin)
     runtime.relay.kick()
@@ -59,12 +60,13 @@ async def post_users(ident: CurrentIdentity, runtime: RuntimeDep, session: DbSes
 
 
 @router.post("/users/{name}", status_code=201)
-async def post_user(name: str, ident: CurrentIdentity, runtime: RuntimeDep, session: DbSession,
-                    body: UserCreate | None = Body(None)) -> dict[str, Any]:
+async def post_user(name: str, request: Request, ident: CurrentIdentity, runtime: RuntimeDep,
+                    session: DbSession) -> dict[str, Any]:
     require_admin(ident, "admin:users")
+    body = await parse_body(request, UserCreate, required=False)
     try:
         async with session.begin():
-            created = await create_users(session, runtime.settings, [name], body.admin if body else False)
+            created = await create_users(session, runtime.settings, [name], body.admin)
     except Conflict:
         raise Conflict(f"User {name} already exists") from None
     runtime.relay.kick()
@@ -93,10 +95,9 @@ async def delete_one(name: str, ident: CurrentIdentity, runtime: RuntimeDep, ses
 
 
 @router.post("/users/{name}/tokens", status_code=201)
-async def post_token(name: str, ident: CurrentIdentity, runtime: RuntimeDep, session: DbSession,
-                     body: TokenCreate | None = Body(None)) -> JSONResponse:
+async def post_token(name: str, request: Request, ident: CurrentIdentity, session: DbSession) -> JSONResponse:
     require_user_access(ident, name, "tokens")
-    body = body or TokenCreate()
+    body = await parse_body(request, TokenCreate, required=False)
     if body.scopes is not None and body.roles is not None:
         raise BadRequest("Specify only one of scopes or roles")
     scopes = body.scopes if body.scopes is not None else ["inherit"]
