@@ -334,11 +334,15 @@ class Bus:
             filter_subject=filter_subject,
         )
         stop = stop or asyncio.Event()
+        me = asyncio.current_task()
         sem = asyncio.Semaphore(concurrency)
         tasks: set[asyncio.Task[None]] = set()
         sub = None
         try:
             while not stop.is_set():
+                # nats-py's fetch can swallow a cancellation (it turns into a timeout): honour it here
+                if me is not None and me.cancelling():
+                    raise asyncio.CancelledError
                 if sub is None:
                     try:
                         sub = await self.js.pull_subscribe(filter_subject, durable=durable, stream=stream, config=config)

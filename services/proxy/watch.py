@@ -87,8 +87,11 @@ async def _follow(bus: Bus, bucket: str, apply: Callable[[str, bytes | None], No
                   stop: asyncio.Event) -> None:
     kv = await bus.kv(bucket)
     watcher = await kv.watch(">")
+    me = asyncio.current_task()
     try:
         while not stop.is_set():
+            if me is not None and me.cancelling():
+                raise asyncio.CancelledError  # nats-py may turn a cancellation into a timeout
             try:
                 entry = await watcher.updates(timeout=1.0)
             except TimeoutError:
