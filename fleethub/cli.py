@@ -26,9 +26,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     from shared.logging import setup_logging
 
     setup_logging(settings.log_level, args.service)
+    if args.service != "proxy":  # the proxy needs no database
+        asyncio.run(_check_schema(settings))
     module = importlib.import_module(f"services.{args.service}.app")
     module.run(settings)
     return 0
+
+
+async def _check_schema(settings: ServiceSettings) -> None:
+    """Refuse to start a service on a database at another schema version (a clear NotMigrated)."""
+    from shared.db.engine import make_engine
+    from shared.db.migrate import ensure_migrated
+
+    engine = make_engine(settings.require_database_url(), pool_size=1)
+    try:
+        await ensure_migrated(engine)
+    except OSError as exc:
+        from shared.errors import ConfigError
+
+        raise ConfigError(f"cannot reach the database (FLEETHUB_DATABASE_URL): {exc}") from None
+    finally:
+        await engine.dispose()
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
