@@ -123,8 +123,9 @@ async def stop_server(session: AsyncSession, settings: ServiceSettings, user: Us
     view.server.desired = "stopped"
     if not active or spawn_id is None:
         return None
+    # a repeated stop is harmless: the spawner's handler is idempotent by spawn id
     enqueue(session, StopServer(user=user.name, server_name=server_name, spawn_id=spawn_id, reason=reason),
-            settings.nats_namespace, msg_id=f"stop-{spawn_id}")
+            settings.nats_namespace)
     return spawn_id
 
 

@@ -46,6 +46,7 @@ class Worker:
         self.ttl = runtime.settings.spawner.lease_ttl
         self.ns = runtime.settings.nats_namespace
         self.inflight: dict[tuple[str, str], asyncio.Task[str]] = {}
+        self.cancelled_by_stop: set[tuple[str, str]] = set()
 
     # --- spawn -----------------------------------------------------------------------------------
 
@@ -76,6 +77,12 @@ class Worker:
         self.inflight[key] = task  # type: ignore[assignment]
         try:
             await self._start(cmd, heartbeat)
+        except asyncio.CancelledError:
+            if key not in self.cancelled_by_stop:
+                raise  # shutting down: the command is redelivered, the lease expires, another worker decides
+            # a stop took this spawn over and records its outcome: the spawn command is done
+            self.cancelled_by_stop.discard(key)
+            task.uncancel()
         finally:
             self.inflight.pop(key, None)
         return "ack"
@@ -167,6 +174,7 @@ class Worker:
             return "ack"  # a stop for an older spawn
         mine = self.inflight.get(key)
         if mine is not None:
+            self.cancelled_by_stop.add(key)
             mine.cancel()
             await asyncio.gather(mine, return_exceptions=True)
         elif row.status in ("pending", "stopping") and row.lease_live and row.worker_id != self.me:

@@ -15,7 +15,6 @@ import pytest
 from services.api.app import create_app as create_api
 from services.auth.app import create_app as create_auth
 from services.auth.accounts import set_password
-from services.proxy.server import AUTH_PREFIXES
 from shared.bus import Bus
 from shared.db.engine import make_engine, make_sessionmaker
 from shared.db.models import User
@@ -49,6 +48,10 @@ class Hub:
         assert m, page.text
         suffix = f"?next={next_url}" if next_url else ""
         return await client.post(f"/hub/login{suffix}", data={"username": user, "password": password, "_xsrf": m.group(1)})
+
+
+# the paths proxies send to auth replicas (everything else under /hub/ goes to api)
+AUTH_PREFIXES = ("/hub/login", "/hub/logout", "/hub/signup", "/hub/oauth_callback", "/hub/api/oauth2/")
 
 
 def dispatcher(auth: Any, api: Any) -> Any:
