@@ -10,13 +10,19 @@ import html
 import logging
 from typing import Any
 
-from fastapi import FastAPI, Request
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from shared.errors import FleethubError, TooManyRequests
+from shared.service import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -118,3 +124,18 @@ def iso(dt: Any) -> str | None:
 
     value = dt.astimezone(UTC).replace(tzinfo=None)
     return value.isoformat() + "Z"
+
+
+def _runtime(request: Request) -> Runtime:
+    return request.state.runtime  # type: ignore[no-any-return]
+
+
+async def _session(runtime: Annotated[Runtime, Depends(_runtime)]) -> AsyncIterator[AsyncSession]:
+    async with runtime.sessions() as session:
+        yield session
+
+
+RuntimeDep = Annotated[Runtime, Depends(_runtime)]
+"""The service's runtime (lifespan state `runtime`)."""
+DbSession = Annotated[AsyncSession, Depends(_session)]
+"""A database session for one request."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,9 +70,16 @@ def pg_server_url(tmp_path_factory: pytest.TempPathFactory, docker_available: bo
         with PostgresContainer("postgres:16", driver=None) as pg:
             yield pg.get_connection_url()
         return
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "pg")
-    with server:
-        yield server.admin_url
+    # not under pytest's basetemp: pytest resets that tree to mode 0700 whenever a pytest starts,
+    # which would lock out PostgreSQL's own system user (it runs as `fleethub-pg` when we are root)
+    root = Path(tempfile.mkdtemp(prefix="fleethub-test-pg-"))
+    root.chmod(0o711)
+    server = EmbeddedPostgres(root / "pg")
+    try:
+        with server:
+            yield server.admin_url
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _with_database(url: str, database: str) -> str:

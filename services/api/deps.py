@@ -2,35 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from shared.errors import Forbidden
+from shared.http import DbSession, RuntimeDep
 from shared.identity import Identity
-from shared.service import Runtime
 
 from services.api.credentials import api_identity, page_identity
 from services.api.waiters import Waiters
-
-
-def _runtime(request: Request) -> Runtime:
-    return request.state.runtime  # type: ignore[no-any-return]
 
 
 def _waiters(request: Request) -> Waiters:
     return request.state.waiters  # type: ignore[no-any-return]
 
 
-async def _session(runtime: Annotated[Runtime, Depends(_runtime)]) -> AsyncIterator[AsyncSession]:
-    async with runtime.sessions() as session:
-        yield session
-
-
-RuntimeDep = Annotated[Runtime, Depends(_runtime)]
-DbSession = Annotated[AsyncSession, Depends(_session)]
 WaitersDep = Annotated[Waiters, Depends(_waiters)]
 
 

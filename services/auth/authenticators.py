@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hmac
-from importlib.metadata import entry_points
 from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.errors import BadRequest, ConfigError
+from shared.plugins import load_plugin
 from shared.settings import ServiceSettings
 
 from services.auth.accounts import check_password
@@ -66,14 +66,10 @@ def load_authenticator(settings: ServiceSettings) -> Authenticator:
     Raises:
         ConfigError: no such authenticator.
     """
-    name = settings.auth.authenticator
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name == name:
-            return ep.load()(settings)  # type: ignore[no-any-return]
-    builtin: dict[str, type] = {"password": PasswordAuthenticator, "dummy": DummyAuthenticator}
-    if name in builtin:
-        return builtin[name](settings)  # type: ignore[no-any-return]
-    raise ConfigError(f"auth.authenticator (FLEETHUB_AUTH__AUTHENTICATOR): unknown authenticator {name!r}")
+    cls = load_plugin(ENTRY_POINT_GROUP, settings.auth.authenticator,
+                      {"password": lambda: PasswordAuthenticator, "dummy": lambda: DummyAuthenticator},
+                      "auth.authenticator (FLEETHUB_AUTH__AUTHENTICATOR)")
+    return cls(settings)  # type: ignore[no-any-return]
 
 
 def allowed(settings: ServiceSettings, name: str) -> bool:

@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.service import Runtime
+from shared.http import DbSession, RuntimeDep
 
 from services.auth.authenticators import Authenticator
 
-
-def _runtime(request: Request) -> Runtime:
-    return request.state.runtime  # type: ignore[no-any-return]
+__all__ = ["AuthenticatorDep", "DbSession", "RuntimeDep"]
 
 
 def _authenticator(request: Request) -> Authenticator:
     return request.state.authenticator  # type: ignore[no-any-return]
 
 
-async def _session(runtime: Annotated[Runtime, Depends(_runtime)]) -> AsyncIterator[AsyncSession]:
-    async with runtime.sessions() as session:
-        yield session
-
-
-RuntimeDep = Annotated[Runtime, Depends(_runtime)]
-DbSession = Annotated[AsyncSession, Depends(_session)]
 AuthenticatorDep = Annotated[Authenticator, Depends(_authenticator)]

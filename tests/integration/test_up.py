@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -86,8 +89,18 @@ def leftover_processes(data_dir: Path) -> list[str]:
     return found
 
 
-def test_up_runs_everything_and_keeps_state_across_restarts(tmp_path: Path) -> None:
-    data_dir = tmp_path / "hub"
+@pytest.fixture
+def data_root() -> Iterator[Path]:
+    # outside pytest's basetemp, which another pytest run resets to mode 0700 (locking out the
+    # embedded PostgreSQL's system user)
+    root = Path(tempfile.mkdtemp(prefix="fleethub-test-up-"))
+    root.chmod(0o711)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_up_runs_everything_and_keeps_state_across_restarts(data_root: Path) -> None:
+    data_dir = data_root / "hub"
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     proc, elapsed, lines = start_up(data_dir, port)

@@ -9,11 +9,10 @@ Backends are found through the entry point group `fleethub.spawners` (third part
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Protocol
 
-from shared.errors import ConfigError
+from shared.plugins import load_plugin
 from shared.settings import ServiceSettings
 
 ENTRY_POINT_GROUP = "fleethub.spawners"
@@ -51,18 +50,18 @@ class Backend(Protocol):
         """Stop the server; returns once it is gone. Stopping a gone server is not an error."""
 
 
+def _local() -> type:
+    from services.spawner.backends.local import LocalBackend
+
+    return LocalBackend
+
+
 def load_backend(settings: ServiceSettings) -> Backend:
     """The backend named by `spawner.backend`.
 
     Raises:
         ConfigError: no such backend.
     """
-    name = settings.spawner.backend
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name == name:
-            return ep.load()(settings)  # type: ignore[no-any-return]
-    if name == "local":
-        from services.spawner.backends.local import LocalBackend
-
-        return LocalBackend(settings)
-    raise ConfigError(f"spawner.backend (FLEETHUB_SPAWNER__BACKEND): unknown backend {name!r}")
+    cls = load_plugin(ENTRY_POINT_GROUP, settings.spawner.backend, {"local": _local},
+                      "spawner.backend (FLEETHUB_SPAWNER__BACKEND)")
+    return cls(settings)  # type: ignore[no-any-return]
