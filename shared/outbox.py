@@ -89,7 +89,11 @@ class OutboxRelay:
     async def run(self) -> None:
         """Relay until cancelled."""
         loop = asyncio.get_running_loop()
+        me = asyncio.current_task()
         while True:
+            # Python 3.11's wait_for can swallow a cancellation that races its timeout: check by hand
+            if me is not None and me.cancelling():
+                raise asyncio.CancelledError
             try:
                 await asyncio.wait_for(self._wake.wait(), self._poll)
             except TimeoutError:
