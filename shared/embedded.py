@@ -24,7 +24,8 @@ import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+
+from typing import Any, Self, TypeVar
 
 from shared.errors import FleethubError
 from shared.procs import pid_alive, signal_group
@@ -168,7 +169,26 @@ def _run_coroutine(factory: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
         return pool.submit(lambda: asyncio.run(factory())).result()
 
 
-class EmbeddedNats:
+class _Managed:
+    """A server usable as a context manager: started on entry, stopped on exit."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class EmbeddedNats(_Managed):
     """A nats-server with JetStream, storing under `data_dir` and logging to `data_dir/nats.log`.
 
     Attributes:
@@ -274,14 +294,6 @@ class EmbeddedNats:
         """Stop the server: SIGTERM, SIGKILL after 10 s; the process is always reaped."""
         _stop(self.proc, signal.SIGTERM)
 
-    def __enter__(self) -> EmbeddedNats:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 def _system_user() -> tuple[int, int]:
@@ -315,7 +327,7 @@ def _write_private(path: Path, text: str) -> None:
         f.write(text)
 
 
-class EmbeddedPostgres:
+class EmbeddedPostgres(_Managed):
     """A PostgreSQL cluster in `data_dir`, listening on 127.0.0.1 with password authentication.
 
     The generated password of the `fleethub` role is kept in `data_dir/fleethub-password` (mode 0600).
@@ -508,11 +520,3 @@ class EmbeddedPostgres:
         """Fast shutdown (SIGINT), SIGKILL of its process group after 10 s; the postmaster is always reaped."""
         _stop(self.proc, signal.SIGINT)
 
-    def __enter__(self) -> EmbeddedPostgres:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
