@@ -30,7 +30,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import BadRequestError, KeyNotFoundError, NoKeysError, NotFoundError
 from nats.js.kv import KeyValue
 
 from shared.errors import BusError
@@ -264,8 +264,12 @@ class Bus:
         )
 
     async def kv(self, bucket: str, create: KeyValueConfig | None = None) -> KeyValue:
-        """A KV bucket handle, creating the bucket from `create` if it does not exist."""
-        if bucket in self._kv:
+        """A KV bucket handle, creating the bucket from `create` if it does not exist.
+
+        With `create`, the bucket's existence is checked even when a handle is cached: an in-memory
+        bucket (the registry) is gone after a NATS restart, and `ensure_topology` must bring it back.
+        """
+        if bucket in self._kv and create is None:
             return self._kv[bucket]
         try:
             handle = await self.js.key_value(bucket)
@@ -283,6 +287,23 @@ class Bus:
     async def registry(self) -> KeyValue:
         """The service registry bucket."""
         return await self.kv(self.names.registry_bucket)
+
+    async def routes_snapshot(self) -> dict[str, bytes]:
+        """Every key of the route bucket with its current value (deleted keys left out)."""
+        kv = await self.routes()
+        try:
+            keys = await kv.keys()
+        except NoKeysError:
+            return {}
+        out: dict[str, bytes] = {}
+        for key in keys:
+            try:
+                entry = await kv.get(key)
+            except KeyNotFoundError:  # deleted since listed
+                continue
+            if entry is not None and entry.value:
+                out[key] = entry.value
+        return out
 
     async def publish_raw(self, subject: str, payload: bytes, msg_id: str, attempts: int = 5) -> None:
         """Publish to JetStream and wait for the ack, retrying with the same `Nats-Msg-Id`.

@@ -244,6 +244,11 @@ def events_filter(namespace: str) -> str:
     return f"{namespace}.evt.>"
 
 
+def server_events_filter(namespace: str) -> str:
+    """The filter matching every event about server spawns (`server.progress`, `.ready`, `.stopped`, `.failed`)."""
+    return f"{namespace}.evt.server.>"
+
+
 def commands_filter(namespace: str) -> str:
     """The filter matching every command."""
     return f"{namespace}.cmd.>"

@@ -1,44 +1,58 @@
-"""FastAPI glue shared by the HTTP services: JupyterHub's JSON error shape and common headers.
+"""FastAPI glue shared by the HTTP services: JupyterHub's JSON error shape, common headers, JSON bodies.
 
-Every error leaves through `install_error_handlers` as `{"status": N, "message": "..."}` (API paths)
-or a small HTML page (browser pages); bad input is a 400, never a 422 or a traceback.
+Every error leaves as `{"status": N, "message": "..."}` with `Content-Type: application/json` (API
+paths, JSON clients) or a small HTML page (browser pages); bad input is a 400, never a 422 or a
+traceback. `CommonHeaders` puts `X-JupyterHub-Version` and the security headers on every response,
+including the 500 it renders itself for an unexpected exception.
 """
 
 from __future__ import annotations
 
 import html
+import json
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
-from collections.abc import AsyncIterator
-from typing import Annotated
-
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from shared.errors import FleethubError, TooManyRequests
-from shared.service import Runtime
+from shared.errors import BadRequest, FleethubError, TooManyRequests
 
 log = logging.getLogger(__name__)
 
 # The version we answer as: JupyterHub 5.x clients (singleuser, idle culler) check it.
 JUPYTERHUB_COMPAT_VERSION = "5.4.0"
+MAX_JSON_BODY = 1024 * 1024
+API_PREFIX = "/hub/api"
 _COMMON_HEADERS = [
     (b"x-jupyterhub-version", JUPYTERHUB_COMPAT_VERSION.encode()),
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"same-origin"),
 ]
-_API_CSP = (b"content-security-policy", b"default-src 'none'")
-_PAGE_CSP = (b"content-security-policy", b"default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'")
+_API_HEADERS = [
+    (b"content-security-policy", b"default-src 'none'"),
+    (b"access-control-allow-headers", b"accept, content-type, authorization"),
+]
+_PAGE_HEADERS = [
+    (b"content-security-policy", b"default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"),
+    (b"x-frame-options", b"DENY"),
+]
+
+
+def _is_api(path: str) -> bool:
+    return path == API_PREFIX or path.startswith(API_PREFIX + "/")
 
 
 class CommonHeaders:
-    """ASGI middleware adding the version and security headers to every response."""
+    """ASGI middleware: version and security headers on every response; OPTIONS on the API; last-resort 500.
+
+    It sits inside Starlette's ServerErrorMiddleware, so an unexpected exception is rendered here
+    (with the headers) rather than there (without them).
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -47,22 +61,36 @@ class CommonHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        csp = _API_CSP if scope["path"].startswith("/hub/api") else _PAGE_CSP
+        api = _is_api(scope["path"])
+        extra = [*_COMMON_HEADERS, *(_API_HEADERS if api else _PAGE_HEADERS)]
+        started = False
 
         async def send_with_headers(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 headers = list(message.get("headers", []))
                 names = {name.lower() for name, _ in headers}
-                headers.extend(h for h in (*_COMMON_HEADERS, csp) if h[0] not in names)
+                headers.extend(h for h in extra if h[0] not in names)
                 message["headers"] = headers
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        if api and scope["method"] == "OPTIONS":  # CORS preflight on any API path: 200, empty
+            await Response(status_code=200)(scope, receive, send_with_headers)
+            return
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if started:
+                raise  # too late for an error response; the server closes the connection
+            response = error_response(Request(scope), 500, "Unhandled error")
+            await response(scope, receive, send_with_headers)
 
 
 def wants_json(request: Request) -> bool:
     """API paths and clients that ask for JSON get JSON errors; browsers get a page."""
-    if request.url.path.startswith("/hub/api"):
+    if _is_api(request.url.path):
         return True
     accept = request.headers.get("accept", "")
     return "application/json" in accept and "text/html" not in accept
@@ -73,7 +101,7 @@ def error_response(request: Request, status: int, message: str, headers: dict[st
     if wants_json(request):
         return JSONResponse({"status": status, "message": message}, status_code=status, headers=headers)
     body = (
-        f"<!doctype html><html><head><title>{status}</title></head><body>"
+        f"<!doctype html><html><head><meta charset=utf-8><title>{status}</title></head><body>"
         f"<h1>{status}</h1><p>{html.escape(message)}</p><p><a href=\"/hub/home\">Home</a></p></body></html>"
     )
     return HTMLResponse(body, status_code=status, headers=headers)
@@ -84,10 +112,10 @@ def _validation_message(exc: RequestValidationError) -> str:
     if not errors:
         return "Invalid request"
     first = errors[0]
-    loc = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path"))
-    msg = str(first.get("msg", "invalid"))
     if first.get("type") == "json_invalid":
         return "Invalid JSON in request body"
+    loc = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header", "cookie"))
+    msg = str(first.get("msg", "invalid"))
     return f"{loc}: {msg}" if loc else msg
 
 
@@ -102,40 +130,45 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         message = exc.detail if isinstance(exc.detail, str) else "Error"
-        if exc.status_code == 404 and message == "Not Found":
-            message = "Not Found"
         return error_response(request, exc.status_code, message, getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
         return error_response(request, 400, _validation_message(exc))
 
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(request, 500, "Unhandled error")
+
+async def read_json(request: Request, max_bytes: int = MAX_JSON_BODY) -> Any:
+    """The JSON body of a request whatever its Content-Type (JupyterHub's clients send it either way).
+
+    Returns None for an empty body.
+
+    Raises:
+        BadRequest: not JSON, not UTF-8, or nested too deeply.
+        FleethubError: (413) larger than `max_bytes`.
+    """
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise FleethubError(f"Request body larger than {max_bytes} bytes", status=413)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise FleethubError(f"Request body larger than {max_bytes} bytes", status=413)
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise BadRequest("Invalid JSON in request body") from None
 
 
-def iso(dt: Any) -> str | None:
+def iso(dt: datetime | None) -> str | None:
     """JupyterHub's timestamp form: ISO-8601 UTC with `Z` (microseconds only when non-zero)."""
     if dt is None:
         return None
-    from datetime import UTC
-
-    value = dt.astimezone(UTC).replace(tzinfo=None)
-    return value.isoformat() + "Z"
-
-
-def _runtime(request: Request) -> Runtime:
-    return request.state.runtime  # type: ignore[no-any-return]
-
-
-async def _session(runtime: Annotated[Runtime, Depends(_runtime)]) -> AsyncIterator[AsyncSession]:
-    async with runtime.sessions() as session:
-        yield session
-
-
-RuntimeDep = Annotated[Runtime, Depends(_runtime)]
-"""The service's runtime (lifespan state `runtime`)."""
-DbSession = Annotated[AsyncSession, Depends(_session)]
-"""A database session for one request."""
+    if dt.tzinfo is not None:
+        dt = dt.astimezone(UTC).replace(tzinfo=None)
+    return dt.isoformat() + "Z"

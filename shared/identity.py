@@ -56,7 +56,9 @@ def token_from_header(value: str | None) -> str | None:
 class TokenCache:
     """A short-lived per-process cache of token → identity, sparing a database round trip per request.
 
-    Entries live `ttl` seconds, so a revoked token stops working within that time on every replica.
+    Entries live `ttl` seconds, so a token revoked (or a user deleted) through another replica keeps
+    working here for at most that long; the replica that revokes drops its own entry at once. A cache
+    invalidated by `token.revoked` events, allowing a longer TTL, is a later step.
     """
 
     def __init__(self, ttl: float = 5.0, max_entries: int = 10_000) -> None:
@@ -65,15 +67,21 @@ class TokenCache:
         self._entries: dict[str, tuple[float, Identity | None]] = {}
 
     def get(self, hashed: str) -> tuple[bool, Identity | None]:
+        """(hit, identity): a hit may be a cached "no such token" (None)."""
         hit = self._entries.get(hashed)
         if hit is None or hit[0] < time.monotonic():
             return False, None
         return True, hit[1]
 
     def put(self, hashed: str, identity: Identity | None) -> None:
+        """Remember `identity` (or its absence) for `ttl` seconds; bounded by `max_entries`."""
         if len(self._entries) >= self.max_entries:
             self._entries.clear()
         self._entries[hashed] = (time.monotonic() + self.ttl, identity)
+
+    def drop(self, hashed: str) -> None:
+        """Forget one token (after revoking it)."""
+        self._entries.pop(hashed, None)
 
     def drop_user(self, user_id: int) -> None:
         """Forget every cached token of a user (after a change of their rights)."""
@@ -123,24 +131,33 @@ async def identity_from_cookie(session: AsyncSession, cookie: str | None) -> Ide
     return Identity(user.id, user.name, user.admin, "cookie", session_id=sess.session_id)
 
 
-async def create_login_session(session: AsyncSession, user_id: int, max_age_days: float,
-                               session_id: str | None = None) -> tuple[str, str]:
-    """A new login session: returns (cookie value, session id). Only the cookie's hash is stored."""
+async def create_login_session(session: AsyncSession, user_id: int, max_age_days: float) -> tuple[str, str]:
+    """A new login session: returns (cookie value, session id). Only the cookie's hash is stored.
+
+    The session id is always new, never the browser's `jupyterhub-session-id` cookie: that cookie is
+    unsigned, and XSRF tokens are bound to the session id, so a planted value must not survive login.
+    """
     cookie = secrets.token_urlsafe(32)
-    sid = session_id or uuid.uuid4().hex
+    sid = uuid.uuid4().hex
     session.add(LoginSession(user_id=user_id, hashed=hash_token(cookie), session_id=sid,
                              expires_at=utcnow() + timedelta(days=max_age_days)))
     return cookie, sid
 
 
-async def end_login_session(session: AsyncSession, cookie: str | None) -> int | None:
-    """Delete the session of `cookie`; returns its user id if there was one."""
-    if not cookie:
+async def end_login_session(session: AsyncSession, cookie: str | None) -> tuple[int, str] | None:
+    """Delete the session of `cookie`; returns its (user id, session id) if there was one."""
+    if not cookie or len(cookie) > 200:
         return None
     row = (await session.execute(
-        delete(LoginSession).where(LoginSession.hashed == hash_token(cookie)).returning(LoginSession.user_id)
+        delete(LoginSession).where(LoginSession.hashed == hash_token(cookie))
+        .returning(LoginSession.user_id, LoginSession.session_id)
     )).first()
-    return row[0] if row else None
+    return (int(row[0]), str(row[1])) if row else None
+
+
+def secure_cookies(public_url: str) -> bool:
+    """Whether cookies get the Secure flag: the hub is served over https."""
+    return public_url.lower().startswith("https://")
 
 
 def set_login_cookies(response: Response, cookie: str, session_id: str, max_age_days: float, secure: bool) -> None:
@@ -158,18 +175,29 @@ def clear_login_cookies(response: Response) -> None:
     response.delete_cookie(XSRF_COOKIE, path=HUB_PATH)
 
 
-def new_xsrf(secret_key: str) -> str:
-    """A signed XSRF token: `<nonce>.<hmac>`; the same value goes in the cookie and the form."""
+def new_xsrf(secret_key: str, session_id: str | None = None) -> str:
+    """A signed XSRF token `<nonce>.<hmac>`, bound to the login session (if any).
+
+    The same value goes in the `_xsrf` cookie and in forms. Binding it to the session id (which only
+    the server knows to belong to this login) means a token obtained in another session, or planted
+    by cookie tossing, does not pass for this one.
+    """
     nonce = secrets.token_urlsafe(16)
-    return f"{nonce}.{sign(secret_key, 'xsrf', nonce)}"
+    return f"{nonce}.{sign(secret_key, 'xsrf', _xsrf_message(session_id, nonce))}"
 
 
-def xsrf_valid(secret_key: str, cookie: str | None, submitted: str | None) -> bool:
-    """Whether the submitted token equals the cookie and carries our signature."""
-    if not cookie or not submitted or len(cookie) > 200 or not secrets.compare_digest(cookie, submitted):
+def xsrf_valid(secret_key: str, cookie: str | None, submitted: str | None, session_id: str | None = None) -> bool:
+    """Whether the submitted token equals the cookie and carries our signature for `session_id`."""
+    if not cookie or not submitted or len(cookie) > 200 or len(submitted) > 200:
+        return False
+    if not secrets.compare_digest(cookie.encode(), submitted.encode()):
         return False
     nonce, _, tag = cookie.partition(".")
-    return bool(nonce and tag) and verify_signature(secret_key, "xsrf", nonce, tag)
+    return bool(nonce and tag) and verify_signature(secret_key, "xsrf", _xsrf_message(session_id, nonce), tag)
+
+
+def _xsrf_message(session_id: str | None, nonce: str) -> str:
+    return f"{session_id or ''}:{nonce}"
 
 
 def set_xsrf_cookie(response: Response, value: str, secure: bool) -> None:

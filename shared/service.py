@@ -15,16 +15,15 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
-
-import uvicorn
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from typing import TYPE_CHECKING, Any
 
 from shared.bus import Bus
-from shared.db.engine import make_engine, make_sessionmaker
-from shared.db.migrate import ensure_migrated, load_secret_key
-from shared.outbox import OutboxRelay
 from shared.settings import ListenSettings, ServiceSettings
+
+if TYPE_CHECKING:  # imported where used: the proxy needs none of them, and starts ~0.7 s sooner without
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+    from shared.outbox import OutboxRelay
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +62,10 @@ class Runtime:
 @contextlib.asynccontextmanager
 async def open_runtime(settings: ServiceSettings, service: str, *, pool_size: int = 10) -> AsyncIterator[Runtime]:
     """Open database, secret key, bus and outbox relay for `service`; close them on exit."""
+    from shared.db.engine import make_engine, make_sessionmaker
+    from shared.db.migrate import ensure_migrated, load_secret_key
+    from shared.outbox import OutboxRelay
+
     replica = replica_id(service)
     engine = make_engine(settings.require_database_url(), pool_size=pool_size)
     bus: Bus | None = None
@@ -143,6 +146,8 @@ def advertise_url(listen: ListenSettings, sock: socket.socket) -> str:
 
 def serve_app(app: Any, sock: socket.socket, log_level: str) -> None:
     """Serve an ASGI app on an already-bound socket until SIGINT/SIGTERM (uvicorn handles signals)."""
+    import uvicorn
+
     config = uvicorn.Config(
         app,
         loop="uvloop",

@@ -1,55 +1,62 @@
-"""Who may do what, until full RBAC: admins everything, users their own resources, server tokens little.
+"""Who may do what: the requester's effective scopes and JupyterHub's answers when they fall short.
 
-Answers follow JupyterHub: a scope held only for other resources hides the target (404); a scope not
-held at all is a 403 naming the scopes that would do.
+A scope held only for other resources hides the target (404 "No access to resources or resources
+not found"); a scope not held at all is a 403 naming the scopes that would do.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from shared.errors import Forbidden, NotFound
 from shared.identity import Identity
 
+from services.api.scopes import Scope, held_anywhere, held_for, owner_scopes, render, token_scopes, user_filter
 
-def _denied(scopes: list[str]) -> Forbidden:
-    return Forbidden(f"Action is not authorized with current scopes; requires any of {scopes}")
-
-
-def require_admin(ident: Identity, scope: str) -> None:
-    """Hub-wide actions (listing or creating users, the proxy table)."""
-    if ident.admin and ident.token_kind != "server":
-        return
-    raise _denied([scope])
+HIDDEN = "No access to resources or resources not found"
 
 
-def require_user_access(ident: Identity, user_name: str, scope: str) -> None:
-    """Actions on one user's resources: that user (with a full token or cookie) or an admin."""
-    if ident.token_kind == "server":
-        raise _denied([scope])
-    if ident.admin or ident.name == user_name:
-        return
-    raise NotFound("No access to resources or resources not found")
+@dataclass(frozen=True)
+class Requester:
+    """An authenticated request: who, and with which effective scopes."""
+
+    ident: Identity
+    scopes: frozenset[Scope]
+
+    @property
+    def name(self) -> str:
+        """The owner's user name."""
+        return self.ident.name
+
+    def can(self, scope: str, user: str | None = None, server_name: str | None = None) -> bool:
+        """Whether `scope` is held for the resource (hub-wide, a user, or one of a user's servers)."""
+        server = f"{user}/{server_name}" if user is not None and server_name is not None else None
+        return held_for(self.scopes, scope, user, server)
+
+    def require(self, *scopes: str, user: str | None = None, server_name: str | None = None) -> None:
+        """Any one of `scopes` for the resource, or the error JupyterHub would answer.
+
+        Raises:
+            NotFound: held only for other resources.
+            Forbidden: not held at all.
+        """
+        if any(self.can(s, user, server_name) for s in scopes):
+            return
+        if user is not None and any(held_anywhere(self.scopes, s) for s in scopes):
+            raise NotFound(HIDDEN)
+        raise Forbidden(f"Action is not authorized with current scopes; requires any of {list(scopes)}")
+
+    def users_visible(self, scope: str) -> set[str] | None:
+        """For list endpoints: None if `scope` is held hub-wide, else the user names it covers."""
+        return user_filter(self.scopes, scope)
+
+    def rendered(self) -> list[str]:
+        """The sorted scope strings of `GET /hub/api/user`."""
+        return render(self.scopes)
 
 
-def scopes_of(ident: Identity) -> list[str]:
-    """The request's expanded scopes, as `GET /hub/api/user` reports them."""
-    u = ident.name
-    if ident.token_kind == "server":
-        return sorted(ident.token_scopes) or [f"users:activity!user={u}"]
-    own = [
-        f"access:servers!user={u}", f"delete:servers!user={u}", f"read:servers!user={u}", f"read:tokens!user={u}",
-        f"read:users!user={u}", f"read:users:activity!user={u}", f"read:users:groups!user={u}",
-        f"read:users:name!user={u}", f"servers!user={u}", f"start:servers!user={u}", f"tokens!user={u}",
-        f"users:activity!user={u}",
-    ]
-    if not ident.admin:
-        return sorted(own)
-    admin = [
-        "access:servers", "access:services", "admin-ui", "admin:auth_state", "admin:groups", "admin:server_state",
-        "admin:servers", "admin:services", "admin:users", "delete:groups", "delete:servers", "delete:users",
-        "groups", "list:groups", "list:services", "list:users", "proxy", "read:groups", "read:groups:name",
-        "read:hub", "read:metrics", "read:roles", "read:roles:groups", "read:roles:services", "read:roles:users",
-        "read:servers", "read:services", "read:services:name", "read:tokens", "read:users", "read:users:activity",
-        "read:users:groups", "read:users:name", "servers", "shares", "shutdown", "start:servers", "tokens",
-        "users", "users:activity",
-    ]
-    return sorted(set(admin) | set(own))
+def requester(ident: Identity) -> Requester:
+    """The effective scopes of `ident`: its owner's for a cookie, the token's within its owner's otherwise."""
+    owner = owner_scopes(ident.name, ident.admin)
+    held = owner if ident.via == "cookie" else token_scopes(ident.token_scopes, owner, ident.name)
+    return Requester(ident, frozenset(held))

@@ -4,46 +4,43 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
 
 from fastapi import FastAPI
 
-from shared.events import ActivityReported, RegistryEntry, subject_filter
+from shared.events import RegistryEntry, server_events_filter
 from shared.http import CommonHeaders, install_error_handlers
 from shared.identity import TokenCache
 from shared.registry import announce
-from shared.service import advertise_url, bind_socket, open_runtime, serve_app
+from shared.service import advertise_url as advertise_url_of
+from shared.service import bind_socket, open_runtime, serve_app
 from shared.settings import ServiceSettings
 
-from services.api.consumers import activity_handler, server_events_handler
-from services.api.routes import activity, info, pages, proxy, servers, users
+from services.api.consumers import start_consumers
+from services.api.deps import ApiState
+from services.api.routes import activity, info, pages, proxy, servers, tokens, user_redirect, users
 from services.api.waiters import Waiters
 
 
-def create_app(settings: ServiceSettings, advertise: str | None = None) -> FastAPI:
-    """The api app; `advertise` is the URL registered for the proxy (None: not registered)."""
-    ns = settings.nats_namespace
+def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> FastAPI:
+    """The api app; `advertise_url` is registered for the proxies (None: not registered, e.g. in tests)."""
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[ApiState]:
+        # open_runtime: database (schema checked) → secret key → bus and topology → outbox relay
         async with open_runtime(settings, "api") as runtime:
             waiters = Waiters(runtime.sessions)
-            await runtime.bus.subscribe_events(f"{ns}.evt.server.>", waiters.on_event)
-            runtime.spawn(runtime.bus.consume(durable="api-activity", filter_subject=subject_filter(ActivityReported, ns),
-                                              kind="evt", handler=activity_handler(runtime), concurrency=4),
-                          "activity-consumer")
-            runtime.spawn(runtime.bus.consume(durable="api-server-events", filter_subject=f"{ns}.evt.server.>",
-                                              kind="evt", handler=server_events_handler(runtime), concurrency=8),
-                          "server-events-consumer")
-            if advertise:
-                runtime.spawn(announce(runtime.bus, RegistryEntry(service="api", replica=runtime.replica, url=advertise)),
-                              "registry")
+            # one core subscription per process resolves every waiting start/stop request
+            await runtime.bus.subscribe_events(server_events_filter(settings.nats_namespace), waiters.on_event)
+            start_consumers(runtime)
+            if advertise_url:  # last: traffic comes only once everything above is up
+                entry = RegistryEntry(service="api", replica=runtime.replica, url=advertise_url)
+                runtime.spawn(announce(runtime.bus, entry), "registry")
             yield {"runtime": runtime, "waiters": waiters, "token_cache": TokenCache()}
 
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     install_error_handlers(app)
     app.add_middleware(CommonHeaders)
-    for module in (info, users, servers, activity, proxy, pages):
+    for module in (info, users, tokens, servers, activity, proxy, pages, user_redirect):
         app.include_router(module.router)
     return app
 
@@ -51,4 +48,4 @@ def create_app(settings: ServiceSettings, advertise: str | None = None) -> FastA
 def run(settings: ServiceSettings) -> None:
     """Serve the api app until SIGINT/SIGTERM."""
     sock = bind_socket(settings.api.host, settings.api.port)
-    serve_app(create_app(settings, advertise_url(settings.api, sock)), sock, settings.log_level)
+    serve_app(create_app(settings, advertise_url_of(settings.api, sock)), sock, settings.log_level)

@@ -1,75 +1,69 @@
-"""The api's event consumers: thin adapters, the ack decision in the return value."""
+"""The api's event consumers: thin adapters (decode → domain function → ack decision), bound in one table."""
 
 from __future__ import annotations
 
-from datetime import datetime
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from sqlalchemy import text
-
-from shared.bus import Decision, Delivery
-from shared.events import ActivityReported, ServerFailed, ServerStopped
-from shared.names import parse_route_key
+from shared.bus import Decision, Delivery, Handler
+from shared.events import ActivityReported, ServerFailed, ServerStopped, server_events_filter, subject_filter
 from shared.service import Runtime
 
-# One statement per batch, only moving last_activity forward (G12: no write per request).
-_ACTIVITY_SQL = text(
-    """
-    WITH v AS (SELECT * FROM unnest(CAST(:users AS text[]), CAST(:servers AS text[]), CAST(:times AS timestamptz[]))
-               AS v(uname, sname, t)),
-    s AS (
-        UPDATE servers SET last_activity = v.t FROM v, users u
-        WHERE u.name = v.uname AND servers.user_id = u.id AND servers.name = v.sname
-          AND (servers.last_activity IS NULL OR servers.last_activity < v.t)
-        RETURNING 1
-    )
-    UPDATE users SET last_activity = m.t
-    FROM (SELECT uname, max(t) AS t FROM v GROUP BY uname) m
-    WHERE users.name = m.uname AND (users.last_activity IS NULL OR users.last_activity < m.t)
-    """
-)
-_REVOKE_SQL = text("DELETE FROM api_tokens WHERE kind = 'server' AND spawn_id = :spawn_id")
-_DESIRED_SQL = text("UPDATE servers SET desired = 'stopped' WHERE spawn_id = :spawn_id AND desired = 'running'")
+from services.api.activity import record_batch
+from services.api.servers import server_ended
+
+log = logging.getLogger(__name__)
 
 
-async def record_activity(runtime: Runtime, batch: ActivityReported) -> None:
-    """Record a proxy node's activity batch on servers and users."""
-    users: list[str] = []
-    servers: list[str] = []
-    times: list[datetime] = []
-    for route in batch.routes:
-        try:
-            user, server = parse_route_key(route.key)
-        except ValueError:
-            continue
-        users.append(user)
-        servers.append(server)
-        times.append(route.last_activity)
-    if not users:
-        return
-    async with runtime.sessions() as session, session.begin():
-        await session.execute(_ACTIVITY_SQL, {"users": users, "servers": servers, "times": times})
+def activity_handler(runtime: Runtime) -> Handler:
+    """Proxies' activity batches → `last_activity` of servers and users (one statement per batch)."""
 
-
-def activity_handler(runtime: Runtime):  # type: ignore[no-untyped-def]
     async def handle(delivery: Delivery) -> Decision:
         if not isinstance(delivery.message, ActivityReported):
             return Decision.term()
-        await record_activity(runtime, delivery.message)
+        async with runtime.sessions() as session, session.begin():
+            await record_batch(session, delivery.message)
         return Decision.ack()
 
     return handle
 
 
-def server_events_handler(runtime: Runtime):  # type: ignore[no-untyped-def]
+def server_events_handler(runtime: Runtime) -> Handler:
     """A stopped or failed server loses its token, and its desired state follows."""
 
     async def handle(delivery: Delivery) -> Decision:
         msg = delivery.message
         if not isinstance(msg, ServerStopped | ServerFailed):
-            return Decision.ack()
+            return Decision.ack()  # progress and ready share the subject space; nothing to do
         async with runtime.sessions() as session, session.begin():
-            await session.execute(_REVOKE_SQL, {"spawn_id": msg.spawn_id})
-            await session.execute(_DESIRED_SQL, {"spawn_id": msg.spawn_id})
+            await server_ended(session, msg.spawn_id)
         return Decision.ack()
 
     return handle
+
+
+@dataclass(frozen=True)
+class Binding:
+    """One durable consumer: its name, what it reads, its handler and how many messages run at once."""
+
+    durable: str
+    subjects: Callable[[str], str]
+    handler: Callable[[Runtime], Handler]
+    concurrency: int
+
+
+# A handler that raises is nak'ed with a delay by the bus (a database outage never drops an event).
+CONSUMERS: tuple[Binding, ...] = (
+    Binding("api-activity", lambda ns: subject_filter(ActivityReported, ns), activity_handler, 4),
+    Binding("api-server-events", server_events_filter, server_events_handler, 8),
+)
+
+
+def start_consumers(runtime: Runtime) -> None:
+    """Run every consumer of the table as a background task of the runtime."""
+    ns = runtime.settings.nats_namespace
+    for b in CONSUMERS:
+        consume = runtime.bus.consume(durable=b.durable, filter_subject=b.subjects(ns), kind="evt",
+                                      handler=b.handler(runtime), concurrency=b.concurrency)
+        runtime.spawn(consume, f"consumer-{b.durable}")

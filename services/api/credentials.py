@@ -1,4 +1,10 @@
-"""How api requests are authenticated: token header or hub cookie, with JupyterHub's XSRF rules."""
+"""How api requests are authenticated: token header or hub cookie, with JupyterHub's XSRF rules.
+
+Tokens come only from the `Authorization` header (never `?token=`) and skip XSRF. A cookie request
+to the API needs the `_xsrf` token (bound to its login session) unless it is HEAD/OPTIONS or a
+websocket; a cookie POST with a non-JSON body counts as unauthenticated, so no cross-site form
+can reach the API.
+"""
 
 from __future__ import annotations
 
@@ -15,12 +21,12 @@ from shared.identity import (
     token_from_header,
     xsrf_valid,
 )
-from shared.service import Runtime
 
-_SAFE_NAVIGATION = (None, "navigate")
+_XSRF_EXEMPT_METHODS = ("HEAD", "OPTIONS")
 
 
-def _submitted_xsrf(request: Request) -> str | None:
+def submitted_xsrf(request: Request) -> str | None:
+    """The XSRF token a request carries: header `X-XSRFToken` / `X-CSRFToken`, or `?_xsrf=`."""
     return (
         request.headers.get("x-xsrftoken")
         or request.headers.get("x-csrftoken")
@@ -28,42 +34,35 @@ def _submitted_xsrf(request: Request) -> str | None:
     )
 
 
-async def api_identity(request: Request, runtime: Runtime, session: AsyncSession) -> Identity | None:
-    """The identity of an API request, or None (answered 403 by the caller).
+def cookie_xsrf_ok(request: Request, secret_key: str, ident: Identity, submitted: str | None) -> bool:
+    """Whether a cookie-authenticated request carries the XSRF token of its own login session."""
+    return xsrf_valid(secret_key, request.cookies.get(XSRF_COOKIE), submitted, ident.session_id)
 
-    Token requests skip XSRF. Cookie requests need a valid XSRF token unless they are HEAD/OPTIONS
-    or a GET that is a navigation (or sent by a client without Sec-Fetch-Mode); a cookie POST with a
-    non-JSON body counts as unauthenticated (cross-site form protection).
-    """
+
+async def _token_identity(request: Request, session: AsyncSession, token: str) -> Identity | None:
     cache: TokenCache = request.state.token_cache
+    return await identity_from_token(session, token, cache)
+
+
+async def api_identity(request: Request, secret_key: str, session: AsyncSession) -> Identity | None:
+    """The identity of an API request, or None (answered 403 by the caller)."""
     token = token_from_header(request.headers.get("authorization"))
     if token is not None:
-        return await identity_from_token(session, token, cache)
-    cookie = request.cookies.get(LOGIN_COOKIE)
-    if not cookie:
-        return None
-    ident = await identity_from_cookie(session, cookie)
+        return await _token_identity(request, session, token)
+    ident = await identity_from_cookie(session, request.cookies.get(LOGIN_COOKIE))
     if ident is None:
         return None
-    method = request.method
     content_type = request.headers.get("content-type")
-    if method == "POST" and content_type and not content_type.startswith("application/json"):
+    if request.method == "POST" and content_type and not content_type.lower().startswith("application/json"):
         return None
-    if method in ("HEAD", "OPTIONS"):
+    if request.method in _XSRF_EXEMPT_METHODS or request.headers.get("sec-fetch-mode") == "websocket":
         return ident
-    mode = request.headers.get("sec-fetch-mode")
-    if method == "GET" and mode in _SAFE_NAVIGATION:
-        return ident
-    if mode == "websocket":
-        return ident
-    if xsrf_valid(runtime.secret_key, request.cookies.get(XSRF_COOKIE), _submitted_xsrf(request)):
-        return ident
-    return None
+    return ident if cookie_xsrf_ok(request, secret_key, ident, submitted_xsrf(request)) else None
 
 
 async def page_identity(request: Request, session: AsyncSession) -> Identity | None:
     """The user of a hub page: the login cookie, or (for scripts) a token header."""
     token = token_from_header(request.headers.get("authorization"))
     if token is not None:
-        return await identity_from_token(session, token, request.state.token_cache)
+        return await _token_identity(request, session, token)
     return await identity_from_cookie(session, request.cookies.get(LOGIN_COOKIE))

@@ -1,32 +1,57 @@
-"""Typed dependencies of the api routes: runtime, database session, who is asking."""
+"""Typed lifespan state and dependencies of the api routes: runtime, database session, who is asking."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import AsyncIterator
+from typing import Annotated, TypedDict
 
 from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from shared.errors import Forbidden
-from shared.http import DbSession, RuntimeDep
-from shared.identity import Identity
+from shared.identity import Identity, TokenCache
+from shared.service import Runtime as _Runtime
 
+from services.api.access import Requester, requester
 from services.api.credentials import api_identity, page_identity
-from services.api.waiters import Waiters
+from services.api.waiters import Waiters as _Waiters
 
 
-def _waiters(request: Request) -> Waiters:
-    return request.state.waiters  # type: ignore[no-any-return]
+class ApiState(TypedDict):
+    """What the api lifespan hands to every request (`request.state`)."""
+
+    runtime: _Runtime
+    waiters: _Waiters
+    token_cache: TokenCache
 
 
-WaitersDep = Annotated[Waiters, Depends(_waiters)]
+def _runtime(request: Request) -> _Runtime:
+    runtime: _Runtime = request.state.runtime
+    return runtime
 
 
-async def _current(request: Request, runtime: RuntimeDep, session: DbSession) -> Identity:
-    ident = await api_identity(request, runtime, session)
+def _waiters(request: Request) -> _Waiters:
+    waiters: _Waiters = request.state.waiters
+    return waiters
+
+
+async def _session(runtime: Annotated[_Runtime, Depends(_runtime)]) -> AsyncIterator[AsyncSession]:
+    async with runtime.sessions() as session:
+        yield session
+
+
+Runtime = Annotated[_Runtime, Depends(_runtime)]
+DbSession = Annotated[AsyncSession, Depends(_session)]
+Waiters = Annotated[_Waiters, Depends(_waiters)]
+
+
+async def _current(request: Request, runtime: Runtime, session: DbSession) -> Requester:
+    ident = await api_identity(request, runtime.secret_key, session)
     # end the read transaction, so handlers start their own with `session.begin()`
     await session.rollback()
     if ident is None:
         raise Forbidden("Missing or invalid credentials.")
-    return ident
+    return requester(ident)
 
 
 async def _maybe_page_user(request: Request, session: DbSession) -> Identity | None:
@@ -35,5 +60,5 @@ async def _maybe_page_user(request: Request, session: DbSession) -> Identity | N
     return ident
 
 
-CurrentIdentity = Annotated[Identity, Depends(_current)]
+CurrentUser = Annotated[Requester, Depends(_current)]
 PageUser = Annotated[Identity | None, Depends(_maybe_page_user)]

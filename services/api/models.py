@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,9 +71,32 @@ def server_model(user: User, view: ServerView, *, with_state: bool) -> dict[str,
     return model
 
 
-def user_model(user: User, views: list[ServerView], *, with_state: bool = False,
-               include_stopped: bool = False) -> dict[str, Any]:
-    """The User model, with its `servers` dict keyed by server name ("" = default)."""
+# which fields of the User model each scope reveals (JupyterHub's vertical filtering)
+USER_FIELDS: dict[str, tuple[str, ...]] = {
+    "read:users": ("kind", "name", "admin", "roles", "groups", "server", "pending", "created", "last_activity"),
+    "read:users:name": ("kind", "name", "admin"),
+    "read:users:groups": ("kind", "name", "groups"),
+    "read:users:activity": ("kind", "name", "last_activity"),
+    "read:servers": ("kind", "name", "servers"),
+    "read:roles:users": ("kind", "name", "roles", "admin"),
+    "admin:auth_state": ("kind", "name", "auth_state"),
+}
+READ_USER_SCOPES = tuple(USER_FIELDS)
+
+# can(scope, server_name): whether the requester holds `scope` for this user (server_name None) or server
+Can = Callable[[str, str | None], bool]
+
+
+def user_model(user: User, views: list[ServerView], can: Can, *, include_stopped: bool = False) -> dict[str, Any] | None:
+    """The User model as far as `can` lets the requester see it; None if nothing is visible.
+
+    `servers` is keyed by server name ("" = default) and holds active servers only, unless
+    `include_stopped`.
+    """
+    fields = {f for scope, names in USER_FIELDS.items() if can(scope, None) for f in names}
+    may_read_servers = "servers" in fields or any(can("read:servers", n) for n in {"", *(v.server.name for v in views)})
+    if not fields and not may_read_servers:
+        return None
     servers = {}
     default_url = None
     default_pending = None
@@ -80,11 +104,10 @@ def user_model(user: User, views: list[ServerView], *, with_state: bool = False,
         active, ready, pending = view.status
         if view.server.name == "":
             default_pending = pending
-            if ready:
-                default_url = server_prefix(user.name)
-        if active or include_stopped:
-            servers[view.server.name] = server_model(user, view, with_state=with_state)
-    return {
+            default_url = server_prefix(user.name) if ready else None
+        if (active or include_stopped) and can("read:servers", view.server.name):
+            servers[view.server.name] = server_model(user, view, with_state=can("admin:server_state", view.server.name))
+    full: dict[str, Any] = {
         "kind": "user",
         "name": user.name,
         "admin": user.admin,
@@ -97,6 +120,9 @@ def user_model(user: User, views: list[ServerView], *, with_state: bool = False,
         "auth_state": None,
         "servers": servers,
     }
+    if may_read_servers:
+        fields |= {"kind", "name", "servers"}
+    return {key: value for key, value in full.items() if key in fields}
 
 
 def token_model(token: ApiToken, owner: str) -> dict[str, Any]:

@@ -1,10 +1,10 @@
-"""The HTML of the hub pages; every value is escaped."""
+"""The HTML of the hub pages (server-rendered, no scripts); every value is escaped where it is rendered."""
 
 from __future__ import annotations
 
 from html import escape
 
-_STYLE = "body{font-family:system-ui,sans-serif;max-width:40em;margin:3em auto}form{display:inline}"
+_STYLE = "body{font-family:system-ui,sans-serif;max-width:40em;margin:3em auto}form{display:inline}.err{color:#b00}"
 
 
 def _page(title: str, body: str, refresh: str = "") -> str:
@@ -23,27 +23,35 @@ def _button(action: str, label: str, xsrf: str) -> str:
     )
 
 
-def home_page(user: str, state: str, server_url: str, xsrf: str) -> str:
-    """The user's home: server state with start/stop buttons."""
+def home_page(user: str, state: str, server_url: str, xsrf: str, pending_url: str) -> str:
+    """The user's home: the default server's state with start/stop buttons."""
     if state == "ready":
-        actions = f'<a href="{escape(server_url, quote=True)}">Open my server</a> ' + _button("/hub/stop", "Stop my server", xsrf)
+        actions = (f'<a href="{escape(server_url, quote=True)}">Open my server</a> '
+                   + _button("/hub/stop", "Stop my server", xsrf))
     elif state == "pending":
-        actions = f'<a href="/hub/spawn-pending/{escape(user, quote=True)}">Starting…</a>'
+        actions = f'<a href="{escape(pending_url, quote=True)}">Starting…</a>'
     else:
         actions = _button("/hub/spawn", "Start my server", xsrf)
     return _page("Home", f"<h1>{escape(user)}</h1><p>Your server is {escape(state)}.</p><p>{actions}</p>"
-                         f'<p><a href="/hub/logout">Sign out</a></p>')
+                         '<p><a href="/hub/logout">Sign out</a></p>')
 
 
-def pending_page(user: str, message: str) -> str:
-    """Shown while a server starts; reloads until it is ready."""
-    return _page("Starting", f"<h1>Your server is starting</h1><p>{escape(message)}</p>", refresh="1")
+def spawn_page(user: str, action: str, xsrf: str) -> str:
+    """A confirmation before starting (a GET never starts anything: it could come from another site)."""
+    return _page("Start server", f"<h1>Start {escape(user)}'s server</h1>" + _button(action, "Start", xsrf))
 
 
-def stopped_page(user: str, path: str, xsrf: str) -> str:
+def pending_page(message: str, *, refresh: bool = True) -> str:
+    """Shown while a server starts; reloads every second until it is ready (or shows the failure)."""
+    cls = "" if refresh else ' class="err"'
+    return _page("Starting", f"<h1>Your server is starting</h1><p{cls}>{escape(message)}</p>"
+                             '<p><a href="/hub/home">Home</a></p>', refresh="1" if refresh else "")
+
+
+def stopped_page(path: str, action: str, xsrf: str) -> str:
     """A request for a server that is not running: offer to start it."""
     return _page(
         "Server not running",
         f"<h1>Server not running</h1><p>The server at {escape(path)} is not running.</p>"
-        + _button("/hub/spawn", "Start it", xsrf),
+        + _button(action, "Start it", xsrf),
     )

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 
-from sqlalchemy import and_, select
+from sqlalchemy import ColumnElement, and_, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from shared.db.models import Server, ServerState, User
 from shared.errors import NotFound
@@ -55,3 +57,53 @@ async def one_server_view(session: AsyncSession, user: User, server_name: str, *
         select(ServerState).where(ServerState.user_name == user.name, ServerState.server_name == server_name)
     )).scalar()
     return ServerView(server, state)
+
+
+USER_STATES = ("active", "ready", "inactive")
+USER_SORTS = ("id", "name", "last_activity")
+
+
+@dataclass(frozen=True)
+class UserQuery:
+    """The filters, order and page of `GET /users`."""
+
+    names: frozenset[str] | None = None  # None: every user the requester may list
+    state: str | None = None  # active | ready | inactive
+    name_filter: str | None = None  # case-insensitive substring
+    sort: str = "id"  # id | name | last_activity, "-" prefix for descending
+    offset: int = 0
+    limit: int = 200
+
+
+def _state_clause(state: str) -> ColumnElement[bool]:
+    st = aliased(ServerState)
+    srv = aliased(Server)
+    base = (
+        select(srv.id)
+        .outerjoin(st, and_(st.user_name == User.name, st.server_name == srv.name))
+        .where(srv.user_id == User.id)
+    )
+    if state == "ready":
+        return exists(base.where(st.status == "running", st.spawn_id == srv.spawn_id, srv.desired == "running"))
+    # active as ServerView.status has it: a spawner-side transition, or a request no worker took yet
+    requested = and_(srv.desired == "running", srv.spawn_id.is_not(None),
+                     or_(st.spawn_id.is_(None), st.spawn_id != srv.spawn_id))
+    active = exists(base.where(or_(st.status.in_(("pending", "running", "stopping")), requested)))
+    return active if state == "active" else ~active
+
+
+async def list_users(session: AsyncSession, query: UserQuery) -> tuple[list[User], int]:
+    """One page of users and the total number matching (two queries)."""
+    stmt = select(User)
+    if query.names is not None:
+        stmt = stmt.where(User.name.in_(sorted(query.names)))
+    if query.state is not None:
+        stmt = stmt.where(_state_clause(query.state))
+    if query.name_filter:
+        stmt = stmt.where(func.lower(User.name).contains(query.name_filter.lower(), autoescape=True))
+    total = (await session.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
+    key = query.sort.lstrip("-")
+    column = {"id": User.id, "name": User.name, "last_activity": User.last_activity}[key]
+    order = column.desc().nulls_last() if query.sort.startswith("-") else column.asc().nulls_first()
+    page = stmt.order_by(order, User.id).offset(query.offset).limit(query.limit)
+    return list((await session.execute(page)).scalars()), int(total)

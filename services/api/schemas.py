@@ -1,10 +1,16 @@
-"""Request bodies of the api's REST endpoints."""
+"""Request bodies of the api's REST endpoints, and how a body becomes one (errors are 400s)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from fastapi import Request
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+
+from shared.errors import BadRequest
+from shared.http import read_json
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class UsersCreate(BaseModel):
@@ -12,8 +18,8 @@ class UsersCreate(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    usernames: list[str] = Field(min_length=1, max_length=10_000)
-    admin: bool = False
+    usernames: list[StrictStr] = Field(min_length=1, max_length=10_000)
+    admin: StrictBool = False
 
 
 class UserCreate(BaseModel):
@@ -21,41 +27,30 @@ class UserCreate(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    admin: bool = False
+    admin: StrictBool = False
 
 
 class TokenCreate(BaseModel):
-    """`POST /users/{name}/tokens` (an integer `expires_in`; a float is refused, as JupyterHub does)."""
+    """`POST /users/{name}/tokens`: `expires_in` is an integer (a float is refused, as JupyterHub does)."""
 
     model_config = ConfigDict(extra="ignore")
 
-    note: str | None = Field(None, max_length=1000)
+    note: StrictStr | None = Field(None, max_length=1000)
     expires_in: StrictInt | None = Field(None, ge=0, le=10 * 365 * 86400)
-    scopes: list[str] | None = None
-    roles: list[str] | None = None
+    scopes: list[StrictStr] | None = Field(None, max_length=100)
+    roles: list[StrictStr] | None = Field(None, max_length=10)
 
 
-async def read_json(request: Any) -> Any:
-    """The JSON body of a request whatever its Content-Type (JupyterHub's clients send it either way)."""
-    import json
+class ServerStop(BaseModel):
+    """The optional body of `DELETE /users/{name}/servers/{server_name}`."""
 
-    from shared.errors import BadRequest
+    model_config = ConfigDict(extra="ignore")
 
-    raw = await request.body()
-    if not raw.strip():
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError:
-        raise BadRequest("Invalid JSON in request body") from None
+    remove: StrictBool = False
 
 
-async def parse_body(request: Any, model: type[BaseModel], *, required: bool) -> Any:
-    """The body validated against `model`; errors are 400s that name the field."""
-    from pydantic import ValidationError
-
-    from shared.errors import BadRequest
-
+async def parse_body(request: Request, model: type[M], *, required: bool) -> M:
+    """The JSON body validated against `model`; errors are 400s that name the field."""
     data = await read_json(request)
     if data is None:
         if required:
@@ -68,22 +63,23 @@ async def parse_body(request: Any, model: type[BaseModel], *, required: bool) ->
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first.get("loc", ()))
-        raise BadRequest(f"{loc}: {first.get('msg', 'invalid')}" if loc else str(first.get("msg"))) from None
+        msg = str(first.get("msg", "invalid"))
+        raise BadRequest(f"{loc}: {msg}" if loc else msg) from None
 
 
 def user_options_from(body: Any) -> dict[str, Any] | None:
-    """JupyterHub 6 reads `user_options` from the body; 5.x sent the options as the whole body."""
+    """The options of a start request; None means "reuse the previous ones".
+
+    JupyterHub 6 reads `{"user_options": {...}, "display_name": ...}`; 5.x clients send the options
+    as the whole body, which is what a body with neither key means.
+    """
     if body is None:
         return None
     if not isinstance(body, dict):
-        from shared.errors import BadRequest
-
-        raise BadRequest("request body must be a JSON object")
+        raise BadRequest("Request body must be a JSON object")
     if "user_options" in body or "display_name" in body:
         opts = body.get("user_options")
         if opts is not None and not isinstance(opts, dict):
-            from shared.errors import BadRequest
-
             raise BadRequest("user_options must be an object")
         return opts
     return body or None

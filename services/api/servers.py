@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -139,3 +139,11 @@ async def count_named(session: AsyncSession, user: User) -> int:
     return (await session.execute(
         select(func.count()).select_from(Server).where(Server.user_id == user.id, Server.name != "")
     )).scalar_one()
+
+
+async def server_ended(session: AsyncSession, spawn_id: str) -> None:
+    """A spawn stopped or failed: its token stops working, and its desired state follows (idempotent)."""
+    await session.execute(delete(ApiToken).where(ApiToken.kind == "server", ApiToken.spawn_id == spawn_id))
+    await session.execute(
+        update(Server).where(Server.spawn_id == spawn_id, Server.desired == "running").values(desired="stopped")
+    )

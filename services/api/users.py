@@ -9,11 +9,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.db.models import Server, User
 from shared.errors import BadRequest, Conflict
 from shared.events import UserCreated, UserDeleted
+from shared.names import normalize_username
 from shared.outbox import enqueue
 from shared.settings import ServiceSettings
 
 from services.api.servers import stop_server
-from shared.names import normalize_username
 
 
 async def create_users(session: AsyncSession, settings: ServiceSettings, names: list[str], admin: bool) -> list[User]:

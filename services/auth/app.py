@@ -4,40 +4,42 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
 
 from fastapi import FastAPI
 
 from shared.events import RegistryEntry
 from shared.http import CommonHeaders, install_error_handlers
 from shared.registry import announce
-from shared.service import advertise_url, bind_socket, open_runtime, serve_app
+from shared.service import advertise_url as advertise_url_of
+from shared.service import bind_socket, open_runtime, serve_app
 from shared.settings import ServiceSettings
 
 from services.auth.authenticators import load_authenticator
-from services.auth.routes import login
+from services.auth.deps import AuthState
+from services.auth.routes import login, signup
 
 
-def create_app(settings: ServiceSettings, advertise: str | None = None) -> FastAPI:
-    """The auth app; `advertise` is the URL registered for the proxy (None: not registered)."""
-    authenticator = load_authenticator(settings)
+def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> FastAPI:
+    """The auth app; `advertise_url` is registered for the proxies (None: not registered, e.g. in tests)."""
+    authenticator = load_authenticator(settings)  # a bad name fails here, before serving
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[AuthState]:
         async with open_runtime(settings, "auth", pool_size=5) as runtime:
-            if advertise:
-                runtime.spawn(announce(runtime.bus, RegistryEntry(service="auth", replica=runtime.replica, url=advertise)),
-                              "registry")
+            if advertise_url:
+                entry = RegistryEntry(service="auth", replica=runtime.replica, url=advertise_url)
+                runtime.spawn(announce(runtime.bus, entry), "registry")
             yield {"runtime": runtime, "authenticator": authenticator}
 
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     install_error_handlers(app)
     app.add_middleware(CommonHeaders)
     app.include_router(login.router)
+    app.include_router(signup.router)
     return app
 
 
 def run(settings: ServiceSettings) -> None:
     """Serve the auth app until SIGINT/SIGTERM."""
     sock = bind_socket(settings.auth.host, settings.auth.port)
-    serve_app(create_app(settings, advertise_url(settings.auth, sock)), sock, settings.log_level)
+    serve_app(create_app(settings, advertise_url_of(settings.auth, sock)), sock, settings.log_level)

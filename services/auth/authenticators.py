@@ -1,18 +1,22 @@
-"""Authenticators: a small interface, the built-in `password` and `dummy`, and how one is chosen."""
+"""Authenticators: a small interface, the built-in `password` and `dummy`, and how one is chosen.
+
+Third parties add their own through the entry point group `fleethub.authenticators`: a class taking
+the settings, with a `name` and `authenticate()`. The allow/block lists apply after any of them.
+"""
 
 from __future__ import annotations
 
 import hmac
+from importlib.metadata import entry_points
 from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.errors import BadRequest, ConfigError
-from shared.plugins import load_plugin
+from shared.names import normalize_username
 from shared.settings import ServiceSettings
 
 from services.auth.accounts import check_password
-from shared.names import normalize_username
 
 ENTRY_POINT_GROUP = "fleethub.authenticators"
 
@@ -22,11 +26,20 @@ class Authenticator(Protocol):
 
     name: str
 
-    async def authenticate(self, session: AsyncSession, username: str, password: str) -> str | None: ...
+    async def authenticate(self, session: AsyncSession, username: str, password: str) -> str | None:
+        """The normalized user name if `password` is right for `username`, else None."""
+        ...
+
+
+def _normalized(username: str) -> str | None:
+    try:
+        return normalize_username(username)
+    except BadRequest:
+        return None
 
 
 class PasswordAuthenticator:
-    """Accounts in PostgreSQL, scrypt-hashed."""
+    """Accounts in PostgreSQL, scrypt-hashed; unknown names cost as much time as known ones."""
 
     name = "password"
 
@@ -34,9 +47,8 @@ class PasswordAuthenticator:
         self.settings = settings
 
     async def authenticate(self, session: AsyncSession, username: str, password: str) -> str | None:
-        try:
-            name = normalize_username(username)
-        except BadRequest:
+        name = _normalized(username)
+        if name is None:
             return None
         return name if await check_password(session, name, password) else None
 
@@ -53,11 +65,16 @@ class DummyAuthenticator:
         self._password = secret.get_secret_value().encode()
 
     async def authenticate(self, session: AsyncSession, username: str, password: str) -> str | None:
-        try:
-            name = normalize_username(username)
-        except BadRequest:
+        name = _normalized(username)
+        if name is None:
             return None
         return name if hmac.compare_digest(password.encode(), self._password) else None
+
+
+BUILTIN: dict[str, type[PasswordAuthenticator] | type[DummyAuthenticator]] = {
+    "password": PasswordAuthenticator,
+    "dummy": DummyAuthenticator,
+}
 
 
 def load_authenticator(settings: ServiceSettings) -> Authenticator:
@@ -66,17 +83,23 @@ def load_authenticator(settings: ServiceSettings) -> Authenticator:
     Raises:
         ConfigError: no such authenticator.
     """
-    cls = load_plugin(ENTRY_POINT_GROUP, settings.auth.authenticator,
-                      {"password": lambda: PasswordAuthenticator, "dummy": lambda: DummyAuthenticator},
-                      "auth.authenticator (FLEETHUB_AUTH__AUTHENTICATOR)")
-    return cls(settings)  # type: ignore[no-any-return]
+    name = settings.auth.authenticator
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == name:
+            authenticator: Authenticator = ep.load()(settings)
+            return authenticator
+    if name in BUILTIN:
+        return BUILTIN[name](settings)
+    raise ConfigError(f"auth.authenticator (FLEETHUB_AUTH__AUTHENTICATOR): unknown authenticator {name!r}")
+
+
+def _names(raw: list[str]) -> set[str]:
+    return {u.strip().lower() for u in raw}
 
 
 def allowed(settings: ServiceSettings, name: str) -> bool:
-    """The allow/block lists, applied after any authenticator (admins are always allowed unless blocked)."""
+    """The allow/block lists, applied after any authenticator (admins are allowed unless blocked)."""
     a = settings.auth
-    if name in {u.lower() for u in a.blocked_users}:
+    if name in _names(a.blocked_users):
         return False
-    if a.allowed_users and name not in {u.lower() for u in a.allowed_users} | {u.lower() for u in a.admin_users}:
-        return False
-    return True
+    return not a.allowed_users or name in _names(a.allowed_users) | _names(a.admin_users)

@@ -1,20 +1,40 @@
-"""Typed dependencies of the auth routes: the runtime, a database session, the authenticator."""
+"""Typed lifespan state and dependencies of the auth routes: runtime, database session, authenticator."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import AsyncIterator
+from typing import Annotated, TypedDict
 
 from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.http import DbSession, RuntimeDep
+from shared.service import Runtime as _Runtime
 
 from services.auth.authenticators import Authenticator
 
-__all__ = ["AuthenticatorDep", "DbSession", "RuntimeDep"]
+
+class AuthState(TypedDict):
+    """What the auth lifespan hands to every request (`request.state`)."""
+
+    runtime: _Runtime
+    authenticator: Authenticator
+
+
+def _runtime(request: Request) -> _Runtime:
+    runtime: _Runtime = request.state.runtime
+    return runtime
 
 
 def _authenticator(request: Request) -> Authenticator:
-    return request.state.authenticator  # type: ignore[no-any-return]
+    authenticator: Authenticator = request.state.authenticator
+    return authenticator
 
 
+async def _session(runtime: Annotated[_Runtime, Depends(_runtime)]) -> AsyncIterator[AsyncSession]:
+    async with runtime.sessions() as session:
+        yield session
+
+
+Runtime = Annotated[_Runtime, Depends(_runtime)]
+DbSession = Annotated[AsyncSession, Depends(_session)]
 AuthenticatorDep = Annotated[Authenticator, Depends(_authenticator)]

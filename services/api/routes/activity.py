@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from sqlalchemy import select, update
 
-from shared.db.models import Server, User
-from shared.errors import BadRequest, Forbidden, NotFound
+from shared.errors import BadRequest
 from shared.events import utcnow
+from shared.http import read_json
 
-from services.api.deps import CurrentIdentity, DbSession
+from services.api.activity import record_report
+from services.api.deps import CurrentUser, DbSession
 from services.api.queries import get_user
-from services.api.schemas import read_json
 
 router = APIRouter(prefix="/hub/api")
 MAX_FUTURE = timedelta(minutes=59)
 
 
-def _parse_time(value: object, where: str) -> datetime:
+def _parse_time(value: Any, where: str) -> datetime:
     if not isinstance(value, str):
         raise BadRequest(f"{where}: last_activity must be an ISO 8601 timestamp")
     try:
@@ -34,41 +34,28 @@ def _parse_time(value: object, where: str) -> datetime:
     return ts
 
 
+def _server_times(raw: Any) -> dict[str, datetime]:
+    if not isinstance(raw, dict):
+        raise BadRequest("servers must be an object")
+    out = {}
+    for name, info in raw.items():
+        where = f"servers.{name[:64]}"
+        if not isinstance(info, dict) or "last_activity" not in info:
+            raise BadRequest(f"{where}: needs last_activity")
+        out[name] = _parse_time(info["last_activity"], where)
+    return out
+
+
 @router.post("/users/{name}/activity")
-async def post_activity(name: str, request: Request, ident: CurrentIdentity, session: DbSession) -> Response:
-    allowed = ident.admin or ident.name == name
-    if ident.token_kind == "server":
-        allowed = ident.name == name and f"users:activity!user={name}" in ident.token_scopes
-    if not allowed:
-        if ident.name != name:
-            raise NotFound("No access to resources or resources not found")
-        raise Forbidden("Action is not authorized with current scopes; requires any of ['users:activity']")
+async def post_activity(name: str, request: Request, req: CurrentUser, session: DbSession) -> Response:
+    req.require("users:activity", user=name)
     body = await read_json(request)
     if not isinstance(body, dict) or not ({"servers", "last_activity"} & body.keys()):
         raise BadRequest("body must be an object with 'servers' and/or 'last_activity'")
-    servers = body.get("servers") or {}
-    if not isinstance(servers, dict):
-        raise BadRequest("servers must be an object")
+    raw = body.get("servers")
+    servers = _server_times({} if raw is None else raw)
     user_time = _parse_time(body["last_activity"], "last_activity") if "last_activity" in body else None
     async with session.begin():
         user = await get_user(session, name)
-        for server_name, info in servers.items():
-            if not isinstance(info, dict) or "last_activity" not in info:
-                raise BadRequest(f"servers.{server_name}: needs last_activity")
-            ts = _parse_time(info["last_activity"], f"servers.{server_name}")
-            found = (await session.execute(
-                select(Server.id).where(Server.user_id == user.id, Server.name == server_name)
-            )).scalar()
-            if found is None:
-                raise BadRequest(f"No such server '{server_name}' for user {name}")
-            await session.execute(
-                update(Server).where(Server.id == found, (Server.last_activity.is_(None)) | (Server.last_activity < ts))
-                .values(last_activity=ts)
-            )
-            user_time = max(user_time, ts) if user_time else ts
-        if user_time is not None:
-            await session.execute(
-                update(User).where(User.id == user.id, (User.last_activity.is_(None)) | (User.last_activity < user_time))
-                .values(last_activity=user_time)
-            )
+        await record_report(session, user, user_time, servers)
     return Response(status_code=200)

@@ -1,47 +1,39 @@
-"""Hub pages: home, start/stop forms, spawn-pending, and the landing place of stopped-server URLs."""
+"""Hub pages: home, the start form, stop, and spawn-pending."""
 
 from __future__ import annotations
 
-from urllib.parse import quote
-
 from fastapi import APIRouter, Form, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from shared.errors import FleethubError, Forbidden, NotFound
-from shared.identity import XSRF_COOKIE, Identity, new_xsrf, set_xsrf_cookie, xsrf_valid
+from shared.errors import BadRequest, NotFound
+from shared.identity import Identity, validate_next
 from shared.names import server_prefix, url_escape
 
-from services.api.deps import DbSession, PageUser, RuntimeDep
-from services.api.pages import home_page, pending_page, stopped_page
+from services.api.access import HIDDEN, requester
+from services.api.browser import check_form, form_xsrf, login_redirect, with_xsrf
+from services.api.deps import DbSession, PageUser, Runtime
+from services.api.models import ServerView
+from services.api.pages import home_page, pending_page, spawn_page
 from services.api.queries import get_user, one_server_view
 from services.api.servers import start_server, stop_server
 
 router = APIRouter()
-MAX_REDIRECTS = 4
 
 
-def _login(request: Request) -> Response:
-    return RedirectResponse(f"/hub/login?next={quote(request.url.path, safe='/')}", status_code=302)
-
-
-def _with_xsrf(request: Request, runtime: RuntimeDep, response: Response, value: str) -> Response:
-    if request.cookies.get(XSRF_COOKIE) != value:
-        set_xsrf_cookie(response, value, runtime.settings.hub_public_url.startswith("https://"))
-    return response
-
-
-def _xsrf_for(request: Request, runtime: RuntimeDep) -> str:
-    current = request.cookies.get(XSRF_COOKIE)
-    return current if current and xsrf_valid(runtime.secret_key, current, current) else new_xsrf(runtime.secret_key)
-
-
-async def _state(session: DbSession, ident: Identity) -> str:
-    user = await get_user(session, ident.name)
-    view = await one_server_view(session, user, "")
+def _state(view: ServerView | None) -> str:
     if view is None:
         return "stopped"
     active, ready, pending = view.status
     return "ready" if ready and pending is None else "pending" if active else "stopped"
+
+
+def _pending_url(name: str) -> str:
+    return f"/hub/spawn-pending/{url_escape(name)}"
+
+
+def _may_start(ident: Identity, name: str) -> None:
+    if not requester(ident).can("start:servers", name, ""):
+        raise NotFound(HIDDEN)
 
 
 @router.get("/hub/")
@@ -51,96 +43,77 @@ async def hub_root() -> Response:
 
 
 @router.get("/hub/home")
-async def home(request: Request, runtime: RuntimeDep, session: DbSession, ident: PageUser) -> Response:
+async def home(request: Request, runtime: Runtime, session: DbSession, ident: PageUser) -> Response:
     if ident is None:
-        return _login(request)
-    xsrf = _xsrf_for(request, runtime)
-    page = home_page(ident.name, await _state(session, ident), server_prefix(ident.name), xsrf)
-    return _with_xsrf(request, runtime, HTMLResponse(page), xsrf)
+        return login_redirect(request)
+    user = await get_user(session, ident.name)
+    state = _state(await one_server_view(session, user, ""))
+    xsrf = form_xsrf(request, runtime, ident)
+    page = home_page(ident.name, state, server_prefix(ident.name), xsrf, _pending_url(ident.name))
+    return with_xsrf(request, runtime, HTMLResponse(page), xsrf)
 
 
-def _check_form(request: Request, runtime: RuntimeDep, ident: Identity | None, xsrf: str) -> Identity:
+@router.get("/hub/spawn")
+@router.get("/hub/spawn/{name}")
+async def spawn_form(request: Request, runtime: Runtime, session: DbSession, ident: PageUser,
+                     name: str | None = None) -> Response:
     if ident is None:
-        raise Forbidden("Missing or invalid credentials.")
-    if not xsrf_valid(runtime.secret_key, request.cookies.get(XSRF_COOKIE), xsrf):
-        raise Forbidden("XSRF cookie does not match the form; reload the page and try again.")
-    return ident
+        return login_redirect(request)
+    name = name or ident.name
+    _may_start(ident, name)
+    state = _state(await one_server_view(session, await get_user(session, name), ""))
+    if state == "ready":
+        return RedirectResponse(server_prefix(name), status_code=302)
+    if state == "pending":
+        return RedirectResponse(_pending_url(name), status_code=302)
+    xsrf = form_xsrf(request, runtime, ident)
+    return with_xsrf(request, runtime, HTMLResponse(spawn_page(name, request.url.path, xsrf)), xsrf)
 
 
 @router.post("/hub/spawn")
-async def spawn_form(request: Request, runtime: RuntimeDep, session: DbSession, ident: PageUser,
-                     xsrf: str = Form("", alias="_xsrf", max_length=500)) -> Response:
-    me = _check_form(request, runtime, ident, xsrf)
+@router.post("/hub/spawn/{name}")
+async def spawn(request: Request, runtime: Runtime, session: DbSession, ident: PageUser,
+                name: str | None = None, xsrf: str = Form("", alias="_xsrf", max_length=500)) -> Response:
+    me = check_form(request, runtime, ident, xsrf)
+    name = name or me.name
+    _may_start(me, name)
     async with session.begin():
-        user = await get_user(session, me.name)
+        user = await get_user(session, name)
         try:
             await start_server(session, runtime.settings, runtime.secret_key, user, "", None)
-        except FleethubError as exc:
-            if exc.status != 400:  # "already running" just goes on to the pending page
-                raise
+        except BadRequest:
+            pass  # already running or stopping: the pending page shows where it is
     runtime.relay.kick()
-    return RedirectResponse(f"/hub/spawn-pending/{url_escape(me.name)}", status_code=302)
+    return RedirectResponse(_pending_url(name), status_code=302)
 
 
 @router.post("/hub/stop")
-async def stop_form(request: Request, runtime: RuntimeDep, session: DbSession, ident: PageUser,
-                    xsrf: str = Form("", alias="_xsrf", max_length=500)) -> Response:
-    me = _check_form(request, runtime, ident, xsrf)
+async def stop(request: Request, runtime: Runtime, session: DbSession, ident: PageUser,
+               xsrf: str = Form("", alias="_xsrf", max_length=500)) -> Response:
+    me = check_form(request, runtime, ident, xsrf)
     async with session.begin():
-        user = await get_user(session, me.name)
-        await stop_server(session, runtime.settings, user, "")
+        await stop_server(session, runtime.settings, await get_user(session, me.name), "")
     runtime.relay.kick()
     return RedirectResponse("/hub/home", status_code=302)
 
 
 @router.get("/hub/spawn-pending/{name}")
-async def spawn_pending(name: str, request: Request, session: DbSession, ident: PageUser) -> Response:
+@router.get("/hub/spawn-pending/{name}/{server_name}")
+async def spawn_pending(name: str, request: Request, runtime: Runtime, session: DbSession, ident: PageUser,
+                        server_name: str = "", next: str = "") -> Response:
     if ident is None:
-        return _login(request)
-    if ident.name != name and not ident.admin:
-        raise NotFound("No access to resources or resources not found")
-    user = await get_user(session, name)
-    view = await one_server_view(session, user, "")
-    if view is not None:
-        active, ready, pending = view.status
-        if ready and pending is None:
-            return RedirectResponse(server_prefix(name), status_code=302)
-        if active:
-            return HTMLResponse(pending_page(name, "Spawning server..."))
-        st = view.current_state
-        if st is not None and st.status == "failed":
-            return HTMLResponse(pending_page(name, f"Spawn failed: {st.message}").replace(
-                '<meta http-equiv="refresh" content="1">', ""), status_code=500)
+        return login_redirect(request)
+    if not requester(ident).can("read:servers", name, server_name):
+        raise NotFound(HIDDEN)
+    view = await one_server_view(session, await get_user(session, name), server_name)
+    prefix = server_prefix(name, server_name)
+    state = _state(view)
+    if state == "ready":
+        target = validate_next(next, runtime.settings.hub_public_url, default=prefix)
+        return RedirectResponse(target if target.startswith(prefix) else prefix, status_code=302)
+    if state == "pending":
+        return HTMLResponse(pending_page("Spawning server..."), headers={"Cache-Control": "no-store"})
+    failed = view.current_state if view is not None else None
+    if failed is not None and failed.status == "failed":
+        return HTMLResponse(pending_page(f"Spawn failed: {failed.message}", refresh=False), status_code=500)
     return RedirectResponse("/hub/home", status_code=302)
-
-
-@router.api_route("/hub/user/{name}/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"])
-@router.api_route("/hub/user/{name}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"])
-async def user_redirect(name: str, request: Request, runtime: RuntimeDep, session: DbSession, ident: PageUser,
-                        path: str = "") -> Response:
-    """Where the proxy sends requests for a server that has no route (JupyterHub contract §c.5)."""
-    prefix = server_prefix(name)
-    target = f"{prefix}{path}"
-    if ident is None:
-        if request.method == "GET":
-            return _login(request)
-        raise Forbidden("Missing or invalid credentials.")
-    if ident.name != name and not ident.admin:
-        raise NotFound("No access to resources or resources not found")
-    user = await get_user(session, name)
-    view = await one_server_view(session, user, "")
-    active, ready, pending = view.status if view is not None else (False, False, None)
-    if active and not ready:
-        return RedirectResponse(f"/hub/spawn-pending/{url_escape(name)}?next={quote(target, safe='/')}", status_code=303)
-    if ready:
-        redirects = int(request.query_params.get("redirects", "0") or 0)
-        if redirects >= MAX_REDIRECTS:
-            raise FleethubError(f"Redirect loop detected: {target} is running but not reachable yet", status=500)
-        return RedirectResponse(f"{target}?redirects={redirects + 1}", status_code=302)
-    message = (f"JupyterHub server no longer running at {target}. "
-               f"Restart the server at /hub/spawn/{url_escape(name)}")
-    accept = request.headers.get("accept", "")
-    if request.method != "GET" or "/api/" in f"/{path}" or ("application/json" in accept and "text/html" not in accept):
-        return JSONResponse({"status": 424, "message": message}, status_code=424)
-    xsrf = _xsrf_for(request, runtime)
-    return _with_xsrf(request, runtime, HTMLResponse(stopped_page(name, target, xsrf), status_code=424), xsrf)

@@ -1,33 +1,23 @@
-"""`GET /hub/api/proxy`: the route table in JupyterHub's shape."""
+"""`GET /hub/api/proxy`: the route table in JupyterHub's shape `{routespec: {routespec, target, data}}`."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import APIRouter
-from nats.js.errors import NoKeysError
 
 from shared.events import Route
 
-from services.api.access import require_admin
-from services.api.deps import CurrentIdentity, RuntimeDep
+from services.api.deps import CurrentUser, Runtime
 
 router = APIRouter(prefix="/hub/api")
 
 
 @router.get("/proxy")
-async def proxy_table(ident: CurrentIdentity, runtime: RuntimeDep) -> dict[str, Any]:
-    require_admin(ident, "proxy")
-    kv = await runtime.bus.routes()
-    try:
-        keys = await kv.keys()
-    except NoKeysError:
-        keys = []
+async def proxy_table(req: CurrentUser, runtime: Runtime) -> dict[str, Any]:
+    req.require("proxy")
     table: dict[str, Any] = {}
-    for key in sorted(keys):
-        entry = await kv.get(key)
-        if entry is None or not entry.value:
-            continue
-        route = Route.model_validate_json(entry.value)
+    for _, value in sorted((await runtime.bus.routes_snapshot()).items()):
+        route = Route.model_validate_json(value)
         table[route.routespec] = {"routespec": route.routespec, "target": route.target, "data": route.data}
     return table

@@ -1,118 +1,129 @@
-"""`/hub/api/user`, `/hub/api/users`, `/hub/api/users/{name}`, tokens."""
+"""`/hub/api/user` (who am I), `/hub/api/users` and `/hub/api/users/{name}`."""
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import select
 
-from shared.db.models import ApiToken, User
-from shared.errors import BadRequest, Conflict
-from shared.events import utcnow
-from shared.security import hash_token, new_token
+from shared.db.models import User
+from shared.errors import BadRequest, Conflict, Forbidden
 
-from services.api.access import require_admin, require_user_access, scopes_of
-from services.api.deps import CurrentIdentity, DbSession, RuntimeDep
-from services.api.models import token_model, user_model
-from services.api.queries import get_user, server_views
-from services.api.schemas import TokenCreate, UserCreate, UsersCreate, parse_body
+from services.api.access import Requester
+from services.api.deps import CurrentUser, DbSession, Runtime
+from services.api.models import READ_USER_SCOPES, Can, ServerView, user_model
+from services.api.queries import USER_SORTS, USER_STATES, UserQuery, get_user, list_users, server_views
+from services.api.schemas import UserCreate, UsersCreate, parse_body
 from services.api.users import create_users, delete_user
 
 router = APIRouter(prefix="/hub/api")
+PAGINATION_TYPE = "application/jupyterhub-pagination+json"
+MAX_LIMIT = 200
+DEFAULT_PAGINATED_LIMIT = 50
+_IDENTIFY = ("read:users:name", "read:users:groups")
+
+
+def _can(req: Requester, name: str, *, identify: bool = False) -> Can:
+    def can(scope: str, server_name: str | None) -> bool:
+        if identify and server_name is None and scope in _IDENTIFY:
+            return True  # whoami always identifies its owner
+        return req.can(scope, name, server_name)
+
+    return can
+
+
+def model_for(req: Requester, user: User, views: list[ServerView], *, include_stopped: bool = False) -> dict[str, Any]:
+    """The User model of one user as `req` may see it (callers checked it may see something)."""
+    return user_model(user, views, _can(req, user.name), include_stopped=include_stopped) or {}
 
 
 @router.get("/user")
-async def whoami(ident: CurrentIdentity, session: DbSession) -> dict[str, Any]:
-    user = await get_user(session, ident.name)
+async def whoami(req: CurrentUser, session: DbSession) -> dict[str, Any]:
+    user = await get_user(session, req.name)
     views = await server_views(session, [user])
-    model = user_model(user, views.get(user.id, []))
-    model["scopes"] = scopes_of(ident)
-    model["session_id"] = ident.session_id
-    model["token_id"] = f"a{ident.token_id}" if ident.token_id is not None else None
+    model = user_model(user, views.get(user.id, []), _can(req, user.name, identify=True)) or {}
+    model["scopes"] = req.rendered()
+    model["session_id"] = req.ident.session_id
+    model["token_id"] = f"a{req.ident.token_id}" if req.ident.token_id is not None else None
     return model
 
 
+def _page_args(request: Request, offset: int, limit: int | None) -> tuple[bool, int, int]:
+    accept = [part.strip().lower() for part in request.headers.get("accept", "").split(",")]
+    paginated = any(part.split(";")[0] == PAGINATION_TYPE for part in accept)
+    default = DEFAULT_PAGINATED_LIMIT if paginated else MAX_LIMIT
+    return paginated, max(0, offset), min(max(1, limit if limit is not None else default), MAX_LIMIT)
+
+
 @router.get("/users")
-async def list_users(
-    ident: CurrentIdentity,
-    session: DbSession,
-    offset: int = Query(0, ge=0),
-    limit: int = Query(200, ge=1),
-    include_stopped_servers: bool = False,
-) -> list[dict[str, Any]]:
-    require_admin(ident, "list:users")
-    users = list((await session.execute(select(User).order_by(User.id).offset(offset).limit(min(limit, 200)))).scalars())
+async def get_users(request: Request, req: CurrentUser, session: DbSession, offset: int = 0, limit: int | None = None,
+                    state: str | None = None, sort: str = "id", name_filter: str | None = None,
+                    include_stopped_servers: bool = False) -> Response:
+    visible = req.users_visible("list:users")
+    if visible is not None and not visible:
+        raise Forbidden("Action is not authorized with current scopes; requires any of ['list:users']")
+    if state is not None and state not in USER_STATES:
+        raise BadRequest(f"Unrecognized state filter: {state[:40]!r}; use one of {list(USER_STATES)}")
+    if sort.lstrip("-") not in USER_SORTS:
+        raise BadRequest(f"Unrecognized sort: {sort[:40]!r}; use one of {list(USER_SORTS)} (with - to reverse)")
+    paginated, offset, limit = _page_args(request, offset, limit)
+    query = UserQuery(frozenset(visible) if visible is not None else None, state, name_filter, sort, offset, limit)
+    users, total = await list_users(session, query)
     views = await server_views(session, users)
-    return [user_model(u, views.get(u.id, []), include_stopped=include_stopped_servers) for u in users]
+    items = [m for u in users if (m := user_model(u, views.get(u.id, []), _can(req, u.name),
+                                                  include_stopped=include_stopped_servers))]
+    if not paginated:
+        return JSONResponse(items)
+    nxt = None
+    if offset + limit < total:
+        url = str(request.url.include_query_params(offset=offset + limit, limit=limit))
+        nxt = {"offset": offset + limit, "limit": limit, "url": url}
+    return JSONResponse({"items": items, "_pagination": {"offset": offset, "limit": limit, "total": total, "next": nxt}})
 
 
 @router.post("/users", status_code=201)
-async def post_users(request: Request, ident: CurrentIdentity, runtime: RuntimeDep, session: DbSession) -> list[dict[str, Any]]:
-    require_admin(ident, "admin:users")
+async def post_users(request: Request, req: CurrentUser, runtime: Runtime, session: DbSession) -> list[dict[str, Any]]:
+    req.require("admin:users")  # hub-wide: a filtered admin:users may not create arbitrary users
     body = await parse_body(request, UsersCreate, required=True)
+    if body.admin and not req.ident.admin:
+        raise Forbidden("Only admins may create admin users")
     async with session.begin():
         created = await create_users(session, runtime.settings, body.usernames, body.admin)
     runtime.relay.kick()
-    return [user_model(u, []) for u in created]
+    return [model_for(req, u, []) for u in created]
 
 
 @router.post("/users/{name}", status_code=201)
-async def post_user(name: str, request: Request, ident: CurrentIdentity, runtime: RuntimeDep,
-                    session: DbSession) -> dict[str, Any]:
-    require_admin(ident, "admin:users")
+async def post_user(name: str, request: Request, req: CurrentUser, runtime: Runtime, session: DbSession) -> dict[str, Any]:
+    req.require("admin:users", user=name)
     body = await parse_body(request, UserCreate, required=False)
+    if body.admin and not req.ident.admin:
+        raise Forbidden("Only admins may create admin users")
     try:
         async with session.begin():
             created = await create_users(session, runtime.settings, [name], body.admin)
     except Conflict:
         raise Conflict(f"User {name} already exists") from None
     runtime.relay.kick()
-    return user_model(created[0], [])
+    return model_for(req, created[0], [])
 
 
 @router.get("/users/{name}")
-async def get_one(name: str, ident: CurrentIdentity, session: DbSession,
-                  include_stopped_servers: bool = False) -> dict[str, Any]:
-    require_user_access(ident, name, "read:users")
+async def get_one(name: str, req: CurrentUser, session: DbSession, include_stopped_servers: bool = False) -> dict[str, Any]:
+    req.require(*READ_USER_SCOPES, user=name)
     user = await get_user(session, name)
     views = await server_views(session, [user])
-    return user_model(user, views.get(user.id, []), with_state=ident.admin, include_stopped=include_stopped_servers)
+    return model_for(req, user, views.get(user.id, []), include_stopped=include_stopped_servers)
 
 
 @router.delete("/users/{name}", status_code=204)
-async def delete_one(name: str, ident: CurrentIdentity, runtime: RuntimeDep, session: DbSession) -> Response:
-    require_admin(ident, "delete:users")
-    if name == ident.name:
+async def delete_one(name: str, req: CurrentUser, runtime: Runtime, session: DbSession) -> Response:
+    req.require("delete:users", user=name)
+    if name == req.name:
         raise BadRequest("Cannot delete yourself!")
     async with session.begin():
         user = await get_user(session, name)
         await delete_user(session, runtime.settings, user)
     runtime.relay.kick()
     return Response(status_code=204)
-
-
-@router.post("/users/{name}/tokens", status_code=201)
-async def post_token(name: str, request: Request, ident: CurrentIdentity, session: DbSession) -> JSONResponse:
-    require_user_access(ident, name, "tokens")
-    body = await parse_body(request, TokenCreate, required=False)
-    if body.scopes is not None and body.roles is not None:
-        raise BadRequest("Specify only one of scopes or roles")
-    scopes = body.scopes if body.scopes is not None else ["inherit"]
-    if not ident.admin and any(s not in ("inherit",) and not s.endswith(f"!user={name}") for s in scopes):
-        raise BadRequest(f"Not assigning requested scopes {scopes}: you do not hold them")
-    async with session.begin():
-        user = await get_user(session, name)
-        token = new_token()
-        row = ApiToken(
-            user_id=user.id, hashed=hash_token(token), kind="api", note=body.note or "Requested via api",
-            scopes=scopes, expires_at=utcnow() + timedelta(seconds=body.expires_in) if body.expires_in else None,
-        )
-        session.add(row)
-        await session.flush()
-        await session.refresh(row)
-    model = token_model(row, user.name)
-    model["token"] = token
-    return JSONResponse(model, status_code=201)

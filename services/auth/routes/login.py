@@ -1,4 +1,4 @@
-"""/hub/login and /hub/logout."""
+"""`/hub/login`, `/hub/logout` and the auth replica's health probe."""
 
 from __future__ import annotations
 
@@ -7,45 +7,41 @@ import logging
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from shared.events import UserLoggedIn, UserLoggedOut
+from shared.errors import BadRequest
 from shared.identity import (
     LOGIN_COOKIE,
     XSRF_COOKIE,
     clear_login_cookies,
-    create_login_session,
-    end_login_session,
     identity_from_cookie,
     new_xsrf,
+    secure_cookies,
     set_login_cookies,
     set_xsrf_cookie,
     validate_next,
     xsrf_valid,
 )
-from shared.outbox import enqueue
+from shared.names import normalize_username
 
-from services.auth.accounts import ensure_user
 from services.auth.authenticators import allowed
-from services.auth.deps import AuthenticatorDep, DbSession, RuntimeDep
+from services.auth.deps import AuthenticatorDep, DbSession, Runtime
 from services.auth.pages import login_page
+from services.auth.sessions import log_in, log_out
 
 log = logging.getLogger(__name__)
 router = APIRouter()
+EXPIRED_FORM = "Your session expired or the form was not sent from this site; please try again."
 
 
-def _secure(runtime: RuntimeDep) -> bool:
-    return runtime.settings.hub_public_url.startswith("https://")
-
-
-def _form_page(runtime: RuntimeDep, next_url: str, status: int = 200, error: str = "", username: str = "") -> Response:
+def _form_page(runtime: Runtime, next_url: str, status: int = 200, error: str = "", username: str = "") -> Response:
     xsrf = new_xsrf(runtime.secret_key)
-    response = HTMLResponse(login_page(xsrf, next_url, error, username), status_code=status)
-    set_xsrf_cookie(response, xsrf, _secure(runtime))
-    response.headers["Cache-Control"] = "no-store"
+    page = login_page(xsrf, next_url, error=error, username=username, signup=runtime.settings.auth.open_signup)
+    response = HTMLResponse(page, status_code=status, headers={"Cache-Control": "no-store"})
+    set_xsrf_cookie(response, xsrf, secure_cookies(runtime.settings.hub_public_url))
     return response
 
 
 @router.get("/hub/login")
-async def login_form(request: Request, runtime: RuntimeDep, session: DbSession, next: str = "") -> Response:
+async def login_form(request: Request, runtime: Runtime, session: DbSession, next: str = "") -> Response:
     next_url = validate_next(next, runtime.settings.hub_public_url)
     if await identity_from_cookie(session, request.cookies.get(LOGIN_COOKIE)) is not None:
         return RedirectResponse(next_url, status_code=302)
@@ -55,7 +51,7 @@ async def login_form(request: Request, runtime: RuntimeDep, session: DbSession, 
 @router.post("/hub/login")
 async def login(
     request: Request,
-    runtime: RuntimeDep,
+    runtime: Runtime,
     session: DbSession,
     authenticator: AuthenticatorDep,
     username: str = Form("", max_length=1000),
@@ -63,39 +59,37 @@ async def login(
     xsrf: str = Form("", alias="_xsrf", max_length=500),
     next: str = "",
 ) -> Response:
-    next_url = validate_next(next, runtime.settings.hub_public_url)
+    settings = runtime.settings
+    next_url = validate_next(next, settings.hub_public_url)
     if not xsrf_valid(runtime.secret_key, request.cookies.get(XSRF_COOKIE), xsrf):
-        return _form_page(runtime, next_url, 403, "Your session expired or the form was not sent from this site; try again.")
+        return _form_page(runtime, next_url, 403, EXPIRED_FORM)
+    try:
+        normalize_username(username)
+    except BadRequest as exc:
+        return _form_page(runtime, next_url, 400, exc.message)
     async with session.begin():
         name = await authenticator.authenticate(session, username, password)
-    if name is None or not allowed(runtime.settings, name):
+    if name is None or not allowed(settings, name):
         log.info("failed login for %r", username[:64])
         return _form_page(runtime, next_url, 403, "Invalid username or password", username[:255])
-    settings = runtime.settings
-    admin = True if name in {u.lower() for u in settings.auth.admin_users} else None
     async with session.begin():
-        user_id = await ensure_user(session, name, admin)
-        cookie, sid = await create_login_session(
-            session, user_id, settings.auth.cookie_max_age_days, request.cookies.get("jupyterhub-session-id")
-        )
-        enqueue(session, UserLoggedIn(name=name, authenticator=authenticator.name), settings.nats_namespace)
+        done = await log_in(session, settings, name, authenticator.name)
     runtime.relay.kick()
+    secure = secure_cookies(settings.hub_public_url)
     response = RedirectResponse(next_url, status_code=302)
-    set_login_cookies(response, cookie, sid, settings.auth.cookie_max_age_days, _secure(runtime))
-    # a new XSRF token for the new session
-    set_xsrf_cookie(response, new_xsrf(runtime.secret_key), _secure(runtime))
+    set_login_cookies(response, done.cookie, done.session_id, settings.auth.cookie_max_age_days, secure)
+    set_xsrf_cookie(response, new_xsrf(runtime.secret_key, done.session_id), secure)  # bound to the new session
     log.info("user %s logged in", name)
     return response
 
 
 @router.get("/hub/logout")
-async def logout(request: Request, runtime: RuntimeDep, session: DbSession) -> Response:
+async def logout(request: Request, runtime: Runtime, session: DbSession) -> Response:
     async with session.begin():
-        ident = await identity_from_cookie(session, request.cookies.get(LOGIN_COOKIE))
-        await end_login_session(session, request.cookies.get(LOGIN_COOKIE))
-        if ident is not None:
-            enqueue(session, UserLoggedOut(name=ident.name), runtime.settings.nats_namespace)
-    runtime.relay.kick()
+        name = await log_out(session, runtime.settings, request.cookies.get(LOGIN_COOKIE))
+    if name is not None:
+        runtime.relay.kick()
+        log.info("user %s logged out", name)
     response = RedirectResponse("/hub/login", status_code=302)
     clear_login_cookies(response)
     return response

@@ -1,0 +1,43 @@
+"""Pure request handling: start-request bodies, server names and token ids."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.api.schemas import user_options_from
+from services.api.servers import check_server_name
+from services.api.tokens import parse_token_id
+from shared.errors import BadRequest
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    (None, None), ({}, None), ({"size": "s"}, {"size": "s"}),  # 5.x: the whole body is the options
+    ({"user_options": {"size": "s"}}, {"size": "s"}), ({"user_options": None}, None),
+    ({"display_name": "x"}, None), ({"user_options": {}, "display_name": "x"}, {}),
+])
+def test_user_options(body: object, expected: object) -> None:
+    assert user_options_from(body) == expected
+
+
+@pytest.mark.parametrize("body", [[1], "x", 3, {"user_options": [1]}, {"user_options": "a"}])
+def test_user_options_refused(body: object) -> None:
+    with pytest.raises(BadRequest):
+        user_options_from(body)
+
+
+@pytest.mark.parametrize("name", ["a", "gpu", "gpu-2", "a" * 30, "x1-y2-z3"])
+def test_good_server_names(name: str) -> None:
+    check_server_name(name)
+
+
+@pytest.mark.parametrize("name", ["", "GPU", "1gpu", "-a", "a-", "a--b", "a_b", "a.b", "a/b", "a b", "a" * 31,
+                                  "é", "a$/b", "hash#?question", "server--abc-def"])
+def test_bad_server_names(name: str) -> None:
+    with pytest.raises(BadRequest, match="Invalid server name"):
+        check_server_name(name)
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("a17", 17), ("a0", 0), ("17", None), ("a", None), ("ab", None),
+                                               ("a-1", None), ("a" + "9" * 20, None), ("sc_1", None)])
+def test_token_ids(raw: str, expected: int | None) -> None:
+    assert parse_token_id(raw) == expected

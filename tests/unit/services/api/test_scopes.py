@@ -1,0 +1,91 @@
+"""The scope model: expansion, filters, intersection, who may grant what."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.api.scopes import (
+    Scope,
+    ScopeError,
+    expand,
+    grantable,
+    held_for,
+    intersect,
+    owner_scopes,
+    parse,
+    render,
+    scopes_of_roles,
+    token_scopes,
+    user_filter,
+)
+
+
+def test_parse() -> None:
+    assert parse("read:users") == Scope("read:users")
+    assert parse("servers!user=bob") == Scope("servers", "user", "bob")
+    assert parse("access:servers!server=bob/") == Scope("access:servers", "server", "bob/")
+    assert parse("users:activity!user", owner="bob") == Scope("users:activity", "user", "bob")
+    assert parse("access:servers!server", owner="bob", server="bob/gpu") == Scope("access:servers", "server", "bob/gpu")
+    for bad in ("nope", "all", "read:users!group=g", "read:users!user=", "servers!server=bob", "read:users!user",
+                "read:users!", "custom:thing"):
+        with pytest.raises(ScopeError):
+            parse(bad)
+
+
+def test_expansion_keeps_filters() -> None:
+    got = render(expand([parse("servers!user=bob")]))
+    assert got == ["delete:servers!user=bob", "read:servers!user=bob", "read:users:name!user=bob", "servers!user=bob",
+                   "start:servers!user=bob"]
+    # JupyterHub drops read:users:name under a server filter
+    assert render(expand([parse("read:servers!server=bob/")])) == ["read:servers!server=bob/"]
+    assert "read:users:activity" in render(expand([Scope("admin:users")]))
+
+
+def test_users_and_admins() -> None:
+    bob = owner_scopes("bob", False)
+    assert all(s.kind == "user" and s.value == "bob" for s in bob)
+    assert {"access:servers!user=bob", "start:servers!user=bob", "tokens!user=bob", "read:tokens!user=bob",
+            "users:activity!user=bob", "read:users!user=bob"} <= set(render(bob))
+    admin = owner_scopes("root", True)
+    assert {"admin:users", "list:users", "proxy", "admin:server_state", "delete:users"} <= set(render(admin))
+
+
+def test_filters_cover_resources() -> None:
+    held = expand([parse("servers!user=bob"), parse("access:servers!server=carol/gpu")])
+    assert held_for(held, "start:servers", "bob", "bob/") and held_for(held, "start:servers", "bob", "bob/x")
+    assert held_for(held, "start:servers", "bob") and not held_for(held, "start:servers")
+    assert not held_for(held, "start:servers", "bobby", "bobby/")
+    assert held_for(held, "access:servers", "carol", "carol/gpu") and not held_for(held, "access:servers", "carol")
+    assert not held_for(held, "access:servers", "carol", "carol/")
+    assert held_for({Scope("proxy")}, "proxy") and held_for({Scope("proxy")}, "proxy", "anyone", "anyone/")
+    assert user_filter(held, "start:servers") == {"bob"} and user_filter({Scope("list:users")}, "list:users") is None
+    assert user_filter(held, "list:users") == set()
+
+
+def test_tokens_never_hold_more_than_their_owner() -> None:
+    bob = owner_scopes("bob", False)
+    assert token_scopes(["inherit"], bob, "bob") == set(bob)
+    assert token_scopes([], bob, "bob") == set()
+    # an unfiltered scope narrows to what the owner holds
+    assert render(token_scopes(["read:users"], bob, "bob")) == [
+        "read:users!user=bob", "read:users:activity!user=bob", "read:users:groups!user=bob", "read:users:name!user=bob"]
+    assert token_scopes(["admin:users!user=carol", "proxy", "garbage"], bob, "bob") == set()
+    server = token_scopes(["users:activity!user", "access:servers!server=bob/"], bob, "bob")
+    assert render(server) == ["access:servers!server=bob/", "read:users:activity!user=bob", "users:activity!user=bob"]
+    assert intersect({Scope("x", "server", "bob/a")}, {Scope("x", "user", "bob")}) == {Scope("x", "server", "bob/a")}
+
+
+def test_grantable() -> None:
+    bob = owner_scopes("bob", False)
+    assert grantable(["inherit"], "bob", [("user bob", bob)]) == ["inherit"]
+    assert grantable(["read:users!user", "read:users!user=bob"], "bob", [("user bob", bob)]) == ["read:users!user=bob"]
+    with pytest.raises(ScopeError, match="not held by user bob"):
+        grantable(["read:users"], "bob", [("user bob", bob)])
+    narrow = expand([parse("tokens!user=bob")])
+    with pytest.raises(ScopeError, match="not held by the requester"):
+        grantable(["servers!user=bob"], "bob", [("user bob", bob), ("the requester", narrow)])
+    with pytest.raises(ScopeError):
+        grantable(["nope"], "bob", [("user bob", bob)])
+    assert scopes_of_roles(["token"]) == ["inherit"] and "servers!user" in scopes_of_roles(["user"])
+    with pytest.raises(ScopeError):
+        scopes_of_roles(["admin"])

@@ -1,0 +1,141 @@
+"""The HTTP glue on a small app: JupyterHub's error shape, 400 not 422, headers on every answer, bodies."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI, Request
+
+from shared.errors import Conflict, TooManyRequests
+from shared.http import CommonHeaders, install_error_handlers, iso, read_json
+
+
+def _app() -> FastAPI:
+    app = FastAPI()
+    install_error_handlers(app)
+    app.add_middleware(CommonHeaders)
+
+    @app.get("/hub/api/conflict")
+    async def conflict() -> None:
+        raise Conflict("User x already exists")
+
+    @app.get("/hub/api/busy")
+    async def busy() -> None:
+        raise TooManyRequests("Try again", retry_after=42)
+
+    @app.get("/hub/api/number")
+    async def number(n: int) -> dict[str, int]:
+        return {"n": n}
+
+    @app.post("/hub/api/echo")
+    async def echo(request: Request) -> Any:
+        return {"got": await read_json(request, max_bytes=1000)}
+
+    @app.get("/hub/api/boom")
+    @app.get("/hub/page-boom")
+    async def boom() -> None:
+        raise RuntimeError("secret detail")
+
+    @app.get("/hub/page")
+    async def page() -> dict[str, str]:
+        return {}
+
+    return app
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=_app(), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        yield c
+
+
+def _assert_common(r: httpx.Response) -> None:
+    assert r.headers["x-jupyterhub-version"] == "5.4.0"
+    assert r.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_errors_have_jupyterhubs_shape(client: httpx.AsyncClient) -> None:
+    r = await client.get("/hub/api/conflict")
+    assert r.status_code == 409 and r.json() == {"status": 409, "message": "User x already exists"}
+    assert r.headers["content-type"] == "application/json"
+    r = await client.get("/hub/api/busy")
+    assert r.status_code == 429 and r.headers["retry-after"] == "42"
+    for path in ("/hub/api/number", "/hub/api/number?n=x", "/hub/api/number?n=1.5"):
+        r = await client.get(path)
+        assert r.status_code == 400 and r.json()["status"] == 400 and "n" in r.json()["message"], path
+        _assert_common(r)
+    r = await client.get("/hub/api/missing")
+    assert r.status_code == 404 and r.json() == {"status": 404, "message": "Not Found"}
+    r = await client.delete("/hub/api/conflict")
+    assert r.status_code == 405 and r.json()["status"] == 405
+
+
+async def test_unexpected_errors_keep_the_headers_and_hide_the_detail(client: httpx.AsyncClient) -> None:
+    r = await client.get("/hub/api/boom")
+    assert r.status_code == 500 and r.json() == {"status": 500, "message": "Unhandled error"}
+    _assert_common(r)
+    r = await client.get("/hub/page-boom", headers={"Accept": "text/html"})
+    assert r.status_code == 500 and r.headers["content-type"].startswith("text/html")
+    assert "secret detail" not in r.text and "Traceback" not in r.text
+    _assert_common(r)
+
+
+async def test_pages_get_html_errors_and_frame_protection(client: httpx.AsyncClient) -> None:
+    r = await client.get("/hub/nope", headers={"Accept": "text/html"})
+    assert r.status_code == 404 and r.headers["content-type"].startswith("text/html")
+    assert "frame-ancestors 'none'" in r.headers["content-security-policy"] and r.headers["x-frame-options"] == "DENY"
+    r = await client.get("/hub/nope", headers={"Accept": "application/json"})
+    assert r.json() == {"status": 404, "message": "Not Found"}
+
+
+async def test_options_on_the_api(client: httpx.AsyncClient) -> None:
+    r = await client.options("/hub/api/anything/at/all")
+    assert r.status_code == 200 and r.content == b""
+    assert r.headers["access-control-allow-headers"] == "accept, content-type, authorization"
+    _assert_common(r)
+
+
+@pytest.mark.parametrize(("body", "status", "expected"), [
+    (b'{"a": 1}', 200, {"got": {"a": 1}}), (b"", 200, {"got": None}), (b"  \n", 200, {"got": None}),
+    (b"[1, 2]", 200, {"got": [1, 2]}), (b"{bad", 400, None), (b"\xff\xfe{}", 400, None),
+    (b"[" * 100_000 + b"]" * 100_000, 413, None), (b"[" * 900, 400, None), (b'"' + b"x" * 2000 + b'"', 413, None),
+])
+async def test_json_bodies(client: httpx.AsyncClient, body: bytes, status: int, expected: Any) -> None:
+    r = await client.post("/hub/api/echo", content=body, headers={"Content-Type": "text/plain"})
+    assert r.status_code == status, r.text
+    if expected is not None:
+        assert r.json() == expected
+    else:
+        assert r.json()["status"] == status and r.json()["message"]
+
+
+async def test_deeply_nested_json_is_a_400() -> None:
+    transport = httpx.ASGITransport(app=_deep_app(), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        r = await c.post("/hub/api/deep", content=b"[" * 200_000)  # RecursionError inside json, not a 500
+        assert r.status_code == 400 and r.json()["message"] == "Invalid JSON in request body"
+
+
+def _deep_app() -> FastAPI:
+    app = FastAPI()
+    install_error_handlers(app)
+    app.add_middleware(CommonHeaders)
+
+    @app.post("/hub/api/deep")
+    async def deep(request: Request) -> Any:
+        return await read_json(request, max_bytes=10**6)
+
+    return app
+
+
+def test_iso_timestamps() -> None:
+    assert iso(None) is None
+    assert iso(datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)) == "2024-01-02T03:04:05Z"
+    assert iso(datetime(2024, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)) == "2024-01-02T03:04:05.123456Z"
+    plus_two = timezone(timedelta(hours=2))
+    assert iso(datetime(2024, 1, 2, 5, 4, 5, tzinfo=plus_two)) == "2024-01-02T03:04:05Z"
