@@ -14,16 +14,19 @@ log = logging.getLogger(__name__)
 
 
 class Activity:
-    """Last request time and request count per route key since the last flush (bounded by routes)."""
+    """Last request time and request count per route key since the last batch (bounded by routes)."""
+
+    __slots__ = ("last", "count")
 
     def __init__(self) -> None:
         self.last: dict[str, float] = {}
         self.count: dict[str, int] = {}
 
-    def touch(self, key: str) -> None:
-        """Record a request (or websocket traffic) on a route: two dict writes, no await."""
+    def touch(self, key: str, request: bool = True) -> None:
+        """Record a request (or, with `request=False`, websocket traffic) on a route; no await."""
         self.last[key] = time.time()
-        self.count[key] = self.count.get(key, 0) + 1
+        if request:
+            self.count[key] = self.count.get(key, 0) + 1
 
     def take(self) -> list[RouteActivity]:
         """The activity since the previous call."""
@@ -35,13 +38,17 @@ class Activity:
         ]
 
     async def flush_loop(self, bus: Bus, node: str, interval: float) -> None:
-        """Publish a batch every `interval` seconds while anything happened."""
+        """Publish one batch every `interval` seconds when anything happened."""
         while True:
             await asyncio.sleep(interval)
-            routes = self.take()
-            if not routes:
-                continue
-            try:
-                await bus.publish(ActivityReported(node=node, routes=routes))
-            except Exception as exc:  # NATS away: this batch is lost, the next one carries newer times
-                log.warning("activity batch not published: %s", exc)
+            await self.flush(bus, node)
+
+    async def flush(self, bus: Bus, node: str) -> None:
+        """Publish the activity since the previous batch, if any."""
+        routes = self.take()
+        if not routes:
+            return
+        try:
+            await bus.publish(ActivityReported(node=node, routes=routes))
+        except Exception as exc:  # NATS away: this batch is lost, the next one carries newer times
+            log.warning("activity batch of %d routes not published: %s", len(routes), exc)

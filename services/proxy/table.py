@@ -2,72 +2,109 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from shared.events import Route
 
+Origin = tuple[str, int]
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, slots=True)
 class Target:
     """Where a route sends requests."""
 
-    key: str  # route key in the bucket (for activity)
-    host: str
-    port: int
+    key: str  # route key in the bucket (activity is counted per key)
+    origin: Origin
     routespec: str
 
 
-def _origin(url: str) -> tuple[str, int]:
-    rest = url.split("://", 1)[-1].split("/", 1)[0]
-    if rest.startswith("["):
-        host, _, port = rest[1:].partition("]:")
-        return host, int(port or 80)
-    host, _, port = rest.rpartition(":")
+def parse_origin(url: str) -> Origin:
+    """`http://host:port[/…]` → `(host, port)`; IPv6 hosts in brackets; port 80 when absent.
+
+    Raises:
+        ValueError: not an http URL with a host and a valid port.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() != "http":
+        raise ValueError(f"not an http:// origin: {url!r}")
+    authority = rest.split("/", 1)[0]
+    if authority.startswith("["):
+        host, _, tail = authority[1:].partition("]")
+        port_text = tail[1:] if tail.startswith(":") else ""
+    else:
+        host, _, port_text = authority.partition(":")
     if not host:
-        return rest, 80
-    return host, int(port)
+        raise ValueError(f"no host in {url!r}")
+    port = int(port_text) if port_text else 80
+    if not 0 < port < 65536:
+        raise ValueError(f"bad port in {url!r}")
+    return host, port
 
 
-def _norm(prefix: str) -> str:
-    return "/" + prefix.strip("/")
+def prefix_of(routespec: str) -> str:
+    """The dictionary key of a routespec: `/user/alice/` → `/user/alice` (whole segments match)."""
+    return "/" + routespec.strip("/")
 
 
 class RouteTable:
-    """Routes keyed by their prefix without trailing slash; replaced wholesale on resync."""
+    """Routes by path prefix. One table is filled by a watch, then swapped in whole on (re)sync."""
+
+    __slots__ = ("_by_prefix", "_by_key", "max_depth")
 
     def __init__(self) -> None:
         self._by_prefix: dict[str, Target] = {}
-        self._by_key: dict[str, str] = {}
-        self.max_depth = 0
+        self._by_key: dict[str, Target] = {}
+        self.max_depth = 0  # segments of the deepest prefix: lookups never probe deeper
 
     def __len__(self) -> int:
-        return len(self._by_prefix)
+        return len(self._by_key)
 
-    def put(self, key: str, route: Route) -> None:
-        self.delete(key)
-        host, port = _origin(route.target)
-        prefix = _norm(route.routespec)
-        self._by_prefix[prefix] = Target(key, host, port, route.routespec)
-        self._by_key[key] = prefix
+    def __iter__(self) -> Iterator[Target]:
+        return iter(list(self._by_key.values()))
+
+    def get(self, key: str) -> Target | None:
+        """The target of route `key`, if present."""
+        return self._by_key.get(key)
+
+    def put(self, key: str, route: Route) -> Target | None:
+        """Add or replace route `key`; returns the target it replaced (if any).
+
+        Raises:
+            ValueError: the route is not a path route (`/…`) to an http origin.
+        """
+        if not route.routespec.startswith("/"):
+            raise ValueError(f"host-based routespec {route.routespec!r} is not supported")
+        target = Target(key, parse_origin(route.target), route.routespec)
+        old = self.delete(key)
+        prefix = prefix_of(route.routespec)
+        self._by_prefix[prefix] = target
+        self._by_key[key] = target
         self.max_depth = max(self.max_depth, prefix.count("/"))
+        return old
 
-    def delete(self, key: str) -> None:
-        prefix = self._by_key.pop(key, None)
-        if prefix is not None:
-            self._by_prefix.pop(prefix, None)
+    def delete(self, key: str) -> Target | None:
+        """Remove route `key`; returns its target (if it was there)."""
+        old = self._by_key.pop(key, None)
+        if old is not None:
+            prefix = prefix_of(old.routespec)
+            if self._by_prefix.get(prefix) is old:
+                del self._by_prefix[prefix]
+        return old
 
     def lookup(self, path: str) -> Target | None:
-        """The route with the longest prefix of `path` (whole segments only)."""
+        """The route with the longest prefix of `path`, matching whole segments only.
+
+        `/user/alice/` matches `/user/alice`, `/user/alice/` and `/user/alice/lab`, never `/user/alicex`.
+        The raw path is matched as received (no decoding), so the route chosen is the one for the very
+        path the upstream receives.
+        """
         by_prefix = self._by_prefix
-        if not by_prefix:
-            return None
         best = None
-        # walk the segments from the shortest prefix up to the deepest route we hold
         end = 0
         for _ in range(self.max_depth):
             end = path.find("/", end + 1)
-            prefix = path if end == -1 else path[:end]
-            hit = by_prefix.get(prefix)
+            hit = by_prefix.get(path if end == -1 else path[:end])
             if hit is not None:
                 best = hit
             if end == -1:

@@ -1,186 +1,208 @@
 """Keeping a node's route table and replica list in step with their KV buckets.
 
-A watch delivers every current value, then a marker, then every change. The node answers user
-routes only after the first complete table; after a reconnect (or a failed watch) it builds a new
-table from a fresh watch and swaps it in whole, serving the old one meanwhile.
+A watch delivers every current value, then a `None` marker, then every change. Each sync fills a
+fresh table and swaps it in whole at the marker, so a node never serves a partial table; until its
+first marker it serves no user route at all. After a NATS reconnect, a failed watch, or every
+`RESYNC_EVERY` seconds (a watch is a cache: a missed update must not live forever) it syncs again,
+serving the previous table meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
+from datetime import datetime
 
-from shared.bus import REGISTRY_TTL, Bus
+from shared.bus import Bus
+from shared.errors import BusError
 from shared.events import RegistryEntry, Route
 
-from services.proxy.table import RouteTable, _origin
+from services.proxy.node import Node
+from services.proxy.replicas import Replicas
+from services.proxy.table import RouteTable
 
 log = logging.getLogger(__name__)
+
 DELETES = ("DEL", "PURGE")
+RESYNC_EVERY = 300.0
+RETRY_DELAY = 0.5
+WATCH_INACTIVE = 15.0
+
+Apply = Callable[[str, bytes | None, float], None]
 
 
-class Registry:
-    """Live auth and api replicas, with round-robin choice."""
-
-    def __init__(self) -> None:
-        self.by_key: dict[str, tuple[str, tuple[str, int]]] = {}
-        self.seen: dict[str, float] = {}
-        self._lists: dict[str, list[tuple[str, int]]] = {}
-        self._next: dict[str, int] = {}
-
-    def _rebuild(self) -> None:
-        lists: dict[str, list[tuple[str, int]]] = {}
-        for service, origin in self.by_key.values():
-            lists.setdefault(service, []).append(origin)
-        self._lists = lists
-
-    def put(self, key: str, entry: RegistryEntry) -> None:
-        self.seen[key] = time.monotonic()
-        if self.by_key.get(key) != (entry.service, _origin(entry.url)):
-            self.by_key[key] = (entry.service, _origin(entry.url))
-            self._rebuild()
-
-    def expire(self) -> None:
-        """Drop replicas not refreshed within the TTL: an expired key may come with no delete marker."""
-        limit = time.monotonic() - REGISTRY_TTL
-        stale = [k for k, t in self.seen.items() if t < limit]
-        for key in stale:
-            self.seen.pop(key, None)
-            self.by_key.pop(key, None)
-        if stale:
-            self._rebuild()
-
-    def delete(self, key: str) -> None:
-        self.seen.pop(key, None)
-        if self.by_key.pop(key, None) is not None:
-            self._rebuild()
-
-    def replace(self, other: Registry) -> None:
-        self.by_key = other.by_key
-        self.seen = other.seen
-        self._rebuild()
-
-    def choose(self, service: str, avoid: tuple[str, int] | None = None) -> tuple[str, int] | None:
-        """The next replica of `service` (round robin), other than `avoid` if possible."""
-        options = self._lists.get(service)
-        if not options:
-            return None
-        i = self._next.get(service, 0)
-        for step in range(len(options)):
-            origin = options[(i + step) % len(options)]
-            if origin != avoid or len(options) == 1:
-                self._next[service] = (i + step + 1) % len(options)
-                return origin
-        return None
-
-    def forget(self, origin: tuple[str, int]) -> None:
-        """Drop a replica that refused a connection (its key will expire by TTL anyway)."""
-        for key, (_, o) in list(self.by_key.items()):
-            if o == origin:
-                del self.by_key[key]
-        self._rebuild()
+def _age(created: object) -> float:
+    """Seconds since a KV value was written (0 when unknown)."""
+    if isinstance(created, datetime):
+        return max(0.0, time.time() - created.timestamp())
+    return 0.0
 
 
-async def _follow(bus: Bus, bucket: str, apply: Callable[[str, bytes | None], None], on_complete: Callable[[], None],
-                  stop: asyncio.Event) -> None:
+async def follow(bus: Bus, bucket: str, apply: Apply, snapshot_done: Callable[[], None]) -> None:
+    """Apply every value of `bucket` and every change after it; `snapshot_done` at the initial marker.
+
+    Runs until cancelled; a watch that ends by itself raises `BusError` (the caller resyncs).
+    """
     kv = await bus.kv(bucket)
-    watcher = await kv.watch(">")
-    me = asyncio.current_task()
+    # a stopped watch's ephemeral consumer lingers on the server for this long (nats-py's default: 5 min)
+    watcher = await kv.watch(">", inactive_threshold=WATCH_INACTIVE)
     try:
-        while not stop.is_set():
-            if me is not None and me.cancelling():
-                raise asyncio.CancelledError  # nats-py may turn a cancellation into a timeout
-            try:
-                entry = await watcher.updates(timeout=1.0)
-            except TimeoutError:
-                continue
-            except Exception as exc:
-                if "timeout" in type(exc).__name__.lower():
-                    continue
-                raise
+        async for entry in watcher:
             if entry is None:
-                on_complete()
-                continue
-            if entry.operation in DELETES:
-                apply(entry.key, None)
+                snapshot_done()
+            elif entry.operation in DELETES:
+                apply(entry.key, None, 0.0)
             else:
-                apply(entry.key, entry.value)
+                apply(entry.key, entry.value, _age(entry.created))
     finally:
+        with contextlib.suppress(Exception):
+            await watcher.stop()  # type: ignore[no-untyped-call]
+    raise BusError(f"watch of {bucket} ended")
+
+
+class _RouteSync:
+    """One sync of the route bucket: a fresh table until the marker, then the node's live one."""
+
+    def __init__(self, node: Node, on_loaded: Callable[[int], None]) -> None:
+        self.node = node
+        self.fresh = RouteTable()
+        self.live = False
+        self.on_loaded = on_loaded
+
+    def apply(self, key: str, value: bytes | None, age: float) -> None:
+        table = self.node.table if self.live and self.node.table is not None else self.fresh
+        old = None
+        if value is not None:
+            try:
+                old = table.put(key, Route.model_validate_json(value))
+            except ValueError as exc:
+                log.warning("ignoring route %s: %s", key[:200], str(exc)[:300])
+                old = table.delete(key)  # a broken value must not leave the previous target in place
+        else:
+            old = table.delete(key)
+        if self.live and old is not None:
+            new = table.get(key)
+            if new is None or new.origin != old.origin:
+                self.node.route_gone(old)
+
+    def snapshot_done(self) -> None:
+        if not self.live:
+            self.live = True
+            self.node.swap_table(self.fresh)
+            self.on_loaded(len(self.fresh))
+
+
+class _ReplicaSync:
+    """One sync of the registry bucket, swapped in at its marker like the routes."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.fresh = Replicas()
+        self.live = False
+
+    def apply(self, key: str, value: bytes | None, age: float) -> None:
+        replicas = self.node.replicas if self.live else self.fresh
+        if value is None:
+            replicas.delete(key)
+            return
         try:
-            await watcher.stop()
-        except Exception:
-            pass
+            replicas.put(key, RegistryEntry.model_validate_json(value), age)
+        except ValueError as exc:
+            log.warning("ignoring registry entry %s: %s", key[:200], str(exc)[:300])
+            replicas.delete(key)
+
+    def snapshot_done(self) -> None:
+        if not self.live:
+            self.live = True
+            self.node.replicas = self.fresh
 
 
 class Watcher:
-    """Runs the route and registry watches of one node, resyncing after reconnects."""
+    """Keeps the route table and the replica list of one node in sync, each on its own.
 
-    def __init__(self, bus: Bus, table: RouteTable, registry: Registry) -> None:
+    The two buckets are watched independently, so a failure of one never holds back the other;
+    a reconnect to NATS resyncs both.
+    """
+
+    def __init__(self, bus: Bus, node: Node, *, resync_every: float = RESYNC_EVERY) -> None:
         self.bus = bus
-        self.table = table
-        self.registry = registry
-        self.ready = asyncio.Event()
+        self.node = node
+        self.resync_every = resync_every
+        self.loaded = asyncio.Event()  # set once the first complete route table is served
+        self._kicks = {"routes": asyncio.Event(), "registry": asyncio.Event()}
 
     async def run(self) -> None:
+        """Sync both buckets until cancelled."""
+        tasks = [
+            asyncio.create_task(self._keep("routes")),
+            asyncio.create_task(self._keep("registry")),
+            asyncio.create_task(self._relay_reconnects()),
+        ]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _relay_reconnects(self) -> None:
         while True:
+            await self.bus.reconnected.wait()
             self.bus.reconnected.clear()
-            stop = asyncio.Event()
-            fresh_table = RouteTable()
-            fresh_registry = Registry()
-            live = {"table": fresh_table, "registry": fresh_registry}
-            done = {"routes": False, "registry": False}
+            for kick in self._kicks.values():
+                kick.set()
 
-            def apply_route(key: str, value: bytes | None) -> None:
-                table: RouteTable = live["table"]  # type: ignore[assignment]
-                if value is None:
-                    table.delete(key)
-                    return
-                try:
-                    table.put(key, Route.model_validate_json(value))
-                except ValueError:
-                    log.warning("ignoring malformed route %s", key)
+    def _new_sync(self, kind: str, syncs: int) -> tuple[str, _RouteSync | _ReplicaSync]:
+        if kind == "registry":
+            return self.bus.names.registry_bucket, _ReplicaSync(self.node)
+        started = time.monotonic()
 
-            def apply_replica(key: str, value: bytes | None) -> None:
-                reg: Registry = live["registry"]  # type: ignore[assignment]
-                if value is None:
-                    reg.delete(key)
-                    return
-                try:
-                    reg.put(key, RegistryEntry.model_validate_json(value))
-                except ValueError:
-                    log.warning("ignoring malformed registry entry %s", key)
+        def loaded(n: int) -> None:
+            self.loaded.set()
+            log.info("route table %s: %d routes in %.0f ms", "loaded" if syncs == 1 else "resynced", n,
+                     (time.monotonic() - started) * 1000)
 
-            def routes_complete() -> None:
-                if not done["routes"]:
-                    done["routes"] = True
-                    # swap in the complete table, then keep applying changes to the live one
-                    self.table.__dict__.update(fresh_table.__dict__)
-                    live["table"] = self.table
-                    self.ready.set()
-                    log.info("route table loaded: %d routes", len(self.table))
+        return self.bus.names.routes_bucket, _RouteSync(self.node, loaded)
 
-            def registry_complete() -> None:
-                if not done["registry"]:
-                    done["registry"] = True
-                    self.registry.replace(fresh_registry)
-                    live["registry"] = self.registry
+    async def _keep(self, kind: str) -> None:
+        kick = self._kicks[kind]
+        syncs = 0
+        while True:
+            kick.clear()
+            syncs += 1
+            bucket, sync = self._new_sync(kind, syncs)
+            reason = await self._sync_once(bucket, sync, kick)
+            log.info("resyncing %s (%s)", kind, reason)
+            if reason.startswith("watch failed"):
+                await self._repair()
 
-            tasks = [
-                asyncio.create_task(_follow(self.bus, self.bus.names.routes_bucket, apply_route, routes_complete, stop)),
-                asyncio.create_task(_follow(self.bus, self.bus.names.registry_bucket, apply_replica, registry_complete, stop)),
-                asyncio.create_task(self.bus.reconnected.wait()),
-            ]
-            try:
-                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                stop.set()
-                for t in tasks:
-                    t.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-            for t in tasks[:2]:
-                if t.done() and not t.cancelled() and t.exception() is not None:
-                    log.warning("watch failed (%r); resyncing", t.exception())
-            log.info("resyncing route table and registry")
-            await asyncio.sleep(0.2)
+    async def _sync_once(self, bucket: str, sync: _RouteSync | _ReplicaSync, kick: asyncio.Event) -> str:
+        """Follow `bucket` until a reason to start over; returns that reason."""
+        tasks = {
+            asyncio.create_task(follow(self.bus, bucket, sync.apply, sync.snapshot_done)): "watch failed",
+            asyncio.create_task(kick.wait()): "reconnected to NATS",
+            asyncio.create_task(asyncio.sleep(self.resync_every)): "periodic resync",
+        }
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        task = next(iter(done))
+        reason = tasks[task]
+        if reason == "watch failed":
+            exc = task.exception() if not task.cancelled() else None
+            return f"watch failed: {exc!r}"[:300]
+        return reason
+
+    async def _repair(self) -> None:
+        """After a failed watch: redeclare the buckets (a restarted NATS loses in-memory ones), then wait a little."""
+        try:
+            await self.bus.ensure_topology(timeout=RETRY_DELAY)
+        except Exception as exc:  # NATS away: the next attempt will tell
+            log.warning("cannot declare the buckets: %s", str(exc)[:300])
+        await asyncio.sleep(RETRY_DELAY)

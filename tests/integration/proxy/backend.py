@@ -1,40 +1,75 @@
-"""A small raw-asyncio HTTP backend for proxy tests: echo, big download, counted upload, raw websocket echo."""
+"""Small HTTP/1.1 upstreams for proxy tests, written on asyncio streams (independent of the proxy's parser).
+
+Paths (any prefix): `/download?n=N[&cl=1]` streams N bytes (chunked, or with Content-Length);
+`/upload[?stall=S]` counts the request body (after S seconds of not reading it); `/slow?sleep=S`
+answers late; `/nocontent` → 204; `/eof?n=N` → a body delimited by closing the connection; every
+other path echoes the request as JSON. Every request is recorded.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from dataclasses import dataclass, field
+from urllib.parse import parse_qs, urlsplit
 
-from services.proxy.httpio import body_framing, read_head
+BLOCK = b"x" * 65536
 
 
-async def count_body(reader: asyncio.StreamReader, framing: tuple[str, int]) -> int:
-    """Read a request body and return its payload size (chunk framing not counted)."""
-    kind, n = framing
-    if kind == "length":
-        await reader.readexactly(n)
-        return n
-    if kind != "chunked":
-        return 0
-    total = 0
-    while True:
-        size = int((await reader.readuntil(b"\r\n"))[:-2].split(b";")[0], 16)
-        if size == 0:
-            while await reader.readuntil(b"\r\n") != b"\r\n":
-                pass
-            return total
-        await reader.readexactly(size + 2)
-        total += size
+@dataclass
+class Seen:
+    method: str
+    target: str
+    headers: dict[str, str]
+    raw_headers: list[tuple[str, str]]
+    received: int
+
+
+async def read_request(reader: asyncio.StreamReader) -> tuple[str, str, list[tuple[str, str]]] | None:
+    """Request line and headers; None on EOF."""
+    try:
+        raw = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError:
+        return None
+    lines = raw[:-4].decode("latin-1").split("\r\n")
+    method, target, _ = lines[0].split(" ", 2)
+    headers = [(k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in lines[1:])]
+    return method, target, headers
+
+
+async def count_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> int:
+    """Read a request body without keeping it; returns its payload size."""
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        total = 0
+        while True:
+            size = int((await reader.readuntil(b"\r\n"))[:-2].split(b";")[0], 16)
+            if size == 0:
+                while await reader.readuntil(b"\r\n") != b"\r\n":
+                    pass
+                return total
+            left = size
+            while left:
+                left -= len(await reader.read(min(left, 1 << 20)))
+            await reader.readexactly(2)
+            total += size
+    n = int(headers.get("content-length", "0"))
+    left = n
+    while left:
+        chunk = await reader.read(min(left, 1 << 20))
+        if not chunk:
+            raise asyncio.IncompleteReadError(b"", left)
+        left -= len(chunk)
+    return n
 
 
 @dataclass
 class Backend:
+    """One upstream on a free port of 127.0.0.1."""
+
     name: str
     server: asyncio.Server | None = None
-    hits: int = 0
     connections: int = 0
-    seen_headers: list[dict[str, str]] = field(default_factory=list)
+    seen: list[Seen] = field(default_factory=list)
     writers: set[asyncio.StreamWriter] = field(default_factory=set)
 
     @property
@@ -47,55 +82,69 @@ class Backend:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> Backend:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0, limit=1 << 20)
         return self
 
     async def stop(self) -> None:
+        """Stop listening and cut every open connection (a dead server)."""
         if self.server is not None:
             self.server.close()
-            for w in list(self.writers):  # a dead replica's keep-alive connections die with it
-                w.close()
+            for w in list(self.writers):
+                w.transport.abort()
             await self.server.wait_closed()
+            self.server = None
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         self.writers.add(writer)
         try:
-            while True:
-                head = await read_head(reader)
-                if head is None:
-                    return
-                self.hits += 1
-                method, target, _ = head.start
-                headers = {k.lower(): v for k, v in head.headers}
-                self.seen_headers.append(headers)
-                received = await count_body(reader, body_framing(head, request=True))
-                if headers.get("upgrade", "").lower() == "websocket":
-                    writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-                    await writer.drain()
-                    while data := await reader.read(65536):
-                        writer.write(data)
-                        await writer.drain()
-                    return
-                if "/download" in target:
-                    n = int(target.split("n=")[1])
-                    writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: application/octet-stream\r\n\r\n")
-                    block = b"x" * 65536
-                    while n > 0:
-                        part = block[: min(n, len(block))]
-                        writer.write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
-                        n -= len(part)
-                        await writer.drain()
-                    writer.write(b"0\r\n\r\n")
-                    await writer.drain()
-                    continue
-                body = json.dumps({"backend": self.name, "method": method, "path": target, "headers": headers,
-                                   "received": received}).encode()
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-                             + str(len(body)).encode() + b"\r\n\r\n" + body)
-                await writer.drain()
+            while await self._one(reader, writer):
+                pass
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
             self.writers.discard(writer)
             writer.close()
+
+    async def _one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        request = await read_request(reader)
+        if request is None:
+            return False
+        method, target, raw = request
+        headers = {k.lower(): v for k, v in raw}
+        url = urlsplit(target)
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        if "stall" in query:
+            await asyncio.sleep(float(query["stall"]))
+        received = await count_body(reader, headers)
+        self.seen.append(Seen(method, target, headers, raw, received))
+        path = url.path
+        if "sleep" in query:
+            await asyncio.sleep(float(query["sleep"]))
+        if path.endswith("/download"):
+            await self._download(writer, int(query["n"]), sized="cl" in query)
+        elif path.endswith("/nocontent"):
+            writer.write(b"HTTP/1.1 204 No Content\r\nX-Backend: " + self.name.encode() + b"\r\n\r\n")
+        elif path.endswith("/eof"):
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n" + b"e" * int(query["n"]))
+            await writer.drain()
+            return False
+        else:
+            body = json.dumps({"backend": self.name, "method": method, "path": target, "headers": headers,
+                               "received": received}).encode()
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Backend: " + self.name.encode()
+                         + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + (b"" if method == "HEAD" else body))
+        await writer.drain()
+        return headers.get("connection", "").lower() != "close"
+
+    async def _download(self, writer: asyncio.StreamWriter, n: int, *, sized: bool) -> None:
+        framing = b"Content-Length: %d" % n if sized else b"Transfer-Encoding: chunked"
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n" + framing + b"\r\n\r\n")
+        while n > 0:
+            part = BLOCK[: min(n, len(BLOCK))]
+            writer.write(part if sized else b"%x\r\n" % len(part) + part + b"\r\n")
+            n -= len(part)
+            await writer.drain()
+        if not sized:
+            writer.write(b"0\r\n\r\n")
+

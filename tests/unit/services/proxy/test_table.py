@@ -1,13 +1,10 @@
-"""Route lookup and header handling of the proxy."""
+"""The route table: longest-prefix lookup by whole segments, replacement, origins."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
-from services.proxy.httpio import BadMessage, Head, body_framing, forward_headers, read_head
-from services.proxy.table import RouteTable
+from services.proxy.table import RouteTable, Target, parse_origin, prefix_of
 from shared.events import Route
 
 
@@ -18,57 +15,58 @@ def table(*specs: str) -> RouteTable:
     return t
 
 
-def test_longest_prefix_whole_segments() -> None:
-    t = table("/user/alice/", "/user/alice/gpu/", "/user/bob/")
-    assert t.lookup("/user/alice/lab").port == 9000  # type: ignore[union-attr]
-    assert t.lookup("/user/alice").port == 9000  # type: ignore[union-attr]
-    assert t.lookup("/user/alice/gpu/api").port == 9001  # type: ignore[union-attr]
-    assert t.lookup("/user/alice/gpux/api").port == 9000  # type: ignore[union-attr]
-    assert t.lookup("/user/alicex/lab") is None
-    assert t.lookup("/user/") is None and t.lookup("/") is None
-    t.delete("k1")
-    assert t.lookup("/user/alice/gpu/api").port == 9000  # type: ignore[union-attr]
-    t.put("k0", Route(routespec="/user/alice/", target="http://[::1]:7000"))
+def port(hit: Target | None) -> int | None:
+    return None if hit is None else hit.origin[1]
+
+
+def test_longest_prefix_matches_whole_segments_only() -> None:
+    t = table("/user/alice/", "/user/alice/gpu/", "/user/bob/", "/services/announce/")
+    assert port(t.lookup("/user/alice/lab")) == 9000
+    assert port(t.lookup("/user/alice/")) == 9000
+    assert port(t.lookup("/user/alice")) == 9000  # the server redirects to the slash form itself
+    assert port(t.lookup("/user/alice/gpu")) == 9001
+    assert port(t.lookup("/user/alice/gpu/api/kernels")) == 9001
+    assert port(t.lookup("/user/alice/gpux/api")) == 9000
+    assert port(t.lookup("/services/announce/x")) == 9003
+    for miss in ("/user/alicex/lab", "/user/alic", "/user/", "/user", "/", "", "/hub/user/alice/", "/userx/alice/"):
+        assert t.lookup(miss) is None, miss
+
+
+def test_raw_path_is_matched_as_received() -> None:
+    t = table("/user/al%40ice/", "/user/bob@x/")
+    assert port(t.lookup("/user/al%40ice/tree")) == 9000
+    assert t.lookup("/user/al@ice/tree") is None  # no decoding: the route is that of the path forwarded
+    assert port(t.lookup("/user/bob@x/")) == 9001
+
+
+def test_put_replaces_and_delete_returns_the_old_target() -> None:
+    t = table("/user/alice/", "/user/alice/gpu/")
+    old = t.put("k0", Route(routespec="/user/alice/", target="http://[::1]:7000/ignored/path"))
+    assert old is not None and old.origin == ("127.0.0.1", 9000)
     hit = t.lookup("/user/alice/x")
-    assert hit is not None and (hit.host, hit.port) == ("::1", 7000) and len(t) == 2
+    assert hit is not None and hit.origin == ("::1", 7000) and hit.key == "k0" and len(t) == 2
+    gone = t.delete("k1")
+    assert gone is not None and gone.routespec == "/user/alice/gpu/"
+    assert port(t.lookup("/user/alice/gpu/api")) == 7000
+    assert t.delete("k1") is None and t.get("k1") is None
+    assert {target.key for target in t} == {"k0"}
 
 
-def test_lookup_cost_is_bounded_by_route_depth() -> None:
+def test_lookup_cost_is_bounded_by_the_deepest_route() -> None:
     t = table("/user/a/")
-    assert t.lookup("/user/a/" + "x/" * 10_000) is not None  # only max_depth probes
+    assert t.max_depth == 2
+    assert t.lookup("/user/a/" + "x/" * 100_000) is not None  # two probes, whatever the path's depth
+    assert t.lookup("/" + "y/" * 100_000) is None
 
 
-def parse(raw: bytes) -> Head:
-    async def go() -> Head:
-        r = asyncio.StreamReader()
-        r.feed_data(raw)
-        r.feed_eof()
-        head = await read_head(r)
-        assert head is not None
-        return head
-
-    return asyncio.run(go())
-
-
-def test_framing_rejects_smuggling() -> None:
-    both = parse(b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n")
-    with pytest.raises(BadMessage):
-        body_framing(both, request=True)
-    for bad in (b"Content-Length: 5\r\nContent-Length: 6", b"Content-Length: -1", b"Transfer-Encoding: gzip"):
-        with pytest.raises(BadMessage):
-            body_framing(parse(b"POST / HTTP/1.1\r\n" + bad + b"\r\n\r\n"), request=True)
-    with pytest.raises(BadMessage):
-        parse(b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n")
-    assert body_framing(parse(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"), request=True) == ("none", 0)
-    assert body_framing(parse(b"HTTP/1.1 200 OK\r\n\r\n"), request=False) == ("close", 0)
-    assert body_framing(parse(b"HTTP/1.1 304 OK\r\nContent-Length: 9\r\n\r\n"), request=False, status=304) == ("none", 0)
-
-
-def test_hop_by_hop_and_forwarded_headers_are_dropped() -> None:
-    head = parse(
-        b"GET / HTTP/1.1\r\nHost: hub\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\n"
-        b"X-Forwarded-For: 6.6.6.6\r\nUpgrade: websocket\r\nAccept: */*\r\n\r\n"
-    )
-    names = {k.lower() for k, _ in forward_headers(head, keep_upgrade=False)}
-    assert names == {"host", "accept"}
-    assert "upgrade" in {k.lower() for k, _ in forward_headers(head, keep_upgrade=True)}
+def test_origins_and_rejected_routes() -> None:
+    assert parse_origin("http://127.0.0.1:8888") == ("127.0.0.1", 8888)
+    assert parse_origin("http://host.example") == ("host.example", 80)
+    assert parse_origin("http://[fe80::1]:81/x") == ("fe80::1", 81)
+    for bad in ("https://x:1", "127.0.0.1:80", "http://:80", "http://x:0", "http://x:70000", "http://x:port"):
+        with pytest.raises(ValueError):
+            parse_origin(bad)
+    t = RouteTable()
+    with pytest.raises(ValueError):
+        t.put("k", Route(routespec="bob.hub.example/user/bob/", target="http://127.0.0.1:1"))
+    assert prefix_of("/user/alice/") == prefix_of("/user/alice") == "/user/alice"
