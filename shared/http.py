@@ -11,16 +11,19 @@ from __future__ import annotations
 import html
 import json
 import logging
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.errors import BadRequest, FleethubError, TooManyRequests
+from shared.service import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -172,3 +175,19 @@ def iso(dt: datetime | None) -> str | None:
     if dt.tzinfo is not None:
         dt = dt.astimezone(UTC).replace(tzinfo=None)
     return dt.isoformat() + "Z"
+
+
+def _runtime_of(request: Request) -> Runtime:
+    runtime: Runtime = request.state.runtime
+    return runtime
+
+
+async def _session_of(runtime: Annotated[Runtime, Depends(_runtime_of)]) -> AsyncIterator[AsyncSession]:
+    async with runtime.sessions() as session:
+        yield session
+
+
+RuntimeDep = Annotated[Runtime, Depends(_runtime_of)]
+"""The service's runtime (lifespan state `runtime`), for route signatures."""
+DbSession = Annotated[AsyncSession, Depends(_session_of)]
+"""A database session for one request."""

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated, TypedDict
 
 from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from shared.errors import Forbidden
 from shared.identity import Identity, TokenCache
+from shared.http import DbSession, RuntimeDep
 from shared.service import Runtime as _Runtime
 
 from services.api.access import Requester, requester
@@ -25,23 +23,12 @@ class ApiState(TypedDict):
     token_cache: TokenCache
 
 
-def _runtime(request: Request) -> _Runtime:
-    runtime: _Runtime = request.state.runtime
-    return runtime
-
-
 def _waiters(request: Request) -> _Waiters:
     waiters: _Waiters = request.state.waiters
     return waiters
 
 
-async def _session(runtime: Annotated[_Runtime, Depends(_runtime)]) -> AsyncIterator[AsyncSession]:
-    async with runtime.sessions() as session:
-        yield session
-
-
-Runtime = Annotated[_Runtime, Depends(_runtime)]
-DbSession = Annotated[AsyncSession, Depends(_session)]
+Runtime = RuntimeDep
 Waiters = Annotated[_Waiters, Depends(_waiters)]
 
 

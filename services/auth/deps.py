@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated, TypedDict
 
 from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.http import DbSession, RuntimeDep
 from shared.service import Runtime as _Runtime
 
 from services.auth.authenticators import Authenticator
@@ -20,21 +19,10 @@ class AuthState(TypedDict):
     authenticator: Authenticator
 
 
-def _runtime(request: Request) -> _Runtime:
-    runtime: _Runtime = request.state.runtime
-    return runtime
-
-
 def _authenticator(request: Request) -> Authenticator:
     authenticator: Authenticator = request.state.authenticator
     return authenticator
 
 
-async def _session(runtime: Annotated[_Runtime, Depends(_runtime)]) -> AsyncIterator[AsyncSession]:
-    async with runtime.sessions() as session:
-        yield session
-
-
-Runtime = Annotated[_Runtime, Depends(_runtime)]
-DbSession = Annotated[AsyncSession, Depends(_session)]
+Runtime = RuntimeDep
 AuthenticatorDep = Annotated[Authenticator, Depends(_authenticator)]
