@@ -172,6 +172,13 @@ def _run_coroutine(factory: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
 class _Managed:
     """A server usable as a context manager: started on entry, stopped on exit."""
 
+    def __init__(self, data_dir: Path, port: int | None, host: str) -> None:
+        self.data_dir = Path(data_dir).absolute()
+        self.host = host
+        self.port = port
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._fixed_port = port is not None
+
     def start(self) -> None:
         raise NotImplementedError
 
@@ -206,11 +213,7 @@ class EmbeddedNats(_Managed):
             port: client port; a free one is picked at each start when None.
             host: address to listen on.
         """
-        self.data_dir = Path(data_dir).absolute()
-        self.host = host
-        self.port = port
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._fixed_port = port is not None
+        super().__init__(data_dir, port, host)
 
     @property
     def url(self) -> str:
@@ -348,11 +351,7 @@ class EmbeddedPostgres(_Managed):
             port: TCP port; a free one is picked at each start when None.
             host: address to listen on.
         """
-        self.data_dir = Path(data_dir).absolute()
-        self.host = host
-        self.port = port
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._fixed_port = port is not None
+        super().__init__(data_dir, port, host)
         self._password: str | None = None
 
     def _url(self, database: str) -> str:
