@@ -57,8 +57,8 @@ class TokenCache:
     """A short-lived per-process cache of token → identity, sparing a database round trip per request.
 
     Entries live `ttl` seconds, so a token revoked (or a user deleted) through another replica keeps
-    working here for at most that long; the replica that revokes drops its own entry at once. A cache
-    invalidated by `token.revoked` events, allowing a longer TTL, is a later step.
+    working here only until that replica's `token.revoked` / `user.deleted` event arrives (milliseconds),
+    and at most `ttl` seconds if the event is lost (core subscriptions are at-most-once).
     """
 
     def __init__(self, ttl: float = 5.0, max_entries: int = 10_000) -> None:
@@ -82,6 +82,18 @@ class TokenCache:
     def drop(self, hashed: str) -> None:
         """Forget one token (after revoking it)."""
         self._entries.pop(hashed, None)
+
+    def drop_token(self, token_id: int) -> None:
+        """Forget a token known only by its id (a `token.revoked` event from another replica)."""
+        for key, (_, ident) in list(self._entries.items()):
+            if ident is not None and ident.token_id == token_id:
+                del self._entries[key]
+
+    def drop_user_named(self, name: str) -> None:
+        """Forget every cached token of the user `name` (a `user.deleted` event)."""
+        for key, (_, ident) in list(self._entries.items()):
+            if ident is not None and ident.name == name:
+                del self._entries[key]
 
     def drop_user(self, user_id: int) -> None:
         """Forget every cached token of a user (after a change of their rights)."""

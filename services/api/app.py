@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fastapi import FastAPI
 
-from shared.events import RegistryEntry, server_events_filter
+from shared.events import (
+    Envelope,
+    Message,
+    RegistryEntry,
+    TokenRevoked,
+    UserDeleted,
+    server_events_filter,
+    subject_filter,
+)
 from shared.http import CommonHeaders, install_error_handlers
 from shared.identity import TokenCache
 from shared.registry import announce
@@ -32,10 +40,14 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
             # one core subscription per process resolves every waiting start/stop request
             await runtime.bus.subscribe_events(server_events_filter(settings.nats_namespace), waiters.on_event)
             start_consumers(runtime)
+            cache = TokenCache()
+            # every replica forgets revoked tokens and deleted users at once, not only after the TTL
+            await runtime.bus.subscribe_events(subject_filter(TokenRevoked, settings.nats_namespace), _forget(cache))
+            await runtime.bus.subscribe_events(subject_filter(UserDeleted, settings.nats_namespace), _forget(cache))
             if advertise_url:  # last: traffic comes only once everything above is up
                 entry = RegistryEntry(service="api", replica=runtime.replica, url=advertise_url)
                 runtime.spawn(announce(runtime.bus, entry), "registry")
-            yield {"runtime": runtime, "waiters": waiters, "token_cache": TokenCache()}
+            yield {"runtime": runtime, "waiters": waiters, "token_cache": cache}
 
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     install_error_handlers(app)
@@ -43,6 +55,16 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
     for module in (info, users, tokens, servers, activity, proxy, pages, user_redirect):
         app.include_router(module.router)
     return app
+
+
+def _forget(cache: TokenCache) -> Callable[[Envelope, Message], Awaitable[None]]:
+    async def on_event(envelope: Envelope, message: Message) -> None:
+        if isinstance(message, TokenRevoked):
+            cache.drop_token(message.token_id)
+        elif isinstance(message, UserDeleted):
+            cache.drop_user_named(message.name)
+
+    return on_event
 
 
 def run(settings: ServiceSettings) -> None:
