@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,22 +45,28 @@ def start_up(data_dir: Path, port: int) -> tuple[subprocess.Popen[str], float, l
             raise AssertionError("fleethub up exited before it was ready:\n" + "".join(lines))
         lines.append(line)
         if "fleethub is running at" in line:
+            # keep reading: every service logs to this pipe, and a full pipe would block them all
+            threading.Thread(target=_drain, args=(proc, lines), daemon=True).start()
             return proc, time.monotonic() - t0, lines
         if time.monotonic() - t0 > 90:
             proc.kill()
             raise AssertionError("fleethub up not ready in 90 s:\n" + "".join(lines))
 
 
+def _drain(proc: subprocess.Popen[str], lines: list[str]) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+
+
 def stop_up(proc: subprocess.Popen[str]) -> int:
     proc.send_signal(signal.SIGTERM)
     try:
-        # drain output so the child never blocks on a full pipe
-        proc.communicate(timeout=40)
+        return proc.wait(timeout=40)
     except subprocess.TimeoutExpired:
         proc.kill()
-        proc.communicate()
+        proc.wait()
         raise AssertionError("fleethub up did not stop within 40 s of SIGTERM") from None
-    return proc.returncode
 
 
 def token(data_dir: Path, user: str) -> str:
@@ -121,7 +128,7 @@ def test_up_runs_everything_and_keeps_state_across_restarts(data_root: Path) -> 
                 assert r.status_code in (201, 202), r.text
                 deadline = time.monotonic() + 20
                 while not c.get(f"/hub/api/users/{user}").json()["servers"].get("", {}).get("ready"):
-                    assert time.monotonic() < deadline, f"{user}'s server not ready"
+                    assert time.monotonic() < deadline, f"{user}'s server not ready:\n" + "".join(lines[-80:])
                     time.sleep(0.05)
                 print(f"{user}: POST → ready {time.monotonic() - t0:.3f}s")
             for user in ("alice", "bob"):
