@@ -6,6 +6,8 @@ its environment variable. Option names follow JupyterHub's where the meaning is 
 
 from __future__ import annotations
 
+import ipaddress
+
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -83,6 +85,32 @@ class ProxySettings(_Section):
     port: int = Field(8000, ge=0, le=65535, description="Public port of the proxy.")
     activity_interval: float = Field(5.0, gt=0, description="Seconds between activity batches.")
     upstream_timeout: float = Field(30.0, gt=0, description="Seconds to wait for an upstream to connect/answer headers.")
+    workers: int = Field(
+        1, ge=1, le=64,
+        description="Worker processes of one node, sharing the public port (SO_REUSEPORT); each holds the whole table.",
+    )
+    api_host: str = Field("127.0.0.1", description="Interface of the configurable-http-proxy-compatible route API.")
+    api_port: int | None = Field(
+        None, ge=0, le=65535,
+        description="Port of the configurable-http-proxy-compatible route API (/api/routes); unset: no API.",
+    )
+    auth_token: SecretStr | None = Field(
+        None, description="Token of the route API (`Authorization: token …`); default: $CONFIGPROXY_AUTH_TOKEN.",
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses/networks (CIDR) of load balancers in front of the proxy whose X-Forwarded-* are believed.",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"proxy.trusted_proxies: {item!r} is not an address or network: {exc}") from None
+        return value
 
 
 class CullerSettings(_Section):

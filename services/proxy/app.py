@@ -8,14 +8,22 @@ flight finish within `SHUTDOWN_GRACE`, publish the last activity batch, close th
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import logging
+import os
+import socket
+from collections.abc import Callable
 from typing import Any
 
 from shared.bus import Bus
-from shared.service import bind_socket, replica_id, run_async
+from shared.errors import ConfigError
+from shared.events import ActivityReported, subject_filter
+from shared.service import replica_id, run_async
 from shared.settings import ServiceSettings
 
 from services.proxy.node import Node
+from services.proxy.routeapi import ApiConnection, RouteApi
 from services.proxy.server import ClientConnection
 from services.proxy.upstream import Pool
 from services.proxy.watch import Watcher
@@ -25,6 +33,9 @@ log = logging.getLogger(__name__)
 SWEEP_EVERY = 1.0
 SHUTDOWN_GRACE = 5.0
 CONNECT_TIMEOUT = 5.0
+LOAD_WAIT = 10.0  # a node with no route table after this long listens anyway (503 for user routes)
+BACKLOG = 4096
+WORKER_ENV = "FLEETHUB_PROXY_SUPERVISOR"  # set by the supervisor in its workers' environment: its pid
 
 
 async def _sweep_loop(node: Node, bus: Bus) -> None:
@@ -53,35 +64,128 @@ async def _drain(node: Node) -> None:
     node.abort_all()
 
 
-async def main(settings: ServiceSettings, stop: asyncio.Event) -> None:
-    """Run one proxy node until `stop` is set."""
+def _bind(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    """A bound, not yet listening, socket: no connection is queued to it until the node can serve.
+
+    With `reuse_port`, every worker of a node binds the same port (SO_REUSEPORT) and the kernel
+    spreads connections over the listening ones.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"the proxy cannot bind {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+def trust_checker(networks: list[str]) -> Callable[[str], bool]:
+    """Whether a client address belongs to `proxy.trusted_proxies` (its X-Forwarded-* are believed)."""
+    nets = [ipaddress.ip_network(n, strict=False) for n in networks]
+    if not nets:
+        return lambda ip: False
+
+    def trusted(ip: str) -> bool:
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(addr in net for net in nets)
+
+    return trusted
+
+
+def api_token(settings: ServiceSettings) -> str:
+    """The route API's token: `proxy.auth_token`, else $CONFIGPROXY_AUTH_TOKEN (as CHP reads it).
+
+    Raises:
+        ConfigError: the API is enabled without a token (an open route API would let anyone
+            redirect any user's traffic).
+    """
+    configured = settings.proxy.auth_token
+    token = configured.get_secret_value() if configured is not None else os.environ.get("CONFIGPROXY_AUTH_TOKEN", "")
+    if not token:
+        raise ConfigError(
+            "proxy.api_port is set but no token is: set proxy.auth_token (FLEETHUB_PROXY__AUTH_TOKEN) "
+            "or CONFIGPROXY_AUTH_TOKEN"
+        )
+    return token
+
+
+async def _parent_watch(parent: int, stop: asyncio.Event) -> None:
+    """A worker whose supervisor died stops too (it would otherwise serve on, unsupervised)."""
+    while not stop.is_set():
+        if os.getppid() != parent:
+            log.error("proxy supervisor %d is gone; this worker stops", parent)
+            stop.set()
+            return
+        await asyncio.sleep(0.5)
+
+
+async def main(settings: ServiceSettings, stop: asyncio.Event, *, reuse_port: bool = False,
+               supervisor: int | None = None) -> None:
+    """Run one proxy node (or one worker of a node) until `stop` is set.
+
+    The listening sockets are bound at once but listen only once the route table is loaded (or
+    after `LOAD_WAIT` without NATS), so a new or restarted worker gets no connection it would have to
+    answer with a 503.
+    """
     node_id = replica_id("proxy")
-    sock = bind_socket(settings.proxy.host, settings.proxy.port)
+    conf = settings.proxy
+    sock = _bind(conf.host, conf.port, reuse_port=reuse_port)
+    api_sock = None
+    token = ""
+    if conf.api_port is not None:
+        token = api_token(settings)
+        api_sock = _bind(conf.api_host, conf.api_port, reuse_port=reuse_port)
+    unused = [s for s in (sock, api_sock) if s is not None]  # closed here unless a server took them
     host, port = sock.getsockname()[:2]
-    timeout = settings.proxy.upstream_timeout
-    node = Node(port=port, upstream_timeout=timeout, pool=Pool(connect_timeout=min(CONNECT_TIMEOUT, timeout)))
+    timeout = conf.upstream_timeout
+    node = Node(port=port, upstream_timeout=timeout, pool=Pool(connect_timeout=min(CONNECT_TIMEOUT, timeout)),
+                trusted=trust_checker(conf.trusted_proxies))
     bus = Bus(settings.nats_url, settings.nats_namespace, node_id)
     await bus.connect(timeout=30)
     tasks: list[asyncio.Task[None]] = []
-    server: asyncio.Server | None = None
+    servers: list[asyncio.Server] = []
+    activity_sub = None
     try:
         await bus.ensure_topology()
         watcher = Watcher(bus, node)
         tasks = [
             _background(watcher.run(), "watch"),
-            _background(node.activity.flush_loop(bus, node_id, settings.proxy.activity_interval), "activity"),
+            _background(node.activity.flush_loop(bus, node_id, conf.activity_interval), "activity"),
             _background(_sweep_loop(node, bus), "sweep"),
         ]
+        if supervisor is not None:
+            tasks.append(_background(_parent_watch(supervisor, stop), "parent"))
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(lambda: ClientConnection(node), sock=sock)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(watcher.loaded.wait(), LOAD_WAIT)
+        servers.append(await loop.create_server(lambda: ClientConnection(node), sock=sock, backlog=BACKLOG))
+        unused.remove(sock)
         shown = f"[{host}]" if ":" in host else host
         log.info("proxy node %s listening on http://%s:%s", node_id, shown, port)
+        if api_sock is not None:
+            activity_sub = await _follow_activity(bus, node)
+            api = RouteApi(node, bus, token)
+            servers.append(await loop.create_server(lambda: ApiConnection(api), sock=api_sock, backlog=BACKLOG))
+            unused.remove(api_sock)
+            log.info("route API (configurable-http-proxy compatible) on http://%s:%s", *api_sock.getsockname()[:2])
         await stop.wait()
         log.info("proxy node %s stopping", node_id)
     finally:
-        if server is not None:
+        for server in servers:
             server.close()
+        for s in unused:
+            s.close()
         await _drain(node)
+        if activity_sub is not None:
+            with contextlib.suppress(Exception):
+                await activity_sub.unsubscribe()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -90,6 +194,29 @@ async def main(settings: ServiceSettings, stop: asyncio.Event) -> None:
         await bus.close()
 
 
+async def _follow_activity(bus: Bus, node: Node) -> Any:
+    """Keep every node's activity batches in `node.seen`, for the route API's `last_activity`."""
+
+    async def on_event(envelope: Any, message: Any) -> None:
+        if isinstance(message, ActivityReported):
+            for route in message.routes:
+                node.saw(route.key, route.last_activity.timestamp())
+
+    return await bus.subscribe_events(subject_filter(ActivityReported, bus.names.namespace), on_event)
+
+
 def run(settings: ServiceSettings) -> None:
-    """Run one proxy node until SIGINT/SIGTERM (`fleethub run proxy`)."""
-    run_async(lambda stop: main(settings, stop))
+    """Run one proxy node until SIGINT/SIGTERM (`fleethub run proxy`).
+
+    With `proxy.workers` > 1 this process supervises that many worker processes sharing the port;
+    a worker (started by a supervisor) is told so by `WORKER_ENV`.
+    """
+    supervisor = os.environ.get(WORKER_ENV)
+    if supervisor is not None:
+        run_async(lambda stop: main(settings, stop, reuse_port=True, supervisor=int(supervisor)))
+    elif settings.proxy.workers > 1:
+        from services.proxy.workers import supervise
+
+        supervise(settings)
+    else:
+        run_async(lambda stop: main(settings, stop))

@@ -63,6 +63,8 @@ class Exchange:
         self.close = not req.keep_alive or (req.has_body and not req.complete) or client.eof
         if answer.location is not None:
             data = replies.redirect(answer.location, close=self.close)
+        elif answer.body is not None:
+            data = replies.json_body(answer.status, answer.body, close=self.close)
         else:
             data = replies.error(answer.status, answer.message, as_json=replies.wants_json(req.path, req.headers),
                                  close=self.close, retry_after=1 if answer.status == 503 else None)
@@ -120,6 +122,7 @@ class Exchange:
         conn.write(headers.request_head(
             req.method, req.target, req.headers, client_ip=client.client_ip, port=client.node.port,
             host=req.host, chunked=req.chunked, upgrade=b"websocket" if req.websocket else None,
+            trusted=client.trusted,
         ))
         for part in req.body:
             self._send_body(part)

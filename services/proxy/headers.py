@@ -58,24 +58,43 @@ def request_head(
     host: bytes | None,
     chunked: bool,
     upgrade: bytes | None,
+    trusted: bool = False,
 ) -> bytes:
     """The request head sent upstream.
 
     `Host` and the path (prefix included) are kept as received; X-Forwarded-For/-Proto/-Host/-Port
-    are set from the client connection. A chunked body is re-framed by us, hence the explicit
-    Transfer-Encoding; `upgrade` (e.g. b"websocket") keeps the Upgrade handshake.
+    are set from the client connection. When the client is a `trusted` hop (a load balancer or TLS
+    terminator in front of us), what it says is kept: its X-Forwarded-For chain gets the client's
+    address appended, and its Proto/Host/Port stand. A chunked body is re-framed by us, hence the
+    explicit Transfer-Encoding; `upgrade` (e.g. b"websocket") keeps the Upgrade handshake.
     """
     lines = [method + b" " + target + b" HTTP/1.1\r\n", *_end_to_end(headers, request=True)]
-    lines.append(b"X-Forwarded-For: " + client_ip.encode("latin-1") + b"\r\nX-Forwarded-Proto: http\r\n")
-    if host is not None:
-        lines.append(b"X-Forwarded-Host: " + host + b"\r\n")
-    lines.append(b"X-Forwarded-Port: %d\r\n" % port)
+    ip = client_ip.encode("latin-1")
+    proto, fwd_host, fwd_port = b"http", host, b"%d" % port
+    if trusted:
+        chain = [v.strip() for k, v in headers if k.lower() == b"x-forwarded-for" and v.strip()]
+        ip = b", ".join([*chain, ip])
+        proto = _first(headers, b"x-forwarded-proto") or proto
+        fwd_host = _first(headers, b"x-forwarded-host") or fwd_host
+        fwd_port = _first(headers, b"x-forwarded-port") or fwd_port
+    lines.append(b"X-Forwarded-For: " + ip + b"\r\nX-Forwarded-Proto: " + proto + b"\r\n")
+    if fwd_host is not None:
+        lines.append(b"X-Forwarded-Host: " + fwd_host + b"\r\n")
+    lines.append(b"X-Forwarded-Port: " + fwd_port + b"\r\n")
     if chunked:
         lines.append(b"Transfer-Encoding: chunked\r\n")
     if upgrade is not None:
         lines.append(b"Connection: Upgrade\r\nUpgrade: " + upgrade + b"\r\n")
     lines.append(b"\r\n")
     return b"".join(lines)
+
+
+def _first(headers: list[Header], name: bytes) -> bytes | None:
+    """The first comma-separated element of header `name` (the hop nearest the client), if non-empty."""
+    value = get(headers, name)
+    if value is None:
+        return None
+    return value.split(b",", 1)[0].strip() or None
 
 
 def response_head(

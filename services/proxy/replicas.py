@@ -30,6 +30,10 @@ class Replicas:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def has(self, service: str) -> bool:
+        """Whether any live replica of `service` is known."""
+        return bool(self._lists.get(service))
+
     def origins(self, service: str) -> list[Origin]:
         """The live replicas of `service`."""
         return list(self._lists.get(service, ()))

@@ -8,6 +8,7 @@ import json
 from services.proxy.headers import Header, get
 
 REASONS = {
+    200: b"OK",
     302: b"Found",
     400: b"Bad Request",
     431: b"Request Header Fields Too Large",
@@ -56,4 +57,13 @@ def redirect(location: bytes, *, close: bool) -> bytes:
     return (
         b"HTTP/1.1 302 Found\r\nLocation: " + location + b"\r\nContent-Length: 0\r\n"
         + (b"Connection: close\r\n" if close else b"") + b"\r\n"
+    )
+
+
+def json_body(status: int, body: bytes, *, close: bool) -> bytes:
+    """A complete JSON response the proxy gives itself (the health check)."""
+    return (
+        b"HTTP/1.1 %d " % status + REASONS.get(status, b"OK") + b"\r\nContent-Type: application/json"
+        + b"\r\nContent-Length: %d\r\nCache-Control: no-store\r\n" % len(body)
+        + (b"Connection: close\r\n" if close else b"") + b"\r\n" + body
     )

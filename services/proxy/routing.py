@@ -22,11 +22,17 @@ class Forward:
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """Answer the request from the proxy: a redirect to `location`, or an error."""
+    """Answer the request from the proxy: a redirect to `location`, a JSON `body`, or an error."""
 
     status: int
     message: str
     location: bytes | None = None
+    body: bytes | None = None  # a complete JSON document (the health check)
+
+
+HEALTH_PATH = "/_chp_healthz"  # configurable-http-proxy's health check, answered by the node itself
+HEALTHY = Answer(200, "", body=b'{"status": "OK"}')
+LOADING = Answer(503, "The proxy is loading its route table; try again in a moment.")
 
 
 def hub_service(path: str) -> str:
@@ -55,20 +61,34 @@ def _user_name(path: str) -> str:
 def route(path: str, target: bytes, table: RouteTable | None, replicas: Replicas) -> Forward | Answer:
     """Decide where a request for `path` (raw, without query; `target` is path + query) goes.
 
-    `table` is None until the node holds a complete route table: until then only `/hub/` is served.
-    A user path with no route is sent to the hub (`/hub/user/<name>/…`), which answers for a stopped
-    server or offers to start it; any other unrouted path goes to an api replica (which answers 404).
+    `/hub/` goes to the auth or api replicas; with none registered (a classic JupyterHub using this
+    proxy through its route API), to the table's route like any other path. `table` is None until the
+    node holds a complete route table: until then only `/hub/` is served. A user path with no route is
+    sent to the hub (`/hub/user/<name>/…`), which answers for a stopped server or offers to start it;
+    `/` with no route goes to `/hub/`; any other unrouted path goes to an api replica (which answers 404).
     """
     if path.startswith("/hub/") or path == "/hub":
-        return _replica(replicas, hub_service(path))
-    if path == "/" or path == "":
-        query = target.partition(b"?")[2]
-        return Answer(302, "", b"/hub/" + (b"?" + query if query else b""))
+        service = hub_service(path)
+        if table is None or replicas.has(service):
+            return _replica(replicas, service)
+        hit = table.lookup(path)
+        return Forward(hit.origin, hit.key, None) if hit is not None else _replica(replicas, service)
     if table is None:
-        return Answer(503, "The proxy is loading its route table; try again in a moment.")
+        if path == "/" or path == "":
+            return _to_hub(target)
+        return LOADING
     hit = table.lookup(path)
     if hit is not None:
         return Forward(hit.origin, hit.key, None)
+    if path == HEALTH_PATH:
+        return HEALTHY
+    if path == "/" or path == "":
+        return _to_hub(target)
     if _user_name(path):
         return Answer(302, "", b"/hub" + target)
     return _replica(replicas, "api")
+
+
+def _to_hub(target: bytes) -> Answer:
+    query = target.partition(b"?")[2]
+    return Answer(302, "", b"/hub/" + (b"?" + query if query else b""))

@@ -47,6 +47,7 @@ class ClientConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.client_ip = ""
+        self.trusted = False  # the client is a load balancer whose X-Forwarded-* we believe
         self.incoming: Request | None = None  # being parsed
         self.queue: deque[Request] = deque()  # parsed, waiting for the exchange in flight
         self.exchange: Exchange | None = None  # in flight (kept for flow control once it is a tunnel)
@@ -67,6 +68,7 @@ class ClientConnection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
         peer = self.transport.get_extra_info("peername")
         self.client_ip = str(peer[0]) if peer else ""
+        self.trusted = self.node.trusted(self.client_ip)
         self.node.connections.add(self)
 
     def data_received(self, data: bytes) -> None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from shared.events import Route
 
@@ -17,6 +18,9 @@ class Target:
     key: str  # route key in the bucket (activity is counted per key)
     origin: Origin
     routespec: str
+    target: str = ""  # the target URL as written
+    data: dict[str, Any] = field(default_factory=dict)  # the route's data (configurable-http-proxy API)
+    created: float = 0.0  # when the value was written (epoch seconds; 0: unknown)
 
 
 def parse_origin(url: str) -> Origin:
@@ -50,12 +54,13 @@ def prefix_of(routespec: str) -> str:
 class RouteTable:
     """Routes by path prefix. One table is filled by a watch, then swapped in whole on (re)sync."""
 
-    __slots__ = ("_by_prefix", "_by_key", "max_depth")
+    __slots__ = ("_by_prefix", "_by_key", "max_depth", "root")
 
     def __init__(self) -> None:
         self._by_prefix: dict[str, Target] = {}
         self._by_key: dict[str, Target] = {}
         self.max_depth = 0  # segments of the deepest prefix: lookups never probe deeper
+        self.root: Target | None = None  # the route of `/` (a catch-all), if any
 
     def __len__(self) -> int:
         return len(self._by_key)
@@ -67,7 +72,11 @@ class RouteTable:
         """The target of route `key`, if present."""
         return self._by_key.get(key)
 
-    def put(self, key: str, route: Route) -> Target | None:
+    def at_prefix(self, routespec: str) -> Target | None:
+        """The route whose prefix is exactly that of `routespec` (trailing slash or not)."""
+        return self._by_prefix.get(prefix_of(routespec))
+
+    def put(self, key: str, route: Route, created: float = 0.0) -> Target | None:
         """Add or replace route `key`; returns the target it replaced (if any).
 
         Raises:
@@ -75,12 +84,14 @@ class RouteTable:
         """
         if not route.routespec.startswith("/"):
             raise ValueError(f"host-based routespec {route.routespec!r} is not supported")
-        target = Target(key, parse_origin(route.target), route.routespec)
+        target = Target(key, parse_origin(route.target), route.routespec, route.target, route.data, created)
         old = self.delete(key)
         prefix = prefix_of(route.routespec)
         self._by_prefix[prefix] = target
         self._by_key[key] = target
         self.max_depth = max(self.max_depth, prefix.count("/"))
+        if prefix == "/":
+            self.root = target
         return old
 
     def delete(self, key: str) -> Target | None:
@@ -90,17 +101,19 @@ class RouteTable:
             prefix = prefix_of(old.routespec)
             if self._by_prefix.get(prefix) is old:
                 del self._by_prefix[prefix]
+                if prefix == "/":
+                    self.root = None
         return old
 
     def lookup(self, path: str) -> Target | None:
         """The route with the longest prefix of `path`, matching whole segments only.
 
-        `/user/alice/` matches `/user/alice`, `/user/alice/` and `/user/alice/lab`, never `/user/alicex`.
-        The raw path is matched as received (no decoding), so the route chosen is the one for the very
-        path the upstream receives.
+        `/user/alice/` matches `/user/alice`, `/user/alice/` and `/user/alice/lab`, never `/user/alicex`;
+        a route of `/` matches every path no longer route does. The raw path is matched as received (no
+        decoding), so the route chosen is the one for the very path the upstream receives.
         """
         by_prefix = self._by_prefix
-        best = None
+        best = self.root
         end = 0
         for _ in range(self.max_depth):
             end = path.find("/", end + 1)

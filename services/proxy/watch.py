@@ -34,11 +34,9 @@ WATCH_INACTIVE = 15.0
 Apply = Callable[[str, bytes | None, float], None]
 
 
-def _age(created: object) -> float:
-    """Seconds since a KV value was written (0 when unknown)."""
-    if isinstance(created, datetime):
-        return max(0.0, time.time() - created.timestamp())
-    return 0.0
+def _written(created: object) -> float:
+    """When a KV value was written, in epoch seconds (0 when unknown)."""
+    return created.timestamp() if isinstance(created, datetime) else 0.0
 
 
 async def follow(bus: Bus, bucket: str, apply: Apply, snapshot_done: Callable[[], None]) -> None:
@@ -56,7 +54,7 @@ async def follow(bus: Bus, bucket: str, apply: Apply, snapshot_done: Callable[[]
             elif entry.operation in DELETES:
                 apply(entry.key, None, 0.0)
             else:
-                apply(entry.key, entry.value, _age(entry.created))
+                apply(entry.key, entry.value, _written(entry.created))
     finally:
         with contextlib.suppress(Exception):
             await watcher.stop()  # type: ignore[no-untyped-call]
@@ -72,26 +70,29 @@ class _RouteSync:
         self.live = False
         self.on_loaded = on_loaded
 
-    def apply(self, key: str, value: bytes | None, age: float) -> None:
+    def apply(self, key: str, value: bytes | None, written: float) -> None:
         table = self.node.table if self.live and self.node.table is not None else self.fresh
         old = None
         if value is not None:
             try:
-                old = table.put(key, Route.model_validate_json(value))
+                old = table.put(key, Route.model_validate_json(value), written)
             except ValueError as exc:
                 log.warning("ignoring route %s: %s", key[:200], str(exc)[:300])
                 old = table.delete(key)  # a broken value must not leave the previous target in place
         else:
             old = table.delete(key)
-        if self.live and old is not None:
-            new = table.get(key)
-            if new is None or new.origin != old.origin:
-                self.node.route_gone(old)
+        if self.live:
+            if old is not None:
+                new = table.get(key)
+                if new is None or new.origin != old.origin:
+                    self.node.route_gone(old)
+            self.node.routes_changed()
 
     def snapshot_done(self) -> None:
         if not self.live:
             self.live = True
             self.node.swap_table(self.fresh)
+            self.node.routes_changed()
             self.on_loaded(len(self.fresh))
 
 
@@ -103,8 +104,9 @@ class _ReplicaSync:
         self.fresh = Replicas()
         self.live = False
 
-    def apply(self, key: str, value: bytes | None, age: float) -> None:
+    def apply(self, key: str, value: bytes | None, written: float) -> None:
         replicas = self.node.replicas if self.live else self.fresh
+        age = max(0.0, time.time() - written) if written else 0.0
         if value is None:
             replicas.delete(key)
             return
