@@ -109,7 +109,7 @@ class ProxySettings(_Section):
             try:
                 ipaddress.ip_network(item, strict=False)
             except ValueError as exc:
-                raise ValueError(f"proxy.trusted_proxies: {item!r} is not an address or network: {exc}") from None
+                raise ValueError(f"{item!r} is not an address or network ({exc})") from None
         return value
 
 

@@ -156,3 +156,26 @@ async def test_activity_is_published_in_batches(env: ProxyEnv) -> None:
         assert len(batches) == n, "nothing happened: no batch"
     finally:
         await sub.unsubscribe()
+
+
+async def test_forwarded_headers_of_a_trusted_hop_are_kept_and_extended(env: ProxyEnv) -> None:
+    alice = await env.backend("alice")
+    await env.route("alice", alice.url)
+    _, base = env.node(trusted_proxies=["127.0.0.0/8"])
+    await wait_for(lambda: answers(f"{base}/user/alice/", "alice"), timeout=20, what="node")
+    r = await get(f"{base}/user/alice/p", headers={
+        "Host": "hub.example", "X-Forwarded-For": "203.0.113.9, 10.0.0.2", "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": "hub.example.org", "X-Forwarded-Port": "443",
+    })
+    h = r.json()["headers"]
+    assert h["x-forwarded-for"] == "203.0.113.9, 10.0.0.2, 127.0.0.1"
+    assert h["x-forwarded-proto"] == "https"
+    assert h["x-forwarded-host"] == "hub.example.org"
+    assert h["x-forwarded-port"] == "443"
+    names = [k.lower() for k, _ in alice.seen[-1].raw_headers]
+    assert names.count("x-forwarded-for") == 1 and names.count("x-forwarded-proto") == 1
+    # a trusted hop that says nothing gets the connection's own values
+    h = (await get(f"{base}/user/alice/q", headers={"Host": "hub.example"})).json()["headers"]
+    assert (h["x-forwarded-for"], h["x-forwarded-proto"], h["x-forwarded-host"]) == ("127.0.0.1", "http", "hub.example")
+    assert h["x-forwarded-port"] == str(port_of(base))
+

@@ -82,3 +82,12 @@ def test_settings_env_round_trips(monkeypatch: pytest.MonkeyPatch) -> None:
     assert again.model_dump(mode="json") == s.model_dump(mode="json")
     assert again.auth.dummy_password is not None and again.auth.dummy_password.get_secret_value() == "longenough"
     assert "s3cr3tpw" not in repr(again) and "longenough" not in repr(again)
+
+
+def test_proxy_trusted_networks_and_workers_are_checked() -> None:
+    settings = load_settings(None, proxy={"trusted_proxies": ["10.0.0.0/8", "::1", "192.168.1.7"], "workers": 4})
+    assert settings.proxy.workers == 4 and len(settings.proxy.trusted_proxies) == 3
+    with pytest.raises(ConfigError, match=r"trusted_proxies.*'10.0.0.0/33' is not an address or network"):
+        load_settings(None, proxy={"trusted_proxies": ["10.0.0.0/33"]})
+    with pytest.raises(ConfigError, match="workers"):
+        load_settings(None, proxy={"workers": 0})
