@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from services.proxy.replicas import EXPIRY, Replicas
-from services.proxy.routing import Answer, Forward, hub_service, route
+from services.proxy.routing import HEALTHY, Answer, Forward, hub_service, route
 from services.proxy.table import RouteTable
 from shared.events import RegistryEntry, Route
 
@@ -105,3 +105,21 @@ def test_replicas_are_kept_while_nats_is_away() -> None:
     assert replicas.origins("api") == [("127.0.0.1", 8001)]
     replicas.expire(now + 4 * EXPIRY + 0.5)  # NATS is back but the replica never refreshes: gone
     assert len(replicas) == 0
+
+
+def test_a_classic_hub_behind_a_root_route_gets_hub_paths_when_no_replica_is_registered() -> None:
+    table, replicas = setup()
+    table.put("path", Route(routespec="/", target="http://127.0.0.1:8081"))
+    hub = Forward(("127.0.0.1", 8081), "path", None)
+    assert route("/", b"/", table, replicas) == hub
+    assert route("/user/bob/", b"/user/bob/", table, replicas) == hub
+    # fleethub's own replicas take /hub/ while there are any
+    assert route("/hub/api/users", b"/hub/api/users", table, replicas) == Forward(("127.0.0.1", 8001), None, "api")
+    assert route("/hub/api/users", b"/hub/api/users", table, Replicas()) == hub
+    assert route("/hub/login", b"/hub/login", table, Replicas()) == hub
+
+
+def test_health_check_answers_once_the_table_is_loaded() -> None:
+    table, replicas = setup()
+    assert route("/_chp_healthz", b"/_chp_healthz", table, replicas) == HEALTHY
+    assert route("/_chp_healthz", b"/_chp_healthz", None, replicas).status == 503  # type: ignore[union-attr]

@@ -70,3 +70,14 @@ def test_origins_and_rejected_routes() -> None:
     with pytest.raises(ValueError):
         t.put("k", Route(routespec="bob.hub.example/user/bob/", target="http://127.0.0.1:1"))
     assert prefix_of("/user/alice/") == prefix_of("/user/alice") == "/user/alice"
+
+
+def test_root_route_catches_what_no_longer_route_does() -> None:
+    t = table("/user/alice/", "/")
+    assert port(t.lookup("/user/alice/lab")) == 9000
+    assert port(t.lookup("/user/bob/lab")) == 9001
+    assert port(t.lookup("/")) == 9001
+    assert port(t.lookup("/hub/api/")) == 9001
+    assert t.at_prefix("/") is t.root and t.at_prefix("/user/alice") is t.get("k0")
+    t.delete("k1")
+    assert t.root is None and t.lookup("/user/bob/lab") is None
