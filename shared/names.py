@@ -8,7 +8,7 @@ injective: two different names never share a subject, a key or a route.
 from __future__ import annotations
 
 import re
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 _SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-")
 EMPTY_TOKEN = "_"
@@ -66,6 +66,29 @@ def server_prefix(user: str, server_name: str = "") -> str:
     if server_name:
         return f"/user/{url_escape(user)}/{url_escape(server_name)}/"
     return f"/user/{url_escape(user)}/"
+
+
+CLIENT_PREFIX = "jupyterhub-user-"
+
+
+def client_id(user: str, server_name: str = "") -> str:
+    """The OAuth client id of a user server (also its cookie name), as JupyterHub names it."""
+    cid = f"{CLIENT_PREFIX}{quote(user, safe='')}"
+    return f"{cid}-{quote(server_name, safe='')}" if server_name else cid
+
+
+def client_candidates(cid: str) -> list[tuple[str, str]]:
+    """Every (user, server) whose `client_id` is `cid` (a `-` in a name makes the split ambiguous)."""
+    if not cid.startswith(CLIENT_PREFIX):
+        return []
+    rest = cid[len(CLIENT_PREFIX):]
+    splits = [(rest, "")] + [(rest[:i], rest[i + 1:]) for i, ch in enumerate(rest) if ch == "-" and 0 < i < len(rest) - 1]
+    out = []
+    for user, server in splits:
+        u, s = unquote(user, errors="strict"), unquote(server, errors="strict")
+        if u and client_id(u, s) == cid:
+            out.append((u, s))
+    return out
 
 
 def server_key(user: str, server_name: str = "") -> str:

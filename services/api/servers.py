@@ -143,7 +143,8 @@ async def count_named(session: AsyncSession, user: User) -> int:
 
 async def server_ended(session: AsyncSession, spawn_id: str) -> None:
     """A spawn stopped or failed: its token stops working, and its desired state follows (idempotent)."""
-    await session.execute(delete(ApiToken).where(ApiToken.kind == "server", ApiToken.spawn_id == spawn_id))
+    # the server's own token and the OAuth tokens its users got for it
+    await session.execute(delete(ApiToken).where(ApiToken.kind.in_(("server", "oauth")), ApiToken.spawn_id == spawn_id))
     await session.execute(
         update(Server).where(Server.spawn_id == spawn_id, Server.desired == "running").values(desired="stopped")
     )

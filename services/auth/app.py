@@ -16,7 +16,7 @@ from shared.settings import ServiceSettings
 
 from services.auth.authenticators import load_authenticator
 from services.auth.deps import AuthState
-from services.auth.routes import login, signup
+from services.auth.routes import login, oauth, signup
 
 
 def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> FastAPI:
@@ -36,6 +36,7 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
     app.add_middleware(CommonHeaders)
     app.include_router(login.router)
     app.include_router(signup.router)
+    app.include_router(oauth.router)
     return app
 
 

@@ -5,17 +5,10 @@ from __future__ import annotations
 import json
 import os
 import pwd
-from urllib.parse import quote
 
-from shared.names import server_prefix, url_escape
+from shared.names import client_id, server_prefix, url_escape
 from shared.security import server_token
 from shared.settings import ENV_PREFIX, ServiceSettings
-
-
-def client_id(user: str, server_name: str) -> str:
-    """The OAuth client id of a server, also its cookie name."""
-    cid = f"jupyterhub-user-{quote(user, safe='')}"
-    return f"{cid}-{quote(server_name, safe='')}" if server_name else cid
 
 
 def _account(user: str) -> dict[str, str]:

@@ -70,6 +70,23 @@ class ApiToken(Base):
     created: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
     expires_at: Mapped[datetime | None] = mapped_column(TZ, nullable=True)
     last_activity: Mapped[datetime | None] = mapped_column(TZ, nullable=True)
+    client_id: Mapped[str | None] = mapped_column(String(1024), nullable=True)  # the OAuth client it was issued to
+
+
+class OAuthCode(Base):
+    """A single-use OAuth authorization code (written and consumed by auth); only its hash is stored."""
+
+    __tablename__ = "oauth_codes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hashed: Mapped[str] = mapped_column(String(64), unique=True)
+    client_id: Mapped[str] = mapped_column(String(1024))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    redirect_uri: Mapped[str] = mapped_column(Text)
+    scopes: Mapped[list[str]] = mapped_column(JSONB, default=list)
+    session_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    code_challenge: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    expires_at: Mapped[datetime] = mapped_column(TZ, index=True)
 
 
 class Server(Base):

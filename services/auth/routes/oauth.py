@@ -1,0 +1,260 @@
+"""The hub's OAuth2 provider: `/hub/api/oauth2/authorize` and `/hub/api/oauth2/token` (contract §c.3).
+
+Clients are the running user servers: client id `jupyterhub-user-<user>[-<server>]`, secret = the
+server's API token of its current spawn, redirect URI `/user/<user>/[<server>/]oauth_callback`
+compared string for string. A client exists while its server runs; its tokens are revoked when the
+server stops (they carry the spawn id). Codes are single-use, expire after 5 minutes, are bound to
+the client, the redirect URI, the user's login session and a PKCE challenge when one was sent.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import html
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.db.models import ApiToken, OAuthCode, Server, User
+from shared.identity import (
+    LOGIN_COOKIE,
+    SESSION_COOKIE,
+    XSRF_COOKIE,
+    Identity,
+    identity_from_cookie,
+    new_xsrf,
+    secure_cookies,
+    set_xsrf_cookie,
+    xsrf_valid,
+)
+from shared.names import client_candidates, server_prefix
+from shared.events import utcnow
+from shared.security import hash_token, server_token
+
+from services.auth.deps import DbSession, Runtime
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+CODE_TTL = timedelta(minutes=5)
+MAX_PARAM = 4096
+
+
+@dataclass(frozen=True)
+class Client:
+    """A user server as an OAuth client."""
+
+    client_id: str
+    user: str
+    user_id: int
+    server_name: str
+    spawn_id: str
+    redirect_uri: str
+
+    @property
+    def server(self) -> str:
+        return f"{self.user}/{self.server_name}"
+
+    def scopes(self) -> list[str]:
+        """What a token for this client may do: identify its user and reach this server."""
+        return [f"access:servers!server={self.server}", f"read:users:name!user={self.user}",
+                f"read:users:groups!user={self.user}"]
+
+
+async def find_client(session: AsyncSession, cid: str) -> Client | None:
+    """The running server whose client id is `cid`, if any."""
+    if not cid or len(cid) > 1024:
+        return None
+    try:
+        candidates = client_candidates(cid)
+    except UnicodeDecodeError:
+        return None
+    for user, server_name in candidates:
+        row = (await session.execute(
+            select(Server, User).join(User, User.id == Server.user_id)
+            .where(User.name == user, Server.name == server_name, Server.desired == "running",
+                   Server.spawn_id.is_not(None))
+        )).first()
+        if row is not None:
+            srv, owner = row
+            assert srv.spawn_id is not None
+            return Client(cid, owner.name, owner.id, srv.name, srv.spawn_id,
+                          f"{server_prefix(owner.name, srv.name)}oauth_callback")
+    return None
+
+
+def _error_page(status: int, message: str) -> HTMLResponse:
+    text = html.escape(message)
+    return HTMLResponse(
+        f"<!DOCTYPE html><html><head><title>{status}</title></head><body><h1>{status}</h1><p>{text}</p>"
+        f'<p><a href="/hub/home">Home</a></p></body></html>', status_code=status,
+        headers={"Cache-Control": "no-store"})
+
+
+def _redirect_with(uri: str, **params: str) -> RedirectResponse:
+    sep = "&" if "?" in uri else "?"
+    return RedirectResponse(uri + sep + urlencode({k: v for k, v in params.items() if v}), status_code=302)
+
+
+def _may_access(ident: Identity, client: Client) -> bool:
+    """Whether the logged-in user may reach the client's server (its owner, or an admin)."""
+    return ident.user_id == client.user_id or ident.admin
+
+
+def _consent_page(xsrf: str, client: Client, fields: dict[str, str]) -> str:
+    hidden = "".join(f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
+                     for k, v in fields.items())
+    who = html.escape(client.server)
+    return (
+        "<!DOCTYPE html><html><head><title>Authorize access</title></head><body>"
+        f"<h1>Authorize access</h1><p>The server <b>{who}</b>, which is not yours, asks to identify you and "
+        f"to let you use it.</p><form method=\"post\" action=\"/hub/api/oauth2/authorize\">{hidden}"
+        f'<input type="hidden" name="_xsrf" value="{html.escape(xsrf)}">'
+        '<button type="submit">Authorize</button></form><p><a href="/hub/home">Cancel</a></p></body></html>'
+    )
+
+
+async def _issue_code(session: AsyncSession, request: Request, ident: Identity, client: Client,
+                      redirect_uri: str, state: str, challenge: str | None) -> Response:
+    code = secrets.token_urlsafe(32)
+    await session.execute(delete(OAuthCode).where(OAuthCode.expires_at < utcnow()))  # expired ones go
+    session.add(OAuthCode(hashed=hash_token(code), client_id=client.client_id, user_id=ident.user_id,
+                          redirect_uri=redirect_uri, scopes=client.scopes(),
+                          session_id=request.cookies.get(SESSION_COOKIE) or ident.session_id,
+                          code_challenge=challenge, expires_at=utcnow() + CODE_TTL))
+    await session.commit()
+    log.info("oauth code issued to %s for user %s", client.client_id[:200], ident.name)
+    return _redirect_with(redirect_uri, code=code, state=state)
+
+
+async def _authorize(request: Request, runtime: Runtime, session: DbSession, params: dict[str, str],
+                     confirmed: bool) -> Response:
+    cid = params.get("client_id", "")
+    redirect_uri = params.get("redirect_uri", "")
+    state = params.get("state", "")
+    if any(len(v) > MAX_PARAM for v in params.values()):
+        return _error_page(400, "Authorization request too large")
+    ident = await identity_from_cookie(session, request.cookies.get(LOGIN_COOKIE))
+    if ident is None:
+        here = "/hub/api/oauth2/authorize?" + urlencode(params)
+        return RedirectResponse("/hub/login?next=" + quote(here, safe=""), status_code=302)
+    client = await find_client(session, cid)
+    if client is None:
+        return _error_page(400, "Unknown OAuth client: it is not a running server or service")
+    if redirect_uri != client.redirect_uri:  # never redirect to an unregistered URI
+        return _error_page(400, "The redirect_uri does not match the one registered for this client")
+    if params.get("response_type") != "code":
+        return _redirect_with(redirect_uri, error="unsupported_response_type", state=state)
+    challenge = params.get("code_challenge") or None
+    method = params.get("code_challenge_method") or ("S256" if challenge else "")
+    if challenge is not None and (method != "S256" or not 43 <= len(challenge) <= 128):
+        return _redirect_with(redirect_uri, error="invalid_request",
+                              error_description="PKCE needs code_challenge_method=S256", state=state)
+    if not _may_access(ident, client):
+        log.info("user %s refused access to %s", ident.name, client.server[:200])
+        return _error_page(403, f"You do not have access to the server {client.server}")
+    if ident.user_id != client.user_id and not confirmed:  # not the user's own server: ask first
+        xsrf = new_xsrf(runtime.secret_key, ident.session_id)
+        response = HTMLResponse(_consent_page(xsrf, client, params), headers={"Cache-Control": "no-store"})
+        set_xsrf_cookie(response, xsrf, secure_cookies(runtime.settings.hub_public_url))
+        return response
+    return await _issue_code(session, request, ident, client, redirect_uri, state, challenge)
+
+
+_AUTHORIZE_PARAMS = ("client_id", "redirect_uri", "response_type", "state", "code_challenge",
+                     "code_challenge_method", "scope")
+
+
+@router.get("/hub/api/oauth2/authorize")
+async def authorize(request: Request, runtime: Runtime, session: DbSession) -> Response:
+    params = {k: request.query_params[k] for k in _AUTHORIZE_PARAMS if k in request.query_params}
+    return await _authorize(request, runtime, session, params, confirmed=False)
+
+
+@router.post("/hub/api/oauth2/authorize")
+async def authorize_confirmed(request: Request, runtime: Runtime, session: DbSession) -> Response:
+    form = await request.form()
+    params = {k: str(form[k]) for k in _AUTHORIZE_PARAMS if k in form}
+    ident = await identity_from_cookie(session, request.cookies.get(LOGIN_COOKIE))
+    submitted = str(form.get("_xsrf", ""))
+    if ident is None or not xsrf_valid(runtime.secret_key, request.cookies.get(XSRF_COOKIE), submitted,
+                                       ident.session_id):
+        return _error_page(403, "The authorization form expired or was not sent from this site")
+    return await _authorize(request, runtime, session, params, confirmed=True)
+
+
+def _token_error(status: int, error: str, description: str) -> JSONResponse:
+    return JSONResponse({"error": error, "error_description": description, "status": status,
+                         "message": description}, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+def _pkce_ok(challenge: str, verifier: str) -> bool:
+    digest = hashlib.sha256(verifier.encode("ascii", errors="replace")).digest()
+    expected = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    return hmac.compare_digest(expected, challenge)
+
+
+def _basic_credentials(header: str | None) -> tuple[str, str] | None:
+    if not header or not header.lower().startswith("basic "):
+        return None
+    try:
+        raw = base64.b64decode(header[6:].strip(), validate=True).decode()
+    except ValueError:
+        return None
+    cid, sep, secret = raw.partition(":")
+    return (cid, secret) if sep else None
+
+
+@router.post("/hub/api/oauth2/token")
+async def token(
+    request: Request,
+    runtime: Runtime,
+    session: DbSession,
+    grant_type: str = Form("", max_length=100),
+    code: str = Form("", max_length=MAX_PARAM),
+    redirect_uri: str = Form("", max_length=MAX_PARAM),
+    client_id: str = Form("", max_length=1024),
+    client_secret: str = Form("", max_length=MAX_PARAM),
+    code_verifier: str = Form("", max_length=MAX_PARAM),
+) -> Response:
+    if grant_type != "authorization_code":
+        return _token_error(400, "unsupported_grant_type", "Only grant_type=authorization_code is supported")
+    basic = _basic_credentials(request.headers.get("authorization"))
+    if basic is not None and not client_id:
+        client_id, client_secret = basic
+    async with session.begin():
+        client = await find_client(session, client_id)
+        secret = server_token(runtime.secret_key, client.spawn_id) if client is not None else ""
+        if client is None or not client_secret or not hmac.compare_digest(secret, client_secret):
+            return _token_error(401, "invalid_client", "Unknown client or wrong client secret")
+        # consume the code whatever happens next: a code is good for one attempt
+        row = (await session.execute(
+            delete(OAuthCode).where(OAuthCode.hashed == hash_token(code)).returning(OAuthCode)
+        )).scalar_one_or_none() if code else None
+        if row is None or row.expires_at <= utcnow() or row.client_id != client.client_id:
+            return _token_error(400, "invalid_grant", "The code is unknown, used, expired or not for this client")
+        if row.redirect_uri != redirect_uri:
+            return _token_error(400, "invalid_grant", "redirect_uri does not match the authorization request")
+        if row.code_challenge is not None and not (code_verifier and _pkce_ok(row.code_challenge, code_verifier)):
+            return _token_error(400, "invalid_grant", "The PKCE code_verifier does not match the challenge")
+        access = secrets.token_hex(16)
+        days = runtime.settings.auth.cookie_max_age_days
+        session.add(ApiToken(
+            user_id=row.user_id, hashed=hash_token(access), kind="oauth", note=f"OAuth token for {client.client_id}",
+            scopes=list(row.scopes), session_id=row.session_id, spawn_id=client.spawn_id,
+            client_id=client.client_id, expires_at=utcnow() + timedelta(days=days),
+        ))
+    log.info("oauth token issued to %s", client.client_id[:200])
+    body: dict[str, Any] = {"access_token": access, "token_type": "Bearer", "expires_in": int(days * 86400),
+                            "scope": " ".join(row.scopes)}
+    return JSONResponse(body, headers={"Cache-Control": "no-store"})
