@@ -37,7 +37,8 @@ def server_events_handler(runtime: Runtime) -> Handler:
         if not isinstance(msg, ServerStopped | ServerFailed):
             return Decision.ack()  # progress and ready share the subject space; nothing to do
         async with runtime.sessions() as session, session.begin():
-            await server_ended(session, msg.spawn_id)
+            await server_ended(session, msg.spawn_id, runtime.settings.nats_namespace)
+        runtime.relay.kick()  # the revocations reach every replica's token cache now
         return Decision.ack()
 
     return handle

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db.models import ApiToken, Server, ServerState, User
 from shared.errors import BadRequest, TooManyRequests
-from shared.events import SpawnServer, StopServer, new_id, utcnow
+from shared.events import SpawnServer, StopServer, TokenRevoked, new_id, utcnow
 from shared.names import server_prefix
 from shared.outbox import enqueue
 from shared.security import hash_token, server_token
@@ -141,10 +141,19 @@ async def count_named(session: AsyncSession, user: User) -> int:
     )).scalar_one()
 
 
-async def server_ended(session: AsyncSession, spawn_id: str) -> None:
-    """A spawn stopped or failed: its token stops working, and its desired state follows (idempotent)."""
-    # the server's own token and the OAuth tokens its users got for it
-    await session.execute(delete(ApiToken).where(ApiToken.kind.in_(("server", "oauth")), ApiToken.spawn_id == spawn_id))
+async def server_ended(session: AsyncSession, spawn_id: str, namespace: str | None = None) -> None:
+    """A spawn stopped or failed: its tokens stop working, and its desired state follows (idempotent).
+
+    Its own token and the OAuth tokens its users got for it are deleted; with `namespace`, each
+    deletion is announced (`token.revoked`) so every api replica drops it from its cache at once.
+    """
+    gone = (await session.execute(
+        delete(ApiToken).where(ApiToken.kind.in_(("server", "oauth")), ApiToken.spawn_id == spawn_id)
+        .returning(ApiToken.id)
+    )).scalars().all()
+    if namespace is not None:
+        for token_id in gone:
+            enqueue(session, TokenRevoked(token_id=token_id), namespace)
     await session.execute(
         update(Server).where(Server.spawn_id == spawn_id, Server.desired == "running").values(desired="stopped")
     )
