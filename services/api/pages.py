@@ -55,3 +55,20 @@ def stopped_page(path: str, action: str, xsrf: str) -> str:
         f"<h1>Server not running</h1><p>The server at {escape(path)} is not running.</p>"
         + _button(action, "Start it", xsrf),
     )
+
+
+ERROR_MESSAGES = {
+    404: "There is nothing at this address.",
+    502: "The server at this address did not answer properly.",
+    503: "The server at this address is not answering: it may have stopped or crashed.",
+    504: "The server at this address did not answer in time.",
+}
+
+
+def error_page(status: int, url: str) -> str:
+    """The page the proxy shows for a user server it cannot reach (configurable-http-proxy's error target)."""
+    message = ERROR_MESSAGES.get(status, "Something went wrong.")
+    where = f" <code>{escape(url)}</code>" if url else ""
+    return _page(f"{status}", f"<h1>{status}</h1><p class=err>{escape(message)}</p>"
+                              f"<p>Address:{where}</p><p><a href=\"/hub/home\">Go to your hub home</a> to start "
+                              "or restart your server.</p>")

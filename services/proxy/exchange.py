@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING
+from urllib.parse import quote_from_bytes
 
 from services.proxy import headers, replies
 from services.proxy.request import Request
@@ -102,7 +103,7 @@ class Exchange:
                 self._forward(Forward(other, None, fwd.service))
                 return
             log.info("upstream %s:%s unreachable: %s", *fwd.origin, exc)
-            if self.client.exchange is self and not self.client.closed:
+            if self.client.exchange is self and not self.client.closed and not self._hub_error_page(fwd):
                 self.answer(Answer(503, f"Service Unavailable: nothing is answering at {self.req.path[:200]}"))
             return
         self.connecting = None
@@ -111,6 +112,26 @@ class Exchange:
             return
         self.forward = fwd
         self._attach(conn)
+
+    def _hub_error_page(self, fwd: Forward) -> bool:
+        """A browser's request for a user server that is down gets the hub's error page (status 503).
+
+        As configurable-http-proxy does with its error target: the request goes on as
+        `GET /hub/error/503?url=<target>` to an api replica, with the browser's headers. Only for a
+        page load (GET/HEAD without a body, not an API client or a websocket), and only once.
+        """
+        req = self.req
+        if (fwd.route_key is None or req.method not in (b"GET", b"HEAD") or req.has_body
+                or req.websocket or replies.wants_json(req.path, req.headers)):
+            return False
+        origin = self.client.node.replicas.choose("api")
+        if origin is None:
+            return False
+        req.target = b"/hub/error/503?url=" + quote_from_bytes(req.target, safe="/").encode("ascii")
+        req.path = "/hub/error/503"
+        self.retried = True
+        self._forward(Forward(origin, None, "api"))
+        return True
 
     def _attach(self, conn: UpstreamConnection) -> None:
         """Send the request on `conn`: head, whatever body arrived meanwhile, then the rest as it comes."""

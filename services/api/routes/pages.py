@@ -13,7 +13,7 @@ from services.api.access import HIDDEN, requester
 from services.api.browser import check_form, form_xsrf, login_redirect, with_xsrf
 from services.api.deps import DbSession, PageUser, Runtime
 from services.api.models import ServerView
-from services.api.pages import home_page, pending_page, spawn_page
+from services.api.pages import error_page, home_page, pending_page, spawn_page
 from services.api.queries import get_user, one_server_view
 from services.api.servers import start_server, stop_server
 
@@ -40,6 +40,15 @@ def _may_start(ident: Identity, name: str) -> None:
 @router.get("/hub")
 async def hub_root() -> Response:
     return RedirectResponse("/hub/home", status_code=302)
+
+
+@router.get("/hub/error/{status}")
+async def proxy_error(status: int, url: str = "") -> Response:
+    """The page proxies show for a user server they cannot reach, with that status (CHP's error target)."""
+    if not 400 <= status <= 599:
+        raise BadRequest("Error pages exist for statuses 400-599")
+    page = error_page(status, url[:2000])
+    return HTMLResponse(page, status_code=status, headers={"Cache-Control": "no-store"})
 
 
 @router.get("/hub/home")

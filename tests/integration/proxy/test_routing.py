@@ -6,6 +6,7 @@ import asyncio
 import time
 from datetime import UTC, datetime
 
+import httpx
 import pytest
 
 from shared.events import ActivityReported, Envelope, Message, subject_filter
@@ -179,3 +180,29 @@ async def test_forwarded_headers_of_a_trusted_hop_are_kept_and_extended(env: Pro
     assert (h["x-forwarded-for"], h["x-forwarded-proto"], h["x-forwarded-host"]) == ("127.0.0.1", "http", "hub.example")
     assert h["x-forwarded-port"] == str(port_of(base))
 
+
+
+async def test_a_browser_gets_the_hub_error_page_for_a_server_that_is_down(env: ProxyEnv) -> None:
+    api = await env.backend("api")
+    await env.replica("api", "a1", api.url)
+    await env.route("alice", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    _, base = env.node()
+    await wait_for(lambda: _status(f"{base}/hub/api/", 200), timeout=20, what="node")
+
+    async def routed() -> bool:
+        r = await get(f"{base}/user/alice/lab?x=1", headers={"Accept": "text/html"})
+        return r.headers.get("x-backend") == "api"
+
+    await wait_for(routed, timeout=10, what="alice's route")
+    seen = api.seen[-1]
+    assert seen.method == "GET" and seen.target == "/hub/error/503?url=/user/alice/lab%3Fx%3D1"
+    # API clients and non-GET requests get the proxy's own JSON 503
+    r = await get(f"{base}/user/alice/api/status")
+    assert r.status_code == 503 and r.json()["status"] == 503
+    async with httpx.AsyncClient(timeout=10) as c:
+        r = await c.post(f"{base}/user/alice/lab", content=b"x", headers={"Accept": "text/html"})
+    assert r.status_code == 503 and api.seen[-1] is seen
+
+
+async def _status(url: str, status: int) -> bool:
+    return (await get(url)).status_code == status

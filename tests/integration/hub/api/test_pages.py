@@ -114,3 +114,12 @@ async def test_urls_of_servers_without_a_route(hub: Hub) -> None:
     # an admin may reach another user's server
     r = await c.get("/hub/user/alice/lab", headers=await hub.headers_for("admin", admin=True))
     assert r.status_code == 302
+
+
+async def test_proxy_error_page_keeps_the_status_and_escapes_the_url(hub: Hub) -> None:
+    r = await hub.client.get("/hub/error/503", params={"url": "/user/alice/lab?<script>"})
+    assert r.status_code == 503 and r.headers["content-type"].startswith("text/html")
+    assert "not answering" in r.text and "/hub/home" in r.text
+    assert "<script>" not in r.text and "&lt;script&gt;" in r.text
+    assert (await hub.client.get("/hub/error/200")).status_code == 400
+    assert (await hub.client.get("/hub/error/abc")).status_code in (400, 404, 422)
