@@ -68,7 +68,16 @@ class SpawnerSettings(_Section):
     backend: str = Field("local", description="Spawner backend: 'local' (subprocess) or an entry point name.")
     cmd: list[str] = Field(default_factory=lambda: ["jupyterhub-singleuser"], description="Command of the user server.")
     args: list[str] = Field(default_factory=list, description="Extra arguments appended to cmd.")
-    environment: dict[str, str] = Field(default_factory=dict, description="Extra environment for user servers.")
+    environment: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra environment for user servers (applied last; {username}, {servername} filled in).",
+    )
+    notebook_dir: str | None = Field(
+        None, description="The servers' root directory (JUPYTERHUB_ROOT_DIR), e.g. '/home/{username}/work'."
+    )
+    default_url: str | None = Field(
+        None, description="Where a server's root URL leads (JUPYTERHUB_DEFAULT_URL), e.g. '/lab' or '/tree'."
+    )
     ip: str = Field("127.0.0.1", description="Address user servers listen on.")
     start_timeout: float = Field(60.0, gt=0, description="Seconds the backend may take to start a server.")
     http_timeout: float = Field(30.0, gt=0, description="Seconds a started server may take to answer HTTP.")

@@ -51,5 +51,19 @@ def server_env(settings: ServiceSettings, secret_key: str, user: str, server_nam
             "JUPYTERHUB_COOKIE_HOST_PREFIX_ENABLED": "0",
         }
     )
-    env.update(settings.spawner.environment)
+    values = {"username": user, "servername": server_name, "base_url": "/"}
+    if settings.spawner.notebook_dir:
+        env["JUPYTERHUB_ROOT_DIR"] = _format(settings.spawner.notebook_dir, values)
+    if settings.spawner.default_url:
+        env["JUPYTERHUB_DEFAULT_URL"] = _format(settings.spawner.default_url, values)
+    env.update({k: _format(v, values) for k, v in settings.spawner.environment.items()})
     return env
+
+
+def _format(template: str, values: dict[str, str]) -> str:
+    """`{username}`, `{servername}` and `{base_url}` filled in, as JupyterHub formats spawner settings;
+    any other brace is left as written."""
+    out = template
+    for key, value in values.items():
+        out = out.replace("{" + key + "}", value)
+    return out

@@ -40,9 +40,12 @@ async def cluster(tmp_path: Path, nats_url: str, database_url: str, nats_namespa
         data_dir=tmp_path / "data", log_level="INFO",
         auth={"authenticator": "password", "admin_users": ["admin"]},
         api={"slow_spawn_timeout": 30},
-        spawner={"cmd": [SINGLEUSER], "args": [f"--ServerApp.root_dir={tmp_path}"]},
+        spawner={"cmd": [SINGLEUSER], "notebook_dir": str(tmp_path / "{username}"), "default_url": "/lab",
+                 "environment": {"FLEETHUB_E2E_USER": "{username}"}},
         proxy={"port": free_port()},
     )
+    (tmp_path / "alice").mkdir()
+    (tmp_path / "alice" / "hello-alice.txt").write_text("hi")
     engine = make_engine(settings.require_database_url(), pool_size=1)
     async with make_sessionmaker(engine)() as session, session.begin():
         for user, password in PASSWORDS.items():
@@ -136,7 +139,14 @@ async def test_jupyterlab_through_the_hub_oauth_flow_and_a_kernel_over_the_proxy
         assert "JupyterLab" in page.text or "jupyterlab" in page.text.lower()
         assert "jupyterhub-user-alice" in alice.cookies
 
+        # the spawner settings: default_url leads / to JupyterLab, notebook_dir is the root, environment is set
+        page, path = await follow(alice, f"{base}/user/alice/")
+        assert page.status_code == 200 and path[-1].endswith("/user/alice/lab"), path
+        listing = (await alice.get("/user/alice/api/contents")).json()
+        assert [c["name"] for c in listing["content"]] == ["hello-alice.txt"]
+
         assert await run_code(base, alice, "1+1") == "2"
+        assert await run_code(base, alice, "__import__('os').environ['FLEETHUB_E2E_USER']") == "'alice'"
         to_kernel = time.monotonic() - t_login
 
         # bob, logged in, is refused alice's server
