@@ -338,8 +338,10 @@ class Bus:
         concurrency: int = 16,
         ack_wait: float = 30.0,
         stop: asyncio.Event | None = None,
+        bound: asyncio.Event | None = None,
     ) -> None:
-        """Run a durable pull consumer until `stop` is set (or forever).
+        """Run a durable pull consumer until `stop` is set (or forever); `bound` is set once the durable
+        exists on the server (with DeliverPolicy.NEW, what is published from then on is not missed).
 
         Each message is validated and given to `handler` in its own task (at most `concurrency` at
         once); the handler's `Decision` acks, naks or terms it. A handler exception naks with a
@@ -367,6 +369,8 @@ class Bus:
                 if sub is None:
                     try:
                         sub = await self.js.pull_subscribe(filter_subject, durable=durable, stream=stream, config=config)
+                        if bound is not None:
+                            bound.set()
                     except Exception as exc:
                         log.warning("cannot bind consumer %s: %s", durable, exc)
                         await asyncio.sleep(0.5)

@@ -39,7 +39,7 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
             waiters = Waiters(runtime.sessions)
             # one core subscription per process resolves every waiting start/stop request
             await runtime.bus.subscribe_events(server_events_filter(settings.nats_namespace), waiters.on_event)
-            start_consumers(runtime)
+            await start_consumers(runtime)
             cache = TokenCache()
             # every replica forgets revoked tokens and deleted users at once, not only after the TTL
             await runtime.bus.subscribe_events(subject_filter(TokenRevoked, settings.nats_namespace), _forget(cache))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,10 +62,18 @@ CONSUMERS: tuple[Binding, ...] = (
 )
 
 
-def start_consumers(runtime: Runtime) -> None:
-    """Run every consumer of the table as a background task of the runtime."""
+async def start_consumers(runtime: Runtime, wait: float = 10.0) -> None:
+    """Run every consumer of the table as a background task of the runtime; return once each durable
+    exists on the server (or after `wait` seconds), so no event published after start-up is missed."""
     ns = runtime.settings.nats_namespace
+    bound = []
     for b in CONSUMERS:
+        ready = asyncio.Event()
+        bound.append(ready)
         consume = runtime.bus.consume(durable=b.durable, filter_subject=b.subjects(ns), kind="evt",
-                                      handler=b.handler(runtime), concurrency=b.concurrency)
+                                      handler=b.handler(runtime), concurrency=b.concurrency, bound=ready)
         runtime.spawn(consume, f"consumer-{b.durable}")
+    try:
+        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in bound)), wait)
+    except TimeoutError:
+        log.warning("api consumers not all bound after %.0fs; serving anyway", wait)
