@@ -30,7 +30,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, KeyNotFoundError, NoKeysError, NotFoundError
+from nats.js.errors import APIError, BadRequestError, KeyNotFoundError, NoKeysError, NotFoundError
 from nats.js.kv import KeyValue
 
 from shared.errors import BusError
@@ -377,17 +377,22 @@ class Bus:
                         continue
                 batch = max(1, concurrency - len(tasks))
                 try:
-                    msgs = await sub.fetch(batch, timeout=1.0, heartbeat=0.25)
+                    msgs = await sub.fetch(batch, timeout=1.0)
                 except NatsTimeoutError:
+                    continue
+                except APIError as exc:
+                    if exc.code == 400:
+                        # a pull the server refused (its expiry, cut to the time left, fell below twice the
+                        # heartbeat): the subscription is fine, and messages an earlier pull delivered are
+                        # waiting in its queue; dropping it would strand them until ack_wait
+                        log.debug("consumer %s: pull refused (%s); fetching again", durable, exc)
+                        continue
+                    log.warning("consumer %s fetch failed (%s); re-binding", durable, exc)
+                    sub = await self._drop_pull(sub)
                     continue
                 except Exception as exc:  # lost pull request, reconnect, deleted consumer: re-bind
                     log.warning("consumer %s fetch failed (%s); re-binding", durable, exc)
-                    try:
-                        await sub.unsubscribe()
-                    except Exception:
-                        pass
-                    sub = None
-                    await asyncio.sleep(0.2)
+                    sub = await self._drop_pull(sub)
                     continue
                 for msg in msgs:
                     await sem.acquire()
@@ -404,6 +409,16 @@ class Bus:
                     await sub.unsubscribe()
                 except Exception:
                     pass
+
+    @staticmethod
+    async def _drop_pull(sub: Any) -> Any:
+        """Unsubscribe a pull subscription that failed (it is bound again on the next round)."""
+        try:
+            await sub.unsubscribe()
+        except Exception:
+            pass
+        await asyncio.sleep(0.2)
+        return None
 
     async def _handle(self, msg: Msg, kind: str, handler: Handler, sem: asyncio.Semaphore) -> None:
         try:

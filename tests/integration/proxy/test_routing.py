@@ -190,6 +190,7 @@ async def test_a_browser_gets_the_hub_error_page_for_a_server_that_is_down(env: 
     await wait_for(lambda: _status(f"{base}/hub/api/", 200), timeout=20, what="node")
 
     async def routed() -> bool:
+        await env.replica("api", "a1", api.url)  # refreshed like a live replica's key (it expires otherwise)
         r = await get(f"{base}/user/alice/lab?x=1", headers={"Accept": "text/html"})
         return r.headers.get("x-backend") == "api"
 
