@@ -18,7 +18,7 @@ import pytest
 import websockets
 
 from shared.procs import become_subreaper
-from tests.support.cluster import Cluster, free_port, migrated, wait_for
+from tests.support.cluster import Cluster, free_port, migrated, password_accounts, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -28,8 +28,6 @@ SINGLEUSER = shutil.which("jupyterhub-singleuser", path=str(Path(sys.executable)
 
 @pytest.fixture
 async def cluster(tmp_path: Path, nats_url: str, database_url: str, nats_namespace: str) -> AsyncIterator[Cluster]:
-    from services.auth.accounts import set_password
-    from shared.db.engine import make_engine, make_sessionmaker
     from shared.settings import load_settings
 
     assert SINGLEUSER, "jupyterhub-singleuser is not installed next to this Python"
@@ -46,11 +44,7 @@ async def cluster(tmp_path: Path, nats_url: str, database_url: str, nats_namespa
     )
     (tmp_path / "alice").mkdir()
     (tmp_path / "alice" / "hello-alice.txt").write_text("hi")
-    engine = make_engine(settings.require_database_url(), pool_size=1)
-    async with make_sessionmaker(engine)() as session, session.begin():
-        for user, password in PASSWORDS.items():
-            await set_password(session, user, password)
-    await engine.dispose()
+    await password_accounts(settings, PASSWORDS)
     (tmp_path / "logs").mkdir()
     c = Cluster(settings, tmp_path / "logs")
     try:

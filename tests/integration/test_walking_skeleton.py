@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -14,8 +13,8 @@ import httpx
 import pytest
 
 from shared.procs import become_subreaper
-from shared.settings import child_env, load_settings
-from tests.support.cluster import FAKE_SERVER, Cluster, free_port, migrated, wait_for
+from shared.settings import load_settings
+from tests.support.cluster import FAKE_SERVER, Cluster, free_port, migrated, mint_token, password_accounts, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -41,14 +40,7 @@ async def cluster(
         proxy={"port": free_port(), "activity_interval": 0.5},
         culler={"timeout": 4, "every": 0.5},
     )
-    # the first admin's password account, as `fleethub up` makes it
-    from services.auth.accounts import set_password
-    from shared.db.engine import make_engine, make_sessionmaker
-
-    engine = make_engine(settings.require_database_url(), pool_size=1)
-    async with make_sessionmaker(engine)() as session, session.begin():
-        await set_password(session, "admin", ADMIN_PASSWORD)
-    await engine.dispose()
+    await password_accounts(settings, {"admin": ADMIN_PASSWORD})
 
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -61,14 +53,6 @@ async def cluster(
         yield c
     finally:
         c.stop()
-
-
-def mint_token(settings_env: dict[str, str], user: str) -> str:
-    out = subprocess.run(
-        [sys.executable, "-m", "fleethub", "token", user], env=settings_env, capture_output=True, text=True, timeout=60
-    )
-    assert out.returncode == 0, out.stderr
-    return out.stdout.strip().splitlines()[-1]
 
 
 async def test_walking_skeleton(cluster: Cluster) -> None:
@@ -110,7 +94,7 @@ async def test_walking_skeleton(cluster: Cluster) -> None:
         home = await browser.get("/hub/home")
         assert home.status_code == 200 and "admin" in home.text
 
-    token = mint_token(child_env(s), "admin")
+    token = mint_token(s, "admin")
     headers = {"Authorization": f"token {token}"}
     async with httpx.AsyncClient(base_url=hub, headers=headers, timeout=15) as api:
         r = await api.post("/hub/api/users", json={"usernames": ["alice", "bob"]})

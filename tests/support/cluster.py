@@ -114,3 +114,40 @@ def free_port() -> int:
 def env_without_fleethub() -> dict[str, str]:
     """This process's environment without FLEETHUB_* variables."""
     return {k: v for k, v in os.environ.items() if not k.startswith("FLEETHUB_")}
+
+
+async def password_accounts(settings: ServiceSettings, passwords: dict[str, str]) -> None:
+    """Password accounts, as `fleethub up` makes the first admin's."""
+    from services.auth.accounts import set_password
+    from shared.db.engine import make_sessionmaker
+
+    engine = make_engine(settings.require_database_url(), pool_size=1)
+    try:
+        async with make_sessionmaker(engine)() as session, session.begin():
+            for user, password in passwords.items():
+                await set_password(session, user, password)
+    finally:
+        await engine.dispose()
+
+
+async def ensure_user(settings: ServiceSettings, name: str, admin: bool = False) -> None:
+    """A user row (as a first login or `POST /users` makes one)."""
+    from sqlalchemy.dialects.postgresql import insert
+
+    from shared.db.engine import make_sessionmaker
+    from shared.db.models import User
+
+    engine = make_engine(settings.require_database_url(), pool_size=1)
+    try:
+        async with make_sessionmaker(engine)() as session, session.begin():
+            await session.execute(insert(User).values(name=name, admin=admin).on_conflict_do_nothing())
+    finally:
+        await engine.dispose()
+
+
+def mint_token(settings: ServiceSettings, user: str) -> str:
+    """A new API token of `user`, from `fleethub token` (as an operator gets one)."""
+    out = subprocess.run([sys.executable, "-m", "fleethub", "token", user], env=child_env(settings),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip().splitlines()[-1]

@@ -1,0 +1,97 @@
+"""The real jupyterhub-idle-culler (PyPI, unmodified) against fleethub's REST API.
+
+It lists ready servers with JupyterHub's pagination, reads their `last_activity` (fed by the proxy's
+activity batches), and stops the idle ones through the API: an idle server is culled while a server
+with traffic through the proxy is kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shared.procs import become_subreaper
+from shared.settings import child_env, load_settings
+from tests.support.cluster import FAKE_SERVER, Cluster, ensure_user, free_port, migrated, mint_token, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path, nats_url: str, database_url: str, nats_namespace: str) -> AsyncIterator[Cluster]:
+    become_subreaper()
+    await migrated(database_url)
+    settings = load_settings(
+        None, nats_url=nats_url, database_url=database_url, nats_namespace=nats_namespace,
+        data_dir=tmp_path / "data", auth={"admin_users": ["admin"]}, api={"slow_spawn_timeout": 5},
+        spawner={"cmd": [sys.executable, str(FAKE_SERVER)]},
+        proxy={"port": free_port(), "activity_interval": 0.5},
+    )
+    await ensure_user(settings, "admin", admin=True)
+    (tmp_path / "logs").mkdir()
+    c = Cluster(settings, tmp_path / "logs")
+    try:
+        for service in ("auth", "api", "spawner", "proxy"):  # no fleethub culler: the PyPI one does the work
+            c.start(service)
+        yield c
+    finally:
+        c.stop()
+
+
+async def test_jupyterhub_idle_culler_culls_the_idle_server_and_keeps_the_busy_one(cluster: Cluster,
+                                                                                    tmp_path: Path) -> None:
+    s = cluster.settings
+    base = f"http://127.0.0.1:{s.proxy.port}"
+    token = mint_token(s, "admin")
+    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"token {token}"}, timeout=15) as api:
+        await wait_for(lambda: _ok(api, "/hub/api/"), timeout=30, what=f"the hub\n{cluster.logs()}")
+        assert (await api.post("/hub/api/users", json={"usernames": ["idle", "busy"]})).status_code == 201
+        for user in ("idle", "busy"):
+            assert (await api.post(f"/hub/api/users/{user}/server")).status_code in (201, 202)
+        for user in ("idle", "busy"):
+            await wait_for(lambda u=user: _ok(api, f"/user/{u}/x"), timeout=20, what=f"{user}'s server")
+
+        stop = asyncio.Event()
+
+        async def traffic() -> None:  # the busy user keeps using their server through the proxy
+            while not stop.is_set():
+                await api.get("/user/busy/api/contents")
+                await asyncio.sleep(0.3)
+
+        log = open(tmp_path / "culler.log", "wb")  # noqa: SIM115 - closed below
+        env = {**child_env(s), "JUPYTERHUB_API_TOKEN": token}
+        culler = subprocess.Popen(
+            [sys.executable, "-m", "jupyterhub_idle_culler", f"--url={base}/hub/api", "--timeout=4",
+             "--cull-every=1", "--concurrency=2"],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        busy = asyncio.create_task(traffic())
+        try:
+            async def idle_culled() -> bool:
+                model = (await api.get("/hub/api/users/idle")).json()
+                return "" not in model["servers"]
+
+            await wait_for(idle_culled, timeout=40, interval=0.2,
+                           what=f"the idle server culled\n{(tmp_path / 'culler.log').read_text()[-3000:]}")
+            await asyncio.sleep(3)  # several more culling rounds
+            model = (await api.get("/hub/api/users/busy")).json()
+            assert model["servers"].get("", {}).get("ready"), model
+        finally:
+            stop.set()
+            await busy
+            culler.terminate()
+            culler.wait(10)
+            log.close()
+        text = (tmp_path / "culler.log").read_text()
+        assert "Culling server idle" in text or "culling server idle" in text.lower(), text[-3000:]
+        assert "Culling server busy" not in text
+
+
+async def _ok(api: httpx.AsyncClient, path: str) -> bool:
+    return (await api.get(path)).status_code == 200
