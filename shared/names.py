@@ -101,6 +101,11 @@ def route_key(user: str, server_name: str = "") -> str:
     return f"user.{server_key(user, server_name)}"
 
 
+def service_route_key(name: str) -> str:
+    """The KV key of a hub service's route (`/services/<name>/`)."""
+    return f"service.{encode_token(name)}"
+
+
 def parse_route_key(key: str) -> tuple[str, str]:
     """Invert `route_key`: `(user, server_name)`.
 

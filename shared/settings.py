@@ -135,6 +135,48 @@ class CullerSettings(_Section):
         return self.every if self.every is not None else max(0.5, min(self.timeout / 2, 60.0))
 
 
+class HubService(_Section):
+    """One `[[services]]` entry: an external service known to the hub (JupyterHub's `services`)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$", description="Service name (URL-safe).")
+    url: str | None = Field(None, description="Where the service listens; routed at /services/<name>/.")
+    api_token: SecretStr | None = Field(None, description="The service's API token, also its OAuth client secret.")
+    oauth_client_id: str | None = Field(None, description="OAuth client id; default service-<name>.")
+    oauth_redirect_uri: str | None = Field(
+        None, description="OAuth redirect URI; default /services/<name>/oauth_callback."
+    )
+    oauth_no_confirm: bool = Field(False, description="Skip the consent page for this service's OAuth client.")
+    display: bool = Field(True, description="Listed on the hub's pages.")
+    info: dict[str, Any] = Field(default_factory=dict, description="Free-form information shown by the API.")
+
+    @field_validator("url")
+    @classmethod
+    def _http_origin(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("http://"):
+            raise ValueError("a service url must be http://host:port")
+        return value.rstrip("/") if value else value
+
+    @field_validator("oauth_client_id")
+    @classmethod
+    def _client_prefix(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("service-"):
+            raise ValueError("a service's oauth_client_id must start with 'service-'")
+        return value
+
+    @property
+    def prefix(self) -> str:
+        """The service's URL prefix on the hub's public URL."""
+        return f"/services/{self.name}/"
+
+    @property
+    def client_id(self) -> str:
+        return self.oauth_client_id or f"service-{self.name}"
+
+    @property
+    def redirect_uri(self) -> str:
+        return self.oauth_redirect_uri or f"{self.prefix}oauth_callback"
+
+
 class ServiceSettings(BaseSettings):
     """Settings shared by every fleethub service, read once at the entry point and passed down."""
 
@@ -159,6 +201,7 @@ class ServiceSettings(BaseSettings):
     spawner: SpawnerSettings = Field(default_factory=SpawnerSettings, description="[spawner] section.")
     proxy: ProxySettings = Field(default_factory=ProxySettings, description="[proxy] section.")
     culler: CullerSettings = Field(default_factory=CullerSettings, description="[culler] section.")
+    services: list[HubService] = Field(default_factory=list, description="[[services]] entries.")
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -174,6 +217,9 @@ class ServiceSettings(BaseSettings):
                     "auth.dummy_password (FLEETHUB_AUTH__DUMMY_PASSWORD) must be set, at least 8 characters, "
                     "when auth.authenticator is 'dummy'"
                 )
+        names = [svc.name for svc in self.services]
+        if len(set(names)) != len(names):
+            raise ValueError("services: two [[services]] entries have the same name")
         if self.secret_key is not None and len(self.secret_key.get_secret_value()) < 32:
             raise ValueError("secret_key (FLEETHUB_SECRET_KEY) must be at least 32 characters")
         return self
@@ -296,6 +342,12 @@ def settings_env(settings: ServiceSettings) -> dict[str, str]:
         if isinstance(secret, SecretStr):
             value = secret.get_secret_value()
         if value is None:
+            continue
+        if key == "services":  # a list of sections, with their secrets
+            value = [{**svc.model_dump(mode="json"),
+                      "api_token": svc.api_token.get_secret_value() if svc.api_token else None}
+                     for svc in settings.services]
+            env[f"{ENV_PREFIX}{key.upper()}"] = json.dumps(value)
             continue
         if isinstance(value, dict):
             section = getattr(settings, key)

@@ -1,9 +1,9 @@
 """JupyterHub's scopes, as far as the api needs them today: expansion, filters, intersection, checks.
 
-Pure functions over strings (no I/O). A scope is `name` or `name!kind=value` with kind `user` or
-`server` (`user/server`); a `user=u` filter covers u's servers too. Roles are fixed until full RBAC:
-every user holds `self`, admins also the `admin` role; a token holds its own scopes intersected with
-its owner's (`inherit` = all of the owner's).
+Pure functions over strings (no I/O). A scope is `name` or `name!kind=value` with kind `user`,
+`server` (`user/server`) or `service`; a `user=u` filter covers u's servers too. Roles are fixed
+until full RBAC: every user holds `self`, admins also the `admin` role; a token holds its own
+scopes intersected with its owner's (`inherit` = all of the owner's).
 """
 
 from __future__ import annotations
@@ -69,6 +69,8 @@ class Scope:
         `server` (`"u/s"`, with `user` = u); a `user=u` filter covers u's servers."""
         if self.kind is None:
             return True
+        if self.kind == "service":
+            return False  # a service filter covers that service only, never users or servers
         if self.kind == "user":
             owner = user if user is not None else server.split("/", 1)[0] if server is not None else None
             return owner == self.value
@@ -87,7 +89,7 @@ def parse(text: str, owner: str | None = None, server: str | None = None) -> Sco
     if not bang:
         return Scope(name)
     kind, eq, value = flt.partition("=")
-    if kind not in ("user", "server"):
+    if kind not in ("user", "server", "service"):
         raise ScopeError(f"unsupported filter {flt!r} in scope {text!r}")
     if not eq:
         value = (owner if kind == "user" else server) or ""
@@ -122,6 +124,8 @@ def _within(inner: Scope, outer: Scope) -> bool:
         return True
     if inner.kind is None:
         return False
+    if outer.kind == "service" or inner.kind == "service":
+        return inner.kind == outer.kind and inner.value == outer.value
     if outer.kind == "user":
         user = inner.value if inner.kind == "user" else (inner.value or "").split("/", 1)[0]
         return user == outer.value
@@ -181,7 +185,7 @@ def user_filter(held: AbstractSet[Scope], name: str) -> set[str] | None:
             continue
         if s.kind is None:
             return None
-        if s.value:
+        if s.value and s.kind != "service":
             names.add(s.value if s.kind == "user" else s.value.split("/", 1)[0])
     return names
 

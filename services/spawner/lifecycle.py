@@ -278,9 +278,15 @@ class Worker:
                 log.warning("poll pass failed: %s", exc)
 
     async def reconcile_loop(self, interval: float = 5.0) -> None:
-        """Repair the route table from PostgreSQL; one worker at a time."""
+        """Repair the route table from PostgreSQL and the configured services; one worker at a time.
+
+        The first round runs at once, so the services' routes exist as soon as a worker is up.
+        """
+        first = True
         while True:
-            await asyncio.sleep(interval)
+            if not first:
+                await asyncio.sleep(interval)
+            first = False
             try:
                 async with self.rt.engine.connect() as conn:
                     got = (await conn.execute(text(f"SELECT pg_try_advisory_lock({RECONCILE_LOCK})"))).scalar()
@@ -290,7 +296,7 @@ class Worker:
                         async with self.rt.sessions() as session:
                             rows = await leases.all_running(session)
                         routes = [route_for(r.user, r.server_name, r.target, r.spawn_id) for r in rows if r.target]
-                        await reconcile(self.rt.bus, routes)
+                        await reconcile(self.rt.bus, routes, self.rt.settings.services)
                     finally:
                         await conn.execute(text(f"SELECT pg_advisory_unlock({RECONCILE_LOCK})"))
             except Exception as exc:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 from nats.js.errors import NoKeysError
 
 from shared.bus import Bus
 from shared.events import Route
-from shared.names import parse_route_key, route_key, server_prefix
+from shared.names import parse_route_key, route_key, server_prefix, service_route_key
+from shared.settings import HubService
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +38,25 @@ async def delete_route(bus: Bus, user: str, server_name: str) -> None:
     await kv.delete(route_key(user, server_name))
 
 
-async def reconcile(bus: Bus, running: list[Route]) -> tuple[int, int]:
-    """Make the user routes in KV equal `running`; returns (routes put, routes deleted).
+def service_routes(services: Iterable[HubService]) -> dict[str, Route]:
+    """The routes of the configured services that have a URL: `/services/<name>/` → their origin."""
+    return {service_route_key(svc.name): Route(routespec=svc.prefix, target=svc.url, data={"service": svc.name})
+            for svc in services if svc.url}
+
+
+async def reconcile(bus: Bus, running: list[Route], services: Iterable[HubService] = ()) -> tuple[int, int]:
+    """Make the user and service routes in KV equal `running` and `services`; returns (put, deleted).
 
     The whole key list is read before anything is deleted, so a partial view never removes a route.
+    Other keys (routes added through a proxy's route API) are left alone.
     """
     kv = await bus.routes()
     try:
-        keys = [k for k in await kv.keys() if k.startswith("user.")]
+        keys = [k for k in await kv.keys() if k.startswith(("user.", "service."))]
     except NoKeysError:
         keys = []
     wanted = {route_key(r.data["user"], r.data["server_name"]): r for r in running}
+    wanted.update(service_routes(services))
     put = deleted = 0
     for key, route in wanted.items():
         entry = None
@@ -62,7 +72,8 @@ async def reconcile(bus: Bus, running: list[Route]) -> tuple[int, int]:
     for key in keys:
         if key not in wanted:
             try:
-                parse_route_key(key)
+                if key.startswith("user."):
+                    parse_route_key(key)
             except ValueError:
                 continue
             await kv.delete(key)

@@ -1,9 +1,11 @@
 """The hub's OAuth2 provider: `/hub/api/oauth2/authorize` and `/hub/api/oauth2/token` (contract §c.3).
 
-Clients are the running user servers: client id `jupyterhub-user-<user>[-<server>]`, secret = the
-server's API token of its current spawn, redirect URI `/user/<user>/[<server>/]oauth_callback`
-compared string for string. A client exists while its server runs; its tokens are revoked when the
-server stops (they carry the spawn id). Codes are single-use, expire after 5 minutes, are bound to
+Clients are the running user servers (client id `jupyterhub-user-<user>[-<server>]`, secret = the
+server's API token of its current spawn, redirect URI `/user/<user>/[<server>/]oauth_callback`; a
+client exists while its server runs, and its tokens are revoked when the server stops: they carry the
+spawn id) and the configured services with an API token (client id `service-<name>`, secret = that
+token, redirect URI `/services/<name>/oauth_callback` unless configured). Redirect URIs are compared
+string for string. Codes are single-use, expire after 5 minutes, are bound to
 the client, the redirect URI, the user's login session and a PKCE challenge when one was sent.
 """
 
@@ -40,6 +42,7 @@ from shared.identity import (
 from shared.names import client_candidates, server_prefix
 from shared.events import utcnow
 from shared.security import hash_token, server_token
+from shared.settings import ServiceSettings
 
 from services.auth.deps import DbSession, Runtime
 
@@ -52,29 +55,30 @@ MAX_PARAM = 4096
 
 @dataclass(frozen=True)
 class Client:
-    """A user server as an OAuth client."""
+    """An OAuth client: a running user server, or a configured service with an API token."""
 
     client_id: str
-    user: str
-    user_id: int
-    server_name: str
-    spawn_id: str
     redirect_uri: str
+    secret: str
+    what: str  # "the server alice/" / "the service announce", for pages and logs
+    access: str  # the access scope a token for this client carries
+    owner_id: int | None = None  # the user whose server it is
+    spawn_id: str | None = None  # its tokens die with this spawn
+    no_confirm: bool = False
 
-    @property
-    def server(self) -> str:
-        return f"{self.user}/{self.server_name}"
-
-    def scopes(self) -> list[str]:
-        """What a token for this client may do: identify its user and reach this server."""
-        return [f"access:servers!server={self.server}", f"read:users:name!user={self.user}",
-                f"read:users:groups!user={self.user}"]
+    def scopes(self, user: str) -> list[str]:
+        """What a token of `user` for this client may do: identify the user and reach the client."""
+        return [self.access, f"read:users:name!user={user}", f"read:users:groups!user={user}"]
 
 
-async def find_client(session: AsyncSession, cid: str) -> Client | None:
-    """The running server whose client id is `cid`, if any."""
+async def find_client(session: AsyncSession, settings: ServiceSettings, secret_key: str, cid: str) -> Client | None:
+    """The client whose id is `cid`: a running server, or a configured service that has an API token."""
     if not cid or len(cid) > 1024:
         return None
+    for svc in settings.services:
+        if svc.client_id == cid and svc.api_token is not None:
+            return Client(cid, svc.redirect_uri, svc.api_token.get_secret_value(), f"the service {svc.name}",
+                          f"access:services!service={svc.name}", no_confirm=svc.oauth_no_confirm)
     try:
         candidates = client_candidates(cid)
     except UnicodeDecodeError:
@@ -88,8 +92,9 @@ async def find_client(session: AsyncSession, cid: str) -> Client | None:
         if row is not None:
             srv, owner = row
             assert srv.spawn_id is not None
-            return Client(cid, owner.name, owner.id, srv.name, srv.spawn_id,
-                          f"{server_prefix(owner.name, srv.name)}oauth_callback")
+            return Client(cid, f"{server_prefix(owner.name, srv.name)}oauth_callback",
+                          server_token(secret_key, srv.spawn_id), f"the server {owner.name}/{srv.name}",
+                          f"access:servers!server={owner.name}/{srv.name}", owner.id, srv.spawn_id)
     return None
 
 
@@ -107,18 +112,18 @@ def _redirect_with(uri: str, **params: str) -> RedirectResponse:
 
 
 def _may_access(ident: Identity, client: Client) -> bool:
-    """Whether the logged-in user may reach the client's server (its owner, or an admin)."""
-    return ident.user_id == client.user_id or ident.admin
+    """Whether the logged-in user may use the client: a server's owner, or an admin (who holds
+    `access:servers` and `access:services`; other grants come with custom roles)."""
+    return ident.user_id == client.owner_id or ident.admin
 
 
 def _consent_page(xsrf: str, client: Client, fields: dict[str, str]) -> str:
     hidden = "".join(f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
                      for k, v in fields.items())
-    who = html.escape(client.server)
+    who = html.escape(client.what)
     return (
         "<!DOCTYPE html><html><head><title>Authorize access</title></head><body>"
-        f"<h1>Authorize access</h1><p>The server <b>{who}</b>, which is not yours, asks to identify you and "
-        f"to let you use it.</p><form method=\"post\" action=\"/hub/api/oauth2/authorize\">{hidden}"
+        f"<h1>Authorize access</h1><p><b>{who}</b> asks to know who you are, and to let you use it.</p><form method=\"post\" action=\"/hub/api/oauth2/authorize\">{hidden}"
         f'<input type="hidden" name="_xsrf" value="{html.escape(xsrf)}">'
         '<button type="submit">Authorize</button></form><p><a href="/hub/home">Cancel</a></p></body></html>'
     )
@@ -129,7 +134,7 @@ async def _issue_code(session: AsyncSession, request: Request, ident: Identity, 
     code = secrets.token_urlsafe(32)
     await session.execute(delete(OAuthCode).where(OAuthCode.expires_at < utcnow()))  # expired ones go
     session.add(OAuthCode(hashed=hash_token(code), client_id=client.client_id, user_id=ident.user_id,
-                          redirect_uri=redirect_uri, scopes=client.scopes(),
+                          redirect_uri=redirect_uri, scopes=client.scopes(ident.name),
                           session_id=request.cookies.get(SESSION_COOKIE) or ident.session_id,
                           code_challenge=challenge, expires_at=utcnow() + CODE_TTL))
     await session.commit()
@@ -148,7 +153,7 @@ async def _authorize(request: Request, runtime: Runtime, session: DbSession, par
     if ident is None:
         here = "/hub/api/oauth2/authorize?" + urlencode(params)
         return RedirectResponse("/hub/login?next=" + quote(here, safe=""), status_code=302)
-    client = await find_client(session, cid)
+    client = await find_client(session, runtime.settings, runtime.secret_key, cid)
     if client is None:
         return _error_page(400, "Unknown OAuth client: it is not a running server or service")
     if redirect_uri != client.redirect_uri:  # never redirect to an unregistered URI
@@ -161,9 +166,9 @@ async def _authorize(request: Request, runtime: Runtime, session: DbSession, par
         return _redirect_with(redirect_uri, error="invalid_request",
                               error_description="PKCE needs code_challenge_method=S256", state=state)
     if not _may_access(ident, client):
-        log.info("user %s refused access to %s", ident.name, client.server[:200])
-        return _error_page(403, f"You do not have access to the server {client.server}")
-    if ident.user_id != client.user_id and not confirmed:  # not the user's own server: ask first
+        log.info("user %s refused access to %s", ident.name, client.what[:200])
+        return _error_page(403, f"You do not have access to {client.what}")
+    if ident.user_id != client.owner_id and not client.no_confirm and not confirmed:  # ask first
         xsrf = new_xsrf(runtime.secret_key, ident.session_id)
         response = HTMLResponse(_consent_page(xsrf, client, params), headers={"Cache-Control": "no-store"})
         set_xsrf_cookie(response, xsrf, secure_cookies(runtime.settings.hub_public_url))
@@ -233,9 +238,8 @@ async def token(
     if basic is not None and not client_id:
         client_id, client_secret = basic
     async with session.begin():
-        client = await find_client(session, client_id)
-        secret = server_token(runtime.secret_key, client.spawn_id) if client is not None else ""
-        if client is None or not client_secret or not hmac.compare_digest(secret, client_secret):
+        client = await find_client(session, runtime.settings, runtime.secret_key, client_id)
+        if client is None or not client_secret or not hmac.compare_digest(client.secret, client_secret):
             return _token_error(401, "invalid_client", "Unknown client or wrong client secret")
         # consume the code whatever happens next: a code is good for one attempt
         row = (await session.execute(

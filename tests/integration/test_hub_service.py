@@ -1,0 +1,117 @@
+"""A configured hub service: routed at /services/<name>/ on every proxy, and an OAuth client of the hub,
+used by an unmodified `jupyterhub.services.auth.HubOAuth` service (tests/support/hub_oauth_service.py).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shared.procs import become_subreaper
+from shared.settings import child_env, load_settings
+from tests.support.cluster import Cluster, free_port, migrated, password_accounts, wait_for
+
+pytestmark = pytest.mark.integration
+
+SERVICE = Path(__file__).resolve().parents[1] / "support" / "hub_oauth_service.py"
+TOKEN = "whoami-service-token-0123456789abcdef"
+PASSWORDS = {"admin": "admin-password-1", "alice": "alice-password-1"}
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path, nats_url: str, database_url: str, nats_namespace: str) -> AsyncIterator[Cluster]:
+    become_subreaper()
+    await migrated(database_url)
+    service_port = free_port()
+    settings = load_settings(
+        None, nats_url=nats_url, database_url=database_url, nats_namespace=nats_namespace,
+        data_dir=tmp_path / "data", auth={"admin_users": ["admin"]}, proxy={"port": free_port()},
+        services=[{"name": "whoami", "url": f"http://127.0.0.1:{service_port}", "api_token": TOKEN}],
+    )
+    await password_accounts(settings, PASSWORDS)
+    (tmp_path / "logs").mkdir()
+    c = Cluster(settings, tmp_path / "logs")
+    try:
+        for service in ("auth", "api", "spawner", "proxy"):
+            c.start(service)
+        yield c
+    finally:
+        c.stop()
+
+
+def start_service(settings_port: int, service_port: int, log: Path) -> subprocess.Popen[bytes]:
+    """The service, with the environment the hub gives a service (as an operator would set it)."""
+    env = {k: v for k, v in child_env(load_settings(None)).items() if not k.startswith("FLEETHUB_")}
+    env.update({
+        "JUPYTERHUB_SERVICE_NAME": "whoami",
+        "JUPYTERHUB_API_TOKEN": TOKEN,
+        "JUPYTERHUB_CLIENT_ID": "service-whoami",
+        "JUPYTERHUB_API_URL": f"http://127.0.0.1:{settings_port}/hub/api",
+        "JUPYTERHUB_BASE_URL": "/",
+        "JUPYTERHUB_HOST": "",
+        "JUPYTERHUB_SERVICE_PREFIX": "/services/whoami/",
+        "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{service_port}",
+        "JUPYTERHUB_OAUTH_CALLBACK_URL": "/services/whoami/oauth_callback",
+        "JUPYTERHUB_OAUTH_ACCESS_SCOPES": json.dumps(["access:services", "access:services!service=whoami"]),
+    })
+    with open(log, "wb") as out:
+        return subprocess.Popen([sys.executable, str(SERVICE)], env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+async def log_in(browser: httpx.AsyncClient, user: str) -> None:
+    page = await browser.get("/hub/login")
+    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text)
+    assert xsrf, page.text
+    r = await browser.post("/hub/login", data={"username": user, "password": PASSWORDS[user], "_xsrf": xsrf.group(1)})
+    assert r.status_code == 302, r.text
+
+
+async def follow(browser: httpx.AsyncClient, r: httpx.Response) -> httpx.Response:
+    while r.status_code in (302, 303):
+        r = await browser.get(str(r.url.join(r.headers["location"])))
+    return r
+
+
+async def test_a_hub_oauth_service_is_routed_and_identifies_hub_users(cluster: Cluster, tmp_path: Path) -> None:
+    s = cluster.settings
+    base = f"http://127.0.0.1:{s.proxy.port}"
+    svc_url = s.services[0].url
+    assert svc_url is not None
+    proc = start_service(s.proxy.port, int(svc_url.rsplit(":", 1)[1]), tmp_path / "service.log")
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=20) as admin, \
+                httpx.AsyncClient(base_url=base, timeout=20) as alice:
+            # routed through the proxy (the spawner's reconciler writes the route from the settings)
+            async def routed() -> bool:
+                r = await admin.get("/services/whoami/")
+                hub_up = (await admin.get("/hub/login")).status_code == 200
+                return hub_up and r.status_code == 302 and "/hub/api/oauth2/authorize" in r.headers.get("location", "")
+
+            await wait_for(routed, timeout=30, interval=0.1,
+                           what=f"the service routed\n{cluster.logs()}\n{(tmp_path / 'service.log').read_text()}")
+
+            await log_in(admin, "admin")
+            page = await follow(admin, await admin.get("/services/whoami/"))
+            # a service is not the user's own: the hub asks before identifying them to it
+            assert page.status_code == 200 and "the service whoami" in page.text, page.text[:500]
+            fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page.text))
+            assert fields["client_id"] == "service-whoami"
+            r = await follow(admin, await admin.post("/hub/api/oauth2/authorize", data=fields))
+            assert r.status_code == 200, (r.status_code, r.text[:500], (tmp_path / "service.log").read_text())
+            model = r.json()
+            assert model["name"] == "admin" and "access:services!service=whoami" in model["scopes"]
+
+            # a user without access to services is refused by the hub, and never reaches the service
+            await log_in(alice, "alice")
+            r = await follow(alice, await alice.get("/services/whoami/"))
+            assert r.status_code == 403 and "whoami" in r.text
+    finally:
+        proc.terminate()
+        proc.wait(10)
