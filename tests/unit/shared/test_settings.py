@@ -91,3 +91,24 @@ def test_proxy_trusted_networks_and_workers_are_checked() -> None:
         load_settings(None, proxy={"trusted_proxies": ["10.0.0.0/33"]})
     with pytest.raises(ConfigError, match="workers"):
         load_settings(None, proxy={"workers": 0})
+
+
+def test_services_are_validated_and_survive_the_trip_to_a_child_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings(None, services=[{"name": "whoami", "url": "http://127.0.0.1:9000/", "api_token": "x" * 32}])
+    svc = settings.services[0]
+    assert (svc.url, svc.prefix, svc.client_id, svc.redirect_uri) == (
+        "http://127.0.0.1:9000", "/services/whoami/", "service-whoami", "/services/whoami/oauth_callback")
+    for key, value in settings_env(settings).items():
+        monkeypatch.setenv(key, value)
+    again = load_settings(None)
+    assert again.services[0].api_token is not None and again.services[0].api_token.get_secret_value() == "x" * 32
+    bad = [
+        ([{"name": "a", "url": "https://x:1"}], "http://"),
+        ([{"name": "a", "oauth_client_id": "other"}], "service-"),
+        ([{"name": "a/b"}], "name"),
+        ([{"name": "a", "unknown": 1}], "unknown"),
+        ([{"name": "a"}, {"name": "a"}], "same name"),
+    ]
+    for services, words in bad:
+        with pytest.raises(ConfigError, match=words):
+            load_settings(None, services=services)

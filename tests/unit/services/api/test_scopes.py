@@ -89,3 +89,18 @@ def test_grantable() -> None:
     assert scopes_of_roles(["token"]) == ["inherit"] and "servers!user" in scopes_of_roles(["user"])
     with pytest.raises(ScopeError):
         scopes_of_roles(["admin"])
+
+
+def test_service_filters_cover_that_service_only() -> None:
+    svc = parse("access:services!service=whoami")
+    assert (svc.kind, svc.value) == ("service", "whoami")
+    assert not svc.covers("whoami", None) and not svc.covers(None, "whoami/")
+    admin = owner_scopes("root", True)
+    token = token_scopes(["access:services!service=whoami", "read:users:name!user=root"], admin, "root")
+    assert "access:services!service=whoami" in render(token)
+    # a user without access:services keeps nothing of it, and a user filter never matches a service
+    assert "access:services!service=whoami" not in render(token_scopes(["access:services!service=whoami"],
+                                                                        owner_scopes("alice", False), "alice"))
+    assert user_filter({svc, parse("read:users!user=bob")}, "read:users") == {"bob"}
+    with pytest.raises(ScopeError):
+        parse("access:services!service")
