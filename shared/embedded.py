@@ -106,7 +106,8 @@ def postgres_bin_dir() -> Path:
     return path
 
 
-def _log_tail(log: Path, size: int = 2000) -> str:
+def log_tail(log: Path, size: int = 2000) -> str:
+    """The last `size` bytes of a log file, decoded leniently ("" when it can not be read)."""
     try:
         with log.open("rb") as f:
             f.seek(max(0, f.seek(0, os.SEEK_END) - size))
@@ -136,7 +137,7 @@ def _check_exited(proc: subprocess.Popen[bytes], host: str, port: int, log: Path
         return
     if _listening(host, port):
         raise _PortTaken()
-    raise EmbeddedError(f"{what} exited with status {proc.returncode}; end of {log}:\n{_log_tail(log)}")
+    raise EmbeddedError(f"{what} exited with status {proc.returncode}; end of {log}:\n{log_tail(log)}")
 
 
 def _port_error(what: str, host: str, port: int | None, fixed: bool) -> EmbeddedError:

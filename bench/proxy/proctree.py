@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.embedded import log_tail  # run.py puts the repository on sys.path
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 TCP_STATES = {"01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FIN_WAIT1", "05": "FIN_WAIT2",
@@ -24,15 +26,6 @@ TCP_STATES = {"01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FI
 
 class BenchError(RuntimeError):
     """A step of the benchmark failed; the message says which and why."""
-
-
-def log_tail(path: Path, size: int = 3000) -> str:
-    try:
-        with path.open("rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - size))
-            return f.read().decode(errors="replace")
-    except OSError:
-        return "(no log)"
 
 
 class Proc:
@@ -66,7 +59,7 @@ class Proc:
     def failure(self, what: str) -> BenchError:
         state = "not started" if self.popen is None else (
             f"exited with status {self.popen.returncode}" if self.popen.poll() is not None else "still running")
-        return BenchError(f"{self.name} {what} ({state}); end of {self.log}:\n{log_tail(self.log)}")
+        return BenchError(f"{self.name} {what} ({state}); end of {self.log}:\n{log_tail(self.log, 3000) or '(no log)'}")
 
     def check(self) -> None:
         if not self.alive():

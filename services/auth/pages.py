@@ -49,3 +49,18 @@ def signup_page(xsrf: str, *, error: str = "", username: str = "", done: str = "
                      '<a href="/hub/login">sign in</a>.</p>')
     return _page("Create an account", f"<h1>Create an account</h1>{_error(error)}"
                  f"{_form('/hub/signup', xsrf, username, 'Create account', 'new-password')}")
+
+
+def error_page(status: int, message: str) -> str:
+    """An error of the auth pages (an OAuth request that can not be honoured)."""
+    return _page(str(status), f"<h1>{status}</h1>{_error(message)}<p><a href=\"/hub/home\">Home</a></p>")
+
+
+def consent_page(xsrf: str, what: str, fields: dict[str, str]) -> str:
+    """Asks the user before identifying them to `what` (an OAuth client that is not their own server);
+    the form posts the authorization request back with the XSRF token."""
+    hidden = "".join(f'<input type="hidden" name="{escape(k, quote=True)}" value="{escape(v, quote=True)}">'
+                     for k, v in {**fields, "_xsrf": xsrf}.items())
+    return _page("Authorize access", f"<h1>Authorize access</h1><p><b>{escape(what)}</b> asks to know who you "
+                 f'are, and to let you use it.</p><form method="post" action="/hub/api/oauth2/authorize">{hidden}'
+                 '<input type="submit" value="Authorize"></form><p><a href="/hub/home">Cancel</a></p>')

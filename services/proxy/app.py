@@ -1,7 +1,7 @@
 """The proxy node process: bus, watches, the listening socket, activity batches, housekeeping.
 
-Start order: bus → topology → watches → listener (answering 503 for user routes until the route
-table is loaded). Shutdown is the reverse: stop accepting, close idle connections, let requests in
+Start order: sockets bound → bus → topology → watches → listening once the route table is loaded
+(or after `LOAD_WAIT`; 503 for user routes until then). Shutdown is the reverse: stop accepting, close idle connections, let requests in
 flight finish within `SHUTDOWN_GRACE`, publish the last activity batch, close the bus.
 """
 
@@ -12,14 +12,13 @@ import contextlib
 import ipaddress
 import logging
 import os
-import socket
 from collections.abc import Callable
 from typing import Any
 
 from shared.bus import Bus
 from shared.errors import ConfigError
 from shared.events import ActivityReported, subject_filter
-from shared.service import replica_id, run_async
+from shared.service import bind_socket, replica_id, run_async
 from shared.settings import ServiceSettings
 
 from services.proxy.node import Node
@@ -62,25 +61,6 @@ async def _drain(node: Node) -> None:
     while node.close_idle() and loop.time() < deadline:
         await asyncio.sleep(0.05)
     node.abort_all()
-
-
-def _bind(host: str, port: int, *, reuse_port: bool) -> socket.socket:
-    """A bound, not yet listening, socket: no connection is queued to it until the node can serve.
-
-    With `reuse_port`, every worker of a node binds the same port (SO_REUSEPORT) and the kernel
-    spreads connections over the listening ones.
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(f"the proxy cannot bind {host}:{port}: {exc.strerror or exc}") from None
-    return sock
 
 
 def trust_checker(networks: list[str]) -> Callable[[str], bool]:
@@ -136,12 +116,12 @@ async def main(settings: ServiceSettings, stop: asyncio.Event, *, reuse_port: bo
     """
     node_id = replica_id("proxy")
     conf = settings.proxy
-    sock = _bind(conf.host, conf.port, reuse_port=reuse_port)
+    sock = bind_socket(conf.host, conf.port, listen=False, reuse_port=reuse_port)
     api_sock = None
     token = ""
     if conf.api_port is not None:
         token = api_token(settings)
-        api_sock = _bind(conf.api_host, conf.api_port, reuse_port=reuse_port)
+        api_sock = bind_socket(conf.api_host, conf.api_port, listen=False, reuse_port=reuse_port)
     unused = [s for s in (sock, api_sock) if s is not None]  # closed here unless a server took them
     host, port = sock.getsockname()[:2]
     timeout = conf.upstream_timeout

@@ -9,10 +9,17 @@ from services.proxy.headers import Header, get
 
 REASONS = {
     200: b"OK",
+    201: b"Created",
+    204: b"No Content",
     302: b"Found",
     400: b"Bad Request",
+    403: b"Forbidden",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    413: b"Payload Too Large",
     431: b"Request Header Fields Too Large",
     502: b"Bad Gateway",
+    500: b"Internal Server Error",
     503: b"Service Unavailable",
     504: b"Gateway Timeout",
     505: b"HTTP Version Not Supported",
@@ -45,11 +52,7 @@ def error(status: int, message: str, *, as_json: bool, close: bool, retry_after:
         ).encode()
         ctype = b"text/html; charset=utf-8"
     extra = b"Retry-After: %d\r\n" % retry_after if retry_after is not None else b""
-    return (
-        b"HTTP/1.1 %d " % status + reason + b"\r\nContent-Type: " + ctype
-        + b"\r\nContent-Length: %d\r\nCache-Control: no-store\r\n" % len(body) + extra
-        + (b"Connection: close\r\n" if close else b"") + b"\r\n" + body
-    )
+    return _compose(status, b"Content-Type: " + ctype + b"\r\n" + extra, body, close)
 
 
 def redirect(location: bytes, *, close: bool) -> bytes:
@@ -60,10 +63,17 @@ def redirect(location: bytes, *, close: bool) -> bytes:
     )
 
 
-def json_body(status: int, body: bytes, *, close: bool) -> bytes:
-    """A complete JSON response the proxy gives itself (the health check)."""
+def json_body(status: int, body: bytes | None, *, close: bool) -> bytes:
+    """A complete JSON response (the health check, the route API); `None`: no body at all."""
+    if body is None:
+        return _compose(status, b"", b"", close)
+    return _compose(status, b"Content-Type: application/json\r\n", body, close)
+
+
+def _compose(status: int, fields: bytes, body: bytes, close: bool) -> bytes:
+    """Status line, `fields` (whole header lines), length, no caching, Connection, then the body."""
     return (
-        b"HTTP/1.1 %d " % status + REASONS.get(status, b"OK") + b"\r\nContent-Type: application/json"
-        + b"\r\nContent-Length: %d\r\nCache-Control: no-store\r\n" % len(body)
+        b"HTTP/1.1 %d " % status + REASONS.get(status, b"Error") + b"\r\n" + fields
+        + b"Content-Length: %d\r\nCache-Control: no-store\r\n" % len(body)
         + (b"Connection: close\r\n" if close else b"") + b"\r\n" + body
     )

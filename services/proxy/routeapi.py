@@ -33,6 +33,7 @@ from shared.bus import Bus
 from shared.events import Route
 from shared.names import encode_token
 
+from services.proxy import replies
 from services.proxy.node import Node
 from services.proxy.table import RouteTable, Target, parse_origin, prefix_of
 
@@ -42,9 +43,6 @@ MAX_BODY = 1024 * 1024
 MAX_PATH = 1024
 APPLY_WAIT = 2.0  # how long a write waits to be served by this worker before it is answered anyway
 _TOKEN = re.compile(rb"token\s+(\S+)", re.IGNORECASE)
-_REASONS = {200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
-            405: "Method Not Allowed", 413: "Payload Too Large", 500: "Internal Server Error",
-            503: "Service Unavailable"}
 
 
 class ApiError(Exception):
@@ -187,14 +185,7 @@ class RouteApi:
 
 
 def _response(status: int, doc: Any, *, close: bool) -> bytes:
-    body = b"" if doc is None else json.dumps(doc).encode()
-    head = f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
-    if doc is not None:
-        head += "Content-Type: application/json\r\n"
-    head += f"Content-Length: {len(body)}\r\n"
-    if close:
-        head += "Connection: close\r\n"
-    return head.encode() + b"\r\n" + body
+    return replies.json_body(status, None if doc is None else json.dumps(doc).encode(), close=close)
 
 
 class ApiConnection(asyncio.Protocol):

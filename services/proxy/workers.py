@@ -23,9 +23,10 @@ import time
 from typing import Any
 
 from shared.procs import become_subreaper, reap_orphans
+from shared.service import bind_socket
 from shared.settings import ServiceSettings, child_env
 
-from services.proxy.app import SHUTDOWN_GRACE, WORKER_ENV, _bind
+from services.proxy.app import SHUTDOWN_GRACE, WORKER_ENV, api_token
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +55,11 @@ class Supervisor:
     def __init__(self, settings: ServiceSettings) -> None:
         conf = settings.proxy
         self.count = conf.workers
-        self.reserved = [_bind(conf.host, conf.port, reuse_port=True)]
+        self.reserved = [bind_socket(conf.host, conf.port, listen=False, reuse_port=True)]
         api_port = None
         if conf.api_port is not None:
-            from services.proxy.app import api_token
-
             api_token(settings)  # refuse to start workers that would all refuse
-            api = _bind(conf.api_host, conf.api_port, reuse_port=True)
+            api = bind_socket(conf.api_host, conf.api_port, listen=False, reuse_port=True)
             self.reserved.append(api)
             api_port = _port(api)
         self.port = _port(self.reserved[0])

@@ -5,7 +5,6 @@ browser-like client (cookies, redirects, forms, XSRF) through the proxy and the 
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import sys
 import time
@@ -17,8 +16,8 @@ import httpx
 import pytest
 import websockets
 
-from shared.procs import become_subreaper
-from tests.support.cluster import Cluster, free_port, migrated, password_accounts, wait_for
+from tests.support.browser import follow, log_in
+from tests.support.cluster import Cluster, free_port, running_stack, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -28,50 +27,18 @@ SINGLEUSER = shutil.which("jupyterhub-singleuser", path=str(Path(sys.executable)
 
 @pytest.fixture
 async def cluster(tmp_path: Path, nats_url: str, database_url: str, nats_namespace: str) -> AsyncIterator[Cluster]:
-    from shared.settings import load_settings
-
     assert SINGLEUSER, "jupyterhub-singleuser is not installed next to this Python"
-    become_subreaper()
-    await migrated(database_url)
-    settings = load_settings(
-        None, nats_url=nats_url, database_url=database_url, nats_namespace=nats_namespace,
-        data_dir=tmp_path / "data", log_level="INFO",
+    (tmp_path / "alice").mkdir()
+    (tmp_path / "alice" / "hello-alice.txt").write_text("hi")
+    async with running_stack(
+        tmp_path, nats_url, database_url, nats_namespace, passwords=PASSWORDS, log_level="INFO",
         auth={"authenticator": "password", "admin_users": ["admin"]},
         api={"slow_spawn_timeout": 30},
         spawner={"cmd": [SINGLEUSER], "notebook_dir": str(tmp_path / "{username}"), "default_url": "/lab",
                  "environment": {"FLEETHUB_E2E_USER": "{username}"}},
         proxy={"port": free_port()},
-    )
-    (tmp_path / "alice").mkdir()
-    (tmp_path / "alice" / "hello-alice.txt").write_text("hi")
-    await password_accounts(settings, PASSWORDS)
-    (tmp_path / "logs").mkdir()
-    c = Cluster(settings, tmp_path / "logs")
-    try:
-        for service in ("auth", "api", "spawner", "proxy"):
-            c.start(service)
+    ) as c:
         yield c
-    finally:
-        c.stop()
-
-
-async def log_in(browser: httpx.AsyncClient, user: str) -> None:
-    page = await browser.get("/hub/login")
-    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text)
-    assert xsrf, page.text
-    r = await browser.post("/hub/login", data={"username": user, "password": PASSWORDS[user], "_xsrf": xsrf.group(1)})
-    assert r.status_code == 302, r.text
-
-
-async def follow(browser: httpx.AsyncClient, url: str, limit: int = 12) -> tuple[httpx.Response, list[str]]:
-    """GET `url` and follow redirects like a browser, returning the last response and the path taken."""
-    seen = [url]
-    r = await browser.get(url)
-    while r.status_code in (301, 302, 303, 307) and len(seen) < limit:
-        url = str(r.url.join(r.headers["location"]))
-        seen.append(url)
-        r = await browser.get(url)
-    return r, seen
 
 
 async def run_code(base: str, browser: httpx.AsyncClient, code: str) -> str:
@@ -113,7 +80,7 @@ async def test_jupyterlab_through_the_hub_oauth_flow_and_a_kernel_over_the_proxy
         await wait_for(up, timeout=30, what=f"the hub through the proxy\n{cluster.logs()}")
     async with httpx.AsyncClient(base_url=base, timeout=60) as alice, httpx.AsyncClient(base_url=base, timeout=30) as bob:
         t_login = time.monotonic()
-        await log_in(alice, "alice")
+        await log_in(alice, "alice", PASSWORDS["alice"])
         xsrf = alice.cookies.get("_xsrf", path="/hub/") or ""
         t0 = time.monotonic()
         r = await alice.post("/hub/api/users/alice/server", headers={"X-XSRFToken": xsrf})
@@ -144,7 +111,7 @@ async def test_jupyterlab_through_the_hub_oauth_flow_and_a_kernel_over_the_proxy
         to_kernel = time.monotonic() - t_login
 
         # bob, logged in, is refused alice's server
-        await log_in(bob, "bob")
+        await log_in(bob, "bob", PASSWORDS["bob"])
         page, path = await follow(bob, f"{base}/user/alice/lab")
         assert page.status_code == 403, (path, page.status_code, page.text[:300])
         assert "jupyterhub-user-alice" not in bob.cookies

@@ -5,6 +5,7 @@ used by an unmodified `jupyterhub.services.auth.HubOAuth` service (tests/support
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -14,9 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.procs import become_subreaper
-from shared.settings import child_env, load_settings
-from tests.support.cluster import Cluster, free_port, migrated, password_accounts, wait_for
+from tests.support.browser import follow, log_in
+from tests.support.cluster import Cluster, free_port, running_stack, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -27,28 +27,15 @@ PASSWORDS = {"admin": "admin-password-1", "alice": "alice-password-1"}
 
 @pytest.fixture
 async def cluster(tmp_path: Path, nats_url: str, database_url: str, nats_namespace: str) -> AsyncIterator[Cluster]:
-    become_subreaper()
-    await migrated(database_url)
-    service_port = free_port()
-    settings = load_settings(
-        None, nats_url=nats_url, database_url=database_url, nats_namespace=nats_namespace,
-        data_dir=tmp_path / "data", auth={"admin_users": ["admin"]}, proxy={"port": free_port()},
-        services=[{"name": "whoami", "url": f"http://127.0.0.1:{service_port}", "api_token": TOKEN}],
-    )
-    await password_accounts(settings, PASSWORDS)
-    (tmp_path / "logs").mkdir()
-    c = Cluster(settings, tmp_path / "logs")
-    try:
-        for service in ("auth", "api", "spawner", "proxy"):
-            c.start(service)
+    service = {"name": "whoami", "url": f"http://127.0.0.1:{free_port()}", "api_token": TOKEN}
+    async with running_stack(tmp_path, nats_url, database_url, nats_namespace, passwords=PASSWORDS,
+                             auth={"admin_users": ["admin"]}, proxy={"port": free_port()}, services=[service]) as c:
         yield c
-    finally:
-        c.stop()
 
 
 def start_service(settings_port: int, service_port: int, log: Path) -> subprocess.Popen[bytes]:
     """The service, with the environment the hub gives a service (as an operator would set it)."""
-    env = {k: v for k, v in child_env(load_settings(None)).items() if not k.startswith("FLEETHUB_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETHUB_")}
     env.update({
         "JUPYTERHUB_SERVICE_NAME": "whoami",
         "JUPYTERHUB_API_TOKEN": TOKEN,
@@ -63,20 +50,6 @@ def start_service(settings_port: int, service_port: int, log: Path) -> subproces
     })
     with open(log, "wb") as out:
         return subprocess.Popen([sys.executable, str(SERVICE)], env=env, stdout=out, stderr=subprocess.STDOUT)
-
-
-async def log_in(browser: httpx.AsyncClient, user: str) -> None:
-    page = await browser.get("/hub/login")
-    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text)
-    assert xsrf, page.text
-    r = await browser.post("/hub/login", data={"username": user, "password": PASSWORDS[user], "_xsrf": xsrf.group(1)})
-    assert r.status_code == 302, r.text
-
-
-async def follow(browser: httpx.AsyncClient, r: httpx.Response) -> httpx.Response:
-    while r.status_code in (302, 303):
-        r = await browser.get(str(r.url.join(r.headers["location"])))
-    return r
 
 
 async def test_a_hub_oauth_service_is_routed_and_identifies_hub_users(cluster: Cluster, tmp_path: Path) -> None:
@@ -97,20 +70,20 @@ async def test_a_hub_oauth_service_is_routed_and_identifies_hub_users(cluster: C
             await wait_for(routed, timeout=30, interval=0.1,
                            what=f"the service routed\n{cluster.logs()}\n{(tmp_path / 'service.log').read_text()}")
 
-            await log_in(admin, "admin")
-            page = await follow(admin, await admin.get("/services/whoami/"))
+            await log_in(admin, "admin", PASSWORDS["admin"])
+            page, _ = await follow(admin, "/services/whoami/")
             # a service is not the user's own: the hub asks before identifying them to it
             assert page.status_code == 200 and "the service whoami" in page.text, page.text[:500]
             fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page.text))
             assert fields["client_id"] == "service-whoami"
-            r = await follow(admin, await admin.post("/hub/api/oauth2/authorize", data=fields))
+            r, _ = await follow(admin, await admin.post("/hub/api/oauth2/authorize", data=fields))
             assert r.status_code == 200, (r.status_code, r.text[:500], (tmp_path / "service.log").read_text())
             model = r.json()
             assert model["name"] == "admin" and "access:services!service=whoami" in model["scopes"]
 
             # a user without access to services is refused by the hub, and never reaches the service
-            await log_in(alice, "alice")
-            r = await follow(alice, await alice.get("/services/whoami/"))
+            await log_in(alice, "alice", PASSWORDS["alice"])
+            r, _ = await follow(alice, "/services/whoami/")
             assert r.status_code == 403 and "whoami" in r.text
     finally:
         proc.terminate()

@@ -16,32 +16,21 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.procs import become_subreaper
-from shared.settings import child_env, load_settings
-from tests.support.cluster import FAKE_SERVER, Cluster, ensure_user, free_port, migrated, mint_token, wait_for
+from shared.settings import child_env
+from tests.support.cluster import FAKE_SERVER, Cluster, ensure_user, free_port, mint_token, running_stack, wait_for
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 async def cluster(tmp_path: Path, nats_url: str, database_url: str, nats_namespace: str) -> AsyncIterator[Cluster]:
-    become_subreaper()
-    await migrated(database_url)
-    settings = load_settings(
-        None, nats_url=nats_url, database_url=database_url, nats_namespace=nats_namespace,
-        data_dir=tmp_path / "data", auth={"admin_users": ["admin"]}, api={"slow_spawn_timeout": 5},
-        spawner={"cmd": [sys.executable, str(FAKE_SERVER)]},
+    async with running_stack(  # no fleethub culler: the PyPI one does the work
+        tmp_path, nats_url, database_url, nats_namespace, auth={"admin_users": ["admin"]},
+        api={"slow_spawn_timeout": 5}, spawner={"cmd": [sys.executable, str(FAKE_SERVER)]},
         proxy={"port": free_port(), "activity_interval": 0.5},
-    )
-    await ensure_user(settings, "admin", admin=True)
-    (tmp_path / "logs").mkdir()
-    c = Cluster(settings, tmp_path / "logs")
-    try:
-        for service in ("auth", "api", "spawner", "proxy"):  # no fleethub culler: the PyPI one does the work
-            c.start(service)
+    ) as c:
+        await ensure_user(c.settings, "admin", admin=True)
         yield c
-    finally:
-        c.stop()
 
 
 async def test_jupyterhub_idle_culler_culls_the_idle_server_and_keeps_the_busy_one(cluster: Cluster,

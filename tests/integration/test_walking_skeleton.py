@@ -12,9 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.procs import become_subreaper
-from shared.settings import load_settings
-from tests.support.cluster import FAKE_SERVER, Cluster, free_port, migrated, mint_token, password_accounts, wait_for
+from tests.support.cluster import FAKE_SERVER, Cluster, free_port, mint_token, running_stack, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -25,34 +23,20 @@ ADMIN_PASSWORD = "admin-pass-123"
 async def cluster(
     tmp_path: Path, nats_url: str, database_url: str, nats_namespace: str
 ) -> AsyncIterator[Cluster]:
-    become_subreaper()
-    await migrated(database_url)
-    settings = load_settings(
-        None,
-        nats_url=nats_url,
-        database_url=database_url,
-        nats_namespace=nats_namespace,
-        data_dir=tmp_path / "data",
+    async with running_stack(
+        tmp_path, nats_url, database_url, nats_namespace,
+        start=("auth", "api", "spawner", "spawner", "proxy", "culler"),
+        passwords={"admin": ADMIN_PASSWORD},
         log_level="INFO",
         auth={"authenticator": "password", "admin_users": ["admin"]},
         api={"slow_spawn_timeout": 5},
         spawner={"cmd": [sys.executable, str(FAKE_SERVER)], "lease_ttl": 2},
         proxy={"port": free_port(), "activity_interval": 0.5},
         culler={"timeout": 4, "every": 0.5},
-    )
-    await password_accounts(settings, {"admin": ADMIN_PASSWORD})
-
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    c = Cluster(settings, logs)
-    try:
-        for service in ("auth", "api", "spawner", "spawner", "proxy", "culler"):
-            c.start(service)
+    ) as c:
         c.second_proxy_port = free_port()  # type: ignore[attr-defined]
         c.start("proxy", proxy={"port": c.second_proxy_port})  # type: ignore[attr-defined]
         yield c
-    finally:
-        c.stop()
 
 
 async def test_walking_skeleton(cluster: Cluster) -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ import httpx
 
 from shared.db.engine import make_engine
 from shared.db.migrate import migrate
+from shared.procs import become_subreaper
 from shared.settings import ServiceSettings, child_env, load_settings
 
 FAKE_SERVER = Path(__file__).with_name("fake_singleuser.py")
@@ -151,3 +154,28 @@ def mint_token(settings: ServiceSettings, user: str) -> str:
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return out.stdout.strip().splitlines()[-1]
+
+
+CORE = ("auth", "api", "spawner", "proxy")
+
+
+@contextlib.asynccontextmanager
+async def running_stack(tmp_path: Path, nats_url: str, database_url: str, nats_namespace: str, *,
+                        start: tuple[str, ...] = CORE, passwords: dict[str, str] | None = None,
+                        **sections: Any) -> AsyncIterator[Cluster]:
+    """A whole fleethub as real processes on a migrated database: the services in `start`, with the
+    settings `sections`, password accounts made first; everything is stopped (and reaped) at exit."""
+    become_subreaper()
+    await migrated(database_url)
+    settings = load_settings(None, nats_url=nats_url, database_url=database_url, nats_namespace=nats_namespace,
+                             data_dir=tmp_path / "data", **sections)
+    if passwords:
+        await password_accounts(settings, passwords)
+    (tmp_path / "logs").mkdir()
+    cluster = Cluster(settings, tmp_path / "logs")
+    try:
+        for service in start:
+            cluster.start(service)
+        yield cluster
+    finally:
+        cluster.stop()

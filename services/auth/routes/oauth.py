@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import html
 import logging
 import secrets
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from shared.security import hash_token, server_token
 from shared.settings import ServiceSettings
 
 from services.auth.deps import DbSession, Runtime
+from services.auth.pages import consent_page, error_page
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -99,11 +99,7 @@ async def find_client(session: AsyncSession, settings: ServiceSettings, secret_k
 
 
 def _error_page(status: int, message: str) -> HTMLResponse:
-    text = html.escape(message)
-    return HTMLResponse(
-        f"<!DOCTYPE html><html><head><title>{status}</title></head><body><h1>{status}</h1><p>{text}</p>"
-        f'<p><a href="/hub/home">Home</a></p></body></html>', status_code=status,
-        headers={"Cache-Control": "no-store"})
+    return HTMLResponse(error_page(status, message), status_code=status, headers={"Cache-Control": "no-store"})
 
 
 def _redirect_with(uri: str, **params: str) -> RedirectResponse:
@@ -115,18 +111,6 @@ def _may_access(ident: Identity, client: Client) -> bool:
     """Whether the logged-in user may use the client: a server's owner, or an admin (who holds
     `access:servers` and `access:services`; other grants come with custom roles)."""
     return ident.user_id == client.owner_id or ident.admin
-
-
-def _consent_page(xsrf: str, client: Client, fields: dict[str, str]) -> str:
-    hidden = "".join(f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
-                     for k, v in fields.items())
-    who = html.escape(client.what)
-    return (
-        "<!DOCTYPE html><html><head><title>Authorize access</title></head><body>"
-        f"<h1>Authorize access</h1><p><b>{who}</b> asks to know who you are, and to let you use it.</p><form method=\"post\" action=\"/hub/api/oauth2/authorize\">{hidden}"
-        f'<input type="hidden" name="_xsrf" value="{html.escape(xsrf)}">'
-        '<button type="submit">Authorize</button></form><p><a href="/hub/home">Cancel</a></p></body></html>'
-    )
 
 
 async def _issue_code(session: AsyncSession, request: Request, ident: Identity, client: Client,
@@ -170,7 +154,7 @@ async def _authorize(request: Request, runtime: Runtime, session: DbSession, par
         return _error_page(403, f"You do not have access to {client.what}")
     if ident.user_id != client.owner_id and not client.no_confirm and not confirmed:  # ask first
         xsrf = new_xsrf(runtime.secret_key, ident.session_id)
-        response = HTMLResponse(_consent_page(xsrf, client, params), headers={"Cache-Control": "no-store"})
+        response = HTMLResponse(consent_page(xsrf, client.what, params), headers={"Cache-Control": "no-store"})
         set_xsrf_cookie(response, xsrf, secure_cookies(runtime.settings.hub_public_url))
         return response
     return await _issue_code(session, request, ident, client, redirect_uri, state, challenge)
