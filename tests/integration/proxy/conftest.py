@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from shared.bus import Bus
-from shared.events import RegistryEntry, Route
+from shared.events import ActivityReported, Envelope, Message, RegistryEntry, Route, subject_filter
 from shared.names import route_key, server_prefix
 from shared.registry import registry_key
 from shared.settings import ServiceSettings, load_settings
@@ -46,6 +46,18 @@ class ProxyEnv:
 
     async def unroute(self, user: str, server: str = "") -> None:
         await (await self.bus.routes()).delete(route_key(user, server))
+
+    async def watch_activity(self) -> tuple[Any, list[ActivityReported]]:
+        """Collect every activity batch published from now on; returns the subscription (to unsubscribe)
+        and the list the batches are appended to."""
+        batches: list[ActivityReported] = []
+
+        async def on_event(envelope: Envelope, message: Message) -> None:
+            if isinstance(message, ActivityReported):
+                batches.append(message)
+
+        sub = await self.bus.subscribe_events(subject_filter(ActivityReported, self.settings.nats_namespace), on_event)
+        return sub, batches
 
     async def replica(self, service: str, name: str, url: str) -> None:
         entry = RegistryEntry(service=service, replica=name, url=url)

@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from shared.events import ActivityReported, Envelope, Message, subject_filter
 from shared.names import route_key
 from tests.integration.proxy.conftest import ProxyEnv, answers, get, port_of
 from tests.integration.proxy.rawclient import RawClient
@@ -125,13 +124,7 @@ async def test_upstream_down_is_503_and_slow_upstream_504(env: ProxyEnv) -> None
 async def test_activity_is_published_in_batches(env: ProxyEnv) -> None:
     alice = await env.backend("alice")
     await env.route("alice", alice.url)
-    batches: list[ActivityReported] = []
-
-    async def on_event(envelope: Envelope, message: Message) -> None:
-        if isinstance(message, ActivityReported):
-            batches.append(message)
-
-    sub = await env.bus.subscribe_events(subject_filter(ActivityReported, env.settings.nats_namespace), on_event)
+    sub, batches = await env.watch_activity()
     try:
         _, base = env.node()
         await wait_for(lambda: answers(f"{base}/user/alice/", "alice"), timeout=20, what="node")

@@ -11,7 +11,6 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from shared.events import ActivityReported, Envelope, Message, subject_filter
 from shared.names import route_key
 from tests.integration.proxy.conftest import ProxyEnv, open_fds
 from tests.support.cluster import free_port, wait_for
@@ -125,13 +124,7 @@ async def test_websocket_echo_and_every_close_closes_both_sides(env: ProxyEnv) -
 
 async def test_websocket_traffic_counts_as_activity(env: ProxyEnv) -> None:
     echo = await EchoServer().start()
-    batches: list[ActivityReported] = []
-
-    async def on_event(envelope: Envelope, message: Message) -> None:
-        if isinstance(message, ActivityReported):
-            batches.append(message)
-
-    sub = await env.bus.subscribe_events(subject_filter(ActivityReported, env.settings.nats_namespace), on_event)
+    sub, batches = await env.watch_activity()
     try:
         await env.route("wsa", f"http://127.0.0.1:{echo.port}")
         _, base = env.node()

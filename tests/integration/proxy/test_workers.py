@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from shared.events import ActivityReported, Envelope, Message, subject_filter
 from shared.names import route_key
 from shared.procs import pid_alive
 from tests.integration.proxy.conftest import ProxyEnv, answers, port_of
@@ -40,13 +39,7 @@ async def fresh_get(port: int, path: str) -> tuple[int, str]:
 async def test_workers_share_the_port_and_each_applies_route_changes(env: ProxyEnv) -> None:
     a, b = await env.backend("a"), await env.backend("b")
     await env.route("alice", a.url)
-    reporters: set[str] = set()
-
-    async def on_event(envelope: Envelope, message: Message) -> None:
-        if isinstance(message, ActivityReported) and any(r.key == route_key("alice") for r in message.routes):
-            reporters.add(message.node)
-
-    sub = await env.bus.subscribe_events(subject_filter(ActivityReported, env.settings.nats_namespace), on_event)
+    sub, batches = await env.watch_activity()
     proc, base = env.node(workers=2)
     port = port_of(base)
     try:
@@ -58,6 +51,7 @@ async def test_workers_share_the_port_and_each_applies_route_changes(env: ProxyE
         async def both_served() -> bool:
             results = [await fresh_get(port, "/user/alice/x") for _ in range(20)]
             assert results == [(200, "a")] * 20
+            reporters = {b.node for b in batches if any(r.key == route_key("alice") for r in b.routes)}
             return len(reporters) == 2
 
         await wait_for(both_served, timeout=10, interval=0.3, what=f"2 reporters\n{env.cluster.logs()}")
