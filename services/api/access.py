@@ -11,7 +11,16 @@ from dataclasses import dataclass
 from shared.errors import Forbidden, NotFound
 from shared.identity import Identity
 
-from services.api.scopes import Scope, held_anywhere, held_for, owner_scopes, render, token_scopes, user_filter
+from services.api.scopes import (
+    Scope,
+    held_anywhere,
+    held_for,
+    name_filter,
+    owner_scopes,
+    render,
+    token_scopes,
+    user_filter,
+)
 
 HIDDEN = "No access to resources or resources not found"
 
@@ -28,27 +37,36 @@ class Requester:
         """The owner's user name."""
         return self.ident.name
 
-    def can(self, scope: str, user: str | None = None, server_name: str | None = None) -> bool:
-        """Whether `scope` is held for the resource (hub-wide, a user, or one of a user's servers)."""
+    def can(self, scope: str, user: str | None = None, server_name: str | None = None, *,
+            group: str | None = None, service: str | None = None) -> bool:
+        """Whether `scope` is held for the resource: hub-wide, a user, one of a user's servers, a group
+        or a service."""
         server = f"{user}/{server_name}" if user is not None and server_name is not None else None
-        return held_for(self.scopes, scope, user, server)
+        return held_for(self.scopes, scope, user, server, group, service)
 
-    def require(self, *scopes: str, user: str | None = None, server_name: str | None = None) -> None:
+    def require(self, *scopes: str, user: str | None = None, server_name: str | None = None,
+                group: str | None = None, service: str | None = None) -> None:
         """Any one of `scopes` for the resource, or the error JupyterHub would answer.
 
         Raises:
             NotFound: held only for other resources.
             Forbidden: not held at all.
         """
-        if any(self.can(s, user, server_name) for s in scopes):
+        if any(self.can(s, user, server_name, group=group, service=service) for s in scopes):
             return
-        if user is not None and any(held_anywhere(self.scopes, s) for s in scopes):
+        targeted = user is not None or group is not None or service is not None
+        if targeted and any(held_anywhere(self.scopes, s) for s in scopes):
             raise NotFound(HIDDEN)
         raise Forbidden(f"Action is not authorized with current scopes; requires any of {list(scopes)}")
 
     def users_visible(self, scope: str) -> set[str] | None:
         """For list endpoints: None if `scope` is held hub-wide, else the user names it covers."""
         return user_filter(self.scopes, scope)
+
+    def names_visible(self, scope: str, kind: str) -> set[str] | None:
+        """For group/service list endpoints: None if `scope` is held hub-wide, else the names of `kind`
+        ("group" | "service") it covers."""
+        return name_filter(self.scopes, scope, kind)
 
     def rendered(self) -> list[str]:
         """The sorted scope strings of `GET /hub/api/user`."""

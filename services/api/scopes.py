@@ -64,13 +64,20 @@ class Scope:
     def __str__(self) -> str:
         return self.name if self.kind is None else f"{self.name}!{self.kind}={self.value}"
 
-    def covers(self, user: str | None, server: str | None) -> bool:
-        """Whether this (held) scope applies to a resource: hub-wide (both None), user `user`, or server
-        `server` (`"u/s"`, with `user` = u); a `user=u` filter covers u's servers."""
+    def covers(self, user: str | None, server: str | None, group: str | None = None,
+               service: str | None = None) -> bool:
+        """Whether this (held) scope applies to a resource: hub-wide (all None), user `user`, server
+        `server` (`"u/s"`, with `user` = u), group `group` or service `service`.
+
+        A `user=u` filter covers u's servers; a `group=g` filter covers the group itself here, and its
+        members through the `user=` scopes `expand_groups` derives from it.
+        """
         if self.kind is None:
             return True
         if self.kind == "service":
-            return False  # a service filter covers that service only, never users or servers
+            return service == self.value
+        if self.kind == "group":
+            return group == self.value
         if self.kind == "user":
             owner = user if user is not None else server.split("/", 1)[0] if server is not None else None
             return owner == self.value
@@ -89,7 +96,7 @@ def parse(text: str, owner: str | None = None, server: str | None = None) -> Sco
     if not bang:
         return Scope(name)
     kind, eq, value = flt.partition("=")
-    if kind not in ("user", "server", "service"):
+    if kind not in ("user", "server", "service", "group"):
         raise ScopeError(f"unsupported filter {flt!r} in scope {text!r}")
     if not eq:
         value = (owner if kind == "user" else server) or ""
@@ -167,9 +174,10 @@ def render(scopes: Iterable[Scope]) -> list[str]:
     return sorted(str(s) for s in scopes)
 
 
-def held_for(held: AbstractSet[Scope], name: str, user: str | None = None, server: str | None = None) -> bool:
-    """Whether `name` is held for the resource (hub-wide when `user` and `server` are None)."""
-    return any(s.name == name and s.covers(user, server) for s in held)
+def held_for(held: AbstractSet[Scope], name: str, user: str | None = None, server: str | None = None,
+             group: str | None = None, service: str | None = None) -> bool:
+    """Whether `name` is held for the resource (hub-wide when all are None)."""
+    return any(s.name == name and s.covers(user, server, group, service) for s in held)
 
 
 def held_anywhere(held: AbstractSet[Scope], name: str) -> bool:
@@ -185,8 +193,22 @@ def user_filter(held: AbstractSet[Scope], name: str) -> set[str] | None:
             continue
         if s.kind is None:
             return None
-        if s.value and s.kind != "service":
+        if s.value and s.kind in ("user", "server"):
             names.add(s.value if s.kind == "user" else s.value.split("/", 1)[0])
+    return names
+
+
+def name_filter(held: AbstractSet[Scope], name: str, kind: str) -> set[str] | None:
+    """For list endpoints of groups or services: None if `name` is held hub-wide, else the names of
+    `kind` ("group" | "service") it is held for."""
+    names: set[str] = set()
+    for s in held:
+        if s.name != name:
+            continue
+        if s.kind is None:
+            return None
+        if s.kind == kind and s.value:
+            names.add(s.value)
     return names
 
 

@@ -27,6 +27,84 @@ class User(Base):
     admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
     created: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
     last_activity: Mapped[datetime | None] = mapped_column(TZ, nullable=True)
+    auth_state: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)
+
+
+class Group(Base):
+    """A group of users (written by api): members inherit its roles and shares."""
+
+    __tablename__ = "groups"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    properties: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    created: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+
+
+class GroupMember(Base):
+    """A user's membership of a group (written by api)."""
+
+    __tablename__ = "group_members"
+
+    group_id: Mapped[int] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True)
+
+
+class HubServiceRow(Base):
+    """A service known to the hub (written by api): synced from `[[services]]` or created at run time."""
+
+    __tablename__ = "services"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    from_config: Mapped[bool] = mapped_column(Boolean, default=False)
+    admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    oauth_client_id: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    oauth_redirect_uri: Mapped[str | None] = mapped_column(Text, nullable=True)
+    oauth_no_confirm: Mapped[bool] = mapped_column(Boolean, default=False)
+    display: Mapped[bool] = mapped_column(Boolean, default=True)
+    info: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    created: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+
+
+class Role(Base):
+    """A custom role (written by api): from `[[roles]]` (`from_config`) or created through the API."""
+
+    __tablename__ = "roles"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    scopes: Mapped[list[str]] = mapped_column(JSONB, default=list)
+    from_config: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class UserRole(Base):
+    """A role granted to a user (written by api)."""
+
+    __tablename__ = "user_roles"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    role_id: Mapped[int] = mapped_column(ForeignKey("roles.id", ondelete="CASCADE"), primary_key=True, index=True)
+
+
+class GroupRole(Base):
+    """A role granted to a group's members (written by api)."""
+
+    __tablename__ = "group_roles"
+
+    group_id: Mapped[int] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True)
+    role_id: Mapped[int] = mapped_column(ForeignKey("roles.id", ondelete="CASCADE"), primary_key=True, index=True)
+
+
+class ServiceRole(Base):
+    """A role granted to a service (written by api)."""
+
+    __tablename__ = "service_roles"
+
+    service_id: Mapped[int] = mapped_column(ForeignKey("services.id", ondelete="CASCADE"), primary_key=True)
+    role_id: Mapped[int] = mapped_column(ForeignKey("roles.id", ondelete="CASCADE"), primary_key=True, index=True)
 
 
 class Account(Base):
@@ -55,12 +133,14 @@ class LoginSession(Base):
 
 
 class ApiToken(Base):
-    """An API token (written by api and auth); only its SHA-256 hash is stored."""
+    """An API token of a user or a service (written by api and auth); only its SHA-256 hash is stored."""
 
     __tablename__ = "api_tokens"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True, nullable=True)
+    service_id: Mapped[int | None] = mapped_column(ForeignKey("services.id", ondelete="CASCADE"), index=True,
+                                                   nullable=True)
     hashed: Mapped[str] = mapped_column(String(64), unique=True)
     kind: Mapped[str] = mapped_column(String(16), default="api", server_default="api")
     note: Mapped[str] = mapped_column(Text, default="", server_default="")
@@ -98,11 +178,42 @@ class Server(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(255), default="", server_default="")
-    desired: Mapped[str] = mapped_column(String(16), default="stopped", server_default="stopped")
+    desired: Mapped[str] = mapped_column(String(16), default="stopped", server_default="stopped", index=True)
     spawn_id: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
     user_options: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    display_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
     requested_at: Mapped[datetime | None] = mapped_column(TZ, nullable=True)
     last_activity: Mapped[datetime | None] = mapped_column(TZ, nullable=True)
+
+
+class Share(Base):
+    """A server shared with a user or a group (written by api): `scopes` on that one server."""
+
+    __tablename__ = "shares"
+    __table_args__ = (UniqueConstraint("server_id", "user_id"), UniqueConstraint("server_id", "group_id"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    server_id: Mapped[int] = mapped_column(ForeignKey("servers.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True, nullable=True)
+    group_id: Mapped[int | None] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"), index=True,
+                                                 nullable=True)
+    scopes: Mapped[list[str]] = mapped_column(JSONB, default=list)
+    created: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+
+
+class ShareCode(Base):
+    """An invitation to share a server (written by api); only the code's hash is stored."""
+
+    __tablename__ = "share_codes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    server_id: Mapped[int] = mapped_column(ForeignKey("servers.id", ondelete="CASCADE"), index=True)
+    hashed: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[str]] = mapped_column(JSONB, default=list)
+    created: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+    expires_at: Mapped[datetime] = mapped_column(TZ, index=True)
+    exchange_count: Mapped[int] = mapped_column(Integer, default=0)
+    last_exchanged_at: Mapped[datetime | None] = mapped_column(TZ, nullable=True)
 
 
 class ServerState(Base):

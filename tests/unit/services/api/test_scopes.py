@@ -26,7 +26,7 @@ def test_parse() -> None:
     assert parse("access:servers!server=bob/") == Scope("access:servers", "server", "bob/")
     assert parse("users:activity!user", owner="bob") == Scope("users:activity", "user", "bob")
     assert parse("access:servers!server", owner="bob", server="bob/gpu") == Scope("access:servers", "server", "bob/gpu")
-    for bad in ("nope", "all", "read:users!group=g", "read:users!user=", "servers!server=bob", "read:users!user",
+    for bad in ("nope", "all", "read:users!team=g", "read:users!user=", "servers!server=bob", "read:users!user",
                 "read:users!", "custom:thing"):
         with pytest.raises(ScopeError):
             parse(bad)
