@@ -156,6 +156,40 @@ class TokenRevoked(Message):
 
     token_id: int = Field(description="Database id of the token.")
     user: str | None = Field(None, description="Owner, if a user.")
+    service: str | None = Field(None, description="Owner, if a service.")
+
+
+class UserUpdated(Message):
+    """A user's name, admin flag, groups or roles changed (`PATCH /users/{name}`)."""
+
+    TYPE: ClassVar[str] = "user.updated"
+
+    name: str = Field(description="User name (the new one after a rename).")
+    admin: bool = Field(False, description="Whether the user is an admin.")
+    renamed_from: str | None = Field(None, description="The old name, if the user was renamed.")
+
+
+class GroupChanged(Message):
+    """A group was created, deleted, or changed its members, properties or roles."""
+
+    TYPE: ClassVar[str] = "group.changed"
+
+    name: str = Field(description="Group name.")
+    change: str = Field(description="'created', 'deleted', 'members', 'properties' or 'roles'.")
+    users: list[str] = Field(default_factory=list, description="Users added or removed, for 'members'.")
+
+
+class AccessChanged(Message):
+    """Scopes held by some principals may have changed (roles, groups, shares, admin flags).
+
+    Every api replica forgets the cached scopes of the named principals (all of them with `everyone`).
+    """
+
+    TYPE: ClassVar[str] = "access.changed"
+
+    users: list[str] = Field(default_factory=list, description="Users whose scopes may have changed.")
+    services: list[str] = Field(default_factory=list, description="Services whose scopes may have changed.")
+    everyone: bool = Field(False, description="Every principal's scopes may have changed.")
 
 
 class RouteActivity(BaseModel):
@@ -222,6 +256,9 @@ EVENTS: tuple[type[Message], ...] = (
     UserLoggedOut,
     TokenRevoked,
     ActivityReported,
+    UserUpdated,
+    GroupChanged,
+    AccessChanged,
 )
 KV_VALUES: tuple[type[BaseModel], ...] = (Route, RegistryEntry)
 _BY_KIND_TYPE: dict[tuple[str, str], type[Message]] = {(m.KIND, m.TYPE): m for m in (*COMMANDS, *EVENTS)}

@@ -25,7 +25,19 @@ from shared.settings import ServiceSettings
 
 from services.api.consumers import start_consumers
 from services.api.deps import ApiState
-from services.api.routes import activity, info, pages, proxy, servers, tokens, user_redirect, users
+from services.api.routes import (
+    activity,
+    groups,
+    hub_services,
+    info,
+    pages,
+    proxy,
+    servers,
+    shares,
+    tokens,
+    user_redirect,
+    users,
+)
 from services.api.waiters import Waiters
 
 
@@ -52,7 +64,7 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     install_error_handlers(app)
     app.add_middleware(CommonHeaders)
-    for module in (info, users, tokens, servers, activity, proxy, pages, user_redirect):
+    for module in (info, users, tokens, servers, groups, shares, hub_services, activity, proxy, pages, user_redirect):
         app.include_router(module.router)
     return app
 

@@ -12,15 +12,13 @@ from shared.errors import BadRequest, Conflict, Forbidden
 
 from services.api.access import Requester
 from services.api.deps import CurrentUser, DbSession, Runtime
+from services.api.paging import page_of, page_response
 from services.api.models import READ_USER_SCOPES, Can, ServerView, user_model
 from services.api.queries import USER_SORTS, USER_STATES, UserQuery, get_user, list_users, server_views
 from services.api.schemas import UserCreate, UsersCreate, parse_body
 from services.api.users import create_users, delete_user
 
 router = APIRouter(prefix="/hub/api")
-PAGINATION_TYPE = "application/jupyterhub-pagination+json"
-MAX_LIMIT = 200
-DEFAULT_PAGINATED_LIMIT = 50
 _IDENTIFY = ("read:users:name", "read:users:groups")
 
 
@@ -49,13 +47,6 @@ async def whoami(req: CurrentUser, session: DbSession) -> dict[str, Any]:
     return model
 
 
-def _page_args(request: Request, offset: int, limit: int | None) -> tuple[bool, int, int]:
-    accept = [part.strip().lower() for part in request.headers.get("accept", "").split(",")]
-    paginated = any(part.split(";")[0] == PAGINATION_TYPE for part in accept)
-    default = DEFAULT_PAGINATED_LIMIT if paginated else MAX_LIMIT
-    return paginated, max(0, offset), min(max(1, limit if limit is not None else default), MAX_LIMIT)
-
-
 @router.get("/users")
 async def get_users(request: Request, req: CurrentUser, session: DbSession, offset: int = 0, limit: int | None = None,
                     state: str | None = None, sort: str = "id", name_filter: str | None = None,
@@ -67,19 +58,14 @@ async def get_users(request: Request, req: CurrentUser, session: DbSession, offs
         raise BadRequest(f"Unrecognized state filter: {state[:40]!r}; use one of {list(USER_STATES)}")
     if sort.lstrip("-") not in USER_SORTS:
         raise BadRequest(f"Unrecognized sort: {sort[:40]!r}; use one of {list(USER_SORTS)} (with - to reverse)")
-    paginated, offset, limit = _page_args(request, offset, limit)
-    query = UserQuery(frozenset(visible) if visible is not None else None, state, name_filter, sort, offset, limit)
+    page = page_of(request, offset, limit)
+    query = UserQuery(frozenset(visible) if visible is not None else None, state, name_filter, sort, page.offset,
+                      page.limit)
     users, total = await list_users(session, query)
     views = await server_views(session, users)
     items = [m for u in users if (m := user_model(u, views.get(u.id, []), _can(req, u.name),
                                                   include_stopped=include_stopped_servers))]
-    if not paginated:
-        return JSONResponse(items)
-    nxt = None
-    if offset + limit < total:
-        url = str(request.url.include_query_params(offset=offset + limit, limit=limit))
-        nxt = {"offset": offset + limit, "limit": limit, "url": url}
-    return JSONResponse({"items": items, "_pagination": {"offset": offset, "limit": limit, "total": total, "next": nxt}})
+    return page_response(request, page, items, total)
 
 
 @router.post("/users", status_code=201)

@@ -1,0 +1,46 @@
+"""JupyterHub's opt-in pagination: `Accept: application/jupyterhub-pagination+json` turns a list into
+`{"items", "_pagination": {"offset", "limit", "total", "next"}}` with an absolute `next.url`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response
+
+PAGINATION_TYPE = "application/jupyterhub-pagination+json"
+MAX_LIMIT = 200
+DEFAULT_PAGINATED_LIMIT = 50
+
+
+@dataclass(frozen=True)
+class Page:
+    """The page a list request asks for: whether it opted in, and the clamped offset and limit."""
+
+    paginated: bool
+    offset: int
+    limit: int
+
+
+def page_of(request: Request, offset: int, limit: int | None, *, always: bool = False) -> Page:
+    """The page of a list request (`always`: the endpoint only answers in the paginated form).
+
+    Without the opt-in header the default limit is the maximum (200), as JupyterHub does.
+    """
+    accept = [part.strip().lower() for part in request.headers.get("accept", "").split(",")]
+    paginated = always or any(part.split(";")[0] == PAGINATION_TYPE for part in accept)
+    default = DEFAULT_PAGINATED_LIMIT if paginated else MAX_LIMIT
+    return Page(paginated, max(0, offset), min(max(1, limit if limit is not None else default), MAX_LIMIT))
+
+
+def page_response(request: Request, page: Page, items: list[Any], total: int) -> Response:
+    """The plain list, or the paginated form with an absolute `next.url` (null on the last page)."""
+    if not page.paginated:
+        return JSONResponse(items)
+    nxt = None
+    if page.offset + page.limit < total:
+        url = str(request.url.include_query_params(offset=page.offset + page.limit, limit=page.limit))
+        nxt = {"offset": page.offset + page.limit, "limit": page.limit, "url": url}
+    return JSONResponse({"items": items,
+                         "_pagination": {"offset": page.offset, "limit": page.limit, "total": total, "next": nxt}})
