@@ -134,6 +134,8 @@ class Bus:
         self.name = name
         self.healthy = asyncio.Event()
         self.reconnected = asyncio.Event()
+        # called on every reconnect (core subscriptions may have missed messages meanwhile)
+        self.on_reconnect: list[Callable[[], None]] = []
         self.closed = asyncio.Event()
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
@@ -166,6 +168,8 @@ class Bus:
         async def reconnected_cb() -> None:
             self.healthy.set()
             self.reconnected.set()
+            for callback in self.on_reconnect:
+                callback()
             log.info("nats reconnected")
 
         async def closed_cb() -> None:

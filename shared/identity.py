@@ -19,7 +19,7 @@ from fastapi import Response
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db.models import ApiToken, LoginSession, User
+from shared.db.models import ApiToken, HubServiceRow, LoginSession, User
 from shared.events import utcnow
 from shared.security import hash_token, sign, verify_signature
 
@@ -32,7 +32,10 @@ _AUTH_RE = re.compile(r"^\s*(token|bearer)\s+(\S+)\s*$", re.IGNORECASE)
 
 @dataclass(frozen=True)
 class Identity:
-    """The owner of a request's credentials."""
+    """The owner of a request's credentials: a user, or (tokens only) a service.
+
+    `user_id` is the owner's row id in its own table (`users` or `services`, per `kind`).
+    """
 
     user_id: int
     name: str
@@ -43,6 +46,8 @@ class Identity:
     token_scopes: tuple[str, ...] = ()
     session_id: str | None = None
     spawn_id: str | None = None
+    kind: str = "user"  # "user" | "service"
+    client_id: str | None = None  # the OAuth client a token was issued to
 
 
 def token_from_header(value: str | None) -> str | None:
@@ -89,17 +94,15 @@ class TokenCache:
             if ident is not None and ident.token_id == token_id:
                 del self._entries[key]
 
-    def drop_user_named(self, name: str) -> None:
-        """Forget every cached token of the user `name` (a `user.deleted` event)."""
+    def drop_user_named(self, name: str, kind: str = "user") -> None:
+        """Forget every cached token of the user (or service) `name` (deleted, renamed, admin changed)."""
         for key, (_, ident) in list(self._entries.items()):
-            if ident is not None and ident.name == name:
+            if ident is not None and ident.name == name and ident.kind == kind:
                 del self._entries[key]
 
-    def drop_user(self, user_id: int) -> None:
-        """Forget every cached token of a user (after a change of their rights)."""
-        for key, (_, ident) in list(self._entries.items()):
-            if ident is not None and ident.user_id == user_id:
-                del self._entries[key]
+    def clear(self) -> None:
+        """Forget everything (after a bus reconnect: events may have been missed)."""
+        self._entries.clear()
 
 
 async def identity_from_token(session: AsyncSession, token: str, cache: TokenCache | None = None) -> Identity | None:
@@ -111,15 +114,20 @@ async def identity_from_token(session: AsyncSession, token: str, cache: TokenCac
             return ident
     row = (
         await session.execute(
-            select(ApiToken, User).join(User, User.id == ApiToken.user_id).where(ApiToken.hashed == hashed)
+            select(ApiToken, User, HubServiceRow)
+            .outerjoin(User, User.id == ApiToken.user_id)
+            .outerjoin(HubServiceRow, HubServiceRow.id == ApiToken.service_id)
+            .where(ApiToken.hashed == hashed)
         )
     ).first()
     ident = None
     if row is not None:
-        tok, user = row
-        if tok.expires_at is None or tok.expires_at > utcnow():
-            ident = Identity(user.id, user.name, user.admin, "token", tok.id, tok.kind, tuple(tok.scopes or ()),
-                             tok.session_id, tok.spawn_id)
+        tok, user, svc = row
+        owner = user if user is not None else svc
+        if owner is not None and (tok.expires_at is None or tok.expires_at > utcnow()):
+            ident = Identity(owner.id, owner.name, owner.admin, "token", tok.id, tok.kind, tuple(tok.scopes or ()),
+                             tok.session_id, tok.spawn_id, "user" if user is not None else "service",
+                             tok.client_id)
     if cache is not None:
         cache.put(hashed, ident)
     return ident

@@ -7,7 +7,6 @@ its environment variable. Option names follow JupyterHub's where the meaning is 
 from __future__ import annotations
 
 import ipaddress
-
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -148,6 +147,7 @@ class HubService(_Section):
     oauth_no_confirm: bool = Field(False, description="Skip the consent page for this service's OAuth client.")
     display: bool = Field(True, description="Listed on the hub's pages.")
     info: dict[str, Any] = Field(default_factory=dict, description="Free-form information shown by the API.")
+    admin: bool = Field(False, description="Give the service the admin role (deprecated in JupyterHub; use roles).")
 
     @field_validator("url")
     @classmethod
@@ -177,6 +177,20 @@ class HubService(_Section):
         return self.oauth_redirect_uri or f"{self.prefix}oauth_callback"
 
 
+class RoleSpec(_Section):
+    """One `[[roles]]` entry (JupyterHub's `load_roles`): a custom role and who holds it.
+
+    Config roles are authoritative: at start the api makes their scopes and members exactly these.
+    """
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9\-_~.]{1,253}[a-z0-9]$", description="Role name.")
+    description: str = Field("", description="What the role is for.")
+    scopes: list[str] = Field(default_factory=list, description="Scopes the role grants (filters allowed).")
+    users: list[str] = Field(default_factory=list, description="Users holding the role (created if missing).")
+    groups: list[str] = Field(default_factory=list, description="Groups whose members hold it (created if missing).")
+    services: list[str] = Field(default_factory=list, description="Configured services holding it.")
+
+
 class ServiceSettings(BaseSettings):
     """Settings shared by every fleethub service, read once at the entry point and passed down."""
 
@@ -202,6 +216,7 @@ class ServiceSettings(BaseSettings):
     proxy: ProxySettings = Field(default_factory=ProxySettings, description="[proxy] section.")
     culler: CullerSettings = Field(default_factory=CullerSettings, description="[culler] section.")
     services: list[HubService] = Field(default_factory=list, description="[[services]] entries.")
+    roles: list[RoleSpec] = Field(default_factory=list, description="[[roles]] entries (JupyterHub's load_roles).")
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -220,6 +235,15 @@ class ServiceSettings(BaseSettings):
         names = [svc.name for svc in self.services]
         if len(set(names)) != len(names):
             raise ValueError("services: two [[services]] entries have the same name")
+        roles = [role.name for role in self.roles]
+        if len(set(roles)) != len(roles):
+            raise ValueError("roles: two [[roles]] entries have the same name")
+        for role in self.roles:
+            if role.name in ("admin", "user", "server", "token"):
+                raise ValueError(f"roles: {role.name!r} is a default role and cannot be redefined")
+            unknown = set(role.services) - set(names)
+            if unknown:
+                raise ValueError(f"roles: role {role.name!r} names services that are not configured: {sorted(unknown)}")
         if self.secret_key is not None and len(self.secret_key.get_secret_value()) < 32:
             raise ValueError("secret_key (FLEETHUB_SECRET_KEY) must be at least 32 characters")
         return self

@@ -8,19 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fastapi import Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from shared.errors import Forbidden, NotFound
 from shared.identity import Identity
 
-from services.api.scopes import (
-    Scope,
-    held_anywhere,
-    held_for,
-    name_filter,
-    owner_scopes,
-    render,
-    token_scopes,
-    user_filter,
-)
+from services.api.rbac import ScopeCache, effective_scopes
+from services.api.scopes import Scope, held_anywhere, held_for, name_filter, render, user_filter
 
 HIDDEN = "No access to resources or resources not found"
 
@@ -34,8 +29,17 @@ class Requester:
 
     @property
     def name(self) -> str:
-        """The owner's user name."""
+        """The owner's name (a user's or a service's: see `kind`)."""
         return self.ident.name
+
+    @property
+    def kind(self) -> str:
+        """"user" or "service"."""
+        return self.ident.kind
+
+    def is_user(self, name: str) -> bool:
+        """Whether the requester is the user `name` (never true for a service of that name)."""
+        return self.ident.kind == "user" and self.ident.name == name
 
     def can(self, scope: str, user: str | None = None, server_name: str | None = None, *,
             group: str | None = None, service: str | None = None) -> bool:
@@ -73,8 +77,7 @@ class Requester:
         return render(self.scopes)
 
 
-def requester(ident: Identity) -> Requester:
-    """The effective scopes of `ident`: its owner's for a cookie, the token's within its owner's otherwise."""
-    owner = owner_scopes(ident.name, ident.admin)
-    held = owner if ident.via == "cookie" else token_scopes(ident.token_scopes, owner, ident.name)
-    return Requester(ident, frozenset(held))
+async def load_requester(request: Request, session: AsyncSession, ident: Identity) -> Requester:
+    """The effective scopes of `ident` (cached per process, see `ScopeCache`)."""
+    cache: ScopeCache = request.state.scope_cache
+    return Requester(ident, await effective_scopes(session, ident, cache))

@@ -8,11 +8,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from fastapi import FastAPI
 
 from shared.events import (
+    AccessChanged,
     Envelope,
+    GroupChanged,
     Message,
     RegistryEntry,
     TokenRevoked,
     UserDeleted,
+    UserUpdated,
     server_events_filter,
     subject_filter,
 )
@@ -23,8 +26,10 @@ from shared.service import advertise_url as advertise_url_of
 from shared.service import bind_socket, open_runtime, serve_app
 from shared.settings import ServiceSettings
 
+from services.api.config_sync import sync_config
 from services.api.consumers import start_consumers
 from services.api.deps import ApiState
+from services.api.rbac import ScopeCache
 from services.api.routes import (
     activity,
     groups,
@@ -48,18 +53,25 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
     async def lifespan(app: FastAPI) -> AsyncIterator[ApiState]:
         # open_runtime: database (schema checked) → secret key → bus and topology → outbox relay
         async with open_runtime(settings, "api") as runtime:
+            async with runtime.sessions() as session, session.begin():
+                await sync_config(session, settings)
+            runtime.relay.kick()
             waiters = Waiters(runtime.sessions)
             # one core subscription per process resolves every waiting start/stop request
             await runtime.bus.subscribe_events(server_events_filter(settings.nats_namespace), waiters.on_event)
             await start_consumers(runtime)
             cache = TokenCache()
-            # every replica forgets revoked tokens and deleted users at once, not only after the TTL
-            await runtime.bus.subscribe_events(subject_filter(TokenRevoked, settings.nats_namespace), _forget(cache))
-            await runtime.bus.subscribe_events(subject_filter(UserDeleted, settings.nats_namespace), _forget(cache))
+            scope_cache = ScopeCache()
+            # every replica forgets revoked tokens, deleted users and changed rights at once, not only
+            # after the caches' TTL; a reconnect (events may have been missed) forgets everything
+            forget = _forget(cache, scope_cache)
+            for model in (TokenRevoked, UserDeleted, UserUpdated, AccessChanged, GroupChanged):
+                await runtime.bus.subscribe_events(subject_filter(model, settings.nats_namespace), forget)
+            runtime.bus.on_reconnect += [cache.clear, scope_cache.clear]
             if advertise_url:  # last: traffic comes only once everything above is up
                 entry = RegistryEntry(service="api", replica=runtime.replica, url=advertise_url)
                 runtime.spawn(announce(runtime.bus, entry), "registry")
-            yield {"runtime": runtime, "waiters": waiters, "token_cache": cache}
+            yield {"runtime": runtime, "waiters": waiters, "token_cache": cache, "scope_cache": scope_cache}
 
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     install_error_handlers(app)
@@ -69,12 +81,26 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
     return app
 
 
-def _forget(cache: TokenCache) -> Callable[[Envelope, Message], Awaitable[None]]:
+def _forget(cache: TokenCache, scopes: ScopeCache) -> Callable[[Envelope, Message], Awaitable[None]]:
     async def on_event(envelope: Envelope, message: Message) -> None:
         if isinstance(message, TokenRevoked):
             cache.drop_token(message.token_id)
+            scopes.drop("service" if message.service else "user", [message.service or message.user or ""])
         elif isinstance(message, UserDeleted):
             cache.drop_user_named(message.name)
+            scopes.drop("user", [message.name])
+        elif isinstance(message, UserUpdated):
+            for name in (message.name, message.renamed_from):
+                if name:
+                    cache.drop_user_named(name)
+                    scopes.drop("user", [name])
+        elif isinstance(message, GroupChanged):
+            scopes.drop("user", message.users)
+        elif isinstance(message, AccessChanged):
+            if message.everyone:
+                scopes.clear()
+            scopes.drop("user", message.users)
+            scopes.drop("service", message.services)
 
     return on_event
 

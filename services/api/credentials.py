@@ -61,8 +61,9 @@ async def api_identity(request: Request, secret_key: str, session: AsyncSession)
 
 
 async def page_identity(request: Request, session: AsyncSession) -> Identity | None:
-    """The user of a hub page: the login cookie, or (for scripts) a token header."""
+    """The user of a hub page: the login cookie, or (for scripts) a user's token header."""
     token = token_from_header(request.headers.get("authorization"))
     if token is not None:
-        return await _token_identity(request, session, token)
+        ident = await _token_identity(request, session, token)
+        return ident if ident is not None and ident.kind == "user" else None
     return await identity_from_cookie(session, request.cookies.get(LOGIN_COOKIE))

@@ -5,13 +5,15 @@ from __future__ import annotations
 from typing import Annotated, TypedDict
 
 from fastapi import Depends, Request
+
 from shared.errors import Forbidden
-from shared.identity import Identity, TokenCache
 from shared.http import DbSession, RuntimeDep
+from shared.identity import Identity, TokenCache
 from shared.service import Runtime as _Runtime
 
-from services.api.access import Requester, requester
+from services.api.access import Requester, load_requester
 from services.api.credentials import api_identity, page_identity
+from services.api.rbac import ScopeCache
 from services.api.waiters import Waiters as _Waiters
 
 
@@ -21,6 +23,7 @@ class ApiState(TypedDict):
     runtime: _Runtime
     waiters: _Waiters
     token_cache: TokenCache
+    scope_cache: ScopeCache
 
 
 def _waiters(request: Request) -> _Waiters:
@@ -34,11 +37,13 @@ Waiters = Annotated[_Waiters, Depends(_waiters)]
 
 async def _current(request: Request, runtime: Runtime, session: DbSession) -> Requester:
     ident = await api_identity(request, runtime.secret_key, session)
+    if ident is None:
+        await session.rollback()
+        raise Forbidden("Missing or invalid credentials.")
+    req = await load_requester(request, session, ident)
     # end the read transaction, so handlers start their own with `session.begin()`
     await session.rollback()
-    if ident is None:
-        raise Forbidden("Missing or invalid credentials.")
-    return requester(ident)
+    return req
 
 
 async def _maybe_page_user(request: Request, session: DbSession) -> Identity | None:

@@ -84,8 +84,9 @@ class Scope:
         return server is not None and server == self.value
 
 
-def parse(text: str, owner: str | None = None, server: str | None = None) -> Scope:
-    """Parse `name[!kind[=value]]`; bare `!user` / `!server` resolve to `owner` / `server`.
+def parse(text: str, owner: str | None = None, server: str | None = None, service: str | None = None) -> Scope:
+    """Parse `name[!kind[=value]]`; bare `!user` / `!server` / `!service` resolve to `owner` / `server` /
+    `service`.
 
     Raises:
         ScopeError: unknown name or filter kind, or a bare filter with nothing to resolve it to.
@@ -99,7 +100,7 @@ def parse(text: str, owner: str | None = None, server: str | None = None) -> Sco
     if kind not in ("user", "server", "service", "group"):
         raise ScopeError(f"unsupported filter {flt!r} in scope {text!r}")
     if not eq:
-        value = (owner if kind == "user" else server) or ""
+        value = {"user": owner, "server": server, "service": service}.get(kind) or ""
         if not value:
             raise ScopeError(f"bare filter !{kind} in {text!r} has nothing to refer to")
     if not value or (kind == "server" and "/" not in value):
@@ -131,7 +132,7 @@ def _within(inner: Scope, outer: Scope) -> bool:
         return True
     if inner.kind is None:
         return False
-    if outer.kind == "service" or inner.kind == "service":
+    if outer.kind in ("service", "group") or inner.kind in ("service", "group"):
         return inner.kind == outer.kind and inner.value == outer.value
     if outer.kind == "user":
         user = inner.value if inner.kind == "user" else (inner.value or "").split("/", 1)[0]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.errors import BadRequest, NotFound
 from shared.identity import Identity, validate_next
 from shared.names import server_prefix, url_escape
 
-from services.api.access import HIDDEN, requester
+from services.api.access import HIDDEN, load_requester
 from services.api.browser import check_form, form_xsrf, login_redirect, with_xsrf
 from services.api.deps import DbSession, PageUser, Runtime
 from services.api.models import ServerView
@@ -31,8 +32,10 @@ def _pending_url(name: str) -> str:
     return f"/hub/spawn-pending/{url_escape(name)}"
 
 
-def _may_start(ident: Identity, name: str) -> None:
-    if not requester(ident).can("start:servers", name, ""):
+async def _may_start(request: Request, session: AsyncSession, ident: Identity, name: str) -> None:
+    allowed = (await load_requester(request, session, ident)).can("start:servers", name, "")
+    await session.rollback()  # the caller opens its own transaction
+    if not allowed:
         raise NotFound(HIDDEN)
 
 
@@ -69,7 +72,7 @@ async def spawn_form(request: Request, runtime: Runtime, session: DbSession, ide
     if ident is None:
         return login_redirect(request)
     name = name or ident.name
-    _may_start(ident, name)
+    await _may_start(request, session, ident, name)
     state = _state(await one_server_view(session, await get_user(session, name), ""))
     if state == "ready":
         return RedirectResponse(server_prefix(name), status_code=302)
@@ -85,7 +88,7 @@ async def spawn(request: Request, runtime: Runtime, session: DbSession, ident: P
                 name: str | None = None, xsrf: str = Form("", alias="_xsrf", max_length=500)) -> Response:
     me = check_form(request, runtime, ident, xsrf)
     name = name or me.name
-    _may_start(me, name)
+    await _may_start(request, session, me, name)
     async with session.begin():
         user = await get_user(session, name)
         try:
@@ -112,7 +115,7 @@ async def spawn_pending(name: str, request: Request, runtime: Runtime, session: 
                         server_name: str = "", next: str = "") -> Response:
     if ident is None:
         return login_redirect(request)
-    if not requester(ident).can("read:servers", name, server_name):
+    if not (await load_requester(request, session, ident)).can("read:servers", name, server_name):
         raise NotFound(HIDDEN)
     view = await one_server_view(session, await get_user(session, name), server_name)
     prefix = server_prefix(name, server_name)

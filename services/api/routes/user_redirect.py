@@ -11,11 +11,11 @@ from urllib.parse import quote, urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from shared.errors import Forbidden, FleethubError, NotFound
+from shared.errors import FleethubError, Forbidden, NotFound
 from shared.identity import Identity
 from shared.names import server_prefix, url_escape
 
-from services.api.access import HIDDEN, requester
+from services.api.access import HIDDEN, load_requester
 from services.api.browser import form_xsrf, login_redirect, with_xsrf
 from services.api.deps import DbSession, PageUser, Runtime
 from services.api.models import ServerView
@@ -82,7 +82,7 @@ async def user_redirect(name: str, request: Request, runtime: Runtime, session: 
         raise NotFound(HIDDEN) from None
     views = (await server_views(session, [user])).get(user.id, [])
     server, inner, view = _pick_server(views, path, runtime.settings.api.allow_named_servers)
-    if not requester(ident).can("access:servers", name, server):
+    if not (await load_requester(request, session, ident)).can("access:servers", name, server):
         raise NotFound(HIDDEN)
     target = server_prefix(name, server) + inner
     active, ready, pending = view.status if view is not None else (False, False, None)

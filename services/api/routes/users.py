@@ -5,15 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from shared.db.models import User
 from shared.errors import BadRequest, Conflict, Forbidden
 
 from services.api.access import Requester
 from services.api.deps import CurrentUser, DbSession, Runtime
-from services.api.paging import page_of, page_response
 from services.api.models import READ_USER_SCOPES, Can, ServerView, user_model
+from services.api.paging import page_of, page_response
 from services.api.queries import USER_SORTS, USER_STATES, UserQuery, get_user, list_users, server_views
 from services.api.schemas import UserCreate, UsersCreate, parse_body
 from services.api.users import create_users, delete_user

@@ -47,7 +47,12 @@ def test_token_cache_expires_and_forgets() -> None:
     cache.drop("h")
     assert cache.get("h") == (False, None)
     cache.put("h", ident)
-    cache.drop_user(1)
+    cache.drop_user_named("bob", kind="service")  # a service named like the user is another principal
+    assert cache.get("h") == (True, ident)
+    cache.drop_user_named("bob")
+    assert cache.get("h") == (False, None)
+    cache.put("h", ident)
+    cache.clear()
     assert cache.get("h") == (False, None)
     cache.put("h", ident)
     time.sleep(0.06)
