@@ -87,7 +87,21 @@ READ_USER_SCOPES = tuple(USER_FIELDS)
 Can = Callable[[str, str | None], bool]
 
 
-def user_model(user: User, views: list[ServerView], can: Can, *, include_stopped: bool = False) -> dict[str, Any] | None:
+@dataclass(frozen=True)
+class UserLinks:
+    """A user's group names and custom role names (the default roles follow from the admin flag)."""
+
+    groups: tuple[str, ...] = ()
+    roles: tuple[str, ...] = ()
+
+
+def role_names(user: User, links: UserLinks) -> list[str]:
+    """The `roles` of the User model (sorted): `user`, `admin` for admins, and custom roles."""
+    return sorted({"user", *(["admin"] if user.admin else []), *links.roles})
+
+
+def user_model(user: User, views: list[ServerView], can: Can, *, include_stopped: bool = False,
+               links: UserLinks | None = None) -> dict[str, Any] | None:
     """The User model as far as `can` lets the requester see it; None if nothing is visible.
 
     `servers` is keyed by server name ("" = default) and holds active servers only, unless
@@ -111,13 +125,13 @@ def user_model(user: User, views: list[ServerView], can: Can, *, include_stopped
         "kind": "user",
         "name": user.name,
         "admin": user.admin,
-        "roles": ["admin", "user"] if user.admin else ["user"],
-        "groups": [],
+        "roles": role_names(user, links or UserLinks()),
+        "groups": list((links or UserLinks()).groups),
         "server": default_url,
         "pending": default_pending,
         "created": iso(user.created),
         "last_activity": iso(user.last_activity),
-        "auth_state": None,
+        "auth_state": user.auth_state,
         "servers": servers,
     }
     if may_read_servers:

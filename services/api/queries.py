@@ -9,10 +9,10 @@ from sqlalchemy import ColumnElement, and_, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from shared.db.models import Server, ServerState, User
+from shared.db.models import Group, GroupMember, Role, Server, ServerState, User, UserRole
 from shared.errors import NotFound
 
-from services.api.models import ServerView
+from services.api.models import ServerView, UserLinks
 
 
 async def get_user(session: AsyncSession, name: str) -> User:
@@ -43,6 +43,24 @@ async def server_views(session: AsyncSession, users: list[User]) -> dict[int, li
     for server, state, uname in rows.all():
         out[by_name[uname]].append(ServerView(server, state))
     return out
+
+
+async def user_links(session: AsyncSession, users: list[User]) -> dict[int, UserLinks]:
+    """Group and custom role names of `users`; two queries whatever their number."""
+    if not users:
+        return {}
+    ids = [u.id for u in users]
+    groups: dict[int, list[str]] = defaultdict(list)
+    roles: dict[int, list[str]] = defaultdict(list)
+    rows = await session.execute(select(GroupMember.user_id, Group.name).join(Group, Group.id == GroupMember.group_id)
+                                 .where(GroupMember.user_id.in_(ids)).order_by(Group.name))
+    for uid, name in rows.all():
+        groups[uid].append(name)
+    rows = await session.execute(select(UserRole.user_id, Role.name).join(Role, Role.id == UserRole.role_id)
+                                 .where(UserRole.user_id.in_(ids)).order_by(Role.name))
+    for uid, name in rows.all():
+        roles[uid].append(name)
+    return {u.id: UserLinks(tuple(groups[u.id]), tuple(roles[u.id])) for u in users}
 
 
 async def one_server_view(session: AsyncSession, user: User, server_name: str, *, lock: bool = False) -> ServerView | None:

@@ -6,17 +6,20 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db.models import User
 from shared.errors import BadRequest, Conflict, Forbidden
 
 from services.api.access import Requester
 from services.api.deps import CurrentUser, DbSession, Runtime
-from services.api.models import READ_USER_SCOPES, Can, ServerView, user_model
+from services.api.hub_services import SERVICE_FIELDS, get_service, service_model, service_roles
+from services.api.models import READ_USER_SCOPES, Can, user_model
 from services.api.paging import page_of, page_response
-from services.api.queries import USER_SORTS, USER_STATES, UserQuery, get_user, list_users, server_views
+from services.api.queries import USER_SORTS, USER_STATES, UserQuery, get_user, list_users, server_views, user_links
 from services.api.schemas import UserCreate, UsersCreate, parse_body
-from services.api.users import create_users, delete_user
+from services.api.scopes import ScopeError, grantable
+from services.api.users import UserPatch, create_users, delete_user, update_user
 
 router = APIRouter(prefix="/hub/api")
 _IDENTIFY = ("read:users:name", "read:users:groups")
@@ -31,16 +34,25 @@ def _can(req: Requester, name: str, *, identify: bool = False) -> Can:
     return can
 
 
-def model_for(req: Requester, user: User, views: list[ServerView], *, include_stopped: bool = False) -> dict[str, Any]:
+async def model_for(session: AsyncSession, req: Requester, user: User, *, include_stopped: bool = False,
+                    with_servers: bool = True) -> dict[str, Any]:
     """The User model of one user as `req` may see it (callers checked it may see something)."""
-    return user_model(user, views, _can(req, user.name), include_stopped=include_stopped) or {}
+    views = (await server_views(session, [user])).get(user.id, []) if with_servers else []
+    links = (await user_links(session, [user]))[user.id]
+    return user_model(user, views, _can(req, user.name), include_stopped=include_stopped, links=links) or {}
 
 
 @router.get("/user")
 async def whoami(req: CurrentUser, session: DbSession) -> dict[str, Any]:
-    user = await get_user(session, req.name)
-    views = await server_views(session, [user])
-    model = user_model(user, views.get(user.id, []), _can(req, user.name, identify=True)) or {}
+    if req.kind == "service":
+        row = await get_service(session, req.name)
+        fields = {f for scope, names in SERVICE_FIELDS.items() if req.can(scope, service=req.name) for f in names}
+        model = service_model(row, (await service_roles(session, [row]))[row.id], fields | {"kind", "name", "admin"})
+    else:
+        user = await get_user(session, req.name)
+        views = await server_views(session, [user])
+        links = (await user_links(session, [user]))[user.id]
+        model = user_model(user, views.get(user.id, []), _can(req, user.name, identify=True), links=links) or {}
     model["scopes"] = req.rendered()
     model["session_id"] = req.ident.session_id
     model["token_id"] = f"a{req.ident.token_id}" if req.ident.token_id is not None else None
@@ -63,8 +75,9 @@ async def get_users(request: Request, req: CurrentUser, session: DbSession, offs
                       page.limit)
     users, total = await list_users(session, query)
     views = await server_views(session, users)
+    links = await user_links(session, users)
     items = [m for u in users if (m := user_model(u, views.get(u.id, []), _can(req, u.name),
-                                                  include_stopped=include_stopped_servers))]
+                                                  include_stopped=include_stopped_servers, links=links[u.id]))]
     return page_response(request, page, items, total)
 
 
@@ -77,7 +90,7 @@ async def post_users(request: Request, req: CurrentUser, runtime: Runtime, sessi
     async with session.begin():
         created = await create_users(session, runtime.settings, body.usernames, body.admin)
     runtime.relay.kick()
-    return [model_for(req, u, []) for u in created]
+    return [m for u in created if (m := user_model(u, [], _can(req, u.name)))]
 
 
 @router.post("/users/{name}", status_code=201)
@@ -92,21 +105,42 @@ async def post_user(name: str, request: Request, req: CurrentUser, runtime: Runt
     except Conflict:
         raise Conflict(f"User {name} already exists") from None
     runtime.relay.kick()
-    return model_for(req, created[0], [])
+    return await model_for(session, req, created[0], with_servers=False)
 
 
 @router.get("/users/{name}")
 async def get_one(name: str, req: CurrentUser, session: DbSession, include_stopped_servers: bool = False) -> dict[str, Any]:
     req.require(*READ_USER_SCOPES, user=name)
     user = await get_user(session, name)
-    views = await server_views(session, [user])
-    return model_for(req, user, views.get(user.id, []), include_stopped=include_stopped_servers)
+    return await model_for(session, req, user, include_stopped=include_stopped_servers)
+
+
+@router.patch("/users/{name}")
+async def patch_one(name: str, request: Request, req: CurrentUser, runtime: Runtime, session: DbSession) -> dict[str, Any]:
+    req.require("admin:users", user=name)
+    body = await parse_body(request, UserPatch, required=True)
+
+    def may_grant(scopes: list[str], owner: str) -> None:
+        try:
+            grantable([s for s in scopes if s not in ("self", "inherit")], owner, [("the requester", req.scopes)])
+        except ScopeError as exc:
+            raise Forbidden(f"Not assigning a role: {exc}") from None
+
+    async with session.begin():
+        user = await get_user(session, name)
+        if not req.ident.admin and (user.admin or body.admin):
+            raise Forbidden("Only admins may modify admin users or grant admin")
+        await update_user(session, runtime.settings, user, body, may_grant)
+    runtime.relay.kick()
+    model = await model_for(session, req, user)
+    model["auth_state"] = user.auth_state  # JupyterHub's PATCH answer includes it
+    return model
 
 
 @router.delete("/users/{name}", status_code=204)
 async def delete_one(name: str, req: CurrentUser, runtime: Runtime, session: DbSession) -> Response:
     req.require("delete:users", user=name)
-    if name == req.name:
+    if req.is_user(name):
         raise BadRequest("Cannot delete yourself!")
     async with session.begin():
         user = await get_user(session, name)
