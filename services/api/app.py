@@ -31,6 +31,7 @@ from services.api.consumers import start_consumers
 from services.api.deps import ApiState
 from services.api.rbac import ScopeCache
 from services.api.routes import (
+    accept_share,
     activity,
     groups,
     hub_services,
@@ -76,7 +77,8 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     install_error_handlers(app)
     app.add_middleware(CommonHeaders)
-    for module in (info, users, tokens, servers, groups, shares, hub_services, activity, proxy, pages, user_redirect):
+    for module in (info, users, tokens, servers, groups, shares, hub_services, activity, proxy, pages, user_redirect,
+                   accept_share):
         app.include_router(module.router)
     return app
 
@@ -95,12 +97,14 @@ def _forget(cache: TokenCache, scopes: ScopeCache) -> Callable[[Envelope, Messag
                     cache.drop_user_named(name)
                     scopes.drop("user", [name])
         elif isinstance(message, GroupChanged):
-            scopes.drop("user", message.users)
+            scopes.clear()  # a `group=` filter held by anyone may cover a new or a former member
         elif isinstance(message, AccessChanged):
             if message.everyone:
                 scopes.clear()
             scopes.drop("user", message.users)
             scopes.drop("service", message.services)
+            for name in message.services:  # a service deleted or changed: its cached tokens too
+                cache.drop_user_named(name, kind="service")
 
     return on_event
 

@@ -121,5 +121,6 @@ async def update_user(session: AsyncSession, settings: ServiceSettings, user: Us
             await session.execute(insert(UserRole).values([{"user_id": user.id, "role_id": r} for r in rids]))
     await session.flush()
     enqueue(session, UserUpdated(name=user.name, admin=user.admin, renamed_from=renamed), settings.nats_namespace)
-    access_changed(session, settings.nats_namespace, users=[old, user.name])
+    # a membership change may matter to anyone holding a `group=` filter
+    access_changed(session, settings.nats_namespace, users=[old, user.name], everyone=patch.groups is not None)
     return renamed

@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from shared.db.models import HubServiceRow
 from shared.errors import BadRequest, FleethubError, Forbidden
+from shared.identity import TokenCache
 
 from services.api.access import Requester
 from services.api.deps import CurrentUser, DbSession, Runtime
@@ -73,7 +74,8 @@ async def add_service(name: str, request: Request, req: CurrentUser, runtime: Ru
 
 
 @router.delete("/services/{name}")
-async def delete_service(name: str, req: CurrentUser, runtime: Runtime, session: DbSession) -> Response:
+async def delete_service(name: str, request: Request, req: CurrentUser, runtime: Runtime,
+                         session: DbSession) -> Response:
     req.require("admin:services", service=name)
     async with session.begin():
         row = await get_service(session, name)
@@ -81,4 +83,6 @@ async def delete_service(name: str, req: CurrentUser, runtime: Runtime, session:
             raise FleethubError(f"Service {name} is not modifiable at runtime", status=405)
         await remove_service(session, runtime.settings.nats_namespace, row)
     runtime.relay.kick()
+    cache: TokenCache = request.state.token_cache
+    cache.drop_user_named(name, kind="service")  # other replicas: on the access.changed event
     return Response(status_code=200)
