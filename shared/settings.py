@@ -59,6 +59,9 @@ class ApiSettings(ListenSettings):
     active_server_limit: int = Field(0, ge=0, description="Servers active at once across the hub; 0 = no limit.")
     slow_spawn_timeout: float = Field(10.0, ge=0, description="Seconds a start request waits for ready before 202.")
     slow_stop_timeout: float = Field(10.0, ge=0, description="Seconds a stop request waits before answering 202.")
+    token_expires_in_max_seconds: int = Field(
+        0, ge=0, description="Longest lifetime of a token created through the API; 0 = no limit (never-expiring allowed)."
+    )
 
 
 class SpawnerSettings(_Section):

@@ -50,10 +50,10 @@ async def _ids(session: AsyncSession, model: type[User | Group], names: list[str
     return list((await session.execute(select(model.id).where(model.name.in_(names)))).scalars())
 
 
-async def _sync_services(session: AsyncSession, settings: ServiceSettings) -> dict[str, int]:
+async def _sync_services(session: AsyncSession, settings: ServiceSettings) -> tuple[dict[str, int], int]:
     wanted = {svc.name: svc for svc in settings.services}
-    await session.execute(delete(HubServiceRow).where(HubServiceRow.from_config.is_(True),
-                                                      HubServiceRow.name.not_in(list(wanted) or [""])))
+    removed = await session.execute(delete(HubServiceRow).where(HubServiceRow.from_config.is_(True),
+                                                                HubServiceRow.name.not_in(list(wanted) or [""])))
     ids: dict[str, int] = {}
     for svc in settings.services:
         values = {
@@ -77,12 +77,13 @@ async def _sync_services(session: AsyncSession, settings: ServiceSettings) -> di
                 session.add(ApiToken(service_id=sid, hashed=hashed, kind=CONFIG_TOKEN_KIND, scopes=["inherit"],
                                      note=f"api_token of service {svc.name} from the configuration"))
     await session.flush()
-    return ids
+    return ids, int(getattr(removed, "rowcount", 0) or 0)
 
 
-async def _sync_roles(session: AsyncSession, settings: ServiceSettings, services: dict[str, int]) -> None:
+async def _sync_roles(session: AsyncSession, settings: ServiceSettings, services: dict[str, int]) -> int:
     wanted = {spec.name for spec in settings.roles}
-    await session.execute(delete(Role).where(Role.from_config.is_(True), Role.name.not_in(list(wanted) or [""])))
+    removed = await session.execute(delete(Role).where(Role.from_config.is_(True),
+                                                       Role.name.not_in(list(wanted) or [""])))
     for spec in settings.roles:
         check_role_scopes(spec)
         values = {"name": spec.name, "description": spec.description, "scopes": spec.scopes, "from_config": True}
@@ -100,6 +101,7 @@ async def _sync_roles(session: AsyncSession, settings: ServiceSettings, services
         if spec.services:
             await session.execute(insert(ServiceRole).values(
                 [{"service_id": services[s], "role_id": rid} for s in spec.services]))
+    return int(getattr(removed, "rowcount", 0) or 0)
 
 
 async def sync_config(session: AsyncSession, settings: ServiceSettings) -> None:
@@ -113,6 +115,7 @@ async def sync_config(session: AsyncSession, settings: ServiceSettings) -> None:
     if admins:
         stmt = insert(User).values([{"name": n, "admin": True} for n in admins])
         await session.execute(stmt.on_conflict_do_update(index_elements=["name"], set_={"admin": True}))
-    services = await _sync_services(session, settings)
-    await _sync_roles(session, settings, services)
-    access_changed(session, settings.nats_namespace, everyone=True)
+    services, services_removed = await _sync_services(session, settings)
+    roles_removed = await _sync_roles(session, settings, services)
+    if settings.services or settings.roles or services_removed or roles_removed:
+        access_changed(session, settings.nats_namespace, everyone=True)

@@ -54,6 +54,8 @@ def server_model(user: User, view: ServerView, *, with_state: bool) -> dict[str,
     )
     model: dict[str, Any] = {
         "name": srv.name,
+        # JupyterHub 6: named servers get their name unless given one; the default server's is ""
+        "display_name": srv.display_name if srv.display_name is not None else srv.name,
         "full_name": f"{user.name}/{srv.name}",
         "last_activity": iso(srv.last_activity or (st.started if st else None)),
         "started": iso(st.started) if st is not None and active else None,
@@ -152,5 +154,5 @@ def token_model(token: ApiToken, owner: str) -> dict[str, Any]:
         "expires_at": iso(token.expires_at),
         "last_activity": iso(token.last_activity),
         "session_id": token.session_id,
-        "oauth_client": None,
+        "oauth_client": token.client_id,
     }

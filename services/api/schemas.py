@@ -30,11 +30,21 @@ class UserCreate(BaseModel):
     admin: StrictBool = False
 
 
+class Credentials(BaseModel):
+    """The `auth` of a token request made without a token or cookie."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    username: StrictStr = Field(max_length=255)
+    password: StrictStr = Field(max_length=1024)
+
+
 class TokenCreate(BaseModel):
     """`POST /users/{name}/tokens`: `expires_in` is an integer (a float is refused, as JupyterHub does)."""
 
     model_config = ConfigDict(extra="ignore")
 
+    auth: Credentials | None = None
     note: StrictStr | None = Field(None, max_length=1000)
     expires_in: StrictInt | None = Field(None, ge=0, le=10 * 365 * 86400)
     scopes: list[StrictStr] | None = Field(None, max_length=100)

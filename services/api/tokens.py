@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import ColumnElement, delete, or_, select
+from sqlalchemy import ColumnElement, and_, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db.models import ApiToken, User
@@ -68,13 +68,20 @@ async def get_token(session: AsyncSession, user: User, token_id: str) -> ApiToke
     return row
 
 
-async def revoke_token(session: AsyncSession, namespace: str, user: User, token_id: str) -> str:
-    """Delete one token and announce it; returns its hash (for dropping it from caches).
+async def revoke_token(session: AsyncSession, namespace: str, user: User, token_id: str) -> list[str]:
+    """Delete a token and announce it; returns the hashes deleted (for dropping them from caches).
+
+    An OAuth token takes with it every token of the user issued to the same client, as JupyterHub does.
 
     Raises:
         NotFound: as `get_token`.
     """
     row = await get_token(session, user, token_id)
-    await session.execute(delete(ApiToken).where(ApiToken.id == row.id))
-    enqueue(session, TokenRevoked(token_id=row.id, user=user.name), namespace)
-    return row.hashed
+    which = ApiToken.id == row.id
+    if row.kind == "oauth" and row.client_id:
+        which = or_(which, and_(ApiToken.user_id == user.id, ApiToken.kind == "oauth",
+                                ApiToken.client_id == row.client_id))
+    gone = (await session.execute(delete(ApiToken).where(which).returning(ApiToken.id, ApiToken.hashed))).all()
+    for tid, _ in gone:
+        enqueue(session, TokenRevoked(token_id=tid, user=user.name), namespace)
+    return [hashed for _, hashed in gone]

@@ -71,7 +71,7 @@ class UserPatch(BaseModel):
 
 
 async def _ids_by_name(session: AsyncSession, model: type[Group] | type[Role], names: list[str], what: str) -> list[int]:
-    rows = dict((await session.execute(select(model.name, model.id).where(model.name.in_(names)))).tuples().all())
+    rows = {n: i for n, i in (await session.execute(select(model.name, model.id).where(model.name.in_(names)))).all()}
     missing = sorted(set(names) - set(rows))
     if missing:
         raise BadRequest(f"No such {what}: {', '.join(missing[:10])}")
