@@ -80,3 +80,42 @@ async def test_bad_token_requests(hub: Hub) -> None:
     assert r.status_code == 201 and "servers!user=bob" in r.json()["scopes"]
     r = await c.post("/hub/api/users/nobody/tokens", headers=await hub.headers_for("admin", admin=True))
     assert r.status_code == 404
+
+
+async def test_credentials_in_the_body(hub: Hub) -> None:
+    """Scripts without a token may send the user's credentials in `auth` (the test hub's password accounts)."""
+    c = hub.client
+    body = {"auth": {"username": "alice", "password": "alice-password"}, "note": "script"}
+    r = await c.post("/hub/api/users/alice/tokens", json=body)
+    assert r.status_code == 201, r.text
+    made = r.json()
+    assert made["user"] == "alice" and made["note"] == "script"
+    assert (await c.get("/hub/api/user", headers={"Authorization": f"token {made['token']}"})).json()["name"] == "alice"
+    for bad in ({"auth": {"username": "alice", "password": "wrong"}},
+                {"auth": {"username": "admin", "password": "admin-password"}},  # someone else's credentials
+                {"auth": {"username": "mallory", "password": "mallory-password"}},  # blocked user
+                {}):
+        assert (await c.post("/hub/api/users/alice/tokens", json=bad)).status_code == 403, bad
+    r = await c.post("/hub/api/users/mallory/tokens", json={"auth": {"username": "mallory",
+                                                                       "password": "mallory-password"}})
+    assert r.status_code == 403
+    for bad in ({"auth": {"username": 1, "password": "x"}}, {"auth": "alice:alice-password"}):
+        r = await c.post("/hub/api/users/alice/tokens", json=bad)
+        assert r.status_code == 400 and r.json()["message"], bad
+
+
+async def test_revoking_an_oauth_token_revokes_its_clients_tokens(hub: Hub) -> None:
+    c = hub.client
+    bob = await hub.headers_for("bob")
+    async with hub.sessions() as s, s.begin():
+        uid = (await s.execute(select(ApiToken.user_id).where(ApiToken.note == "test"))).scalars().first()
+        for i in range(3):
+            s.add(ApiToken(user_id=uid, hashed=f"{i:064d}", kind="oauth", client_id="jupyterhub-user-bob" if i < 2
+                           else "service-other", scopes=["access:servers!server=bob/"], note="oauth"))
+    listed = (await c.get("/hub/api/users/bob/tokens", headers=bob)).json()["api_tokens"]
+    oauth = [t for t in listed if t["note"] == "oauth"]
+    assert sorted(t["oauth_client"] for t in oauth) == ["jupyterhub-user-bob", "jupyterhub-user-bob", "service-other"]
+    first = next(t for t in oauth if t["oauth_client"] == "jupyterhub-user-bob")
+    assert (await c.delete(f"/hub/api/users/bob/tokens/{first['id']}", headers=bob)).status_code == 204
+    left = (await c.get("/hub/api/users/bob/tokens", headers=bob)).json()["api_tokens"]
+    assert [t["oauth_client"] for t in left if t["note"] == "oauth"] == ["service-other"]
