@@ -13,8 +13,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlalchemy import text
-
 from shared.events import ServerFailed, ServerProgress, ServerReady, ServerStopped, SpawnServer, StopServer
 from shared.names import encode_token, server_prefix
 from shared.outbox import enqueue
@@ -24,11 +22,10 @@ from services.spawner import leases
 from services.spawner.backends import Backend, ServerSpec
 from services.spawner.env import server_env
 from services.spawner.httpcheck import http_status
-from services.spawner.routes import delete_route, put_route, reconcile, route_for
+from services.spawner.routes import delete_route, put_route, reconcile_round, route_for
 
 log = logging.getLogger(__name__)
 
-RECONCILE_LOCK = 4242002
 Heartbeat = Callable[[], Awaitable[None]]
 
 
@@ -288,16 +285,6 @@ class Worker:
                 await asyncio.sleep(interval)
             first = False
             try:
-                async with self.rt.engine.connect() as conn:
-                    got = (await conn.execute(text(f"SELECT pg_try_advisory_lock({RECONCILE_LOCK})"))).scalar()
-                    if not got:
-                        continue
-                    try:
-                        async with self.rt.sessions() as session:
-                            rows = await leases.all_running(session)
-                        routes = [route_for(r.user, r.server_name, r.target, r.spawn_id) for r in rows if r.target]
-                        await reconcile(self.rt.bus, routes, self.rt.settings.services)
-                    finally:
-                        await conn.execute(text(f"SELECT pg_advisory_unlock({RECONCILE_LOCK})"))
+                await reconcile_round(self.rt.engine, self.rt.sessions, self.rt.bus, self.rt.settings.services)
             except Exception as exc:
                 log.warning("route reconciliation failed: %s", exc)

@@ -6,11 +6,16 @@ import logging
 from collections.abc import Iterable
 
 from nats.js.errors import NoKeysError
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared.bus import Bus
+from shared.db.models import HubServiceRow, ServerState
 from shared.events import Route
 from shared.names import parse_route_key, route_key, server_prefix, service_route_key
 from shared.settings import HubService
+
+RECONCILE_LOCK = 4242002  # pg advisory lock: one reconciliation at a time across workers and api replicas
 
 log = logging.getLogger(__name__)
 
@@ -81,3 +86,35 @@ async def reconcile(bus: Bus, running: list[Route], services: Iterable[HubServic
     if put or deleted:
         log.info("route reconciliation: %d put, %d deleted", put, deleted)
     return put, deleted
+
+
+async def _services(session: AsyncSession, configured: Iterable[HubService]) -> list[HubService]:
+    """The configured services, plus the ones created through the API (read from PostgreSQL)."""
+    out = {svc.name: svc for svc in configured}
+    rows = await session.execute(select(HubServiceRow).where(HubServiceRow.url.is_not(None)))
+    for row in rows.scalars():
+        if row.name not in out and row.url:
+            try:
+                out[row.name] = HubService(name=row.name, url=row.url)
+            except ValueError:
+                log.warning("service %s has an unusable url; not routed", row.name)
+    return list(out.values())
+
+
+async def reconcile_round(engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession], bus: Bus,
+                          configured: Iterable[HubService], *, wait: bool = False) -> tuple[int, int] | None:
+    """One reconciliation of KV with PostgreSQL, under the cluster-wide lock; None if another holder has it
+    (unless `wait`, which queues behind it)."""
+    async with engine.connect() as conn:
+        lock = "pg_advisory_lock" if wait else "pg_try_advisory_lock"
+        got = (await conn.execute(text(f"SELECT {lock}({RECONCILE_LOCK})"))).scalar()
+        if not wait and not got:
+            return None
+        try:
+            async with sessions() as session:
+                rows = (await session.execute(select(ServerState).where(ServerState.status == "running"))).scalars()
+                routes = [route_for(r.user_name, r.server_name, r.target, r.spawn_id) for r in rows if r.target]
+                services = await _services(session, configured)
+            return await reconcile(bus, routes, services)
+        finally:
+            await conn.execute(text(f"SELECT pg_advisory_unlock({RECONCILE_LOCK})"))
