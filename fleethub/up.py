@@ -58,10 +58,11 @@ async def _prepare_database(settings: ServiceSettings, admin: str) -> str | None
     from sqlalchemy import select
     from sqlalchemy.dialects.postgresql import insert
 
-    from services.auth.accounts import set_password
     from shared.db.engine import make_engine, make_sessionmaker
     from shared.db.migrate import migrate
     from shared.db.models import Account, User
+
+    from services.auth.accounts import set_password
 
     engine = make_engine(settings.require_database_url(), pool_size=1)
     try:
@@ -187,6 +188,10 @@ def up(args: argparse.Namespace) -> int:
             for name, proc in list(procs.items()):
                 if proc.poll() is None or stopping:
                     continue
+                if proc.returncode == 0:  # a service only exits 0 when asked to: POST /hub/api/shutdown
+                    print(f"service {name} stopped for a hub shutdown; stopping the others", flush=True)
+                    stopping = True
+                    break
                 recent = [t for t in restarts[name] if time.monotonic() - t < 60]
                 restarts[name] = recent + [time.monotonic()]
                 delay = min(2 ** len(recent) * 0.5, 10)

@@ -179,6 +179,15 @@ class GroupChanged(Message):
     users: list[str] = Field(default_factory=list, description="Users added or removed, for 'members'.")
 
 
+class HubShutdown(Message):
+    """`POST /hub/api/shutdown`: the hub's services stop (the proxies too when `proxy`)."""
+
+    TYPE: ClassVar[str] = "hub.shutdown"
+
+    servers: bool = Field(True, description="Whether user servers were told to stop first.")
+    proxy: bool = Field(True, description="Whether proxy nodes stop too.")
+
+
 class AccessChanged(Message):
     """Scopes held by some principals may have changed (roles, groups, shares, admin flags).
 
@@ -259,6 +268,7 @@ EVENTS: tuple[type[Message], ...] = (
     UserUpdated,
     GroupChanged,
     AccessChanged,
+    HubShutdown,
 )
 KV_VALUES: tuple[type[BaseModel], ...] = (Route, RegistryEntry)
 _BY_KIND_TYPE: dict[tuple[str, str], type[Message]] = {(m.KIND, m.TYPE): m for m in (*COMMANDS, *EVENTS)}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import uuid
@@ -61,8 +62,13 @@ class Runtime:
 
 
 @contextlib.asynccontextmanager
-async def open_runtime(settings: ServiceSettings, service: str, *, pool_size: int = 10) -> AsyncIterator[Runtime]:
-    """Open database, secret key, bus and outbox relay for `service`; close them on exit."""
+async def open_runtime(settings: ServiceSettings, service: str, *, pool_size: int = 10,
+                       exit_on_shutdown: bool = False) -> AsyncIterator[Runtime]:
+    """Open database, secret key, bus and outbox relay for `service`; close them on exit.
+
+    With `exit_on_shutdown` (a service process, not an app in a test), a `hub.shutdown` event makes the
+    process stop as SIGTERM would, and it exits 0.
+    """
     from shared.db.engine import make_engine, make_sessionmaker
     from shared.db.migrate import ensure_migrated, load_secret_key
     from shared.outbox import OutboxRelay
@@ -81,6 +87,8 @@ async def open_runtime(settings: ServiceSettings, service: str, *, pool_size: in
         relay = OutboxRelay(sessions, bus)
         runtime = Runtime(settings, replica, engine, sessions, bus, key, relay)
         runtime.spawn(relay.run(), "outbox-relay")
+        if exit_on_shutdown:
+            await exit_on_hub_shutdown(bus, settings.nats_namespace)
         yield runtime
     finally:
         if runtime is not None:
@@ -90,6 +98,19 @@ async def open_runtime(settings: ServiceSettings, service: str, *, pool_size: in
         if bus is not None:
             await bus.close()
         await engine.dispose()
+
+
+async def exit_on_hub_shutdown(bus: Bus, namespace: str, *, proxy: bool = False) -> None:
+    """Stop this process gracefully (SIGTERM to itself) on a `hub.shutdown` event (for a proxy node: only
+    when the event asks the proxies to stop)."""
+    from shared.events import HubShutdown, subject_filter
+
+    async def on_event(envelope: Any, message: Any) -> None:
+        if isinstance(message, HubShutdown) and (message.proxy or not proxy):
+            log.warning("hub shutdown requested through the API: stopping")
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    await bus.subscribe_events(subject_filter(HubShutdown, namespace), on_event)
 
 
 def run_async(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:

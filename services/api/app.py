@@ -33,6 +33,7 @@ from services.api.rbac import ScopeCache
 from services.api.routes import (
     accept_share,
     activity,
+    authorizations,
     groups,
     hub_services,
     info,
@@ -53,7 +54,8 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[ApiState]:
         # open_runtime: database (schema checked) → secret key → bus and topology → outbox relay
-        async with open_runtime(settings, "api") as runtime:
+        # a service process (advertised) stops on `hub.shutdown`; an app in a test does not
+        async with open_runtime(settings, "api", exit_on_shutdown=advertise_url is not None) as runtime:
             async with runtime.sessions() as session, session.begin():
                 await sync_config(session, settings)
             runtime.relay.kick()
@@ -77,8 +79,8 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     install_error_handlers(app)
     app.add_middleware(CommonHeaders)
-    for module in (info, users, tokens, servers, groups, shares, hub_services, activity, proxy, pages, user_redirect,
-                   accept_share):
+    for module in (info, users, tokens, authorizations, servers, groups, shares, hub_services, activity, proxy,
+                   pages, user_redirect, accept_share):
         app.include_router(module.router)
     return app
 

@@ -25,7 +25,7 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[AuthState]:
-        async with open_runtime(settings, "auth", pool_size=5) as runtime:
+        async with open_runtime(settings, "auth", pool_size=5, exit_on_shutdown=advertise_url is not None) as runtime:
             if advertise_url:
                 entry = RegistryEntry(service="auth", replica=runtime.replica, url=advertise_url)
                 runtime.spawn(announce(runtime.bus, entry), "registry")

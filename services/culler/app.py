@@ -52,7 +52,7 @@ async def cull_once(runtime: Runtime, view: ActivityView) -> list[tuple[str, str
 
 
 async def main(settings: ServiceSettings, stop: asyncio.Event) -> None:
-    async with open_runtime(settings, "culler", pool_size=2) as runtime:
+    async with open_runtime(settings, "culler", pool_size=2, exit_on_shutdown=True) as runtime:
         view = ActivityView()
         await runtime.bus.subscribe_events(subject_filter(ActivityReported, settings.nats_namespace), view.on_event)
         log.info("culler running: timeout %ss, every %ss", settings.culler.timeout, settings.culler.interval)

@@ -18,7 +18,7 @@ from typing import Any
 from shared.bus import Bus
 from shared.errors import ConfigError
 from shared.events import ActivityReported, subject_filter
-from shared.service import bind_socket, replica_id, run_async
+from shared.service import bind_socket, exit_on_hub_shutdown, replica_id, run_async
 from shared.settings import ServiceSettings
 
 from services.proxy.node import Node
@@ -134,6 +134,7 @@ async def main(settings: ServiceSettings, stop: asyncio.Event, *, reuse_port: bo
     activity_sub = None
     try:
         await bus.ensure_topology()
+        await exit_on_hub_shutdown(bus, settings.nats_namespace, proxy=True)
         watcher = Watcher(bus, node)
         tasks = [
             _background(watcher.run(), "watch"),

@@ -77,6 +77,10 @@ class Supervisor:
         for i, proc in enumerate(self.procs):
             if proc is not None and proc.poll() is None:
                 continue
+            if proc is not None and proc.returncode == 0 and not self.stopping:
+                log.warning("proxy worker %d stopped for a hub shutdown; the node stops", i)
+                self.stopping = True  # a worker only exits 0 when told to stop (signal or hub.shutdown)
+                return
             if proc is not None:
                 recent = [t for t in self.deaths[i] if now - t < 60]
                 self.deaths[i] = [*recent, now]

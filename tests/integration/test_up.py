@@ -151,8 +151,15 @@ def test_up_runs_everything_and_keeps_state_across_restarts(data_root: Path) -> 
             assert c.get("/hub/api/user").json()["name"] == "admin"
             names = {u["name"] for u in c.get("/hub/api/users").json()}
             assert {"admin", "alice", "bob"} <= names
+            # JupyterHub's POST /shutdown stops the whole hub: every service, then `up` itself
+            r = c.post("/hub/api/shutdown", json={"servers": True, "proxy": True})
+            assert r.status_code == 202, r.text
+        t0 = time.monotonic()
+        assert proc.wait(timeout=40) == 0
+        print(f"fleethub up exited {time.monotonic() - t0:.2f}s after POST /hub/api/shutdown")
     finally:
-        assert stop_up(proc) == 0
+        if proc.poll() is None:
+            stop_up(proc)
     assert leftover_processes(data_dir) == []
 
     # with nothing running, `fleethub token` starts the embedded database itself

@@ -7,12 +7,19 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as dist_version
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, StrictBool
+from sqlalchemy import select
 
+from shared.db.models import Server, User
+from shared.events import HubShutdown
 from shared.http import JUPYTERHUB_COMPAT_VERSION
+from shared.outbox import enqueue
 
-from services.api.deps import CurrentUser, Runtime
+from services.api.deps import CurrentUser, DbSession, Runtime
+from services.api.schemas import parse_body
+from services.api.servers import stop_server
 
 router = APIRouter()
 
@@ -49,3 +56,30 @@ async def info(req: CurrentUser, runtime: Runtime) -> dict[str, Any]:
 @router.get("/hub/api/health")
 async def health() -> Response:
     return Response(status_code=200)
+
+
+class ShutdownRequest(BaseModel):
+    """`POST /hub/api/shutdown`: both default to true, as JupyterHub's cleanup settings do."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    servers: StrictBool = True
+    proxy: StrictBool = True
+
+
+@router.post("/hub/api/shutdown")
+async def shutdown(request: Request, req: CurrentUser, runtime: Runtime, session: DbSession) -> Response:
+    """Stop the hub: every service process exits (the proxies too with `proxy`), after telling every
+    user server to stop (with `servers`). Under `fleethub up` the whole hub then exits."""
+    req.require("shutdown")
+    body = await parse_body(request, ShutdownRequest, required=False)
+    settings = runtime.settings
+    async with session.begin():
+        if body.servers:
+            rows = await session.execute(select(User, Server.name).join(Server, Server.user_id == User.id)
+                                         .where(Server.desired == "running"))
+            for user, server_name in rows.all():
+                await stop_server(session, settings, user, server_name, reason="shutdown")
+        enqueue(session, HubShutdown(servers=body.servers, proxy=body.proxy), settings.nats_namespace)
+    runtime.relay.kick()
+    return JSONResponse({"message": "Shutting down Hub"}, status_code=202)
