@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, and_, exists, func, or_, select
+from sqlalchemy import ColumnElement, and_, exists, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -46,20 +46,19 @@ async def server_views(session: AsyncSession, users: list[User]) -> dict[int, li
 
 
 async def user_links(session: AsyncSession, users: list[User]) -> dict[int, UserLinks]:
-    """Group and custom role names of `users`; two queries whatever their number."""
+    """Group and custom role names of `users`: one query whatever their number."""
     if not users:
         return {}
     ids = [u.id for u in users]
     groups: dict[int, list[str]] = defaultdict(list)
     roles: dict[int, list[str]] = defaultdict(list)
-    rows = await session.execute(select(GroupMember.user_id, Group.name).join(Group, Group.id == GroupMember.group_id)
-                                 .where(GroupMember.user_id.in_(ids)).order_by(Group.name))
-    for uid, name in rows.all():
-        groups[uid].append(name)
-    rows = await session.execute(select(UserRole.user_id, Role.name).join(Role, Role.id == UserRole.role_id)
-                                 .where(UserRole.user_id.in_(ids)).order_by(Role.name))
-    for uid, name in rows.all():
-        roles[uid].append(name)
+    in_groups = (select(literal("g").label("kind"), GroupMember.user_id, Group.name)
+                 .join(Group, Group.id == GroupMember.group_id).where(GroupMember.user_id.in_(ids)))
+    with_roles = (select(literal("r").label("kind"), UserRole.user_id, Role.name)
+                  .join(Role, Role.id == UserRole.role_id).where(UserRole.user_id.in_(ids)))
+    rows = await session.execute(in_groups.union_all(with_roles).order_by("kind", "name"))
+    for kind, uid, name in rows.all():
+        (groups if kind == "g" else roles)[uid].append(name)
     return {u.id: UserLinks(tuple(groups[u.id]), tuple(roles[u.id])) for u in users}
 
 
