@@ -7,6 +7,7 @@ its environment variable. Option names follow JupyterHub's where the meaning is 
 from __future__ import annotations
 
 import ipaddress
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -180,6 +181,12 @@ class HubService(_Section):
         return self.oauth_redirect_uri or f"{self.prefix}oauth_callback"
 
 
+class CustomScope(_Section):
+    """One `[custom_scopes."custom:…"]` entry (JupyterHub's `custom_scopes`): a scope services define."""
+
+    description: str = Field(min_length=1, description="What the scope allows (required, as in JupyterHub).")
+
+
 class RoleSpec(_Section):
     """One `[[roles]]` entry (JupyterHub's `load_roles`): a custom role and who holds it.
 
@@ -220,6 +227,9 @@ class ServiceSettings(BaseSettings):
     culler: CullerSettings = Field(default_factory=CullerSettings, description="[culler] section.")
     services: list[HubService] = Field(default_factory=list, description="[[services]] entries.")
     roles: list[RoleSpec] = Field(default_factory=list, description="[[roles]] entries (JupyterHub's load_roles).")
+    custom_scopes: dict[str, CustomScope] = Field(
+        default_factory=dict, description="[custom_scopes] entries: scopes named custom:<name> that roles may grant."
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -241,7 +251,13 @@ class ServiceSettings(BaseSettings):
         roles = [role.name for role in self.roles]
         if len(set(roles)) != len(roles):
             raise ValueError("roles: two [[roles]] entries have the same name")
+        for scope in self.custom_scopes:
+            if not re.fullmatch(r"custom:[a-z0-9][a-z0-9_\-\*:]+[a-z0-9_\*]", scope):
+                raise ValueError(f"custom_scopes: {scope!r} must look like custom:<lowercase name>")
         for role in self.roles:
+            undeclared = {s.split("!", 1)[0] for s in role.scopes if s.startswith("custom:")} - set(self.custom_scopes)
+            if undeclared:
+                raise ValueError(f"roles: role {role.name!r} grants undeclared custom scopes {sorted(undeclared)}")
             if role.name in ("admin", "user", "server", "token"):
                 raise ValueError(f"roles: {role.name!r} is a default role and cannot be redefined")
             unknown = set(role.services) - set(names)

@@ -9,6 +9,7 @@ scopes intersected with its owner's (`inherit` = all of the owner's).
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
@@ -47,6 +48,9 @@ ADMIN_ROLE = (
 SELF = ("read:users", "users:shares", "read:shares", "users:activity", "servers", "tokens", "access:servers")
 SERVER_ROLE = ("users:activity!user", "access:servers!server")
 TOKEN_ROLE = ("inherit",)
+
+
+CUSTOM_SCOPE = re.compile(r"^custom:[a-z0-9][a-z0-9_\-\*:]+[a-z0-9_\*]$")
 
 
 class ScopeError(ValueError):
@@ -92,7 +96,7 @@ def parse(text: str, owner: str | None = None, server: str | None = None, servic
         ScopeError: unknown name or filter kind, or a bare filter with nothing to resolve it to.
     """
     name, bang, flt = text.partition("!")
-    if name not in KNOWN:
+    if name not in KNOWN and not CUSTOM_SCOPE.match(name):
         raise ScopeError(f"unknown scope {name!r}")
     if not bang:
         return Scope(name)

@@ -112,3 +112,28 @@ def test_services_are_validated_and_survive_the_trip_to_a_child_process(monkeypa
     for services, words in bad:
         with pytest.raises(ConfigError, match=words):
             load_settings(None, services=services)
+
+
+def test_roles_and_custom_scopes_are_checked(tmp_path: Path) -> None:
+    conf = tmp_path / "hub.toml"
+    conf.write_text(
+        '[[services]]\nname = "culler"\napi_token = "0123456789abcdef0123"\n\n'
+        '[custom_scopes."custom:data:read"]\ndescription = "read the data service"\n\n'
+        '[[roles]]\nname = "analysts"\nscopes = ["custom:data:read", "read:users!group=lab"]\n'
+        'users = ["ann"]\ngroups = ["lab"]\nservices = ["culler"]\n'
+    )
+    settings = load_settings(conf)
+    assert settings.roles[0].scopes == ["custom:data:read", "read:users!group=lab"]
+    assert settings.custom_scopes["custom:data:read"].description == "read the data service"
+    bad: dict[str, object]
+    for bad, match in (
+        ({"roles": [{"name": "admin", "scopes": []}]}, "default role"),
+        ({"roles": [{"name": "twice"}, {"name": "twice"}]}, "same name"),
+        ({"roles": [{"name": "orphan", "services": ["nope"]}]}, "not configured"),
+        ({"roles": [{"name": "needs", "scopes": ["custom:undeclared"]}]}, "undeclared custom scopes"),
+        ({"custom_scopes": {"custom:Bad": {"description": "x"}}}, "custom:<lowercase name>"),
+        ({"custom_scopes": {"custom:ok": {}}}, "description"),
+        ({"roles": [{"name": "Bad Name"}]}, "roles"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            load_settings(**bad)

@@ -6,8 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.api.models import ServerView, server_model, token_model, user_model
 from shared.db.models import ApiToken, Server, ServerState, User
+
+from services.api.models import ServerView, server_model, token_model, user_model
 
 T = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -47,7 +48,7 @@ def test_server_model() -> None:
     view = ServerView(_server("running"), _state("running"))
     model = server_model(_user(), view, with_state=True)
     assert model == {
-        "name": "", "full_name": "bob/", "last_activity": "2025-01-02T03:04:05Z", "started": "2025-01-02T03:04:05Z",
+        "name": "", "display_name": "", "full_name": "bob/", "last_activity": "2025-01-02T03:04:05Z", "started": "2025-01-02T03:04:05Z",
         "pending": None, "ready": True, "stopped": False, "url": "/user/bob/", "user_options": {"a": 1},
         "progress_url": "/hub/api/users/bob/server/progress", "full_url": None, "full_progress_url": None,
         "state": {"pid": 7},
@@ -56,6 +57,7 @@ def test_server_model() -> None:
     named = server_model(User(id=2, name="a b", admin=False, created=T), ServerView(_server("running", name="gpu"), None),
                          with_state=False)
     assert named["url"] == "/user/a%20b/gpu/" and named["progress_url"] == "/hub/api/users/a%20b/servers/gpu/progress"
+    assert named["display_name"] == "gpu"  # none stored: a named server shows its name
 
 
 def test_user_model_and_vertical_filtering() -> None:

@@ -27,7 +27,7 @@ def test_parse() -> None:
     assert parse("users:activity!user", owner="bob") == Scope("users:activity", "user", "bob")
     assert parse("access:servers!server", owner="bob", server="bob/gpu") == Scope("access:servers", "server", "bob/gpu")
     for bad in ("nope", "all", "read:users!team=g", "read:users!user=", "servers!server=bob", "read:users!user",
-                "read:users!", "custom:thing"):
+                "read:users!", "custom:Thing", "custom:"):
         with pytest.raises(ScopeError):
             parse(bad)
 
@@ -104,3 +104,19 @@ def test_service_filters_cover_that_service_only() -> None:
     assert user_filter({svc, parse("read:users!user=bob")}, "read:users") == {"bob"}
     with pytest.raises(ScopeError):
         parse("access:services!service")
+
+
+def test_group_filters_and_custom_scopes() -> None:
+    held = {parse("read:groups!group=team"), parse("custom:data:read")}
+    assert held_for(held, "read:groups", group="team") and not held_for(held, "read:groups", group="other")
+    assert not held_for(held, "read:groups")  # a filtered scope is not hub-wide
+    assert not held_for(held, "read:groups", user="team")  # a group filter names a group, not a user
+    assert held_for(held, "custom:data:read")
+    # a token's group-filtered scope is within its owner's only for the same group
+    assert intersect({parse("read:groups!group=team")}, {parse("read:groups!group=team")}) == {
+        parse("read:groups!group=team")}
+    assert intersect({parse("read:groups!group=team")}, {parse("read:groups!group=other")}) == set()
+    assert intersect({parse("read:groups!group=team")}, {parse("read:groups")}) == {parse("read:groups!group=team")}
+    for bad in ("custom:Upper", "custom:a", "custom:ends-", "read:groups!group"):
+        with pytest.raises(ScopeError):
+            parse(bad)
