@@ -26,7 +26,7 @@ class User(Base):
     name: Mapped[str] = mapped_column(String(255), unique=True)
     admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
     created: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
-    last_activity: Mapped[datetime | None] = mapped_column(TZ, nullable=True)
+    last_activity: Mapped[datetime | None] = mapped_column(TZ, nullable=True, index=True)
     auth_state: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)
 
 

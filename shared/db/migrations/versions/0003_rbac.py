@@ -98,9 +98,12 @@ def upgrade() -> None:
     op.add_column("users", sa.Column("auth_state", JSONB, nullable=True))
     # spawn and active-server limits count across replicas: index the rows they count
     op.create_index("ix_servers_desired", "servers", ["desired"])
+    # GET /users?sort=last_activity pages through an index, as sort=id and sort=name do
+    op.create_index("ix_users_last_activity", "users", ["last_activity"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_users_last_activity", "users")
     op.drop_index("ix_servers_desired", "servers")
     op.drop_column("users", "auth_state")
     op.drop_column("servers", "display_name")
