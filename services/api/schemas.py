@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
@@ -75,21 +75,3 @@ async def parse_body(request: Request, model: type[M], *, required: bool) -> M:
         loc = ".".join(str(p) for p in first.get("loc", ()))
         msg = str(first.get("msg", "invalid"))
         raise BadRequest(f"{loc}: {msg}" if loc else msg) from None
-
-
-def user_options_from(body: Any) -> dict[str, Any] | None:
-    """The options of a start request; None means "reuse the previous ones".
-
-    JupyterHub 6 reads `{"user_options": {...}, "display_name": ...}`; 5.x clients send the options
-    as the whole body, which is what a body with neither key means.
-    """
-    if body is None:
-        return None
-    if not isinstance(body, dict):
-        raise BadRequest("Request body must be a JSON object")
-    if "user_options" in body or "display_name" in body:
-        opts = body.get("user_options")
-        if opts is not None and not isinstance(opts, dict):
-            raise BadRequest("user_options must be an object")
-        return opts
-    return body or None

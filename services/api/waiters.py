@@ -1,13 +1,18 @@
-"""Waiting for a spawn or stop outcome: server events seen live on the bus, PostgreSQL as the fallback.
+"""Following spawns: server events seen live on the bus, PostgreSQL as the fallback.
 
-One core subscription per process dispatches `server.*` events to the requests waiting on them; a
-missed message (the subscription is at-most-once) is caught by polling `server_states`.
+One core subscription per process hands every `server.*` event to the listeners of its spawn id (a
+start or stop request waiting for its outcome, a progress stream). A listener is registered before
+its owner reads the database, so an event is either in what it reads or in its queue; an event
+missed by the subscription itself (at-most-once, e.g. across a reconnect) is caught by polling
+`server_states`.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from types import TracebackType
+from typing import Self
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -15,28 +20,88 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from shared.db.models import ServerState
 from shared.events import Envelope, Message, ServerEvent, ServerFailed, ServerReady, ServerStopped
 
-OUTCOME = {ServerReady: "ready", ServerFailed: "failed", ServerStopped: "stopped"}
+OUTCOME: dict[type[ServerEvent], str] = {ServerReady: "ready", ServerFailed: "failed", ServerStopped: "stopped"}
 _STATUS_OUTCOME = {"running": "ready", "failed": "failed", "stopped": "stopped"}
 POLL = 0.5
+# progress events of one spawn are few; a listener that stops reading loses progress, never an outcome
+_MAX_QUEUED = 256
+
+
+def outcome_of(message: ServerEvent) -> tuple[str, str] | None:
+    """("ready" | "failed" | "stopped", message) for an outcome event, None for progress."""
+    outcome = OUTCOME.get(type(message))
+    if outcome is None:
+        return None
+    return outcome, message.message if isinstance(message, ServerFailed) else ""
+
+
+class Listener:
+    """The events of one spawn, from registration until `close()` (also a context manager)."""
+
+    def __init__(self, waiters: Waiters, spawn_id: str) -> None:
+        self.spawn_id = spawn_id
+        self._waiters = waiters
+        self._queue: asyncio.Queue[ServerEvent] = asyncio.Queue()
+        self._closed = False
+
+    def put(self, message: ServerEvent) -> None:
+        if self._queue.qsize() < _MAX_QUEUED or outcome_of(message) is not None:
+            self._queue.put_nowait(message)
+
+    async def get(self, timeout: float) -> ServerEvent | None:
+        """The next event, or None after `timeout` seconds."""
+        try:
+            return await asyncio.wait_for(self._queue.get(), max(timeout, 0))
+        except TimeoutError:
+            return None
+
+    def close(self) -> None:
+        """Stop receiving (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            self._waiters._remove(self)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
 
 
 class Waiters:
-    """Futures keyed by spawn id, resolved with ("ready" | "failed" | "stopped", message)."""
+    """Listeners keyed by spawn id, fed by the api's one core subscription to server events."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
-        self._waiting: dict[str, list[asyncio.Future[tuple[str, str]]]] = defaultdict(list)
+        self._listeners: dict[str, set[Listener]] = defaultdict(set)
 
     async def on_event(self, envelope: Envelope, message: Message) -> None:
-        outcome = OUTCOME.get(type(message))
-        if outcome is None or not isinstance(message, ServerEvent):
+        if not isinstance(message, ServerEvent):
             return
-        text = message.message if isinstance(message, ServerFailed) else ""
-        for fut in self._waiting.pop(message.spawn_id, []):
-            if not fut.done():
-                fut.set_result((outcome, text))
+        for listener in tuple(self._listeners.get(message.spawn_id, ())):
+            listener.put(message)
 
-    async def _status(self, spawn_id: str) -> tuple[str, str] | None:
+    def listen(self, spawn_id: str) -> Listener:
+        """Start receiving the events of `spawn_id`; the caller must `close()` the listener."""
+        listener = Listener(self, spawn_id)
+        self._listeners[spawn_id].add(listener)
+        return listener
+
+    def _remove(self, listener: Listener) -> None:
+        listeners = self._listeners.get(listener.spawn_id)
+        if listeners is not None:
+            listeners.discard(listener)
+            if not listeners:
+                del self._listeners[listener.spawn_id]
+
+    @property
+    def listening(self) -> int:
+        """How many listeners are registered (for tests and metrics)."""
+        return sum(len(v) for v in self._listeners.values())
+
+    async def outcome(self, spawn_id: str) -> tuple[str, str] | None:
+        """The recorded outcome of `spawn_id` ("ready" | "failed" | "stopped", message), if any yet."""
         async with self._sessions() as session:
             row = (await session.execute(
                 select(ServerState.status, ServerState.message).where(ServerState.spawn_id == spawn_id)
@@ -51,24 +116,17 @@ class Waiters:
             return None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while True:
-            current = await self._status(spawn_id)
-            if current is not None and current[0] in wanted:
-                return current
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return None
-            fut: asyncio.Future[tuple[str, str]] = loop.create_future()
-            self._waiting[spawn_id].append(fut)
-            try:
-                result = await asyncio.wait_for(asyncio.shield(fut), min(POLL, remaining))
-                if result[0] in wanted:
-                    return result
-            except TimeoutError:
-                pass
-            finally:
-                waiting = self._waiting.get(spawn_id)
-                if waiting and fut in waiting:
-                    waiting.remove(fut)
-                    if not waiting:
-                        del self._waiting[spawn_id]
+        with self.listen(spawn_id) as events:  # before the read: an outcome is in one or the other
+            while True:
+                current = await self.outcome(spawn_id)
+                if current is not None and current[0] in wanted:
+                    return current
+                now = loop.time()
+                if now >= deadline:
+                    return None
+                poll_at = min(now + POLL, deadline)
+                while (remaining := poll_at - loop.time()) > 0:
+                    message = await events.get(remaining)
+                    seen = outcome_of(message) if message is not None else None
+                    if seen is not None and seen[0] in wanted:
+                        return seen

@@ -1,28 +1,12 @@
-"""Pure request handling: start-request bodies, server names and token ids."""
+"""Pure request handling: server names and token ids (start-request bodies: test_server_requests.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from services.api.schemas import user_options_from
 from services.api.servers import check_server_name
 from services.api.tokens import parse_token_id
 from shared.errors import BadRequest
-
-
-@pytest.mark.parametrize(("body", "expected"), [
-    (None, None), ({}, None), ({"size": "s"}, {"size": "s"}),  # 5.x: the whole body is the options
-    ({"user_options": {"size": "s"}}, {"size": "s"}), ({"user_options": None}, None),
-    ({"display_name": "x"}, None), ({"user_options": {}, "display_name": "x"}, {}),
-])
-def test_user_options(body: object, expected: object) -> None:
-    assert user_options_from(body) == expected
-
-
-@pytest.mark.parametrize("body", [[1], "x", 3, {"user_options": [1]}, {"user_options": "a"}])
-def test_user_options_refused(body: object) -> None:
-    with pytest.raises(BadRequest):
-        user_options_from(body)
 
 
 @pytest.mark.parametrize("name", ["a", "gpu", "gpu-2", "a" * 30, "x1-y2-z3"])
