@@ -14,7 +14,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db.models import ServerState
+from shared.db.models import Server, ServerState, User
 from shared.events import utcnow
 
 ACTIVE = ("pending", "running", "stopping")
@@ -53,6 +53,18 @@ async def get(session: AsyncSession, user: str, server_name: str) -> Row | None:
     """The current row, if any."""
     r = (await session.execute(select(ServerState).where(_key(user, server_name)))).scalar()
     return _row(r) if r is not None else None
+
+
+async def is_desired(session: AsyncSession, user: str, server_name: str, spawn_id: str) -> bool:
+    """Whether `spawn_id` is the spawn the api wants running for this server (the `servers` row).
+
+    A spawn command can outlive its request: the server was stopped, removed and recreated, renamed,
+    or its user deleted, before a worker took the command. Such a spawn must not start an orphan.
+    """
+    stmt = (select(Server.id).join(User, User.id == Server.user_id)
+            .where(User.name == user, Server.name == server_name, Server.spawn_id == spawn_id,
+                   Server.desired == "running"))
+    return (await session.execute(stmt)).first() is not None
 
 
 async def claim_for_spawn(session: AsyncSession, user: str, server_name: str, spawn_id: str, me: str, ttl: float) -> bool:

@@ -51,6 +51,9 @@ class Worker:
         """Handle a spawn command; returns "ack" or "retry"."""
         key = (cmd.user, cmd.server_name)
         async with self.rt.sessions() as session, session.begin():
+            if not await leases.is_desired(session, cmd.user, cmd.server_name, cmd.spawn_id):
+                log.warning("spawn %s for %s/%s refused: no longer the requested spawn", cmd.spawn_id, *key)
+                return "ack"
             claimed = await leases.claim_for_spawn(session, cmd.user, cmd.server_name, cmd.spawn_id, self.me, self.ttl)
             row = None if claimed else await leases.get(session, cmd.user, cmd.server_name)
             if row is not None and row.spawn_id == cmd.spawn_id and row.status == "pending" and not row.lease_live:

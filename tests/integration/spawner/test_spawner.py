@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
 
 from shared.bus import Bus
 from shared.db.engine import make_engine, make_sessionmaker
-from shared.db.models import ServerState
+from shared.db.models import Server, ServerState, User
 from shared.events import ServerFailed, ServerReady, ServerStopped, SpawnServer, StopServer, new_id, unwrap
 from shared.names import route_key
 from shared.procs import become_subreaper, pid_alive
@@ -33,6 +34,19 @@ class Harness:
         self.cluster = cluster
         self.engine = make_engine(settings.require_database_url(), pool_size=2)
         self.sessions = make_sessionmaker(self.engine)
+
+    async def spawn(self, cmd: SpawnServer) -> None:
+        """Publish a spawn command after recording it as the desired spawn, as the api does."""
+        await self.desire(cmd.user, cmd.server_name, cmd.spawn_id)
+        await self.bus.publish(cmd)
+
+    async def desire(self, user: str, server: str, spawn_id: str) -> None:
+        async with self.sessions() as s, s.begin():
+            await s.execute(insert(User).values(name=user).on_conflict_do_nothing(index_elements=["name"]))
+            uid = (await s.execute(select(User.id).where(User.name == user))).scalar_one()
+            await s.execute(insert(Server).values(user_id=uid, name=server, desired="running", spawn_id=spawn_id)
+                            .on_conflict_do_update(index_elements=["user_id", "name"],
+                                                   set_={"desired": "running", "spawn_id": spawn_id}))
 
     async def row(self, user: str, server: str = "") -> ServerState | None:
         async with self.sessions() as s:
@@ -96,7 +110,7 @@ async def test_spawn_ready_route_event_and_stop(harness: Harness) -> None:
     harness.cluster.start("spawner")
     cmd = spawn_cmd("alice")
     t0 = time.monotonic()
-    await harness.bus.publish(cmd)
+    await harness.spawn(cmd)
     await wait_for(lambda: _is(harness.status("alice"), "running"), timeout=20, what="running")
     print(f"\ncommand → running: {time.monotonic() - t0:.3f}s")
     route = await harness.route("alice")
@@ -112,8 +126,8 @@ async def test_spawn_ready_route_event_and_stop(harness: Harness) -> None:
     pid = row.state["pid"]
 
     # the same command again (a redelivery or a duplicate publish with a new id) starts nothing new
-    await harness.bus.publish(cmd)
-    await harness.bus.publish(cmd)
+    await harness.spawn(cmd)
+    await harness.spawn(cmd)
     await _sleep(1.0)
     row = await harness.row("alice")
     assert row is not None and row.state["pid"] == pid and row.status == "running"
@@ -127,7 +141,7 @@ async def test_spawn_ready_route_event_and_stop(harness: Harness) -> None:
 
 async def test_environment_follows_the_contract(harness: Harness, tmp_path: Path) -> None:
     harness.cluster.start("spawner")
-    await harness.bus.publish(spawn_cmd("env.user", "gpu"))
+    await harness.spawn(spawn_cmd("env.user", "gpu"))
     await wait_for(lambda: _is(harness.status("env.user", "gpu"), "running"), timeout=20, what="running")
     env = json.loads(Path(str(tmp_path / "env-{user}.json")).read_text())
     assert env["JUPYTERHUB_USER"] == "env.user" and env["JUPYTERHUB_SERVER_NAME"] == "gpu"
@@ -149,7 +163,7 @@ async def test_stop_before_spawn_is_a_tombstone(harness: Harness) -> None:
     cmd = spawn_cmd("bob")
     await harness.bus.publish(StopServer(user="bob", spawn_id=cmd.spawn_id))
     await wait_for(lambda: _is(harness.status("bob"), "stopped"), what="tombstone")
-    await harness.bus.publish(cmd)
+    await harness.spawn(cmd)
     await _sleep(1.5)
     assert await harness.status("bob") == "stopped"
     assert await harness.route("bob") is None
@@ -158,7 +172,7 @@ async def test_stop_before_spawn_is_a_tombstone(harness: Harness) -> None:
 async def test_stop_during_a_slow_start_leaves_nothing(harness: Harness, tmp_path: Path) -> None:
     harness.cluster.start("spawner", spawner={"environment": {"FAKE_START_DELAY": "2"}})
     cmd = spawn_cmd("carol")
-    await harness.bus.publish(cmd)
+    await harness.spawn(cmd)
     await wait_for(lambda: _row_has_pid(harness, "carol"), what="process started")
     row = await harness.row("carol")
     assert row is not None and row.status == "pending"
@@ -173,7 +187,7 @@ async def test_stop_during_a_slow_start_leaves_nothing(harness: Harness, tmp_pat
 async def test_exited_and_failing_servers(harness: Harness) -> None:
     harness.cluster.start("spawner", spawner={"environment": {"FAKE_EXIT_CODE": "3"}})
     bad = spawn_cmd("dave")
-    await harness.bus.publish(bad)
+    await harness.spawn(bad)
     await wait_for(lambda: _is(harness.status("dave"), "failed"), timeout=20, what="failed")
     assert await harness.route("dave") is None
     await wait_for(lambda: _has_event(harness, ServerFailed, bad.spawn_id), what="ServerFailed event")
@@ -182,7 +196,7 @@ async def test_exited_and_failing_servers(harness: Harness) -> None:
 async def test_server_killed_behind_our_back(harness: Harness) -> None:
     harness.cluster.start("spawner")
     cmd = spawn_cmd("erin")
-    await harness.bus.publish(cmd)
+    await harness.spawn(cmd)
     await wait_for(lambda: _is(harness.status("erin"), "running"), timeout=20, what="running")
     row = await harness.row("erin")
     assert row is not None
@@ -195,7 +209,7 @@ async def test_server_killed_behind_our_back(harness: Harness) -> None:
 async def test_dead_worker_servers_are_adopted(harness: Harness) -> None:
     first = harness.cluster.start("spawner")
     cmd = spawn_cmd("frank")
-    await harness.bus.publish(cmd)
+    await harness.spawn(cmd)
     await wait_for(lambda: _is(harness.status("frank"), "running"), timeout=20, what="running")
     row = await harness.row("frank")
     assert row is not None
@@ -227,7 +241,7 @@ async def test_dead_worker_servers_are_adopted(harness: Harness) -> None:
 
 async def test_routes_are_reconciled(harness: Harness) -> None:
     harness.cluster.start("spawner")
-    await harness.bus.publish(spawn_cmd("gina"))
+    await harness.spawn(spawn_cmd("gina"))
     await wait_for(lambda: _is(harness.status("gina"), "running"), timeout=20, what="running")
     kv = await harness.bus.routes()
     await kv.delete(route_key("gina", ""))
@@ -265,3 +279,19 @@ async def _sleep(s: float) -> None:
     import asyncio
 
     await asyncio.sleep(s)
+
+
+async def test_a_superseded_spawn_starts_nothing(harness: Harness) -> None:
+    """A spawn command that is no longer the requested spawn (stopped and restarted, removed, user
+    deleted before a worker took it) is refused rather than starting an orphan server."""
+    harness.cluster.start("spawner")
+    old = spawn_cmd("hugo")
+    await harness.desire("hugo", "", "a-newer-spawn")
+    await harness.bus.publish(old)
+    never = spawn_cmd("ivan")  # no desired state at all: e.g. the user was deleted
+    await harness.bus.publish(never)
+    ok = spawn_cmd("hugo", "gpu")
+    await harness.spawn(ok)  # published after the others: once it runs, they were handled
+    await wait_for(lambda: _is(harness.status("hugo", "gpu"), "running"), timeout=20, what="running")
+    assert await harness.row("hugo") is None and await harness.row("ivan") is None
+    assert await harness.route("hugo") is None and await harness.route("ivan") is None
