@@ -70,3 +70,16 @@ def server_token(key: str, spawn_id: str) -> str:
     the server's environment.
     """
     return hmac.new(key.encode("utf-8"), f"server-token\x00{spawn_id}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def service_token(key: str, name: str) -> str:
+    """The API token of a hub-managed service configured without one, derived from the hub key: the api
+    stores its hash at start, the spawner worker running the service derives the same value."""
+    return hmac.new(key.encode("utf-8"), f"service-token\x00{name}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def service_api_token(api_token: str | None, managed: bool, key: str, name: str) -> str | None:
+    """A service's token: the configured one, else a derived one for a managed service, else None."""
+    if api_token is not None:
+        return api_token
+    return service_token(key, name) if managed else None

@@ -152,6 +152,11 @@ class HubService(_Section):
     display: bool = Field(True, description="Listed on the hub's pages.")
     info: dict[str, Any] = Field(default_factory=dict, description="Free-form information shown by the API.")
     admin: bool = Field(False, description="Give the service the admin role (deprecated in JupyterHub; use roles).")
+    command: list[str] = Field(
+        default_factory=list, description="Hub-managed: the command a spawner worker runs (and restarts) for it."
+    )
+    environment: dict[str, str] = Field(default_factory=dict, description="Extra environment of a managed service.")
+    cwd: str | None = Field(None, description="Working directory of a managed service.")
 
     @field_validator("url")
     @classmethod
@@ -166,6 +171,18 @@ class HubService(_Section):
         if value is not None and not value.startswith("service-"):
             raise ValueError("a service's oauth_client_id must start with 'service-'")
         return value
+
+    @property
+    def managed(self) -> bool:
+        """Whether the hub runs it (it has a command)."""
+        return bool(self.command)
+
+    @property
+    def oauth_client(self) -> bool:
+        """Whether it is an OAuth client: it has a token (configured, or generated when managed) and a
+        place to send users back to."""
+        return (self.api_token is not None or self.managed) and (self.url is not None or
+                                                                 self.oauth_redirect_uri is not None)
 
     @property
     def prefix(self) -> str:

@@ -57,7 +57,7 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
         # a service process (advertised) stops on `hub.shutdown`; an app in a test does not
         async with open_runtime(settings, "api", exit_on_shutdown=advertise_url is not None) as runtime:
             async with runtime.sessions() as session, session.begin():
-                await sync_config(session, settings)
+                await sync_config(session, settings, runtime.secret_key)
             runtime.relay.kick()
             waiters = Waiters(runtime.sessions)
             # one core subscription per process resolves every waiting start/stop request

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.db.models import ApiToken, Group, GroupRole, HubServiceRow, Role, ServiceRole, User, UserRole
 from shared.errors import ConfigError
 from shared.names import normalize_username
-from shared.security import hash_token
+from shared.security import hash_token, service_api_token
 from shared.settings import RoleSpec, ServiceSettings
 
 from services.api.rbac import access_changed
@@ -50,7 +50,8 @@ async def _ids(session: AsyncSession, model: type[User | Group], names: list[str
     return list((await session.execute(select(model.id).where(model.name.in_(names)))).scalars())
 
 
-async def _sync_services(session: AsyncSession, settings: ServiceSettings) -> tuple[dict[str, int], int]:
+async def _sync_services(session: AsyncSession, settings: ServiceSettings, secret_key: str
+                         ) -> tuple[dict[str, int], int]:
     wanted = {svc.name: svc for svc in settings.services}
     removed = await session.execute(delete(HubServiceRow).where(HubServiceRow.from_config.is_(True),
                                                                 HubServiceRow.name.not_in(list(wanted) or [""])))
@@ -58,15 +59,17 @@ async def _sync_services(session: AsyncSession, settings: ServiceSettings) -> tu
     for svc in settings.services:
         values = {
             "name": svc.name, "from_config": True, "admin": svc.admin, "url": svc.url,
-            "oauth_client_id": svc.client_id if svc.api_token is not None else None,
-            "oauth_redirect_uri": svc.redirect_uri if svc.api_token is not None else None,
+            "oauth_client_id": svc.client_id if svc.oauth_client else None,
+            "oauth_redirect_uri": svc.redirect_uri if svc.oauth_client else None,
             "oauth_no_confirm": svc.oauth_no_confirm, "display": svc.display, "info": svc.info,
         }
         stmt = insert(HubServiceRow).values(values)
         stmt = stmt.on_conflict_do_update(index_elements=["name"], set_={k: stmt.excluded[k] for k in values})
         sid = (await session.execute(stmt.returning(HubServiceRow.id))).scalar_one()
         ids[svc.name] = sid
-        hashed = hash_token(svc.api_token.get_secret_value()) if svc.api_token is not None else ""
+        token = service_api_token(svc.api_token.get_secret_value() if svc.api_token else None, svc.managed,
+                                  secret_key, svc.name)
+        hashed = hash_token(token) if token is not None else ""
         await session.execute(delete(ApiToken).where(ApiToken.service_id == sid, ApiToken.kind == CONFIG_TOKEN_KIND,
                                                      ApiToken.hashed != hashed))
         if hashed:
@@ -104,7 +107,7 @@ async def _sync_roles(session: AsyncSession, settings: ServiceSettings, services
     return int(getattr(removed, "rowcount", 0) or 0)
 
 
-async def sync_config(session: AsyncSession, settings: ServiceSettings) -> None:
+async def sync_config(session: AsyncSession, settings: ServiceSettings, secret_key: str) -> None:
     """Apply the configuration (in the caller's transaction).
 
     Raises:
@@ -115,7 +118,7 @@ async def sync_config(session: AsyncSession, settings: ServiceSettings) -> None:
     if admins:
         stmt = insert(User).values([{"name": n, "admin": True} for n in admins])
         await session.execute(stmt.on_conflict_do_update(index_elements=["name"], set_={"admin": True}))
-    services, services_removed = await _sync_services(session, settings)
+    services, services_removed = await _sync_services(session, settings, secret_key)
     roles_removed = await _sync_roles(session, settings, services)
     if settings.services or settings.roles or services_removed or roles_removed:
         access_changed(session, settings.nats_namespace, everyone=True)

@@ -12,6 +12,7 @@ from shared.settings import ServiceSettings
 from services.spawner.backends import load_backend
 from services.spawner.consumers import command_handler
 from services.spawner.lifecycle import Worker
+from services.spawner.managed import ManagedServices
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,8 @@ async def main(settings: ServiceSettings, stop: asyncio.Event) -> None:
         for loop, name in ((worker.renew_loop(), "renew"), (worker.adopt_loop(), "adopt"),
                            (worker.poll_loop(), "poll"), (worker.reconcile_loop(), "reconcile")):
             runtime.spawn(loop, name)
+        managed = ManagedServices(settings, runtime.secret_key, runtime.engine)
+        runtime.spawn(managed.run(), "managed-services")
         log.info("spawner worker %s running (backend %s)", runtime.replica, settings.spawner.backend)
         consume = runtime.spawn(
             runtime.bus.consume(
@@ -37,6 +40,7 @@ async def main(settings: ServiceSettings, stop: asyncio.Event) -> None:
         )
         await stop.wait()
         await asyncio.wait([consume], timeout=5)
+        await managed.stop_all()  # managed services stop with their worker; another worker starts them
         # servers keep running: another worker (or this one, restarted) adopts them when the lease expires
 
 

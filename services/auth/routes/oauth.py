@@ -27,6 +27,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db.models import ApiToken, OAuthCode, Server, User
+from shared.events import utcnow
 from shared.identity import (
     LOGIN_COOKIE,
     SESSION_COOKIE,
@@ -39,8 +40,7 @@ from shared.identity import (
     xsrf_valid,
 )
 from shared.names import client_candidates, server_prefix
-from shared.events import utcnow
-from shared.security import hash_token, server_token
+from shared.security import hash_token, server_token, service_api_token
 from shared.settings import ServiceSettings
 
 from services.auth.deps import DbSession, Runtime
@@ -76,8 +76,10 @@ async def find_client(session: AsyncSession, settings: ServiceSettings, secret_k
     if not cid or len(cid) > 1024:
         return None
     for svc in settings.services:
-        if svc.client_id == cid and svc.api_token is not None:
-            return Client(cid, svc.redirect_uri, svc.api_token.get_secret_value(), f"the service {svc.name}",
+        secret = service_api_token(svc.api_token.get_secret_value() if svc.api_token else None, svc.managed,
+                                   secret_key, svc.name)
+        if svc.client_id == cid and secret is not None:
+            return Client(cid, svc.redirect_uri, secret, f"the service {svc.name}",
                           f"access:services!service={svc.name}", no_confirm=svc.oauth_no_confirm)
     try:
         candidates = client_candidates(cid)
