@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+import math
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -18,11 +19,12 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.errors import BadRequest, FleethubError, TooManyRequests
+from shared.names import storable
 from shared.service import Runtime
 
 log = logging.getLogger(__name__)
@@ -100,7 +102,12 @@ def wants_json(request: Request) -> bool:
 
 
 def error_response(request: Request, status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    """The one place errors are rendered."""
+    """The one place errors are rendered.
+
+    A message may echo input (a name from a JSON body can hold a lone surrogate, which UTF-8 cannot
+    encode): such characters are written as `\\udxxx` escapes rather than failing the response.
+    """
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")
     if wants_json(request):
         return JSONResponse({"status": status, "message": message}, status_code=status, headers=headers)
     body = (
@@ -146,7 +153,7 @@ async def read_json(request: Request, max_bytes: int = MAX_JSON_BODY) -> Any:
     Returns None for an empty body.
 
     Raises:
-        BadRequest: not JSON, not UTF-8, or nested too deeply.
+        BadRequest: not JSON, not UTF-8, nested too deeply, or holding what PostgreSQL cannot store.
         FleethubError: (413) larger than `max_bytes`.
     """
     declared = request.headers.get("content-length", "")
@@ -163,9 +170,34 @@ async def read_json(request: Request, max_bytes: int = MAX_JSON_BODY) -> Any:
     if not raw.strip():
         return None
     try:
-        return json.loads(raw)
+        data = json.loads(raw)
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         raise BadRequest("Invalid JSON in request body") from None
+    problem = _unstorable(data)
+    if problem:
+        raise BadRequest(f"Invalid JSON in request body: {problem}")
+    return data
+
+
+def _unstorable(data: Any) -> str | None:
+    """What in a parsed body PostgreSQL could not hold (every body ends up there or on the bus), or None.
+
+    JSON may carry `\\u0000` and lone surrogates (`\\ud800`), which PostgreSQL text and JSONB refuse; Python's
+    parser also takes `NaN` and `Infinity` (not JSON) and reads numbers beyond a double's range as infinity.
+    """
+    todo: list[Any] = [data]
+    while todo:  # iterative: the nesting is as deep as the parser allowed
+        item = todo.pop()
+        if isinstance(item, dict):
+            todo.extend(item)
+            todo.extend(item.values())
+        elif isinstance(item, list):
+            todo.extend(item)
+        elif isinstance(item, str) and not storable(item):
+            return "strings must not contain NUL characters or lone surrogates"
+        elif isinstance(item, float) and not math.isfinite(item):
+            return "numbers must be finite"
+    return None
 
 
 def iso(dt: datetime | None) -> str | None:

@@ -118,14 +118,25 @@ def parse_route_key(key: str) -> tuple[str, str]:
     return decode_token(parts[1]), decode_token(parts[2])
 
 
-_BAD_USERNAME = re.compile(r"[/\s\x00-\x1f\x7f]")
+def storable(text: str) -> bool:
+    """Whether PostgreSQL can hold `text`: no NUL character and no lone surrogate (JSON may carry both).
+
+    A name that is not storable names nothing: look-ups answer "not found" without asking the database.
+    """
+    return "\x00" not in text and _SURROGATE.search(text) is None
+
+
+# a surrogate code point in a Python str is always a lone one (a valid pair decodes to one character)
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_BAD_USERNAME = re.compile(r"[/\s\x00-\x1f\x7f\ud800-\udfff]")
 
 
 def normalize_username(raw: str) -> str:
     """Lower-case, stripped, validated user name.
 
     Raises:
-        BadRequest: empty, longer than 255 characters, or containing `/`, whitespace or control characters.
+        BadRequest: empty, longer than 255 characters, or containing `/`, whitespace, control characters or
+            lone surrogates.
     """
     from shared.errors import BadRequest
 

@@ -13,8 +13,7 @@ from shared.db.models import Group, GroupMember, GroupRole, Role, ServiceRole, S
 from shared.events import AccessChanged
 from shared.identity import Identity
 from shared.outbox import enqueue
-
-from services.api.scopes import ADMIN_ROLE, SELF, Scope, ScopeError, expand, intersect, parse
+from shared.scopes import ADMIN_ROLE, SELF, Scope, ScopeError, expand, intersect, parse
 
 
 def access_changed(session: AsyncSession, namespace: str, *, users: Iterable[str] = (),

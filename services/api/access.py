@@ -13,9 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.errors import Forbidden, NotFound
 from shared.identity import Identity
-
-from services.api.rbac import ScopeCache, effective_scopes
-from services.api.scopes import Scope, held_anywhere, held_for, name_filter, render, user_filter
+from shared.rbac import ScopeCache, effective_scopes
+from shared.scopes import Scope, held_anywhere, held_for, name_filter, render, user_filter
 
 HIDDEN = "No access to resources or resources not found"
 

@@ -21,6 +21,7 @@ from shared.events import (
 )
 from shared.http import CommonHeaders, install_error_handlers
 from shared.identity import TokenCache
+from shared.rbac import ScopeCache
 from shared.registry import announce
 from shared.service import advertise_url as advertise_url_of
 from shared.service import bind_socket, open_runtime, serve_app
@@ -29,7 +30,6 @@ from shared.settings import ServiceSettings
 from services.api.config_sync import sync_config
 from services.api.consumers import start_consumers
 from services.api.deps import ApiState
-from services.api.rbac import ScopeCache
 from services.api.routes import (
     accept_share,
     activity,

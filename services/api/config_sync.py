@@ -16,11 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.db.models import ApiToken, Group, GroupRole, HubServiceRow, Role, ServiceRole, User, UserRole
 from shared.errors import ConfigError
 from shared.names import normalize_username
+from shared.rbac import access_changed
+from shared.scopes import ScopeError, parse
 from shared.security import hash_token, service_api_token
 from shared.settings import RoleSpec, ServiceSettings
-
-from services.api.rbac import access_changed
-from services.api.scopes import ScopeError, parse
 
 SYNC_LOCK = 0x6668_0001  # pg_advisory_xact_lock key of this sync
 CONFIG_TOKEN_KIND = "config"

@@ -9,11 +9,11 @@ from fastapi import Depends, Request
 from shared.errors import Forbidden
 from shared.http import DbSession, RuntimeDep
 from shared.identity import Identity, TokenCache
+from shared.rbac import ScopeCache
 from shared.service import Runtime as _Runtime
 
 from services.api.access import Requester, load_requester
 from services.api.credentials import api_identity, page_identity
-from services.api.rbac import ScopeCache
 from services.api.waiters import Waiters as _Waiters
 
 

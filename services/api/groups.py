@@ -20,10 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.db.models import Group, GroupMember, GroupRole, Role, User
 from shared.errors import BadRequest, Conflict, NotFound
 from shared.events import GroupChanged
-from shared.names import normalize_username
+from shared.names import normalize_username, storable
 from shared.outbox import enqueue
-
-from services.api.rbac import access_changed
+from shared.rbac import access_changed
 
 MAX_NAMES = 10_000
 MAX_MEMBERSHIPS = 1_000_000
@@ -84,21 +83,13 @@ def group_model(view: GroupView, can: Callable[[str], bool]) -> dict[str, Any] |
     return {k: v for k, v in full.items() if k in fields}
 
 
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")  # JSON allows lone surrogates; PostgreSQL cannot store them
-    except UnicodeEncodeError:
-        return False
-    return "\x00" not in text
-
-
 def check_group_name(name: str) -> str:
     """`name` if it can name a group.
 
     Raises:
         BadRequest: empty, longer than 255 characters, or containing `/` or control characters.
     """
-    if (not name or len(name) > 255 or "/" in name or not _encodable(name)
+    if (not name or len(name) > 255 or "/" in name or not storable(name)
             or any(ord(c) < 0x20 or ord(c) == 0x7F for c in name)):
         raise BadRequest(f"invalid group name {name[:64]!r}: 1-255 characters, no '/' or control characters")
     return name
@@ -116,12 +107,12 @@ def check_properties(data: Any) -> dict[str, Any]:
     while todo:  # iterative: the nesting is as deep as the JSON parser allowed
         item = todo.pop()
         if isinstance(item, dict):
-            if not all(_encodable(k) for k in item):
+            if not all(storable(k) for k in item):
                 raise BadRequest("properties: keys must not contain NUL characters or lone surrogates")
             todo.extend(item.values())
         elif isinstance(item, list):
             todo.extend(item)
-        elif isinstance(item, str) and not _encodable(item):
+        elif isinstance(item, str) and not storable(item):
             raise BadRequest("properties: strings must not contain NUL characters or lone surrogates")
         elif isinstance(item, float) and not math.isfinite(item):
             raise BadRequest("properties: numbers must be finite")
@@ -137,7 +128,7 @@ async def _users_named(session: AsyncSession, raw_names: Iterable[str]) -> dict[
     names: dict[str, None] = {}  # ordered, without duplicates
     for raw in raw_names:
         name = normalize_username(raw)
-        if not _encodable(name):
+        if not storable(name):
             raise BadRequest(f"No such user: {name[:64]!r}")
         names[name] = None
     if not names:

@@ -12,11 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db.models import ApiToken, HubServiceRow, Role, ServiceRole
 from shared.errors import BadRequest, Conflict, NotFound
+from shared.names import storable
+from shared.rbac import access_changed
 from shared.security import hash_token
 from shared.settings import HubService
 
 from services.api.config_sync import CONFIG_TOKEN_KIND
-from services.api.rbac import access_changed
 
 # which fields of the Service model each scope reveals
 SERVICE_FIELDS: dict[str, tuple[str, ...]] = {
@@ -65,7 +66,9 @@ async def get_service(session: AsyncSession, name: str) -> HubServiceRow:
     Raises:
         NotFound: no such service.
     """
-    row = (await session.execute(select(HubServiceRow).where(HubServiceRow.name == name))).scalar()
+    row = None
+    if storable(name):  # a NUL from the path (/services/a%00b) names no service
+        row = (await session.execute(select(HubServiceRow).where(HubServiceRow.name == name))).scalar()
     if row is None:
         raise NotFound(f"No such service: {name}")
     return row

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, Response
 PAGINATION_TYPE = "application/jupyterhub-pagination+json"
 MAX_LIMIT = 200
 DEFAULT_PAGINATED_LIMIT = 50
+MAX_OFFSET = 2**63 - 1 - MAX_LIMIT  # OFFSET is a bigint; room left for `offset + limit` in `next`
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,9 @@ def page_of(request: Request, offset: int, limit: int | None, *, always: bool = 
     accept = [part.strip().lower() for part in request.headers.get("accept", "").split(",")]
     paginated = always or any(part.split(";")[0] == PAGINATION_TYPE for part in accept)
     default = DEFAULT_PAGINATED_LIMIT if paginated else MAX_LIMIT
-    return Page(paginated, max(0, offset), min(max(1, limit if limit is not None else default), MAX_LIMIT))
+    # an offset past PostgreSQL's bigint would fail the query; any offset that large is past the end anyway
+    offset = min(max(0, offset), MAX_OFFSET)
+    return Page(paginated, offset, min(max(1, limit if limit is not None else default), MAX_LIMIT))
 
 
 def page_response(request: Request, page: Page, items: list[Any], total: int) -> Response:

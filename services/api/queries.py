@@ -11,6 +11,7 @@ from sqlalchemy.orm import aliased
 
 from shared.db.models import Group, GroupMember, Role, Server, ServerState, User, UserRole
 from shared.errors import NotFound
+from shared.names import storable
 
 from services.api.models import ServerView, UserLinks
 
@@ -21,7 +22,8 @@ async def get_user(session: AsyncSession, name: str) -> User:
     Raises:
         NotFound: no such user.
     """
-    user = (await session.execute(select(User).where(User.name == name))).scalar()
+    # a name PostgreSQL cannot hold (a NUL from the path: /users/a%00b) is nobody's
+    user = (await session.execute(select(User).where(User.name == name))).scalar() if storable(name) else None
     if user is None:
         raise NotFound(f"No such user: {name}")
     return user
@@ -64,6 +66,8 @@ async def user_links(session: AsyncSession, users: list[User]) -> dict[int, User
 
 async def one_server_view(session: AsyncSession, user: User, server_name: str, *, lock: bool = False) -> ServerView | None:
     """One server of `user` with its actual state (optionally locking the desired-state row)."""
+    if not storable(server_name):
+        return None
     stmt = select(Server).where(Server.user_id == user.id, Server.name == server_name)
     if lock:
         stmt = stmt.with_for_update()
@@ -116,6 +120,8 @@ async def list_users(session: AsyncSession, query: UserQuery) -> tuple[list[User
         stmt = stmt.where(User.name.in_(sorted(query.names)))
     if query.state is not None:
         stmt = stmt.where(_state_clause(query.state))
+    if query.name_filter and not storable(query.name_filter):
+        return [], 0  # no name holds a NUL character or a lone surrogate
     if query.name_filter:
         stmt = stmt.where(func.lower(User.name).contains(query.name_filter.lower(), autoescape=True))
     total = (await session.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()

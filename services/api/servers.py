@@ -19,12 +19,12 @@ from shared.errors import BadRequest, Conflict, NotFound, TooManyRequests
 from shared.events import SpawnServer, StopServer, TokenRevoked, new_id, utcnow
 from shared.names import server_prefix, storable
 from shared.outbox import enqueue
+from shared.rbac import access_changed
 from shared.security import hash_token, server_token
 from shared.settings import ServiceSettings
 
 from services.api.models import ServerView
 from services.api.queries import one_server_view
-from services.api.rbac import access_changed
 
 # JupyterHub 6 (slugs.is_valid_safe_slug) for new servers: 1-30 of [a-z0-9], single hyphens inside
 SERVER_NAME_RE = re.compile(r"[a-z](?:[a-z0-9]|-(?=[a-z0-9])){0,29}")

@@ -22,15 +22,16 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from services.api.models import ServerView
-from services.api.rbac import access_changed
-from services.api.scopes import KNOWN
 from shared.db.models import Group, GroupMember, Server, ServerState, Share, ShareCode, User
 from shared.errors import BadRequest, Conflict, NotFound
 from shared.events import utcnow
 from shared.http import iso
 from shared.names import server_prefix
+from shared.rbac import access_changed
+from shared.scopes import KNOWN
 from shared.security import hash_token, new_token
+
+from services.api.models import ServerView
 
 MAX_SCOPES = 100
 DEFAULT_CODE_TTL = 86400

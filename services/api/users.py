@@ -15,9 +15,9 @@ from shared.errors import BadRequest, Conflict
 from shared.events import UserCreated, UserDeleted, UserUpdated
 from shared.names import normalize_username
 from shared.outbox import enqueue
+from shared.rbac import access_changed
 from shared.settings import ServiceSettings
 
-from services.api.rbac import access_changed
 from services.api.servers import stop_server
 
 

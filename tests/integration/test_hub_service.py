@@ -22,14 +22,17 @@ pytestmark = pytest.mark.integration
 
 SERVICE = Path(__file__).resolve().parents[1] / "support" / "hub_oauth_service.py"
 TOKEN = "whoami-service-token-0123456789abcdef"
-PASSWORDS = {"admin": "admin-password-1", "alice": "alice-password-1"}
+PASSWORDS = {"admin": "admin-password-1", "alice": "alice-password-1", "bob": "bob-password-123"}
 
 
 @pytest.fixture
 async def cluster(tmp_path: Path, nats_url: str, database_url: str, nats_namespace: str) -> AsyncIterator[Cluster]:
     service = {"name": "whoami", "url": f"http://127.0.0.1:{free_port()}", "api_token": TOKEN}
+    # a role lets alice use the service; bob has no such role
+    role = {"name": "whoami-users", "scopes": ["access:services!service=whoami"], "users": ["alice"]}
     async with running_stack(tmp_path, nats_url, database_url, nats_namespace, passwords=PASSWORDS,
-                             auth={"admin_users": ["admin"]}, proxy={"port": free_port()}, services=[service]) as c:
+                             auth={"admin_users": ["admin"]}, proxy={"port": free_port()}, services=[service],
+                             roles=[role]) as c:
         yield c
 
 
@@ -81,10 +84,22 @@ async def test_a_hub_oauth_service_is_routed_and_identifies_hub_users(cluster: C
             model = r.json()
             assert model["name"] == "admin" and "access:services!service=whoami" in model["scopes"]
 
-            # a user without access to services is refused by the hub, and never reaches the service
+            # alice holds access to this service through a role: after consenting, the service knows her
             await log_in(alice, "alice", PASSWORDS["alice"])
-            r, _ = await follow(alice, "/services/whoami/")
-            assert r.status_code == 403 and "whoami" in r.text
+            page, _ = await follow(alice, "/services/whoami/")
+            assert page.status_code == 200 and "the service whoami" in page.text, page.text[:500]
+            fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page.text))
+            r, _ = await follow(alice, await alice.post("/hub/api/oauth2/authorize", data=fields))
+            assert r.status_code == 200, (r.status_code, r.text[:500], (tmp_path / "service.log").read_text())
+            model = r.json()
+            assert model["name"] == "alice" and model["admin"] is False
+            assert "access:services!service=whoami" in model["scopes"]
+
+            # a user without access to the service is refused by the hub, and never reaches the service
+            async with httpx.AsyncClient(base_url=base, timeout=20) as bob:
+                await log_in(bob, "bob", PASSWORDS["bob"])
+                r, _ = await follow(bob, "/services/whoami/")
+                assert r.status_code == 403 and "whoami" in r.text
     finally:
         proc.terminate()
         proc.wait(10)

@@ -7,12 +7,13 @@ from html import escape
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from services.api.browser import check_form, form_xsrf, login_redirect, with_xsrf
-from services.api.deps import PageUser, Runtime
-from services.api.shares import ACCEPT_PATH, Invitation, exchange_code, find_invitation
 from shared.errors import BadRequest, Forbidden, NotFound
 from shared.http import DbSession
 from shared.identity import validate_next
+
+from services.api.browser import check_form, form_xsrf, login_redirect, with_xsrf
+from services.api.deps import PageUser, Runtime
+from services.api.shares import ACCEPT_PATH, Invitation, exchange_code, find_invitation
 
 router = APIRouter()
 

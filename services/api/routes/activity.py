@@ -24,11 +24,13 @@ def _parse_time(value: Any, where: str) -> datetime:
     if not isinstance(value, str):
         raise BadRequest(f"{where}: last_activity must be an ISO 8601 timestamp")
     try:
-        ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        ts = datetime.fromisoformat(value)  # with its `Z`, since Python 3.11
     except ValueError:
         raise BadRequest(f"{where}: invalid timestamp {value[:64]!r}") from None
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=UTC)
+    try:  # in UTC, as stored: year 1 at +01:00 is before year 1 in UTC, which no database holds
+        ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    except OverflowError:
+        raise BadRequest(f"{where}: timestamp out of range {value[:64]!r}") from None
     if ts > utcnow() + MAX_FUTURE:
         raise BadRequest(f"{where}: last_activity is in the future")
     return ts

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from shared.db.models import HubServiceRow
 from shared.errors import BadRequest, FleethubError, Forbidden
 from shared.identity import TokenCache
+from shared.scopes import ADMIN_ROLE
 
 from services.api.access import Requester
 from services.api.deps import CurrentUser, DbSession, Runtime
@@ -25,7 +26,6 @@ from services.api.hub_services import (
     service_roles,
 )
 from services.api.schemas import parse_body
-from services.api.scopes import ADMIN_ROLE
 
 router = APIRouter(prefix="/hub/api")
 

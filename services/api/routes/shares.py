@@ -11,6 +11,10 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
+from shared.db.models import Share, ShareCode
+from shared.errors import Forbidden
+from shared.http import DbSession
+
 from services.api.access import Requester
 from services.api.deps import CurrentUser, Runtime
 from services.api.paging import page_of, page_response
@@ -35,9 +39,6 @@ from services.api.shares import (
     share_scopes,
     shared_with_clause,
 )
-from shared.db.models import Share, ShareCode
-from shared.errors import Forbidden
-from shared.http import DbSession
 
 router = APIRouter(prefix="/hub/api")
 

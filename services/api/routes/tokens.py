@@ -10,15 +10,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.errors import BadRequest, Forbidden
 from shared.identity import Identity, TokenCache
+from shared.rbac import ScopeCache, effective_scopes
+from shared.scopes import ScopeError, grantable, scopes_of_roles
 
 from services.api.access import load_requester
 from services.api.credentials import api_identity
 from services.api.deps import CurrentUser, DbSession, Runtime
 from services.api.models import token_model
 from services.api.queries import get_user
-from services.api.rbac import ScopeCache, effective_scopes
 from services.api.schemas import TokenCreate, parse_body
-from services.api.scopes import ScopeError, grantable, scopes_of_roles
 from services.api.tokens import create_token, get_token, list_tokens, revoke_token
 from services.auth.authenticators import allowed, load_authenticator
 

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db.models import User
 from shared.errors import BadRequest, Conflict, Forbidden
+from shared.scopes import ScopeError, grantable
 
 from services.api.access import Requester
 from services.api.deps import CurrentUser, DbSession, Runtime
@@ -18,7 +19,6 @@ from services.api.models import READ_USER_SCOPES, Can, user_model
 from services.api.paging import page_of, page_response
 from services.api.queries import USER_SORTS, USER_STATES, UserQuery, get_user, list_users, server_views, user_links
 from services.api.schemas import UserCreate, UsersCreate, parse_body
-from services.api.scopes import ScopeError, grantable
 from services.api.users import UserPatch, create_users, delete_user, update_user
 
 router = APIRouter(prefix="/hub/api")

@@ -40,6 +40,8 @@ from shared.identity import (
     xsrf_valid,
 )
 from shared.names import client_candidates, server_prefix
+from shared.rbac import effective_scopes
+from shared.scopes import held_for, parse
 from shared.security import hash_token, server_token, service_api_token
 from shared.settings import ServiceSettings
 
@@ -109,10 +111,16 @@ def _redirect_with(uri: str, **params: str) -> RedirectResponse:
     return RedirectResponse(uri + sep + urlencode({k: v for k, v in params.items() if v}), status_code=302)
 
 
-def _may_access(ident: Identity, client: Client) -> bool:
-    """Whether the logged-in user may use the client: a server's owner, or an admin (who holds
-    `access:servers` and `access:services`; other grants come with custom roles)."""
-    return ident.user_id == client.owner_id or ident.admin
+async def _may_access(session: AsyncSession, ident: Identity, client: Client) -> bool:
+    """Whether the logged-in user holds the client's access scope (`access:servers!server=u/s` or
+    `access:services!service=s`): a server's owner, admins, and users granted it by a role or a share."""
+    if ident.user_id == client.owner_id:
+        return True
+    wanted = parse(client.access)
+    held = await effective_scopes(session, ident)
+    server = wanted.value if wanted.kind == "server" else None
+    return held_for(held, wanted.name, server.split("/", 1)[0] if server else None, server,
+                    service=wanted.value if wanted.kind == "service" else None)
 
 
 async def _issue_code(session: AsyncSession, request: Request, ident: Identity, client: Client,
@@ -151,7 +159,7 @@ async def _authorize(request: Request, runtime: Runtime, session: DbSession, par
     if challenge is not None and (method != "S256" or not 43 <= len(challenge) <= 128):
         return _redirect_with(redirect_uri, error="invalid_request",
                               error_description="PKCE needs code_challenge_method=S256", state=state)
-    if not _may_access(ident, client):
+    if not await _may_access(session, ident, client):
         log.info("user %s refused access to %s", ident.name, client.what[:200])
         return _error_page(403, f"You do not have access to {client.what}")
     if ident.user_id != client.owner_id and not client.no_confirm and not confirmed:  # ask first

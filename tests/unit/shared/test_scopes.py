@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.api.scopes import (
+from shared.scopes import (
     Scope,
     ScopeError,
     expand,
