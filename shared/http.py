@@ -19,6 +19,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -85,6 +86,17 @@ class CommonHeaders:
             return
         try:
             await self.app(scope, receive, send_with_headers)
+        except DBAPIError as exc:
+            if started:
+                raise
+            if not exc.connection_invalidated:
+                log.exception("database error on %s %s", scope.get("method"), scope.get("path"))
+                response = error_response(Request(scope), 500, "Unhandled error")
+            else:  # PostgreSQL restarted or failed over: the pool is renewed, the client may retry at once
+                log.warning("database connection lost on %s %s", scope.get("method"), scope.get("path"))
+                response = error_response(Request(scope), 503, "Database connection lost; retry",
+                                          headers={"Retry-After": "1"})
+            await response(scope, receive, send_with_headers)
         except Exception:
             log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
             if started:
@@ -209,7 +221,7 @@ def iso(dt: datetime | None) -> str | None:
     return dt.isoformat() + "Z"
 
 
-def _runtime_of(request: Request) -> Runtime:
+async def _runtime_of(request: Request) -> Runtime:  # async: a plain def would run in a worker thread
     runtime: Runtime = request.state.runtime
     return runtime
 

@@ -26,7 +26,7 @@ class ApiState(TypedDict):
     scope_cache: ScopeCache
 
 
-def _waiters(request: Request) -> _Waiters:
+async def _waiters(request: Request) -> _Waiters:
     waiters: _Waiters = request.state.waiters
     return waiters
 

@@ -19,7 +19,7 @@ class AuthState(TypedDict):
     authenticator: Authenticator
 
 
-def _authenticator(request: Request) -> Authenticator:
+async def _authenticator(request: Request) -> Authenticator:
     authenticator: Authenticator = request.state.authenticator
     return authenticator
 
