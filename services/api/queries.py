@@ -6,6 +6,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, and_, exists, func, literal, or_, select
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -62,6 +63,31 @@ async def user_links(session: AsyncSession, users: list[User]) -> dict[int, User
     for kind, uid, name in rows.all():
         (groups if kind == "g" else roles)[uid].append(name)
     return {u.id: UserLinks(tuple(groups[u.id]), tuple(roles[u.id])) for u in users}
+
+
+async def user_in_full(session: AsyncSession, name: str) -> tuple[User, list[ServerView], UserLinks]:
+    """The user `name` with its servers (each joined with its actual state), groups and roles, in one
+    query: the read behind `GET /users/{name}` and `GET /user`.
+
+    Raises:
+        NotFound: no such user.
+    """
+    groups = (select(func.array_agg(aggregate_order_by(Group.name, Group.name)))
+              .join(GroupMember, GroupMember.group_id == Group.id).where(GroupMember.user_id == User.id)
+              .scalar_subquery())
+    roles = (select(func.array_agg(aggregate_order_by(Role.name, Role.name)))
+             .join(UserRole, UserRole.role_id == Role.id).where(UserRole.user_id == User.id).scalar_subquery())
+    rows = (await session.execute(
+        select(User, Server, ServerState, groups, roles)
+        .outerjoin(Server, Server.user_id == User.id)
+        .outerjoin(ServerState, and_(ServerState.user_name == User.name, ServerState.server_name == Server.name))
+        .where(User.name == name).order_by(Server.id)
+    )).all()
+    if not rows:
+        raise NotFound(f"No such user: {name}")
+    user, _, _, group_names, role_names = rows[0]
+    views = [ServerView(server, state) for _, server, state, _, _ in rows if server is not None]
+    return user, views, UserLinks(tuple(group_names or ()), tuple(role_names or ()))
 
 
 async def one_server_view(session: AsyncSession, user: User, server_name: str, *, lock: bool = False) -> ServerView | None:

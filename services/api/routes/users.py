@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db.models import User
@@ -17,7 +17,16 @@ from services.api.deps import CurrentUser, DbSession, Runtime
 from services.api.hub_services import SERVICE_FIELDS, get_service, service_model, service_roles
 from services.api.models import READ_USER_SCOPES, Can, user_model
 from services.api.paging import page_of, page_response
-from services.api.queries import USER_SORTS, USER_STATES, UserQuery, get_user, list_users, server_views, user_links
+from services.api.queries import (
+    USER_SORTS,
+    USER_STATES,
+    UserQuery,
+    get_user,
+    list_users,
+    server_views,
+    user_in_full,
+    user_links,
+)
 from services.api.schemas import UserCreate, UsersCreate, parse_body
 from services.api.users import UserPatch, create_users, delete_user, update_user
 
@@ -49,10 +58,8 @@ async def whoami(req: CurrentUser, session: DbSession) -> dict[str, Any]:
         fields = {f for scope, names in SERVICE_FIELDS.items() if req.can(scope, service=req.name) for f in names}
         model = service_model(row, (await service_roles(session, [row]))[row.id], fields | {"kind", "name", "admin"})
     else:
-        user = await get_user(session, req.name)
-        views = await server_views(session, [user])
-        links = (await user_links(session, [user]))[user.id]
-        model = user_model(user, views.get(user.id, []), _can(req, user.name, identify=True), links=links) or {}
+        user, views, links = await user_in_full(session, req.name)
+        model = user_model(user, views, _can(req, user.name, identify=True), links=links) or {}
     model["scopes"] = req.rendered()
     model["session_id"] = req.ident.session_id
     model["token_id"] = f"a{req.ident.token_id}" if req.ident.token_id is not None else None
@@ -109,10 +116,11 @@ async def post_user(name: str, request: Request, req: CurrentUser, runtime: Runt
 
 
 @router.get("/users/{name}")
-async def get_one(name: str, req: CurrentUser, session: DbSession, include_stopped_servers: bool = False) -> dict[str, Any]:
+async def get_one(name: str, req: CurrentUser, session: DbSession, include_stopped_servers: bool = False) -> Response:
     req.require(*READ_USER_SCOPES, user=name)
-    user = await get_user(session, name)
-    return await model_for(session, req, user, include_stopped=include_stopped_servers)
+    user, views, links = await user_in_full(session, name)
+    model = user_model(user, views, _can(req, user.name), include_stopped=include_stopped_servers, links=links)
+    return JSONResponse(model or {})
 
 
 @router.patch("/users/{name}")
