@@ -6,6 +6,7 @@ not found"); a scope not held at all is a 403 naming the scopes that would do.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from fastapi import Request
@@ -14,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.errors import Forbidden, NotFound
 from shared.identity import Identity
 from shared.rbac import ScopeCache, effective_scopes
-from shared.scopes import Scope, held_anywhere, held_for, name_filter, render, user_filter
+from shared.scopes import Scope, held_anywhere, name_filter, render, user_filter
 
 HIDDEN = "No access to resources or resources not found"
 
@@ -40,12 +41,25 @@ class Requester:
         """Whether the requester is the user `name` (never true for a service of that name)."""
         return self.ident.kind == "user" and self.ident.name == name
 
+    @functools.cached_property
+    def _by_name(self) -> dict[str, tuple[Scope, ...]]:
+        """The held scopes by name; a name held hub-wide maps to its unfiltered scope alone."""
+        out: dict[str, list[Scope]] = {}
+        for s in self.scopes:
+            out.setdefault(s.name, []).append(s)
+        return {name: next(((s,) for s in held if s.kind is None), tuple(held)) for name, held in out.items()}
+
     def can(self, scope: str, user: str | None = None, server_name: str | None = None, *,
             group: str | None = None, service: str | None = None) -> bool:
         """Whether `scope` is held for the resource: hub-wide, a user, one of a user's servers, a group
-        or a service."""
+        or a service. (Called per field and per item by list endpoints, hence the index by name.)"""
+        held = self._by_name.get(scope)
+        if not held:
+            return False
+        if held[0].kind is None:
+            return True
         server = f"{user}/{server_name}" if user is not None and server_name is not None else None
-        return held_for(self.scopes, scope, user, server, group, service)
+        return any(s.covers(user, server, group, service) for s in held)
 
     def require(self, *scopes: str, user: str | None = None, server_name: str | None = None,
                 group: str | None = None, service: str | None = None) -> None:
