@@ -99,26 +99,17 @@ async def _members_body(request: Request, verb: str) -> list[str]:
     return body.users
 
 
-@router.post("/groups/{name}/users")
-async def post_users(name: str, request: Request, req: CurrentUser, runtime: Runtime,
-                     session: DbSession) -> dict[str, Any]:
+@router.api_route("/groups/{name}/users", methods=["POST", "DELETE"])
+async def change_members(name: str, request: Request, req: CurrentUser, runtime: Runtime,
+                         session: DbSession) -> dict[str, Any]:
+    """POST adds the body's users to the group, DELETE removes them; both answer the Group model."""
     req.require("groups", group=name)
     check_group_name(name)
-    users = await _members_body(request, "add")
+    adding = request.method == "POST"
+    users = await _members_body(request, "add" if adding else "delete")
+    change = add_members if adding else remove_members
     async with session.begin():
-        view = await add_members(session, runtime.settings.nats_namespace, name, users)
-    runtime.relay.kick()
-    return model_for(req, view) or {}
-
-
-@router.delete("/groups/{name}/users")
-async def delete_users(name: str, request: Request, req: CurrentUser, runtime: Runtime,
-                       session: DbSession) -> dict[str, Any]:
-    req.require("groups", group=name)
-    check_group_name(name)
-    users = await _members_body(request, "delete")
-    async with session.begin():
-        view = await remove_members(session, runtime.settings.nats_namespace, name, users)
+        view = await change(session, runtime.settings.nats_namespace, name, users)
     runtime.relay.kick()
     return model_for(req, view) or {}
 

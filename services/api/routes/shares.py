@@ -59,18 +59,10 @@ def _may_grant(req: Requester, owner: str, server_name: str, scopes: list[str], 
 
 
 @router.get("/shares/{owner}")
-async def owner_shares(owner: str, request: Request, req: CurrentUser, runtime: Runtime, session: DbSession,
-                       offset: int = 0, limit: int | None = None) -> Response:
-    req.require("read:shares", user=owner)
-    page = page_of(request, offset, limit, always=True)
-    where = await owner_clause(session, Share, owner, None)
-    items, total = await list_shares(session, where, page.offset, page.limit, runtime.settings.public_url)
-    return page_response(request, page, items, total)
-
-
 @router.get("/shares/{owner}/{server_name:path}")
-async def server_shares(owner: str, server_name: str, request: Request, req: CurrentUser, runtime: Runtime,
-                        session: DbSession, offset: int = 0, limit: int | None = None) -> Response:
+async def list_owner_shares(owner: str, request: Request, req: CurrentUser, runtime: Runtime, session: DbSession,
+                            server_name: str | None = None, offset: int = 0, limit: int | None = None) -> Response:
+    """The shares of all of `owner`'s servers, or of one."""
     req.require("read:shares", user=owner, server_name=server_name)
     page = page_of(request, offset, limit, always=True)
     where = await owner_clause(session, Share, owner, server_name)
@@ -125,18 +117,10 @@ async def delete_shares(owner: str, server_name: str, req: CurrentUser, runtime:
 
 
 @router.get("/share-codes/{owner}")
-async def owner_codes(owner: str, request: Request, req: CurrentUser, runtime: Runtime, session: DbSession,
-                      offset: int = 0, limit: int | None = None) -> Response:
-    req.require("read:shares", user=owner)
-    page = page_of(request, offset, limit, always=True)
-    where = await owner_clause(session, ShareCode, owner, None)
-    items, total = await list_codes(session, where, page.offset, page.limit, runtime.settings.public_url)
-    return page_response(request, page, items, total)
-
-
 @router.get("/share-codes/{owner}/{server_name:path}")
-async def server_codes(owner: str, server_name: str, request: Request, req: CurrentUser, runtime: Runtime,
-                       session: DbSession, offset: int = 0, limit: int | None = None) -> Response:
+async def list_owner_codes(owner: str, request: Request, req: CurrentUser, runtime: Runtime, session: DbSession,
+                           server_name: str | None = None, offset: int = 0, limit: int | None = None) -> Response:
+    """The share codes of all of `owner`'s servers, or of one."""
     req.require("read:shares", user=owner, server_name=server_name)
     page = page_of(request, offset, limit, always=True)
     where = await owner_clause(session, ShareCode, owner, server_name)
