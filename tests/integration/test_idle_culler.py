@@ -7,7 +7,6 @@ with traffic through the proxy is kept.
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -18,6 +17,7 @@ import pytest
 
 from shared.settings import child_env
 from tests.support.cluster import FAKE_SERVER, Cluster, ensure_user, free_port, mint_token, running_stack, wait_for
+from tests.support.culling import idle_culled_busy_kept, start_servers
 
 pytestmark = pytest.mark.integration
 
@@ -40,19 +40,7 @@ async def test_jupyterhub_idle_culler_culls_the_idle_server_and_keeps_the_busy_o
     token = mint_token(s, "admin")
     async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"token {token}"}, timeout=15) as api:
         await wait_for(lambda: _ok(api, "/hub/api/"), timeout=30, what=f"the hub\n{cluster.logs()}")
-        assert (await api.post("/hub/api/users", json={"usernames": ["idle", "busy"]})).status_code == 201
-        for user in ("idle", "busy"):
-            assert (await api.post(f"/hub/api/users/{user}/server")).status_code in (201, 202)
-        for user in ("idle", "busy"):
-            await wait_for(lambda u=user: _ok(api, f"/user/{u}/x"), timeout=20, what=f"{user}'s server")
-
-        stop = asyncio.Event()
-
-        async def traffic() -> None:  # the busy user keeps using their server through the proxy
-            while not stop.is_set():
-                await api.get("/user/busy/api/contents")
-                await asyncio.sleep(0.3)
-
+        await start_servers(api, ("idle", "busy"))
         log = open(tmp_path / "culler.log", "wb")  # noqa: SIM115 - closed below
         env = {**child_env(s), "JUPYTERHUB_API_TOKEN": token}
         culler = subprocess.Popen(
@@ -60,20 +48,9 @@ async def test_jupyterhub_idle_culler_culls_the_idle_server_and_keeps_the_busy_o
              "--cull-every=1", "--concurrency=2"],
             env=env, stdout=log, stderr=subprocess.STDOUT,
         )
-        busy = asyncio.create_task(traffic())
         try:
-            async def idle_culled() -> bool:
-                model = (await api.get("/hub/api/users/idle")).json()
-                return "" not in model["servers"]
-
-            await wait_for(idle_culled, timeout=40, interval=0.2,
-                           what=f"the idle server culled\n{(tmp_path / 'culler.log').read_text()[-3000:]}")
-            await asyncio.sleep(3)  # several more culling rounds
-            model = (await api.get("/hub/api/users/busy")).json()
-            assert model["servers"].get("", {}).get("ready"), model
+            await idle_culled_busy_kept(api, "idle", "busy", lambda: (tmp_path / "culler.log").read_text()[-3000:])
         finally:
-            stop.set()
-            await busy
             culler.terminate()
             culler.wait(10)
             log.close()

@@ -4,7 +4,6 @@ it stops. The real jupyterhub-idle-culler runs as one, the way JupyterHub deploy
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -16,6 +15,7 @@ import pytest
 
 from shared.procs import pid_alive
 from tests.support.cluster import FAKE_SERVER, ensure_user, free_port, mint_token, running_stack, wait_for
+from tests.support.culling import idle_culled_busy_kept, start_servers
 
 pytestmark = pytest.mark.integration
 
@@ -106,31 +106,8 @@ async def test_the_idle_culler_as_a_managed_service(tmp_path: Path, nats_url: st
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=15,
                                      headers={"Authorization": f"token {token}"}) as api:
             await wait_for(lambda: _ok(api, "/hub/api/"), timeout=30, what=f"the hub\n{cluster.logs()}")
-            assert (await api.post("/hub/api/users", json={"usernames": ["sleepy", "busy"]})).status_code == 201
-            for user in ("sleepy", "busy"):
-                assert (await api.post(f"/hub/api/users/{user}/server")).status_code in (201, 202)
-            for user in ("sleepy", "busy"):
-                await wait_for(lambda u=user: _ok(api, f"/user/{u}/x"), timeout=20, what=f"{user}'s server")
-            stop = asyncio.Event()
-
-            async def traffic() -> None:  # busy keeps using the server through the proxy
-                while not stop.is_set():
-                    await api.get("/user/busy/api/contents")
-                    await asyncio.sleep(0.3)
-
-            async def culled() -> bool:
-                model = (await api.get("/hub/api/users/sleepy")).json()
-                return "" not in model["servers"]
-
-            busy = asyncio.create_task(traffic())
-            try:
-                await wait_for(culled, timeout=40, interval=0.2, what=f"the idle server culled\n{cluster.logs()}")
-                await asyncio.sleep(3)  # several more culling rounds
-                model = (await api.get("/hub/api/users/busy")).json()
-                assert model["servers"].get("", {}).get("ready"), model
-            finally:
-                stop.set()
-                await busy
+            await start_servers(api, ("sleepy", "busy"))
+            await idle_culled_busy_kept(api, "sleepy", "busy", cluster.logs)
 
 
 async def _ok(api: httpx.AsyncClient, path: str) -> bool:
