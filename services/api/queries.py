@@ -72,6 +72,8 @@ async def user_in_full(session: AsyncSession, name: str) -> tuple[User, list[Ser
     Raises:
         NotFound: no such user.
     """
+    if not storable(name):  # a NUL from the path (/users/a%00b) names nobody
+        raise NotFound(f"No such user: {name}")
     groups = (select(func.array_agg(aggregate_order_by(Group.name, Group.name)))
               .join(GroupMember, GroupMember.group_id == Group.id).where(GroupMember.user_id == User.id)
               .scalar_subquery())

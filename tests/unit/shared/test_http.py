@@ -10,7 +10,7 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 
-from shared.errors import Conflict, TooManyRequests
+from shared.errors import Conflict, NotFound, TooManyRequests
 from shared.http import CommonHeaders, install_error_handlers, iso, read_json
 
 
@@ -34,6 +34,11 @@ def _app() -> FastAPI:
     @app.post("/hub/api/echo")
     async def echo(request: Request) -> Any:
         return {"got": await read_json(request, max_bytes=1000)}
+
+    @app.get("/hub/api/echo-name/{name}")
+    @app.get("/hub/echo-name/{name}")
+    async def echo_name(name: str) -> None:
+        raise NotFound(f"No such user: {name.replace('s', chr(0xD800))}")  # as if a lone surrogate came in
 
     @app.get("/hub/api/boom")
     @app.get("/hub/page-boom")
@@ -112,6 +117,31 @@ async def test_json_bodies(client: httpx.AsyncClient, body: bytes, status: int, 
         assert r.json() == expected
     else:
         assert r.json()["status"] == status and r.json()["message"]
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    (rb'{"a": "x\u0000y"}', "strings must not contain NUL characters or lone surrogates"),
+    (rb'{"a\u0000": 1}', "strings must not contain NUL characters or lone surrogates"),
+    (rb'["\ud800"]', "strings must not contain NUL characters or lone surrogates"),
+    (rb'{"a": [{"b": "\udfff"}]}', "strings must not contain NUL characters or lone surrogates"),
+    (b'{"a": 1e400}', "numbers must be finite"),
+])
+async def test_json_postgresql_cannot_store_is_a_400(client: httpx.AsyncClient, body: bytes, message: str) -> None:
+    r = await client.post("/hub/api/echo", content=body)
+    assert r.status_code == 400 and r.json()["message"] == f"Invalid JSON in request body: {message}"
+
+
+@pytest.mark.parametrize("body", [b'{"a": NaN}', b"[Infinity]", b"-Infinity"])
+async def test_nan_and_infinity_are_not_json(client: httpx.AsyncClient, body: bytes) -> None:
+    r = await client.post("/hub/api/echo", content=body)  # Python's parser takes them
+    assert r.status_code == 400 and r.json()["message"] == "Invalid JSON in request body: numbers must be finite"
+
+
+async def test_a_message_with_a_lone_surrogate_still_renders(client: httpx.AsyncClient) -> None:
+    r = await client.get("/hub/api/echo-name/bsb")
+    assert r.status_code == 404 and r.json() == {"status": 404, "message": "No such user: b\\ud800b"}
+    r = await client.get("/hub/echo-name/bsb", headers={"Accept": "text/html"})
+    assert r.status_code == 404 and "No such user: b\\ud800b" in r.text
 
 
 async def test_deeply_nested_json_is_a_400() -> None:

@@ -6,7 +6,17 @@ import re
 
 import pytest
 
-from shared.names import decode_token, encode_token, parse_route_key, route_key, server_key, server_prefix
+from shared.errors import BadRequest
+from shared.names import (
+    decode_token,
+    encode_token,
+    normalize_username,
+    parse_route_key,
+    route_key,
+    server_key,
+    server_prefix,
+    storable,
+)
 
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 NAMES = ["", "alice", "a.b", "a_b", "a-b", "_", "__", "_5F", "a b", "a*b", "a>b", "ünï", "日本", "A", "a/b", "x" * 200, "\x00"]
@@ -54,3 +64,20 @@ def test_server_prefix_escapes() -> None:
     assert server_prefix("alice") == "/user/alice/"
     assert server_prefix("alice", "gpu") == "/user/alice/gpu/"
     assert server_prefix("a b@x") == "/user/a%20b@x/"
+
+
+def test_storable() -> None:
+    assert storable("") and storable("alice") and storable("b\u00e9atrice \U0001f600")
+    for bad in ("a\x00b", "\x00", "a\ud800", "\udfffz"):
+        assert not storable(bad), repr(bad)
+
+
+@pytest.mark.parametrize("bad", ["", " ", "a/b", "a b", "a\x00b", "a\x7f", "a\ud800", "x" * 256])
+def test_invalid_usernames(bad: str) -> None:
+    with pytest.raises(BadRequest):
+        normalize_username(bad)
+
+
+def test_usernames_are_normalized() -> None:
+    assert normalize_username("  Alice ") == "alice"
+    assert normalize_username("b\u00e9a\U0001f600") == "b\u00e9a\U0001f600"

@@ -5,15 +5,7 @@ from __future__ import annotations
 import logging
 
 from shared.logging import ScrubbingFilter, scrub
-from shared.security import (
-    hash_password,
-    hash_token,
-    new_token,
-    server_token,
-    sign,
-    verify_password,
-    verify_signature,
-)
+from shared.security import hash_password, hash_token, new_token, server_token, sign, verify_password, verify_signature
 
 
 def test_tokens_are_random_and_hashed() -> None:
@@ -62,3 +54,15 @@ def test_filter_applies_to_records() -> None:
     record = logging.LogRecord("t", logging.INFO, __file__, 1, "login with %s", ("bearer abcdefghijklmnop",), None)
     ScrubbingFilter().filter(record)
     assert "abcdefghijklmnop" not in record.getMessage()
+
+
+def test_service_tokens_are_derived_per_hub_and_name() -> None:
+    from shared.security import service_api_token, service_token
+
+    key = "k" * 40
+    assert service_token(key, "culler") == service_token(key, "culler")  # the api and the worker agree
+    assert len(service_token(key, "culler")) == 32
+    assert service_token(key, "culler") != service_token(key, "other") != service_token("j" * 40, "culler")
+    assert service_api_token("configured", True, key, "culler") == "configured"
+    assert service_api_token(None, True, key, "culler") == service_token(key, "culler")
+    assert service_api_token(None, False, key, "culler") is None  # an external service brings its own
