@@ -231,7 +231,14 @@ async def _session_of(runtime: Annotated[Runtime, Depends(_runtime_of)]) -> Asyn
         yield session
 
 
+async def _read_session_of(runtime: Annotated[Runtime, Depends(_runtime_of)]) -> AsyncIterator[AsyncSession]:
+    async with (runtime.read_sessions or runtime.sessions)() as session:
+        yield session
+
+
 RuntimeDep = Annotated[Runtime, Depends(_runtime_of)]
 """The service's runtime (lifespan state `runtime`), for route signatures."""
 DbSession = Annotated[AsyncSession, Depends(_session_of)]
 """A database session for one request."""
+ReadSession = Annotated[AsyncSession, Depends(_read_session_of)]
+"""An autocommit session for a handler that only reads, in one statement (no transaction to begin)."""

@@ -47,6 +47,8 @@ class Runtime:
     secret_key: str
     relay: OutboxRelay
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    # sessions without a transaction (autocommit), for single-statement reads: no BEGIN/ROLLBACK round trips
+    read_sessions: async_sessionmaker[AsyncSession] | None = None
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """Run a background task for the life of the runtime; a crash is logged, not swallowed silently."""
@@ -85,7 +87,8 @@ async def open_runtime(settings: ServiceSettings, service: str, *, pool_size: in
         await bus.ensure_topology()
         sessions = make_sessionmaker(engine)
         relay = OutboxRelay(sessions, bus)
-        runtime = Runtime(settings, replica, engine, sessions, bus, key, relay)
+        runtime = Runtime(settings, replica, engine, sessions, bus, key, relay,
+                          read_sessions=make_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT")))
         runtime.spawn(relay.run(), "outbox-relay")
         if exit_on_shutdown:
             await exit_on_hub_shutdown(bus, settings.nats_namespace)

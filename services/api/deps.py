@@ -7,7 +7,7 @@ from typing import Annotated, TypedDict
 from fastapi import Depends, Request
 
 from shared.errors import Forbidden
-from shared.http import DbSession, RuntimeDep
+from shared.http import DbSession, ReadSession, RuntimeDep
 from shared.identity import Identity, TokenCache
 from shared.rbac import ScopeCache
 from shared.service import Runtime as _Runtime
@@ -15,6 +15,9 @@ from shared.service import Runtime as _Runtime
 from services.api.access import Requester, load_requester
 from services.api.credentials import api_identity, page_identity
 from services.api.waiters import Waiters as _Waiters
+
+
+__all__ = ["ApiState", "CurrentUser", "DbSession", "PageUser", "ReadSession", "Runtime", "Waiters"]
 
 
 class ApiState(TypedDict):

@@ -13,7 +13,7 @@ from shared.errors import BadRequest, Conflict, Forbidden
 from shared.scopes import ScopeError, grantable
 
 from services.api.access import Requester
-from services.api.deps import CurrentUser, DbSession, Runtime
+from services.api.deps import CurrentUser, DbSession, ReadSession, Runtime
 from services.api.hub_services import SERVICE_FIELDS, get_service, service_model, service_roles
 from services.api.models import READ_USER_SCOPES, Can, user_model
 from services.api.paging import page_of, page_response
@@ -116,7 +116,7 @@ async def post_user(name: str, request: Request, req: CurrentUser, runtime: Runt
 
 
 @router.get("/users/{name}")
-async def get_one(name: str, req: CurrentUser, session: DbSession, include_stopped_servers: bool = False) -> Response:
+async def get_one(name: str, req: CurrentUser, session: ReadSession, include_stopped_servers: bool = False) -> Response:
     req.require(*READ_USER_SCOPES, user=name)
     user, views, links = await user_in_full(session, name)
     model = user_model(user, views, _can(req, user.name), include_stopped=include_stopped_servers, links=links)
