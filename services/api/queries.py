@@ -3,9 +3,24 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, Select, and_, bindparam, exists, func, literal, or_, select
+from sqlalchemy import (
+    ARRAY,
+    BindParameter,
+    ColumnElement,
+    Integer,
+    Select,
+    and_,
+    any_,
+    bindparam,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+)
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -15,6 +30,12 @@ from shared.errors import NotFound
 from shared.names import storable
 
 from services.api.models import ServerView, UserLinks
+
+
+def _ids(ids: Iterable[int]) -> BindParameter[list[int]]:
+    """A list of ids as one array parameter (`= ANY(:ids)`): rendering `IN (...)` with a bind parameter per
+    id cost more than the query for a page of 200 users."""
+    return bindparam("ids", list(ids), type_=ARRAY(Integer))
 
 
 async def get_user(session: AsyncSession, name: str) -> User:
@@ -39,7 +60,7 @@ async def server_views(session: AsyncSession, users: list[User]) -> dict[int, li
         select(Server, ServerState, User.name)
         .join(User, User.id == Server.user_id)
         .outerjoin(ServerState, and_(ServerState.user_name == User.name, ServerState.server_name == Server.name))
-        .where(Server.user_id.in_([u.id for u in users]))
+        .where(Server.user_id == any_(_ids(u.id for u in users)))
         .order_by(Server.id)
     )
     out: dict[int, list[ServerView]] = defaultdict(list)
@@ -56,9 +77,9 @@ async def user_links(session: AsyncSession, users: list[User]) -> dict[int, User
     groups: dict[int, list[str]] = defaultdict(list)
     roles: dict[int, list[str]] = defaultdict(list)
     in_groups = (select(literal("g").label("kind"), GroupMember.user_id, Group.name)
-                 .join(Group, Group.id == GroupMember.group_id).where(GroupMember.user_id.in_(ids)))
+                 .join(Group, Group.id == GroupMember.group_id).where(GroupMember.user_id == any_(_ids(ids))))
     with_roles = (select(literal("r").label("kind"), UserRole.user_id, Role.name)
-                  .join(Role, Role.id == UserRole.role_id).where(UserRole.user_id.in_(ids)))
+                  .join(Role, Role.id == UserRole.role_id).where(UserRole.user_id == any_(_ids(ids))))
     rows = await session.execute(in_groups.union_all(with_roles).order_by("kind", "name"))
     for kind, uid, name in rows.all():
         (groups if kind == "g" else roles)[uid].append(name)
