@@ -55,7 +55,9 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
     async def lifespan(app: FastAPI) -> AsyncIterator[ApiState]:
         # open_runtime: database (schema checked) → secret key → bus and topology → outbox relay
         # a service process (advertised) stops on `hub.shutdown`; an app in a test does not
-        async with open_runtime(settings, "api", exit_on_shutdown=advertise_url is not None) as runtime:
+        # pool: 20 kept connections, so 16+ concurrent requests do not open and close overflow connections
+        async with open_runtime(settings, "api", pool_size=20,
+                                exit_on_shutdown=advertise_url is not None) as runtime:
             async with runtime.sessions() as session, session.begin():
                 await sync_config(session, settings, runtime.secret_key)
             runtime.relay.kick()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,8 @@ from shared.settings import ServiceSettings
 
 from services.api.servers import stop_server
 
+CREATE_CHUNK = 500
+
 
 async def create_users(session: AsyncSession, settings: ServiceSettings, names: list[str], admin: bool) -> list[User]:
     """Create the users that do not exist yet; returns the created ones (in request order).
@@ -28,24 +31,29 @@ async def create_users(session: AsyncSession, settings: ServiceSettings, names: 
         BadRequest: a name is invalid.
         Conflict: every user exists already.
     """
-    wanted: list[str] = []
+    wanted: dict[str, None] = {}  # ordered, and O(1) membership (a list made 10,000 names cost ~1 s)
     for raw in names:
         if not isinstance(raw, str):
             raise BadRequest("usernames must be strings")
-        name = normalize_username(raw)
-        if name not in wanted:
-            wanted.append(name)
+        wanted.setdefault(normalize_username(raw))
     if not wanted:
         raise BadRequest("Must specify at least one user to create")
-    created = (await session.execute(
-        insert(User).values([{"name": n, "admin": admin} for n in wanted])
-        .on_conflict_do_nothing(index_elements=["name"]).returning(User)
-    )).scalars().all()
+    created: list[User] = []
+    ordered = list(wanted)
+    for start in range(0, len(ordered), CREATE_CHUNK):
+        # in chunks, each flushed with its events: the event loop (other requests) runs between them
+        chunk = (await session.execute(
+            insert(User).values([{"name": n, "admin": admin} for n in ordered[start:start + CREATE_CHUNK]])
+            .on_conflict_do_nothing(index_elements=["name"]).returning(User)
+        )).scalars().all()
+        for user in chunk:
+            enqueue(session, UserCreated(name=user.name, admin=user.admin), settings.nats_namespace)
+        await session.flush()
+        await asyncio.sleep(0)
+        created.extend(chunk)
     if not created:
         raise Conflict(f"All {len(wanted)} users already exist")
-    for user in created:
-        enqueue(session, UserCreated(name=user.name, admin=user.admin), settings.nats_namespace)
-    order = {n: i for i, n in enumerate(wanted)}
+    order = {n: i for i, n in enumerate(ordered)}
     return sorted(created, key=lambda u: order[u.name])
 
 
@@ -70,7 +78,8 @@ class UserPatch(BaseModel):
     auth_state: dict[str, Any] | None = None
 
 
-async def _ids_by_name(session: AsyncSession, model: type[Group] | type[Role], names: list[str], what: str) -> list[int]:
+async def _ids_by_name(session: AsyncSession, model: type[Group] | type[Role], names: list[str],
+                      what: str) -> list[int]:
     rows = {n: i for n, i in (await session.execute(select(model.name, model.id).where(model.name.in_(names)))).all()}
     missing = sorted(set(names) - set(rows))
     if missing:

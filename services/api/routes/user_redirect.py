@@ -1,4 +1,5 @@
-"""`/hub/user/{name}/...`: where the proxy sends requests for a server that has no route (contract §c.5).
+"""`/hub/user/{name}/...`: where the proxy sends requests for a server that has no route (contract §c.5);
+`/hub/user-redirect/...`: the same path on the logged-in user's own server.
 
 Stopped: 424 (JSON for API clients, a page offering to start it for browsers); starting: 303 to the
 spawn-pending page; running (the route just appeared): back to the server, counting redirects.
@@ -11,7 +12,7 @@ from urllib.parse import quote, urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from shared.errors import FleethubError, Forbidden, NotFound
+from shared.errors import BadRequest, FleethubError, Forbidden, NotFound
 from shared.identity import Identity
 from shared.names import server_prefix, url_escape
 
@@ -92,3 +93,18 @@ async def user_redirect(name: str, request: Request, runtime: Runtime, session: 
         spawn_pending = f"/hub/spawn-pending/{url_escape(name)}" + (f"/{url_escape(server)}" if server else "")
         return RedirectResponse(f"{spawn_pending}?next={quote(target, safe='/')}", status_code=303)
     return _stopped(request, runtime, ident, name, server, target, inner)
+
+
+@router.get("/hub/user-redirect/{path:path}")
+@router.get("/hub/user-redirect")
+async def user_redirect_to_own(request: Request, ident: PageUser, path: str = "") -> Response:
+    """`/hub/user-redirect/<path>`: the same path on the logged-in user's own server (links that work for
+    whoever follows them, e.g. nbgitpuller's). The path stays inside the user's prefix: dot segments
+    and backslashes are refused."""
+    if ident is None:
+        return login_redirect(request)
+    if "\\" in path or any(seg in (".", "..") for seg in path.split("/")):
+        raise BadRequest("Invalid path")
+    target = server_prefix(ident.name) + quote(path, safe="/:@!$&'()*+,;=-._~%")
+    query = request.url.query
+    return RedirectResponse(target + (f"?{query}" if query else ""), status_code=302)

@@ -123,3 +123,18 @@ async def test_proxy_error_page_keeps_the_status_and_escapes_the_url(hub: Hub) -
     assert "<script>" not in r.text and "&lt;script&gt;" in r.text
     assert (await hub.client.get("/hub/error/200")).status_code == 400
     assert (await hub.client.get("/hub/error/abc")).status_code in (400, 404, 422)
+
+
+async def test_user_redirect_goes_to_the_users_own_server(hub: Hub) -> None:
+    c = hub.client
+    r = await c.get("/hub/user-redirect/lab/tree/a.ipynb?x=1")
+    assert r.status_code == 302 and r.headers["location"].startswith("/hub/login?next=")
+    assert "user-redirect" in r.headers["location"]
+    await hub.login(c, "alice")
+    r = await c.get("/hub/user-redirect/lab/tree/a%20b.ipynb?x=1")
+    assert r.status_code == 302 and r.headers["location"] == "/user/alice/lab/tree/a%20b.ipynb?x=1"
+    r = await c.get("/hub/user-redirect")
+    assert r.status_code == 302 and r.headers["location"] == "/user/alice/"
+    for bad in ("/hub/user-redirect/../admin/x", "/hub/user-redirect/a/%2e%2e/b", "/hub/user-redirect/a%5cb"):
+        r = await c.get(bad)
+        assert r.status_code in (400, 404) and not r.headers.get("location", "").startswith("/user/alice/.."), bad
