@@ -1,4 +1,4 @@
-"""Makes the database agree with the configuration at api start: admin users, `[[services]]` (and
+"""Makes the database agree with the configuration at api start: admin and allowed users, `[[services]]` (and
 their API tokens) and `[[roles]]` with their members.
 
 Every api replica runs it at start, serialized by an advisory lock, so replicas started together
@@ -117,6 +117,10 @@ async def sync_config(session: AsyncSession, settings: ServiceSettings, secret_k
     if admins:
         stmt = insert(User).values([{"name": n, "admin": True} for n in admins])
         await session.execute(stmt.on_conflict_do_update(index_elements=["name"], set_={"admin": True}))
+    allowed = [normalize_username(n) for n in settings.auth.allowed_users]
+    if allowed:  # as JupyterHub does at start: allowed users exist (API, `fleethub token`) before a login
+        await session.execute(insert(User).values([{"name": n} for n in allowed])
+                              .on_conflict_do_nothing(index_elements=["name"]))
     services, services_removed = await _sync_services(session, settings, secret_key)
     roles_removed = await _sync_roles(session, settings, services)
     if settings.services or settings.roles or services_removed or roles_removed:

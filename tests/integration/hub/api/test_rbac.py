@@ -202,7 +202,7 @@ async def test_services_api(hub: Hub) -> None:
 async def test_config_is_applied_again_at_start(hub: Hub, tmp_path: Path, nats_url: str, database_url: str,
                                                 nats_namespace: str) -> None:
     """Roles and services removed from the config are removed; a changed service token replaces the old."""
-    changed = hub_settings(tmp_path, nats_url, database_url, nats_namespace,
+    changed = hub_settings(tmp_path, nats_url, database_url, nats_namespace, auth={"allowed_users": ["zoe", "admin"]},
                            services=[{"name": "culler", "api_token": "a-brand-new-culler-token-0123456789"}],
                            roles=[{"name": "culler", "scopes": ["list:users"], "services": ["culler"]}])
     async with running_hub(changed) as again:
@@ -211,6 +211,8 @@ async def test_config_is_applied_again_at_start(hub: Hub, tmp_path: Path, nats_u
         assert me["name"] == "culler" and "delete:servers" not in me["scopes"] and "list:users" in me["scopes"]
         async with again.sessions() as s:
             assert (await s.execute(select(HubServiceRow.name))).scalars().all() == ["culler"]
+            # allowed users exist before they log in (the API and `fleethub token` know them), not as admins
+            assert (await s.execute(select(User.admin).where(User.name == "zoe"))).scalar_one() is False
             assert set((await s.execute(select(Role.name))).scalars()) == {"culler"}
     bad = hub_settings(tmp_path, nats_url, database_url, nats_namespace,
                        roles=[{"name": "broken", "scopes": ["read:userz"]}])
