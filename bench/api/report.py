@@ -6,6 +6,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
+from figures import fmt
 from workload import LoadResult, pct
 
 STALL_MS = 250.0  # a probe slower than this during the batch counts as a stall (5 probe intervals)
@@ -20,23 +21,6 @@ class Row:
     better: str  # "higher" | "lower" | ""
     jh: Any = None
     fh: Any = None
-
-
-def fmt(v: Any) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, str):
-        return v
-    if isinstance(v, int):
-        return f"{v:,}"
-    a = abs(v)
-    if a >= 1000:
-        return f"{v:,.0f}"
-    if a >= 100:
-        return f"{v:.0f}"
-    if a >= 10:
-        return f"{v:.1f}"
-    return f"{v:.2f}"
 
 
 def ratio(row: Row) -> float | None:

@@ -24,9 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -46,7 +44,7 @@ import loadgen
 import report
 from hubs import Hub, say
 from others import Others
-from proctree import BenchError
+from proctree import BenchError, until_sigterm
 from wire import WireError
 from workload import BatchResult, LoadResult, WalkResult, check_token, create_users, lua_script, walk_users, wrk
 
@@ -284,26 +282,8 @@ def main() -> int:
     t0 = time.perf_counter()
     interrupted = False
 
-    async def guarded() -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        loop = asyncio.get_running_loop()
-        terms = 0
-
-        def on_term() -> None:  # the first SIGTERM cancels the run; a second one stops everything now
-            nonlocal terms
-            terms += 1
-            if terms == 1:
-                task.cancel()
-            else:
-                bench.cleanup()
-                os._exit(143)
-
-        loop.add_signal_handler(signal.SIGTERM, on_term)
-        await bench.run()
-
     try:
-        asyncio.run(guarded())
+        asyncio.run(until_sigterm(bench.run, bench.cleanup))
     except (KeyboardInterrupt, asyncio.CancelledError):
         interrupted = True
         say("\ninterrupted: stopping every process")

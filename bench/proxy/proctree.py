@@ -7,11 +7,12 @@ process and shows the end of its log.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -239,3 +240,24 @@ def sample_tree(root: int, port: int | None = None) -> TreeSample:
 def established_to(port: int) -> int:
     """ESTABLISHED TCP connections on this machine whose remote end is `port` (any process)."""
     return sum(1 for s in tcp_sockets() if s.remote_port == port and s.state == "ESTABLISHED")
+
+
+async def until_sigterm(run: Callable[[], Awaitable[None]], cleanup: Callable[[], None]) -> None:
+    """Await `run()`: a first SIGTERM cancels it (the caller then cleans up), a second one cleans up and
+    exits at once."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    terms = 0
+
+    def on_term() -> None:
+        nonlocal terms
+        terms += 1
+        if terms == 1:
+            task.cancel()
+        else:
+            cleanup()
+            os._exit(143)
+
+    loop.add_signal_handler(signal.SIGTERM, on_term)
+    await run()

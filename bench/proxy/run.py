@@ -30,7 +30,6 @@ import platform
 import random
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -38,7 +37,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +48,18 @@ for _p in (str(HERE), str(ROOT)):
         sys.path.insert(0, _p)
 
 import loadgen  # noqa: E402
+from figures import fmt  # noqa: E402
 from loadgen import WrkResult, run_wrk, wrk_binary  # noqa: E402
-from proctree import BenchError, Proc, cpu_seconds, established_to, rss_bytes, sample_tree, tcp_sockets  # noqa: E402
+from proctree import (  # noqa: E402
+    BenchError,
+    Proc,
+    cpu_seconds,
+    established_to,
+    rss_bytes,
+    sample_tree,
+    tcp_sockets,
+    until_sigterm,
+)
 from wire import HttpConn, RouteApi, WireError, WsConn, WsRefused  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -945,23 +954,6 @@ class Row:
     note: str = ""
 
 
-def fmt(v: Any) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, str):
-        return v
-    if isinstance(v, int):
-        return f"{v:,}"
-    a = abs(v)
-    if a >= 1000:
-        return f"{v:,.0f}"
-    if a >= 100:
-        return f"{v:.0f}"
-    if a >= 10:
-        return f"{v:.1f}"
-    return f"{v:.2f}"
-
-
 def ratio(row: Row) -> str:
     if isinstance(row.chp, (int, float)) and isinstance(row.fh, (int, float)) and row.chp > 0 and row.fh >= 0:
         return f"{row.fh / row.chp:.2f}"
@@ -1153,26 +1145,8 @@ def main() -> int:
     interrupted = False
     failed: BaseException | None = None
 
-    async def guarded() -> None:
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        assert task is not None
-        terms = 0
-
-        def on_term() -> None:  # the first SIGTERM cancels the run; a second one stops everything now
-            nonlocal terms
-            terms += 1
-            if terms == 1:
-                task.cancel()
-            else:
-                bench.cleanup()
-                os._exit(143)
-
-        loop.add_signal_handler(signal.SIGTERM, on_term)
-        await bench.run()
-
     try:
-        uvloop.run(guarded())
+        uvloop.run(until_sigterm(bench.run, bench.cleanup))
     except (KeyboardInterrupt, asyncio.CancelledError):
         interrupted = True
         say("\ninterrupted: stopping every process")
