@@ -140,6 +140,7 @@ class Bus:
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
         self._kv: dict[str, KeyValue] = {}
+        self._closing = False
 
     @property
     def nc(self) -> NatsClient:
@@ -175,7 +176,10 @@ class Bus:
         async def closed_cb() -> None:
             self.healthy.clear()
             self.closed.set()
-            log.error("nats connection closed")
+            if self._closing:  # our own close (shutdown): not an error
+                log.info("nats connection closed")
+            else:
+                log.error("nats connection closed")
 
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
@@ -204,6 +208,7 @@ class Bus:
 
     async def close(self) -> None:
         """Drain and close the connection."""
+        self._closing = True
         if self._nc is not None and not self._nc.is_closed:
             try:
                 await asyncio.wait_for(self._nc.drain(), 5)
@@ -382,7 +387,9 @@ class Bus:
                 batch = max(1, concurrency - len(tasks))
                 try:
                     msgs = await sub.fetch(batch, timeout=1.0)
-                except NatsTimeoutError:
+                except (NatsTimeoutError, TimeoutError):
+                    # nothing came in time; under load nats-py can surface asyncio's own timeout (with an
+                    # empty message): the subscription is fine either way, re-binding would only churn
                     continue
                 except APIError as exc:
                     if exc.code == 400:
