@@ -47,7 +47,8 @@ async def test_log_in_start_and_use_jupyterlab_in_chromium(cluster: Cluster, tmp
     base = f"http://127.0.0.1:{cluster.settings.proxy.port}"
     async with httpx.AsyncClient(timeout=10) as anon:
         async def up() -> bool:
-            return (await anon.get(f"{base}/hub/login")).status_code == 200
+            return (await anon.get(f"{base}/hub/login")).status_code == 200 and \
+                (await anon.get(f"{base}/hub/api/")).status_code == 200
 
         await wait_for(up, timeout=30, what=f"the hub through the proxy\n{cluster.logs()}")
     async with async_playwright() as pw:
