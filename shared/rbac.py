@@ -13,7 +13,7 @@ from shared.db.models import Group, GroupMember, GroupRole, Role, ServiceRole, S
 from shared.events import AccessChanged
 from shared.identity import Identity
 from shared.outbox import enqueue
-from shared.scopes import ADMIN_ROLE, SELF, Scope, ScopeError, expand, intersect, parse
+from shared.scopes import Scope, expand, owner_scopes, parse_held, token_scopes
 
 
 def access_changed(session: AsyncSession, namespace: str, *, users: Iterable[str] = (),
@@ -75,22 +75,6 @@ async def _members(session: AsyncSession, groups: set[str]) -> dict[str, list[st
     return out
 
 
-def _parse_all(texts: Iterable[str], p: Principal) -> list[Scope]:
-    parsed: list[Scope] = []
-    for text in texts:
-        if text in ("inherit", "identify"):
-            continue
-        if text == "self":
-            parsed += [Scope(s, "user", p.name) for s in SELF] if p.kind == "user" else []
-            continue
-        try:
-            parsed.append(parse(text, owner=p.name if p.kind == "user" else None,
-                                service=p.name if p.kind == "service" else None))
-        except ScopeError:
-            continue  # a scope this hub does not know (e.g. a custom one) grants nothing here
-    return parsed
-
-
 def _with_members(scopes: set[Scope], members: dict[str, list[str]]) -> frozenset[Scope]:
     """`scopes` plus a `user=` copy of each `group=` scope for every member of the group."""
     extra = {Scope(s.name, "user", m) for s in scopes if s.kind == "group" for m in members.get(s.value or "", ())}
@@ -148,27 +132,18 @@ async def effective_scopes(session: AsyncSession, ident: Identity, cache: ScopeC
         if hit is not None:
             return hit
     owner = cache.get(p.key, "owner") if cache is not None else None
-    token_parsed: list[Scope] = []
-    if which != "cookie" and "inherit" not in ident.token_scopes:
-        token_parsed = list(expand(_parse_all(ident.token_scopes, p)))
+    user, service = (p.name, None) if p.kind == "user" else (None, p.name)
     if owner is None:
-        base: list[Scope] = []
-        if p.kind == "user":
-            base = [Scope(s, "user", p.name) for s in SELF]
-        if p.admin:
-            base += [Scope(s) for s in ADMIN_ROLE]
-        held = expand(base + _parse_all(await _role_scopes(session, p), p))
-        groups = {s.value or "" for s in (*held, *token_parsed) if s.kind == "group"}
-        members = await _members(session, groups)
-        owner = _with_members(held, members)
+        held = expand(owner_scopes(user, p.admin) | set(parse_held(await _role_scopes(session, p), user, service)))
+        owner = _with_members(held, await _members(session, {s.value or "" for s in held if s.kind == "group"}))
         if cache is not None:
             cache.put(p.key, "owner", owner)
-    else:
-        members = await _members(session, {s.value or "" for s in token_parsed if s.kind == "group"})
-    if which == "cookie" or "inherit" in ident.token_scopes:
+    if which == "cookie":
         result = owner
     else:
-        result = frozenset(intersect(_with_members(set(token_parsed), members), owner))
+        # a token's `group=` scopes survive the intersection as such; their members are added after
+        mine = token_scopes(ident.token_scopes, owner, user, service)
+        result = _with_members(mine, await _members(session, {s.value or "" for s in mine if s.kind == "group"}))
     if cache is not None:
         cache.put(p.key, which, result)
     return result

@@ -152,26 +152,39 @@ def intersect(a: AbstractSet[Scope], b: AbstractSet[Scope]) -> set[Scope]:
 
 
 @functools.lru_cache(maxsize=4096)
-def owner_scopes(user: str, admin: bool) -> frozenset[Scope]:
-    """A user's scopes from the fixed roles: `self`, plus the `admin` role for admins."""
-    held = [Scope(s, "user", user) for s in SELF]
+def owner_scopes(user: str | None, admin: bool) -> frozenset[Scope]:
+    """A principal's scopes from the default roles: `self` for a user (None: a service, which has no
+    `self`), plus the `admin` role for admins."""
+    held = [Scope(s, "user", user) for s in SELF] if user is not None else []
     if admin:
         held += [Scope(s) for s in ADMIN_ROLE]
     return frozenset(expand(held))
 
 
-def token_scopes(stored: Iterable[str], owner: AbstractSet[Scope], user: str) -> set[Scope]:
+def parse_held(texts: Iterable[str], user: str | None = None, service: str | None = None) -> list[Scope]:
+    """The scopes of a role or token: bare filters resolved to its `user` or `service` owner, `self`
+    expanded for a user; `inherit`, `identify` and scopes this hub does not know grant nothing here."""
+    parsed: list[Scope] = []
+    for text in texts:
+        if text in ("inherit", "identify"):
+            continue
+        if text == "self":
+            parsed += [Scope(s, "user", user) for s in SELF] if user is not None else []
+            continue
+        try:
+            parsed.append(parse(text, owner=user, service=service))
+        except ScopeError:
+            continue
+    return parsed
+
+
+def token_scopes(stored: Iterable[str], owner: AbstractSet[Scope], user: str | None,
+                 service: str | None = None) -> set[Scope]:
     """A token's effective scopes: its own (bare filters resolved to its owner) within its owner's."""
     stored = list(stored)
     if "inherit" in stored:
         return set(owner)
-    parsed: list[Scope] = []
-    for text in stored:
-        try:
-            parsed.append(parse(text, owner=user))
-        except ScopeError:
-            continue  # a scope this hub does not know grants nothing
-    return intersect(expand(parsed), owner)
+    return intersect(expand(parse_held(stored, user, service)), owner)
 
 
 def render(scopes: Iterable[Scope]) -> list[str]:
@@ -191,21 +204,17 @@ def held_anywhere(held: AbstractSet[Scope], name: str) -> bool:
 
 
 def user_filter(held: AbstractSet[Scope], name: str) -> set[str] | None:
-    """For list endpoints: None if `name` is held hub-wide, else the user names it is held for."""
-    names: set[str] = set()
-    for s in held:
-        if s.name != name:
-            continue
-        if s.kind is None:
-            return None
-        if s.value and s.kind in ("user", "server"):
-            names.add(s.value if s.kind == "user" else s.value.split("/", 1)[0])
-    return names
+    """For list endpoints: None if `name` is held hub-wide, else the user names it is held for (a
+    `server=u/s` filter names u)."""
+    users = name_filter(held, name, "user")
+    if users is None:
+        return None
+    return users | {value.split("/", 1)[0] for value in name_filter(held, name, "server") or ()}
 
 
 def name_filter(held: AbstractSet[Scope], name: str, kind: str) -> set[str] | None:
-    """For list endpoints of groups or services: None if `name` is held hub-wide, else the names of
-    `kind` ("group" | "service") it is held for."""
+    """For list endpoints: None if `name` is held hub-wide, else the values of its `kind` filters
+    ("user", "server", "group" or "service") it is held with."""
     names: set[str] = set()
     for s in held:
         if s.name != name:
