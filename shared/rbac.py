@@ -117,6 +117,15 @@ class ScopeCache:
         self._entries.clear()
 
 
+def _cache_slot(ident: Identity) -> object:
+    return "cookie" if ident.via == "cookie" else ("token", ident.token_id)
+
+
+def cached_scopes(cache: ScopeCache, ident: Identity) -> frozenset[Scope] | None:
+    """`effective_scopes` of `ident` if `cache` holds them (no I/O), else None."""
+    return cache.get(principal_of(ident).key, _cache_slot(ident))
+
+
 async def effective_scopes(session: AsyncSession, ident: Identity, cache: ScopeCache | None = None) -> frozenset[Scope]:
     """What `ident`'s request may do: its owner's scopes for a cookie, else the token's within them.
 
@@ -126,7 +135,7 @@ async def effective_scopes(session: AsyncSession, ident: Identity, cache: ScopeC
     ones (`inherit`: all of them), so an owner losing a scope takes it from every token at once.
     """
     p = principal_of(ident)
-    which: object = "cookie" if ident.via == "cookie" else ("token", ident.token_id)
+    which = _cache_slot(ident)
     if cache is not None:
         hit = cache.get(p.key, which)
         if hit is not None:

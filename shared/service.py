@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -114,6 +115,17 @@ async def exit_on_hub_shutdown(bus: Bus, namespace: str, *, proxy: bool = False)
             os.kill(os.getpid(), signal.SIGTERM)
 
     await bus.subscribe_events(subject_filter(HubShutdown, namespace), on_event)
+
+
+def settle_heap() -> None:
+    """Take what a service built at start (app, routes, caches, connections) out of the garbage
+    collector's full passes (`gc.freeze`), after collecting what start-up left behind.
+
+    Those objects live as long as the process; walking them made each full collection of the api
+    take ~100 ms, a stall every request in flight waited out.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def run_async(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:

@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from shared.events import (
     AccessChanged,
@@ -19,17 +20,18 @@ from shared.events import (
     server_events_filter,
     subject_filter,
 )
-from shared.http import CommonHeaders, install_error_handlers
+from shared.http import NO_TELEMETRY, CommonHeaders, install_error_handlers
 from shared.identity import TokenCache
 from shared.rbac import ScopeCache
 from shared.registry import announce
 from shared.service import advertise_url as advertise_url_of
-from shared.service import bind_socket, open_runtime, serve_app
+from shared.service import bind_socket, open_runtime, serve_app, settle_heap
 from shared.settings import ServiceSettings
 
 from services.api.config_sync import sync_config
 from services.api.consumers import start_consumers
 from services.api.deps import ApiState
+from services.api.fastread import FastReads, FastUserRead
 from services.api.routes import (
     accept_share,
     activity,
@@ -76,15 +78,26 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
             if advertise_url:  # last: traffic comes only once everything above is up
                 entry = RegistryEntry(service="api", replica=runtime.replica, url=advertise_url)
                 runtime.spawn(announce(runtime.bus, entry), "registry")
-            yield {"runtime": runtime, "waiters": waiters, "token_cache": cache, "scope_cache": scope_cache}
+            fast_reads = FastReads(runtime.engine, runtime.sessions, cache, scope_cache)
+            settle_heap()  # after everything built at start, before the first request
+            try:
+                yield {"runtime": runtime, "waiters": waiters, "token_cache": cache, "scope_cache": scope_cache,
+                       "fast_reads": fast_reads}
+            finally:
+                fast_reads.close()
 
-    app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None, telemetry=NO_TELEMETRY)
     install_error_handlers(app)
     app.add_middleware(CommonHeaders)
     for module in (info, users, tokens, authorizations, servers, groups, shares, hub_services, activity, proxy,
                    pages, user_redirect, accept_share):
         app.include_router(module.router)
     return app
+
+
+def with_fast_reads(app: FastAPI) -> ASGIApp:
+    """The api app as served: behind `FastUserRead`, which answers the hot user read itself."""
+    return FastUserRead(app)
 
 
 def _forget(cache: TokenCache, scopes: ScopeCache) -> Callable[[Envelope, Message], Awaitable[None]]:
@@ -116,4 +129,4 @@ def _forget(cache: TokenCache, scopes: ScopeCache) -> Callable[[Envelope, Messag
 def run(settings: ServiceSettings) -> None:
     """Serve the api app until SIGINT/SIGTERM."""
     sock = bind_socket(settings.api.host, settings.api.port)
-    serve_app(create_app(settings, advertise_url_of(settings.api, sock)), sock, settings.log_level)
+    serve_app(with_fast_reads(create_app(settings, advertise_url_of(settings.api, sock))), sock, settings.log_level)

@@ -14,8 +14,8 @@ from shared.service import Runtime as _Runtime
 
 from services.api.access import Requester, load_requester
 from services.api.credentials import api_identity, page_identity
+from services.api.fastread import FastReads
 from services.api.waiters import Waiters as _Waiters
-
 
 __all__ = ["ApiState", "CurrentUser", "DbSession", "PageUser", "ReadSession", "Runtime", "Waiters"]
 
@@ -27,6 +27,7 @@ class ApiState(TypedDict):
     waiters: _Waiters
     token_cache: TokenCache
     scope_cache: ScopeCache
+    fast_reads: FastReads
 
 
 async def _waiters(request: Request) -> _Waiters:

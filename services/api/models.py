@@ -4,22 +4,68 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol
 
-from shared.db.models import ApiToken, Server, ServerState, User
+from shared.db.models import ApiToken
 from shared.http import iso
 from shared.names import server_prefix, url_escape
+
+
+class UserLike(Protocol):
+    """What the User model is built from: a `users` row (ORM object or `queries.UserRow`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def admin(self) -> bool: ...
+    @property
+    def created(self) -> datetime | None: ...
+    @property
+    def last_activity(self) -> datetime | None: ...
+    @property
+    def auth_state(self) -> dict[str, Any] | None: ...
+
+
+class ServerLike(Protocol):
+    """A `servers` row (desired state): ORM object or `queries.ServerRow`."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def display_name(self) -> str | None: ...
+    @property
+    def desired(self) -> str: ...
+    @property
+    def spawn_id(self) -> str | None: ...
+    @property
+    def user_options(self) -> dict[str, Any] | None: ...
+    @property
+    def last_activity(self) -> datetime | None: ...
+
+
+class StateLike(Protocol):
+    """A `server_states` row (actual state): ORM object or `queries.StateRow`."""
+
+    @property
+    def spawn_id(self) -> str | None: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def started(self) -> datetime | None: ...
+    @property
+    def state(self) -> dict[str, Any] | None: ...
 
 
 @dataclass(frozen=True)
 class ServerView:
     """A server's desired state (api) joined with its actual state (spawner)."""
 
-    server: Server
-    state: ServerState | None
+    server: ServerLike
+    state: StateLike | None
 
     @property
-    def current_state(self) -> ServerState | None:
+    def current_state(self) -> StateLike | None:
         """The actual state, if it is about the current spawn."""
         s = self.state
         return s if s is not None and s.spawn_id == self.server.spawn_id else None
@@ -43,7 +89,7 @@ class ServerView:
         return False, False, None
 
 
-def server_model(user: User, view: ServerView, *, with_state: bool) -> dict[str, Any]:
+def server_model(user: UserLike, view: ServerView, *, with_state: bool) -> dict[str, Any]:
     """The Server model."""
     srv = view.server
     active, ready, pending = view.status
@@ -97,12 +143,12 @@ class UserLinks:
     roles: tuple[str, ...] = ()
 
 
-def role_names(user: User, links: UserLinks) -> list[str]:
+def role_names(user: UserLike, links: UserLinks) -> list[str]:
     """The `roles` of the User model (sorted): `user`, `admin` for admins, and custom roles."""
     return sorted({"user", *(["admin"] if user.admin else []), *links.roles})
 
 
-def user_model(user: User, views: list[ServerView], can: Can, *, include_stopped: bool = False,
+def user_model(user: UserLike, views: list[ServerView], can: Can, *, include_stopped: bool = False,
                links: UserLinks | None = None) -> dict[str, Any] | None:
     """The User model as far as `can` lets the requester see it; None if nothing is visible.
 

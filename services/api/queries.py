@@ -1,15 +1,19 @@
-"""Reads shared by the api routes: users with their servers in two queries, never one per user."""
+"""Reads shared by the api routes: users in full (servers, groups, roles) in one query, never one per user."""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from itertools import groupby
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     ARRAY,
     BindParameter,
     ColumnElement,
+    FromClause,
     Integer,
     Select,
     and_,
@@ -17,7 +21,6 @@ from sqlalchemy import (
     bindparam,
     exists,
     func,
-    literal,
     or_,
     select,
 )
@@ -69,40 +72,76 @@ async def server_views(session: AsyncSession, users: list[User]) -> dict[int, li
     return out
 
 
-async def user_links(session: AsyncSession, users: list[User]) -> dict[int, UserLinks]:
-    """Group and custom role names of `users`: one query whatever their number."""
-    if not users:
-        return {}
-    ids = [u.id for u in users]
-    groups: dict[int, list[str]] = defaultdict(list)
-    roles: dict[int, list[str]] = defaultdict(list)
-    in_groups = (select(literal("g").label("kind"), GroupMember.user_id, Group.name)
-                 .join(Group, Group.id == GroupMember.group_id).where(GroupMember.user_id == any_(_ids(ids))))
-    with_roles = (select(literal("r").label("kind"), UserRole.user_id, Role.name)
-                  .join(Role, Role.id == UserRole.role_id).where(UserRole.user_id == any_(_ids(ids))))
-    rows = await session.execute(in_groups.union_all(with_roles).order_by("kind", "name"))
-    for kind, uid, name in rows.all():
-        (groups if kind == "g" else roles)[uid].append(name)
-    return {u.id: UserLinks(tuple(groups[u.id]), tuple(roles[u.id])) for u in users}
+class UserRow(NamedTuple):
+    """The user columns of the User model (read without the ORM)."""
+
+    name: str
+    admin: bool
+    created: datetime | None
+    last_activity: datetime | None
+    auth_state: dict[str, Any] | None
 
 
-def _user_in_full_statement() -> Select[tuple[User, Server, ServerState, list[str], list[str]]]:
+class ServerRow(NamedTuple):
+    """The desired-state columns of the Server model."""
+
+    name: str
+    display_name: str | None
+    desired: str
+    spawn_id: str | None
+    user_options: dict[str, Any] | None
+    last_activity: datetime | None
+
+
+class StateRow(NamedTuple):
+    """The actual-state columns of the Server model."""
+
+    spawn_id: str | None
+    status: str
+    started: datetime | None
+    state: dict[str, Any] | None
+
+
+def _in_full(users: Any, source: FromClause) -> Select[Any]:
+    """The rows of users in full, one per server (or one without servers): the user columns of `users`
+    (the users table's columns, or a subquery's with the same names) from `source`, their groups' and
+    custom roles' names, and each server joined with its actual state; columns, not ORM entities (loading
+    entities cost more than the query), in the order of the row types."""
     groups = (select(func.array_agg(aggregate_order_by(Group.name, Group.name)))
-              .join(GroupMember, GroupMember.group_id == Group.id).where(GroupMember.user_id == User.id)
+              .join(GroupMember, GroupMember.group_id == Group.id).where(GroupMember.user_id == users.id)
               .scalar_subquery())
     roles = (select(func.array_agg(aggregate_order_by(Role.name, Role.name)))
-             .join(UserRole, UserRole.role_id == Role.id).where(UserRole.user_id == User.id).scalar_subquery())
-    return (select(User, Server, ServerState, groups, roles)
-            .outerjoin(Server, Server.user_id == User.id)
-            .outerjoin(ServerState, and_(ServerState.user_name == User.name, ServerState.server_name == Server.name))
-            .where(User.name == bindparam("name")).order_by(Server.id))
+             .join(UserRole, UserRole.role_id == Role.id).where(UserRole.user_id == users.id).scalar_subquery())
+    return (select(users.name, users.admin, users.created, users.last_activity, users.auth_state, groups, roles,
+                   Server.name, Server.display_name, Server.desired, Server.spawn_id, Server.user_options,
+                   Server.last_activity,
+                   ServerState.spawn_id, ServerState.status, ServerState.started, ServerState.state)
+            .select_from(source)
+            .outerjoin(Server, Server.user_id == users.id)
+            .outerjoin(ServerState, and_(ServerState.user_name == users.name, ServerState.server_name == Server.name)))
+
+
+def _user_in_full_statement() -> Select[Any]:
+    users = User.__table__
+    return _in_full(users.c, users).where(users.c.name == bindparam("name")).order_by(Server.id)
 
 
 # built once: composing this statement cost more CPU than running it (a third of the request)
-_USER_IN_FULL = _user_in_full_statement()
+USER_IN_FULL = _user_in_full_statement()
 
 
-async def user_in_full(session: AsyncSession, name: str) -> tuple[User, list[ServerView], UserLinks]:
+UserInFull = tuple[UserRow, list[ServerView], UserLinks]
+
+
+def user_from_rows(rows: Sequence[Sequence[Any]]) -> UserInFull:
+    """One user's rows of `USER_IN_FULL` or of a page (at least one) as the user, its servers and its links."""
+    first = rows[0]
+    views = [ServerView(ServerRow(*r[7:13]), StateRow(*r[13:17]) if r[14] is not None else None)
+             for r in rows if r[7] is not None]
+    return UserRow(*first[:5]), views, UserLinks(tuple(first[5] or ()), tuple(first[6] or ()))
+
+
+async def user_in_full(session: AsyncSession, name: str) -> UserInFull:
     """The user `name` with its servers (each joined with its actual state), groups and roles, in one
     query: the read behind `GET /users/{name}` and `GET /user`.
 
@@ -111,15 +150,14 @@ async def user_in_full(session: AsyncSession, name: str) -> tuple[User, list[Ser
     """
     if not storable(name):  # a NUL from the path (/users/a%00b) names nobody
         raise NotFound(f"No such user: {name}")
-    rows = (await session.execute(_USER_IN_FULL, {"name": name})).all()
+    rows = (await session.execute(USER_IN_FULL, {"name": name})).all()
     if not rows:
         raise NotFound(f"No such user: {name}")
-    user, _, _, group_names, role_names = rows[0]
-    views = [ServerView(server, state) for _, server, state, _, _ in rows if server is not None]
-    return user, views, UserLinks(tuple(group_names or ()), tuple(role_names or ()))
+    return user_from_rows(rows)
 
 
-async def one_server_view(session: AsyncSession, user: User, server_name: str, *, lock: bool = False) -> ServerView | None:
+async def one_server_view(session: AsyncSession, user: User, server_name: str, *,
+                          lock: bool = False) -> ServerView | None:
     """One server of `user` with its actual state (optionally locking the desired-state row)."""
     if not storable(server_name):
         return None
@@ -168,20 +206,31 @@ def _state_clause(state: str) -> ColumnElement[bool]:
     return active if state == "active" else ~active
 
 
-async def list_users(session: AsyncSession, query: UserQuery) -> tuple[list[User], int]:
-    """One page of users and the total number matching (two queries)."""
-    stmt = select(User)
-    if query.names is not None:
-        stmt = stmt.where(User.name.in_(sorted(query.names)))
-    if query.state is not None:
-        stmt = stmt.where(_state_clause(query.state))
+async def list_users(session: AsyncSession, query: UserQuery) -> tuple[list[UserInFull], int]:
+    """One page of users in full and the total number matching, in one query (a second one only for the
+    total of a page past the end)."""
     if query.name_filter and not storable(query.name_filter):
         return [], 0  # no name holds a NUL character or a lone surrogate
-    if query.name_filter:
-        stmt = stmt.where(func.lower(User.name).contains(query.name_filter.lower(), autoescape=True))
-    total = (await session.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
+    users = User.__table__.c
     key = query.sort.lstrip("-")
-    column = {"id": User.id, "name": User.name, "last_activity": User.last_activity}[key]
-    order = column.desc().nulls_last() if query.sort.startswith("-") else column.asc().nulls_first()
-    page = stmt.order_by(order, User.id).offset(query.offset).limit(query.limit)
-    return list((await session.execute(page)).scalars()), int(total)
+    column = {"id": users.id, "name": users.name, "last_activity": users.last_activity}[key]
+    order = (column.desc().nulls_last() if query.sort.startswith("-") else column.asc().nulls_first(), users.id)
+    matching = select(users.id).select_from(User.__table__)
+    if query.names is not None:
+        matching = matching.where(users.name.in_(sorted(query.names)))
+    if query.state is not None:
+        matching = matching.where(_state_clause(query.state))
+    if query.name_filter:
+        matching = matching.where(func.lower(users.name).contains(query.name_filter.lower(), autoescape=True))
+    # the total rides on the page's rows (a window count is taken before OFFSET/LIMIT), with each row's place
+    page = (matching.add_columns(users.name, users.admin, users.created, users.last_activity, users.auth_state,
+                                 func.count().over().label("total"),
+                                 func.row_number().over(order_by=order).label("pos"))
+            .order_by(*order).offset(query.offset).limit(query.limit).subquery("page"))
+    stmt = _in_full(page.c, page).add_columns(page.c.id, page.c.total).order_by(page.c.pos, Server.id)
+    rows = (await session.execute(stmt)).all()
+    if not rows:
+        total = 0 if query.offset == 0 else (
+            await session.execute(select(func.count()).select_from(matching.subquery()))).scalar_one()
+        return [], int(total)
+    return [user_from_rows(list(mine)) for _, mine in groupby(rows, key=lambda r: r[17])], int(rows[0][18])

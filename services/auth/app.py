@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from shared.events import RegistryEntry
-from shared.http import CommonHeaders, install_error_handlers
+from shared.http import NO_TELEMETRY, CommonHeaders, install_error_handlers
 from shared.registry import announce
 from shared.service import advertise_url as advertise_url_of
 from shared.service import bind_socket, open_runtime, serve_app
@@ -31,7 +31,7 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
                 runtime.spawn(announce(runtime.bus, entry), "registry")
             yield {"runtime": runtime, "authenticator": authenticator}
 
-    app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None, telemetry=NO_TELEMETRY)
     install_error_handlers(app)
     app.add_middleware(CommonHeaders)
     app.include_router(login.router)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.api.app import create_app as create_api
+from services.api.app import with_fast_reads
 from services.auth.accounts import set_password
 from services.auth.app import create_app as create_auth
 from shared.bus import Bus
@@ -52,6 +53,7 @@ class Hub:
     bus: Bus
     secret_key: str
     transport: httpx.AsyncBaseTransport
+    api_state: dict[str, Any] = field(default_factory=dict)  # the api lifespan's (services.api.deps.ApiState)
     _cmd_sub: Any = None
 
     def new_client(self) -> httpx.AsyncClient:
@@ -160,9 +162,10 @@ async def running_hub(settings: ServiceSettings) -> AsyncIterator[Hub]:
     await bus.connect()
     try:
         async with auth.router.lifespan_context(auth) as auth_state, api.router.lifespan_context(api) as api_state:
-            transport = httpx.ASGITransport(app=dispatcher(_with_state(auth, auth_state), _with_state(api, api_state)))
+            served_api = _with_state(with_fast_reads(api), api_state)  # as `fleethub run api` serves it
+            transport = httpx.ASGITransport(app=dispatcher(_with_state(auth, auth_state), served_api))
             async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
-                hub = Hub(settings, client, sessions, bus, secret_key, transport)
+                hub = Hub(settings, client, sessions, bus, secret_key, transport, dict(api_state))
                 try:
                     yield hub
                 finally:
