@@ -1,19 +1,27 @@
-"""Last activity of users and servers: from single-user servers' reports and from proxies' batches.
+"""Last activity of users, servers and tokens: from single-user servers' reports, from proxies' batches
+and from the API requests tokens make.
 
 Values only ever move forward, so reports arriving late or twice change nothing.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
 
 from sqlalchemy import select, text, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.db.models import Server, User
 from shared.errors import BadRequest
 from shared.events import ActivityReported
+from shared.identity import Identity
 from shared.names import parse_route_key
+
+log = logging.getLogger(__name__)
 
 # One statement per batch, only moving last_activity forward (no write per request).
 _BATCH_SQL = text(
@@ -80,3 +88,68 @@ async def record_report(session: AsyncSession, user: User, user_time: datetime |
             update(User).where(User.id == user.id, User.last_activity.is_(None) | (User.last_activity < user_time))
             .values(last_activity=user_time)
         )
+
+
+_TOKENS_SQL = text(
+    """
+    UPDATE api_tokens SET last_activity = v.t
+    FROM unnest(CAST(:ids AS integer[]), CAST(:times AS timestamptz[])) AS v(id, t)
+    WHERE api_tokens.id = v.id AND (api_tokens.last_activity IS NULL OR api_tokens.last_activity < v.t)
+    """
+)
+_USERS_SQL = text(
+    """
+    UPDATE users SET last_activity = v.t
+    FROM unnest(CAST(:ids AS integer[]), CAST(:times AS timestamptz[])) AS v(id, t)
+    WHERE users.id = v.id AND (users.last_activity IS NULL OR users.last_activity < v.t)
+    """
+)
+
+
+class TokenUse:
+    """When each token was last used, and so when its owner was last active, as JupyterHub records them.
+
+    `note` costs a dict write per request; `flush` writes what was noted since the last flush in two
+    statements (JupyterHub writes each use up to every 30 s instead). A user-owned token's use is its
+    owner's activity too, except a server's own token: what a single-user server asks is not its user's
+    doing. Uses noted when the process is killed outright are lost (at most `interval` seconds of them).
+    """
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], interval: float = 10.0) -> None:
+        self._sessions = sessions
+        self.interval = interval
+        self._tokens: dict[int, float] = {}
+        self._users: dict[int, float] = {}
+
+    def note(self, ident: Identity) -> None:
+        """A request authenticated by `ident` (cookie requests have no token and are not noted)."""
+        if ident.token_id is None:
+            return
+        now = time.time()
+        self._tokens[ident.token_id] = now
+        if ident.kind == "user" and ident.token_kind != "server":
+            self._users[ident.user_id] = now
+
+    async def flush(self) -> None:
+        """Write the uses noted so far (a failed write is retried with the next flush)."""
+        tokens, users = self._tokens, self._users
+        if not tokens and not users:
+            return
+        self._tokens, self._users = {}, {}
+        try:
+            async with self._sessions() as session, session.begin():
+                for sql, noted in ((_TOKENS_SQL, tokens), (_USERS_SQL, users)):
+                    if noted:
+                        await session.execute(sql, {"ids": list(noted), "times": [
+                            datetime.fromtimestamp(t, UTC) for t in noted.values()]})
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("recording token activity failed (retried): %r", exc)
+            for mine, failed in ((self._tokens, tokens), (self._users, users)):
+                for key, t in failed.items():
+                    mine[key] = max(t, mine.get(key, 0.0))
+
+    async def run(self) -> None:
+        """Flush every `interval` seconds, for the life of the process (a final `flush` on the way out)."""
+        while True:
+            await asyncio.sleep(self.interval)
+            await self.flush()

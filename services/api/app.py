@@ -28,6 +28,7 @@ from shared.service import advertise_url as advertise_url_of
 from shared.service import bind_socket, open_runtime, serve_app, settle_heap
 from shared.settings import ServiceSettings
 
+from services.api.activity import TokenUse
 from services.api.config_sync import sync_config
 from services.api.consumers import start_consumers
 from services.api.deps import ApiState
@@ -78,12 +79,15 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
             if advertise_url:  # last: traffic comes only once everything above is up
                 entry = RegistryEntry(service="api", replica=runtime.replica, url=advertise_url)
                 runtime.spawn(announce(runtime.bus, entry), "registry")
-            fast_reads = FastReads(runtime.engine, runtime.sessions, cache, scope_cache)
+            token_use = TokenUse(runtime.sessions)
+            runtime.spawn(token_use.run(), "token-activity")
+            fast_reads = FastReads(runtime.engine, runtime.sessions, cache, scope_cache, token_use)
             settle_heap()  # after everything built at start, before the first request
             try:
                 yield {"runtime": runtime, "waiters": waiters, "token_cache": cache, "scope_cache": scope_cache,
-                       "fast_reads": fast_reads}
+                       "fast_reads": fast_reads, "token_use": token_use}
             finally:
+                await token_use.flush()
                 fast_reads.close()
 
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None, telemetry=NO_TELEMETRY)

@@ -13,6 +13,7 @@ from shared.rbac import ScopeCache
 from shared.service import Runtime as _Runtime
 
 from services.api.access import Requester, load_requester
+from services.api.activity import TokenUse
 from services.api.credentials import api_identity, page_identity
 from services.api.fastread import FastReads
 from services.api.waiters import Waiters as _Waiters
@@ -28,6 +29,7 @@ class ApiState(TypedDict):
     token_cache: TokenCache
     scope_cache: ScopeCache
     fast_reads: FastReads
+    token_use: TokenUse
 
 
 async def _waiters(request: Request) -> _Waiters:
@@ -44,6 +46,8 @@ async def _current(request: Request, runtime: Runtime, session: DbSession) -> Re
     if ident is None:
         await session.rollback()
         raise Forbidden("Missing or invalid credentials.")
+    token_use: TokenUse = request.state.token_use
+    token_use.note(ident)
     req = await load_requester(request, session, ident)
     # end the read transaction, so handlers start their own with `session.begin()`
     await session.rollback()

@@ -31,6 +31,7 @@ from shared.scopes import Scope as HeldScope
 from shared.security import hash_token
 
 from services.api.access import Requester
+from services.api.activity import TokenUse
 from services.api.models import READ_USER_SCOPES, user_model
 from services.api.queries import USER_IN_FULL, user_from_rows
 
@@ -92,8 +93,9 @@ class FastReads:
     """What `FastUserRead` needs from the api's lifespan: the caches and connections of its own."""
 
     def __init__(self, engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession], tokens: TokenCache,
-                 scopes: ScopeCache, connections: int = CONNECTIONS) -> None:
+                 scopes: ScopeCache, token_use: TokenUse, connections: int = CONNECTIONS) -> None:
         self.sessions = sessions
+        self.token_use = token_use
         self.tokens = tokens
         self.answered = 0  # reads answered here rather than by the route
         self.scopes = scopes
@@ -137,7 +139,10 @@ class FastReads:
                 return None
             include_stopped = value in _TRUE
         req = await self._requester(scope)
-        if req is None or not any(req.can(s, name) for s in READ_USER_SCOPES):
+        if req is None:
+            return None
+        self.token_use.note(req.ident)
+        if not any(req.can(s, name) for s in READ_USER_SCOPES):
             return None
         conn = await self.conns.acquire()
         try:

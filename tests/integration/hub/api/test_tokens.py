@@ -9,9 +9,11 @@ from sqlalchemy import select
 
 from shared.db.models import ApiToken
 from shared.events import TokenRevoked
+from shared.security import server_token
 from tests.support.hub import Hub
 
 pytestmark = pytest.mark.integration
+ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z$")
 
 TOKEN_KEYS = {"id", "kind", "user", "roles", "scopes", "note", "created", "expires_at", "last_activity",
               "session_id", "oauth_client"}
@@ -119,3 +121,34 @@ async def test_revoking_an_oauth_token_revokes_its_clients_tokens(hub: Hub) -> N
     assert (await c.delete(f"/hub/api/users/bob/tokens/{first['id']}", headers=bob)).status_code == 204
     left = (await c.get("/hub/api/users/bob/tokens", headers=bob)).json()["api_tokens"]
     assert [t["oauth_client"] for t in left if t["note"] == "oauth"] == ["service-other"]
+
+
+async def test_token_use_is_recorded(hub: Hub) -> None:
+    admin = await hub.headers_for("admin", admin=True)
+    c = hub.client
+    r = await c.post("/hub/api/users/alice/tokens", json={"note": "script"}, headers=admin)
+    assert r.status_code == 201
+    token_id, mine = r.json()["id"], {"Authorization": f"token {r.json()['token']}"}
+    assert (await c.post("/hub/api/users/alice/server", headers=mine)).status_code == 202
+    token_use = hub.api_state["token_use"]
+    await token_use.flush()
+    used = (await c.get(f"/hub/api/users/alice/tokens/{token_id}", headers=admin)).json()["last_activity"]
+    assert used is not None and ISO_Z.match(used)
+    alice = (await c.get("/hub/api/users/alice", headers=admin)).json()["last_activity"]  # the fast read
+    assert alice is not None and alice >= used
+    # the server's own token: the token's use is recorded, its user is not made active by it
+    async with hub.sessions() as s:
+        spawn_id = (await s.execute(select(ApiToken.spawn_id).where(ApiToken.kind == "server"))).scalar_one()
+    server = {"Authorization": f"token {server_token(hub.secret_key, spawn_id)}"}
+    await token_use.flush()  # the admin's reads above
+    r = await c.post("/hub/api/users/alice/activity", json={"last_activity": "2020-01-01T00:00:00Z"}, headers=server)
+    assert r.status_code in (200, 204), r.text
+    await token_use.flush()
+    assert (await c.get("/hub/api/users/alice", headers=admin)).json()["last_activity"] == alice
+    tokens = (await c.get("/hub/api/users/alice/tokens", headers=admin)).json()["api_tokens"]
+    assert all(t["last_activity"] for t in tokens if t["id"] == token_id)
+    async with hub.sessions() as s:
+        server_used = (await s.execute(select(ApiToken.last_activity).where(ApiToken.kind == "server"))).scalar_one()
+    assert server_used is not None
+    # nothing noted: a flush writes nothing and raises nothing
+    await token_use.flush()
