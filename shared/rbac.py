@@ -13,7 +13,7 @@ from shared.db.models import Group, GroupMember, GroupRole, Role, ServiceRole, S
 from shared.events import AccessChanged
 from shared.identity import Identity
 from shared.outbox import enqueue
-from shared.scopes import Scope, expand, owner_scopes, parse_held, token_scopes
+from shared.scopes import CustomSubscopes, Scope, expand, owner_scopes, parse_held, token_scopes
 
 
 def access_changed(session: AsyncSession, namespace: str, *, users: Iterable[str] = (),
@@ -126,7 +126,8 @@ def cached_scopes(cache: ScopeCache, ident: Identity) -> frozenset[Scope] | None
     return cache.get(principal_of(ident).key, _cache_slot(ident))
 
 
-async def effective_scopes(session: AsyncSession, ident: Identity, cache: ScopeCache | None = None) -> frozenset[Scope]:
+async def effective_scopes(session: AsyncSession, ident: Identity, cache: ScopeCache | None = None,
+                           custom: CustomSubscopes | None = None) -> frozenset[Scope]:
     """What `ident`'s request may do: its owner's scopes for a cookie, else the token's within them.
 
     The owner's scopes come from the default roles (`user`, and `admin` for admins), its custom roles
@@ -143,7 +144,8 @@ async def effective_scopes(session: AsyncSession, ident: Identity, cache: ScopeC
     owner = cache.get(p.key, "owner") if cache is not None else None
     user, service = (p.name, None) if p.kind == "user" else (None, p.name)
     if owner is None:
-        held = expand(owner_scopes(user, p.admin) | set(parse_held(await _role_scopes(session, p), user, service)))
+        held = expand(owner_scopes(user, p.admin) | set(parse_held(await _role_scopes(session, p), user, service)),
+                      custom)
         owner = _with_members(held, await _members(session, {s.value or "" for s in held if s.kind == "group"}))
         if cache is not None:
             cache.put(p.key, "owner", owner)
@@ -151,7 +153,7 @@ async def effective_scopes(session: AsyncSession, ident: Identity, cache: ScopeC
         result = owner
     else:
         # a token's `group=` scopes survive the intersection as such; their members are added after
-        mine = token_scopes(ident.token_scopes, owner, user, service)
+        mine = token_scopes(ident.token_scopes, owner, user, service, custom)
         result = _with_members(mine, await _members(session, {s.value or "" for s in mine if s.kind == "group"}))
     if cache is not None:
         cache.put(p.key, which, result)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
@@ -112,8 +112,27 @@ def parse(text: str, owner: str | None = None, server: str | None = None, servic
     return Scope(name, kind, value)
 
 
-def expand(scopes: Iterable[Scope]) -> set[Scope]:
-    """Every scope implied by `scopes`, each subscope keeping its parent's filter."""
+# a hub's `[custom_scopes]` subscopes: custom scope name -> the custom scopes it includes
+CustomSubscopes = Mapping[str, Sequence[str]]
+
+
+def allowed_scope_problem(text: str, declared_custom: AbstractSet[str]) -> str | None:
+    """Why `text` can not be an OAuth client's allowed scope (None: it can). Bare filters (`!user`,
+    `!server`, `!service`) are fine there: they refer to whoever the token is issued for."""
+    if text in ("inherit", "identify", "self"):
+        return None
+    try:
+        scope = parse(text, owner="user", server="user/server", service="service")
+    except ScopeError as exc:
+        return str(exc)
+    if scope.name.startswith("custom:") and scope.name not in declared_custom:
+        return f"custom scope {scope.name!r} is not declared in [custom_scopes]"
+    return None
+
+
+def expand(scopes: Iterable[Scope], custom: CustomSubscopes | None = None) -> set[Scope]:
+    """Every scope implied by `scopes`, each subscope keeping its parent's filter (`custom`: the hub's
+    custom scopes' subscopes)."""
     out: set[Scope] = set()
     todo = list(scopes)
     while todo:
@@ -121,7 +140,8 @@ def expand(scopes: Iterable[Scope]) -> set[Scope]:
         if s in out:
             continue
         out.add(s)
-        for sub in SUBSCOPES.get(s.name, ()):
+        subs = SUBSCOPES.get(s.name) or (custom.get(s.name, ()) if custom else ())
+        for sub in subs:
             if sub == "read:users:name" and s.kind == "server":
                 continue  # JupyterHub drops it under a server filter: a server does not name its owner
             todo.append(Scope(sub, s.kind, s.value))
@@ -179,12 +199,12 @@ def parse_held(texts: Iterable[str], user: str | None = None, service: str | Non
 
 
 def token_scopes(stored: Iterable[str], owner: AbstractSet[Scope], user: str | None,
-                 service: str | None = None) -> set[Scope]:
+                 service: str | None = None, custom: CustomSubscopes | None = None) -> set[Scope]:
     """A token's effective scopes: its own (bare filters resolved to its owner) within its owner's."""
     stored = list(stored)
     if "inherit" in stored:
         return set(owner)
-    return intersect(expand(parse_held(stored, user, service)), owner)
+    return intersect(expand(parse_held(stored, user, service), custom), owner)
 
 
 def render(scopes: Iterable[Scope]) -> list[str]:

@@ -6,6 +6,7 @@ its environment variable. Option names follow JupyterHub's where the meaning is 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import tomllib
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from shared.errors import ConfigError
+from shared.scopes import allowed_scope_problem
 
 ENV_PREFIX = "FLEETHUB_"
 NESTED_DELIMITER = "__"
@@ -149,6 +151,13 @@ class HubService(_Section):
         None, description="OAuth redirect URI; default /services/<name>/oauth_callback."
     )
     oauth_no_confirm: bool = Field(False, description="Skip the consent page for this service's OAuth client.")
+    oauth_client_allowed_scopes: list[str] = Field(
+        default_factory=list,
+        description="Scopes its OAuth client's tokens may carry beyond identifying the user and reaching the "
+                    "service (bare filters such as !user refer to the user who logs in).")
+    oauth_roles: list[str] = Field(
+        default_factory=list,
+        description="[[roles]] whose scopes its OAuth client's tokens may carry (JupyterHub's deprecated form).")
     display: bool = Field(True, description="Listed on the hub's pages.")
     info: dict[str, Any] = Field(default_factory=dict, description="Free-form information shown by the API.")
     admin: bool = Field(False, description="Give the service the admin role (deprecated in JupyterHub; use roles).")
@@ -202,6 +211,8 @@ class CustomScope(_Section):
     """One `[custom_scopes."custom:…"]` entry (JupyterHub's `custom_scopes`): a scope services define."""
 
     description: str = Field(min_length=1, description="What the scope allows (required, as in JupyterHub).")
+    subscopes: list[str] = Field(
+        default_factory=list, description="Other custom scopes this one includes (holding it holds them too).")
 
 
 class RoleSpec(_Section):
@@ -271,6 +282,19 @@ class ServiceSettings(BaseSettings):
         for scope in self.custom_scopes:
             if not re.fullmatch(r"custom:[a-z0-9][a-z0-9_\-\*:]+[a-z0-9_\*]", scope):
                 raise ValueError(f"custom_scopes: {scope!r} must look like custom:<lowercase name>")
+        for scope, spec in self.custom_scopes.items():
+            undeclared = set(spec.subscopes) - set(self.custom_scopes)
+            if undeclared:
+                raise ValueError(f"custom_scopes: {scope!r} includes undeclared custom scopes {sorted(undeclared)} "
+                                 "(subscopes must be declared in [custom_scopes] too)")
+        for svc in self.services:
+            unknown = set(svc.oauth_roles) - set(roles)
+            if unknown:
+                raise ValueError(f"services: {svc.name!r} has oauth_roles that are not [[roles]]: {sorted(unknown)}")
+            for text in svc.oauth_client_allowed_scopes:
+                problem = allowed_scope_problem(text, set(self.custom_scopes))
+                if problem:
+                    raise ValueError(f"services: {svc.name!r} oauth_client_allowed_scopes: {problem}")
         for role in self.roles:
             undeclared = {s.split("!", 1)[0] for s in role.scopes if s.startswith("custom:")} - set(self.custom_scopes)
             if undeclared:
@@ -296,6 +320,20 @@ class ServiceSettings(BaseSettings):
     def hub_api_url(self) -> str:
         """`JUPYTERHUB_API_URL` as seen from user servers."""
         return (self.spawner.hub_api_url or f"{self.hub_public_url}/hub/api").rstrip("/")
+
+    def oauth_allowed_scopes(self, svc: HubService) -> list[str]:
+        """What the OAuth client of `svc` may put in its tokens beyond the defaults: its
+        `oauth_client_allowed_scopes` and the scopes of its `oauth_roles`."""
+        out = list(svc.oauth_client_allowed_scopes)
+        for role in self.roles:
+            if role.name in svc.oauth_roles:
+                out += [s for s in role.scopes if s not in out]
+        return out
+
+    @functools.cached_property
+    def custom_subscopes(self) -> dict[str, tuple[str, ...]]:
+        """`[custom_scopes]` subscopes, for scope expansion (`shared.scopes.expand`)."""
+        return {name: tuple(spec.subscopes) for name, spec in self.custom_scopes.items() if spec.subscopes}
 
     def require_database_url(self) -> str:
         """The database URL in SQLAlchemy asyncpg form; a ConfigError names the variable if unset."""

@@ -16,6 +16,7 @@ from shared.errors import Forbidden, NotFound
 from shared.identity import Identity
 from shared.rbac import ScopeCache, effective_scopes
 from shared.scopes import Scope, held_anywhere, name_filter, render, user_filter
+from shared.service import Runtime
 
 HIDDEN = "No access to resources or resources not found"
 
@@ -93,4 +94,5 @@ class Requester:
 async def load_requester(request: Request, session: AsyncSession, ident: Identity) -> Requester:
     """The effective scopes of `ident` (cached per process, see `ScopeCache`)."""
     cache: ScopeCache = request.state.scope_cache
-    return Requester(ident, await effective_scopes(session, ident, cache))
+    runtime: Runtime = request.state.runtime
+    return Requester(ident, await effective_scopes(session, ident, cache, runtime.settings.custom_subscopes))

@@ -81,7 +81,8 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
                 runtime.spawn(announce(runtime.bus, entry), "registry")
             token_use = TokenUse(runtime.sessions)
             runtime.spawn(token_use.run(), "token-activity")
-            fast_reads = FastReads(runtime.engine, runtime.sessions, cache, scope_cache, token_use)
+            fast_reads = FastReads(runtime.engine, runtime.sessions, cache, scope_cache, token_use,
+                                   settings.custom_subscopes)
             settle_heap()  # after everything built at start, before the first request
             try:
                 yield {"runtime": runtime, "waiters": waiters, "token_cache": cache, "scope_cache": scope_cache,

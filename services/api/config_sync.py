@@ -13,7 +13,17 @@ from sqlalchemy import delete, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db.models import ApiToken, Group, GroupRole, HubServiceRow, Role, ServiceRole, User, UserRole
+from shared.db.models import (
+    CONFIG_TOKEN_KIND,
+    ApiToken,
+    Group,
+    GroupRole,
+    HubServiceRow,
+    Role,
+    ServiceRole,
+    User,
+    UserRole,
+)
 from shared.errors import ConfigError
 from shared.names import normalize_username
 from shared.rbac import access_changed
@@ -22,7 +32,6 @@ from shared.security import hash_token, service_api_token
 from shared.settings import RoleSpec, ServiceSettings
 
 SYNC_LOCK = 0x6668_0001  # pg_advisory_xact_lock key of this sync
-CONFIG_TOKEN_KIND = "config"
 
 
 def check_role_scopes(spec: RoleSpec) -> None:

@@ -27,6 +27,7 @@ from shared.http import API_RESPONSE_HEADERS
 from shared.identity import Identity, TokenCache, identity_from_token, token_from_header
 from shared.names import storable
 from shared.rbac import ScopeCache, cached_scopes, effective_scopes
+from shared.scopes import CustomSubscopes
 from shared.scopes import Scope as HeldScope
 from shared.security import hash_token
 
@@ -93,8 +94,10 @@ class FastReads:
     """What `FastUserRead` needs from the api's lifespan: the caches and connections of its own."""
 
     def __init__(self, engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession], tokens: TokenCache,
-                 scopes: ScopeCache, token_use: TokenUse, connections: int = CONNECTIONS) -> None:
+                 scopes: ScopeCache, token_use: TokenUse, custom: CustomSubscopes, connections: int = CONNECTIONS
+                 ) -> None:
         self.sessions = sessions
+        self.custom = custom
         self.token_use = token_use
         self.tokens = tokens
         self.answered = 0  # reads answered here rather than by the route
@@ -192,7 +195,7 @@ class FastReads:
                 ident = await identity_from_token(session, token, self.tokens)
                 if ident is None:
                     return None
-                held = await effective_scopes(session, ident, self.scopes)
+                held = await effective_scopes(session, ident, self.scopes, self.custom)
         except (SQLAlchemyError, OSError) as exc:  # the route answers (503 while the database is away)
             log.debug("token lookup failed: %r", exc)
             return None

@@ -10,14 +10,13 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db.models import ApiToken, HubServiceRow, Role, ServiceRole
+from shared.db.models import CONFIG_TOKEN_KIND, ApiToken, HubServiceRow, Role, ServiceRole
 from shared.errors import BadRequest, Conflict, NotFound
 from shared.names import storable
 from shared.rbac import access_changed
+from shared.scopes import allowed_scope_problem
 from shared.security import hash_token
-from shared.settings import HubService
-
-from services.api.config_sync import CONFIG_TOKEN_KIND
+from shared.settings import HubService, ServiceSettings
 
 # which fields of the Service model each scope reveals
 SERVICE_FIELDS: dict[str, tuple[str, ...]] = {
@@ -100,11 +99,33 @@ class ServiceCreate(BaseModel):
         return value
 
 
-async def create_service(session: AsyncSession, namespace: str, name: str, body: ServiceCreate) -> HubServiceRow:
-    """Create an external service (and its API token) in the caller's transaction.
+def _oauth_allowed(settings: ServiceSettings, body: ServiceCreate) -> list[str]:
+    """The scopes a runtime service's OAuth client may put in tokens: its allowed scopes and its roles'.
 
     Raises:
-        BadRequest: an invalid name, url or OAuth client id.
+        BadRequest: an unknown scope or role.
+    """
+    out: list[str] = []
+    for text in body.oauth_client_allowed_scopes or ():
+        problem = allowed_scope_problem(text, set(settings.custom_scopes))
+        if problem:
+            raise BadRequest(f"oauth_client_allowed_scopes: {problem[:200]}")
+        out.append(text)
+    roles = {role.name: role for role in settings.roles}
+    for name in body.oauth_roles or ():
+        if name not in roles:
+            raise BadRequest(f"oauth_roles: no such role {name[:64]!r}")
+        out += [s for s in roles[name].scopes if s not in out]
+    return out
+
+
+async def create_service(session: AsyncSession, settings: ServiceSettings, name: str,
+                         body: ServiceCreate) -> HubServiceRow:
+    """Create an external service (and its API token) in the caller's transaction. With an `api_token` it
+    is an OAuth client too (the token is its secret).
+
+    Raises:
+        BadRequest: an invalid name, url, OAuth client id, allowed scope or OAuth role.
         Conflict: the service exists.
     """
     try:
@@ -114,20 +135,25 @@ async def create_service(session: AsyncSession, namespace: str, name: str, body:
     except ValueError as exc:
         raise BadRequest(f"Invalid service {name[:64]!r}: {str(exc).splitlines()[-1].strip()}") from None
     oauth = body.api_token is not None
+    allowed = _oauth_allowed(settings, body)
     row = (await session.execute(insert(HubServiceRow).values(
         name=name, from_config=False, admin=body.admin, url=spec.url,
         oauth_client_id=spec.client_id if oauth else None, oauth_redirect_uri=spec.redirect_uri if oauth else None,
-        oauth_no_confirm=body.oauth_no_confirm, display=body.display, info=body.info,
+        oauth_no_confirm=body.oauth_no_confirm, oauth_client_allowed_scopes=allowed, display=body.display,
+        info=body.info,
     ).on_conflict_do_nothing(index_elements=["name"]).returning(HubServiceRow))).scalar()
     if row is None:
         raise Conflict(f"Service {name} already exists")
+    if oauth and (await session.execute(select(HubServiceRow.id).where(
+            HubServiceRow.oauth_client_id == spec.client_id, HubServiceRow.id != row.id))).first() is not None:
+        raise BadRequest(f"oauth_client_id {spec.client_id[:64]!r} is already in use")  # (rolls the insert back)
     if body.api_token is not None:
         hashed = hash_token(body.api_token)
         if (await session.execute(select(ApiToken.id).where(ApiToken.hashed == hashed))).first() is not None:
             raise BadRequest("api_token is already in use; choose another")
         session.add(ApiToken(service_id=row.id, hashed=hashed, kind=CONFIG_TOKEN_KIND, scopes=["inherit"],
                              note=f"api_token of service {name}"))
-    access_changed(session, namespace, services=[name])
+    access_changed(session, settings.nats_namespace, services=[name])
     return row
 
 

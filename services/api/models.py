@@ -130,6 +130,7 @@ USER_FIELDS: dict[str, tuple[str, ...]] = {
     "admin:auth_state": ("kind", "name", "auth_state"),
 }
 READ_USER_SCOPES = tuple(USER_FIELDS)
+MODEL_SCOPES = (*READ_USER_SCOPES, "admin:server_state")  # every scope `user_model` asks about
 
 # can(scope, server_name): whether the requester holds `scope` for this user (server_name None) or server
 Can = Callable[[str, str | None], bool]

@@ -47,6 +47,7 @@ def service_env(settings: ServiceSettings, secret_key: str, svc: HubService) -> 
         "JUPYTERHUB_CLIENT_ID": svc.client_id,
         "JUPYTERHUB_OAUTH_ACCESS_SCOPES": access,
         "JUPYTERHUB_OAUTH_SCOPES": access,
+        "JUPYTERHUB_OAUTH_CLIENT_ALLOWED_SCOPES": json.dumps(settings.oauth_allowed_scopes(svc)),
         "JUPYTERHUB_API_URL": settings.hub_api_url,
         "JUPYTERHUB_BASE_URL": "/",
         "JUPYTERHUB_HOST": "",

@@ -63,6 +63,8 @@ class HubServiceRow(Base):
     oauth_client_id: Mapped[str | None] = mapped_column(String(1024), nullable=True)
     oauth_redirect_uri: Mapped[str | None] = mapped_column(Text, nullable=True)
     oauth_no_confirm: Mapped[bool] = mapped_column(Boolean, default=False)
+    # runtime services: what their OAuth clients' tokens may carry beyond the defaults (config ones: settings)
+    oauth_client_allowed_scopes: Mapped[list[str]] = mapped_column(JSONB, default=list, server_default="[]")
     display: Mapped[bool] = mapped_column(Boolean, default=True)
     info: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     created: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
@@ -130,6 +132,10 @@ class LoginSession(Base):
     session_id: Mapped[str] = mapped_column(String(64), index=True)
     created: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
     expires_at: Mapped[datetime] = mapped_column(TZ)
+
+
+# the kind of a service's own API token (configured, derived for a managed service, or given at run time)
+CONFIG_TOKEN_KIND = "config"
 
 
 class ApiToken(Base):

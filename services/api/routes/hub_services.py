@@ -67,7 +67,7 @@ async def add_service(name: str, request: Request, req: CurrentUser, runtime: Ru
     if body.admin and not all(req.can(scope) for scope in ADMIN_ROLE):
         raise BadRequest("Not assigning the admin role to a service: the requester is not an admin")
     async with session.begin():
-        row = await create_service(session, runtime.settings.nats_namespace, name, body)
+        row = await create_service(session, runtime.settings, name, body)
         roles = (await service_roles(session, [row]))[row.id]
     runtime.relay.kick()
     return JSONResponse(service_model(row, roles, set(SERVICE_FIELDS["read:services"])), status_code=201)

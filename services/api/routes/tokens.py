@@ -57,7 +57,8 @@ async def post_token(name: str, request: Request, runtime: Runtime, session: DbS
     cache: ScopeCache = request.state.scope_cache
     async with session.begin():
         user = await get_user(session, name)
-        owner = await effective_scopes(session, Identity(user.id, user.name, user.admin, "cookie"), cache)
+        owner = await effective_scopes(session, Identity(user.id, user.name, user.admin, "cookie"), cache,
+                                       runtime.settings.custom_subscopes)
         holders = [(f"user {name}", owner)]
         if not req.is_user(name) or req.ident.via == "token":
             holders.append(("the requester", req.scopes))

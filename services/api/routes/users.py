@@ -16,7 +16,7 @@ from shared.scopes import ScopeError, grantable
 from services.api.access import Requester
 from services.api.deps import CurrentUser, DbSession, ReadSession, Runtime
 from services.api.hub_services import SERVICE_FIELDS, get_service, service_model, service_roles
-from services.api.models import READ_USER_SCOPES, Can, user_model
+from services.api.models import MODEL_SCOPES, READ_USER_SCOPES, Can, user_model
 from services.api.paging import page_of, page_response
 from services.api.queries import USER_SORTS, USER_STATES, UserQuery, get_user, list_users, user_in_full
 from services.api.schemas import UserCreate, UsersCreate, parse_body
@@ -26,10 +26,12 @@ router = APIRouter(prefix="/hub/api")
 _IDENTIFY = ("read:users:name", "read:users:groups")
 
 
-def _can(req: Requester, name: str, *, identify: bool = False) -> Can:
+def _can(req: Requester, name: str, *, identify: bool = False, hubwide: frozenset[str] = frozenset()) -> Can:
+    """`req`'s scopes on user `name` and its servers (`hubwide`: scopes already known to be held hub-wide,
+    for a list that asks for every user)."""
     def can(scope: str, server_name: str | None) -> bool:
-        if identify and server_name is None and scope in _IDENTIFY:
-            return True  # whoami always identifies its owner
+        if scope in hubwide or identify and server_name is None and scope in _IDENTIFY:
+            return True  # (whoami always identifies its owner)
         return req.can(scope, name, server_name)
 
     return can
@@ -71,8 +73,10 @@ async def get_users(request: Request, req: CurrentUser, session: ReadSession, of
     query = UserQuery(frozenset(visible) if visible is not None else None, state, name_filter, sort, page.offset,
                       page.limit)
     users, total = await list_users(session, query)
-    items = [m for u, views, links in users if (m := user_model(u, views, _can(req, u.name),
-                                                                 include_stopped=include_stopped_servers, links=links))]
+    hubwide = frozenset(s for s in MODEL_SCOPES if req.can(s))
+    items = [m for u, views, links in users
+             if (m := user_model(u, views, _can(req, u.name, hubwide=hubwide), include_stopped=include_stopped_servers,
+                                 links=links))]
     return page_response(request, page, items, total)
 
 

@@ -3,10 +3,15 @@
 Clients are the running user servers (client id `jupyterhub-user-<user>[-<server>]`, secret = the
 server's API token of its current spawn, redirect URI `/user/<user>/[<server>/]oauth_callback`; a
 client exists while its server runs, and its tokens are revoked when the server stops: they carry the
-spawn id) and the configured services with an API token (client id `service-<name>`, secret = that
-token, redirect URI `/services/<name>/oauth_callback` unless configured). Redirect URIs are compared
-string for string. Codes are single-use, expire after 5 minutes, are bound to
-the client, the redirect URI, the user's login session and a PKCE challenge when one was sent.
+spawn id), the configured services with an API token (client id `service-<name>` unless configured,
+secret = that token, redirect URI `/services/<name>/oauth_callback` unless configured) and the
+services created at run time with an `api_token` (the same, from their `services` row; only the
+token's hash is kept, so secrets are compared by hash). A token carries the client's access scope and
+identifies its user; a service's client adds its allowed scopes (`oauth_client_allowed_scopes`,
+`oauth_roles`): those the authorization request's `scope` names, or all of them when it names none (a
+requested scope the client may not give is left out). Redirect URIs are compared string for string.
+Codes are single-use, expire after 5 minutes, are bound to the client, the redirect URI, the user's
+login session and a PKCE challenge when one was sent.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db.models import ApiToken, OAuthCode, Server, User
+from shared.db.models import CONFIG_TOKEN_KIND, ApiToken, HubServiceRow, OAuthCode, Server, User
 from shared.events import utcnow
 from shared.identity import (
     LOGIN_COOKIE,
@@ -57,20 +62,32 @@ MAX_PARAM = 4096
 
 @dataclass(frozen=True)
 class Client:
-    """An OAuth client: a running user server, or a configured service with an API token."""
+    """An OAuth client: a running user server, or a service (configured or created at run time) with an
+    API token."""
 
     client_id: str
     redirect_uri: str
-    secret: str
+    secret_hash: str  # hash_token of the client secret
     what: str  # "the server alice/" / "the service announce", for pages and logs
     access: str  # the access scope a token for this client carries
     owner_id: int | None = None  # the user whose server it is
     spawn_id: str | None = None  # its tokens die with this spawn
     no_confirm: bool = False
+    allowed: tuple[str, ...] = ()  # more scopes its tokens may carry (a service's allowed scopes)
 
-    def scopes(self, user: str) -> list[str]:
-        """What a token of `user` for this client may do: identify the user and reach the client."""
-        return [self.access, f"read:users:name!user={user}", f"read:users:groups!user={user}"]
+    def scopes(self, user: str, requested: str = "") -> list[str]:
+        """What a token of `user` for this client may do: identify the user, reach the client, and those
+        of the client's allowed scopes the request's `scope` names (all of them when it names none)."""
+        out = [self.access, f"read:users:name!user={user}", f"read:users:groups!user={user}"]
+        wanted = requested.split()
+        extra = [s for s in wanted if s in self.allowed] if wanted else list(self.allowed)
+        dropped = [s for s in wanted if s not in self.allowed and s not in out and s != "identify"]
+        if dropped:
+            log.info("oauth client %s may not give %s; left out", self.client_id[:200], " ".join(dropped)[:500])
+        return out + [s for s in extra if s not in out]
+
+    def secret_ok(self, secret: str) -> bool:
+        return bool(secret) and hmac.compare_digest(self.secret_hash, hash_token(secret))
 
 
 async def find_client(session: AsyncSession, settings: ServiceSettings, secret_key: str, cid: str) -> Client | None:
@@ -81,8 +98,20 @@ async def find_client(session: AsyncSession, settings: ServiceSettings, secret_k
         secret = service_api_token(svc.api_token.get_secret_value() if svc.api_token else None, svc.managed,
                                    secret_key, svc.name)
         if svc.client_id == cid and secret is not None:
-            return Client(cid, svc.redirect_uri, secret, f"the service {svc.name}",
-                          f"access:services!service={svc.name}", no_confirm=svc.oauth_no_confirm)
+            return Client(cid, svc.redirect_uri, hash_token(secret), f"the service {svc.name}",
+                          f"access:services!service={svc.name}", no_confirm=svc.oauth_no_confirm,
+                          allowed=tuple(settings.oauth_allowed_scopes(svc)))
+    runtime = (await session.execute(
+        select(HubServiceRow, ApiToken.hashed).join(ApiToken, ApiToken.service_id == HubServiceRow.id)
+        .where(HubServiceRow.oauth_client_id == cid, HubServiceRow.from_config.is_(False),
+               HubServiceRow.oauth_redirect_uri.is_not(None), ApiToken.kind == CONFIG_TOKEN_KIND)
+    )).first()
+    if runtime is not None:
+        svc_row, hashed = runtime
+        assert svc_row.oauth_redirect_uri is not None
+        return Client(cid, svc_row.oauth_redirect_uri, hashed, f"the service {svc_row.name}",
+                      f"access:services!service={svc_row.name}", no_confirm=svc_row.oauth_no_confirm,
+                      allowed=tuple(svc_row.oauth_client_allowed_scopes or ()))
     try:
         candidates = client_candidates(cid)
     except UnicodeDecodeError:
@@ -97,7 +126,7 @@ async def find_client(session: AsyncSession, settings: ServiceSettings, secret_k
             srv, owner = row
             assert srv.spawn_id is not None
             return Client(cid, f"{server_prefix(owner.name, srv.name)}oauth_callback",
-                          server_token(secret_key, srv.spawn_id), f"the server {owner.name}/{srv.name}",
+                          hash_token(server_token(secret_key, srv.spawn_id)), f"the server {owner.name}/{srv.name}",
                           f"access:servers!server={owner.name}/{srv.name}", owner.id, srv.spawn_id)
     return None
 
@@ -124,11 +153,11 @@ async def _may_access(session: AsyncSession, ident: Identity, client: Client) ->
 
 
 async def _issue_code(session: AsyncSession, request: Request, ident: Identity, client: Client,
-                      redirect_uri: str, state: str, challenge: str | None) -> Response:
+                      redirect_uri: str, state: str, challenge: str | None, requested: str) -> Response:
     code = secrets.token_urlsafe(32)
     await session.execute(delete(OAuthCode).where(OAuthCode.expires_at < utcnow()))  # expired ones go
     session.add(OAuthCode(hashed=hash_token(code), client_id=client.client_id, user_id=ident.user_id,
-                          redirect_uri=redirect_uri, scopes=client.scopes(ident.name),
+                          redirect_uri=redirect_uri, scopes=client.scopes(ident.name, requested),
                           session_id=request.cookies.get(SESSION_COOKIE) or ident.session_id,
                           code_challenge=challenge, expires_at=utcnow() + CODE_TTL))
     await session.commit()
@@ -167,7 +196,8 @@ async def _authorize(request: Request, runtime: Runtime, session: DbSession, par
         response = HTMLResponse(consent_page(xsrf, client.what, params), headers={"Cache-Control": "no-store"})
         set_xsrf_cookie(response, xsrf, secure_cookies(runtime.settings.hub_public_url))
         return response
-    return await _issue_code(session, request, ident, client, redirect_uri, state, challenge)
+    return await _issue_code(session, request, ident, client, redirect_uri, state, challenge,
+                             params.get("scope", ""))
 
 
 _AUTHORIZE_PARAMS = ("client_id", "redirect_uri", "response_type", "state", "code_challenge",
@@ -233,7 +263,7 @@ async def token(
         client_id, client_secret = basic
     async with session.begin():
         client = await find_client(session, runtime.settings, runtime.secret_key, client_id)
-        if client is None or not client_secret or not hmac.compare_digest(client.secret, client_secret):
+        if client is None or not client.secret_ok(client_secret):
             return _token_error(401, "invalid_client", "Unknown client or wrong client secret")
         # consume the code whatever happens next: a code is good for one attempt
         row = (await session.execute(

@@ -120,3 +120,17 @@ def test_group_filters_and_custom_scopes() -> None:
     for bad in ("custom:Upper", "custom:a", "custom:ends-", "read:groups!group"):
         with pytest.raises(ScopeError):
             parse(bad)
+
+
+def test_custom_subscopes_expand_with_their_filter() -> None:
+    custom = {"custom:grades:write": ("custom:grades:read",), "custom:grades:read": ("custom:grades:list",)}
+    held = expand({parse("custom:grades:write!group=course")}, custom)
+    assert render(held) == ["custom:grades:list!group=course", "custom:grades:read!group=course",
+                            "custom:grades:write!group=course"]
+    assert render(expand({parse("custom:grades:write")})) == ["custom:grades:write"]  # without the hub's table
+    # a token asking for the parent scope holds its subscopes too, within its owner's
+    owner = frozenset(expand({parse("custom:grades:write")}, custom))
+    assert render(token_scopes(["custom:grades:write"], owner, "ta", custom=custom)) == [
+        "custom:grades:list", "custom:grades:read", "custom:grades:write"]
+    assert render(token_scopes(["custom:grades:read"], owner, "ta", custom=custom)) == [
+        "custom:grades:list", "custom:grades:read"]

@@ -125,6 +125,10 @@ def test_roles_and_custom_scopes_are_checked(tmp_path: Path) -> None:
     settings = load_settings(conf)
     assert settings.roles[0].scopes == ["custom:data:read", "read:users!group=lab"]
     assert settings.custom_scopes["custom:data:read"].description == "read the data service"
+    assert settings.custom_subscopes == {}
+    nested = load_settings(custom_scopes={"custom:a:write": {"description": "w", "subscopes": ["custom:a:read"]},
+                                          "custom:a:read": {"description": "r"}})
+    assert nested.custom_subscopes == {"custom:a:write": ("custom:a:read",)}
     bad: dict[str, object]
     for bad, match in (
         ({"roles": [{"name": "admin", "scopes": []}]}, "default role"),
@@ -133,6 +137,8 @@ def test_roles_and_custom_scopes_are_checked(tmp_path: Path) -> None:
         ({"roles": [{"name": "needs", "scopes": ["custom:undeclared"]}]}, "undeclared custom scopes"),
         ({"custom_scopes": {"custom:Bad": {"description": "x"}}}, "custom:<lowercase name>"),
         ({"custom_scopes": {"custom:ok": {}}}, "description"),
+        ({"custom_scopes": {"custom:a:write": {"description": "w", "subscopes": ["custom:a:read"]}}},
+         "undeclared custom scopes"),
         ({"roles": [{"name": "Bad Name"}]}, "roles"),
     ):
         with pytest.raises(ConfigError, match=match):

@@ -36,8 +36,12 @@ def _rbac_settings(tmp_path: Path, nats_url: str, database_url: str, nats_namesp
          "users": ["lead"]},
         {"name": "helpers", "scopes": ["read:users:name"], "groups": ["helpdesk"]},
         {"name": "self-reader", "scopes": ["read:services!service"], "services": ["reader"]},
+        {"name": "grader", "scopes": ["custom:grades:write"], "users": ["ta"]},
     ]
-    return hub_settings(tmp_path, nats_url, database_url, nats_namespace, services=services, roles=roles, **extra)
+    custom = {"custom:grades:write": {"description": "enter grades", "subscopes": ["custom:grades:read"]},
+              "custom:grades:read": {"description": "see grades"}}
+    return hub_settings(tmp_path, nats_url, database_url, nats_namespace, services=services, roles=roles,
+                        custom_scopes=custom, **extra)
 
 
 @pytest.fixture
@@ -241,3 +245,19 @@ async def test_access_changes_reach_every_replica(hub: Hub, settings: ServiceSet
     assert any(isinstance(e, AccessChanged) and "vic" in e.users for e in await hub.events(80))
     print(f"\nrole grant honoured on the other replica after {granted_after * 1000:.0f} ms (scope cache TTL 30 s)")
     assert granted_after < 5  # far inside the TTL: the event did it
+
+
+async def test_custom_scopes_include_their_subscopes(hub: Hub) -> None:
+    ta = await hub.headers_for("ta")
+    scopes = (await hub.client.get("/hub/api/user", headers=ta)).json()["scopes"]
+    assert "custom:grades:write" in scopes and "custom:grades:read" in scopes
+    # a token asking only for the parent scope holds the subscope too (the fast read's lookup and the route's)
+    r = await hub.client.post("/hub/api/users/ta/tokens", json={"scopes": ["custom:grades:write"]}, headers=ta)
+    assert r.status_code == 201, r.text
+    narrow = {"Authorization": f"token {r.json()['token']}"}
+    scopes = (await hub.client.get("/hub/api/user", headers=narrow)).json()["scopes"]
+    assert {"custom:grades:write", "custom:grades:read"} <= set(scopes)
+    # someone without the role may not ask for it
+    r = await hub.client.post("/hub/api/users/alice/tokens", json={"scopes": ["custom:grades:read"]},
+                              headers=await hub.headers_for("alice"))
+    assert r.status_code == 400 and "not held by user alice" in r.json()["message"], r.text

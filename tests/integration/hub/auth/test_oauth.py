@@ -182,3 +182,52 @@ async def test_other_users_are_refused_and_admins_asked_to_consent(hub: Hub) -> 
         assert m
         r = await admin.post("/hub/api/oauth2/authorize", data={**fields, "_xsrf": m.group(1)})
         assert r.status_code == 302 and "code=" in r.headers["location"]
+
+
+async def test_runtime_services_are_clients_with_their_allowed_scopes(hub: Hub) -> None:
+    admin = await hub.headers_for("admin", admin=True)
+    secret = "runtime-notes-service-secret-0123"
+    body = {"url": "http://127.0.0.1:9", "api_token": secret, "oauth_no_confirm": True,
+            "oauth_client_allowed_scopes": ["read:users:activity!user", "read:groups"]}
+    assert (await hub.client.post("/hub/api/services/notes", json=body, headers=admin)).status_code == 201
+    for bad, message in (({"oauth_client_allowed_scopes": ["nope"]}, "unknown scope"),
+                         ({"oauth_client_allowed_scopes": ["custom:x:y"]}, "not declared"),
+                         ({"oauth_roles": ["missing"]}, "no such role")):
+        r = await hub.client.post("/hub/api/services/other", json={"api_token": secret + "x", **bad}, headers=admin)
+        assert r.status_code == 400 and message in r.json()["message"], r.text
+    callback = "/services/notes/oauth_callback"
+
+    async def token_for(browser: httpx.AsyncClient, **scope: str) -> dict[str, object]:
+        r = await browser.get(authorize_url("service-notes", callback, **scope))
+        assert r.status_code == 302 and urlsplit(r.headers["location"]).path == callback, r.text
+        code = parse_qs(urlsplit(r.headers["location"]).query)["code"][0]
+        data = {"grant_type": "authorization_code", "code": code, "redirect_uri": callback,
+                "client_id": "service-notes", "client_secret": secret}
+        r = await hub.client.post("/hub/api/oauth2/token", data=data)
+        assert r.status_code == 200, r.text
+        body: dict[str, object] = r.json()
+        return body
+
+    async with hub.new_client() as browser:
+        assert (await hub.login(browser, "admin")).status_code == 302
+        asked = await token_for(browser, scope="read:users:activity!user admin:users")
+        assert set(str(asked["scope"]).split()) == {"access:services!service=notes", "read:users:name!user=admin",
+                                                    "read:users:groups!user=admin", "read:users:activity!user"}
+        everything = await token_for(browser)
+        assert {"read:groups", "read:users:activity!user"} <= set(str(everything["scope"]).split())
+        # the wrong secret is refused, as for configured clients
+        r = await browser.get(authorize_url("service-notes", callback))
+        code = parse_qs(urlsplit(r.headers["location"]).query)["code"][0]
+        r = await hub.client.post("/hub/api/oauth2/token", data={
+            "grant_type": "authorization_code", "code": code, "redirect_uri": callback,
+            "client_id": "service-notes", "client_secret": "not-the-secret"})
+        assert r.status_code == 401 and r.json()["error"] == "invalid_client"
+    me = await hub.client.get("/hub/api/user", headers={"Authorization": f"token {asked['access_token']}"})
+    assert me.status_code == 200 and me.json()["name"] == "admin"
+    assert {"access:services!service=notes", "read:users:activity!user=admin"} <= set(me.json()["scopes"])
+    assert not any(s.startswith("admin:") for s in me.json()["scopes"])
+    # a deleted service is no client any more
+    assert (await hub.client.delete("/hub/api/services/notes", headers=admin)).status_code in (200, 204)
+    async with hub.new_client() as browser:
+        await hub.login(browser, "admin")
+        assert (await browser.get(authorize_url("service-notes", callback))).status_code == 400
