@@ -18,6 +18,7 @@ import json
 import logging
 from urllib.parse import parse_qsl
 
+import asyncpg
 from sqlalchemy.engine.interfaces import PoolProxiedConnection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -37,6 +38,8 @@ from services.api.models import READ_USER_SCOPES, user_model
 from services.api.queries import USER_IN_FULL, user_from_rows
 
 log = logging.getLogger(__name__)
+# what a lost or refused database connection raises here (asyncpg's errors raw, SQLAlchemy's on checkout)
+_DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, SQLAlchemyError)
 
 PREFIX = "/hub/api/users/"
 CONNECTIONS = 6  # enough to keep PostgreSQL busy for this one query; the rest of the pool is the routes'
@@ -147,9 +150,17 @@ class FastReads:
         self.token_use.note(req.ident)
         if not any(req.can(s, name) for s in READ_USER_SCOPES):
             return None
-        conn = await self.conns.acquire()
+        try:
+            conn = await self.conns.acquire()
+        except _DATABASE_ERRORS as exc:  # the route answers (503 while the database is away)
+            log.warning("fast user read: no database connection (%r); the route answers", exc)
+            return None
         try:
             rows = await conn.driver_connection.fetch(self.sql, name)  # type: ignore[union-attr]
+        except _DATABASE_ERRORS as exc:
+            self.conns.release(conn, broken=True)
+            log.warning("fast user read: database connection lost (%r); the route answers", exc)
+            return None
         except BaseException:
             self.conns.release(conn, broken=True)
             raise

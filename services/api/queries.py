@@ -229,11 +229,12 @@ def _page_statements(by_names: bool, state: str | None, by_substring: bool,
         matching = matching.where(func.lower(users.name).like(bindparam("pattern"), escape="/"))
 
     def order(cols: Any) -> tuple[Any, ...]:
-        key = sort.lstrip("-")
-        column = {"id": cols.id, "name": cols.name, "last_activity": cols.last_activity}[key]
-        if key != "last_activity":  # NOT NULL and indexed: no NULLS clause, which would need a sort
-            return (column.desc() if sort.startswith("-") else column.asc(), cols.id)
-        return (column.desc().nulls_last() if sort.startswith("-") else column.asc().nulls_first(), cols.id)
+        # each order is an index read forwards or backwards (ties by id, reversed too), so a page needs no sort:
+        # id and name are NOT NULL and unique; last_activity's index is (last_activity NULLS FIRST, id)
+        column = {"id": cols.id, "name": cols.name, "last_activity": cols.last_activity}[sort.lstrip("-")]
+        if sort.startswith("-"):
+            return (column.desc().nulls_last() if column is cols.last_activity else column.desc(), cols.id.desc())
+        return (column.asc().nulls_first() if column is cols.last_activity else column.asc(), cols.id.asc())
 
     # the total rides on every row as an uncorrelated subquery (computed once); a window count over the
     # page query instead made PostgreSQL materialise and sort every matching row for each page
