@@ -122,7 +122,8 @@ def settle_heap() -> None:
     collector's full passes (`gc.freeze`), after collecting what start-up left behind.
 
     Those objects live as long as the process; walking them made each full collection of the api
-    take ~100 ms, a stall every request in flight waited out.
+    take ~100 ms, a stall every request in flight waited out. For service processes only: frozen
+    objects are never collected, which a test process starting many apps would accumulate.
     """
     gc.collect()
     gc.freeze()

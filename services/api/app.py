@@ -76,14 +76,14 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
             for model in (TokenRevoked, UserDeleted, UserUpdated, AccessChanged, GroupChanged):
                 await runtime.bus.subscribe_events(subject_filter(model, settings.nats_namespace), forget)
             runtime.bus.on_reconnect += [cache.clear, scope_cache.clear]
-            if advertise_url:  # last: traffic comes only once everything above is up
-                entry = RegistryEntry(service="api", replica=runtime.replica, url=advertise_url)
-                runtime.spawn(announce(runtime.bus, entry), "registry")
             token_use = TokenUse(runtime.sessions)
             runtime.spawn(token_use.run(), "token-activity")
             fast_reads = FastReads(runtime.engine, runtime.sessions, cache, scope_cache, token_use,
                                    settings.custom_subscopes)
-            settle_heap()  # after everything built at start, before the first request
+            if advertise_url:  # last: traffic comes only once everything above is up
+                entry = RegistryEntry(service="api", replica=runtime.replica, url=advertise_url)
+                runtime.spawn(announce(runtime.bus, entry), "registry")
+                settle_heap()  # a service process (not an app inside tests): see settle_heap
             try:
                 yield {"runtime": runtime, "waiters": waiters, "token_cache": cache, "scope_cache": scope_cache,
                        "fast_reads": fast_reads, "token_use": token_use}

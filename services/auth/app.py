@@ -11,7 +11,7 @@ from shared.events import RegistryEntry
 from shared.http import NO_TELEMETRY, CommonHeaders, install_error_handlers
 from shared.registry import announce
 from shared.service import advertise_url as advertise_url_of
-from shared.service import bind_socket, open_runtime, serve_app
+from shared.service import bind_socket, open_runtime, serve_app, settle_heap
 from shared.settings import ServiceSettings
 
 from services.auth.authenticators import load_authenticator
@@ -29,6 +29,7 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
             if advertise_url:
                 entry = RegistryEntry(service="auth", replica=runtime.replica, url=advertise_url)
                 runtime.spawn(announce(runtime.bus, entry), "registry")
+                settle_heap()  # a service process (not an app inside tests): see settle_heap
             yield {"runtime": runtime, "authenticator": authenticator}
 
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None, telemetry=NO_TELEMETRY)
