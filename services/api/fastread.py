@@ -39,7 +39,9 @@ from services.api.queries import USER_IN_FULL, user_from_rows
 
 log = logging.getLogger(__name__)
 # what a lost or refused database connection raises here (asyncpg's errors raw, SQLAlchemy's on checkout)
-_DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, SQLAlchemyError)
+_CONNECTION_LOST = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
+                    asyncpg.exceptions.OperatorInterventionError)
+_DATABASE_ERRORS = (*_CONNECTION_LOST, asyncpg.PostgresError, SQLAlchemyError)
 
 PREFIX = "/hub/api/users/"
 CONNECTIONS = 6  # enough to keep PostgreSQL busy for this one query; the rest of the pool is the routes'
@@ -86,6 +88,11 @@ class _Connections:
         else:
             self.idle.append(conn)
         self.slots.release()
+
+    def forget_idle(self) -> None:
+        """Invalidate the idle connections (PostgreSQL restarted: they are dead too)."""
+        while self.idle:
+            self.idle.pop().invalidate()
 
     def close(self) -> None:
         """Hand the idle connections back to the engine's pool."""
@@ -159,7 +166,9 @@ class FastReads:
             rows = await conn.driver_connection.fetch(self.sql, name)  # type: ignore[union-attr]
         except _DATABASE_ERRORS as exc:
             self.conns.release(conn, broken=True)
-            log.warning("fast user read: database connection lost (%r); the route answers", exc)
+            if isinstance(exc, _CONNECTION_LOST):  # a restart or failover: the kept ones are gone too
+                self.conns.forget_idle()
+            log.warning("fast user read: database error (%r); the route answers", exc)
             return None
         except BaseException:
             self.conns.release(conn, broken=True)
