@@ -14,7 +14,7 @@ from datetime import timedelta
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared.bus import Bus
+from shared.bus import Bus, BusError
 from shared.db.models import OutboxMessage
 from shared.events import Message, subject_of, utcnow, wrap
 
@@ -69,16 +69,23 @@ class OutboxRelay:
                 if not rows:
                     return total
                 done: list[int] = []
+                failed: BusError | None = None
                 try:
+                    # one at a time, in order (publishing a window without waiting for each ack measured
+                    # only 1.5x faster: the cost is the client's CPU per message; and a retried publish
+                    # would land after the ones sent behind it)
                     for row in rows:
                         await self._bus.publish_raw(row.subject, row.payload.encode(), row.msg_id)
                         done.append(row.id)
-                finally:
-                    if done:
-                        await session.execute(
-                            update(OutboxMessage).where(OutboxMessage.id.in_(done)).values(published_at=utcnow())
-                        )
+                except BusError as exc:  # the rows published before it are still marked, and committed
+                    failed = exc
+                if done:
+                    await session.execute(
+                        update(OutboxMessage).where(OutboxMessage.id.in_(done)).values(published_at=utcnow())
+                    )
                 total += len(done)
+            if failed is not None:
+                raise failed
 
     async def _cleanup(self) -> None:
         async with self._sessions() as session, session.begin():
