@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from urllib.parse import parse_qsl
 
 import asyncpg
@@ -71,6 +72,7 @@ class _Connections:
         self.engine = engine
         self.slots = asyncio.Semaphore(size)
         self.idle: list[PoolProxiedConnection] = []
+        self._renewed = 0.0
 
     async def acquire(self) -> PoolProxiedConnection:
         await self.slots.acquire()
@@ -89,10 +91,16 @@ class _Connections:
             self.idle.append(conn)
         self.slots.release()
 
-    def forget_idle(self) -> None:
-        """Invalidate the idle connections (PostgreSQL restarted: they are dead too)."""
+    async def renew(self) -> None:
+        """After a lost connection (PostgreSQL restarted or failed over): invalidate the idle ones, dead too,
+        and renew the engine's pool (at most once a second), whose idle connections are as dead: the
+        route's requests then get live ones rather than a 503 each."""
         while self.idle:
             self.idle.pop().invalidate()
+        now = time.monotonic()
+        if now - self._renewed > 1.0:
+            self._renewed = now
+            await self.engine.dispose()  # connections in use finish on the old pool and are closed
 
     def close(self) -> None:
         """Hand the idle connections back to the engine's pool."""
@@ -164,13 +172,15 @@ class FastReads:
             return None
         try:
             rows = await conn.driver_connection.fetch(self.sql, name)  # type: ignore[union-attr]
-        except _DATABASE_ERRORS as exc:
+        except Exception as exc:
             self.conns.release(conn, broken=True)
-            if isinstance(exc, _CONNECTION_LOST):  # a restart or failover: the kept ones are gone too
-                self.conns.forget_idle()
+            # anything but an error PostgreSQL answered about the query itself (a restart or failover, or
+            # a terminated backend leaving asyncpg in an unknown state): the other kept ones are gone too
+            if not isinstance(exc, asyncpg.PostgresError) or isinstance(exc, _CONNECTION_LOST):
+                await self.conns.renew()
             log.warning("fast user read: database error (%r); the route answers", exc)
             return None
-        except BaseException:
+        except BaseException:  # cancelled mid-query: that connection's state is unknown
             self.conns.release(conn, broken=True)
             raise
         self.conns.release(conn)

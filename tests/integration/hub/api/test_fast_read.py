@@ -179,10 +179,10 @@ async def test_lost_database_connections_are_replaced(hub: Hub, database_url: st
     finally:
         await conn.close()
     assert killed >= 1
-    # the fast path finds its connection dead, drops the others it kept (dead too) and leaves the read to
-    # the route (503 while the engine's pool renews)
+    # the fast path finds its connection dead, drops the others it kept and renews the engine's pool (all
+    # dead too), and leaves the read to the route, which answers from the renewed pool: no 503 at all
     r = await c.get("/hub/api/users/alice", headers=alice)
-    assert r.status_code in (200, 503) and (r.status_code == 200 or r.headers["retry-after"] == "1"), r.text
+    assert r.status_code == 200, r.text
     before = reads.answered
     for _ in range(3):
         r = await c.get("/hub/api/users/alice", headers=alice)
