@@ -288,13 +288,9 @@ class ServiceSettings(BaseSettings):
                 raise ValueError(f"custom_scopes: {scope!r} includes undeclared custom scopes {sorted(undeclared)} "
                                  "(subscopes must be declared in [custom_scopes] too)")
         for svc in self.services:
-            unknown = set(svc.oauth_roles) - set(roles)
-            if unknown:
-                raise ValueError(f"services: {svc.name!r} has oauth_roles that are not [[roles]]: {sorted(unknown)}")
-            for text in svc.oauth_client_allowed_scopes:
-                problem = allowed_scope_problem(text, set(self.custom_scopes))
-                if problem:
-                    raise ValueError(f"services: {svc.name!r} oauth_client_allowed_scopes: {problem}")
+            problem = self.oauth_scopes_problem(svc)
+            if problem:
+                raise ValueError(f"services: {svc.name!r} {problem}")
         for role in self.roles:
             undeclared = {s.split("!", 1)[0] for s in role.scopes if s.startswith("custom:")} - set(self.custom_scopes)
             if undeclared:
@@ -320,6 +316,18 @@ class ServiceSettings(BaseSettings):
     def hub_api_url(self) -> str:
         """`JUPYTERHUB_API_URL` as seen from user servers."""
         return (self.spawner.hub_api_url or f"{self.hub_public_url}/hub/api").rstrip("/")
+
+    def oauth_scopes_problem(self, svc: HubService) -> str | None:
+        """What is wrong with the `oauth_client_allowed_scopes` or `oauth_roles` of `svc` (configured, or
+        created at run time), or None."""
+        unknown = set(svc.oauth_roles) - {role.name for role in self.roles}
+        if unknown:
+            return f"oauth_roles: no such role in [[roles]]: {sorted(unknown)}"
+        for text in svc.oauth_client_allowed_scopes:
+            problem = allowed_scope_problem(text, set(self.custom_scopes))
+            if problem:
+                return f"oauth_client_allowed_scopes: {problem}"
+        return None
 
     def oauth_allowed_scopes(self, svc: HubService) -> list[str]:
         """What the OAuth client of `svc` may put in its tokens beyond the defaults: its

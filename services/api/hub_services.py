@@ -14,7 +14,6 @@ from shared.db.models import CONFIG_TOKEN_KIND, ApiToken, HubServiceRow, Role, S
 from shared.errors import BadRequest, Conflict, NotFound
 from shared.names import storable
 from shared.rbac import access_changed
-from shared.scopes import allowed_scope_problem
 from shared.security import hash_token
 from shared.settings import HubService, ServiceSettings
 
@@ -99,26 +98,6 @@ class ServiceCreate(BaseModel):
         return value
 
 
-def _oauth_allowed(settings: ServiceSettings, body: ServiceCreate) -> list[str]:
-    """The scopes a runtime service's OAuth client may put in tokens: its allowed scopes and its roles'.
-
-    Raises:
-        BadRequest: an unknown scope or role.
-    """
-    out: list[str] = []
-    for text in body.oauth_client_allowed_scopes or ():
-        problem = allowed_scope_problem(text, set(settings.custom_scopes))
-        if problem:
-            raise BadRequest(f"oauth_client_allowed_scopes: {problem[:200]}")
-        out.append(text)
-    roles = {role.name: role for role in settings.roles}
-    for name in body.oauth_roles or ():
-        if name not in roles:
-            raise BadRequest(f"oauth_roles: no such role {name[:64]!r}")
-        out += [s for s in roles[name].scopes if s not in out]
-    return out
-
-
 async def create_service(session: AsyncSession, settings: ServiceSettings, name: str,
                          body: ServiceCreate) -> HubServiceRow:
     """Create an external service (and its API token) in the caller's transaction. With an `api_token` it
@@ -131,11 +110,15 @@ async def create_service(session: AsyncSession, settings: ServiceSettings, name:
     try:
         spec = HubService(name=name, url=body.url, oauth_client_id=body.oauth_client_id,
                           oauth_redirect_uri=body.oauth_redirect_uri, oauth_no_confirm=body.oauth_no_confirm,
-                          display=body.display, info=body.info, admin=body.admin)
+                          oauth_client_allowed_scopes=body.oauth_client_allowed_scopes or [],
+                          oauth_roles=body.oauth_roles or [], display=body.display, info=body.info, admin=body.admin)
     except ValueError as exc:
         raise BadRequest(f"Invalid service {name[:64]!r}: {str(exc).splitlines()[-1].strip()}") from None
+    problem = settings.oauth_scopes_problem(spec)
+    if problem:
+        raise BadRequest(problem[:300])
     oauth = body.api_token is not None
-    allowed = _oauth_allowed(settings, body)
+    allowed = settings.oauth_allowed_scopes(spec)
     row = (await session.execute(insert(HubServiceRow).values(
         name=name, from_config=False, admin=body.admin, url=spec.url,
         oauth_client_id=spec.client_id if oauth else None, oauth_redirect_uri=spec.redirect_uri if oauth else None,

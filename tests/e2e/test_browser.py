@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import async_playwright
 
-from tests.support.cluster import Cluster, free_port, running_stack, wait_for
+from tests.support.cluster import Cluster, free_port, running_stack
 
 pytestmark = pytest.mark.integration
 
@@ -42,15 +42,8 @@ async def cluster(tmp_path: Path, nats_url: str, database_url: str, nats_namespa
 
 
 async def test_log_in_start_and_use_jupyterlab_in_chromium(cluster: Cluster, tmp_path: Path) -> None:
-    import httpx
-
     base = f"http://127.0.0.1:{cluster.settings.proxy.port}"
-    async with httpx.AsyncClient(timeout=10) as anon:
-        async def up() -> bool:
-            return (await anon.get(f"{base}/hub/login")).status_code == 200 and \
-                (await anon.get(f"{base}/hub/api/")).status_code == 200
-
-        await wait_for(up, timeout=30, what=f"the hub through the proxy\n{cluster.logs()}")
+    await cluster.wait_hub()
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:

@@ -72,12 +72,7 @@ async def run_code(base: str, browser: httpx.AsyncClient, code: str) -> str:
 
 async def test_jupyterlab_through_the_hub_oauth_flow_and_a_kernel_over_the_proxy(cluster: Cluster) -> None:
     base = f"http://127.0.0.1:{cluster.settings.proxy.port}"
-    async with httpx.AsyncClient(timeout=10) as anon:
-        async def up() -> bool:
-            return (await anon.get(f"{base}/hub/login")).status_code == 200 and \
-                (await anon.get(f"{base}/hub/api/")).status_code == 200
-
-        await wait_for(up, timeout=30, what=f"the hub through the proxy\n{cluster.logs()}")
+    await cluster.wait_hub()
     async with httpx.AsyncClient(base_url=base, timeout=60) as alice, httpx.AsyncClient(base_url=base, timeout=30) as bob:
         t_login = time.monotonic()
         await log_in(alice, "alice", PASSWORDS["alice"])

@@ -52,6 +52,16 @@ class Cluster:
         self.procs.append((service, proc))
         return proc
 
+    async def hub_up(self) -> bool:
+        """Whether the hub answers through the proxy: an auth and an api replica both registered with it."""
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.settings.proxy.port}", timeout=10) as anon:
+            return (await anon.get("/hub/login")).status_code == 200 and \
+                (await anon.get("/hub/api/")).status_code == 200
+
+    async def wait_hub(self, timeout: float = 30.0) -> None:
+        """Wait until `hub_up`."""
+        await wait_for(self.hub_up, timeout=timeout, what=f"the hub through the proxy\n{self.logs()}")
+
     def logs(self) -> str:
         """Every service log, for failure messages."""
         return "\n".join(f"==== {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in sorted(self.log_dir.glob("*.log")))
