@@ -171,12 +171,23 @@ async def test_keepalives_and_hanging_up(hub: Hub, monkeypatch: pytest.MonkeyPat
         assert await stream.event() == REQUESTED
         assert [await stream.chunk(), await stream.chunk()] == [b"\n\n", b"\n\n"]
         assert state["waiters"].listening == 1
+        # the stream's own queue: the bus consumers' fetches wait on queues of their own, in tasks that come
+        # and go all the time, and are not the stream's
+        queues = [listener._queue for group in state["waiters"]._listeners.values() for listener in group]
+        assert len(queues) == 1
         await stream.hang_up()  # the app returns, its subscription and tasks are gone
         assert state["waiters"].listening == 0
-        ours = {"StreamingResponse.stream_response", "_disconnected", "Queue.get"}
+
+        def ours(task: asyncio.Task[object]) -> bool:
+            coro: Any = task.get_coro()
+            name = getattr(coro, "__qualname__", "")
+            if name == "Queue.get":
+                frame = getattr(coro, "cr_frame", None)
+                return frame is not None and any(frame.f_locals.get("self") is q for q in queues)
+            return name in ("StreamingResponse.stream_response", "_disconnected")
 
         def left() -> list[asyncio.Task[object]]:
-            return [t for t in asyncio.all_tasks() - before if getattr(t.get_coro(), "__qualname__", "") in ours]
+            return [t for t in asyncio.all_tasks() - before if ours(t)]
 
         # cancelled tasks finish over the next loop iterations (a few under load, not one)
         await wait_for(lambda: asyncio.sleep(0, not left()), timeout=2, interval=0.01,
