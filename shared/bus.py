@@ -2,16 +2,18 @@
 
 It connects with unlimited reconnects and a short ping interval, wires every background callback
 to logs and to `Bus.healthy`, declares streams, consumers and KV buckets idempotently, publishes with
-`Nats-Msg-Id` (retrying with the same id, so a retry is never a second message), and runs pull
-consumers whose handlers say ack, nak or term in their return value.
+`Nats-Msg-Id` (retrying with the same id, so a retry is never a second message), one message or an
+atomic batch of them, and runs pull consumers whose handlers say ack, nak or term in their return value.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import json
 import logging
-from collections.abc import Awaitable, Callable
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +39,17 @@ from shared.errors import BusError
 from shared.events import Envelope, Message, UnknownMessage, commands_filter, events_filter, subject_of, unwrap, wrap
 
 log = logging.getLogger(__name__)
+
+
+class BatchRefused(BusError):
+    """An atomic batch was not stored as one, for a reason a retry will not change: publish its messages
+    one by one instead (deduplication drops any the stream already has)."""
+
+# JetStream's error codes for an atomic batch refused whole: it holds a message id the stream already has
+# (within the duplicate window); the stream does not allow atomic publishing
+BATCH_HAS_DUPLICATE = 10201
+BATCH_DISABLED = 10174
+BATCH_MAX = 1000  # the server's limit of messages in one atomic batch
 
 EVENTS_MAX_AGE = 7 * 24 * 3600.0
 DUPLICATE_WINDOW = 120.0
@@ -141,6 +154,9 @@ class Bus:
         self._js: JetStreamContext | None = None
         self._kv: dict[str, KeyValue] = {}
         self._closing = False
+        # streams that take atomic batches (nats-server 2.12 and later keeps `allow_atomic`; older ones
+        # drop it from the config they store, and their streams are published to one message at a time)
+        self._atomic: set[str] = set()
 
     @property
     def nc(self) -> NatsClient:
@@ -219,15 +235,31 @@ class Bus:
         self._kv.clear()
 
     async def _ensure_stream(self, config: StreamConfig) -> None:
+        name: str = config.name  # type: ignore[assignment]
+        info = None
         try:
-            await self.js.stream_info(config.name)  # type: ignore[arg-type]
+            await self.js.stream_info(name)
         except NotFoundError:
             try:
-                await self.js.add_stream(config)
-                return
+                info = await self.js.add_stream(config)
             except BadRequestError:
                 pass  # created concurrently by another replica
-        await self.js.update_stream(config)
+        if info is None:
+            info = await self.js.update_stream(config)
+        if info.config.allow_atomic:
+            self._atomic.add(name)
+        else:
+            self._atomic.discard(name)
+
+    def stream_of(self, subject: str) -> str | None:
+        """The stream a subject of this namespace is stored in (None: no stream of ours takes it)."""
+        prefix, _, rest = subject.partition(".")
+        kind = rest.split(".", 1)[0] if prefix == self.namespace else ""
+        return self.names.cmd_stream if kind == "cmd" else self.names.evt_stream if kind == "evt" else None
+
+    def takes_batches(self, stream: str | None) -> bool:
+        """Whether `stream` takes atomic batches (known once `ensure_topology` ran)."""
+        return stream in self._atomic
 
     async def ensure_topology(self, timeout: float = 15.0) -> None:
         """Declare the command and event streams and the KV buckets (idempotent, any replica may run it).
@@ -254,6 +286,7 @@ class Bus:
                 storage=StorageType.FILE,
                 discard=DiscardPolicy.NEW,
                 duplicate_window=DUPLICATE_WINDOW,
+                allow_atomic=True,
             )
         )
         await self._ensure_stream(
@@ -264,6 +297,7 @@ class Bus:
                 storage=StorageType.FILE,
                 max_age=EVENTS_MAX_AGE,
                 duplicate_window=DUPLICATE_WINDOW,
+                allow_atomic=True,
             )
         )
         await self.kv(n.routes_bucket, create=KeyValueConfig(bucket=n.routes_bucket, history=1, storage=StorageType.FILE))
@@ -330,6 +364,53 @@ class Bus:
                     raise BusError(f"publish to {subject} failed: {exc}") from None
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+
+    async def publish_batch(self, items: Sequence[tuple[str, bytes, str]], attempts: int = 5) -> None:
+        """Publish `items` (subject, payload, message id; all on one stream that `takes_batches`, at most
+        `BATCH_MAX`) as one atomic batch: the stream stores all of them, in order, or none.
+
+        Only the last message is a request: its acknowledgement covers the batch. A failed or
+        unanswered batch is sent again whole, under a new batch id.
+
+        Raises:
+            BatchRefused: the stream already has one of the message ids (an earlier try was stored but
+                not acknowledged, or they were published before) and stored nothing of this try; or the
+                stream does not take batches after all. Publishing the items one by one is then right.
+            BusError: no acknowledgement after `attempts` tries.
+        """
+        if not 0 < len(items) <= BATCH_MAX:
+            raise ValueError(f"an atomic batch holds 1 to {BATCH_MAX} messages, not {len(items)}")
+        last = len(items)
+        delay = 0.1
+        problem = ""
+        for attempt in range(attempts):
+            batch_id = secrets.token_hex(11)
+            try:
+                for seq, (subject, payload, msg_id) in enumerate(items, 1):
+                    headers = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(seq), "Nats-Msg-Id": msg_id}
+                    if seq < last:
+                        await self.nc.publish(subject, payload, headers=headers)
+                    else:
+                        headers["Nats-Batch-Commit"] = "1"
+                        reply = await self.nc.request(subject, payload, timeout=5, headers=headers)
+                ack = json.loads(reply.data)
+            except Exception as exc:  # timeouts and no-responders are ambiguous: the next try tells
+                problem = str(exc) or type(exc).__name__
+            else:
+                error = ack.get("error")
+                if error is None and ack.get("batch") == batch_id and ack.get("count") == last:
+                    return
+                code = None if error is None else error.get("err_code")
+                if error is None or code == BATCH_DISABLED:  # no batches here (error None: stored one by one)
+                    self._atomic.discard(self.stream_of(items[0][0]) or "")
+                    raise BatchRefused(f"the stream does not take atomic batches: {ack}")
+                if code == BATCH_HAS_DUPLICATE:
+                    raise BatchRefused(error.get("description", "duplicate message id in batch"))
+                problem = error.get("description", str(error))
+            if attempt < attempts - 1:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        raise BusError(f"atomic batch of {last} to {items[0][0]}… failed: {problem}")
 
     async def publish(self, message: Message, msg_id: str | None = None) -> Envelope:
         """Wrap `message` in an envelope and publish it durably; returns the envelope."""

@@ -2,19 +2,23 @@
 
 `enqueue` adds the row inside the caller's transaction; `OutboxRelay` publishes unpublished rows
 (with the row's message id as `Nats-Msg-Id`, so a crash between publish and mark is deduplicated)
-and marks them. Any number of relays may run: rows are claimed with `FOR UPDATE SKIP LOCKED`.
+and marks them. Consecutive rows bound for one stream go as one atomic batch where the server takes
+them (nats-server 2.12+), else one acknowledged message at a time. Any number of relays may run: rows
+are claimed with `FOR UPDATE SKIP LOCKED`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+from collections.abc import Sequence
 from datetime import timedelta
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared.bus import Bus, BusError
+from shared.bus import BatchRefused, Bus, BusError
 from shared.db.models import OutboxMessage
 from shared.events import Message, subject_of, utcnow, wrap
 
@@ -71,21 +75,41 @@ class OutboxRelay:
                 done: list[int] = []
                 failed: BusError | None = None
                 try:
-                    # one at a time, in order (publishing a window without waiting for each ack measured
-                    # only 1.5x faster: the cost is the client's CPU per message; and a retried publish
-                    # would land after the ones sent behind it)
-                    for row in rows:
-                        await self._bus.publish_raw(row.subject, row.payload.encode(), row.msg_id)
-                        done.append(row.id)
+                    for _, run in itertools.groupby(rows, key=lambda row: self._bus.stream_of(row.subject)):
+                        await self._publish(list(run), done)
                 except BusError as exc:  # the rows published before it are still marked, and committed
                     failed = exc
                 if done:
                     await session.execute(
-                        update(OutboxMessage).where(OutboxMessage.id.in_(done)).values(published_at=utcnow())
+                        update(OutboxMessage).where(OutboxMessage.id.in_(done)).values(published_at=utcnow()),
+                        execution_options={"synchronize_session": False},
                     )
                 total += len(done)
             if failed is not None:
                 raise failed
+
+    async def _publish(self, run: Sequence[OutboxMessage], done: list[int]) -> None:
+        """Publish `run` (rows of one stream, in order), adding each published row's id to `done`.
+
+        As one atomic batch where the stream takes them: one acknowledgement for the run, where one at a
+        time costs the client a round trip and ~0.3 ms of CPU per message (pipelining single publishes
+        was only 1.5x faster, and a retried one lands behind those sent after it; a batch is stored
+        whole or not at all, so order holds). One at a time otherwise, and when the batch is refused
+        because the stream already has some of its ids (a pass that published but could not mark), or
+        when it failed (the rows before a row that cannot be published still go out, and are marked).
+        """
+        if len(run) > 1 and self._bus.takes_batches(self._bus.stream_of(run[0].subject)):
+            try:
+                await self._bus.publish_batch([(row.subject, row.payload.encode(), row.msg_id) for row in run])
+                done.extend(row.id for row in run)
+                return
+            except BatchRefused as exc:
+                log.info("outbox: a batch of %d was refused (%s); publishing them one by one", len(run), exc)
+            except BusError as exc:  # one by one gets the rows before a bad one out (and marked)
+                log.warning("outbox: a batch of %d failed (%s); publishing them one by one", len(run), exc)
+        for row in run:
+            await self._bus.publish_raw(row.subject, row.payload.encode(), row.msg_id)
+            done.append(row.id)
 
     async def _cleanup(self) -> None:
         async with self._sessions() as session, session.begin():

@@ -13,7 +13,7 @@ import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -51,9 +51,14 @@ def _admin_sql(server_url: str, sql: str) -> None:
         finally:
             await conn.close()
 
-    # a thread of its own: asyncio.run here would replace the event loop pytest-asyncio set up
+    _in_own_loop(run())
+
+
+def _in_own_loop(work: Coroutine[Any, Any, None]) -> None:
+    """Run `work` to its end in a thread of its own: asyncio.run here would replace the event loop
+    pytest-asyncio set up."""
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, run()).result()
+        pool.submit(asyncio.run, work).result()
 
 
 @pytest.fixture(scope="session")
@@ -91,10 +96,10 @@ def _nats_container() -> Any:
         except (ImportError, AttributeError):
             continue
         # with_command, not jetstream=True: older NatsContainer versions lack that argument
-        return container_class("nats:2.10").with_command("-js")
+        return container_class("nats:2.12").with_command("-js")
     from testcontainers.core.container import DockerContainer
 
-    return DockerContainer("nats:2.10").with_command("-js").with_exposed_ports(4222)
+    return DockerContainer("nats:2.12").with_command("-js").with_exposed_ports(4222)
 
 
 @pytest.fixture(scope="session")
@@ -136,9 +141,29 @@ def database_url(pg_server_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def nats_namespace() -> str:
-    """A token no other test uses; the app prefixes every stream, subject and bucket with it."""
-    return "t" + secrets.token_hex(5)
+def nats_namespace(nats_server_url: str) -> Iterator[str]:
+    """A token no other test uses; the app prefixes every stream, subject and bucket with it.
+
+    On a server given by `FLEETHUB_TEST_NATS_URL` (one that outlives the session), the namespace's
+    streams and buckets are deleted afterwards.
+    """
+    namespace = "t" + secrets.token_hex(5)
+    yield namespace
+    if os.environ.get("FLEETHUB_TEST_NATS_URL"):
+        _in_own_loop(_drop_nats_namespace(nats_server_url, namespace))
+
+
+async def _drop_nats_namespace(url: str, namespace: str) -> None:
+    import nats
+
+    nc = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=0)
+    try:
+        js = nc.jetstream()
+        for name in await js.streams_info():
+            if namespace.upper() in name.config.name.upper():  # <NS>_CMD, <NS>_EVENTS, KV_<ns>_...
+                await js.delete_stream(name.config.name)
+    finally:
+        await nc.close()
 
 
 @pytest.fixture

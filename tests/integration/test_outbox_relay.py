@@ -1,8 +1,11 @@
 """The outbox relay against a real NATS and PostgreSQL: every committed row reaches the stream once and in
-order, and a row that cannot be published stops the relay there, the rows before it marked published."""
+order (as atomic batches where the server takes them, one by one where it does not or where the stream
+already has some of a batch), and a row that cannot be published stops the relay there, the rows before
+it marked published."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -13,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from shared.bus import Bus, BusError
 from shared.db.engine import make_engine, make_sessionmaker
 from shared.db.models import OutboxMessage
-from shared.events import UserCreated, subject_filter, unwrap
+from shared.events import SpawnServer, UserCreated, subject_filter, unwrap
 from shared.outbox import BATCH, OutboxRelay, enqueue
 from tests.support.cluster import migrated
 
@@ -51,9 +54,14 @@ async def _enqueue(r: Relaying, names: list[str]) -> None:
 
 async def _published(r: Relaying) -> list[str]:
     """The names of every user.created event in the stream, in stream order."""
+    return [name for name, _ in await _published_with_batches(r)]
+
+
+async def _published_with_batches(r: Relaying) -> list[tuple[str, str | None]]:
+    """Every user.created event in the stream, in stream order: its name and the atomic batch it came in."""
     sub = await r.bus.js.pull_subscribe(subject_filter(UserCreated, r.namespace), durable=None,
                                         stream=r.bus.names.evt_stream)
-    names: list[str] = []
+    names: list[tuple[str, str | None]] = []
     try:
         while True:
             try:
@@ -63,7 +71,7 @@ async def _published(r: Relaying) -> list[str]:
             for m in msgs:
                 _, message = unwrap(m.data, "evt")
                 assert isinstance(message, UserCreated)
-                names.append(message.name)
+                names.append((message.name, (m.headers or {}).get("Nats-Batch-Id")))
                 await m.ack()
     finally:
         await sub.unsubscribe()
@@ -100,4 +108,64 @@ async def test_a_row_that_cannot_be_published_stops_the_relay_there(relaying: Re
         await s.delete(poison)
     assert await relaying.relay.flush() == len(after)
     # each event once, in order
+    assert await _published(relaying) == before + after
+
+
+def _server_has_atomic_batches(r: Relaying) -> bool:
+    version = r.bus.nc.connected_server_version
+    return (version.major, version.minor) >= (2, 12)
+
+
+async def test_rows_of_one_stream_go_as_atomic_batches(relaying: Relaying) -> None:
+    names = [f"v{i:04d}" for i in range(BATCH + 37)]
+    await _enqueue(relaying, names)
+    async with relaying.sessions() as s, s.begin():  # a command between events: a run of its own stream
+        enqueue(s, SpawnServer(user="v0000", server_name="", spawn_id="s1"), relaying.namespace)
+    await _enqueue(relaying, [f"w{i:03d}" for i in range(20)])
+    assert await relaying.relay.flush() == len(names) + 1 + 20
+    published = await _published_with_batches(relaying)
+    assert [n for n, _ in published] == names + [f"w{i:03d}" for i in range(20)]
+    batches = [b for _, b in published]
+    evt = relaying.bus.names.evt_stream
+    if _server_has_atomic_batches(relaying):  # nats-server 2.12+ (the embedded one is)
+        assert relaying.bus.takes_batches(evt) and relaying.bus.takes_batches(relaying.bus.names.cmd_stream)
+        # one batch per pass and run: the first pass's 200 events, then 37, then the 20 after the command
+        assert None not in batches
+        assert [len(list(g)) for _, g in itertools.groupby(batches)] == [BATCH, 37, 20]
+    else:
+        assert not relaying.bus.takes_batches(evt) and batches == [None] * len(published)
+    info = await relaying.bus.js.stream_info(relaying.bus.names.cmd_stream)
+    assert info.state.messages == 1
+
+
+async def test_a_batch_the_stream_partly_has_goes_one_by_one(relaying: Relaying) -> None:
+    """A pass that published but could not mark its rows (a crash, a lost connection to PostgreSQL) leaves
+    rows the stream already has: the next batch holding them is refused whole, and one by one each of
+    them is dropped as a duplicate and the rest are stored."""
+    names = [f"p{i:03d}" for i in range(120)]
+    await _enqueue(relaying, names)
+    async with relaying.sessions() as s:
+        rows = (await s.execute(select(OutboxMessage).order_by(OutboxMessage.id).limit(45))).scalars().all()
+    for row in rows:
+        await relaying.bus.publish_raw(row.subject, row.payload.encode(), row.msg_id)
+    assert await relaying.relay.flush() == len(names)
+    assert await relaying.relay.flush() == 0
+    assert await _published(relaying) == names
+
+
+async def test_a_row_that_breaks_its_batch_stops_the_relay_there(relaying: Relaying) -> None:
+    """A message the client refuses to send (over the server's max payload) in the middle of a run: the
+    batch fails, one by one the rows before it go out and are marked, and the relay stops at it."""
+    before, after = [f"c{i:03d}" for i in range(60)], [f"d{i:03d}" for i in range(30)]
+    await _enqueue(relaying, before)
+    huge = UserCreated(name="x" * (relaying.bus.nc.max_payload + 10))
+    async with relaying.sessions() as s, s.begin():
+        enqueue(s, huge, relaying.namespace, msg_id="huge")
+    await _enqueue(relaying, after)
+    with pytest.raises(BusError):
+        await relaying.relay.flush()
+    assert await _pending(relaying) == 1 + len(after)
+    async with relaying.sessions() as s, s.begin():
+        await s.delete((await s.execute(select(OutboxMessage).where(OutboxMessage.msg_id == "huge"))).scalar_one())
+    assert await relaying.relay.flush() == len(after)
     assert await _published(relaying) == before + after
