@@ -22,8 +22,8 @@ The JSON Schemas in `docs/events/` are the contract for external consumers: fiel
 
 | name | kind | holds |
 |---|---|---|
-| `<NS>_CMD` | stream, work-queue retention, file storage, discard new, 2 min duplicate window | commands `<ns>.cmd.>`; one durable pull consumer `spawner` shared by every spawner worker |
-| `<NS>_EVENTS` | stream, limits retention (7 days), file storage, 2 min duplicate window | events `<ns>.evt.>`; attach your own durable consumer |
+| `<NS>_CMD` | stream, work-queue retention, file storage, discard new, 2 min duplicate window, atomic batches allowed | commands `<ns>.cmd.>`; one durable pull consumer `spawner` shared by every spawner worker |
+| `<NS>_EVENTS` | stream, limits retention (7 days), file storage, 2 min duplicate window, atomic batches allowed | events `<ns>.evt.>`; attach your own durable consumer |
 | `<ns>_routes` | KV bucket, history 1 | the route table: key `user.<user>.<server>`, value `Route` |
 | `<ns>_registry` | KV bucket, TTL 6 s, memory | live auth/api replicas: key `<service>.<replica>`, value `RegistryEntry` |
 
@@ -31,7 +31,9 @@ Names in subjects and keys are encoded reversibly (`shared/names.py`): `[A-Za-z0
 other UTF-8 byte becomes `_XX` (upper-case hex), and the empty server name (the default server) is `_`.
 
 Every message is JSON in an envelope (`id` — also the `Nats-Msg-Id` header —, `type`, `version`,
-`time`, `data`).
+`time`, `data`). Messages the outbox relay published together as one atomic batch (nats-server 2.12
+and later) also carry `Nats-Batch-Id`, `Nats-Batch-Sequence` and, on the last, `Nats-Batch-Commit`;
+consumers need not look at them.
 
 ## Messages
 
