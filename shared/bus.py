@@ -45,6 +45,7 @@ class BatchRefused(BusError):
     """An atomic batch was not stored as one, for a reason a retry will not change: publish its messages
     one by one instead (deduplication drops any the stream already has)."""
 
+
 # JetStream's error codes for an atomic batch refused whole: it holds a message id the stream already has
 # (within the duplicate window); the stream does not allow atomic publishing
 BATCH_HAS_DUPLICATE = 10201
@@ -386,13 +387,13 @@ class Bus:
         for attempt in range(attempts):
             batch_id = secrets.token_hex(11)
             try:
-                for seq, (subject, payload, msg_id) in enumerate(items, 1):
+                for seq, (subject, payload, msg_id) in enumerate(items[:-1], 1):
                     headers = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(seq), "Nats-Msg-Id": msg_id}
-                    if seq < last:
-                        await self.nc.publish(subject, payload, headers=headers)
-                    else:
-                        headers["Nats-Batch-Commit"] = "1"
-                        reply = await self.nc.request(subject, payload, timeout=5, headers=headers)
+                    await self.nc.publish(subject, payload, headers=headers)
+                subject, payload, msg_id = items[-1]
+                headers = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(last), "Nats-Msg-Id": msg_id,
+                           "Nats-Batch-Commit": "1"}
+                reply = await self.nc.request(subject, payload, timeout=5, headers=headers)
                 ack = json.loads(reply.data)
             except Exception as exc:  # timeouts and no-responders are ambiguous: the next try tells
                 problem = str(exc) or type(exc).__name__

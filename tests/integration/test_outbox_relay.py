@@ -169,3 +169,31 @@ async def test_a_row_that_breaks_its_batch_stops_the_relay_there(relaying: Relay
         await s.delete((await s.execute(select(OutboxMessage).where(OutboxMessage.msg_id == "huge"))).scalar_one())
     assert await relaying.relay.flush() == len(after)
     assert await _published(relaying) == before + after
+
+
+async def test_streams_declared_before_batches_take_them_after_an_upgrade(relaying: Relaying) -> None:
+    """Streams an earlier fleethub declared without `allow_atomic` get it from `ensure_topology`; a stream
+    an operator turned it off on meanwhile is published to one message at a time again, nothing lost."""
+    bus, names = relaying.bus, relaying.bus.names
+    assert bus.stream_of(f"{relaying.namespace}.evt.user.created") == names.evt_stream
+    assert bus.stream_of(f"{relaying.namespace}.cmd.spawn.a._") == names.cmd_stream
+    assert bus.stream_of(f"{relaying.namespace}.nowhere.x") is None
+    assert bus.stream_of("other.evt.user.created") is None
+    info = await bus.js.stream_info(names.evt_stream)
+    info.config.allow_atomic = False
+    await bus.js.update_stream(info.config)
+    await bus.ensure_topology()
+    assert bus.takes_batches(names.evt_stream) == _server_has_atomic_batches(relaying)
+
+    first = [f"e{i:03d}" for i in range(30)]
+    await _enqueue(relaying, first)
+    info = await bus.js.stream_info(names.evt_stream)
+    info.config.allow_atomic = False  # behind the bus's back: it still thinks the stream takes batches
+    await bus.js.update_stream(info.config)
+    assert await relaying.relay.flush() == len(first)  # the batch is refused, then one by one
+    assert not bus.takes_batches(names.evt_stream)
+    second = [f"f{i:03d}" for i in range(30)]
+    await _enqueue(relaying, second)
+    assert await relaying.relay.flush() == len(second)
+    published = await _published_with_batches(relaying)
+    assert published == [(name, None) for name in first + second]
