@@ -42,15 +42,23 @@ log = logging.getLogger(__name__)
 
 
 class BatchRefused(BusError):
-    """An atomic batch was not stored as one, for a reason a retry will not change: publish its messages
-    one by one instead (deduplication drops any the stream already has)."""
+    """An atomic batch was not stored: publish its messages one by one instead (deduplication drops any
+    the stream already has)."""
 
 
-# JetStream's error codes for an atomic batch refused whole: it holds a message id the stream already has
-# (within the duplicate window); the stream does not allow atomic publishing
-BATCH_HAS_DUPLICATE = 10201
+def _pub_ack(data: bytes) -> dict[str, Any]:
+    """JetStream's answer to a publish, as a dict (an unreadable one becomes an error)."""
+    try:
+        ack = json.loads(data)
+    except ValueError:
+        ack = None
+    return ack if isinstance(ack, dict) else {"error": {"description": f"unreadable answer {data[:100]!r}"}}
+
+
+# JetStream's error code for an atomic batch sent to a stream that does not allow atomic publishing
 BATCH_DISABLED = 10174
 BATCH_MAX = 1000  # the server's limit of messages in one atomic batch
+BATCHES_RETRY = 60.0  # seconds before batches are tried again on a stream that refused them as such
 
 EVENTS_MAX_AGE = 7 * 24 * 3600.0
 DUPLICATE_WINDOW = 120.0
@@ -158,6 +166,7 @@ class Bus:
         # streams that take atomic batches (nats-server 2.12 and later keeps `allow_atomic`; older ones
         # drop it from the config they store, and their streams are published to one message at a time)
         self._atomic: set[str] = set()
+        self._batches_retry: dict[str, float] = {}  # stream -> loop time to try batches again
 
     @property
     def nc(self) -> NatsClient:
@@ -247,6 +256,7 @@ class Bus:
                 pass  # created concurrently by another replica
         if info is None:
             info = await self.js.update_stream(config)
+        self._batches_retry.pop(name, None)
         if info.config.allow_atomic:
             self._atomic.add(name)
         else:
@@ -259,8 +269,16 @@ class Bus:
         return self.names.cmd_stream if kind == "cmd" else self.names.evt_stream if kind == "evt" else None
 
     def takes_batches(self, stream: str | None) -> bool:
-        """Whether `stream` takes atomic batches (known once `ensure_topology` ran)."""
-        return stream in self._atomic
+        """Whether `stream` takes atomic batches (known once `ensure_topology` ran; a stream found not to
+        take them while running is tried again `BATCHES_RETRY` seconds later)."""
+        if stream in self._atomic:
+            return True
+        retry = self._batches_retry.get(stream or "")
+        if retry is not None and asyncio.get_running_loop().time() >= retry:
+            del self._batches_retry[stream or ""]
+            self._atomic.add(stream or "")
+            return True
+        return False
 
     async def ensure_topology(self, timeout: float = 15.0) -> None:
         """Declare the command and event streams and the KV buckets (idempotent, any replica may run it).
@@ -367,51 +385,75 @@ class Bus:
                 delay = min(delay * 2, 2.0)
 
     async def publish_batch(self, items: Sequence[tuple[str, bytes, str]], attempts: int = 5) -> None:
-        """Publish `items` (subject, payload, message id; all on one stream that `takes_batches`, at most
-        `BATCH_MAX`) as one atomic batch: the stream stores all of them, in order, or none.
+        """Publish `items` (subject, payload, message id; 2 to `BATCH_MAX` of them, all on one stream that
+        `takes_batches`) as one atomic batch: the stream stores all of them, in order, or none.
 
-        Only the last message is a request: its acknowledgement covers the batch. A failed or
-        unanswered batch is sent again whole, under a new batch id.
+        The first message is a request: a server that batches answers it with an empty reply (one that
+        does not stores it as an ordinary message, and the rest is not sent). The ones between are
+        not requests, and the last one's acknowledgement covers the batch. A try that gets no answer (a
+        timeout, the connection down) is made again whole, under a new batch id. Nothing is sent while
+        the connection is down: nats-py would hold it and send it after reconnecting, perhaps after
+        the duplicate window.
 
         Raises:
-            BatchRefused: the stream already has one of the message ids (an earlier try was stored but
-                not acknowledged, or they were published before) and stored nothing of this try; or the
-                stream does not take batches after all. Publishing the items one by one is then right.
-            BusError: no acknowledgement after `attempts` tries.
+            BatchRefused: the server answered with an error, or does not batch. The batch is not stored
+                (its first message may be, as an ordinary one): the stream already has one of the ids
+                (a try that was stored but not acknowledged, or rows published before), atomic
+                publishing is off, too many batches are in flight, a message is refused. Publishing
+                the items one by one is then right: deduplication drops what the stream has.
+            BusError: no answer after `attempts` tries.
         """
-        if not 0 < len(items) <= BATCH_MAX:
-            raise ValueError(f"an atomic batch holds 1 to {BATCH_MAX} messages, not {len(items)}")
+        if not 1 < len(items) <= BATCH_MAX:
+            raise ValueError(f"an atomic batch holds 2 to {BATCH_MAX} messages, not {len(items)}")
+        stream = self.stream_of(items[0][0]) or ""
         last = len(items)
         delay = 0.1
         problem = ""
         for attempt in range(attempts):
             batch_id = secrets.token_hex(11)
+
+            def headers(seq: int, msg_id: str) -> dict[str, str]:
+                h = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(seq), "Nats-Msg-Id": msg_id}
+                if seq == last:
+                    h["Nats-Batch-Commit"] = "1"
+                return h
+
             try:
-                for seq, (subject, payload, msg_id) in enumerate(items[:-1], 1):
-                    headers = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(seq), "Nats-Msg-Id": msg_id}
-                    await self.nc.publish(subject, payload, headers=headers)
-                subject, payload, msg_id = items[-1]
-                headers = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(last), "Nats-Msg-Id": msg_id,
-                           "Nats-Batch-Commit": "1"}
-                reply = await self.nc.request(subject, payload, timeout=5, headers=headers)
-                ack = json.loads(reply.data)
+                if not self.nc.is_connected:
+                    raise BusError("not connected to NATS")
+                subject, payload, msg_id = items[0]
+                started = await self.nc.request(subject, payload, timeout=5, headers=headers(1, msg_id))
+                if started.data:  # an acknowledgement or an error: the server did not start a batch
+                    ack = _pub_ack(started.data)
+                else:
+                    for seq, (subject, payload, msg_id) in enumerate(items[1:-1], 2):
+                        await self.nc.publish(subject, payload, headers=headers(seq, msg_id))
+                    subject, payload, msg_id = items[-1]
+                    committed = await self.nc.request(subject, payload, timeout=5, headers=headers(last, msg_id))
+                    ack = _pub_ack(committed.data)
             except Exception as exc:  # timeouts and no-responders are ambiguous: the next try tells
                 problem = str(exc) or type(exc).__name__
-            else:
-                error = ack.get("error")
-                if error is None and ack.get("batch") == batch_id and ack.get("count") == last:
-                    return
-                code = None if error is None else error.get("err_code")
-                if error is None or code == BATCH_DISABLED:  # no batches here (error None: stored one by one)
-                    self._atomic.discard(self.stream_of(items[0][0]) or "")
-                    raise BatchRefused(f"the stream does not take atomic batches: {ack}")
-                if code == BATCH_HAS_DUPLICATE:
-                    raise BatchRefused(error.get("description", "duplicate message id in batch"))
-                problem = error.get("description", str(error))
-            if attempt < attempts - 1:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                if attempt < attempts - 1:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                continue
+            error = ack.get("error")
+            if error is None and ack.get("batch") == batch_id and ack.get("count") == last:
+                return
+            if error is None or (isinstance(error, dict) and error.get("err_code") == BATCH_DISABLED):
+                self._batches_off(stream, f"{ack}")
+                raise BatchRefused(f"{stream} does not take atomic batches")
+            raise BatchRefused(str(error.get("description", error) if isinstance(error, dict) else error))
         raise BusError(f"atomic batch of {last} to {items[0][0]}… failed: {problem}")
+
+    def _batches_off(self, stream: str, answer: str) -> None:
+        """`stream` turned out not to take batches: publish to it one at a time, and try again later (the
+        stream's config may be changed back, or the server upgraded)."""
+        if stream in self._atomic:
+            log.warning("stream %s does not take atomic batches (answer: %.200s); publishing one message at "
+                        "a time, and trying batches again in %.0f s", stream, answer, BATCHES_RETRY)
+        self._atomic.discard(stream)
+        self._batches_retry[stream] = asyncio.get_running_loop().time() + BATCHES_RETRY
 
     async def publish(self, message: Message, msg_id: str | None = None) -> Envelope:
         """Wrap `message` in an envelope and publish it durably; returns the envelope."""

@@ -94,9 +94,9 @@ class OutboxRelay:
         As one atomic batch where the stream takes them: one acknowledgement for the run, where one at a
         time costs the client a round trip and ~0.3 ms of CPU per message (pipelining single publishes
         was only 1.5x faster, and a retried one lands behind those sent after it; a batch is stored
-        whole or not at all, so order holds). One at a time otherwise, and when the batch is refused
-        because the stream already has some of its ids (a pass that published but could not mark), or
-        when it failed (the rows before a row that cannot be published still go out, and are marked).
+        whole or not at all, so order holds). One at a time otherwise, and when the server refuses
+        the batch (say, the stream already has some of its ids: a pass that published but could not
+        mark) or it fails (the rows before a row that cannot be published still go out, and are marked).
         """
         if len(run) > 1 and self._bus.takes_batches(self._bus.stream_of(run[0].subject)):
             try:

@@ -155,13 +155,20 @@ def nats_namespace(nats_server_url: str) -> Iterator[str]:
 
 async def _drop_nats_namespace(url: str, namespace: str) -> None:
     import nats
+    from nats.js.errors import NotFoundError
 
+    from shared.bus import Names
+
+    names = Names(namespace)
     nc = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=0)
     try:
         js = nc.jetstream()
-        for name in await js.streams_info():
-            if namespace.upper() in name.config.name.upper():  # <NS>_CMD, <NS>_EVENTS, KV_<ns>_...
-                await js.delete_stream(name.config.name)
+        for stream in (names.cmd_stream, names.evt_stream, f"KV_{names.routes_bucket}",
+                       f"KV_{names.registry_bucket}"):
+            try:
+                await js.delete_stream(stream)
+            except NotFoundError:  # the test never declared it
+                pass
     finally:
         await nc.close()
 

@@ -6,6 +6,7 @@ it marked published."""
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -13,6 +14,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+import shared.bus
 from shared.bus import Bus, BusError
 from shared.db.engine import make_engine, make_sessionmaker
 from shared.db.models import OutboxMessage
@@ -138,7 +140,8 @@ async def test_rows_of_one_stream_go_as_atomic_batches(relaying: Relaying) -> No
     assert info.state.messages == 1
 
 
-async def test_a_batch_the_stream_partly_has_goes_one_by_one(relaying: Relaying) -> None:
+async def test_a_batch_the_stream_partly_has_goes_one_by_one(relaying: Relaying,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
     """A pass that published but could not mark its rows (a crash, a lost connection to PostgreSQL) leaves
     rows the stream already has: the next batch holding them is refused whole, and one by one each of
     them is dropped as a duplicate and the rest are stored."""
@@ -148,7 +151,10 @@ async def test_a_batch_the_stream_partly_has_goes_one_by_one(relaying: Relaying)
         rows = (await s.execute(select(OutboxMessage).order_by(OutboxMessage.id).limit(45))).scalars().all()
     for row in rows:
         await relaying.bus.publish_raw(row.subject, row.payload.encode(), row.msg_id)
-    assert await relaying.relay.flush() == len(names)
+    with caplog.at_level(logging.INFO, logger="shared.outbox"):
+        assert await relaying.relay.flush() == len(names)
+    if _server_has_atomic_batches(relaying):  # refused by the server (a duplicate id), not failed
+        assert "a batch of 120 was refused" in caplog.text and "failed" not in caplog.text
     assert await relaying.relay.flush() == 0
     assert await _published(relaying) == names
 
@@ -167,6 +173,26 @@ async def test_a_row_that_breaks_its_batch_stops_the_relay_there(relaying: Relay
     assert await _pending(relaying) == 1 + len(after)
     async with relaying.sessions() as s, s.begin():
         await s.delete((await s.execute(select(OutboxMessage).where(OutboxMessage.msg_id == "huge"))).scalar_one())
+    assert await relaying.relay.flush() == len(after)
+    assert await _published(relaying) == before + after
+
+
+async def test_a_message_the_server_refuses_within_a_batch_stops_the_relay_there(relaying: Relaying) -> None:
+    """The server refuses a batch over one message (larger than the stream takes): one by one the rows
+    before it go out and are marked, and the relay stops at it."""
+    info = await relaying.bus.js.stream_info(relaying.bus.names.evt_stream)
+    info.config.max_msg_size = 4096
+    await relaying.bus.js.update_stream(info.config)
+    before, after = [f"g{i:03d}" for i in range(40)], [f"h{i:03d}" for i in range(25)]
+    await _enqueue(relaying, before)
+    async with relaying.sessions() as s, s.begin():
+        enqueue(s, UserCreated(name="y" * 5000), relaying.namespace, msg_id="large")
+    await _enqueue(relaying, after)
+    with pytest.raises(BusError):
+        await relaying.relay.flush()
+    assert await _pending(relaying) == 1 + len(after)
+    async with relaying.sessions() as s, s.begin():
+        await s.delete((await s.execute(select(OutboxMessage).where(OutboxMessage.msg_id == "large"))).scalar_one())
     assert await relaying.relay.flush() == len(after)
     assert await _published(relaying) == before + after
 
@@ -197,3 +223,29 @@ async def test_streams_declared_before_batches_take_them_after_an_upgrade(relayi
     assert await relaying.relay.flush() == len(second)
     published = await _published_with_batches(relaying)
     assert published == [(name, None) for name in first + second]
+
+
+async def test_batches_are_tried_again_after_a_refusal(relaying: Relaying, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stream that refused batches is tried again `BATCHES_RETRY` seconds later (0 here): once it takes
+    them again, runs go as batches again."""
+    monkeypatch.setattr(shared.bus, "BATCHES_RETRY", 0.0)
+    bus, evt = relaying.bus, relaying.bus.names.evt_stream
+    if not _server_has_atomic_batches(relaying):  # (a server given by FLEETHUB_TEST_NATS_URL may be older)
+        assert not bus.takes_batches(evt)  # nothing to try again: the stream never took batches
+        return
+    info = await bus.js.stream_info(evt)
+    info.config.allow_atomic = False
+    await bus.js.update_stream(info.config)
+    first = [f"r{i:03d}" for i in range(30)]
+    await _enqueue(relaying, first)
+    assert await relaying.relay.flush() == len(first)
+    info.config.allow_atomic = True
+    await bus.js.update_stream(info.config)
+    second = [f"s{i:03d}" for i in range(30)]
+    await _enqueue(relaying, second)
+    assert await relaying.relay.flush() == len(second)
+    published = await _published_with_batches(relaying)
+    assert [name for name, _ in published] == first + second
+    assert {batch for _, batch in published[:30]} == {None}
+    batches = {batch for _, batch in published[30:]}
+    assert len(batches) == 1 and None not in batches

@@ -169,3 +169,7 @@ def test_iso_timestamps() -> None:
     assert iso(datetime(2024, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)) == "2024-01-02T03:04:05.123456Z"
     plus_two = timezone(timedelta(hours=2))
     assert iso(datetime(2024, 1, 2, 5, 4, 5, tzinfo=plus_two)) == "2024-01-02T03:04:05Z"
+    assert iso(datetime(2024, 1, 2, 0, 4, 5, 7, tzinfo=plus_two)) == "2024-01-01T22:04:05.000007Z"
+    assert iso(datetime(2024, 1, 2, 3, 4, 5)) == "2024-01-02T03:04:05Z"  # naive: taken as UTC
+    assert iso(datetime(2024, 1, 2, 3, 4, 5, 120000)) == "2024-01-02T03:04:05.120000Z"
+    assert iso(datetime(2024, 1, 2, 3, 4, 5, 9, tzinfo=timezone(timedelta(0)))) == "2024-01-02T03:04:05.000009Z"
