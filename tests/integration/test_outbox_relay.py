@@ -159,42 +159,35 @@ async def test_a_batch_the_stream_partly_has_goes_one_by_one(relaying: Relaying,
     assert await _published(relaying) == names
 
 
-async def test_a_row_that_breaks_its_batch_stops_the_relay_there(relaying: Relaying) -> None:
-    """A message the client refuses to send (over the server's max payload) in the middle of a run: the
-    batch fails, one by one the rows before it go out and are marked, and the relay stops at it."""
-    before, after = [f"c{i:03d}" for i in range(60)], [f"d{i:03d}" for i in range(30)]
-    await _enqueue(relaying, before)
-    huge = UserCreated(name="x" * (relaying.bus.nc.max_payload + 10))
-    async with relaying.sessions() as s, s.begin():
-        enqueue(s, huge, relaying.namespace, msg_id="huge")
-    await _enqueue(relaying, after)
+async def _relay_stops_at(r: Relaying, bad: UserCreated, before: list[str], after: list[str]) -> None:
+    """Enqueue `before`, `bad` and `after`: the relay publishes and marks `before` (one by one once the
+    batch fails or is refused) and stops at `bad`; once `bad` is removed, `after` follows, in order."""
+    await _enqueue(r, before)
+    async with r.sessions() as s, s.begin():
+        enqueue(s, bad, r.namespace, msg_id="bad")
+    await _enqueue(r, after)
     with pytest.raises(BusError):
-        await relaying.relay.flush()
-    assert await _pending(relaying) == 1 + len(after)
-    async with relaying.sessions() as s, s.begin():
-        await s.delete((await s.execute(select(OutboxMessage).where(OutboxMessage.msg_id == "huge"))).scalar_one())
-    assert await relaying.relay.flush() == len(after)
-    assert await _published(relaying) == before + after
+        await r.relay.flush()
+    assert await _pending(r) == 1 + len(after)
+    async with r.sessions() as s, s.begin():
+        await s.delete((await s.execute(select(OutboxMessage).where(OutboxMessage.msg_id == "bad"))).scalar_one())
+    assert await r.relay.flush() == len(after)
+    assert await _published(r) == before + after
+
+
+async def test_a_row_that_breaks_its_batch_stops_the_relay_there(relaying: Relaying) -> None:
+    """A message the client refuses to send (over the server's max payload) in the middle of a run."""
+    huge = UserCreated(name="x" * (relaying.bus.nc.max_payload + 10))
+    await _relay_stops_at(relaying, huge, [f"c{i:03d}" for i in range(60)], [f"d{i:03d}" for i in range(30)])
 
 
 async def test_a_message_the_server_refuses_within_a_batch_stops_the_relay_there(relaying: Relaying) -> None:
-    """The server refuses a batch over one message (larger than the stream takes): one by one the rows
-    before it go out and are marked, and the relay stops at it."""
+    """A message the server refuses (larger than the stream takes) in the middle of a run."""
     info = await relaying.bus.js.stream_info(relaying.bus.names.evt_stream)
     info.config.max_msg_size = 4096
     await relaying.bus.js.update_stream(info.config)
-    before, after = [f"g{i:03d}" for i in range(40)], [f"h{i:03d}" for i in range(25)]
-    await _enqueue(relaying, before)
-    async with relaying.sessions() as s, s.begin():
-        enqueue(s, UserCreated(name="y" * 5000), relaying.namespace, msg_id="large")
-    await _enqueue(relaying, after)
-    with pytest.raises(BusError):
-        await relaying.relay.flush()
-    assert await _pending(relaying) == 1 + len(after)
-    async with relaying.sessions() as s, s.begin():
-        await s.delete((await s.execute(select(OutboxMessage).where(OutboxMessage.msg_id == "large"))).scalar_one())
-    assert await relaying.relay.flush() == len(after)
-    assert await _published(relaying) == before + after
+    large = UserCreated(name="y" * 5000)
+    await _relay_stops_at(relaying, large, [f"g{i:03d}" for i in range(40)], [f"h{i:03d}" for i in range(25)])
 
 
 async def test_streams_declared_before_batches_take_them_after_an_upgrade(relaying: Relaying) -> None:
