@@ -271,14 +271,16 @@ class Bus:
     def takes_batches(self, stream: str | None) -> bool:
         """Whether `stream` takes atomic batches (known once `ensure_topology` ran; a stream found not to
         take them while running is tried again `BATCHES_RETRY` seconds later)."""
+        if stream is None:
+            return False
         if stream in self._atomic:
             return True
-        retry = self._batches_retry.get(stream or "")
-        if retry is not None and asyncio.get_running_loop().time() >= retry:
-            del self._batches_retry[stream or ""]
-            self._atomic.add(stream or "")
-            return True
-        return False
+        retry = self._batches_retry.get(stream)
+        if retry is None or asyncio.get_running_loop().time() < retry:
+            return False
+        del self._batches_retry[stream]
+        self._atomic.add(stream)
+        return True
 
     async def ensure_topology(self, timeout: float = 15.0) -> None:
         """Declare the command and event streams and the KV buckets (idempotent, any replica may run it).
