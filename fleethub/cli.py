@@ -8,8 +8,8 @@ import importlib
 import sys
 from pathlib import Path
 
-from shared.errors import FleethubError
-from shared.settings import ServiceSettings, load_settings
+from fleethub.shared.errors import FleethubError
+from fleethub.shared.settings import ServiceSettings, load_settings
 
 SERVICES = ("auth", "api", "spawner", "proxy", "culler")
 
@@ -23,26 +23,26 @@ def _settings(args: argparse.Namespace, **overrides: object) -> ServiceSettings:
 def cmd_run(args: argparse.Namespace) -> int:
     """Run one service in this process until SIGINT/SIGTERM."""
     settings = _settings(args)
-    from shared.logging import setup_logging
+    from fleethub.shared.logging import setup_logging
 
     setup_logging(settings.log_level, args.service)
     if args.service != "proxy":  # the proxy needs no database
         asyncio.run(_check_schema(settings))
-    module = importlib.import_module(f"services.{args.service}.app")
+    module = importlib.import_module(f"fleethub.services.{args.service}.app")
     module.run(settings)
     return 0
 
 
 async def _check_schema(settings: ServiceSettings) -> None:
     """Refuse to start a service on a database at another schema version (a clear NotMigrated)."""
-    from shared.db.engine import make_engine
-    from shared.db.migrate import ensure_migrated
+    from fleethub.shared.db.engine import make_engine
+    from fleethub.shared.db.migrate import ensure_migrated
 
     engine = make_engine(settings.require_database_url(), pool_size=1)
     try:
         await ensure_migrated(engine)
     except OSError as exc:
-        from shared.errors import ConfigError
+        from fleethub.shared.errors import ConfigError
 
         raise ConfigError(f"cannot reach the database (FLEETHUB_DATABASE_URL): {exc}") from None
     finally:
@@ -52,8 +52,8 @@ async def _check_schema(settings: ServiceSettings) -> None:
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Apply the schema migrations to FLEETHUB_DATABASE_URL."""
     settings = _settings(args)
-    from shared.db.engine import make_engine
-    from shared.db.migrate import head_revision, migrate
+    from fleethub.shared.db.engine import make_engine
+    from fleethub.shared.db.migrate import head_revision, migrate
 
     async def go() -> None:
         engine = make_engine(settings.require_database_url(), pool_size=1)

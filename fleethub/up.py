@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from shared.errors import ConfigError
-from shared.settings import ServiceSettings, child_env, load_settings
+from fleethub.shared.errors import ConfigError
+from fleethub.shared.settings import ServiceSettings, child_env, load_settings
 
 SERVICE_ORDER = ("auth", "api", "spawner", "proxy", "culler")
 RUNTIME_FILE = "runtime.json"
@@ -58,11 +58,11 @@ async def _prepare_database(settings: ServiceSettings, admin: str) -> str | None
     from sqlalchemy import select
     from sqlalchemy.dialects.postgresql import insert
 
-    from shared.db.engine import make_engine, make_sessionmaker
-    from shared.db.migrate import migrate
-    from shared.db.models import Account, User
+    from fleethub.shared.db.engine import make_engine, make_sessionmaker
+    from fleethub.shared.db.migrate import migrate
+    from fleethub.shared.db.models import Account, User
 
-    from services.auth.accounts import set_password
+    from fleethub.services.auth.accounts import set_password
 
     engine = make_engine(settings.require_database_url(), pool_size=1)
     try:
@@ -123,8 +123,8 @@ def _stop_all(procs: dict[str, subprocess.Popen[bytes]]) -> None:
 
 def up(args: argparse.Namespace) -> int:
     """Run embedded NATS/PostgreSQL (unless configured), migrate, and supervise every service."""
-    from shared.embedded import EmbeddedNats, EmbeddedPostgres
-    from shared.procs import become_subreaper, end_processes, orphaned_children, reap_orphans
+    from fleethub.shared.embedded import EmbeddedNats, EmbeddedPostgres
+    from fleethub.shared.procs import become_subreaper, end_processes, orphaned_children, reap_orphans
 
     started = time.monotonic()
     settings = _load(args)
@@ -205,10 +205,10 @@ def up(args: argparse.Namespace) -> int:
 async def _mint_token(database_url: str, user: str, note: str) -> str:
     from sqlalchemy import select
 
-    from shared.db.engine import make_engine, make_sessionmaker
-    from shared.db.migrate import ensure_migrated
-    from shared.db.models import ApiToken, User
-    from shared.security import hash_token, new_token
+    from fleethub.shared.db.engine import make_engine, make_sessionmaker
+    from fleethub.shared.db.migrate import ensure_migrated
+    from fleethub.shared.db.models import ApiToken, User
+    from fleethub.shared.security import hash_token, new_token
 
     engine = make_engine(database_url, pool_size=1)
     try:
@@ -226,8 +226,8 @@ async def _mint_token(database_url: str, user: str, note: str) -> str:
 
 def token(args: argparse.Namespace) -> int:
     """Print a new API token for an existing user, on the last line of the output."""
-    from shared.embedded import EmbeddedPostgres
-    from shared.procs import pid_alive
+    from fleethub.shared.embedded import EmbeddedPostgres
+    from fleethub.shared.procs import pid_alive
 
     settings = _load(args)
     data_dir = settings.data_dir.resolve()

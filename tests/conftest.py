@@ -1,7 +1,7 @@
 """Real NATS and PostgreSQL for every test that needs them, one database and one namespace per test.
 
 Each server comes, in this order, from `FLEETHUB_TEST_NATS_URL` / `FLEETHUB_TEST_DATABASE_URL`, from
-testcontainers when a Docker engine answers, or from embedded servers (`shared.embedded`) on free ports.
+testcontainers when a Docker engine answers, or from embedded servers (`fleethub.shared.embedded`) on free ports.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from shared.embedded import EmbeddedNats, EmbeddedPostgres
+from fleethub.shared.embedded import EmbeddedNats, EmbeddedPostgres
 
 
 def _docker_answers() -> bool:
@@ -157,7 +157,7 @@ async def _drop_nats_namespace(url: str, namespace: str) -> None:
     import nats
     from nats.js.errors import NotFoundError
 
-    from shared.bus import Names
+    from fleethub.shared.bus import Names
 
     names = Names(namespace)
     nc = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=0)

@@ -255,8 +255,8 @@ def fleethub_config(*, proxy_port: int, api_port: int, service_token: str, with_
 
 def settings_accept(config: Path) -> str | None:
     """None if fleethub's settings load `config`, else the error (in-process, with the repository's code)."""
-    from shared.errors import ConfigError
-    from shared.settings import load_settings
+    from fleethub.shared.errors import ConfigError
+    from fleethub.shared.settings import load_settings
 
     saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("FLEETHUB_")}
     try:
@@ -351,7 +351,7 @@ def versions(jh_version: str, chp: str) -> dict[str, str]:
             model = line.split(":", 1)[1].strip()
             break
     commit = first_line(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
-    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "services", "shared", "fleethub"],
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "fleethub"],
                            capture_output=True, text=True, check=False).stdout.strip()
     jh_py = JH_VENV / "bin" / "python"
     return {
@@ -363,6 +363,6 @@ def versions(jh_version: str, chp: str) -> dict[str, str]:
         "sqlite": first_line([str(jh_py), "-c", "import sqlite3; print(sqlite3.sqlite_version)"]),
         "chp": first_line([chp, "--version"]), "node": first_line(["node", "--version"]),
         "wrk": first_line(["wrk", "-v"]).split(" [")[0],
-        "fleethub": f"{commit}{' + uncommitted changes in services/shared/fleethub' if dirty else ''}",
+        "fleethub": f"{commit}{' + uncommitted changes in fleethub/' if dirty else ''}",
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.embedded import log_tail  # run.py puts the repository on sys.path
+from fleethub.shared.embedded import log_tail  # run.py puts the repository on sys.path
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")

@@ -332,7 +332,7 @@ class Bench:
         self.chp = await self.start_chp()
         say(f"  CHP {self.results['machine']['chp']} on :{self.chp.port} (API :{self.chp.api.port}), "  # type: ignore[union-attr]
             f"ready in {self.results['chp_start_s']:.2f} s")
-        from shared.embedded import EmbeddedNats
+        from fleethub.shared.embedded import EmbeddedNats
 
         self.nats = EmbeddedNats(self.workdir / "nats", port=None)
         (self.workdir / "nats").mkdir(exist_ok=True)
@@ -923,7 +923,7 @@ def machine_info() -> dict[str, str]:
                 break
     except OSError:
         pass
-    from shared.embedded import nats_server_binary
+    from fleethub.shared.embedded import nats_server_binary
 
     import uvloop
 

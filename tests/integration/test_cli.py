@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.db.migrate import head_revision
+from fleethub.shared.db.migrate import head_revision
 
 from tests.support.cluster import env_without_fleethub
 

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from shared.embedded import PASSWORD_FILE, EmbeddedError, EmbeddedNats, EmbeddedPostgres
+from fleethub.shared.embedded import PASSWORD_FILE, EmbeddedError, EmbeddedNats, EmbeddedPostgres
 
 pytestmark = pytest.mark.integration
 

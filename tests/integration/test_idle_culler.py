@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.settings import child_env
+from fleethub.shared.settings import child_env
 from tests.support.cluster import FAKE_SERVER, Cluster, ensure_user, free_port, mint_token, running_stack, wait_for
 from tests.support.culling import idle_culled_busy_kept, start_servers
 

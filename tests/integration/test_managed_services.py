@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.procs import pid_alive
+from fleethub.shared.procs import pid_alive
 from tests.support.cluster import FAKE_SERVER, ensure_user, free_port, mint_token, running_stack, wait_for
 from tests.support.culling import idle_culled_busy_kept, start_servers
 

@@ -14,12 +14,12 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-import shared.bus
-from shared.bus import Bus, BusError
-from shared.db.engine import make_engine, make_sessionmaker
-from shared.db.models import OutboxMessage
-from shared.events import SpawnServer, UserCreated, subject_filter, unwrap
-from shared.outbox import BATCH, OutboxRelay, enqueue
+import fleethub.shared.bus
+from fleethub.shared.bus import Bus, BusError
+from fleethub.shared.db.engine import make_engine, make_sessionmaker
+from fleethub.shared.db.models import OutboxMessage
+from fleethub.shared.events import SpawnServer, UserCreated, subject_filter, unwrap
+from fleethub.shared.outbox import BATCH, OutboxRelay, enqueue
 from tests.support.cluster import migrated
 
 pytestmark = pytest.mark.integration
@@ -151,7 +151,7 @@ async def test_a_batch_the_stream_partly_has_goes_one_by_one(relaying: Relaying,
         rows = (await s.execute(select(OutboxMessage).order_by(OutboxMessage.id).limit(45))).scalars().all()
     for row in rows:
         await relaying.bus.publish_raw(row.subject, row.payload.encode(), row.msg_id)
-    with caplog.at_level(logging.INFO, logger="shared.outbox"):
+    with caplog.at_level(logging.INFO, logger="fleethub.shared.outbox"):
         assert await relaying.relay.flush() == len(names)
     if _server_has_atomic_batches(relaying):  # refused by the server (a duplicate id), not failed
         assert "a batch of 120 was refused" in caplog.text and "failed" not in caplog.text
@@ -221,7 +221,7 @@ async def test_streams_declared_before_batches_take_them_after_an_upgrade(relayi
 async def test_batches_are_tried_again_after_a_refusal(relaying: Relaying, monkeypatch: pytest.MonkeyPatch) -> None:
     """A stream that refused batches is tried again `BATCHES_RETRY` seconds later (0 here): once it takes
     them again, runs go as batches again."""
-    monkeypatch.setattr(shared.bus, "BATCHES_RETRY", 0.0)
+    monkeypatch.setattr(fleethub.shared.bus, "BATCHES_RETRY", 0.0)
     bus, evt = relaying.bus, relaying.bus.names.evt_stream
     if not _server_has_atomic_batches(relaying):  # (a server given by FLEETHUB_TEST_NATS_URL may be older)
         assert not bus.takes_batches(evt)  # nothing to try again: the stream never took batches

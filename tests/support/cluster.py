@@ -16,10 +16,10 @@ from typing import Any
 
 import httpx
 
-from shared.db.engine import make_engine
-from shared.db.migrate import migrate
-from shared.procs import become_subreaper
-from shared.settings import ServiceSettings, child_env, load_settings
+from fleethub.shared.db.engine import make_engine
+from fleethub.shared.db.migrate import migrate
+from fleethub.shared.procs import become_subreaper
+from fleethub.shared.settings import ServiceSettings, child_env, load_settings
 
 FAKE_SERVER = Path(__file__).with_name("fake_singleuser.py")
 
@@ -77,7 +77,7 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        from shared.procs import end_processes, orphaned_children
+        from fleethub.shared.procs import end_processes, orphaned_children
 
         # user servers outlive their worker by design; re-parented to us (the subreaper), they end here.
         # Only those: the session's embedded NATS/PostgreSQL are children of this process too.
@@ -131,8 +131,8 @@ def env_without_fleethub() -> dict[str, str]:
 
 async def password_accounts(settings: ServiceSettings, passwords: dict[str, str]) -> None:
     """Password accounts, as `fleethub up` makes the first admin's."""
-    from services.auth.accounts import set_password
-    from shared.db.engine import make_sessionmaker
+    from fleethub.services.auth.accounts import set_password
+    from fleethub.shared.db.engine import make_sessionmaker
 
     engine = make_engine(settings.require_database_url(), pool_size=1)
     try:
@@ -147,8 +147,8 @@ async def ensure_user(settings: ServiceSettings, name: str, admin: bool = False)
     """A user row (as a first login or `POST /users` makes one)."""
     from sqlalchemy.dialects.postgresql import insert
 
-    from shared.db.engine import make_sessionmaker
-    from shared.db.models import User
+    from fleethub.shared.db.engine import make_sessionmaker
+    from fleethub.shared.db.models import User
 
     engine = make_engine(settings.require_database_url(), pool_size=1)
     try:

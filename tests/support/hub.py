@@ -14,17 +14,17 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.api.app import create_app as create_api
-from services.api.app import with_fast_reads
-from services.auth.accounts import set_password
-from services.auth.app import create_app as create_auth
-from shared.bus import Bus
-from shared.db.engine import make_engine, make_sessionmaker
-from shared.db.migrate import load_secret_key
-from shared.db.models import ApiToken, User
-from shared.events import Message, SpawnServer, commands_filter, events_filter, unwrap
-from shared.security import hash_token, new_token
-from shared.settings import ServiceSettings, load_settings
+from fleethub.services.api.app import create_app as create_api
+from fleethub.services.api.app import with_fast_reads
+from fleethub.services.auth.accounts import set_password
+from fleethub.services.auth.app import create_app as create_auth
+from fleethub.shared.bus import Bus
+from fleethub.shared.db.engine import make_engine, make_sessionmaker
+from fleethub.shared.db.migrate import load_secret_key
+from fleethub.shared.db.models import ApiToken, User
+from fleethub.shared.events import Message, SpawnServer, commands_filter, events_filter, unwrap
+from fleethub.shared.security import hash_token, new_token
+from fleethub.shared.settings import ServiceSettings, load_settings
 from tests.support.cluster import migrated
 
 BASE_URL = "http://127.0.0.1:8000"
@@ -53,7 +53,7 @@ class Hub:
     bus: Bus
     secret_key: str
     transport: httpx.AsyncBaseTransport
-    api_state: dict[str, Any] = field(default_factory=dict)  # the api lifespan's (services.api.deps.ApiState)
+    api_state: dict[str, Any] = field(default_factory=dict)  # the api lifespan's (fleethub.services.api.deps.ApiState)
     _cmd_sub: Any = None
 
     def new_client(self) -> httpx.AsyncClient:

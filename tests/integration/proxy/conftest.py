@@ -11,11 +11,11 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.bus import Bus
-from shared.events import ActivityReported, Envelope, Message, RegistryEntry, Route, subject_filter
-from shared.names import route_key, server_prefix
-from shared.registry import registry_key
-from shared.settings import ServiceSettings, load_settings
+from fleethub.shared.bus import Bus
+from fleethub.shared.events import ActivityReported, Envelope, Message, RegistryEntry, Route, subject_filter
+from fleethub.shared.names import route_key, server_prefix
+from fleethub.shared.registry import registry_key
+from fleethub.shared.settings import ServiceSettings, load_settings
 from tests.integration.proxy.backend import Backend
 from tests.support.cluster import Cluster, free_port, wait_for
 

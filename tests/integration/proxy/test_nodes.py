@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from shared.bus import Bus
-from shared.embedded import EmbeddedNats
-from shared.settings import load_settings
+from fleethub.shared.bus import Bus
+from fleethub.shared.embedded import EmbeddedNats
+from fleethub.shared.settings import load_settings
 from tests.integration.proxy.conftest import ProxyEnv, answers, get, port_of
 from tests.integration.proxy.rawclient import RawClient
 from tests.integration.proxy.rawclient import get as raw_get

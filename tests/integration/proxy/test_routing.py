@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from shared.names import route_key
+from fleethub.shared.names import route_key
 from tests.integration.proxy.conftest import ProxyEnv, answers, get, port_of
 from tests.integration.proxy.rawclient import RawClient
 from tests.integration.proxy.rawclient import get as raw_get

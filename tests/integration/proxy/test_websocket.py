@@ -11,7 +11,7 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from shared.names import route_key
+from fleethub.shared.names import route_key
 from tests.integration.proxy.conftest import ProxyEnv, open_fds
 from tests.support.cluster import free_port, wait_for
 

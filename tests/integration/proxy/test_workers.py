@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.names import route_key
-from shared.procs import pid_alive
+from fleethub.shared.names import route_key
+from fleethub.shared.procs import pid_alive
 from tests.integration.proxy.conftest import ProxyEnv, answers, port_of
 from tests.integration.proxy.rawclient import RawClient
 from tests.integration.proxy.rawclient import get as raw_get

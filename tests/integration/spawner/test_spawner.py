@@ -15,13 +15,13 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 
-from shared.bus import Bus
-from shared.db.engine import make_engine, make_sessionmaker
-from shared.db.models import Server, ServerState, User
-from shared.events import ServerFailed, ServerReady, ServerStopped, SpawnServer, StopServer, new_id, unwrap
-from shared.names import route_key
-from shared.procs import become_subreaper, pid_alive
-from shared.settings import ServiceSettings, load_settings
+from fleethub.shared.bus import Bus
+from fleethub.shared.db.engine import make_engine, make_sessionmaker
+from fleethub.shared.db.models import Server, ServerState, User
+from fleethub.shared.events import ServerFailed, ServerReady, ServerStopped, SpawnServer, StopServer, new_id, unwrap
+from fleethub.shared.names import route_key
+from fleethub.shared.procs import become_subreaper, pid_alive
+from fleethub.shared.settings import ServiceSettings, load_settings
 from tests.support.cluster import FAKE_SERVER, Cluster, migrated, wait_for
 
 pytestmark = pytest.mark.integration

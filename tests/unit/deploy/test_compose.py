@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from fleethub.cli import SERVICES, build_parser
-from shared.settings import load_settings
+from fleethub.shared.settings import load_settings
 
 COMPOSE = Path(__file__).resolve().parents[3] / "deploy" / "compose.yml"
 

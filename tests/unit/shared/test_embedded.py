@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.embedded import (
+from fleethub.shared.embedded import (
     EmbeddedError,
     EmbeddedNats,
     EmbeddedPostgres,

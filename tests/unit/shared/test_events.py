@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.eventdocs import render
-from shared.events import (
+from fleethub.shared.eventdocs import render
+from fleethub.shared.events import (
     COMMANDS,
     EVENTS,
     ActivityReported,
@@ -71,5 +71,5 @@ def test_malformed_messages_are_rejected(raw: bytes, kind: str) -> None:
 def test_exported_schemas_are_current() -> None:
     for rel, content in render().items():
         path = DOCS / rel
-        assert path.exists(), f"{path} missing: run python -m shared.eventdocs"
-        assert path.read_text() == content, f"{path} is stale: run python -m shared.eventdocs"
+        assert path.exists(), f"{path} missing: run python -m fleethub.shared.eventdocs"
+        assert path.read_text() == content, f"{path} is stale: run python -m fleethub.shared.eventdocs"

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 
-from shared.errors import Conflict, NotFound, TooManyRequests
-from shared.http import CommonHeaders, install_error_handlers, iso, read_json
+from fleethub.shared.errors import Conflict, NotFound, TooManyRequests
+from fleethub.shared.http import CommonHeaders, install_error_handlers, iso, read_json
 
 
 def _app() -> FastAPI:

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from shared.identity import Identity, TokenCache, new_xsrf, secure_cookies, token_from_header, validate_next, xsrf_valid
+from fleethub.shared.identity import Identity, TokenCache, new_xsrf, secure_cookies, token_from_header, validate_next, xsrf_valid
 
 KEY = "k" * 40
 OURS = "https://hub.example.org"

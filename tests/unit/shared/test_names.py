@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from shared.errors import BadRequest
-from shared.names import (
+from fleethub.shared.errors import BadRequest
+from fleethub.shared.names import (
     decode_token,
     encode_token,
     normalize_username,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.scopes import (
+from fleethub.shared.scopes import (
     Scope,
     ScopeError,
     expand,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from shared.logging import ScrubbingFilter, scrub
-from shared.security import hash_password, hash_token, new_token, server_token, sign, verify_password, verify_signature
+from fleethub.shared.logging import ScrubbingFilter, scrub
+from fleethub.shared.security import hash_password, hash_token, new_token, server_token, sign, verify_password, verify_signature
 
 
 def test_tokens_are_random_and_hashed() -> None:
@@ -57,7 +57,7 @@ def test_filter_applies_to_records() -> None:
 
 
 def test_service_tokens_are_derived_per_hub_and_name() -> None:
-    from shared.security import service_api_token, service_token
+    from fleethub.shared.security import service_api_token, service_token
 
     key = "k" * 40
     assert service_token(key, "culler") == service_token(key, "culler")  # the api and the worker agree

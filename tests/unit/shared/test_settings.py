@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.errors import ConfigError
-from shared.settings import load_settings, settings_env
+from fleethub.shared.errors import ConfigError
+from fleethub.shared.settings import load_settings, settings_env
 
 
 def test_defaults() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.settings import ServiceSettings
+from fleethub.shared.settings import ServiceSettings
 from tests.support.hub import Hub, hub_settings
 
 pytestmark = pytest.mark.integration

@@ -7,10 +7,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from shared.db.models import ApiToken, Server, User
-from shared.events import ActivityReported, RouteActivity, ServerFailed, ServerProgress, ServerStopped, utcnow
-from shared.names import route_key
-from shared.security import server_token
+from fleethub.shared.db.models import ApiToken, Server, User
+from fleethub.shared.events import ActivityReported, RouteActivity, ServerFailed, ServerProgress, ServerStopped, utcnow
+from fleethub.shared.names import route_key
+from fleethub.shared.security import server_token
 from tests.support.cluster import wait_for
 from tests.support.hub import Hub
 

@@ -1,4 +1,4 @@
-"""`GET /hub/api/users/{name}` answered in front of FastAPI (services.api.fastread): the same answers as the
+"""`GET /hub/api/users/{name}` answered in front of FastAPI (fleethub.services.api.fastread): the same answers as the
 route, which still answers everything that is not a plain token read; revocation, a lost database and
 concurrent first requests."""
 
@@ -13,11 +13,11 @@ import asyncpg
 import pytest
 from sqlalchemy import select, update
 
-from shared.db.models import Server, ServerState, User
-from shared.settings import ServiceSettings
+from fleethub.shared.db.models import Server, ServerState, User
+from fleethub.shared.settings import ServiceSettings
 from tests.support.hub import Hub, hub_settings
 
-from services.api.fastread import FastReads
+from fleethub.services.api.fastread import FastReads
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import event, insert, select
 from sqlalchemy.engine import Engine
 
-from shared.db.models import Group, GroupRole, Role, User
-from shared.events import AccessChanged, GroupChanged, Message
+from fleethub.shared.db.models import Group, GroupRole, Role, User
+from fleethub.shared.events import AccessChanged, GroupChanged, Message
 from tests.support.hub import Hub
 
 pytestmark = pytest.mark.integration

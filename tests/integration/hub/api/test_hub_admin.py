@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from shared.db.models import Server, ServerState, User
-from shared.events import HubShutdown, Route, StopServer
-from shared.names import route_key
+from fleethub.shared.db.models import Server, ServerState, User
+from fleethub.shared.events import HubShutdown, Route, StopServer
+from fleethub.shared.names import route_key
 from tests.support.hub import Hub
 
 pytestmark = pytest.mark.integration

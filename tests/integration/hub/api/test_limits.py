@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.events import StopServer
+from fleethub.shared.events import StopServer
 from tests.support.hub import Hub, hub_settings, running_hub
 from tests.support.spawns import mark, replica
 

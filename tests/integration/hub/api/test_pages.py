@@ -7,8 +7,8 @@ import re
 import pytest
 from sqlalchemy.dialects.postgresql import insert
 
-from shared.db.models import ServerState
-from shared.events import StopServer, utcnow
+from fleethub.shared.db.models import ServerState
+from fleethub.shared.events import StopServer, utcnow
 from tests.support.hub import Hub
 
 pytestmark = pytest.mark.integration

@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.bus import Bus
-from shared.events import RegistryEntry
-from shared.settings import ServiceSettings, child_env
+from fleethub.shared.bus import Bus
+from fleethub.shared.events import RegistryEntry
+from fleethub.shared.settings import ServiceSettings, child_env
 from tests.support.cluster import migrated, wait_for
 
 pytestmark = pytest.mark.integration

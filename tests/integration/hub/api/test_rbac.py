@@ -10,14 +10,14 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from shared.db.models import Group, GroupMember, HubServiceRow, Role, User
-from shared.errors import ConfigError
-from shared.events import AccessChanged, UserUpdated
-from shared.settings import ServiceSettings
+from fleethub.shared.db.models import Group, GroupMember, HubServiceRow, Role, User
+from fleethub.shared.errors import ConfigError
+from fleethub.shared.events import AccessChanged, UserUpdated
+from fleethub.shared.settings import ServiceSettings
 from tests.support.cluster import wait_for
 from tests.support.hub import BASE_URL, Hub, _with_state, hub_settings, running_hub
 
-from services.api.app import create_app
+from fleethub.services.api.app import create_app
 
 pytestmark = pytest.mark.integration
 

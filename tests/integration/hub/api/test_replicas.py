@@ -7,8 +7,8 @@ import time
 import httpx
 import pytest
 
-from services.api.app import create_app
-from shared.settings import ServiceSettings
+from fleethub.services.api.app import create_app
+from fleethub.shared.settings import ServiceSettings
 from tests.support.cluster import wait_for
 from tests.support.hub import BASE_URL, Hub, _with_state
 

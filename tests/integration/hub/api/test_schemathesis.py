@@ -54,8 +54,8 @@ from hypothesis import HealthCheck, Phase, given
 from schemathesis import GenerationMode
 from schemathesis.core.failures import FailureGroup
 
-from shared.service import bind_socket
-from shared.settings import ServiceSettings
+from fleethub.shared.service import bind_socket
+from fleethub.shared.settings import ServiceSettings
 from tests.support.hub import Hub, hub_settings
 
 pytestmark = pytest.mark.integration
@@ -68,7 +68,7 @@ SERVICE = "announcer"
 # Operations never sent, and why.
 EXCLUDED = {
     # It stops every user server, and in a deployed hub every service process exits (SIGTERM to itself,
-    # shared.service.exit_on_hub_shutdown). The apps here are built without an advertised URL, so they would
+    # fleethub.shared.service.exit_on_hub_shutdown). The apps here are built without an advertised URL, so they would
     # not, but that SIGTERM would reach the test process itself were it ever wired; JupyterHub would exit and
     # end the run. Its body validation and scope are covered in test_hub_admin.py.
     ("POST", "/shutdown"),

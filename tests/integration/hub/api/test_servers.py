@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from shared.db.models import ApiToken, Server, ServerState, User
-from shared.events import ServerFailed, ServerReady, ServerStopped, StopServer
-from shared.security import hash_token, server_token
+from fleethub.shared.db.models import ApiToken, Server, ServerState, User
+from fleethub.shared.events import ServerFailed, ServerReady, ServerStopped, StopServer
+from fleethub.shared.security import hash_token, server_token
 from tests.support.cluster import wait_for
 from tests.support.hub import Hub, hub_settings, running_hub
 from tests.support.spawns import mark
@@ -151,8 +151,8 @@ async def test_user_options_forms(hub: Hub) -> None:
 
 
 async def test_proxy_table(hub: Hub) -> None:
-    from shared.events import Route
-    from shared.names import route_key
+    from fleethub.shared.events import Route
+    from fleethub.shared.names import route_key
 
     kv = await hub.bus.routes()
     route = Route(routespec="/user/bob/", target="http://127.0.0.1:9", data={"user": "bob", "server_name": ""})

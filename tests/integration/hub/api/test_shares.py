@@ -12,10 +12,10 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
-from shared.db.models import Server, Share, ShareCode, User
-from shared.events import AccessChanged, Message, utcnow
-from shared.security import hash_token
-from shared.settings import ServiceSettings
+from fleethub.shared.db.models import Server, Share, ShareCode, User
+from fleethub.shared.events import AccessChanged, Message, utcnow
+from fleethub.shared.security import hash_token
+from fleethub.shared.settings import ServiceSettings
 from tests.support.cluster import wait_for
 from tests.support.hub import Hub, hub_settings, running_hub
 

@@ -7,9 +7,9 @@ import re
 import pytest
 from sqlalchemy import select
 
-from shared.db.models import ApiToken
-from shared.events import TokenRevoked
-from shared.security import server_token
+from fleethub.shared.db.models import ApiToken
+from fleethub.shared.events import TokenRevoked
+from fleethub.shared.security import server_token
 from tests.support.hub import Hub
 
 pytestmark = pytest.mark.integration

@@ -7,8 +7,8 @@ import re
 import pytest
 from sqlalchemy import select
 
-from shared.db.models import OutboxMessage, Server, User
-from shared.events import StopServer, UserCreated, UserDeleted
+from fleethub.shared.db.models import OutboxMessage, Server, User
+from fleethub.shared.events import StopServer, UserCreated, UserDeleted
 from tests.support.hub import Hub
 
 pytestmark = pytest.mark.integration

@@ -9,8 +9,8 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from shared.db.models import LoginSession, User
-from shared.events import UserLoggedIn, UserLoggedOut
+from fleethub.shared.db.models import LoginSession, User
+from fleethub.shared.events import UserLoggedIn, UserLoggedOut
 from tests.support.hub import Hub, hub_settings, running_hub
 
 pytestmark = pytest.mark.integration

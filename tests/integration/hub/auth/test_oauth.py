@@ -13,11 +13,11 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
-from services.api.servers import server_ended
-from services.auth.accounts import set_password
-from shared.db.models import OAuthCode, Server, User
-from shared.events import new_id, utcnow
-from shared.security import server_token
+from fleethub.services.api.servers import server_ended
+from fleethub.services.auth.accounts import set_password
+from fleethub.shared.db.models import OAuthCode, Server, User
+from fleethub.shared.events import new_id, utcnow
+from fleethub.shared.security import server_token
 from tests.support.cluster import wait_for
 from tests.support.hub import XSRF_FIELD, Hub
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from shared.db.models import Account
+from fleethub.shared.db.models import Account
 from tests.support.hub import XSRF_FIELD, Hub, hub_settings, running_hub
 
 pytestmark = pytest.mark.integration

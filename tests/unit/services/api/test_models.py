@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared.db.models import ApiToken, Server, ServerState, User
+from fleethub.shared.db.models import ApiToken, Server, ServerState, User
 
-from services.api.models import ServerView, server_model, token_model, user_model
+from fleethub.services.api.models import ServerView, server_model, token_model, user_model
 
 T = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 

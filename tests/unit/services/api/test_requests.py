@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from services.api.servers import check_server_name
-from services.api.tokens import parse_token_id
-from shared.errors import BadRequest
+from fleethub.services.api.servers import check_server_name
+from fleethub.services.api.tokens import parse_token_id
+from fleethub.shared.errors import BadRequest
 
 
 @pytest.mark.parametrize("name", ["a", "gpu", "gpu-2", "a" * 30, "x1-y2-z3"])

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from shared.errors import BadRequest
+from fleethub.shared.errors import BadRequest
 
-from services.api.progress import failed_event, ready_event
-from services.api.servers import (
+from fleethub.services.api.progress import failed_event, ready_event
+from fleethub.services.api.servers import (
     ServerPatch,
     ServerRequest,
     _human,

@@ -6,14 +6,14 @@ from typing import Any
 
 import pytest
 
-from services.auth.authenticators import (
+from fleethub.services.auth.authenticators import (
     DummyAuthenticator,
     PasswordAuthenticator,
     allowed,
     load_authenticator,
 )
-from shared.errors import ConfigError
-from shared.settings import load_settings
+from fleethub.shared.errors import ConfigError
+from fleethub.shared.settings import load_settings
 
 
 class _NoSession:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.auth.pages import login_page, signup_page
+from fleethub.services.auth.pages import login_page, signup_page
 
 
 def test_login_page_escapes_everything() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from services.culler.idle import RunningServer, idle_servers, merge_activity
+from fleethub.services.culler.idle import RunningServer, idle_servers, merge_activity
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from services.proxy.headers import has_dot_segment, request_head, response_head, tokens
-from services.proxy.replies import error, redirect, wants_json
+from fleethub.services.proxy.headers import has_dot_segment, request_head, response_head, tokens
+from fleethub.services.proxy.replies import error, redirect, wants_json
 
 
 def parse(head: bytes) -> tuple[bytes, list[tuple[str, str]]]:

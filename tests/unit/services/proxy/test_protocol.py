@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.proxy.node import Node
-from services.proxy.server import ClientConnection
-from services.proxy.table import RouteTable
-from services.proxy.upstream import Pool, UpstreamConnection
-from shared.events import Route
+from fleethub.services.proxy.node import Node
+from fleethub.services.proxy.server import ClientConnection
+from fleethub.services.proxy.table import RouteTable
+from fleethub.services.proxy.upstream import Pool, UpstreamConnection
+from fleethub.shared.events import Route
 
 
 class FakeTransport:

@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.proxy.node import Node
-from services.proxy.routeapi import ApiError, RouteApi, chp_path, iso, parse_since, path_key
-from services.proxy.upstream import Pool
+from fleethub.services.proxy.node import Node
+from fleethub.services.proxy.routeapi import ApiError, RouteApi, chp_path, iso, parse_since, path_key
+from fleethub.services.proxy.upstream import Pool
 
 
 def test_paths_map_to_distinct_valid_keys() -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 
-from services.proxy.replicas import EXPIRY, Replicas
-from services.proxy.routing import HEALTHY, Answer, Forward, hub_service, route
-from services.proxy.table import RouteTable
-from shared.events import RegistryEntry, Route
+from fleethub.services.proxy.replicas import EXPIRY, Replicas
+from fleethub.services.proxy.routing import HEALTHY, Answer, Forward, hub_service, route
+from fleethub.services.proxy.table import RouteTable
+from fleethub.shared.events import RegistryEntry, Route
 
 
 def entry(service: str, port: int) -> RegistryEntry:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.proxy.table import RouteTable, Target, parse_origin, prefix_of
-from shared.events import Route
+from fleethub.services.proxy.table import RouteTable, Target, parse_origin, prefix_of
+from fleethub.shared.events import Route
 
 
 def table(*specs: str) -> RouteTable:

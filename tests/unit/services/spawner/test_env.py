@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from services.spawner.env import server_env
-from shared.security import server_token
-from shared.settings import load_settings
+from fleethub.services.spawner.env import server_env
+from fleethub.shared.security import server_token
+from fleethub.shared.settings import load_settings
 
 KEY = "k" * 40
 

@@ -1,0 +1,205 @@
+"""JupyterHub's user, server and token models, built from rows (no I/O here)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from fleethub.shared.db.models import ApiToken
+from fleethub.shared.http import iso
+from fleethub.shared.names import server_prefix, url_escape
+
+
+class UserLike(Protocol):
+    """What the User model is built from: a `users` row (ORM object or `queries.UserRow`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def admin(self) -> bool: ...
+    @property
+    def created(self) -> datetime | None: ...
+    @property
+    def last_activity(self) -> datetime | None: ...
+    @property
+    def auth_state(self) -> dict[str, Any] | None: ...
+
+
+class ServerLike(Protocol):
+    """A `servers` row (desired state): ORM object or `queries.ServerRow`."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def display_name(self) -> str | None: ...
+    @property
+    def desired(self) -> str: ...
+    @property
+    def spawn_id(self) -> str | None: ...
+    @property
+    def user_options(self) -> dict[str, Any] | None: ...
+    @property
+    def last_activity(self) -> datetime | None: ...
+
+
+class StateLike(Protocol):
+    """A `server_states` row (actual state): ORM object or `queries.StateRow`."""
+
+    @property
+    def spawn_id(self) -> str | None: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def started(self) -> datetime | None: ...
+    @property
+    def state(self) -> dict[str, Any] | None: ...
+
+
+@dataclass(frozen=True)
+class ServerView:
+    """A server's desired state (api) joined with its actual state (spawner)."""
+
+    server: ServerLike
+    state: StateLike | None
+
+    @property
+    def current_state(self) -> StateLike | None:
+        """The actual state, if it is about the current spawn."""
+        s = self.state
+        return s if s is not None and s.spawn_id == self.server.spawn_id else None
+
+    @property
+    def status(self) -> tuple[bool, bool, str | None]:
+        """(active, ready, pending) as JupyterHub reports them."""
+        st = self.current_state
+        if st is not None:
+            if st.status == "running":
+                return True, True, "stop" if self.server.desired == "stopped" else None
+            if st.status == "pending":
+                return True, False, "stop" if self.server.desired == "stopped" else "spawn"
+            if st.status == "stopping":
+                return True, False, "stop"
+            return False, False, None
+        if self.server.desired == "running" and self.server.spawn_id:
+            return True, False, "spawn"  # requested, not yet taken by a worker
+        if self.state is not None and self.state.status in ("pending", "running", "stopping"):
+            return True, False, "stop"  # an older spawn still winding down
+        return False, False, None
+
+
+def server_model(user: UserLike, view: ServerView, *, with_state: bool) -> dict[str, Any]:
+    """The Server model."""
+    srv = view.server
+    active, ready, pending = view.status
+    prefix = server_prefix(user.name, srv.name)
+    st = view.current_state
+    progress = f"/hub/api/users/{url_escape(user.name)}/" + (
+        f"servers/{url_escape(srv.name)}/progress" if srv.name else "server/progress"
+    )
+    model: dict[str, Any] = {
+        "name": srv.name,
+        # JupyterHub 6: named servers get their name unless given one; the default server's is ""
+        "display_name": srv.display_name if srv.display_name is not None else srv.name,
+        "full_name": f"{user.name}/{srv.name}",
+        "last_activity": iso(srv.last_activity or (st.started if st else None)),
+        "started": iso(st.started) if st is not None and active else None,
+        "pending": pending,
+        "ready": ready,
+        "stopped": not active,
+        "url": prefix,
+        "user_options": srv.user_options or {},
+        "progress_url": progress,
+        "full_url": None,
+        "full_progress_url": None,
+    }
+    if with_state:
+        model["state"] = dict(st.state or {}) if st is not None else {}
+    return model
+
+
+# which fields of the User model each scope reveals (JupyterHub's vertical filtering)
+USER_FIELDS: dict[str, tuple[str, ...]] = {
+    "read:users": ("kind", "name", "admin", "roles", "groups", "server", "pending", "created", "last_activity"),
+    "read:users:name": ("kind", "name", "admin"),
+    "read:users:groups": ("kind", "name", "groups"),
+    "read:users:activity": ("kind", "name", "last_activity"),
+    "read:servers": ("kind", "name", "servers"),
+    "read:roles:users": ("kind", "name", "roles", "admin"),
+    "admin:auth_state": ("kind", "name", "auth_state"),
+}
+READ_USER_SCOPES = tuple(USER_FIELDS)
+MODEL_SCOPES = (*READ_USER_SCOPES, "admin:server_state")  # every scope `user_model` asks about
+
+# can(scope, server_name): whether the requester holds `scope` for this user (server_name None) or server
+Can = Callable[[str, str | None], bool]
+
+
+@dataclass(frozen=True)
+class UserLinks:
+    """A user's group names and custom role names (the default roles follow from the admin flag)."""
+
+    groups: tuple[str, ...] = ()
+    roles: tuple[str, ...] = ()
+
+
+def role_names(user: UserLike, links: UserLinks) -> list[str]:
+    """The `roles` of the User model (sorted): `user`, `admin` for admins, and custom roles."""
+    return sorted({"user", *(["admin"] if user.admin else []), *links.roles})
+
+
+def user_model(user: UserLike, views: list[ServerView], can: Can, *, include_stopped: bool = False,
+               links: UserLinks | None = None) -> dict[str, Any] | None:
+    """The User model as far as `can` lets the requester see it; None if nothing is visible.
+
+    `servers` is keyed by server name ("" = default) and holds active servers only, unless
+    `include_stopped`.
+    """
+    fields = {f for scope, names in USER_FIELDS.items() if can(scope, None) for f in names}
+    may_read_servers = "servers" in fields or any(can("read:servers", n) for n in {"", *(v.server.name for v in views)})
+    if not fields and not may_read_servers:
+        return None
+    servers = {}
+    default_url = None
+    default_pending = None
+    for view in views:
+        active, ready, pending = view.status
+        if view.server.name == "":
+            default_pending = pending
+            default_url = server_prefix(user.name) if ready else None
+        if (active or include_stopped) and can("read:servers", view.server.name):
+            servers[view.server.name] = server_model(user, view, with_state=can("admin:server_state", view.server.name))
+    full: dict[str, Any] = {
+        "kind": "user",
+        "name": user.name,
+        "admin": user.admin,
+        "roles": role_names(user, links or UserLinks()),
+        "groups": list((links or UserLinks()).groups),
+        "server": default_url,
+        "pending": default_pending,
+        "created": iso(user.created),
+        "last_activity": iso(user.last_activity),
+        "auth_state": user.auth_state,
+        "servers": servers,
+    }
+    if may_read_servers:
+        fields |= {"kind", "name", "servers"}
+    return {key: value for key, value in full.items() if key in fields}
+
+
+def token_model(token: ApiToken, owner: str) -> dict[str, Any]:
+    """The Token model (without the token itself)."""
+    return {
+        "id": f"a{token.id}",
+        "kind": "api_token",
+        "user": owner,
+        "roles": [],
+        "scopes": list(token.scopes or []),
+        "note": token.note,
+        "created": iso(token.created),
+        "expires_at": iso(token.expires_at),
+        "last_activity": iso(token.last_activity),
+        "session_id": token.session_id,
+        "oauth_client": token.client_id,
+    }

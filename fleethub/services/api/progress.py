@@ -1,0 +1,150 @@
+"""JupyterHub's spawn progress stream: which events a client gets, from the database and the bus.
+
+A stream subscribes to the events of the server's current spawn *before* it reads that spawn's state,
+so an outcome is either in what it reads or in its queue. While the spawn is pending it relays the
+spawner's `server.progress` events and ends with exactly one ready or failed event; an outcome the
+core subscription missed is found by polling `server_states`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from fleethub.shared.db.models import Server, User
+from fleethub.shared.errors import BadRequest, NotFound
+from fleethub.shared.events import ServerProgress
+from fleethub.shared.names import server_prefix, storable
+
+from fleethub.services.api.models import ServerView
+from fleethub.services.api.queries import one_server_view
+from fleethub.services.api.servers import label
+from fleethub.services.api.waiters import Listener, Waiters, outcome_of
+
+KEEPALIVE = 8.0  # seconds of silence before JupyterHub's keep-alive blank line
+POLL = 2.0  # seconds between database checks for an outcome the subscription missed
+REQUESTED: dict[str, Any] = {"progress": 0, "message": "Server requested"}
+
+Event = dict[str, Any]
+
+
+def ready_event(url: str) -> Event:
+    """JupyterHub's terminal event of a spawn that succeeded."""
+    return {"progress": 100, "ready": True, "message": f"Server ready at {url}",
+            "html_message": f'Server ready at <a href="{url}">{url}</a>', "url": url}
+
+
+def failed_event(outcome: str, message: str) -> Event:
+    """JupyterHub's terminal event of a spawn that failed ("failed") or was stopped first ("stopped")."""
+    text = "Spawn cancelled" if outcome == "stopped" else f"Spawn failed: {message}" if message else "Spawn failed"
+    return {"progress": 100, "failed": True, "message": text}
+
+
+class ProgressStream:
+    """The events one client gets; `events()` yields None when a keep-alive is due."""
+
+    def __init__(self, waiters: Waiters, listener: Listener | None, url: str, first: Event) -> None:
+        self._waiters = waiters
+        self._listener = listener  # None: `first` is the terminal event
+        self._url = url
+        self._first = first
+
+    def close(self) -> None:
+        """Stop listening (idempotent); the stream's owner calls it however the response ends."""
+        if self._listener is not None:
+            self._listener.close()
+
+    def _terminal(self, outcome: tuple[str, str]) -> Event:
+        return ready_event(self._url) if outcome[0] == "ready" else failed_event(*outcome)
+
+    async def events(self) -> AsyncGenerator[Event | None, None]:
+        try:
+            yield self._first
+            listener = self._listener
+            if listener is None:
+                return
+            loop = asyncio.get_running_loop()
+            last_sent = loop.time()
+            next_poll = last_sent + POLL
+            while True:
+                message = await listener.get(min(last_sent + KEEPALIVE, next_poll) - loop.time())
+                if message is not None:
+                    outcome = outcome_of(message)
+                    if outcome is not None:
+                        yield self._terminal(outcome)
+                        return
+                    if isinstance(message, ServerProgress):
+                        event = {"progress": message.progress, "message": message.message}
+                        if event != REQUESTED:  # the spawner's own first step, sent already
+                            yield event
+                            last_sent = loop.time()
+                now = loop.time()
+                if now >= next_poll:
+                    recorded = await self._waiters.outcome(listener.spawn_id)
+                    if recorded is not None:
+                        yield self._terminal(recorded)
+                        return
+                    next_poll = loop.time() + POLL
+                if now >= last_sent + KEEPALIVE:
+                    yield None
+                    last_sent = now
+        finally:
+            self.close()
+
+
+def _settled(user: User, server_name: str, view: ServerView | None) -> Event:
+    """The one event of a spawn that is not pending.
+
+    Raises:
+        BadRequest: nothing is starting and no failure is recorded.
+    """
+    if view is not None:
+        _, ready, pending = view.status
+        if ready and pending is None:
+            return ready_event(server_prefix(user.name, server_name))
+        st = view.current_state
+        if st is not None and st.status == "failed":
+            return failed_event("failed", st.message)
+        if st is not None and st.status == "stopped" and st.started is None:
+            return failed_event("stopped", "")  # stopped before it was ever ready
+    raise BadRequest(f"{label(user.name, server_name)} is not starting...")
+
+
+async def open_progress(session: AsyncSession, waiters: Waiters, user: User, server_name: str) -> ProgressStream:
+    """The progress stream of a user's server; the caller must `close()` it if it never iterates it.
+
+    Raises:
+        NotFound: no such named server.
+        BadRequest: not starting, and no failure recorded.
+    """
+    if not storable(server_name):  # a NUL from the path names no server
+        raise NotFound(f"{user.name} has no server named {server_name!r}")
+    for _ in range(3):  # a new spawn between the two reads: follow that one
+        spawn_id = (await session.execute(
+            select(Server.spawn_id).where(Server.user_id == user.id, Server.name == server_name)
+        )).first()
+        if spawn_id is None and server_name:
+            raise NotFound(f"{user.name} has no server named '{server_name}'")
+        if spawn_id is None or spawn_id[0] is None:
+            raise BadRequest(f"{label(user.name, server_name)} is not starting...")
+        listener = waiters.listen(spawn_id[0])
+        keep = False
+        try:
+            view = await one_server_view(session, user, server_name)
+            if view is None or view.server.spawn_id != listener.spawn_id:
+                for row in (view.server, view.state) if view is not None else ():
+                    if row is not None:
+                        session.expunge(row)  # read afresh next time
+                continue
+            if view.status[2] == "spawn":
+                keep = True
+                return ProgressStream(waiters, listener, server_prefix(user.name, server_name), REQUESTED)
+            return ProgressStream(waiters, None, "", _settled(user, server_name, view))
+        finally:
+            if not keep:
+                listener.close()
+    raise BadRequest(f"{label(user.name, server_name)} is restarting too fast to follow; try again")

@@ -1,0 +1,20 @@
+"""`POST/PATCH /hub/api/proxy`: reconcile the route table with PostgreSQL now.
+
+It runs the spawner's reconciliation (the same code, under the same cluster-wide lock), so the api
+writes exactly what a spawner worker would have written on its next round.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from fleethub.shared.service import Runtime
+
+from fleethub.services.spawner.routes import reconcile_round
+
+
+async def resync_routes(runtime: Runtime, session: AsyncSession) -> tuple[int, int]:
+    """Put missing or stale routes and delete orphans; returns (put, deleted)."""
+    await session.rollback()  # the request's read session is not needed: the round uses its own
+    done = await reconcile_round(runtime.engine, runtime.sessions, runtime.bus, runtime.settings.services, wait=True)
+    return done or (0, 0)

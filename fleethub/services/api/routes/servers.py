@@ -1,0 +1,275 @@
+"""A user's default and named servers (`/users/{name}/server[s/{server_name}]`): read, create, edit,
+start, stop, follow a spawn's progress; and the deprecated `admin-access`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncGenerator
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from fleethub.shared.db.models import Server, User
+from fleethub.shared.errors import BadRequest, Conflict, FleethubError, NotFound
+from fleethub.shared.http import DbSession, read_json
+
+from fleethub.services.api.access import Requester
+from fleethub.services.api.deps import CurrentUser, Runtime, Waiters
+from fleethub.services.api.models import ServerView, server_model
+from fleethub.services.api.progress import ProgressStream, open_progress
+from fleethub.services.api.queries import get_user, one_server_view
+from fleethub.services.api.schemas import ServerStop, parse_body
+from fleethub.services.api.servers import (
+    ServerRequest,
+    check_display_name,
+    check_named_server,
+    create_server,
+    lock_user,
+    remove_server,
+    server_patch_from,
+    server_request_from,
+    start_server,
+    stop_server,
+    update_server,
+)
+
+router = APIRouter(prefix="/hub/api")
+
+
+def _plain(status: int) -> Response:
+    return Response(status_code=status, media_type="text/plain")
+
+
+def _model(req: Requester, user: User, view: ServerView, status: int = 200) -> JSONResponse:
+    with_state = req.can("admin:server_state", user.name, view.server.name)
+    return JSONResponse(server_model(user, view, with_state=with_state), status_code=status)
+
+
+# --- read, create, edit ---------------------------------------------------------------------------
+
+async def _get(name: str, server_name: str, req: Requester, session: DbSession) -> Response:
+    req.require("read:servers", user=name, server_name=server_name)
+    async with session.begin():
+        user = await get_user(session, name)
+        view = await one_server_view(session, user, server_name)
+        if view is None and server_name:
+            raise NotFound(f"{name} has no server named '{server_name}'")
+        # every user has a default server, stopped until its first start
+        view = view or ServerView(Server(user_id=user.id, name="", desired="stopped", user_options={}), None)
+        return _model(req, user, view)
+
+
+async def _create(name: str, server_name: str, request: Request, req: Requester, runtime: Runtime,
+                  session: DbSession) -> Response:
+    req.require("start:servers", user=name, server_name=server_name)
+    body = server_request_from(await read_json(request))
+    async with session.begin():
+        user = await lock_user(session, name)
+        if not server_name:
+            raise Conflict(f"User {name} already has a default server")
+        if await one_server_view(session, user, server_name) is not None:
+            raise Conflict(f"User {name} already has server {server_name}")
+        await check_named_server(session, runtime.settings, user, server_name, new=True)
+        body = ServerRequest(check_display_name(body.display_name or server_name), body.user_options)
+        return _model(req, user, await create_server(session, user, server_name, body), status=201)
+
+
+async def _patch(name: str, server_name: str, request: Request, req: Requester, runtime: Runtime,
+                 session: DbSession) -> Response:
+    req.require("start:servers", user=name, server_name=server_name)
+    patch = server_patch_from(await read_json(request))
+    async with session.begin():
+        user = await lock_user(session, name)
+        view = await update_server(session, runtime.settings, user, server_name, patch)
+        model = _model(req, user, view)
+    runtime.relay.kick()  # a rename announces whose scopes changed (shares follow it)
+    return model
+
+
+# --- start, stop ----------------------------------------------------------------------------------
+
+async def _start(name: str, server_name: str, request: Request, req: Requester, runtime: Runtime,
+                 session: DbSession, waiters: Waiters) -> Response:
+    req.require("start:servers", user=name, server_name=server_name)
+    settings = runtime.settings
+    if server_name and not settings.api.allow_named_servers:
+        raise BadRequest("Named servers are not enabled.")
+    body = server_request_from(await read_json(request))
+    async with session.begin():
+        display_name = None
+        if server_name:
+            user = await lock_user(session, name)  # the named-server limit holds under concurrent starts
+            new = await one_server_view(session, user, server_name) is None
+            await check_named_server(session, settings, user, server_name, new=new)
+            if new or body.display_name:
+                display_name = check_display_name(body.display_name or server_name)
+        else:
+            user = await get_user(session, name)
+        result = await start_server(session, settings, runtime.secret_key, user, server_name, body.user_options,
+                                    display_name=display_name)
+    runtime.relay.kick()
+    outcome = await waiters.wait(result.spawn_id, {"ready", "failed", "stopped"}, settings.api.slow_spawn_timeout)
+    if outcome is not None and outcome[0] == "ready":
+        return _plain(201)
+    if outcome is not None and outcome[0] == "failed":
+        raise FleethubError(f"Spawn failed: {outcome[1]}", status=500)
+    return _plain(202)
+
+
+async def _stop(name: str, server_name: str, request: Request, req: Requester, runtime: Runtime,
+                session: DbSession, waiters: Waiters) -> Response:
+    req.require("delete:servers", user=name, server_name=server_name)
+    body = await parse_body(request, ServerStop, required=False)
+    if body.remove and not server_name:
+        raise BadRequest("Cannot delete the default server")
+    async with session.begin():
+        user = await get_user(session, name)
+        if server_name and await one_server_view(session, user, server_name) is None:
+            raise NotFound(f"{name} has no server named '{server_name}'")
+        spawn_id = await stop_server(session, runtime.settings, user, server_name)
+        if body.remove:
+            await remove_server(session, user, server_name)
+    runtime.relay.kick()
+    if spawn_id is None:
+        return _plain(204)
+    outcome = await waiters.wait(spawn_id, {"stopped", "failed"}, runtime.settings.api.slow_stop_timeout)
+    return _plain(204 if outcome is not None else 202)
+
+
+# --- progress -------------------------------------------------------------------------------------
+
+async def _encoded(stream: ProgressStream) -> AsyncGenerator[bytes, None]:
+    async with contextlib.aclosing(stream.events()) as events:
+        async for event in events:
+            yield b"\n\n" if event is None else f"data: {json.dumps(event)}\n\n".encode()
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+class EventStream(StreamingResponse):
+    """JupyterHub's `text/event-stream`: `data: <json>` per event, a blank line as keep-alive.
+
+    It ends as soon as the client goes away, whatever ASGI version the server speaks (Starlette only
+    listens for the disconnect below 2.4), and its subscription is closed however it ends.
+    """
+
+    def __init__(self, stream: ProgressStream) -> None:
+        self._stream = stream
+        self._events = _encoded(stream)
+        super().__init__(self._events, headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        sending = asyncio.ensure_future(self.stream_response(send))
+        watching = asyncio.ensure_future(_disconnected(receive))
+        try:
+            await asyncio.wait((sending, watching), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sending, watching):
+                task.cancel()
+            await asyncio.gather(sending, watching, return_exceptions=True)
+            await self._events.aclose()
+            self._stream.close()
+        error = None if sending.cancelled() else sending.exception()
+        if error is not None and not isinstance(error, OSError):  # OSError: the client went away
+            raise error
+
+
+async def _progress(name: str, server_name: str, req: Requester, session: DbSession, waiters: Waiters) -> Response:
+    req.require("read:servers", user=name, server_name=server_name)
+    async with session.begin():
+        user = await get_user(session, name)
+        stream = await open_progress(session, waiters, user, server_name)
+    return EventStream(stream)
+
+
+# --- routes ---------------------------------------------------------------------------------------
+# `/users/{name}/server` and `/users/{name}/servers/` (an empty server name) are the default server.
+
+@router.get("/users/{name}/server")
+@router.get("/users/{name}/servers/")
+async def get_default(name: str, req: CurrentUser, session: DbSession) -> Response:
+    return await _get(name, "", req, session)
+
+
+@router.get("/users/{name}/servers/{server_name}")
+async def get_named(name: str, server_name: str, req: CurrentUser, session: DbSession) -> Response:
+    return await _get(name, server_name, req, session)
+
+
+@router.put("/users/{name}/server")
+@router.put("/users/{name}/servers/")
+async def create_default(name: str, request: Request, req: CurrentUser, runtime: Runtime,
+                         session: DbSession) -> Response:
+    return await _create(name, "", request, req, runtime, session)
+
+
+@router.put("/users/{name}/servers/{server_name}")
+async def create_named(name: str, server_name: str, request: Request, req: CurrentUser, runtime: Runtime,
+                       session: DbSession) -> Response:
+    return await _create(name, server_name, request, req, runtime, session)
+
+
+@router.patch("/users/{name}/server")
+@router.patch("/users/{name}/servers/")
+async def patch_default(name: str, request: Request, req: CurrentUser, runtime: Runtime,
+                        session: DbSession) -> Response:
+    return await _patch(name, "", request, req, runtime, session)
+
+
+@router.patch("/users/{name}/servers/{server_name}")
+async def patch_named(name: str, server_name: str, request: Request, req: CurrentUser, runtime: Runtime,
+                      session: DbSession) -> Response:
+    return await _patch(name, server_name, request, req, runtime, session)
+
+
+@router.post("/users/{name}/server")
+@router.post("/users/{name}/servers/")
+async def start_default(name: str, request: Request, req: CurrentUser, runtime: Runtime, session: DbSession,
+                        waiters: Waiters) -> Response:
+    return await _start(name, "", request, req, runtime, session, waiters)
+
+
+@router.post("/users/{name}/servers/{server_name}")
+async def start_named(name: str, server_name: str, request: Request, req: CurrentUser, runtime: Runtime,
+                      session: DbSession, waiters: Waiters) -> Response:
+    return await _start(name, server_name, request, req, runtime, session, waiters)
+
+
+@router.delete("/users/{name}/server")
+@router.delete("/users/{name}/servers/")
+async def stop_default(name: str, request: Request, req: CurrentUser, runtime: Runtime, session: DbSession,
+                       waiters: Waiters) -> Response:
+    return await _stop(name, "", request, req, runtime, session, waiters)
+
+
+@router.delete("/users/{name}/servers/{server_name}")
+async def stop_named(name: str, server_name: str, request: Request, req: CurrentUser, runtime: Runtime,
+                     session: DbSession, waiters: Waiters) -> Response:
+    return await _stop(name, server_name, request, req, runtime, session, waiters)
+
+
+@router.get("/users/{name}/server/progress")
+async def progress_default(name: str, req: CurrentUser, session: DbSession, waiters: Waiters) -> Response:
+    return await _progress(name, "", req, session, waiters)
+
+
+@router.get("/users/{name}/servers/{server_name}/progress")
+async def progress_named(name: str, server_name: str, req: CurrentUser, session: DbSession,
+                         waiters: Waiters) -> Response:
+    return await _progress(name, server_name, req, session, waiters)
+
+
+@router.post("/users/{name}/admin-access")
+async def admin_access(name: str, req: CurrentUser, session: DbSession) -> Response:
+    """Deprecated since JupyterHub 0.8 (OAuth made it unnecessary): a no-op kept for old clients."""
+    req.require("servers", user=name)
+    async with session.begin():
+        await get_user(session, name)
+    return Response(status_code=200, media_type="application/json")
+

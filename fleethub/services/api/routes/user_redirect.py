@@ -1,0 +1,110 @@
+"""`/hub/user/{name}/...`: where the proxy sends requests for a server that has no route (contract §c.5);
+`/hub/user-redirect/...`: the same path on the logged-in user's own server.
+
+Stopped: 424 (JSON for API clients, a page offering to start it for browsers); starting: 303 to the
+spawn-pending page; running (the route just appeared): back to the server, counting redirects.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote, urlencode
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from fleethub.shared.errors import BadRequest, FleethubError, Forbidden, NotFound
+from fleethub.shared.identity import Identity
+from fleethub.shared.names import server_prefix, url_escape
+
+from fleethub.services.api.access import HIDDEN, load_requester
+from fleethub.services.api.browser import form_xsrf, login_redirect, with_xsrf
+from fleethub.services.api.deps import DbSession, PageUser, Runtime
+from fleethub.services.api.models import ServerView
+from fleethub.services.api.pages import stopped_page
+from fleethub.services.api.queries import get_user, server_views
+
+router = APIRouter()
+MAX_REDIRECTS = 4
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
+
+
+def _pick_server(views: list[ServerView], path: str, named: bool) -> tuple[str, str, ServerView | None]:
+    """(server name, path inside it, its view): a named server if the first segment names one."""
+    first, _, rest = path.partition("/")
+    if named and first:
+        for view in views:
+            if view.server.name and view.server.name == first:
+                return first, rest, view
+    default = next((v for v in views if v.server.name == ""), None)
+    return "", path, default
+
+
+def _redirects(request: Request) -> int:
+    raw = request.query_params.get("redirects", "0")
+    return int(raw) if raw.isdigit() and len(raw) < 4 else 0
+
+
+def _wants_json(request: Request, path: str) -> bool:
+    accept = request.headers.get("accept", "")
+    json_accept = "application/json" in accept and "text/html" not in accept
+    return request.method != "GET" or "/api/" in f"/{path}" or json_accept
+
+
+def _back_to_server(request: Request, target: str) -> Response:
+    n = _redirects(request)
+    if n >= MAX_REDIRECTS:
+        raise FleethubError(f"Redirect loop detected: {target} is running but can not be reached yet", status=500)
+    query = [(k, v) for k, v in request.query_params.multi_items() if k != "redirects"] + [("redirects", str(n + 1))]
+    return RedirectResponse(f"{target}?{urlencode(query)}", status_code=302)
+
+
+def _stopped(request: Request, runtime: Runtime, ident: Identity, name: str, server: str, target: str,
+             path: str) -> Response:
+    spawn_url = f"/hub/spawn/{url_escape(name)}" + (f"/{url_escape(server)}" if server else "")
+    message = f"JupyterHub server no longer running at {target}. Restart the server at {spawn_url}"
+    if _wants_json(request, path):
+        return JSONResponse({"status": 424, "message": message}, status_code=424)
+    xsrf = form_xsrf(request, runtime, ident)
+    page = stopped_page(target, f"/hub/spawn/{url_escape(name)}", xsrf)
+    return with_xsrf(request, runtime, HTMLResponse(page, status_code=424), xsrf)
+
+
+@router.api_route("/hub/user/{name}/{path:path}", methods=METHODS)
+@router.api_route("/hub/user/{name}", methods=METHODS)
+async def user_redirect(name: str, request: Request, runtime: Runtime, session: DbSession, ident: PageUser,
+                        path: str = "") -> Response:
+    if ident is None:
+        if request.method == "GET":
+            return login_redirect(request)
+        raise Forbidden("Missing or invalid credentials.")
+    try:  # an unknown user and a forbidden one get the same answer
+        user = await get_user(session, name)
+    except NotFound:
+        raise NotFound(HIDDEN) from None
+    views = (await server_views(session, [user])).get(user.id, [])
+    server, inner, view = _pick_server(views, path, runtime.settings.api.allow_named_servers)
+    if not (await load_requester(request, session, ident)).can("access:servers", name, server):
+        raise NotFound(HIDDEN)
+    target = server_prefix(name, server) + inner
+    active, ready, pending = view.status if view is not None else (False, False, None)
+    if ready and pending is None:
+        return _back_to_server(request, target)
+    if active:
+        spawn_pending = f"/hub/spawn-pending/{url_escape(name)}" + (f"/{url_escape(server)}" if server else "")
+        return RedirectResponse(f"{spawn_pending}?next={quote(target, safe='/')}", status_code=303)
+    return _stopped(request, runtime, ident, name, server, target, inner)
+
+
+@router.get("/hub/user-redirect/{path:path}")
+@router.get("/hub/user-redirect")
+async def user_redirect_to_own(request: Request, ident: PageUser, path: str = "") -> Response:
+    """`/hub/user-redirect/<path>`: the same path on the logged-in user's own server (links that work for
+    whoever follows them, e.g. nbgitpuller's). The path stays inside the user's prefix: dot segments
+    and backslashes are refused."""
+    if ident is None:
+        return login_redirect(request)
+    if "\\" in path or any(seg in (".", "..") for seg in path.split("/")):
+        raise BadRequest("Invalid path")
+    target = server_prefix(ident.name) + quote(path, safe="/:@!$&'()*+,;=-._~%")
+    query = request.url.query
+    return RedirectResponse(target + (f"?{query}" if query else ""), status_code=302)

@@ -1,0 +1,47 @@
+"""The auth service's FastAPI app and process."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from fleethub.shared.events import RegistryEntry
+from fleethub.shared.http import NO_TELEMETRY, CommonHeaders, install_error_handlers
+from fleethub.shared.registry import announce
+from fleethub.shared.service import advertise_url as advertise_url_of
+from fleethub.shared.service import bind_socket, open_runtime, serve_app, settle_heap
+from fleethub.shared.settings import ServiceSettings
+
+from fleethub.services.auth.authenticators import load_authenticator
+from fleethub.services.auth.deps import AuthState
+from fleethub.services.auth.routes import login, oauth, signup
+
+
+def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> FastAPI:
+    """The auth app; `advertise_url` is registered for the proxies (None: not registered, e.g. in tests)."""
+    authenticator = load_authenticator(settings)  # a bad name fails here, before serving
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[AuthState]:
+        async with open_runtime(settings, "auth", pool_size=5, exit_on_shutdown=advertise_url is not None) as runtime:
+            if advertise_url:
+                entry = RegistryEntry(service="auth", replica=runtime.replica, url=advertise_url)
+                runtime.spawn(announce(runtime.bus, entry), "registry")
+                settle_heap()  # a service process (not an app inside tests): see settle_heap
+            yield {"runtime": runtime, "authenticator": authenticator}
+
+    app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None, telemetry=NO_TELEMETRY)
+    install_error_handlers(app)
+    app.add_middleware(CommonHeaders)
+    app.include_router(login.router)
+    app.include_router(signup.router)
+    app.include_router(oauth.router)
+    return app
+
+
+def run(settings: ServiceSettings) -> None:
+    """Serve the auth app until SIGINT/SIGTERM."""
+    sock = bind_socket(settings.auth.host, settings.auth.port)
+    serve_app(create_app(settings, advertise_url_of(settings.auth, sock)), sock, settings.log_level)

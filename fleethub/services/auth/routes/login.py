@@ -1,0 +1,100 @@
+"""`/hub/login`, `/hub/logout` and the auth replica's health probe."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from fleethub.shared.errors import BadRequest
+from fleethub.shared.identity import (
+    LOGIN_COOKIE,
+    XSRF_COOKIE,
+    clear_login_cookies,
+    identity_from_cookie,
+    new_xsrf,
+    secure_cookies,
+    set_login_cookies,
+    set_xsrf_cookie,
+    validate_next,
+    xsrf_valid,
+)
+from fleethub.shared.names import normalize_username
+
+from fleethub.services.auth.authenticators import allowed
+from fleethub.services.auth.deps import AuthenticatorDep, DbSession, Runtime
+from fleethub.services.auth.pages import login_page
+from fleethub.services.auth.sessions import log_in, log_out
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+EXPIRED_FORM = "Your session expired or the form was not sent from this site; please try again."
+
+
+def _form_page(runtime: Runtime, next_url: str, status: int = 200, error: str = "", username: str = "") -> Response:
+    xsrf = new_xsrf(runtime.secret_key)
+    page = login_page(xsrf, next_url, error=error, username=username, signup=runtime.settings.auth.open_signup)
+    response = HTMLResponse(page, status_code=status, headers={"Cache-Control": "no-store"})
+    set_xsrf_cookie(response, xsrf, secure_cookies(runtime.settings.hub_public_url))
+    return response
+
+
+@router.get("/hub/login")
+async def login_form(request: Request, runtime: Runtime, session: DbSession, next: str = "") -> Response:
+    next_url = validate_next(next, runtime.settings.hub_public_url)
+    if await identity_from_cookie(session, request.cookies.get(LOGIN_COOKIE)) is not None:
+        return RedirectResponse(next_url, status_code=302)
+    return _form_page(runtime, next_url)
+
+
+@router.post("/hub/login")
+async def login(
+    request: Request,
+    runtime: Runtime,
+    session: DbSession,
+    authenticator: AuthenticatorDep,
+    username: str = Form("", max_length=1000),
+    password: str = Form("", max_length=1000),
+    xsrf: str = Form("", alias="_xsrf", max_length=500),
+    next: str = "",
+) -> Response:
+    settings = runtime.settings
+    next_url = validate_next(next, settings.hub_public_url)
+    if not xsrf_valid(runtime.secret_key, request.cookies.get(XSRF_COOKIE), xsrf):
+        return _form_page(runtime, next_url, 403, EXPIRED_FORM)
+    try:
+        normalize_username(username)
+    except BadRequest as exc:
+        return _form_page(runtime, next_url, 400, exc.message)
+    async with session.begin():
+        name = await authenticator.authenticate(session, username, password)
+    if name is None or not allowed(settings, name):
+        log.info("failed login for %r", username[:64])
+        return _form_page(runtime, next_url, 403, "Invalid username or password", username[:255])
+    async with session.begin():
+        done = await log_in(session, settings, name, authenticator.name)
+    runtime.relay.kick()
+    secure = secure_cookies(settings.hub_public_url)
+    response = RedirectResponse(next_url, status_code=302)
+    set_login_cookies(response, done.cookie, done.session_id, settings.auth.cookie_max_age_days, secure)
+    set_xsrf_cookie(response, new_xsrf(runtime.secret_key, done.session_id), secure)  # bound to the new session
+    log.info("user %s logged in", name)
+    return response
+
+
+@router.get("/hub/logout")
+async def logout(request: Request, runtime: Runtime, session: DbSession) -> Response:
+    async with session.begin():
+        name = await log_out(session, runtime.settings, request.cookies.get(LOGIN_COOKIE))
+    if name is not None:
+        runtime.relay.kick()
+        log.info("user %s logged out", name)
+    response = RedirectResponse("/hub/login", status_code=302)
+    clear_login_cookies(response)
+    return response
+
+
+@router.get("/hub/health")
+async def health() -> Response:
+    return Response(status_code=200)

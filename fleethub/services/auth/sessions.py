@@ -1,0 +1,51 @@
+"""Logging in and out: users, login sessions and their events, in one transaction each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from fleethub.shared.db.models import ApiToken, LoginSession, User
+from fleethub.shared.events import UserLoggedIn, UserLoggedOut, utcnow
+from fleethub.shared.identity import create_login_session, end_login_session
+from fleethub.shared.outbox import enqueue
+from fleethub.shared.settings import ServiceSettings
+
+from fleethub.services.auth.accounts import ensure_user
+
+
+@dataclass(frozen=True)
+class Login:
+    """A new browser login: the cookie value (secret) and the session id."""
+
+    cookie: str
+    session_id: str
+
+
+async def log_in(session: AsyncSession, settings: ServiceSettings, name: str, authenticator: str) -> Login:
+    """Record a successful login of `name`: user row (admin per `auth.admin_users`), session, event."""
+    admins = {u.strip().lower() for u in settings.auth.admin_users}
+    # admin_users grants admin; users outside it keep whatever admin flag the API gave them
+    user_id = await ensure_user(session, name, True if name in admins else None)
+    # expired sessions are never read again; drop this user's while we are here
+    await session.execute(delete(LoginSession).where(LoginSession.user_id == user_id, LoginSession.expires_at < utcnow()))
+    cookie, sid = await create_login_session(session, user_id, settings.auth.cookie_max_age_days)
+    enqueue(session, UserLoggedIn(name=name, authenticator=authenticator), settings.nats_namespace)
+    return Login(cookie, sid)
+
+
+async def log_out(session: AsyncSession, settings: ServiceSettings, cookie: str | None) -> str | None:
+    """End the login session of `cookie` and the tokens issued to it; returns the user name, if any."""
+    ended = await end_login_session(session, cookie)
+    if ended is None:
+        return None
+    user_id, sid = ended
+    # tokens tagged with this session (OAuth tokens of the user's servers) end with it (CVE-2021-41247)
+    await session.execute(delete(ApiToken).where(ApiToken.user_id == user_id, ApiToken.session_id == sid))
+    name = (await session.execute(select(User.name).where(User.id == user_id))).scalar()
+    if name is None:
+        return None
+    enqueue(session, UserLoggedOut(name=name), settings.nats_namespace)
+    return str(name)

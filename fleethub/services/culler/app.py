@@ -1,0 +1,73 @@
+"""The culler process: a periodic pass over running servers, plus live activity from the bus."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+
+from fleethub.shared.events import ActivityReported, Envelope, Message, StopServer, subject_filter, utcnow
+from fleethub.shared.names import parse_route_key
+from fleethub.shared.service import Runtime, open_runtime, run_async
+from fleethub.shared.settings import ServiceSettings
+
+from fleethub.services.culler.idle import idle_servers, merge_activity, running_servers
+
+log = logging.getLogger(__name__)
+
+
+class ActivityView:
+    """The newest activity per (user, server) seen on the bus since this process started."""
+
+    def __init__(self) -> None:
+        self.seen: dict[tuple[str, str], datetime] = {}
+
+    async def on_event(self, envelope: Envelope, message: Message) -> None:
+        if not isinstance(message, ActivityReported):
+            return
+        for route in message.routes:
+            try:
+                key = parse_route_key(route.key)
+            except ValueError:
+                continue
+            if key not in self.seen or self.seen[key] < route.last_activity:
+                self.seen[key] = route.last_activity
+
+
+async def cull_once(runtime: Runtime, view: ActivityView) -> list[tuple[str, str]]:
+    """One pass: publish a stop for every idle server; returns the (user, server) pairs stopped."""
+    async with runtime.sessions() as session:
+        servers = await running_servers(session)
+    servers = [merge_activity(s, view.seen.get((s.user, s.server_name))) for s in servers]
+    culled = []
+    for server in idle_servers(servers, utcnow(), runtime.settings.culler.timeout):
+        log.info("culling %s/%s (idle since %s)", server.user, server.server_name, server.idle_since())
+        # one id per spawn: culler replicas and repeated passes collapse into one command
+        await runtime.bus.publish(
+            StopServer(user=server.user, server_name=server.server_name, spawn_id=server.spawn_id, reason="culler"),
+            msg_id=f"cull-{server.spawn_id}",
+        )
+        culled.append((server.user, server.server_name))
+    return culled
+
+
+async def main(settings: ServiceSettings, stop: asyncio.Event) -> None:
+    async with open_runtime(settings, "culler", pool_size=2, exit_on_shutdown=True) as runtime:
+        view = ActivityView()
+        await runtime.bus.subscribe_events(subject_filter(ActivityReported, settings.nats_namespace), view.on_event)
+        log.info("culler running: timeout %ss, every %ss", settings.culler.timeout, settings.culler.interval)
+        while not stop.is_set():
+            if settings.culler.enabled:
+                try:
+                    await cull_once(runtime, view)
+                except Exception as exc:  # DB or NATS away: the next pass tries again
+                    log.warning("cull pass failed: %s", exc)
+            try:
+                await asyncio.wait_for(stop.wait(), settings.culler.interval)
+            except TimeoutError:
+                pass
+
+
+def run(settings: ServiceSettings) -> None:
+    """Run the culler until SIGINT/SIGTERM."""
+    run_async(lambda stop: main(settings, stop))

@@ -1,0 +1,63 @@
+"""Which servers are idle: the policy as plain functions over rows, no I/O of its own."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from fleethub.shared.db.models import Server, ServerState, User
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    """A running server and the newest activity known for it."""
+
+    user: str
+    server_name: str
+    spawn_id: str
+    started: datetime | None
+    last_activity: datetime | None
+
+    def idle_since(self) -> datetime | None:
+        """The newest of its start and its last activity."""
+        stamps = [t for t in (self.started, self.last_activity) if t is not None]
+        return max(stamps) if stamps else None
+
+
+def merge_activity(server: RunningServer, seen: datetime | None) -> RunningServer:
+    """`server` with `seen` (activity observed on the bus) taken into account."""
+    if seen is None or (server.last_activity is not None and server.last_activity >= seen):
+        return server
+    return RunningServer(server.user, server.server_name, server.spawn_id, server.started, seen)
+
+
+def idle_servers(servers: list[RunningServer], now: datetime, timeout: float) -> list[RunningServer]:
+    """The servers whose idle time is at least `timeout` seconds."""
+    limit = now - timedelta(seconds=timeout)
+    out = []
+    for server in servers:
+        since = server.idle_since()
+        if since is not None and since <= limit:
+            out.append(server)
+    return out
+
+
+async def running_servers(session: AsyncSession) -> list[RunningServer]:
+    """Every running server with its recorded last activity, in one query."""
+    rows = await session.execute(
+        select(
+            ServerState.user_name,
+            ServerState.server_name,
+            ServerState.spawn_id,
+            ServerState.started,
+            Server.last_activity,
+        )
+        .select_from(ServerState)
+        .join(User, User.name == ServerState.user_name, isouter=True)
+        .join(Server, (Server.user_id == User.id) & (Server.name == ServerState.server_name), isouter=True)
+        .where(ServerState.status == "running")
+    )
+    return [RunningServer(*row) for row in rows.all()]

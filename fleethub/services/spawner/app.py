@@ -1,0 +1,49 @@
+"""The spawner worker process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from fleethub.shared.events import commands_filter
+from fleethub.shared.service import open_runtime, run_async
+from fleethub.shared.settings import ServiceSettings
+
+from fleethub.services.spawner.backends import load_backend
+from fleethub.services.spawner.consumers import command_handler
+from fleethub.services.spawner.lifecycle import Worker
+from fleethub.services.spawner.managed import ManagedServices
+
+log = logging.getLogger(__name__)
+
+
+async def main(settings: ServiceSettings, stop: asyncio.Event) -> None:
+    backend = load_backend(settings)
+    async with open_runtime(settings, "spawner") as runtime:
+        worker = Worker(runtime, backend)
+        for loop, name in ((worker.renew_loop(), "renew"), (worker.adopt_loop(), "adopt"),
+                           (worker.poll_loop(), "poll"), (worker.reconcile_loop(), "reconcile")):
+            runtime.spawn(loop, name)
+        managed = ManagedServices(settings, runtime.secret_key, runtime.engine)
+        runtime.spawn(managed.run(), "managed-services")
+        log.info("spawner worker %s running (backend %s)", runtime.replica, settings.spawner.backend)
+        consume = runtime.spawn(
+            runtime.bus.consume(
+                durable="spawner",
+                filter_subject=commands_filter(settings.nats_namespace),
+                kind="cmd",
+                handler=command_handler(worker),
+                concurrency=settings.spawner.max_concurrent,
+                stop=stop,
+            ),
+            "consume",
+        )
+        await stop.wait()
+        await asyncio.wait([consume], timeout=5)
+        await managed.stop_all()  # managed services stop with their worker; another worker starts them
+        # servers keep running: another worker (or this one, restarted) adopts them when the lease expires
+
+
+def run(settings: ServiceSettings) -> None:
+    """Run one spawner worker until SIGINT/SIGTERM."""
+    run_async(lambda stop: main(settings, stop))

@@ -1,0 +1,103 @@
+"""The `local` backend: each server is a subprocess of the worker, in its own process group."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from fleethub.shared.procs import end_group, pid_alive
+from fleethub.shared.service import reachable_host
+from fleethub.shared.settings import ServiceSettings
+
+from fleethub.services.spawner.backends import ServerSpec
+
+log = logging.getLogger(__name__)
+
+
+def _free_port(ip: str) -> int:
+    with socket.socket() as s:
+        s.bind((ip, 0))
+        return int(s.getsockname()[1])
+
+
+class LocalBackend:
+    """Runs `spawner.cmd + spawner.args` as a local process listening on a free port."""
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.settings = settings
+        self._children: dict[int, asyncio.subprocess.Process] = {}
+        self._warned_root = False
+
+    def _command(self) -> list[str]:
+        cmd = [*self.settings.spawner.cmd, *self.settings.spawner.args]
+        if os.geteuid() == 0 and Path(cmd[0]).name == "jupyterhub-singleuser" and "--allow-root" not in cmd:
+            if not self._warned_root:
+                log.warning(
+                    "running user servers as root with the local backend: every user can act as root on "
+                    "this machine; passing --allow-root to jupyterhub-singleuser"
+                )
+                self._warned_root = True
+            cmd.append("--allow-root")
+        return cmd
+
+    async def start(self, spec: ServerSpec) -> dict[str, Any]:
+        ip = self.settings.spawner.ip
+        port = _free_port(ip)
+        env = {**spec.env, "JUPYTERHUB_SERVICE_URL": f"http://{ip}:{port}{spec.prefix}"}
+        out: int = asyncio.subprocess.DEVNULL
+        if spec.log_path is not None:
+            spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+            out = os.open(spec.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        home = env.get("HOME", "")
+        cwd = home if home and Path(home).is_dir() else None
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *self._command(), env=env, cwd=cwd, stdout=out, stderr=asyncio.subprocess.STDOUT,
+                stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
+            )
+        finally:
+            if out != asyncio.subprocess.DEVNULL:
+                os.close(out)
+        self._children[proc.pid] = proc
+        # wait in the background so the child never stays a zombie
+        asyncio.get_running_loop().create_task(self._reap(proc))
+        return {"pid": proc.pid, "ip": ip, "port": port}
+
+    async def _reap(self, proc: asyncio.subprocess.Process) -> None:
+        try:
+            await proc.wait()
+        finally:
+            self._children.pop(proc.pid, None)
+
+    def target(self, state: dict[str, Any]) -> str:
+        ip = state["ip"]
+        if ip in ("0.0.0.0", "", "::"):
+            ip = reachable_host()
+        return f"http://{ip}:{state['port']}"
+
+    async def poll(self, state: dict[str, Any]) -> bool:
+        pid = int(state.get("pid") or 0)
+        child = self._children.get(pid)
+        if child is not None:
+            return child.returncode is None
+        return pid_alive(pid)
+
+    async def stop(self, state: dict[str, Any]) -> None:
+        pid = int(state.get("pid") or 0)
+        if pid <= 0:
+            return
+        child = self._children.get(pid)
+        if child is not None and child.returncode is not None:
+            return
+        if child is None and not pid_alive(pid):
+            return
+        await end_group(pid)
+        if child is not None:
+            try:
+                await asyncio.wait_for(child.wait(), 5)
+            except TimeoutError:
+                pass

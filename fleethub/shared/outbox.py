@@ -1,0 +1,142 @@
+"""The transactional outbox: a message is committed in the same transaction as the state it announces.
+
+`enqueue` adds the row inside the caller's transaction; `OutboxRelay` publishes unpublished rows
+(with the row's message id as `Nats-Msg-Id`, so a crash between publish and mark is deduplicated)
+and marks them. Consecutive rows bound for one stream go as one atomic batch where the server takes
+them (nats-server 2.12+), else one acknowledged message at a time. Any number of relays may run: rows
+are claimed with `FOR UPDATE SKIP LOCKED`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Sequence
+from datetime import timedelta
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from fleethub.shared.bus import BatchRefused, Bus, BusError
+from fleethub.shared.db.models import OutboxMessage
+from fleethub.shared.events import Message, subject_of, utcnow, wrap
+
+log = logging.getLogger(__name__)
+
+BATCH = 200
+RETENTION = timedelta(hours=1)
+
+
+def enqueue(session: AsyncSession, message: Message, namespace: str, msg_id: str | None = None) -> str:
+    """Add `message` to the outbox within `session`'s transaction; returns its message id."""
+    env = wrap(message, msg_id)
+    session.add(
+        OutboxMessage(
+            msg_id=env.id,
+            kind=message.KIND,
+            subject=subject_of(message, namespace),
+            payload=env.model_dump_json(),
+        )
+    )
+    return env.id
+
+
+class OutboxRelay:
+    """Publishes committed outbox rows; `kick()` after a commit publishes at once, a poll catches the rest."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], bus: Bus, poll_interval: float = 0.25) -> None:
+        self._sessions = sessions
+        self._bus = bus
+        self._poll = poll_interval
+        self._wake = asyncio.Event()
+        self._last_cleanup = 0.0
+
+    def kick(self) -> None:
+        """Publish pending rows now (call after committing a transaction that enqueued)."""
+        self._wake.set()
+
+    async def flush(self) -> int:
+        """Publish every pending row this relay can claim; returns how many were published."""
+        total = 0
+        while True:
+            async with self._sessions() as session, session.begin():
+                rows = (
+                    await session.execute(
+                        select(OutboxMessage)
+                        .where(OutboxMessage.published_at.is_(None))
+                        .order_by(OutboxMessage.id)
+                        .limit(BATCH)
+                        .with_for_update(skip_locked=True)
+                    )
+                ).scalars().all()
+                if not rows:
+                    return total
+                done: list[int] = []
+                failed: BusError | None = None
+                try:
+                    for _, run in itertools.groupby(rows, key=lambda row: self._bus.stream_of(row.subject)):
+                        await self._publish(list(run), done)
+                except BusError as exc:  # the rows published before it are still marked, and committed
+                    failed = exc
+                if done:
+                    await session.execute(
+                        update(OutboxMessage).where(OutboxMessage.id.in_(done)).values(published_at=utcnow()),
+                        execution_options={"synchronize_session": False},
+                    )
+                total += len(done)
+            if failed is not None:
+                raise failed
+
+    async def _publish(self, run: Sequence[OutboxMessage], done: list[int]) -> None:
+        """Publish `run` (rows of one stream, in order), adding each published row's id to `done`.
+
+        As one atomic batch where the stream takes them: one acknowledgement for the run, where one at a
+        time costs the client a round trip and ~0.3 ms of CPU per message (pipelining single publishes
+        was only 1.5x faster, and a retried one lands behind those sent after it; a batch is stored
+        whole or not at all, so order holds). One at a time otherwise, and when the server refuses
+        the batch (say, the stream already has some of its ids: a pass that published but could not
+        mark) or it fails (the rows before a row that cannot be published still go out, and are marked).
+        """
+        if len(run) > 1 and self._bus.takes_batches(self._bus.stream_of(run[0].subject)):
+            try:
+                await self._bus.publish_batch([(row.subject, row.payload.encode(), row.msg_id) for row in run])
+                done.extend(row.id for row in run)
+                return
+            except BatchRefused as exc:
+                log.info("outbox: a batch of %d was refused (%s); publishing them one by one", len(run), exc)
+            except BusError as exc:  # one by one gets the rows before a bad one out (and marked)
+                log.warning("outbox: a batch of %d failed (%s); publishing them one by one", len(run), exc)
+        for row in run:
+            await self._bus.publish_raw(row.subject, row.payload.encode(), row.msg_id)
+            done.append(row.id)
+
+    async def _cleanup(self) -> None:
+        async with self._sessions() as session, session.begin():
+            await session.execute(
+                delete(OutboxMessage).where(OutboxMessage.published_at < utcnow() - RETENTION)
+            )
+
+    async def run(self) -> None:
+        """Relay until cancelled."""
+        loop = asyncio.get_running_loop()
+        me = asyncio.current_task()
+        while True:
+            # Python 3.11's wait_for can swallow a cancellation that races its timeout: check by hand
+            if me is not None and me.cancelling():
+                raise asyncio.CancelledError
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._poll)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.flush()
+                if loop.time() - self._last_cleanup > 60:
+                    self._last_cleanup = loop.time()
+                    await self._cleanup()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # DB or NATS away: rows stay, the next pass retries
+                log.warning("outbox relay pass failed: %s", exc)
+                await asyncio.sleep(0.5)

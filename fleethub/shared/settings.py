@@ -1,0 +1,470 @@
+"""The one settings model of fleethub: a TOML file plus `FLEETHUB_<SECTION>__<KEY>` variables.
+
+Every service reads the same file and variables, validated at start; errors name the setting and
+its environment variable. Option names follow JupyterHub's where the meaning is the same.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from fleethub.shared.errors import ConfigError
+from fleethub.shared.scopes import allowed_scope_problem
+
+ENV_PREFIX = "FLEETHUB_"
+NESTED_DELIMITER = "__"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ListenSettings(_Section):
+    """Where an HTTP service listens and how others reach it."""
+
+    host: str = Field("127.0.0.1", description="Interface to bind.")
+    port: int = Field(0, ge=0, le=65535, description="Port to bind; 0 picks a free one.")
+    advertise_url: str | None = Field(
+        None, description="URL other services use to reach this replica; default http://<host>:<bound port>."
+    )
+
+
+class AuthSettings(ListenSettings):
+    """The auth service: authenticators, login/logout, sessions."""
+
+    authenticator: str = Field("password", description="Authenticator: 'password' or 'dummy' (or an entry point).")
+    dummy_password: SecretStr | None = Field(
+        None, description="Shared password of the dummy authenticator (development only; required to use it)."
+    )
+    admin_users: list[str] = Field(default_factory=list, description="Users who are admins (as JupyterHub's admin_users).")
+    allowed_users: list[str] = Field(
+        default_factory=list, description="If not empty, only these users (and admins) may log in."
+    )
+    blocked_users: list[str] = Field(default_factory=list, description="Users who may never log in.")
+    open_signup: bool = Field(False, description="Let anyone create a password account at /hub/signup.")
+    cookie_max_age_days: float = Field(14.0, gt=0, description="Lifetime of the hub login cookie and session.")
+
+
+class ApiSettings(ListenSettings):
+    """The api service: REST API, hub pages, desired state."""
+
+    allow_named_servers: bool = Field(False, description="Allow users to have named servers.")
+    named_server_limit_per_user: int = Field(0, ge=0, description="Maximum named servers per user; 0 = no limit.")
+    concurrent_spawn_limit: int = Field(100, ge=0, description="Spawns pending at once across the hub; 0 = no limit.")
+    active_server_limit: int = Field(0, ge=0, description="Servers active at once across the hub; 0 = no limit.")
+    slow_spawn_timeout: float = Field(10.0, ge=0, description="Seconds a start request waits for ready before 202.")
+    slow_stop_timeout: float = Field(10.0, ge=0, description="Seconds a stop request waits before answering 202.")
+    token_expires_in_max_seconds: int = Field(
+        0, ge=0, description="Longest lifetime of a token created through the API; 0 = no limit (never-expiring allowed)."
+    )
+
+
+class SpawnerSettings(_Section):
+    """The spawner workers and their backend."""
+
+    backend: str = Field("local", description="Spawner backend: 'local' (subprocess) or an entry point name.")
+    cmd: list[str] = Field(default_factory=lambda: ["jupyterhub-singleuser"], description="Command of the user server.")
+    args: list[str] = Field(default_factory=list, description="Extra arguments appended to cmd.")
+    environment: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra environment for user servers (applied last; {username}, {servername} filled in).",
+    )
+    notebook_dir: str | None = Field(
+        None, description="The servers' root directory (JUPYTERHUB_ROOT_DIR), e.g. '/home/{username}/work'."
+    )
+    default_url: str | None = Field(
+        None, description="Where a server's root URL leads (JUPYTERHUB_DEFAULT_URL), e.g. '/lab' or '/tree'."
+    )
+    ip: str = Field("127.0.0.1", description="Address user servers listen on.")
+    start_timeout: float = Field(60.0, gt=0, description="Seconds the backend may take to start a server.")
+    http_timeout: float = Field(30.0, gt=0, description="Seconds a started server may take to answer HTTP.")
+    poll_interval: float = Field(0.05, gt=0, le=5, description="Fixed interval of the readiness poll, in seconds.")
+    lease_ttl: float = Field(6.0, ge=1, description="Seconds a worker's lease on a server lasts without renewal.")
+    max_concurrent: int = Field(64, ge=1, description="Commands one worker process handles at once.")
+    hub_api_url: str | None = Field(None, description="JUPYTERHUB_API_URL given to servers; default <public_url>/hub/api.")
+
+
+class ProxySettings(_Section):
+    """The proxy nodes: the public entry point."""
+
+    host: str = Field("127.0.0.1", description="Interface the public proxy binds.")
+    port: int = Field(8000, ge=0, le=65535, description="Public port of the proxy.")
+    activity_interval: float = Field(5.0, gt=0, description="Seconds between activity batches.")
+    upstream_timeout: float = Field(30.0, gt=0, description="Seconds to wait for an upstream to connect/answer headers.")
+    workers: int = Field(
+        1, ge=1, le=64,
+        description="Worker processes of one node, sharing the public port (SO_REUSEPORT); each holds the whole table.",
+    )
+    api_host: str = Field("127.0.0.1", description="Interface of the configurable-http-proxy-compatible route API.")
+    api_port: int | None = Field(
+        None, ge=0, le=65535,
+        description="Port of the configurable-http-proxy-compatible route API (/api/routes); unset: no API.",
+    )
+    auth_token: SecretStr | None = Field(
+        None, description="Token of the route API (`Authorization: token …`); default: $CONFIGPROXY_AUTH_TOKEN.",
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses/networks (CIDR) of load balancers in front of the proxy whose X-Forwarded-* are believed.",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{item!r} is not an address or network ({exc})") from None
+        return value
+
+
+class CullerSettings(_Section):
+    """The idle culler."""
+
+    enabled: bool = Field(True, description="Run the idle policy.")
+    timeout: float = Field(600.0, gt=0, description="Seconds of inactivity after which a server is stopped.")
+    every: float | None = Field(None, gt=0, description="Seconds between passes; default timeout/2, at most 60.")
+
+    @property
+    def interval(self) -> float:
+        """Seconds between culling passes."""
+        return self.every if self.every is not None else max(0.5, min(self.timeout / 2, 60.0))
+
+
+class HubService(_Section):
+    """One `[[services]]` entry: an external service known to the hub (JupyterHub's `services`)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$", description="Service name (URL-safe).")
+    url: str | None = Field(None, description="Where the service listens; routed at /services/<name>/.")
+    api_token: SecretStr | None = Field(None, description="The service's API token, also its OAuth client secret.")
+    oauth_client_id: str | None = Field(None, description="OAuth client id; default service-<name>.")
+    oauth_redirect_uri: str | None = Field(
+        None, description="OAuth redirect URI; default /services/<name>/oauth_callback."
+    )
+    oauth_no_confirm: bool = Field(False, description="Skip the consent page for this service's OAuth client.")
+    oauth_client_allowed_scopes: list[str] = Field(
+        default_factory=list,
+        description="Scopes its OAuth client's tokens may carry beyond identifying the user and reaching the "
+                    "service (bare filters such as !user refer to the user who logs in).")
+    oauth_roles: list[str] = Field(
+        default_factory=list,
+        description="[[roles]] whose scopes its OAuth client's tokens may carry (JupyterHub's deprecated form).")
+    display: bool = Field(True, description="Listed on the hub's pages.")
+    info: dict[str, Any] = Field(default_factory=dict, description="Free-form information shown by the API.")
+    admin: bool = Field(False, description="Give the service the admin role (deprecated in JupyterHub; use roles).")
+    command: list[str] = Field(
+        default_factory=list, description="Hub-managed: the command a spawner worker runs (and restarts) for it."
+    )
+    environment: dict[str, str] = Field(default_factory=dict, description="Extra environment of a managed service.")
+    cwd: str | None = Field(None, description="Working directory of a managed service.")
+
+    @field_validator("url")
+    @classmethod
+    def _http_origin(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("http://"):
+            raise ValueError("a service url must be http://host:port")
+        return value.rstrip("/") if value else value
+
+    @field_validator("oauth_client_id")
+    @classmethod
+    def _client_prefix(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("service-"):
+            raise ValueError("a service's oauth_client_id must start with 'service-'")
+        return value
+
+    @property
+    def managed(self) -> bool:
+        """Whether the hub runs it (it has a command)."""
+        return bool(self.command)
+
+    @property
+    def oauth_client(self) -> bool:
+        """Whether it is an OAuth client: it has a token (configured, or generated when managed) and a
+        place to send users back to."""
+        return (self.api_token is not None or self.managed) and (self.url is not None or
+                                                                 self.oauth_redirect_uri is not None)
+
+    @property
+    def prefix(self) -> str:
+        """The service's URL prefix on the hub's public URL."""
+        return f"/services/{self.name}/"
+
+    @property
+    def client_id(self) -> str:
+        return self.oauth_client_id or f"service-{self.name}"
+
+    @property
+    def redirect_uri(self) -> str:
+        return self.oauth_redirect_uri or f"{self.prefix}oauth_callback"
+
+
+class CustomScope(_Section):
+    """One `[custom_scopes."custom:…"]` entry (JupyterHub's `custom_scopes`): a scope services define."""
+
+    description: str = Field(min_length=1, description="What the scope allows (required, as in JupyterHub).")
+    subscopes: list[str] = Field(
+        default_factory=list, description="Other custom scopes this one includes (holding it holds them too).")
+
+
+class RoleSpec(_Section):
+    """One `[[roles]]` entry (JupyterHub's `load_roles`): a custom role and who holds it.
+
+    Config roles are authoritative: at start the api makes their scopes and members exactly these.
+    """
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9\-_~.]{1,253}[a-z0-9]$", description="Role name.")
+    description: str = Field("", description="What the role is for.")
+    scopes: list[str] = Field(default_factory=list, description="Scopes the role grants (filters allowed).")
+    users: list[str] = Field(default_factory=list, description="Users holding the role (created if missing).")
+    groups: list[str] = Field(default_factory=list, description="Groups whose members hold it (created if missing).")
+    services: list[str] = Field(default_factory=list, description="Configured services holding it.")
+
+
+class ServiceSettings(BaseSettings):
+    """Settings shared by every fleethub service, read once at the entry point and passed down."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter=NESTED_DELIMITER, extra="forbid", case_sensitive=False
+    )
+
+    nats_url: str = Field("nats://127.0.0.1:4222", description="NATS server URL(s), comma-separated.")
+    nats_namespace: str = Field(
+        "fh", pattern=r"^[a-z][a-z0-9]{0,15}$", description="Prefix of every subject, stream and bucket."
+    )
+    database_url: SecretStr | None = Field(None, description="PostgreSQL URL (postgresql://… or postgresql+asyncpg://…).")
+    public_url: str | None = Field(None, description="Public URL of the hub; default http://<proxy.host>:<proxy.port>.")
+    secret_key: SecretStr | None = Field(
+        None, description="Key signing cookies and deriving server tokens; default: one generated by `fleethub migrate`."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    data_dir: Path = Field(Path(".fleethub"), description="Directory of the embedded servers and runtime files.")
+
+    auth: AuthSettings = Field(default_factory=AuthSettings, description="[auth] section.")
+    api: ApiSettings = Field(default_factory=ApiSettings, description="[api] section.")
+    spawner: SpawnerSettings = Field(default_factory=SpawnerSettings, description="[spawner] section.")
+    proxy: ProxySettings = Field(default_factory=ProxySettings, description="[proxy] section.")
+    culler: CullerSettings = Field(default_factory=CullerSettings, description="[culler] section.")
+    services: list[HubService] = Field(default_factory=list, description="[[services]] entries.")
+    roles: list[RoleSpec] = Field(default_factory=list, description="[[roles]] entries (JupyterHub's load_roles).")
+    custom_scopes: dict[str, CustomScope] = Field(
+        default_factory=dict, description="[custom_scopes] entries: scopes named custom:<name> that roles may grant."
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_secrets(self) -> ServiceSettings:
+        if self.auth.authenticator == "dummy":
+            pw = self.auth.dummy_password
+            if pw is None or len(pw.get_secret_value()) < 8:
+                raise ValueError(
+                    "auth.dummy_password (FLEETHUB_AUTH__DUMMY_PASSWORD) must be set, at least 8 characters, "
+                    "when auth.authenticator is 'dummy'"
+                )
+        names = [svc.name for svc in self.services]
+        if len(set(names)) != len(names):
+            raise ValueError("services: two [[services]] entries have the same name")
+        roles = [role.name for role in self.roles]
+        if len(set(roles)) != len(roles):
+            raise ValueError("roles: two [[roles]] entries have the same name")
+        for scope in self.custom_scopes:
+            if not re.fullmatch(r"custom:[a-z0-9][a-z0-9_\-\*:]+[a-z0-9_\*]", scope):
+                raise ValueError(f"custom_scopes: {scope!r} must look like custom:<lowercase name>")
+        for scope, spec in self.custom_scopes.items():
+            undeclared = set(spec.subscopes) - set(self.custom_scopes)
+            if undeclared:
+                raise ValueError(f"custom_scopes: {scope!r} includes undeclared custom scopes {sorted(undeclared)} "
+                                 "(subscopes must be declared in [custom_scopes] too)")
+        for svc in self.services:
+            problem = self.oauth_scopes_problem(svc)
+            if problem:
+                raise ValueError(f"services: {svc.name!r} {problem}")
+        for role in self.roles:
+            undeclared = {s.split("!", 1)[0] for s in role.scopes if s.startswith("custom:")} - set(self.custom_scopes)
+            if undeclared:
+                raise ValueError(f"roles: role {role.name!r} grants undeclared custom scopes {sorted(undeclared)}")
+            if role.name in ("admin", "user", "server", "token"):
+                raise ValueError(f"roles: {role.name!r} is a default role and cannot be redefined")
+            unknown = set(role.services) - set(names)
+            if unknown:
+                raise ValueError(f"roles: role {role.name!r} names services that are not configured: {sorted(unknown)}")
+        if self.secret_key is not None and len(self.secret_key.get_secret_value()) < 32:
+            raise ValueError("secret_key (FLEETHUB_SECRET_KEY) must be at least 32 characters")
+        return self
+
+    @property
+    def hub_public_url(self) -> str:
+        """The public origin (and path) of the hub, without a trailing slash."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.proxy.host in ("0.0.0.0", "", "::") else self.proxy.host
+        return f"http://{host}:{self.proxy.port}"
+
+    @property
+    def hub_api_url(self) -> str:
+        """`JUPYTERHUB_API_URL` as seen from user servers."""
+        return (self.spawner.hub_api_url or f"{self.hub_public_url}/hub/api").rstrip("/")
+
+    def oauth_scopes_problem(self, svc: HubService) -> str | None:
+        """What is wrong with the `oauth_client_allowed_scopes` or `oauth_roles` of `svc` (configured, or
+        created at run time), or None."""
+        unknown = set(svc.oauth_roles) - {role.name for role in self.roles}
+        if unknown:
+            return f"oauth_roles: no such role in [[roles]]: {sorted(unknown)}"
+        for text in svc.oauth_client_allowed_scopes:
+            problem = allowed_scope_problem(text, set(self.custom_scopes))
+            if problem:
+                return f"oauth_client_allowed_scopes: {problem}"
+        return None
+
+    def oauth_allowed_scopes(self, svc: HubService) -> list[str]:
+        """What the OAuth client of `svc` may put in its tokens beyond the defaults: its
+        `oauth_client_allowed_scopes` and the scopes of its `oauth_roles`."""
+        out = list(svc.oauth_client_allowed_scopes)
+        for role in self.roles:
+            if role.name in svc.oauth_roles:
+                out += [s for s in role.scopes if s not in out]
+        return out
+
+    @functools.cached_property
+    def custom_subscopes(self) -> dict[str, tuple[str, ...]]:
+        """`[custom_scopes]` subscopes, for scope expansion (`fleethub.shared.scopes.expand`)."""
+        return {name: tuple(spec.subscopes) for name, spec in self.custom_scopes.items() if spec.subscopes}
+
+    def require_database_url(self) -> str:
+        """The database URL in SQLAlchemy asyncpg form; a ConfigError names the variable if unset."""
+        if self.database_url is None:
+            raise ConfigError("database_url (FLEETHUB_DATABASE_URL) is not set")
+        url = self.database_url.get_secret_value()
+        for prefix in ("postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                return "postgresql+asyncpg://" + url[len(prefix) :]
+        if not url.startswith("postgresql+asyncpg://"):
+            raise ConfigError("database_url (FLEETHUB_DATABASE_URL) must be a postgresql:// URL")
+        return url
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """Lowest-priority source: the values of the TOML file."""
+
+    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._data = data
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+def _env_name(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if not isinstance(p, int)]
+    return ENV_PREFIX + NESTED_DELIMITER.join(p.upper() for p in parts)
+
+
+def describe_validation_error(err: ValidationError) -> str:
+    """One line per problem, each naming the setting and its environment variable."""
+    lines = []
+    for problem in err.errors():
+        loc = tuple(problem.get("loc", ()))
+        msg = problem.get("msg", "invalid")
+        if loc:
+            dotted = ".".join(str(p) for p in loc)
+            lines.append(f"{dotted} ({_env_name(loc)}): {msg}")
+        else:
+            lines.append(msg.removeprefix("Value error, "))
+    return "invalid configuration: " + "; ".join(lines)
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: Any) -> ServiceSettings:
+    """Build the settings from (lowest to highest) the TOML file, `FLEETHUB_*` variables and overrides.
+
+    Args:
+        config_file: a TOML file; its top-level keys and `[section]` tables match the model.
+        **overrides: values that win over everything (used by the CLI and tests).
+
+    Raises:
+        ConfigError: the file cannot be read or a value is invalid; the message names the setting.
+    """
+    data: dict[str, Any] = {}
+    if config_file is not None:
+        path = Path(config_file)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+    class _FromFile(ServiceSettings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (init_settings, env_settings, _TomlSource(settings_cls, data))
+
+    try:
+        # the instance keeps `model_fields_set`, so callers can tell configured values from defaults
+        return _FromFile(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+
+
+def child_env(settings: ServiceSettings) -> dict[str, str]:
+    """The environment of a child service process: ours without `FLEETHUB_*`, plus `settings_env`."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    env.update(settings_env(settings))
+    return env
+
+
+def settings_env(settings: ServiceSettings) -> dict[str, str]:
+    """The settings as `FLEETHUB_*` variables, so a child process rebuilds exactly the same settings."""
+    import json
+
+    env: dict[str, str] = {}
+    dumped = settings.model_dump(mode="json")
+    for key, value in dumped.items():
+        secret = getattr(settings, key, None)
+        if isinstance(secret, SecretStr):
+            value = secret.get_secret_value()
+        if value is None:
+            continue
+        if key == "services":  # a list of sections, with their secrets
+            value = [{**svc.model_dump(mode="json"),
+                      "api_token": svc.api_token.get_secret_value() if svc.api_token else None}
+                     for svc in settings.services]
+            env[f"{ENV_PREFIX}{key.upper()}"] = json.dumps(value)
+            continue
+        if isinstance(value, dict):
+            section = getattr(settings, key)
+            for sub, subval in value.items():
+                raw = getattr(section, sub)
+                if isinstance(raw, SecretStr):
+                    subval = raw.get_secret_value()
+                if subval is None:
+                    continue
+                name = f"{ENV_PREFIX}{key.upper()}{NESTED_DELIMITER}{sub.upper()}"
+                env[name] = subval if isinstance(subval, str) else json.dumps(subval)
+        else:
+            env[f"{ENV_PREFIX}{key.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+    return env
