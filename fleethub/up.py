@@ -42,7 +42,7 @@ def _write_private(path: Path, text: str) -> None:
 
 @contextlib.contextmanager
 def _data_dir_lock(data_dir: Path) -> Iterator[None]:
-    lock = open(data_dir / "up.lock", "w")  # noqa: SIM115 - held for the life of `up`
+    lock = open(data_dir / "up.lock", "w")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -58,11 +58,10 @@ async def _prepare_database(settings: ServiceSettings, admin: str) -> str | None
     from sqlalchemy import select
     from sqlalchemy.dialects.postgresql import insert
 
+    from fleethub.services.auth.accounts import set_password
     from fleethub.shared.db.engine import make_engine, make_sessionmaker
     from fleethub.shared.db.migrate import migrate
     from fleethub.shared.db.models import Account, User
-
-    from fleethub.services.auth.accounts import set_password
 
     engine = make_engine(settings.require_database_url(), pool_size=1)
     try:
@@ -95,7 +94,7 @@ def _wait_http(url: str, timeout: float, procs: dict[str, subprocess.Popen[bytes
             if proc.poll() is not None:
                 raise ConfigError(f"service {name} exited with code {proc.returncode} during start; see its log above")
         try:
-            with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - our own loopback URL
+            with urllib.request.urlopen(url, timeout=1) as resp:
                 if resp.status == 200:
                     return
         except OSError:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import signal
 import shutil
+import signal
 from dataclasses import dataclass
 
 from proctree import BenchError

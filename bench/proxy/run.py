@@ -47,20 +47,11 @@ for _p in (str(HERE), str(ROOT)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-import loadgen  # noqa: E402
-from figures import fmt  # noqa: E402
-from loadgen import WrkResult, run_wrk, wrk_binary  # noqa: E402
-from proctree import (  # noqa: E402
-    BenchError,
-    Proc,
-    cpu_seconds,
-    established_to,
-    rss_bytes,
-    sample_tree,
-    tcp_sockets,
-    until_sigterm,
-)
-from wire import HttpConn, RouteApi, WireError, WsConn, WsRefused  # noqa: E402
+import loadgen
+from figures import fmt
+from loadgen import WrkResult, run_wrk, wrk_binary
+from proctree import BenchError, Proc, cpu_seconds, established_to, rss_bytes, sample_tree, tcp_sockets, until_sigterm
+from wire import HttpConn, RouteApi, WireError, WsConn, WsRefused
 
 HOST = "127.0.0.1"
 NAMESPACE = "bench"
@@ -311,7 +302,7 @@ class Bench:
         """Run one measurement; a failure is recorded and the benchmark goes on."""
         try:
             return await coro
-        except Exception as exc:  # noqa: BLE001 - any failure of one measurement is reported, the rest goes on
+        except Exception as exc:
             msg = f"{what}: {type(exc).__name__}: {exc}"
             self.errors.append(msg)
             say(f"  ! {msg}")
@@ -923,9 +914,9 @@ def machine_info() -> dict[str, str]:
                 break
     except OSError:
         pass
-    from fleethub.shared.embedded import nats_server_binary
-
     import uvloop
+
+    from fleethub.shared.embedded import nats_server_binary
 
     commit = _first_line(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
     dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain"], capture_output=True, text=True).stdout

@@ -36,7 +36,16 @@ from nats.js.errors import APIError, BadRequestError, KeyNotFoundError, NoKeysEr
 from nats.js.kv import KeyValue
 
 from fleethub.shared.errors import BusError
-from fleethub.shared.events import Envelope, Message, UnknownMessage, commands_filter, events_filter, subject_of, unwrap, wrap
+from fleethub.shared.events import (
+    Envelope,
+    Message,
+    UnknownMessage,
+    commands_filter,
+    events_filter,
+    subject_of,
+    unwrap,
+    wrap,
+)
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from types import TracebackType
-
 from typing import Any, Self, TypeVar
 
 from fleethub.shared.errors import FleethubError

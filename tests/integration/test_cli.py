@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from fleethub.shared.db.migrate import head_revision
-
 from tests.support.cluster import env_without_fleethub
 
 pytestmark = pytest.mark.integration

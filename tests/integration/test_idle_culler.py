@@ -41,7 +41,7 @@ async def test_jupyterhub_idle_culler_culls_the_idle_server_and_keeps_the_busy_o
     async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"token {token}"}, timeout=15) as api:
         await wait_for(lambda: _ok(api, "/hub/api/"), timeout=30, what=f"the hub\n{cluster.logs()}")
         await start_servers(api, ("idle", "busy"))
-        log = open(tmp_path / "culler.log", "wb")  # noqa: SIM115 - closed below
+        log = open(tmp_path / "culler.log", "wb")
         env = {**child_env(s), "JUPYTERHUB_API_TOKEN": token}
         culler = subprocess.Popen(
             [sys.executable, "-m", "jupyterhub_idle_culler", f"--url={base}/hub/api", "--timeout=4",

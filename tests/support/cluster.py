@@ -41,7 +41,7 @@ class Cluster:
                 merged[key] = {**merged[key], **value} if isinstance(value, dict) else value
             settings = load_settings(None, **merged)
         n = sum(1 for name, _ in self.procs if name == service)
-        log = open(self.log_dir / f"{service}-{n}.log", "wb")  # noqa: SIM115 - closed with the process
+        log = open(self.log_dir / f"{service}-{n}.log", "wb")
         proc = subprocess.Popen(
             [sys.executable, "-m", "fleethub", "run", service],
             env=child_env(settings),

@@ -13,11 +13,10 @@ from urllib.parse import urlsplit
 import httpx
 from sqlalchemy.dialects.postgresql import insert
 
+from fleethub.services.api.app import create_app
 from fleethub.shared.db.models import ServerState
 from fleethub.shared.events import utcnow
 from tests.support.hub import BASE_URL, Hub, _with_state
-
-from fleethub.services.api.app import create_app
 
 
 async def mark(hub: Hub, user: str, server: str, spawn_id: str, status: str, message: str = "",

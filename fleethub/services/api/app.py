@@ -8,26 +8,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
-from fleethub.shared.events import (
-    AccessChanged,
-    Envelope,
-    GroupChanged,
-    Message,
-    RegistryEntry,
-    TokenRevoked,
-    UserDeleted,
-    UserUpdated,
-    server_events_filter,
-    subject_filter,
-)
-from fleethub.shared.http import NO_TELEMETRY, CommonHeaders, install_error_handlers
-from fleethub.shared.identity import TokenCache
-from fleethub.shared.rbac import ScopeCache
-from fleethub.shared.registry import announce
-from fleethub.shared.service import advertise_url as advertise_url_of
-from fleethub.shared.service import bind_socket, open_runtime, serve_app, settle_heap
-from fleethub.shared.settings import ServiceSettings
-
 from fleethub.services.api.activity import TokenUse
 from fleethub.services.api.config_sync import sync_config
 from fleethub.services.api.consumers import start_consumers
@@ -49,6 +29,25 @@ from fleethub.services.api.routes import (
     users,
 )
 from fleethub.services.api.waiters import Waiters
+from fleethub.shared.events import (
+    AccessChanged,
+    Envelope,
+    GroupChanged,
+    Message,
+    RegistryEntry,
+    TokenRevoked,
+    UserDeleted,
+    UserUpdated,
+    server_events_filter,
+    subject_filter,
+)
+from fleethub.shared.http import NO_TELEMETRY, CommonHeaders, install_error_handlers
+from fleethub.shared.identity import TokenCache
+from fleethub.shared.rbac import ScopeCache
+from fleethub.shared.registry import announce
+from fleethub.shared.service import advertise_url as advertise_url_of
+from fleethub.shared.service import bind_socket, open_runtime, serve_app, settle_heap
+from fleethub.shared.settings import ServiceSettings
 
 
 def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> FastAPI:

@@ -7,11 +7,10 @@ from urllib.parse import quote
 from fastapi import Request
 from fastapi.responses import RedirectResponse, Response
 
+from fleethub.services.api.credentials import cookie_xsrf_ok
 from fleethub.shared.errors import Forbidden
 from fleethub.shared.identity import XSRF_COOKIE, Identity, new_xsrf, secure_cookies, set_xsrf_cookie, xsrf_valid
 from fleethub.shared.service import Runtime
-
-from fleethub.services.api.credentials import cookie_xsrf_ok
 
 
 def login_redirect(request: Request) -> Response:

@@ -7,12 +7,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from fleethub.services.api.activity import record_batch
+from fleethub.services.api.servers import server_ended
 from fleethub.shared.bus import Decision, Delivery, Handler
 from fleethub.shared.events import ActivityReported, ServerFailed, ServerStopped, server_events_filter, subject_filter
 from fleethub.shared.service import Runtime
-
-from fleethub.services.api.activity import record_batch
-from fleethub.services.api.servers import server_ended
 
 log = logging.getLogger(__name__)
 

@@ -6,17 +6,16 @@ from typing import Annotated, TypedDict
 
 from fastapi import Depends, Request
 
-from fleethub.shared.errors import Forbidden
-from fleethub.shared.http import DbSession, ReadSession, RuntimeDep
-from fleethub.shared.identity import Identity, TokenCache
-from fleethub.shared.rbac import ScopeCache
-from fleethub.shared.service import Runtime as _Runtime
-
 from fleethub.services.api.access import Requester, load_requester
 from fleethub.services.api.activity import TokenUse
 from fleethub.services.api.credentials import api_identity, page_identity
 from fleethub.services.api.fastread import FastReads
 from fleethub.services.api.waiters import Waiters as _Waiters
+from fleethub.shared.errors import Forbidden
+from fleethub.shared.http import DbSession, ReadSession, RuntimeDep
+from fleethub.shared.identity import Identity, TokenCache
+from fleethub.shared.rbac import ScopeCache
+from fleethub.shared.service import Runtime as _Runtime
 
 __all__ = ["ApiState", "CurrentUser", "DbSession", "PageUser", "ReadSession", "Runtime", "Waiters"]
 

@@ -25,6 +25,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from fleethub.services.api.access import Requester
+from fleethub.services.api.activity import TokenUse
+from fleethub.services.api.models import READ_USER_SCOPES, user_model
+from fleethub.services.api.queries import USER_IN_FULL, user_from_rows
 from fleethub.shared.http import API_RESPONSE_HEADERS
 from fleethub.shared.identity import Identity, TokenCache, identity_from_token, token_from_header
 from fleethub.shared.names import storable
@@ -32,11 +36,6 @@ from fleethub.shared.rbac import ScopeCache, cached_scopes, effective_scopes
 from fleethub.shared.scopes import CustomSubscopes
 from fleethub.shared.scopes import Scope as HeldScope
 from fleethub.shared.security import hash_token
-
-from fleethub.services.api.access import Requester
-from fleethub.services.api.activity import TokenUse
-from fleethub.services.api.models import READ_USER_SCOPES, user_model
-from fleethub.services.api.queries import USER_IN_FULL, user_from_rows
 
 log = logging.getLogger(__name__)
 # what a lost or refused database connection raises here (asyncpg's errors raw, SQLAlchemy's on checkout)

@@ -15,15 +15,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from fleethub.shared.db.models import Server, User
-from fleethub.shared.errors import BadRequest, NotFound
-from fleethub.shared.events import ServerProgress
-from fleethub.shared.names import server_prefix, storable
-
 from fleethub.services.api.models import ServerView
 from fleethub.services.api.queries import one_server_view
 from fleethub.services.api.servers import label
 from fleethub.services.api.waiters import Listener, Waiters, outcome_of
+from fleethub.shared.db.models import Server, User
+from fleethub.shared.errors import BadRequest, NotFound
+from fleethub.shared.events import ServerProgress
+from fleethub.shared.names import server_prefix, storable
 
 KEEPALIVE = 8.0  # seconds of silence before JupyterHub's keep-alive blank line
 POLL = 2.0  # seconds between database checks for an outcome the subscription missed

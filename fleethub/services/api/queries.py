@@ -30,11 +30,10 @@ from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from fleethub.services.api.models import ServerView, UserLinks
 from fleethub.shared.db.models import Group, GroupMember, Role, Server, ServerState, User, UserRole
 from fleethub.shared.errors import NotFound
 from fleethub.shared.names import storable
-
-from fleethub.services.api.models import ServerView, UserLinks
 
 
 def _ids(ids: Iterable[int]) -> BindParameter[list[int]]:

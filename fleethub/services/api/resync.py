@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from fleethub.shared.service import Runtime
-
 from fleethub.services.spawner.routes import reconcile_round
+from fleethub.shared.service import Runtime
 
 
 async def resync_routes(runtime: Runtime, session: AsyncSession) -> tuple[int, int]:

@@ -14,6 +14,8 @@ from sqlalchemy import and_, delete, exists, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from fleethub.services.api.models import ServerView
+from fleethub.services.api.queries import one_server_view
 from fleethub.shared.db.models import ApiToken, GroupMember, Server, ServerState, Share, ShareCode, User
 from fleethub.shared.errors import BadRequest, Conflict, NotFound, TooManyRequests
 from fleethub.shared.events import SpawnServer, StopServer, TokenRevoked, new_id, utcnow
@@ -22,9 +24,6 @@ from fleethub.shared.outbox import enqueue
 from fleethub.shared.rbac import access_changed
 from fleethub.shared.security import hash_token, server_token
 from fleethub.shared.settings import ServiceSettings
-
-from fleethub.services.api.models import ServerView
-from fleethub.services.api.queries import one_server_view
 
 # JupyterHub 6 (slugs.is_valid_safe_slug) for new servers: 1-30 of [a-z0-9], single hyphens inside
 SERVER_NAME_RE = re.compile(r"[a-z](?:[a-z0-9]|-(?=[a-z0-9])){0,29}")

@@ -22,6 +22,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from fleethub.services.api.models import ServerView
 from fleethub.shared.db.models import Group, GroupMember, Server, ServerState, Share, ShareCode, User
 from fleethub.shared.errors import BadRequest, Conflict, NotFound
 from fleethub.shared.events import utcnow
@@ -30,8 +31,6 @@ from fleethub.shared.names import server_prefix
 from fleethub.shared.rbac import access_changed
 from fleethub.shared.scopes import KNOWN
 from fleethub.shared.security import hash_token, new_token
-
-from fleethub.services.api.models import ServerView
 
 MAX_SCOPES = 100
 DEFAULT_CODE_TTL = 86400

@@ -7,16 +7,15 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
+from fleethub.services.auth.authenticators import load_authenticator
+from fleethub.services.auth.deps import AuthState
+from fleethub.services.auth.routes import login, oauth, signup
 from fleethub.shared.events import RegistryEntry
 from fleethub.shared.http import NO_TELEMETRY, CommonHeaders, install_error_handlers
 from fleethub.shared.registry import announce
 from fleethub.shared.service import advertise_url as advertise_url_of
 from fleethub.shared.service import bind_socket, open_runtime, serve_app, settle_heap
 from fleethub.shared.settings import ServiceSettings
-
-from fleethub.services.auth.authenticators import load_authenticator
-from fleethub.services.auth.deps import AuthState
-from fleethub.services.auth.routes import login, oauth, signup
 
 
 def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> FastAPI:

@@ -12,11 +12,10 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from fleethub.services.auth.accounts import check_password
 from fleethub.shared.errors import BadRequest, ConfigError
 from fleethub.shared.names import normalize_username
 from fleethub.shared.settings import ServiceSettings
-
-from fleethub.services.auth.accounts import check_password
 
 ENTRY_POINT_GROUP = "fleethub.authenticators"
 

@@ -6,10 +6,9 @@ from typing import Annotated, TypedDict
 
 from fastapi import Depends, Request
 
-from fleethub.shared.http import DbSession, RuntimeDep
-from fleethub.shared.service import Runtime as _Runtime
-
 from fleethub.services.auth.authenticators import Authenticator
+from fleethub.shared.http import RuntimeDep
+from fleethub.shared.service import Runtime as _Runtime
 
 
 class AuthState(TypedDict):

@@ -7,13 +7,12 @@ from dataclasses import dataclass
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from fleethub.services.auth.accounts import ensure_user
 from fleethub.shared.db.models import ApiToken, LoginSession, User
 from fleethub.shared.events import UserLoggedIn, UserLoggedOut, utcnow
 from fleethub.shared.identity import create_login_session, end_login_session
 from fleethub.shared.outbox import enqueue
 from fleethub.shared.settings import ServiceSettings
-
-from fleethub.services.auth.accounts import ensure_user
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,11 @@ import asyncio
 import logging
 from datetime import datetime
 
+from fleethub.services.culler.idle import idle_servers, merge_activity, running_servers
 from fleethub.shared.events import ActivityReported, Envelope, Message, StopServer, subject_filter, utcnow
 from fleethub.shared.names import parse_route_key
 from fleethub.shared.service import Runtime, open_runtime, run_async
 from fleethub.shared.settings import ServiceSettings
-
-from fleethub.services.culler.idle import idle_servers, merge_activity, running_servers
 
 log = logging.getLogger(__name__)
 

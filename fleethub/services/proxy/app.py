@@ -15,17 +15,16 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from fleethub.shared.bus import Bus
-from fleethub.shared.errors import ConfigError
-from fleethub.shared.events import ActivityReported, subject_filter
-from fleethub.shared.service import bind_socket, exit_on_hub_shutdown, replica_id, run_async
-from fleethub.shared.settings import ServiceSettings
-
 from fleethub.services.proxy.node import Node
 from fleethub.services.proxy.routeapi import ApiConnection, RouteApi
 from fleethub.services.proxy.server import ClientConnection
 from fleethub.services.proxy.upstream import Pool
 from fleethub.services.proxy.watch import Watcher
+from fleethub.shared.bus import Bus
+from fleethub.shared.errors import ConfigError
+from fleethub.shared.events import ActivityReported, subject_filter
+from fleethub.shared.service import bind_socket, exit_on_hub_shutdown, replica_id, run_async
+from fleethub.shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import time
 
+from fleethub.services.proxy.table import Origin, parse_origin
 from fleethub.shared.bus import REGISTRY_TTL
 from fleethub.shared.events import RegistryEntry
-
-from fleethub.services.proxy.table import Origin, parse_origin
 
 # a replica refreshes its key every TTL/3; a little slack absorbs a slow refresh or clock drift
 EXPIRY = REGISTRY_TTL + 1.0

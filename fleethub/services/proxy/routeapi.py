@@ -29,13 +29,12 @@ from urllib.parse import parse_qs, unquote
 
 import httptools
 
-from fleethub.shared.bus import Bus
-from fleethub.shared.events import Route
-from fleethub.shared.names import encode_token
-
 from fleethub.services.proxy import replies
 from fleethub.services.proxy.node import Node
 from fleethub.services.proxy.table import RouteTable, Target, parse_origin, prefix_of
+from fleethub.shared.bus import Bus
+from fleethub.shared.events import Route
+from fleethub.shared.names import encode_token
 
 log = logging.getLogger(__name__)
 

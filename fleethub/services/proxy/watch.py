@@ -16,13 +16,12 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
-from fleethub.shared.bus import Bus
-from fleethub.shared.errors import BusError
-from fleethub.shared.events import RegistryEntry, Route
-
 from fleethub.services.proxy.node import Node
 from fleethub.services.proxy.replicas import Replicas
 from fleethub.services.proxy.table import RouteTable
+from fleethub.shared.bus import Bus
+from fleethub.shared.errors import BusError
+from fleethub.shared.events import RegistryEntry, Route
 
 log = logging.getLogger(__name__)
 

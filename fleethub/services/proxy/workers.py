@@ -22,11 +22,10 @@ import sys
 import time
 from typing import Any
 
+from fleethub.services.proxy.app import SHUTDOWN_GRACE, WORKER_ENV, api_token
 from fleethub.shared.procs import become_subreaper, reap_orphans
 from fleethub.shared.service import bind_socket
 from fleethub.shared.settings import ServiceSettings, child_env
-
-from fleethub.services.proxy.app import SHUTDOWN_GRACE, WORKER_ENV, api_token
 
 log = logging.getLogger(__name__)
 

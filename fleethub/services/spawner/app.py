@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from fleethub.shared.events import commands_filter
-from fleethub.shared.service import open_runtime, run_async
-from fleethub.shared.settings import ServiceSettings
-
 from fleethub.services.spawner.backends import load_backend
 from fleethub.services.spawner.consumers import command_handler
 from fleethub.services.spawner.lifecycle import Worker
 from fleethub.services.spawner.managed import ManagedServices
+from fleethub.shared.events import commands_filter
+from fleethub.shared.service import open_runtime, run_async
+from fleethub.shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from fleethub.services.spawner.lifecycle import Worker
 from fleethub.shared.bus import Decision, Delivery
 from fleethub.shared.events import SpawnServer, StopServer
-
-from fleethub.services.spawner.lifecycle import Worker
 
 RETRY_DELAY = 0.5
 

@@ -13,16 +13,15 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fleethub.shared.events import ServerFailed, ServerProgress, ServerReady, ServerStopped, SpawnServer, StopServer
-from fleethub.shared.names import encode_token, server_prefix
-from fleethub.shared.outbox import enqueue
-from fleethub.shared.service import Runtime
-
 from fleethub.services.spawner import leases
 from fleethub.services.spawner.backends import Backend, ServerSpec
 from fleethub.services.spawner.env import server_env
 from fleethub.services.spawner.httpcheck import http_status
 from fleethub.services.spawner.routes import delete_route, put_route, reconcile_round, route_for
+from fleethub.shared.events import ServerFailed, ServerProgress, ServerReady, ServerStopped, SpawnServer, StopServer
+from fleethub.shared.names import encode_token, server_prefix
+from fleethub.shared.outbox import enqueue
+from fleethub.shared.service import Runtime
 
 log = logging.getLogger(__name__)
 

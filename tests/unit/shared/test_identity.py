@@ -6,7 +6,15 @@ import time
 
 import pytest
 
-from fleethub.shared.identity import Identity, TokenCache, new_xsrf, secure_cookies, token_from_header, validate_next, xsrf_valid
+from fleethub.shared.identity import (
+    Identity,
+    TokenCache,
+    new_xsrf,
+    secure_cookies,
+    token_from_header,
+    validate_next,
+    xsrf_valid,
+)
 
 KEY = "k" * 40
 OURS = "https://hub.example.org"
@@ -60,7 +68,7 @@ def test_token_cache_expires_and_forgets() -> None:
     bounded = TokenCache(ttl=10, max_entries=3)
     for i in range(10):
         bounded.put(str(i), None)
-    assert len(bounded._entries) <= 3  # noqa: SLF001 - the bound is the point
+    assert len(bounded._entries) <= 3
 
 
 BAD = [

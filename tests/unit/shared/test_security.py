@@ -5,7 +5,15 @@ from __future__ import annotations
 import logging
 
 from fleethub.shared.logging import ScrubbingFilter, scrub
-from fleethub.shared.security import hash_password, hash_token, new_token, server_token, sign, verify_password, verify_signature
+from fleethub.shared.security import (
+    hash_password,
+    hash_token,
+    new_token,
+    server_token,
+    sign,
+    verify_password,
+    verify_signature,
+)
 
 
 def test_tokens_are_random_and_hashed() -> None:

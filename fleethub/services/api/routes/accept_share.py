@@ -7,13 +7,12 @@ from html import escape
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from fleethub.shared.errors import BadRequest, Forbidden, NotFound
-from fleethub.shared.http import DbSession
-from fleethub.shared.identity import validate_next
-
 from fleethub.services.api.browser import check_form, form_xsrf, login_redirect, with_xsrf
 from fleethub.services.api.deps import PageUser, Runtime
 from fleethub.services.api.shares import ACCEPT_PATH, Invitation, exchange_code, find_invitation
+from fleethub.shared.errors import BadRequest, Forbidden, NotFound
+from fleethub.shared.http import DbSession
+from fleethub.shared.identity import validate_next
 
 router = APIRouter()
 

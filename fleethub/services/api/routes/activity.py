@@ -8,13 +8,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from fleethub.shared.errors import BadRequest
-from fleethub.shared.events import utcnow
-from fleethub.shared.http import read_json
-
 from fleethub.services.api.activity import record_report
 from fleethub.services.api.deps import CurrentUser, DbSession
 from fleethub.services.api.queries import get_user
+from fleethub.shared.errors import BadRequest
+from fleethub.shared.events import utcnow
+from fleethub.shared.http import read_json
 
 router = APIRouter(prefix="/hub/api")
 MAX_FUTURE = timedelta(minutes=59)

@@ -11,14 +11,13 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from fleethub.shared.errors import NotFound
-from fleethub.shared.identity import LOGIN_COOKIE, Identity, TokenCache, identity_from_cookie, identity_from_token
-
 from fleethub.services.api.access import Requester
 from fleethub.services.api.deps import CurrentUser, DbSession
 from fleethub.services.api.hub_services import SERVICE_FIELDS, get_service, service_model, service_roles
 from fleethub.services.api.queries import get_user
 from fleethub.services.api.routes.users import model_for
+from fleethub.shared.errors import NotFound
+from fleethub.shared.identity import LOGIN_COOKIE, Identity, TokenCache, identity_from_cookie, identity_from_token
 
 router = APIRouter(prefix="/hub/api")
 

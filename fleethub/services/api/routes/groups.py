@@ -7,9 +7,6 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from fleethub.shared.errors import BadRequest, Forbidden
-from fleethub.shared.http import read_json
-
 from fleethub.services.api.access import Requester
 from fleethub.services.api.deps import CurrentUser, DbSession, Runtime
 from fleethub.services.api.groups import (
@@ -32,6 +29,8 @@ from fleethub.services.api.groups import (
 )
 from fleethub.services.api.paging import page_of, page_response
 from fleethub.services.api.schemas import parse_body
+from fleethub.shared.errors import BadRequest, Forbidden
+from fleethub.shared.http import read_json
 
 router = APIRouter(prefix="/hub/api")
 

@@ -8,11 +8,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import select
 
-from fleethub.shared.db.models import HubServiceRow
-from fleethub.shared.errors import BadRequest, FleethubError, Forbidden
-from fleethub.shared.identity import TokenCache
-from fleethub.shared.scopes import ADMIN_ROLE
-
 from fleethub.services.api.access import Requester
 from fleethub.services.api.deps import CurrentUser, DbSession, Runtime
 from fleethub.services.api.hub_services import (
@@ -26,6 +21,10 @@ from fleethub.services.api.hub_services import (
     service_roles,
 )
 from fleethub.services.api.schemas import parse_body
+from fleethub.shared.db.models import HubServiceRow
+from fleethub.shared.errors import BadRequest, FleethubError, Forbidden
+from fleethub.shared.identity import TokenCache
+from fleethub.shared.scopes import ADMIN_ROLE
 
 router = APIRouter(prefix="/hub/api")
 

@@ -12,14 +12,13 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, StrictBool
 from sqlalchemy import select
 
+from fleethub.services.api.deps import CurrentUser, DbSession, Runtime
+from fleethub.services.api.schemas import parse_body
+from fleethub.services.api.servers import stop_server
 from fleethub.shared.db.models import Server, User
 from fleethub.shared.events import HubShutdown
 from fleethub.shared.http import JUPYTERHUB_COMPAT_VERSION
 from fleethub.shared.outbox import enqueue
-
-from fleethub.services.api.deps import CurrentUser, DbSession, Runtime
-from fleethub.services.api.schemas import parse_body
-from fleethub.services.api.servers import stop_server
 
 router = APIRouter()
 

@@ -6,10 +6,6 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from fleethub.shared.errors import BadRequest, NotFound
-from fleethub.shared.identity import Identity, validate_next
-from fleethub.shared.names import server_prefix, url_escape
-
 from fleethub.services.api.access import HIDDEN, load_requester
 from fleethub.services.api.browser import check_form, form_xsrf, login_redirect, with_xsrf
 from fleethub.services.api.deps import DbSession, PageUser, Runtime
@@ -17,6 +13,9 @@ from fleethub.services.api.models import ServerView
 from fleethub.services.api.pages import error_page, home_page, pending_page, spawn_page
 from fleethub.services.api.queries import get_user, one_server_view
 from fleethub.services.api.servers import start_server, stop_server
+from fleethub.shared.errors import BadRequest, NotFound
+from fleethub.shared.identity import Identity, validate_next
+from fleethub.shared.names import server_prefix, url_escape
 
 router = APIRouter()
 

@@ -9,12 +9,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
-from fleethub.shared.events import Route
-
 from fleethub.services.api.deps import CurrentUser, DbSession, Runtime
 from fleethub.services.api.paging import page_of
 from fleethub.services.api.resync import resync_routes
 from fleethub.services.api.schemas import parse_body
+from fleethub.shared.events import Route
 
 router = APIRouter(prefix="/hub/api")
 

@@ -12,10 +12,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from fleethub.shared.db.models import Server, User
-from fleethub.shared.errors import BadRequest, Conflict, FleethubError, NotFound
-from fleethub.shared.http import DbSession, read_json
-
 from fleethub.services.api.access import Requester
 from fleethub.services.api.deps import CurrentUser, Runtime, Waiters
 from fleethub.services.api.models import ServerView, server_model
@@ -35,6 +31,9 @@ from fleethub.services.api.servers import (
     stop_server,
     update_server,
 )
+from fleethub.shared.db.models import Server, User
+from fleethub.shared.errors import BadRequest, Conflict, FleethubError, NotFound
+from fleethub.shared.http import DbSession, read_json
 
 router = APIRouter(prefix="/hub/api")
 

@@ -11,10 +11,6 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from fleethub.shared.db.models import Share, ShareCode
-from fleethub.shared.errors import Forbidden
-from fleethub.shared.http import DbSession
-
 from fleethub.services.api.access import Requester
 from fleethub.services.api.deps import CurrentUser, Runtime
 from fleethub.services.api.paging import page_of, page_response
@@ -39,6 +35,9 @@ from fleethub.services.api.shares import (
     share_scopes,
     shared_with_clause,
 )
+from fleethub.shared.db.models import Share, ShareCode
+from fleethub.shared.errors import Forbidden
+from fleethub.shared.http import DbSession
 
 router = APIRouter(prefix="/hub/api")
 

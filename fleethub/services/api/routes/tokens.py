@@ -8,11 +8,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from fleethub.shared.errors import BadRequest, Forbidden
-from fleethub.shared.identity import Identity, TokenCache
-from fleethub.shared.rbac import ScopeCache, effective_scopes
-from fleethub.shared.scopes import ScopeError, grantable, scopes_of_roles
-
 from fleethub.services.api.access import load_requester
 from fleethub.services.api.credentials import api_identity
 from fleethub.services.api.deps import CurrentUser, DbSession, Runtime
@@ -21,6 +16,10 @@ from fleethub.services.api.queries import get_user
 from fleethub.services.api.schemas import TokenCreate, parse_body
 from fleethub.services.api.tokens import create_token, get_token, list_tokens, revoke_token
 from fleethub.services.auth.authenticators import allowed, load_authenticator
+from fleethub.shared.errors import BadRequest, Forbidden
+from fleethub.shared.identity import Identity, TokenCache
+from fleethub.shared.rbac import ScopeCache, effective_scopes
+from fleethub.shared.scopes import ScopeError, grantable, scopes_of_roles
 
 router = APIRouter(prefix="/hub/api")
 

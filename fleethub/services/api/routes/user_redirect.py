@@ -12,16 +12,15 @@ from urllib.parse import quote, urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from fleethub.shared.errors import BadRequest, FleethubError, Forbidden, NotFound
-from fleethub.shared.identity import Identity
-from fleethub.shared.names import server_prefix, url_escape
-
 from fleethub.services.api.access import HIDDEN, load_requester
 from fleethub.services.api.browser import form_xsrf, login_redirect, with_xsrf
 from fleethub.services.api.deps import DbSession, PageUser, Runtime
 from fleethub.services.api.models import ServerView
 from fleethub.services.api.pages import stopped_page
 from fleethub.services.api.queries import get_user, server_views
+from fleethub.shared.errors import BadRequest, FleethubError, Forbidden, NotFound
+from fleethub.shared.identity import Identity
+from fleethub.shared.names import server_prefix, url_escape
 
 router = APIRouter()
 MAX_REDIRECTS = 4

@@ -9,10 +9,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from fleethub.shared.db.models import User
-from fleethub.shared.errors import BadRequest, Conflict, Forbidden
-from fleethub.shared.scopes import ScopeError, grantable
-
 from fleethub.services.api.access import Requester
 from fleethub.services.api.deps import CurrentUser, DbSession, ReadSession, Runtime
 from fleethub.services.api.hub_services import SERVICE_FIELDS, get_service, service_model, service_roles
@@ -21,6 +17,9 @@ from fleethub.services.api.paging import page_of, page_response
 from fleethub.services.api.queries import USER_SORTS, USER_STATES, UserQuery, get_user, list_users, user_in_full
 from fleethub.services.api.schemas import UserCreate, UsersCreate, parse_body
 from fleethub.services.api.users import CREATE_CHUNK, UserPatch, create_users, delete_user, update_user
+from fleethub.shared.db.models import User
+from fleethub.shared.errors import BadRequest, Conflict, Forbidden
+from fleethub.shared.scopes import ScopeError, grantable
 
 router = APIRouter(prefix="/hub/api")
 _IDENTIFY = ("read:users:name", "read:users:groups")

@@ -31,6 +31,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from fleethub.services.auth.deps import DbSession, Runtime
+from fleethub.services.auth.pages import consent_page, error_page
 from fleethub.shared.db.models import CONFIG_TOKEN_KIND, ApiToken, HubServiceRow, OAuthCode, Server, User
 from fleethub.shared.events import utcnow
 from fleethub.shared.identity import (
@@ -49,9 +51,6 @@ from fleethub.shared.rbac import effective_scopes
 from fleethub.shared.scopes import held_for, parse
 from fleethub.shared.security import hash_token, server_token, service_api_token
 from fleethub.shared.settings import ServiceSettings
-
-from fleethub.services.auth.deps import DbSession, Runtime
-from fleethub.services.auth.pages import consent_page, error_page
 
 log = logging.getLogger(__name__)
 router = APIRouter()

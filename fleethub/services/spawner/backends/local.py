@@ -9,11 +9,10 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from fleethub.services.spawner.backends import ServerSpec
 from fleethub.shared.procs import end_group, pid_alive
 from fleethub.shared.service import reachable_host
 from fleethub.shared.settings import ServiceSettings
-
-from fleethub.services.spawner.backends import ServerSpec
 
 log = logging.getLogger(__name__)
 

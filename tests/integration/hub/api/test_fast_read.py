@@ -13,11 +13,10 @@ import asyncpg
 import pytest
 from sqlalchemy import select, update
 
+from fleethub.services.api.fastread import FastReads
 from fleethub.shared.db.models import Server, ServerState, User
 from fleethub.shared.settings import ServiceSettings
 from tests.support.hub import Hub, hub_settings
-
-from fleethub.services.api.fastread import FastReads
 
 pytestmark = pytest.mark.integration
 

@@ -13,13 +13,12 @@ import httpx
 import pytest
 import uvicorn
 
+from fleethub.services.api import progress, queries
 from fleethub.shared.events import ServerFailed, ServerProgress, ServerReady, ServerStopped, SpawnServer
 from fleethub.shared.service import bind_socket
 from tests.support.cluster import wait_for
 from tests.support.hub import Hub, hub_settings, running_hub
 from tests.support.spawns import Streamed, mark, replica
-
-from fleethub.services.api import progress, queries
 
 pytestmark = pytest.mark.integration
 

@@ -10,14 +10,13 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from fleethub.services.api.app import create_app
 from fleethub.shared.db.models import Group, GroupMember, HubServiceRow, Role, User
 from fleethub.shared.errors import ConfigError
 from fleethub.shared.events import AccessChanged, UserUpdated
 from fleethub.shared.settings import ServiceSettings
 from tests.support.cluster import wait_for
 from tests.support.hub import BASE_URL, Hub, _with_state, hub_settings, running_hub
-
-from fleethub.services.api.app import create_app
 
 pytestmark = pytest.mark.integration
 

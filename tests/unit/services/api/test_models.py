@@ -6,9 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from fleethub.shared.db.models import ApiToken, Server, ServerState, User
-
 from fleethub.services.api.models import ServerView, server_model, token_model, user_model
+from fleethub.shared.db.models import ApiToken, Server, ServerState, User
 
 T = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 

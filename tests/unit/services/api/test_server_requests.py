@@ -7,8 +7,6 @@ from typing import Any
 
 import pytest
 
-from fleethub.shared.errors import BadRequest
-
 from fleethub.services.api.progress import failed_event, ready_event
 from fleethub.services.api.servers import (
     ServerPatch,
@@ -19,6 +17,7 @@ from fleethub.services.api.servers import (
     server_patch_from,
     server_request_from,
 )
+from fleethub.shared.errors import BadRequest
 
 
 @pytest.mark.parametrize(("body", "expected"), [

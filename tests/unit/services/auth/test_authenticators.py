@@ -6,12 +6,7 @@ from typing import Any
 
 import pytest
 
-from fleethub.services.auth.authenticators import (
-    DummyAuthenticator,
-    PasswordAuthenticator,
-    allowed,
-    load_authenticator,
-)
+from fleethub.services.auth.authenticators import DummyAuthenticator, PasswordAuthenticator, allowed, load_authenticator
 from fleethub.shared.errors import ConfigError
 from fleethub.shared.settings import load_settings
 
