@@ -42,7 +42,7 @@ def _write_private(path: Path, text: str) -> None:
 
 @contextlib.contextmanager
 def _data_dir_lock(data_dir: Path) -> Iterator[None]:
-    lock = open(data_dir / "up.lock", "w")
+    lock = open(data_dir / "up.lock", "w")  # held for the life of `up`
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -94,7 +94,7 @@ def _wait_http(url: str, timeout: float, procs: dict[str, subprocess.Popen[bytes
             if proc.poll() is not None:
                 raise ConfigError(f"service {name} exited with code {proc.returncode} during start; see its log above")
         try:
-            with urllib.request.urlopen(url, timeout=1) as resp:
+            with urllib.request.urlopen(url, timeout=1) as resp:  # our own loopback URL
                 if resp.status == 200:
                     return
         except OSError:

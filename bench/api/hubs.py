@@ -23,6 +23,8 @@ from pathlib import Path
 from proctree import CLK_TCK, BenchError, Proc
 from wire import HttpConn, Response, WireError
 
+from fleethub.shared.net import free_port
+
 HOST = "127.0.0.1"
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fleethub-bench"
@@ -32,14 +34,6 @@ ADMIN = "admin"
 SERVICE = "bench"
 SERVICE_SCOPES = ["admin:users", "list:users", "read:users"]
 START_TIMEOUT = 120.0
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 def say(text: str) -> None:

@@ -96,7 +96,7 @@ class Bench:
         for hub in list(self.running):
             try:
                 hub.proc.stop(timeout=30)
-            except Exception as exc:
+            except Exception as exc:  # keep stopping the others
                 say(f"  ! stopping {hub.label}: {exc!r}")
             self.running.remove(hub)
 

@@ -157,7 +157,7 @@ class Backend(asyncio.Protocol):
                 if path.endswith(b"/nows"):
                     transport.write(self.replies.refused)
                     continue
-                accept = base64.b64encode(hashlib.sha1(key + WS_GUID).digest())
+                accept = base64.b64encode(hashlib.sha1(key + WS_GUID).digest())  # RFC 6455
                 transport.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                                 b"Sec-WebSocket-Accept: " + accept + b"\r\nX-Backend: " + self.replies.tag
                                 + b"\r\n\r\n")

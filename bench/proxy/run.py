@@ -30,7 +30,6 @@ import platform
 import random
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from fleethub.shared.net import free_port
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -64,12 +65,6 @@ REQUEST_TIMEOUT = 30.0
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
 
 def pct(xs: list[float], q: float) -> float | None:
     """Nearest-rank percentile (q in 0..100) of `xs`, None when empty."""
@@ -302,7 +297,7 @@ class Bench:
         """Run one measurement; a failure is recorded and the benchmark goes on."""
         try:
             return await coro
-        except Exception as exc:
+        except Exception as exc:  # any failure of one measurement is reported, the rest goes on
             msg = f"{what}: {type(exc).__name__}: {exc}"
             self.errors.append(msg)
             say(f"  ! {msg}")

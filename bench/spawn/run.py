@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -20,14 +19,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+from fleethub.shared.net import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 FAKE = ROOT / "tests" / "support" / "fake_singleuser.py"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_http(url: str, timeout: float = 30, headers: dict[str, str] | None = None) -> float:
@@ -35,7 +30,7 @@ def wait_http(url: str, timeout: float = 30, headers: dict[str, str] | None = No
     while time.perf_counter() - t0 < timeout:
         try:
             req = urllib.request.Request(url, headers=headers or {})
-            with urllib.request.urlopen(req, timeout=2) as r:
+            with urllib.request.urlopen(req, timeout=2) as r:  # loopback only
                 if r.status < 500:
                     return time.perf_counter() - t0
         except OSError:
@@ -62,7 +57,7 @@ def api(base: str, token: str, method: str, path: str, body: object | None = Non
     req = urllib.request.Request(f"{base}/hub/api{path}", data=data, method=method,
                                  headers={"Authorization": f"token {token}"})
     try:
-        with urllib.request.urlopen(req, timeout=30) as r:
+        with urllib.request.urlopen(req, timeout=30) as r:  # loopback only
             return r.status
     except urllib.error.HTTPError as e:
         return e.code

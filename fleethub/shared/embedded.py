@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from fleethub.shared.errors import FleethubError
+from fleethub.shared.net import free_port
 from fleethub.shared.procs import pid_alive, signal_group
 
 PG_SYSTEM_USER = "fleethub-pg"
@@ -48,20 +49,6 @@ class EmbeddedError(FleethubError, RuntimeError):
 
 class _PortTaken(Exception):
     """The server exited because another process took its port first."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """Return a TCP port on `host` that nothing listens on right now.
-
-    Args:
-        host: the address the port is for.
-
-    Returns:
-        A port number the kernel picked; another process may still take it before we bind it.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def nats_server_binary() -> Path:

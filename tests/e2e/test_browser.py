@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from playwright.async_api import async_playwright
 
-from tests.support.cluster import Cluster, free_port, running_stack
+from fleethub.shared.net import free_port
+from tests.support.cluster import Cluster, running_stack
 
 pytestmark = pytest.mark.integration
 

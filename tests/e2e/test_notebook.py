@@ -16,8 +16,9 @@ import httpx
 import pytest
 import websockets
 
+from fleethub.shared.net import free_port
 from tests.support.browser import follow, log_in
-from tests.support.cluster import Cluster, free_port, running_stack, wait_for
+from tests.support.cluster import Cluster, running_stack, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from fleethub.shared.net import free_port
 from fleethub.shared.settings import child_env
-from tests.support.cluster import FAKE_SERVER, Cluster, ensure_user, free_port, mint_token, running_stack, wait_for
+from tests.support.cluster import FAKE_SERVER, Cluster, ensure_user, mint_token, running_stack, wait_for
 from tests.support.culling import idle_culled_busy_kept, start_servers
 
 pytestmark = pytest.mark.integration
@@ -41,7 +42,7 @@ async def test_jupyterhub_idle_culler_culls_the_idle_server_and_keeps_the_busy_o
     async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"token {token}"}, timeout=15) as api:
         await wait_for(lambda: _ok(api, "/hub/api/"), timeout=30, what=f"the hub\n{cluster.logs()}")
         await start_servers(api, ("idle", "busy"))
-        log = open(tmp_path / "culler.log", "wb")
+        log = open(tmp_path / "culler.log", "wb")  # closed below
         env = {**child_env(s), "JUPYTERHUB_API_TOKEN": token}
         culler = subprocess.Popen(
             [sys.executable, "-m", "jupyterhub_idle_culler", f"--url={base}/hub/api", "--timeout=4",

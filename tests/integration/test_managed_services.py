@@ -13,8 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from fleethub.shared.net import free_port
 from fleethub.shared.procs import pid_alive
-from tests.support.cluster import FAKE_SERVER, ensure_user, free_port, mint_token, running_stack, wait_for
+from tests.support.cluster import FAKE_SERVER, ensure_user, mint_token, running_stack, wait_for
 from tests.support.culling import idle_culled_busy_kept, start_servers
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.cluster import FAKE_SERVER, env_without_fleethub, free_port
+from fleethub.shared.net import free_port
+from tests.support.cluster import FAKE_SERVER, env_without_fleethub
 
 pytestmark = pytest.mark.integration
 

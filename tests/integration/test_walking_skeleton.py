@@ -11,7 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.cluster import FAKE_SERVER, Cluster, free_port, mint_token, running_stack, wait_for
+from fleethub.shared.net import free_port
+from tests.support.cluster import FAKE_SERVER, Cluster, mint_token, running_stack, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -41,7 +41,7 @@ class Cluster:
                 merged[key] = {**merged[key], **value} if isinstance(value, dict) else value
             settings = load_settings(None, **merged)
         n = sum(1 for name, _ in self.procs if name == service)
-        log = open(self.log_dir / f"{service}-{n}.log", "wb")
+        log = open(self.log_dir / f"{service}-{n}.log", "wb")  # closed with the process
         proc = subprocess.Popen(
             [sys.executable, "-m", "fleethub", "run", service],
             env=child_env(settings),
@@ -115,13 +115,6 @@ async def wait_for(check: Any, timeout: float = 15.0, interval: float = 0.05, wh
     raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def env_without_fleethub() -> dict[str, str]:

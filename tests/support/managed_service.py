@@ -16,7 +16,7 @@ def whoami() -> object:
                                  headers={"Authorization": f"token {os.environ['JUPYTERHUB_API_TOKEN']}"})
     for _ in range(100):
         try:
-            with urllib.request.urlopen(req, timeout=5) as r:
+            with urllib.request.urlopen(req, timeout=5) as r:  # the hub on loopback
                 return json.load(r)
         except OSError:
             import time
@@ -42,7 +42,7 @@ def main() -> None:
     body = json.dumps(record).encode()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
+        def do_GET(self) -> None:  # the stdlib's name
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))

@@ -9,10 +9,11 @@ configured ones (roles granted through the API to other users belong to API-crea
 
 from __future__ import annotations
 
-from sqlalchemy import delete, select, text
+from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from fleethub.shared.db.locks import AdvisoryLock, xact_lock
 from fleethub.shared.db.models import (
     CONFIG_TOKEN_KIND,
     ApiToken,
@@ -30,8 +31,6 @@ from fleethub.shared.rbac import access_changed
 from fleethub.shared.scopes import ScopeError, parse
 from fleethub.shared.security import hash_token, service_api_token
 from fleethub.shared.settings import RoleSpec, ServiceSettings
-
-SYNC_LOCK = 0x6668_0001  # pg_advisory_xact_lock key of this sync
 
 
 def check_role_scopes(spec: RoleSpec) -> None:
@@ -121,7 +120,7 @@ async def sync_config(session: AsyncSession, settings: ServiceSettings, secret_k
     Raises:
         ConfigError: a role with an unknown or malformed scope, or a service token clash.
     """
-    await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SYNC_LOCK})
+    await xact_lock(session, AdvisoryLock.CONFIG_SYNC)
     admins = [normalize_username(n) for n in settings.auth.admin_users]
     if admins:
         stmt = insert(User).values([{"name": n, "admin": True} for n in admins])

@@ -10,12 +10,13 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, or_, select, text, update
+from sqlalchemy import and_, delete, exists, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleethub.services.api.models import ServerView
 from fleethub.services.api.queries import one_server_view
+from fleethub.shared.db.locks import AdvisoryLock, xact_lock
 from fleethub.shared.db.models import ApiToken, GroupMember, Server, ServerState, Share, ShareCode, User
 from fleethub.shared.errors import BadRequest, Conflict, NotFound, TooManyRequests
 from fleethub.shared.events import SpawnServer, StopServer, TokenRevoked, new_id, utcnow
@@ -30,7 +31,6 @@ SERVER_NAME_RE = re.compile(r"[a-z](?:[a-z0-9]|-(?=[a-z0-9])){0,29}")
 # slugs.is_valid_display_name: printable, no whitespace but single inner spaces
 _DISPLAY_CATEGORIES = frozenset({"LC", "Ll", "Lm", "Lo", "Lt", "Lu", "Mc", "Me", "Mn", "Nd", "Nl", "No", "Pc", "Pd",
                                  "Pe", "Pf", "Pi", "Po", "Ps", "Sc", "Sk", "Sm", "So"})
-LIMITS_LOCK = 0x6668_0002  # pg_advisory_xact_lock key: hub-wide limit checks, one start at a time
 SPAWN_RETRY_RANGE = (30, 60)  # JupyterHub's spawn_throttle_retry_range
 ACTIVE_RETRY_AFTER = 60
 ACTIVE = ("pending", "running", "stopping")
@@ -214,7 +214,7 @@ async def check_limits(session: AsyncSession, settings: ServiceSettings) -> None
     api = settings.api
     if not api.concurrent_spawn_limit and not api.active_server_limit:
         return
-    await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LIMITS_LOCK})
+    await xact_lock(session, AdvisoryLock.SPAWN_LIMITS)
     pending, active = await _count_servers(session)
     if api.concurrent_spawn_limit and pending >= api.concurrent_spawn_limit:
         retry = int(random.uniform(*SPAWN_RETRY_RANGE))  # spread the retries of a crowd

@@ -7,8 +7,10 @@ from typing import Annotated, TypedDict
 from fastapi import Depends, Request
 
 from fleethub.services.auth.authenticators import Authenticator
-from fleethub.shared.http import RuntimeDep
+from fleethub.shared.http import DbSession, RuntimeDep
 from fleethub.shared.service import Runtime as _Runtime
+
+__all__ = ["AuthState", "AuthenticatorDep", "DbSession", "Runtime"]
 
 
 class AuthState(TypedDict):

@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 class Activity:
     """Last request time and request count per route key since the last batch (bounded by routes)."""
 
-    __slots__ = ("last", "count")
+    __slots__ = ("count", "last")
 
     def __init__(self) -> None:
         self.last: dict[str, float] = {}

@@ -33,8 +33,21 @@ P_BUFFER = 2
 class Exchange:
     """The life of one request after its head: where it went, and how its response is relayed."""
 
-    __slots__ = ("client", "req", "forward", "upstream", "connecting", "deadline", "started", "chunked", "eof",
-                 "close", "reusable", "retried", "local")
+    __slots__ = (
+        "chunked",
+        "client",
+        "close",
+        "connecting",
+        "deadline",
+        "eof",
+        "forward",
+        "local",
+        "req",
+        "retried",
+        "reusable",
+        "started",
+        "upstream",
+    )
 
     def __init__(self, client: ClientConnection, req: Request) -> None:
         self.client = client

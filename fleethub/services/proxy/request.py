@@ -17,9 +17,27 @@ class HeadTooLarge(Exception):
 class Request:
     """A request from its head to the end of its response: head fields, framing, body held meanwhile."""
 
-    __slots__ = ("target", "headers", "head_size", "headers_done", "method", "path", "host", "http11", "keep_alive",
-                 "websocket", "upgrade", "chunked", "has_body", "complete", "sent_body", "body", "buffered",
-                 "decision", "started")
+    __slots__ = (
+        "body",
+        "buffered",
+        "chunked",
+        "complete",
+        "decision",
+        "has_body",
+        "head_size",
+        "headers",
+        "headers_done",
+        "host",
+        "http11",
+        "keep_alive",
+        "method",
+        "path",
+        "sent_body",
+        "started",
+        "target",
+        "upgrade",
+        "websocket",
+    )
 
     def __init__(self, started: float) -> None:
         self.target = b""

@@ -54,7 +54,7 @@ def prefix_of(routespec: str) -> str:
 class RouteTable:
     """Routes by path prefix. One table is filled by a watch, then swapped in whole on (re)sync."""
 
-    __slots__ = ("_by_prefix", "_by_key", "max_depth", "root")
+    __slots__ = ("_by_key", "_by_prefix", "max_depth", "root")
 
     def __init__(self) -> None:
         self._by_prefix: dict[str, Target] = {}

@@ -15,7 +15,7 @@ CLOSE_GRACE = 5.0
 class Tunnel:
     """The two transports of one upgraded connection. Flow control stays with the two protocols."""
 
-    __slots__ = ("client", "upstream", "key", "activity", "_loop", "_last", "closed", "_on_close")
+    __slots__ = ("_last", "_loop", "_on_close", "activity", "client", "closed", "key", "upstream")
 
     def __init__(
         self,

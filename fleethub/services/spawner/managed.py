@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from fleethub.shared.db.locks import AdvisoryLock, try_lock
 from fleethub.shared.procs import signal_group
 from fleethub.shared.security import service_api_token
 from fleethub.shared.settings import ENV_PREFIX, HubService, ServiceSettings
 
 log = logging.getLogger(__name__)
 
-MANAGED_LOCK = 4242003  # pg advisory lock: the one worker running the managed services
 CHECK_INTERVAL = 1.0
 MAX_BACKOFF = 30.0
 STOP_GRACE = 5.0
@@ -91,7 +91,7 @@ class ManagedServices:
             while True:
                 try:
                     async with self.engine.connect() as conn:
-                        got = (await conn.execute(text(f"SELECT pg_try_advisory_lock({MANAGED_LOCK})"))).scalar()
+                        got = await try_lock(conn, AdvisoryLock.MANAGED_SERVICES)
                         await conn.commit()
                         if got:
                             log.info("running the managed services %s", sorted(self.running))

@@ -6,16 +6,15 @@ import logging
 from collections.abc import Iterable
 
 from nats.js.errors import NoKeysError
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from fleethub.shared.bus import Bus
+from fleethub.shared.db.locks import AdvisoryLock, lock, try_lock, unlock
 from fleethub.shared.db.models import HubServiceRow, ServerState
 from fleethub.shared.events import Route
 from fleethub.shared.names import parse_route_key, route_key, server_prefix, service_route_key
 from fleethub.shared.settings import HubService
-
-RECONCILE_LOCK = 4242002  # pg advisory lock: one reconciliation at a time across workers and api replicas
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +105,9 @@ async def reconcile_round(engine: AsyncEngine, sessions: async_sessionmaker[Asyn
     """One reconciliation of KV with PostgreSQL, under the cluster-wide lock; None if another holder has it
     (unless `wait`, which queues behind it)."""
     async with engine.connect() as conn:
-        lock = "pg_advisory_lock" if wait else "pg_try_advisory_lock"
-        got = (await conn.execute(text(f"SELECT {lock}({RECONCILE_LOCK})"))).scalar()
-        if not wait and not got:
+        if wait:
+            await lock(conn, AdvisoryLock.ROUTE_RECONCILE)
+        elif not await try_lock(conn, AdvisoryLock.ROUTE_RECONCILE):
             return None
         try:
             async with sessions() as session:
@@ -117,4 +116,4 @@ async def reconcile_round(engine: AsyncEngine, sessions: async_sessionmaker[Asyn
                 services = await _services(session, configured)
             return await reconcile(bus, routes, services)
         finally:
-            await conn.execute(text(f"SELECT pg_advisory_unlock({RECONCILE_LOCK})"))
+            await unlock(conn, AdvisoryLock.ROUTE_RECONCILE)

@@ -13,6 +13,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from fleethub.shared.db.locks import AdvisoryLock, xact_lock
 from fleethub.shared.db.models import HubSecret
 from fleethub.shared.errors import NotMigrated
 
@@ -45,7 +46,7 @@ async def migrate(engine: AsyncEngine) -> None:
     """Bring the schema to head and make sure a hub secret key exists. Safe to run concurrently."""
     async with engine.begin() as conn:
         # serialise concurrent `fleethub migrate` runs (compose may start several)
-        await conn.exec_driver_sql("SELECT pg_advisory_xact_lock(4242001)")
+        await xact_lock(conn, AdvisoryLock.MIGRATE)
         await conn.run_sync(_upgrade)
         await conn.execute(
             insert(HubSecret)

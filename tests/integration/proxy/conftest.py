@@ -14,10 +14,11 @@ import pytest
 from fleethub.shared.bus import Bus
 from fleethub.shared.events import ActivityReported, Envelope, Message, RegistryEntry, Route, subject_filter
 from fleethub.shared.names import route_key, server_prefix
+from fleethub.shared.net import free_port
 from fleethub.shared.registry import registry_key
 from fleethub.shared.settings import ServiceSettings, load_settings
 from tests.integration.proxy.backend import Backend
-from tests.support.cluster import Cluster, free_port, wait_for
+from tests.support.cluster import Cluster, wait_for
 
 
 @dataclass

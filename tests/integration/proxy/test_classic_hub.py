@@ -15,8 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from fleethub.shared.net import free_port
 from tests.integration.proxy.conftest import ProxyEnv, get
-from tests.support.cluster import free_port, wait_for
+from tests.support.cluster import wait_for
 
 pytestmark = pytest.mark.integration
 

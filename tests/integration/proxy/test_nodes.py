@@ -11,11 +11,12 @@ import pytest
 
 from fleethub.shared.bus import Bus
 from fleethub.shared.embedded import EmbeddedNats
+from fleethub.shared.net import free_port
 from fleethub.shared.settings import load_settings
 from tests.integration.proxy.conftest import ProxyEnv, answers, get, port_of
 from tests.integration.proxy.rawclient import RawClient
 from tests.integration.proxy.rawclient import get as raw_get
-from tests.support.cluster import Cluster, free_port, wait_for
+from tests.support.cluster import Cluster, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -10,10 +10,11 @@ import httpx
 import pytest
 
 from fleethub.shared.names import route_key
+from fleethub.shared.net import free_port
 from tests.integration.proxy.conftest import ProxyEnv, answers, get, port_of
 from tests.integration.proxy.rawclient import RawClient
 from tests.integration.proxy.rawclient import get as raw_get
-from tests.support.cluster import free_port, wait_for
+from tests.support.cluster import wait_for
 
 pytestmark = pytest.mark.integration
 

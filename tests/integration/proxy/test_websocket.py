@@ -12,8 +12,9 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from fleethub.shared.names import route_key
+from fleethub.shared.net import free_port
 from tests.integration.proxy.conftest import ProxyEnv, open_fds
-from tests.support.cluster import free_port, wait_for
+from tests.support.cluster import wait_for
 
 pytestmark = pytest.mark.integration
 

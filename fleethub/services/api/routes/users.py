@@ -29,7 +29,7 @@ def _can(req: Requester, name: str, *, identify: bool = False, hubwide: frozense
     """`req`'s scopes on user `name` and its servers (`hubwide`: scopes already known to be held hub-wide,
     for a list that asks for every user)."""
     def can(scope: str, server_name: str | None) -> bool:
-        if scope in hubwide or identify and server_name is None and scope in _IDENTIFY:
+        if scope in hubwide or (identify and server_name is None and scope in _IDENTIFY):
             return True  # (whoami always identifies its owner)
         return req.can(scope, name, server_name)
 

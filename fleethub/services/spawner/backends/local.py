@@ -5,22 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
 from pathlib import Path
 from typing import Any
 
 from fleethub.services.spawner.backends import ServerSpec
+from fleethub.shared.net import free_port
 from fleethub.shared.procs import end_group, pid_alive
 from fleethub.shared.service import reachable_host
 from fleethub.shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
-
-
-def _free_port(ip: str) -> int:
-    with socket.socket() as s:
-        s.bind((ip, 0))
-        return int(s.getsockname()[1])
 
 
 class LocalBackend:
@@ -45,7 +39,7 @@ class LocalBackend:
 
     async def start(self, spec: ServerSpec) -> dict[str, Any]:
         ip = self.settings.spawner.ip
-        port = _free_port(ip)
+        port = free_port(ip)
         env = {**spec.env, "JUPYTERHUB_SERVICE_URL": f"http://{ip}:{port}{spec.prefix}"}
         out: int = asyncio.subprocess.DEVNULL
         if spec.log_path is not None:
