@@ -89,7 +89,7 @@ class Hub:
                 continue
             f = stat[stat.rindex(")") + 2:].split()
             ticks = int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])  # utime stime cutime cstime
-            if pid == self.proc.pid and self.key == "jh" or " fleethub run api" in cmd:
+            if (pid == self.proc.pid and self.key == "jh") or " fleethub run api" in cmd:
                 part = "api"
             elif cmd.startswith("postgres") or "/postgres " in cmd or "/bin/postgres" in cmd:
                 part = "postgres"

@@ -94,7 +94,8 @@ def rows_for(jh: Any, fh: Any) -> list[Row]:
         p_jh = b_jh.probes[i] if b_jh else None
         p_fh = b_fh.probes[i] if b_fh else None
         rows += [
-            Row(f"   probe {label} every 50 ms: idle p50 ms", "lower", _get(p_jh, "idle_p50_ms"), _get(p_fh, "idle_p50_ms")),
+            Row(f"   probe {label} every 50 ms: idle p50 ms", "lower",
+                _get(p_jh, "idle_p50_ms"), _get(p_fh, "idle_p50_ms")),
             Row("      during the POST: answered / sent", "",
                 f"{p_jh.answered} / {p_jh.sent}" if p_jh else None, f"{p_fh.answered} / {p_fh.sent}" if p_fh else None),
             Row("      during the POST: max latency ms", "lower", _get(p_jh, "max_ms"), _get(p_fh, "max_ms")),
@@ -102,11 +103,13 @@ def rows_for(jh: Any, fh: Any) -> list[Row]:
                 _get(p_jh, "longest_gap_s"), _get(p_fh, "longest_gap_s")),
         ]
     pj, pf = _pages(jh), _pages(fh)
-    pages = jh.walks[0].pages if jh is not None and jh.walks else (fh.walks[0].pages if fh is not None and fh.walks else None)
+    pages = (jh.walks[0].pages if jh is not None and jh.walks
+             else fh.walks[0].pages if fh is not None and fh.walks else None)
     rows += [
         Row(f"2. walk all users, {fmt(pages)} pages of 200 (median of 3): s", "lower", _walk_s(jh), _walk_s(fh)),
         Row("   first walk (right after the batch): s", "lower", _first_walk(jh), _first_walk(fh)),
-        Row("   per page, mean ms", "lower", statistics.fmean(pj) if pj else None, statistics.fmean(pf) if pf else None),
+        Row("   per page, mean ms", "lower",
+            statistics.fmean(pj) if pj else None, statistics.fmean(pf) if pf else None),
         Row("   per page, p99 (max) ms", "lower", pct(pj, 99), pct(pf, 99)),
     ]
     for kind, label in (("generated", "hub-generated token"), ("service", "service api_token (config)")):
@@ -118,7 +121,8 @@ def rows_for(jh: Any, fh: Any) -> list[Row]:
             Row("   hub CPU µs per request", "lower", _rf(r_jh, "cpu"), _rf(r_fh, "cpu")),
             Row("      of which the API process (JupyterHub: the hub) / PostgreSQL", "",
                 _split(r_jh, "cpu_us_by_part"), _split(r_fh, "cpu_us_by_part")),
-            Row("   noise: other processes' CPU-s meanwhile", "", _rf(r_jh, "foreign_cpu_s"), _rf(r_fh, "foreign_cpu_s")),
+            Row("   noise: other processes' CPU-s meanwhile", "",
+                _rf(r_jh, "foreign_cpu_s"), _rf(r_fh, "foreign_cpu_s")),
         ]
     root_jh, root_fh = _get(jh, "root"), _get(fh, "root")
     if root_jh is not None or root_fh is not None:
@@ -137,7 +141,8 @@ def table(rows: list[Row]) -> str:
     out = ["| figure | better | JupyterHub | fleethub | ratio (>1: fleethub better) |", "|---|---|---:|---:|---:|"]
     for row in rows:
         r = ratio(row)
-        out.append(f"| {row.figure} | {row.better} | {fmt(row.jh)} | {fmt(row.fh)} | {'–' if r is None else f'{r:.2f}×'} |")
+        shown = "–" if r is None else f"{r:.2f}×"
+        out.append(f"| {row.figure} | {row.better} | {fmt(row.jh)} | {fmt(row.fh)} | {shown} |")
     return "\n".join(out)
 
 
@@ -168,7 +173,8 @@ def goals_for(n: int, jh: Any, fh: Any) -> list[tuple[str, str, str]]:
                     f"{w_jh * 1000:.0f} ms / {w_fh * 1000:.0f} ms = {r:.1f}×"))
         p99 = pct(_pages(fh), 99)
         out.append((verdict(p99 is not None and p99 <= PAGE_P99_MS),
-                    f"G7: GET /hub/api/users?limit=200 p99 ≤ {PAGE_P99_MS:.0f} ms at {n:,} users", f"fleethub {fmt(p99)} ms"))
+                    f"G7: GET /hub/api/users?limit=200 p99 ≤ {PAGE_P99_MS:.0f} ms at {n:,} users",
+                    f"fleethub {fmt(p99)} ms"))
     for kind, label in (("generated", "hub-generated token"), ("service", "service token")):
         r_jh, r_fh = _read(jh, kind), _read(fh, kind)
         goal = f"token read ({label}) at {n:,} users ≥{READ_RATIO:.0f}× JupyterHub req/s, p99 < {READ_P99_MS:.0f} ms"
@@ -233,7 +239,8 @@ def render(runs: dict[int, dict[str, Any]], *, machine: dict[str, str], plan: An
            (f"{m['nproc']} × {m['cpu']}, {m['mem']}, Linux {m['kernel']}; {m['date']}. Python {m['python']} "
            f"(JupyterHub's venv: {m['jupyterhub_python']}, sqlite {m['sqlite']}); configurable-http-proxy "
            f"{m['chp']} on node {m['node']}; {m['wrk']}; fleethub {m['fleethub']}. Run took {elapsed:.0f} s"
-           f"{' (--quick)' if plan.quick else ''}; wrk {plan.duration:.0f} s per figure after {plan.warmup:.0f} s warmup.")]
+           f"{' (--quick)' if plan.quick else ''}; "
+           f"wrk {plan.duration:.0f} s per figure after {plan.warmup:.0f} s warmup.")]
     goals: list[tuple[str, str, str]] = []
     for n, by in runs.items():
         jh, fh = by.get("jh"), by.get("fh")
@@ -242,7 +249,7 @@ def render(runs: dict[int, dict[str, Any]], *, machine: dict[str, str], plan: An
     out += ["", "### Goals (reported, never asserted)", ""]
     out += [f"- **{v}** {g}: {why}" for v, g, why in goals]
     findings = [(n, key, f) for n, by in runs.items() for key, r in by.items() for f in r.findings + r.errors]
-    found = list(notes) + [f"{'JupyterHub' if key == 'jh' else 'fleethub'} at {n:,} users: {f}" for n, key, f in findings]
+    found = [*notes, *(f"{'JupyterHub' if key == 'jh' else 'fleethub'} at {n:,} users: {f}" for n, key, f in findings)]
     for n, by in runs.items():
         for key, r in by.items():
             for kind, read in r.reads.items():

@@ -78,7 +78,7 @@ def probe_stats(path: str, probes: list[Probe], t0: float, t1: float) -> ProbeSt
     st.failed = sum(1 for p in overlap if p.status // 100 != 2)
     lat = [p.latency * 1000 for p in overlap]
     st.max_ms, st.p50_ms = (max(lat), pct(lat, 50)) if lat else (None, None)
-    marks = [t0] + sorted(p.done for p in inside if p.status // 100 == 2) + [t1]
+    marks = [t0, *sorted(p.done for p in inside if p.status // 100 == 2), t1]
     st.longest_gap_s = max(b - a for a, b in itertools.pairwise(marks))
     return st
 
@@ -124,7 +124,8 @@ async def create_users(hub: Hub, n: int, *, lead: float = 1.0) -> BatchResult:
     stop = asyncio.Event()
     targets = [("/hub/api/", {}), (f"/hub/api/users/{ADMIN}", {"Authorization": f"token {hub.admin_token}"})]
     runs: list[list[Probe]] = [[] for _ in targets]
-    tasks = [asyncio.create_task(prober(hub.port, path, hdrs, stop, out)) for (path, hdrs), out in zip(targets, runs)]
+    tasks = [asyncio.create_task(prober(hub.port, path, hdrs, stop, out))
+             for (path, hdrs), out in zip(targets, runs, strict=True)]
     body = json.dumps({"usernames": [user_name(i) for i in range(n)]}).encode()
     conn = HttpConn(HOST, hub.port, {"Authorization": f"token {hub.admin_token}", "Content-Type": "application/json"})
     try:
@@ -146,7 +147,7 @@ async def create_users(hub: Hub, n: int, *, lead: float = 1.0) -> BatchResult:
     if r.status != 201 or created != n:
         raise BenchError(f"{hub.label}: POST /hub/api/users with {n} names answered {r.status}, {created} users: "
                          f"{r.body[:300]!r}")
-    stats = [probe_stats(path, out, t0, t1) for (path, _), out in zip(targets, runs)]
+    stats = [probe_stats(path, out, t0, t1) for (path, _), out in zip(targets, runs, strict=True)]
     return BatchResult(n, t1 - t0, r.status, created, sum(cpu.values()), cpu, stats, foreign)
 
 

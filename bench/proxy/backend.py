@@ -71,7 +71,7 @@ def _frame(first: int, payload: bytes) -> bytes:
 class Backend(asyncio.Protocol):
     """One client connection: HTTP requests until an upgrade, then websocket frames."""
 
-    __slots__ = ("replies", "transport", "buf", "paused", "ws")
+    __slots__ = ("buf", "paused", "replies", "transport", "ws")
 
     def __init__(self, replies: Replies) -> None:
         self.replies = replies

@@ -705,7 +705,8 @@ class Bench:
         }
         say(f"  {px.label}: {counters['rounds']} rounds; RSS {start.rss / MIB:.1f} → {middle.rss / MIB:.1f} → "
             f"{end.rss / MIB:.1f} MiB ({res['rss_growth_pct']:+.1f} %); fds {start.fds} → {middle.fds} → {end.fds}; "
-            f"sockets {start.sockets} → {end.sockets} {end.states}; ESTABLISHED to dead target: {res['established_to_dead_end']} "
+            f"sockets {start.sockets} → {end.sockets} {end.states}; "
+            f"ESTABLISHED to dead target: {res['established_to_dead_end']} "
             f"(max {max_dead})")
         say(f"    {dict(sorted(counters.items()))}")
         return res
@@ -1096,7 +1097,8 @@ def render(b: Bench) -> str:
     rows = build_rows(b)
     out = ["| figure | better | direct | CHP | fleethub | fleethub/CHP |", "|---|---|---:|---:|---:|---:|"]
     for row in rows:
-        out.append(f"| {row.figure} | {row.better} | {fmt(row.direct)} | {fmt(row.chp)} | {fmt(row.fh)} | {ratio(row)} |")
+        cells = (row.figure, row.better, fmt(row.direct), fmt(row.chp), fmt(row.fh), ratio(row))
+        out.append("| " + " | ".join(cells) + " |")
     names = {"direct": "direct", "chp": "CHP", "fh": "fleethub", "fh1": "fleethub 1 worker"}
     for key, x in b.results.get("wrk", {}).items():
         if x.get("errors") or x.get("non2xx"):

@@ -59,7 +59,8 @@ async def read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
             return status, headers
 
 
-async def read_body(reader: asyncio.StreamReader, status: int, headers: dict[str, str], head_only: bool = False) -> bytes:
+async def read_body(reader: asyncio.StreamReader, status: int, headers: dict[str, str],
+                    head_only: bool = False) -> bytes:
     """Read the body that follows a response head."""
     if head_only or status in (204, 304) or 100 <= status < 200:
         return b""

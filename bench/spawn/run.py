@@ -41,7 +41,8 @@ def wait_http(url: str, timeout: float = 30, headers: dict[str, str] | None = No
 
 def direct_start() -> float:
     port = free_port()
-    env = {**os.environ, "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{port}/user/x/", "JUPYTERHUB_SERVICE_PREFIX": "/user/x/"}
+    env = {**os.environ, "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{port}/user/x/",
+           "JUPYTERHUB_SERVICE_PREFIX": "/user/x/"}
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, str(FAKE)], env=env)
     try:

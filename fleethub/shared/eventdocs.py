@@ -27,7 +27,7 @@ The JSON Schemas in `docs/events/` are the contract for external consumers: fiel
 | `<ns>_routes` | KV bucket, history 1 | the route table: key `user.<user>.<server>`, value `Route` |
 | `<ns>_registry` | KV bucket, TTL 6 s, memory | live auth/api replicas: key `<service>.<replica>`, value `RegistryEntry` |
 
-Names in subjects and keys are encoded reversibly (`shared/names.py`): `[A-Za-z0-9-]` stay, every
+Names in subjects and keys are encoded reversibly (`fleethub/shared/names.py`): `[A-Za-z0-9-]` stay, every
 other UTF-8 byte becomes `_XX` (upper-case hex), and the empty server name (the default server) is `_`.
 
 Every message is JSON in an envelope (`id` — also the `Nats-Msg-Id` header —, `type`, `version`,
@@ -58,7 +58,8 @@ def render() -> dict[str, str]:
     kv_rows = []
     for kv in KV_VALUES:
         doc = (kv.__doc__ or "").strip().splitlines()[0]
-        kv_rows.append(f"| `{kv.__name__}` | [kv.{kv.__name__.lower()}.json](events/kv.{kv.__name__.lower()}.json) | {doc} |")
+        file = f"kv.{kv.__name__.lower()}.json"
+        kv_rows.append(f"| `{kv.__name__}` | [{file}](events/{file}) | {doc} |")
     body = _INTRO + "\n".join(rows) + "\n\n## KV values\n\n| value | schema | meaning |\n|---|---|---|\n"
     body += "\n".join(kv_rows) + "\n\n## Envelope\n\n"
     body += "".join(f"- `{name}`: {_field_doc(Envelope, name)}\n" for name in Envelope.model_fields)

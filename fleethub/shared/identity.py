@@ -240,7 +240,8 @@ def validate_next(next_url: str | None, public_url: str, default: str = "/hub/ho
         ours = urlsplit(public_url)
         if parts.scheme not in ("", ours.scheme) or parts.netloc != ours.netloc:
             return default
-        next_url = parts.path + (f"?{parts.query}" if parts.query else "") + (f"#{parts.fragment}" if parts.fragment else "")
+        next_url = (parts.path + (f"?{parts.query}" if parts.query else "")
+                    + (f"#{parts.fragment}" if parts.fragment else ""))
         parts = urlsplit(next_url)
     if not next_url.startswith("/") or next_url.startswith("//") or parts.netloc:
         return default

@@ -82,7 +82,8 @@ def client_candidates(cid: str) -> list[tuple[str, str]]:
     if not cid.startswith(CLIENT_PREFIX):
         return []
     rest = cid[len(CLIENT_PREFIX):]
-    splits = [(rest, "")] + [(rest[:i], rest[i + 1:]) for i, ch in enumerate(rest) if ch == "-" and 0 < i < len(rest) - 1]
+    cuts = [i for i, ch in enumerate(rest) if ch == "-" and 0 < i < len(rest) - 1]
+    splits = [(rest, ""), *((rest[:i], rest[i + 1:]) for i in cuts)]
     out = []
     for user, server in splits:
         u, s = unquote(user, errors="strict"), unquote(server, errors="strict")

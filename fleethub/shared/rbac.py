@@ -58,8 +58,8 @@ async def _role_scopes(session: AsyncSession, p: Principal) -> list[str]:
     shares = (select(Share.scopes).where(or_(
         Share.user_id == p.id,
         Share.group_id.in_(select(GroupMember.group_id).where(GroupMember.user_id == p.id)))))
-    stmt = select(Role.scopes).where(Role.id.in_(mine.union(via_groups))).union_all(shares)
-    return [s for row in (await session.execute(stmt)).scalars() for s in row or ()]
+    both = select(Role.scopes).where(Role.id.in_(mine.union(via_groups))).union_all(shares)
+    return [s for row in (await session.execute(both)).scalars() for s in row or ()]
 
 
 async def _members(session: AsyncSession, groups: set[str]) -> dict[str, list[str]]:

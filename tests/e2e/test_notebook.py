@@ -74,7 +74,8 @@ async def run_code(base: str, browser: httpx.AsyncClient, code: str) -> str:
 async def test_jupyterlab_through_the_hub_oauth_flow_and_a_kernel_over_the_proxy(cluster: Cluster) -> None:
     base = f"http://127.0.0.1:{cluster.settings.proxy.port}"
     await cluster.wait_hub()
-    async with httpx.AsyncClient(base_url=base, timeout=60) as alice, httpx.AsyncClient(base_url=base, timeout=30) as bob:
+    async with (httpx.AsyncClient(base_url=base, timeout=60) as alice,
+                httpx.AsyncClient(base_url=base, timeout=30) as bob):
         t_login = time.monotonic()
         await log_in(alice, "alice", PASSWORDS["alice"])
         xsrf = alice.cookies.get("_xsrf", path="/hub/") or ""

@@ -69,7 +69,8 @@ async def test_a_hub_oauth_service_is_routed_and_identifies_hub_users(cluster: C
             async def routed() -> bool:
                 r = await admin.get("/services/whoami/")
                 # auth and api replicas both registered with the proxy (the service asks the api who logged in)
-                return await cluster.hub_up() and r.status_code == 302 and "/hub/api/oauth2/authorize" in r.headers.get("location", "")
+                to_authorize = "/hub/api/oauth2/authorize" in r.headers.get("location", "")
+                return await cluster.hub_up() and r.status_code == 302 and to_authorize
 
             await wait_for(routed, timeout=30, interval=0.1,
                            what=f"the service routed\n{cluster.logs()}\n{(tmp_path / 'service.log').read_text()}")

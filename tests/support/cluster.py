@@ -64,7 +64,8 @@ class Cluster:
 
     def logs(self) -> str:
         """Every service log, for failure messages."""
-        return "\n".join(f"==== {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in sorted(self.log_dir.glob("*.log")))
+        logs = sorted(self.log_dir.glob("*.log"))
+        return "\n".join(f"==== {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in logs)
 
     def stop(self) -> None:
         """SIGTERM every process, wait, SIGKILL stragglers; then end orphaned user servers."""

@@ -39,7 +39,9 @@ def hub_service(path: str) -> str:
     """`auth` or `api`: the service that serves a `/hub/` path (prefixes match whole segments)."""
     if path.startswith(AUTH_PREFIXES):
         for prefix in AUTH_PREFIXES:
-            if path.startswith(prefix) and (prefix.endswith("/") or len(path) == len(prefix) or path[len(prefix)] == "/"):
+            if path.startswith(prefix) and (
+                prefix.endswith("/") or len(path) == len(prefix) or path[len(prefix)] == "/"
+            ):
                 return "auth"
     return "api"
 

@@ -71,7 +71,7 @@ async def test_large_bodies_stream_both_ways_in_bounded_memory(env: ProxyEnv) ->
 
 
 async def test_backpressure_holds_memory_when_a_side_stops_reading(env: ProxyEnv) -> None:
-    b, pid, base = await _node_with(env, "stall")
+    _, pid, base = await _node_with(env, "stall")
     baseline = rss_kb(pid)
     # the client stops reading a 50 MB download: the proxy must stop reading the upstream
     client = await RawClient.open(port_of(base))
@@ -154,6 +154,7 @@ async def test_http10_and_connection_close_are_honoured(env: ProxyEnv) -> None:
     await client.send(b"GET /user/old/z HTTP/1.1\r\n\r\n")  # no Host
     assert (await client.response()).status == 400
     client = await RawClient.open(port_of(base))
-    await client.send(b"POST /user/old/z HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n")
+    await client.send(b"POST /user/old/z HTTP/1.1\r\nHost: x\r\n"
+                      b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n")
     assert (await client.response()).status == 400  # ambiguous framing is refused, never forwarded
     assert await client.closed_by_peer()

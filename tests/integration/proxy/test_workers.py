@@ -64,7 +64,8 @@ async def test_workers_share_the_port_and_each_applies_route_changes(env: ProxyE
             return all(x == (200, "b") for x in answers_now)
 
         await wait_for(everywhere, timeout=5, interval=0.001, what="the change on every worker")
-        print(f"\nroute change served by every worker of the node {1000 * (time.monotonic() - t0):.1f} ms after the put")
+        took = 1000 * (time.monotonic() - t0)
+        print(f"\nroute change served by every worker of the node {took:.1f} ms after the put")
     finally:
         await sub.unsubscribe()
 
@@ -125,7 +126,7 @@ async def test_a_killed_worker_is_replaced_while_the_other_serves(env: ProxyEnv)
 
 
 async def test_workers_stop_when_their_supervisor_dies(env: ProxyEnv) -> None:
-    proc, base = env.node(workers=2)
+    proc, _ = env.node(workers=2)
     await wait_for(lambda: asyncio.sleep(0, len(children(proc.pid)) == 2), timeout=20, what="two workers")
     workers = children(proc.pid)
     proc.send_signal(signal.SIGKILL)

@@ -42,7 +42,7 @@ def test_urls(tmp_path: Path) -> None:
     assert EmbeddedNats(tmp_path, port=4999).url == "nats://127.0.0.1:4999"
     pg = EmbeddedPostgres(tmp_path / "pg", port=5999)
     with pytest.raises(EmbeddedError):
-        pg.url  # the password exists only once the cluster does
+        _ = pg.url  # the password exists only once the cluster does
     assert isinstance(EmbeddedError("x"), RuntimeError)
 
 

@@ -31,7 +31,8 @@ def test_subjects_are_derived() -> None:
     spawn = SpawnServer(user="a.b", server_name="", spawn_id="s1")
     assert subject_of(spawn, "fh") == "fh.cmd.spawn.a_2Eb._"
     assert subject_of(StopServer(user="x", server_name="gpu"), "t1") == "t1.cmd.stop.x.gpu"
-    assert subject_of(ServerReady(user="a", spawn_id="s", url="/user/a/", target="http://x"), "fh") == "fh.evt.server.ready"
+    ready = ServerReady(user="a", spawn_id="s", url="/user/a/", target="http://x")
+    assert subject_of(ready, "fh") == "fh.evt.server.ready"
     assert subject_filter(SpawnServer, "fh") == "fh.cmd.spawn.*.*"
 
 
@@ -53,14 +54,18 @@ def test_consumers_tolerate_unknown_fields() -> None:
     assert isinstance(msg, SpawnServer) and msg.spawn_id == "s1"
 
 
+def _envelope(kind: str, data: dict[str, str]) -> bytes:
+    return json.dumps({"id": "1", "type": kind, "version": 1, "time": "2020-01-01T00:00:00Z", "data": data}).encode()
+
+
 @pytest.mark.parametrize(
     "raw,kind",
     [
         (b"not json", "cmd"),
         (b"{}", "cmd"),
-        (json.dumps({"id": "1", "type": "nope", "version": 1, "time": "2020-01-01T00:00:00Z", "data": {}}).encode(), "cmd"),
-        (json.dumps({"id": "1", "type": "spawn", "version": 1, "time": "2020-01-01T00:00:00Z", "data": {}}).encode(), "cmd"),
-        (json.dumps({"id": "1", "type": "spawn", "version": 1, "time": "2020-01-01T00:00:00Z", "data": {"user": "a", "spawn_id": "s"}}).encode(), "evt"),
+        (_envelope("nope", {}), "cmd"),
+        (_envelope("spawn", {}), "cmd"),
+        (_envelope("spawn", {"user": "a", "spawn_id": "s"}), "evt"),
     ],
 )
 def test_malformed_messages_are_rejected(raw: bytes, kind: str) -> None:

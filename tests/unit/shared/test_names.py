@@ -19,7 +19,8 @@ from fleethub.shared.names import (
 )
 
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]+$")
-NAMES = ["", "alice", "a.b", "a_b", "a-b", "_", "__", "_5F", "a b", "a*b", "a>b", "ünï", "日本", "A", "a/b", "x" * 200, "\x00"]
+NAMES = ["", "alice", "a.b", "a_b", "a-b", "_", "__", "_5F", "a b", "a*b", "a>b", "ünï", "日本", "A", "a/b",
+         "x" * 200, "\x00"]
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -98,7 +98,8 @@ async def post_users(request: Request, req: CurrentUser, runtime: Runtime, sessi
 
 
 @router.post("/users/{name}", status_code=201)
-async def post_user(name: str, request: Request, req: CurrentUser, runtime: Runtime, session: DbSession) -> dict[str, Any]:
+async def post_user(name: str, request: Request, req: CurrentUser, runtime: Runtime,
+                    session: DbSession) -> dict[str, Any]:
     req.require("admin:users", user=name)
     body = await parse_body(request, UserCreate, required=False)
     if body.admin and not req.ident.admin:
@@ -121,7 +122,8 @@ async def get_one(name: str, req: CurrentUser, session: ReadSession, include_sto
 
 
 @router.patch("/users/{name}")
-async def patch_one(name: str, request: Request, req: CurrentUser, runtime: Runtime, session: DbSession) -> dict[str, Any]:
+async def patch_one(name: str, request: Request, req: CurrentUser, runtime: Runtime,
+                    session: DbSession) -> dict[str, Any]:
     req.require("admin:users", user=name)
     body = await parse_body(request, UserPatch, required=True)
 

@@ -69,7 +69,8 @@ async def test_server_reports_activity_with_its_own_token(hub: Hub) -> None:
     assert r.status_code == 200 and r.content == b""
     assert await _activity(hub, "bob") == (now, now)
     bad: object
-    for bad in ({}, {"last_activity": "yesterday"}, {"last_activity": 5}, {"servers": {"nope": {"last_activity": stamp}}},
+    for bad in ({}, {"last_activity": "yesterday"}, {"last_activity": 5},
+                {"servers": {"nope": {"last_activity": stamp}}},
                 {"servers": {"": {}}}, {"servers": []}, {"last_activity": "2999-01-01T00:00:00Z"}):
         r = await hub.client.post("/hub/api/users/bob/activity", json=bad, headers=srv)
         assert r.status_code == 400 and r.json()["message"], bad

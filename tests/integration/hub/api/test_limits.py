@@ -58,7 +58,8 @@ async def test_active_server_limit(tmp_path: Path, nats_url: str, database_url: 
         assert r.status_code == 429 and r.json() == {"status": 429, "message": ACTIVE_LIMITED}
         assert int(r.headers["retry-after"]) > 0
         await mark(hub, "u1", "", u1.spawn_id, "running")
-        assert (await hub.client.delete("/hub/api/users/u1/server", headers=await hub.headers_for("u1"))).status_code == 202
+        stop = await hub.client.delete("/hub/api/users/u1/server", headers=await hub.headers_for("u1"))
+        assert stop.status_code == 202
         assert isinstance((await hub.commands(1))[0], StopServer)
         await mark(hub, "u1", "", u1.spawn_id, "stopping")
         assert (await _start(hub, "u3")).status_code == 429  # a server still stopping holds its place
@@ -73,7 +74,8 @@ async def test_no_limits(tmp_path: Path, nats_url: str, database_url: str, nats_
         assert [r.status_code for r in answers] == [202] * 8
 
 
-@pytest.mark.parametrize("limits", [{"concurrent_spawn_limit": 3}, {"concurrent_spawn_limit": 0, "active_server_limit": 3}])
+@pytest.mark.parametrize("limits", [{"concurrent_spawn_limit": 3},
+                                    {"concurrent_spawn_limit": 0, "active_server_limit": 3}])
 async def test_replicas_racing_never_exceed_a_limit(tmp_path: Path, nats_url: str, database_url: str,
                                                     nats_namespace: str, limits: dict[str, int]) -> None:
     async with _limited(tmp_path, nats_url, database_url, nats_namespace, **limits) as hub, replica(hub) as replica_b:

@@ -116,7 +116,7 @@ async def test_close_delimited_response_is_chunked_for_the_client() -> None:
 
 
 async def test_garbage_after_a_good_request_is_answered_in_turn() -> None:
-    client, client_t, up, up_t = proxy()
+    client, client_t, up, _ = proxy()
     client.data_received(b"GET /user/alice/x HTTP/1.1\r\nHost: h\r\n\r\nNOT HTTP AT ALL\r\n\r\n")
     assert client_t.take() == b""
     up.data_received(ok(b"fine"))

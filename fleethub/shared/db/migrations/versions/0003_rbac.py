@@ -19,7 +19,7 @@ depends_on = None
 TZ = sa.DateTime(timezone=True)
 
 
-def _fk(table: str, *, nullable: bool = False, index: bool = True) -> sa.Column:
+def _fk(table: str, *, nullable: bool = False, index: bool = True) -> sa.Column[int]:
     return sa.Column(f"{table[:-1]}_id", sa.Integer, sa.ForeignKey(f"{table}.id", ondelete="CASCADE"),
                      nullable=nullable, index=index)
 
