@@ -8,7 +8,6 @@ so neither proxy is measured. Each hub has an admin token the hub generated
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import os
 import re
@@ -20,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import chp as proxy_chp  # bench/proxy/chp.py, like proctree and wire (bench/api/run.py puts bench/proxy on sys.path)
 from proctree import CLK_TCK, BenchError, Proc
 from wire import HttpConn, Response, WireError
 
@@ -150,14 +150,8 @@ def ensure_jupyterhub() -> str:
 
 def ensure_chp() -> str:
     """configurable-http-proxy from bench/proxy's cache (installed there with npm on first use); its path."""
-    path = ROOT / "bench" / "proxy" / "run.py"
-    spec = importlib.util.spec_from_file_location("bench_proxy_run", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_proxy_run"] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    module.ensure_chp()
-    return str(module.CACHE / "node_modules" / ".bin" / "configurable-http-proxy")
+    proxy_chp.ensure_chp()
+    return str(proxy_chp.BINARY)
 
 
 def jupyterhub_config(workdir: Path, *, hub_port: int, proxy_port: int, chp_api_port: int, chp: str,
