@@ -17,7 +17,8 @@ pytestmark = pytest.mark.integration
 def fleethub(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     full = env_without_fleethub()
     full.update(env or {})
-    return subprocess.run([sys.executable, "-m", "fleethub", *args], env=full, capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, "-m", "fleethub", *args], env=full, capture_output=True, text=True,
+                          timeout=60)
 
 
 def test_services_refuse_an_unmigrated_database_until_migrate(database_url: str, nats_url: str) -> None:
