@@ -500,10 +500,12 @@ def settings_json(settings: ServiceSettings) -> str:
     """The settings as JSON with their secrets revealed, for `SETTINGS_VAR`; a child rebuilds them with
     `load_settings`.
 
-    Only the values set in the parent are written (`exclude_unset`), so the child's settings keep the
-    same `model_fields_set` (which tells configured values from defaults) and equal the parent's.
+    Settings that are None are left out, so they stay out of the child's `model_fields_set` (`fleethub
+    token` run by a parent tells an unset database URL that way); every setting that may be None
+    defaults to None, so the child's values equal the parent's. Every other value is written, even a
+    default: one changed in place or by `model_copy` arrives too.
     """
-    return settings.model_dump_json(exclude_unset=True, context={_REVEAL_SECRETS: True})
+    return settings.model_dump_json(exclude_none=True, context={_REVEAL_SECRETS: True})
 
 
 # Linux refuses to exec with one environment string longer than this (MAX_ARG_STRLEN, 32 pages).

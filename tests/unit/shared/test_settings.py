@@ -249,12 +249,20 @@ def _defaults_left(model: BaseModel, path: str = "") -> list[str]:
     return left
 
 
-def _fields_set(model: BaseModel) -> dict[str, Any]:
+def _optional_fields(model: type[BaseModel], path: str = "") -> dict[str, Any]:
+    """The default of every field (of `model` and the models inside it) that accepts None, by path."""
     out: dict[str, Any] = {}
-    for name in model.model_fields_set:
-        value = getattr(model, name)
-        items = value if isinstance(value, list) else list(value.values()) if isinstance(value, dict) else [value]
-        out[name] = [_fields_set(i) for i in items if isinstance(i, BaseModel)]
+    for name, field in model.model_fields.items():
+        here = f"{path}.{name}".lstrip(".")
+        todo = [field.annotation]
+        while todo:
+            t = todo.pop()
+            if t is type(None):
+                out[here] = None if field.is_required() else field.get_default(call_default_factory=True)
+            elif isinstance(t, type) and issubclass(t, BaseModel):
+                out.update(_optional_fields(t, here))
+            else:
+                todo += get_args(t)
     return out
 
 
@@ -267,7 +275,6 @@ def test_every_setting_reaches_a_child_process(monkeypatch: pytest.MonkeyPatch) 
     # SecretStr compares by value; a secret field typed plain SecretStr (not `Secret`) arrives masked
     assert child.model_dump() == parent.model_dump()
     assert child.custom_scopes["custom:walk:read"].subscopes == ["custom:walk:read"]
-    assert _fields_set(child) == _fields_set(parent)
     dumped = child.model_dump_json()
     for secret in ("database_url", "secret_key", "auth.dummy_password", "proxy.auth_token", "services.api_token"):
         assert f"secret-of-{secret}-" not in dumped and f"secret-of-{secret}-" not in repr(child)
@@ -278,11 +285,23 @@ def test_the_walk_refuses_a_type_it_does_not_know() -> None:
         _value("when", datetime.datetime)
 
 
-def test_configured_and_default_values_stay_apart_in_the_child(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_settings_left_unset_stay_unset_in_the_child(monkeypatch: pytest.MonkeyPatch) -> None:
+    # None is not written to the child: that is only exact while every setting that may be None
+    # defaults to None
+    assert {path: default for path, default in _optional_fields(ServiceSettings).items() if default is not None} == {}
     monkeypatch.setenv("FLEETHUB_NATS_URL", "nats://127.0.0.1:1")
-    child = through_child(load_settings(), monkeypatch)
-    assert child.model_fields_set == {"nats_url"} and child.nats_url == "nats://127.0.0.1:1"
-    assert child.model_dump() == load_settings(nats_url="nats://127.0.0.1:1").model_dump()
+    parent = load_settings()
+    child = through_child(parent, monkeypatch)
+    assert child.model_dump() == parent.model_dump() and child.nats_url == "nats://127.0.0.1:1"
+    assert "nats_url" in child.model_fields_set and "database_url" not in child.model_fields_set
+
+
+def test_a_copy_with_updates_reaches_the_child_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    # as the proxy supervisor makes its workers' settings
+    parent = load_settings(proxy={"host": "0.0.0.0", "workers": 4, "trusted_proxies": ["10.0.0.0/8"]})
+    worker = parent.model_copy(update={"proxy": parent.proxy.model_copy(update={"port": 8123, "workers": 1})})
+    child = through_child(worker, monkeypatch)
+    assert child.model_dump() == worker.model_dump() and (child.proxy.port, child.proxy.workers) == (8123, 1)
 
 
 def test_the_child_takes_the_parents_file_and_variables_as_they_were(
