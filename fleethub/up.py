@@ -58,7 +58,7 @@ async def _prepare_database(settings: ServiceSettings, admin: str) -> str | None
     from sqlalchemy import select
     from sqlalchemy.dialects.postgresql import insert
 
-    from fleethub.services.auth.accounts import set_password
+    from fleethub.shared.accounts import set_password
     from fleethub.shared.db.engine import make_engine, make_sessionmaker
     from fleethub.shared.db.migrate import migrate
     from fleethub.shared.db.models import Account, User
@@ -192,7 +192,7 @@ def up(args: argparse.Namespace) -> int:
                     stopping = True
                     break
                 recent = [t for t in restarts[name] if time.monotonic() - t < 60]
-                restarts[name] = recent + [time.monotonic()]
+                restarts[name] = [*recent, time.monotonic()]
                 delay = min(2 ** len(recent) * 0.5, 10)
                 print(f"service {name} exited with {proc.returncode}; restarting in {delay:.1f}s", file=sys.stderr)
                 time.sleep(delay)

@@ -8,12 +8,24 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import json
+import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SecretStr,
+    SerializationInfo,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from fleethub.shared.errors import ConfigError
@@ -21,6 +33,25 @@ from fleethub.shared.scopes import allowed_scope_problem
 
 ENV_PREFIX = "FLEETHUB_"
 NESTED_DELIMITER = "__"
+SETTINGS_VAR = ENV_PREFIX + "SETTINGS_JSON"
+"""The variable that hands a parent's validated settings to a child process (see `child_env`)."""
+
+_REVEAL_SECRETS = "reveal_secrets"  # serialization context key: only `settings_json` sets it
+
+
+def _secret_json(value: SecretStr, info: SerializationInfo) -> str:
+    context = info.context
+    if isinstance(context, dict) and context.get(_REVEAL_SECRETS):
+        return value.get_secret_value()
+    return str(value)  # masked, as pydantic dumps a SecretStr
+
+
+Secret = Annotated[SecretStr, PlainSerializer(_secret_json, when_used="json")]
+"""A `SecretStr` masked in every JSON dump except the one `settings_json` makes for a child process.
+
+Every secret setting has this type: a plain `SecretStr` would reach the child masked (the round-trip
+test in tests/unit/shared/test_settings.py fails for it).
+"""
 
 
 class _Section(BaseModel):
@@ -41,10 +72,12 @@ class AuthSettings(ListenSettings):
     """The auth service: authenticators, login/logout, sessions."""
 
     authenticator: str = Field("password", description="Authenticator: 'password' or 'dummy' (or an entry point).")
-    dummy_password: SecretStr | None = Field(
+    dummy_password: Secret | None = Field(
         None, description="Shared password of the dummy authenticator (development only; required to use it)."
     )
-    admin_users: list[str] = Field(default_factory=list, description="Users who are admins (as JupyterHub's admin_users).")
+    admin_users: list[str] = Field(
+        default_factory=list, description="Users who are admins (as JupyterHub's admin_users)."
+    )
     allowed_users: list[str] = Field(
         default_factory=list, description="If not empty, only these users (and admins) may log in."
     )
@@ -63,7 +96,8 @@ class ApiSettings(ListenSettings):
     slow_spawn_timeout: float = Field(10.0, ge=0, description="Seconds a start request waits for ready before 202.")
     slow_stop_timeout: float = Field(10.0, ge=0, description="Seconds a stop request waits before answering 202.")
     token_expires_in_max_seconds: int = Field(
-        0, ge=0, description="Longest lifetime of a token created through the API; 0 = no limit (never-expiring allowed)."
+        0, ge=0,
+        description="Longest lifetime of a token created through the API; 0 = no limit (never-expiring allowed).",
     )
 
 
@@ -89,7 +123,9 @@ class SpawnerSettings(_Section):
     poll_interval: float = Field(0.05, gt=0, le=5, description="Fixed interval of the readiness poll, in seconds.")
     lease_ttl: float = Field(6.0, ge=1, description="Seconds a worker's lease on a server lasts without renewal.")
     max_concurrent: int = Field(64, ge=1, description="Commands one worker process handles at once.")
-    hub_api_url: str | None = Field(None, description="JUPYTERHUB_API_URL given to servers; default <public_url>/hub/api.")
+    hub_api_url: str | None = Field(
+        None, description="JUPYTERHUB_API_URL given to servers; default <public_url>/hub/api."
+    )
 
 
 class ProxySettings(_Section):
@@ -98,7 +134,9 @@ class ProxySettings(_Section):
     host: str = Field("127.0.0.1", description="Interface the public proxy binds.")
     port: int = Field(8000, ge=0, le=65535, description="Public port of the proxy.")
     activity_interval: float = Field(5.0, gt=0, description="Seconds between activity batches.")
-    upstream_timeout: float = Field(30.0, gt=0, description="Seconds to wait for an upstream to connect/answer headers.")
+    upstream_timeout: float = Field(
+        30.0, gt=0, description="Seconds to wait for an upstream to connect/answer headers."
+    )
     workers: int = Field(
         1, ge=1, le=64,
         description="Worker processes of one node, sharing the public port (SO_REUSEPORT); each holds the whole table.",
@@ -108,12 +146,13 @@ class ProxySettings(_Section):
         None, ge=0, le=65535,
         description="Port of the configurable-http-proxy-compatible route API (/api/routes); unset: no API.",
     )
-    auth_token: SecretStr | None = Field(
+    auth_token: Secret | None = Field(
         None, description="Token of the route API (`Authorization: token …`); default: $CONFIGPROXY_AUTH_TOKEN.",
     )
     trusted_proxies: list[str] = Field(
         default_factory=list,
-        description="Addresses/networks (CIDR) of load balancers in front of the proxy whose X-Forwarded-* are believed.",
+        description="Addresses/networks (CIDR) of load balancers in front of the proxy whose X-Forwarded-* are "
+                    "believed.",
     )
 
     @field_validator("trusted_proxies")
@@ -145,7 +184,7 @@ class HubService(_Section):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$", description="Service name (URL-safe).")
     url: str | None = Field(None, description="Where the service listens; routed at /services/<name>/.")
-    api_token: SecretStr | None = Field(None, description="The service's API token, also its OAuth client secret.")
+    api_token: Secret | None = Field(None, description="The service's API token, also its OAuth client secret.")
     oauth_client_id: str | None = Field(None, description="OAuth client id; default service-<name>.")
     oauth_redirect_uri: str | None = Field(
         None, description="OAuth redirect URI; default /services/<name>/oauth_callback."
@@ -240,10 +279,13 @@ class ServiceSettings(BaseSettings):
     nats_namespace: str = Field(
         "fh", pattern=r"^[a-z][a-z0-9]{0,15}$", description="Prefix of every subject, stream and bucket."
     )
-    database_url: SecretStr | None = Field(None, description="PostgreSQL URL (postgresql://… or postgresql+asyncpg://…).")
-    public_url: str | None = Field(None, description="Public URL of the hub; default http://<proxy.host>:<proxy.port>.")
-    secret_key: SecretStr | None = Field(
-        None, description="Key signing cookies and deriving server tokens; default: one generated by `fleethub migrate`."
+    database_url: Secret | None = Field(None, description="PostgreSQL URL (postgresql://… or postgresql+asyncpg://…).")
+    public_url: str | None = Field(
+        None, description="Public URL of the hub; default http://<proxy.host>:<proxy.port>."
+    )
+    secret_key: Secret | None = Field(
+        None,
+        description="Key signing cookies and deriving server tokens; default: one generated by `fleethub migrate`.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     data_dir: Path = Field(Path(".fleethub"), description="Directory of the embedded servers and runtime files.")
@@ -356,8 +398,8 @@ class ServiceSettings(BaseSettings):
         return url
 
 
-class _TomlSource(PydanticBaseSettingsSource):
-    """Lowest-priority source: the values of the TOML file."""
+class _DataSource(PydanticBaseSettingsSource):
+    """Lowest-priority source: the values of the TOML file, or in a child process the parent's settings."""
 
     def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]) -> None:
         super().__init__(settings_cls)
@@ -392,6 +434,9 @@ def describe_validation_error(err: ValidationError) -> str:
 def load_settings(config_file: Path | str | None = None, **overrides: Any) -> ServiceSettings:
     """Build the settings from (lowest to highest) the TOML file, `FLEETHUB_*` variables and overrides.
 
+    In a child process started with `child_env`, `SETTINGS_VAR` holds the parent's validated settings
+    (its file and variables already applied): they take the place of the file and the variables.
+
     Args:
         config_file: a TOML file; its top-level keys and `[section]` tables match the model.
         **overrides: values that win over everything (used by the CLI and tests).
@@ -399,6 +444,12 @@ def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Se
     Raises:
         ConfigError: the file cannot be read or a value is invalid; the message names the setting.
     """
+    inherited = os.environ.get(SETTINGS_VAR)
+    if inherited is not None:
+        if config_file is not None:
+            raise ConfigError(f"{SETTINGS_VAR} (settings handed down by a parent process) is set: "
+                              f"it replaces the config file {config_file}")
+        return _build(_parse_inherited(inherited), overrides, with_env=False, origin=f"{SETTINGS_VAR}: ")
     data: dict[str, Any] = {}
     if config_file is not None:
         path = Path(config_file)
@@ -408,8 +459,24 @@ def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Se
             raise ConfigError(f"config file {path} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    return _build(data, overrides, with_env=True)
 
-    class _FromFile(ServiceSettings):
+
+def _parse_inherited(text: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"{SETTINGS_VAR} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{SETTINGS_VAR} must hold a JSON object")
+    return data
+
+
+def _build(data: dict[str, Any], overrides: dict[str, Any], *, with_env: bool, origin: str = "") -> ServiceSettings:
+    """The settings from `data` (a TOML file's or a parent's values), under `FLEETHUB_*` variables if
+    `with_env`, under `overrides`."""
+
+    class _Layered(ServiceSettings):
         @classmethod
         def settings_customise_sources(
             cls,
@@ -419,52 +486,50 @@ def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Se
             dotenv_settings: PydanticBaseSettingsSource,
             file_secret_settings: PydanticBaseSettingsSource,
         ) -> tuple[PydanticBaseSettingsSource, ...]:
-            return (init_settings, env_settings, _TomlSource(settings_cls, data))
+            base = _DataSource(settings_cls, data)
+            return (init_settings, env_settings, base) if with_env else (init_settings, base)
 
     try:
         # the instance keeps `model_fields_set`, so callers can tell configured values from defaults
-        return _FromFile(**overrides)
+        return _Layered(**overrides)
     except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc)) from None
+        raise ConfigError(origin + describe_validation_error(exc)) from None
+
+
+def settings_json(settings: ServiceSettings) -> str:
+    """The settings as JSON with their secrets revealed, for `SETTINGS_VAR`; a child rebuilds them with
+    `load_settings`.
+
+    Settings that are None are left out, so they stay out of the child's `model_fields_set` (`fleethub
+    token` run by a parent tells an unset database URL that way); every setting that may be None
+    defaults to None, so the child's values equal the parent's. Every other value is written, even a
+    default: one changed in place or by `model_copy` arrives too.
+    """
+    return settings.model_dump_json(exclude_none=True, context={_REVEAL_SECRETS: True})
+
+
+# Linux refuses to exec with one environment string longer than this (MAX_ARG_STRLEN, 32 pages).
+_MAX_ENV_STRING = 32 * 4096
 
 
 def child_env(settings: ServiceSettings) -> dict[str, str]:
-    """The environment of a child service process: ours without `FLEETHUB_*`, plus `settings_env`."""
-    import os
+    """The environment of a child service process: ours without `FLEETHUB_*`, plus `SETTINGS_VAR`.
 
+    The settings travel in one environment variable rather than in a file: a file of mode 0600 in the
+    data dir is readable by exactly who can read `/proc/<pid>/environ` (the same Unix user, and root),
+    so it would protect nothing more, while it would put secrets given only by environment (compose's
+    FLEETHUB_DATABASE_URL) on disk and would have to outlive every restart of every child (the proxy
+    supervisor reuses one environment for its workers' restarts). What keeps the settings from user
+    servers and managed services is that their environment drops every `FLEETHUB_*` variable
+    (`services/spawner/env.py`, `services/spawner/managed.py`).
+
+    Raises:
+        ConfigError: the settings are too large for one environment variable.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
-    env.update(settings_env(settings))
-    return env
-
-
-def settings_env(settings: ServiceSettings) -> dict[str, str]:
-    """The settings as `FLEETHUB_*` variables, so a child process rebuilds exactly the same settings."""
-    import json
-
-    env: dict[str, str] = {}
-    dumped = settings.model_dump(mode="json")
-    for key, value in dumped.items():
-        secret = getattr(settings, key, None)
-        if isinstance(secret, SecretStr):
-            value = secret.get_secret_value()
-        if value is None:
-            continue
-        if key == "services":  # a list of sections, with their secrets
-            value = [{**svc.model_dump(mode="json"),
-                      "api_token": svc.api_token.get_secret_value() if svc.api_token else None}
-                     for svc in settings.services]
-            env[f"{ENV_PREFIX}{key.upper()}"] = json.dumps(value)
-            continue
-        if isinstance(value, dict):
-            section = getattr(settings, key)
-            for sub, subval in value.items():
-                raw = getattr(section, sub)
-                if isinstance(raw, SecretStr):
-                    subval = raw.get_secret_value()
-                if subval is None:
-                    continue
-                name = f"{ENV_PREFIX}{key.upper()}{NESTED_DELIMITER}{sub.upper()}"
-                env[name] = subval if isinstance(subval, str) else json.dumps(subval)
-        else:
-            env[f"{ENV_PREFIX}{key.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+    text = settings_json(settings)
+    if len(SETTINGS_VAR) + len(text.encode()) + 2 > _MAX_ENV_STRING:
+        raise ConfigError(f"the settings are too large to hand to a child process in {SETTINGS_VAR} "
+                          f"({len(text.encode())} bytes; at most {_MAX_ENV_STRING - len(SETTINGS_VAR) - 2})")
+    env[SETTINGS_VAR] = text
     return env

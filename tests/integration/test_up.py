@@ -1,4 +1,5 @@
-"""`fleethub up` on a fresh data dir: embedded NATS and PostgreSQL, every service, and a restart."""
+"""`fleethub up` on a fresh data dir: embedded NATS and PostgreSQL, every service, and a restart; a config
+file with `[custom_scopes]` reaching every service."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from tests.support.cluster import FAKE_SERVER, env_without_fleethub
 pytestmark = pytest.mark.integration
 
 
-def start_up(data_dir: Path, port: int) -> tuple[subprocess.Popen[str], float, list[str]]:
+def start_up(data_dir: Path, port: int, config: Path | None = None) -> tuple[subprocess.Popen[str], float, list[str]]:
     env = env_without_fleethub()
     env.update(
         FLEETHUB_PROXY__PORT=str(port),
@@ -32,7 +33,8 @@ def start_up(data_dir: Path, port: int) -> tuple[subprocess.Popen[str], float, l
     )
     t0 = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fleethub", "up", "--data-dir", str(data_dir)],
+        [sys.executable, "-m", "fleethub", "up", "--data-dir", str(data_dir),
+         *(["--config", str(config)] if config is not None else [])],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -165,4 +167,26 @@ def test_up_runs_everything_and_keeps_state_across_restarts(data_root: Path) -> 
 
     # with nothing running, `fleethub token` starts the embedded database itself
     assert token(data_dir, "admin") != tok
+    assert leftover_processes(data_dir) == []
+
+
+def test_up_with_a_custom_scope_in_the_config_file(data_root: Path) -> None:
+    # as a new user tries it: one custom scope, granted by a role (dict settings used to crash `up`)
+    config = data_root / "fleethub.toml"
+    config.write_text(
+        '[custom_scopes."custom:data:read"]\ndescription = "read the data service"\n\n'
+        '[[roles]]\nname = "analysts"\nscopes = ["custom:data:read"]\nusers = ["alice"]\n'
+    )
+    data_dir = data_root / "hub"
+    port = free_port()
+    proc, _, lines = start_up(data_dir, port, config)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=15) as c:
+            assert c.get("/hub/api/").status_code == 200
+            # alice holds the role the api made from the config: its custom scope is hers
+            me = c.get("/hub/api/user", headers={"Authorization": f"token {token(data_dir, 'alice')}"})
+            assert me.status_code == 200, me.text
+            assert "custom:data:read" in me.json()["scopes"], "".join(lines[-40:])
+    finally:
+        assert stop_up(proc) == 0
     assert leftover_processes(data_dir) == []

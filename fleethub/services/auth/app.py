@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from fleethub.services.auth.authenticators import load_authenticator
 from fleethub.services.auth.deps import AuthState
 from fleethub.services.auth.routes import login, oauth, signup
+from fleethub.shared.authenticators import load_authenticator
 from fleethub.shared.events import RegistryEntry
 from fleethub.shared.http import NO_TELEMETRY, CommonHeaders, install_error_handlers
 from fleethub.shared.registry import announce

@@ -6,7 +6,7 @@ from typing import Annotated, TypedDict
 
 from fastapi import Depends, Request
 
-from fleethub.services.auth.authenticators import Authenticator
+from fleethub.shared.authenticators import Authenticator
 from fleethub.shared.http import DbSession, RuntimeDep
 from fleethub.shared.service import Runtime as _Runtime
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from fleethub.services.auth.accounts import ensure_user
+from fleethub.shared.accounts import ensure_user
 from fleethub.shared.db.models import ApiToken, LoginSession, User
 from fleethub.shared.events import UserLoggedIn, UserLoggedOut, utcnow
 from fleethub.shared.identity import create_login_session, end_login_session
@@ -29,7 +29,9 @@ async def log_in(session: AsyncSession, settings: ServiceSettings, name: str, au
     # admin_users grants admin; users outside it keep whatever admin flag the API gave them
     user_id = await ensure_user(session, name, True if name in admins else None)
     # expired sessions are never read again; drop this user's while we are here
-    await session.execute(delete(LoginSession).where(LoginSession.user_id == user_id, LoginSession.expires_at < utcnow()))
+    await session.execute(
+        delete(LoginSession).where(LoginSession.user_id == user_id, LoginSession.expires_at < utcnow())
+    )
     cookie, sid = await create_login_session(session, user_id, settings.auth.cookie_max_age_days)
     enqueue(session, UserLoggedIn(name=name, authenticator=authenticator), settings.nats_namespace)
     return Login(cookie, sid)

@@ -15,7 +15,7 @@ from fleethub.services.api.models import token_model
 from fleethub.services.api.queries import get_user
 from fleethub.services.api.schemas import TokenCreate, parse_body
 from fleethub.services.api.tokens import create_token, get_token, list_tokens, revoke_token
-from fleethub.services.auth.authenticators import allowed, load_authenticator
+from fleethub.shared.authenticators import allowed, load_authenticator
 from fleethub.shared.errors import BadRequest, Forbidden
 from fleethub.shared.identity import Identity, TokenCache
 from fleethub.shared.rbac import ScopeCache, effective_scopes

@@ -7,10 +7,10 @@ import logging
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from fleethub.services.auth.authenticators import allowed
 from fleethub.services.auth.deps import AuthenticatorDep, DbSession, Runtime
 from fleethub.services.auth.pages import login_page
 from fleethub.services.auth.sessions import log_in, log_out
+from fleethub.shared.authenticators import allowed
 from fleethub.shared.errors import BadRequest
 from fleethub.shared.identity import (
     LOGIN_COOKIE,

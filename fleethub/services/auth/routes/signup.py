@@ -7,11 +7,11 @@ import logging
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
-from fleethub.services.auth.accounts import create_account
-from fleethub.services.auth.authenticators import allowed
 from fleethub.services.auth.deps import DbSession, Runtime
 from fleethub.services.auth.pages import signup_page
 from fleethub.services.auth.routes.login import EXPIRED_FORM
+from fleethub.shared.accounts import create_account
+from fleethub.shared.authenticators import allowed
 from fleethub.shared.errors import FleethubError, NotFound
 from fleethub.shared.identity import XSRF_COOKIE, new_xsrf, secure_cookies, set_xsrf_cookie, xsrf_valid
 

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select, update
 
 from fleethub.services.api.servers import server_ended
-from fleethub.services.auth.accounts import set_password
+from fleethub.shared.accounts import set_password
 from fleethub.shared.db.models import OAuthCode, Server, User
 from fleethub.shared.events import new_id, utcnow
 from fleethub.shared.security import server_token

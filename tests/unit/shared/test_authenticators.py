@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from importlib.metadata import entry_points
 from typing import Any
 
 import pytest
 
-from fleethub.services.auth.authenticators import DummyAuthenticator, PasswordAuthenticator, allowed, load_authenticator
+from fleethub.shared.authenticators import (
+    ENTRY_POINT_GROUP,
+    DummyAuthenticator,
+    PasswordAuthenticator,
+    allowed,
+    load_authenticator,
+)
 from fleethub.shared.errors import ConfigError
 from fleethub.shared.settings import load_settings
 
@@ -16,6 +23,15 @@ class _NoSession:
 
     def __getattr__(self, name: str) -> Any:
         raise AssertionError(f"database used: {name}")
+
+
+def test_the_entry_points_name_the_shared_classes() -> None:
+    found = {ep.name: ep.load() for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    assert found["password"] is PasswordAuthenticator and found["dummy"] is DummyAuthenticator
+    # the old path (named by entry points installed before the move) gives the same classes
+    from fleethub.services.auth import authenticators as old
+
+    assert old.PasswordAuthenticator is PasswordAuthenticator and old.load_authenticator is load_authenticator
 
 
 def test_chosen_by_name_through_entry_points() -> None:
