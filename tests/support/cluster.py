@@ -125,7 +125,7 @@ def env_without_fleethub() -> dict[str, str]:
 
 async def password_accounts(settings: ServiceSettings, passwords: dict[str, str]) -> None:
     """Password accounts, as `fleethub up` makes the first admin's."""
-    from fleethub.services.auth.accounts import set_password
+    from fleethub.shared.accounts import set_password
     from fleethub.shared.db.engine import make_sessionmaker
 
     engine = make_engine(settings.require_database_url(), pool_size=1)

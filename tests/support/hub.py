@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from fleethub.services.api.app import create_app as create_api
 from fleethub.services.api.app import with_fast_reads
-from fleethub.services.auth.accounts import set_password
 from fleethub.services.auth.app import create_app as create_auth
+from fleethub.shared.accounts import set_password
 from fleethub.shared.bus import Bus
 from fleethub.shared.db.engine import make_engine, make_sessionmaker
 from fleethub.shared.db.migrate import load_secret_key

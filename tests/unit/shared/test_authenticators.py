@@ -28,10 +28,6 @@ class _NoSession:
 def test_the_entry_points_name_the_shared_classes() -> None:
     found = {ep.name: ep.load() for ep in entry_points(group=ENTRY_POINT_GROUP)}
     assert found["password"] is PasswordAuthenticator and found["dummy"] is DummyAuthenticator
-    # the old path (named by entry points installed before the move) gives the same classes
-    from fleethub.services.auth import authenticators as old
-
-    assert old.PasswordAuthenticator is PasswordAuthenticator and old.load_authenticator is load_authenticator
 
 
 def test_chosen_by_name_through_entry_points() -> None:
