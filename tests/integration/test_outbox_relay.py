@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-import fleethub.shared.bus
+import fleethub.shared.bus.topology
 from fleethub.shared.bus import Bus, BusError
 from fleethub.shared.db.engine import make_engine, make_sessionmaker
 from fleethub.shared.db.models import OutboxMessage
@@ -221,7 +221,7 @@ async def test_streams_declared_before_batches_take_them_after_an_upgrade(relayi
 async def test_batches_are_tried_again_after_a_refusal(relaying: Relaying, monkeypatch: pytest.MonkeyPatch) -> None:
     """A stream that refused batches is tried again `BATCHES_RETRY` seconds later (0 here): once it takes
     them again, runs go as batches again."""
-    monkeypatch.setattr(fleethub.shared.bus, "BATCHES_RETRY", 0.0)
+    monkeypatch.setattr(fleethub.shared.bus.topology, "BATCHES_RETRY", 0.0)
     bus, evt = relaying.bus, relaying.bus.names.evt_stream
     if not _server_has_atomic_batches(relaying):  # (a server given by FLEETHUB_TEST_NATS_URL may be older)
         assert not bus.takes_batches(evt)  # nothing to try again: the stream never took batches

@@ -1,14 +1,14 @@
 """`POST/PATCH /hub/api/proxy`: reconcile the route table with PostgreSQL now.
 
-It runs the spawner's reconciliation (the same code, under the same cluster-wide lock), so the api
-writes exactly what a spawner worker would have written on its next round.
+It runs the reconciliation round of `fleethub.shared.routes` (the spawner workers' code, under the same
+cluster-wide lock), so the api writes exactly what a spawner worker would have written on its next round.
 """
 
 from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from fleethub.services.spawner.routes import reconcile_round
+from fleethub.shared.routes import reconcile_round
 from fleethub.shared.service import Runtime
 
 

@@ -164,7 +164,7 @@ class RouteApi:
         existing = table.at_prefix(routespec)
         key = existing.key if existing is not None else path_key(path)
         route = Route(routespec=routespec, target=target, data=data)
-        await (await self.bus.routes()).put(key, route.model_dump_json().encode())
+        await self.bus.routes.put(key, route)
 
         def served(t: RouteTable) -> bool:
             now = t.get(key)
@@ -178,7 +178,7 @@ class RouteApi:
         if existing is None:
             raise ApiError(404, f"No route for {path[:200]}")
         key = existing.key
-        await (await self.bus.routes()).delete(key)
+        await self.bus.routes.delete(key)
         await self.node.wait_routes(lambda t: t.get(key) is None, APPLY_WAIT)
         return 204, None
 

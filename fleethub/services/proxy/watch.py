@@ -10,54 +10,21 @@ serving the previous table meanwhile.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from fleethub.services.proxy.node import Node
 from fleethub.services.proxy.replicas import Replicas
 from fleethub.services.proxy.table import RouteTable
 from fleethub.shared.bus import Bus
-from fleethub.shared.errors import BusError
 from fleethub.shared.events import RegistryEntry, Route
 
 log = logging.getLogger(__name__)
 
-DELETES = ("DEL", "PURGE")
 RESYNC_EVERY = 300.0
 RETRY_DELAY = 0.5
-WATCH_INACTIVE = 15.0
-
-Apply = Callable[[str, bytes | None, float], None]
-
-
-def _written(created: object) -> float:
-    """When a KV value was written, in epoch seconds (0 when unknown)."""
-    return created.timestamp() if isinstance(created, datetime) else 0.0
-
-
-async def follow(bus: Bus, bucket: str, apply: Apply, snapshot_done: Callable[[], None]) -> None:
-    """Apply every value of `bucket` and every change after it; `snapshot_done` at the initial marker.
-
-    Runs until cancelled; a watch that ends by itself raises `BusError` (the caller resyncs).
-    """
-    kv = await bus.kv(bucket)
-    # a stopped watch's ephemeral consumer lingers on the server for this long (nats-py's default: 5 min)
-    watcher = await kv.watch(">", inactive_threshold=WATCH_INACTIVE)
-    try:
-        async for entry in watcher:
-            if entry is None:
-                snapshot_done()
-            elif entry.operation in DELETES:
-                apply(entry.key, None, 0.0)
-            else:
-                apply(entry.key, entry.value, _written(entry.created))
-    finally:
-        with contextlib.suppress(Exception):
-            await watcher.stop()  # type: ignore[no-untyped-call]
-    raise BusError(f"watch of {bucket} ended")
 
 
 class _RouteSync:
@@ -69,17 +36,17 @@ class _RouteSync:
         self.live = False
         self.on_loaded = on_loaded
 
-    def apply(self, key: str, value: bytes | None, written: float) -> None:
+    def apply(self, key: str, route: Route | None, written: float) -> None:
         table = self.node.table if self.live and self.node.table is not None else self.fresh
         old = None
-        if value is not None:
+        if route is not None:
             try:
-                old = table.put(key, Route.model_validate_json(value), written)
+                old = table.put(key, route, written)
             except ValueError as exc:
                 log.warning("ignoring route %s: %s", key[:200], str(exc)[:300])
-                old = table.delete(key)  # a broken value must not leave the previous target in place
+                old = table.delete(key)  # a broken route must not leave the previous target in place
         else:
-            old = table.delete(key)
+            old = table.delete(key)  # deleted, or a value that does not decode (the bus logged it)
         if self.live:
             if old is not None:
                 new = table.get(key)
@@ -103,14 +70,14 @@ class _ReplicaSync:
         self.fresh = Replicas()
         self.live = False
 
-    def apply(self, key: str, value: bytes | None, written: float) -> None:
+    def apply(self, key: str, entry: RegistryEntry | None, written: float) -> None:
         replicas = self.node.replicas if self.live else self.fresh
         age = max(0.0, time.time() - written) if written else 0.0
-        if value is None:
+        if entry is None:  # deleted, or a value that does not decode (the bus logged it)
             replicas.delete(key)
             return
         try:
-            replicas.put(key, RegistryEntry.model_validate_json(value), age)
+            replicas.put(key, entry, age)
         except ValueError as exc:
             log.warning("ignoring registry entry %s: %s", key[:200], str(exc)[:300])
             replicas.delete(key)
@@ -156,9 +123,11 @@ class Watcher:
             for kick in self._kicks.values():
                 kick.set()
 
-    def _new_sync(self, kind: str, syncs: int) -> tuple[str, _RouteSync | _ReplicaSync]:
+    def _new_sync(self, kind: str, syncs: int) -> Coroutine[Any, Any, Any]:
+        """One sync of `kind` from a fresh table: the watch that fills it (it runs until it fails)."""
         if kind == "registry":
-            return self.bus.names.registry_bucket, _ReplicaSync(self.node)
+            replicas = _ReplicaSync(self.node)
+            return self.bus.registry.follow(replicas.apply, replicas.snapshot_done)
         started = time.monotonic()
 
         def loaded(n: int) -> None:
@@ -166,7 +135,8 @@ class Watcher:
             log.info("route table %s: %d routes in %.0f ms", "loaded" if syncs == 1 else "resynced", n,
                      (time.monotonic() - started) * 1000)
 
-        return self.bus.names.routes_bucket, _RouteSync(self.node, loaded)
+        routes = _RouteSync(self.node, loaded)
+        return self.bus.routes.follow(routes.apply, routes.snapshot_done)
 
     async def _keep(self, kind: str) -> None:
         kick = self._kicks[kind]
@@ -174,16 +144,15 @@ class Watcher:
         while True:
             kick.clear()
             syncs += 1
-            bucket, sync = self._new_sync(kind, syncs)
-            reason = await self._sync_once(bucket, sync, kick)
+            reason = await self._sync_once(self._new_sync(kind, syncs), kick)
             log.info("resyncing %s (%s)", kind, reason)
             if reason.startswith("watch failed"):
                 await self._repair()
 
-    async def _sync_once(self, bucket: str, sync: _RouteSync | _ReplicaSync, kick: asyncio.Event) -> str:
-        """Follow `bucket` until a reason to start over; returns that reason."""
+    async def _sync_once(self, watch: Coroutine[Any, Any, Any], kick: asyncio.Event) -> str:
+        """Run `watch` until a reason to start over; returns that reason."""
         tasks = {
-            asyncio.create_task(follow(self.bus, bucket, sync.apply, sync.snapshot_done)): "watch failed",
+            asyncio.create_task(watch): "watch failed",
             asyncio.create_task(kick.wait()): "reconnected to NATS",
             asyncio.create_task(asyncio.sleep(self.resync_every)): "periodic resync",
         }

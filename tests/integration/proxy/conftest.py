@@ -15,7 +15,6 @@ from fleethub.shared.bus import Bus
 from fleethub.shared.events import ActivityReported, Envelope, Message, RegistryEntry, Route, subject_filter
 from fleethub.shared.names import route_key, server_prefix
 from fleethub.shared.net import free_port
-from fleethub.shared.registry import registry_key
 from fleethub.shared.settings import ServiceSettings, load_settings
 from tests.integration.proxy.backend import Backend
 from tests.support.cluster import Cluster, wait_for
@@ -43,10 +42,10 @@ class ProxyEnv:
 
     async def route(self, user: str, target: str, server: str = "") -> None:
         route = Route(routespec=server_prefix(user, server), target=target, data={"user": user, "server_name": server})
-        await (await self.bus.routes()).put(route_key(user, server), route.model_dump_json().encode())
+        await self.bus.routes.put(route_key(user, server), route)
 
     async def unroute(self, user: str, server: str = "") -> None:
-        await (await self.bus.routes()).delete(route_key(user, server))
+        await self.bus.routes.delete(route_key(user, server))
 
     async def watch_activity(self) -> tuple[Any, list[ActivityReported]]:
         """Collect every activity batch published from now on; returns the subscription (to unsubscribe)
@@ -61,11 +60,10 @@ class ProxyEnv:
         return sub, batches
 
     async def replica(self, service: str, name: str, url: str) -> None:
-        entry = RegistryEntry(service=service, replica=name, url=url)
-        await (await self.bus.registry()).put(registry_key(service, name), entry.model_dump_json().encode())
+        await self.bus.registry.put(RegistryEntry(service=service, replica=name, url=url))
 
     async def unregister(self, service: str, name: str) -> None:
-        await (await self.bus.registry()).delete(registry_key(service, name))
+        await self.bus.registry.delete(service, name)
 
 
 @pytest.fixture

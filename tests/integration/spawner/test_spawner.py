@@ -18,7 +18,16 @@ from sqlalchemy.dialects.postgresql import insert
 from fleethub.shared.bus import Bus
 from fleethub.shared.db.engine import make_engine, make_sessionmaker
 from fleethub.shared.db.models import Server, ServerState, User
-from fleethub.shared.events import ServerFailed, ServerReady, ServerStopped, SpawnServer, StopServer, new_id, unwrap
+from fleethub.shared.events import (
+    Route,
+    ServerFailed,
+    ServerReady,
+    ServerStopped,
+    SpawnServer,
+    StopServer,
+    new_id,
+    unwrap,
+)
 from fleethub.shared.names import route_key
 from fleethub.shared.procs import become_subreaper, pid_alive
 from fleethub.shared.settings import ServiceSettings, load_settings
@@ -51,16 +60,13 @@ class Harness:
     async def row(self, user: str, server: str = "") -> ServerState | None:
         async with self.sessions() as s:
             return (
-                await s.execute(select(ServerState).where(ServerState.user_name == user, ServerState.server_name == server))
+                await s.execute(select(ServerState).where(ServerState.user_name == user,
+                                                          ServerState.server_name == server))
             ).scalar()
 
     async def route(self, user: str, server: str = "") -> dict[str, Any] | None:
-        kv = await self.bus.routes()
-        try:
-            entry = await kv.get(route_key(user, server))
-        except Exception:
-            return None
-        return json.loads(entry.value) if entry and entry.value else None
+        route = await self.bus.routes.get(route_key(user, server))
+        return route.model_dump(mode="json") if route is not None else None
 
     async def status(self, user: str, server: str = "") -> str | None:
         row = await self.row(user, server)
@@ -143,10 +149,11 @@ async def test_environment_follows_the_contract(harness: Harness, tmp_path: Path
     harness.cluster.start("spawner")
     await harness.spawn(spawn_cmd("env.user", "gpu"))
     await wait_for(lambda: _is(harness.status("env.user", "gpu"), "running"), timeout=20, what="running")
-    env = json.loads(Path(str(tmp_path / "env-{user}.json")).read_text())
+    env = _read_json(tmp_path / "env-{user}.json")
     assert env["JUPYTERHUB_USER"] == "env.user" and env["JUPYTERHUB_SERVER_NAME"] == "gpu"
     assert env["JUPYTERHUB_SERVICE_PREFIX"] == "/user/env.user/gpu/"
-    assert env["JUPYTERHUB_SERVICE_URL"].startswith("http://127.0.0.1:") and env["JUPYTERHUB_SERVICE_URL"].endswith("/user/env.user/gpu/")
+    url = env["JUPYTERHUB_SERVICE_URL"]
+    assert url.startswith("http://127.0.0.1:") and url.endswith("/user/env.user/gpu/")
     assert env["JUPYTERHUB_CLIENT_ID"] == "jupyterhub-user-env.user-gpu"
     assert env["JUPYTERHUB_OAUTH_CALLBACK_URL"] == "/user/env.user/gpu/oauth_callback"
     assert json.loads(env["JUPYTERHUB_OAUTH_ACCESS_SCOPES"]) == [
@@ -243,11 +250,15 @@ async def test_routes_are_reconciled(harness: Harness) -> None:
     harness.cluster.start("spawner")
     await harness.spawn(spawn_cmd("gina"))
     await wait_for(lambda: _is(harness.status("gina"), "running"), timeout=20, what="running")
-    kv = await harness.bus.routes()
-    await kv.delete(route_key("gina", ""))
-    await kv.put(route_key("ghost", ""), b'{"routespec": "/user/ghost/", "target": "http://127.0.0.1:9", "data": {"user": "ghost", "server_name": ""}}')
+    await harness.bus.routes.delete(route_key("gina", ""))
+    await harness.bus.routes.put(route_key("ghost", ""), Route(routespec="/user/ghost/", target="http://127.0.0.1:9",
+                                                               data={"user": "ghost", "server_name": ""}))
     await wait_for(lambda: _not_none(harness.route("gina")), timeout=15, what="route restored")
     await wait_for(lambda: _none(harness.route("ghost")), timeout=15, what="stale route deleted")
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
 
 
 async def _is(coro: Any, value: Any) -> bool:

@@ -13,7 +13,6 @@ from fleethub.services.api.deps import CurrentUser, DbSession, Runtime
 from fleethub.services.api.paging import page_of
 from fleethub.services.api.resync import resync_routes
 from fleethub.services.api.schemas import parse_body
-from fleethub.shared.events import Route
 
 router = APIRouter(prefix="/hub/api")
 
@@ -34,8 +33,7 @@ class ProxyPatch(BaseModel):
 async def proxy_table(request: Request, req: CurrentUser, runtime: Runtime, offset: int = 0,
                       limit: int | None = None) -> Response:
     req.require("proxy")
-    routes = [Route.model_validate_json(v) for v in (await runtime.bus.routes_snapshot()).values()]
-    routes.sort(key=lambda r: r.routespec)
+    routes = sorted((await runtime.bus.routes.snapshot()).values(), key=lambda r: r.routespec)
     page = page_of(request, offset, limit)
     if not page.paginated and limit is None and offset == 0:
         chosen = routes  # JupyterHub's unpaginated answer is the whole table

@@ -42,9 +42,8 @@ async def test_proxy_table_resync_and_patch(hub: Hub) -> None:
     await hub.headers_for("bea")
     await _running_server(hub, "ann", "http://127.0.0.1:40001")
     await _running_server(hub, "bea", "http://127.0.0.1:40002")
-    kv = await hub.bus.routes()
     stale = Route(routespec="/user/ghost/", target="http://127.0.0.1:1", data={"user": "ghost", "server_name": ""})
-    await kv.put(route_key("ghost", ""), stale.model_dump_json().encode())
+    await hub.bus.routes.put(route_key("ghost", ""), stale)
     # POST: the table is made to match PostgreSQL now (missing routes put, orphans deleted)
     r = await c.post("/hub/api/proxy", headers=admin)
     assert r.status_code == 200 and r.json() == {"put": 2, "deleted": 1}

@@ -19,28 +19,13 @@ pytestmark = pytest.mark.integration
 
 
 async def _registered(bus: Bus) -> dict[str, RegistryEntry]:
-    kv = await bus.registry()
-    try:
-        keys = await kv.keys()
-    except Exception:  # no keys yet
-        return {}
-    out = {}
-    for key in keys:
-        entry = await kv.get(key)
-        if entry.value:
-            parsed = RegistryEntry.model_validate_json(entry.value)
-            out[parsed.service] = parsed
-    return out
+    return {entry.service: entry for entry in (await bus.registry.snapshot()).values()}
 
 
 async def test_services_register_serve_and_stop(settings: ServiceSettings, tmp_path: Path) -> None:
     await migrated(settings.require_database_url())
     logs = {name: tmp_path / f"{name}.log" for name in ("auth", "api")}
-    procs = {}
-    for name, path in logs.items():
-        with open(path, "wb") as log:
-            procs[name] = subprocess.Popen([sys.executable, "-m", "fleethub", "run", name], env=child_env(settings),
-                                           stdout=log, stderr=subprocess.STDOUT)
+    procs = {name: _start(name, path, settings) for name, path in logs.items()}
     bus = Bus(settings.nats_url, settings.nats_namespace, "test")
     await bus.connect()
     await bus.ensure_topology()
@@ -68,6 +53,12 @@ async def test_services_register_serve_and_stop(settings: ServiceSettings, tmp_p
                 proc.kill()
                 proc.wait()
         await bus.close()
+
+
+def _start(name: str, log_path: Path, settings: ServiceSettings) -> subprocess.Popen[bytes]:
+    with open(log_path, "wb") as log:
+        return subprocess.Popen([sys.executable, "-m", "fleethub", "run", name], env=child_env(settings),
+                                stdout=log, stderr=subprocess.STDOUT)
 
 
 async def _both(bus: Bus) -> dict[str, RegistryEntry] | None:

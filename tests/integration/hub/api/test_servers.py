@@ -154,14 +154,13 @@ async def test_proxy_table(hub: Hub) -> None:
     from fleethub.shared.events import Route
     from fleethub.shared.names import route_key
 
-    kv = await hub.bus.routes()
     route = Route(routespec="/user/bob/", target="http://127.0.0.1:9", data={"user": "bob", "server_name": ""})
-    await kv.put(route_key("bob"), route.model_dump_json().encode())
+    await hub.bus.routes.put(route_key("bob"), route)
     admin = await hub.headers_for("admin", admin=True)
     r = await hub.client.get("/hub/api/proxy", headers=admin)
     assert r.json() == {"/user/bob/": {"routespec": "/user/bob/", "target": "http://127.0.0.1:9",
                                        "data": {"user": "bob", "server_name": ""}}}
-    await kv.delete(route_key("bob"))
+    await hub.bus.routes.delete(route_key("bob"))
     assert (await hub.client.get("/hub/api/proxy", headers=admin)).json() == {}
 
 
@@ -198,7 +197,8 @@ async def test_one_server_model(tmp_path: Path, nats_url: str, database_url: str
         r = await c.get("/hub/api/users/bob/server", headers=carol)
         assert r.status_code == 404 and r.json()["message"] == "No access to resources or resources not found"
 
-        assert (await c.post("/hub/api/users/bob/servers/gpu", json={"display_name": "GPU"}, headers=bob)).status_code == 202
+        r = await c.post("/hub/api/users/bob/servers/gpu", json={"display_name": "GPU"}, headers=bob)
+        assert r.status_code == 202
         cmd = await hub.spawn_command()
         model = (await c.get("/hub/api/users/bob/servers/gpu", headers=bob)).json()
         assert (model["pending"], model["stopped"], model["display_name"]) == ("spawn", False, "GPU")
@@ -260,7 +260,8 @@ async def test_create_a_server_without_starting_it(tmp_path: Path, nats_url: str
         assert (await c.put("/hub/api/users/carol/servers/lab", headers=admin)).status_code == 201
         assert (await c.put("/hub/api/users/nobody/servers/lab", headers=admin)).status_code == 404
         assert (await c.put("/hub/api/users/a%00b/servers/lab", headers=admin)).status_code == 404  # never stored
-        assert (await c.patch("/hub/api/users/a%00b/server", json={"user_options": {}}, headers=admin)).status_code == 404
+        r = await c.patch("/hub/api/users/a%00b/server", json={"user_options": {}}, headers=admin)
+        assert r.status_code == 404
 
 
 async def test_named_server_limit_under_concurrent_creates(tmp_path: Path, nats_url: str, database_url: str,
@@ -331,7 +332,8 @@ async def test_only_settled_servers_are_renamed(tmp_path: Path, nats_url: str, d
         assert (await c.post(rename, headers=bob)).status_code == 202
         cmd = await hub.spawn_command()
         r = await c.patch(rename, json={"name": "cuda"}, headers=bob)  # requested
-        assert r.status_code == 400 and r.json()["message"] == "bob's server gpu is active. Please stop it before modifying it."
+        assert r.status_code == 400
+        assert r.json()["message"] == "bob's server gpu is active. Please stop it before modifying it."
         await mark(hub, "bob", "gpu", cmd.spawn_id, "running")
         assert (await c.patch(rename, json={"display_name": "x"}, headers=bob)).status_code == 400  # running
         assert (await c.delete(rename, headers=bob)).status_code == 202
@@ -369,7 +371,8 @@ async def test_start_sets_the_display_name(tmp_path: Path, nats_url: str, databa
         assert r.status_code == 400 and r.json()["message"].startswith("Invalid display_name")
         assert (await c.post("/hub/api/users/bob/servers/gpu", headers=bob)).status_code == 202
         assert (await c.get("/hub/api/users/bob/servers/gpu", headers=bob)).json()["display_name"] == "gpu"
-        assert (await c.post("/hub/api/users/bob/server", json={"display_name": "Main"}, headers=bob)).status_code == 202
+        r = await c.post("/hub/api/users/bob/server", json={"display_name": "Main"}, headers=bob)
+        assert r.status_code == 202
         model = (await c.get("/hub/api/users/bob", headers=bob)).json()["servers"]
         assert model[""]["display_name"] == "" and model["gpu"]["display_name"] == "gpu"
 

@@ -1,0 +1,48 @@
+"""The one adapter between fleethub and NATS JetStream; nothing outside this package imports `nats`.
+
+- `connection`: connect with unlimited reconnects and a short ping interval, every background callback
+  wired to logs and to `Bus.healthy`; drain on close.
+- `topology`: the streams and KV buckets of a namespace, from one table, declared idempotently; which
+  stream takes a subject, and whether it takes atomic batches.
+- `publish`: one message or an atomic batch, with `Nats-Msg-Id` (a retry is never a second message).
+- `consume`: pull consumers whose handlers say ack, nak or term in their return value (`Decision`), and
+  core subscriptions to events.
+- `kv`, `routestore`, `registrystore`: the route table and the service registry as our models
+  (`Route`, `RegistryEntry`), raising `BusError`, never a nats exception.
+- `facade`: `Bus`, what a service holds, delegating to the above.
+"""
+
+from fleethub.shared.bus.connection import Connection
+from fleethub.shared.bus.consume import Decision, Delivery, Handler, Outcome, PullConsumer
+from fleethub.shared.bus.facade import Bus
+from fleethub.shared.bus.kv import Apply, BusTimeout, ModelBucket
+from fleethub.shared.bus.publish import BATCH_MAX, BatchRefused
+from fleethub.shared.bus.registrystore import RegistryStore, registry_key
+from fleethub.shared.bus.routestore import RouteStore
+from fleethub.shared.bus.topology import DUPLICATE_WINDOW, EVENTS_MAX_AGE, REGISTRY_TTL, Names, Topology
+from fleethub.shared.errors import BusError
+
+# BATCHES_RETRY stays in `topology` only: a copy here would be a second value that patching misses
+__all__ = [
+    "BATCH_MAX",
+    "DUPLICATE_WINDOW",
+    "EVENTS_MAX_AGE",
+    "REGISTRY_TTL",
+    "Apply",
+    "BatchRefused",
+    "Bus",
+    "BusError",
+    "BusTimeout",
+    "Connection",
+    "Decision",
+    "Delivery",
+    "Handler",
+    "ModelBucket",
+    "Names",
+    "Outcome",
+    "PullConsumer",
+    "RegistryStore",
+    "RouteStore",
+    "Topology",
+    "registry_key",
+]

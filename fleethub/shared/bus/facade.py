@@ -1,0 +1,152 @@
+"""`Bus`, what a service holds: one connection with its namespace's topology, publishing, consuming, and
+the route and registry stores, each delegated to the module of its concern."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+
+from fleethub.shared.bus import consume as consuming
+from fleethub.shared.bus import publish as publishing
+from fleethub.shared.bus.connection import Connection
+from fleethub.shared.bus.consume import Handler, PullConsumer
+from fleethub.shared.bus.registrystore import RegistryStore
+from fleethub.shared.bus.routestore import RouteStore
+from fleethub.shared.bus.topology import Names, Topology
+from fleethub.shared.events import Envelope, Message, subject_of, wrap
+
+
+class Bus:
+    """A NATS connection with JetStream, owned by a service's lifespan.
+
+    Args:
+        servers: NATS URL(s), comma-separated.
+        namespace: prefix of subjects, streams and buckets.
+        name: client name shown by the server (service and replica).
+
+    Attributes:
+        routes: the route table (`RouteStore`).
+        registry: the service registry (`RegistryStore`).
+        healthy: set while connected.
+        reconnected: set on every reconnect (whoever waits on it clears it).
+        closed: set once the connection is closed for good.
+    """
+
+    def __init__(self, servers: str, namespace: str, name: str) -> None:
+        self.connection = Connection(servers, name)
+        self.namespace = namespace
+        self.names = Names(namespace)
+        self.topology = Topology(self.connection, self.names)
+        self.routes = RouteStore(self.topology)
+        self.registry = RegistryStore(self.topology)
+        self.healthy = self.connection.healthy
+        self.reconnected = self.connection.reconnected
+        self.closed = self.connection.closed
+
+    @property
+    def servers(self) -> list[str]:
+        """The NATS URLs."""
+        return self.connection.servers
+
+    @property
+    def name(self) -> str:
+        """The client name."""
+        return self.connection.name
+
+    @property
+    def on_reconnect(self) -> list[Callable[[], None]]:
+        """Called on every reconnect (core subscriptions may have missed messages meanwhile)."""
+        return self.connection.on_reconnect
+
+    @on_reconnect.setter
+    def on_reconnect(self, callbacks: list[Callable[[], None]]) -> None:
+        self.connection.on_reconnect = callbacks
+
+    @property
+    def nc(self) -> NatsClient:
+        """The core NATS client (for tests that inspect the server; services use the methods)."""
+        return self.connection.nc
+
+    @property
+    def js(self) -> JetStreamContext:
+        """The JetStream context (for tests that inspect the server; services use the methods)."""
+        return self.connection.js
+
+    async def connect(self, timeout: float = 10.0) -> None:
+        """Connect, retrying until `timeout`; afterwards reconnect forever."""
+        await self.connection.connect(timeout)
+
+    async def close(self) -> None:
+        """Drain and close the connection."""
+        await self.connection.close()
+        self.topology.forget()
+
+    async def ensure_topology(self, timeout: float = 15.0) -> None:
+        """Declare the command and event streams and the KV buckets (idempotent, any replica may run it).
+
+        Retries while JetStream is not answering yet (a server that just started, or a reconnect).
+        """
+        await self.topology.ensure(timeout)
+
+    def stream_of(self, subject: str) -> str | None:
+        """The stream a subject of this namespace is stored in (None: no stream of ours takes it)."""
+        return self.topology.stream_of(subject)
+
+    def takes_batches(self, stream: str | None) -> bool:
+        """Whether `stream` takes atomic batches (see `Topology.takes_batches`)."""
+        return self.topology.takes_batches(stream)
+
+    async def publish_raw(self, subject: str, payload: bytes, msg_id: str, attempts: int = 5) -> None:
+        """Publish to JetStream and wait for the ack, retrying with the same `Nats-Msg-Id`.
+
+        Raises:
+            BusError: no ack after `attempts` tries.
+        """
+        await publishing.publish_raw(self.connection, subject, payload, msg_id, attempts=attempts)
+
+    async def publish_batch(self, items: Sequence[tuple[str, bytes, str]], attempts: int = 5) -> None:
+        """Publish `items` (subject, payload, message id) as one atomic batch (see `publish.publish_batch`).
+
+        Raises:
+            BatchRefused: not stored as a batch; publish the items one by one.
+            BusError: no answer after `attempts` tries.
+        """
+        await publishing.publish_batch(self.connection, self.topology, items, attempts=attempts)
+
+    async def publish(self, message: Message, msg_id: str | None = None) -> Envelope:
+        """Wrap `message` in an envelope and publish it durably; returns the envelope."""
+        env = wrap(message, msg_id)
+        await self.publish_raw(subject_of(message, self.namespace), env.model_dump_json().encode(), env.id)
+        return env
+
+    async def consume(
+        self,
+        *,
+        durable: str,
+        filter_subject: str,
+        kind: str,
+        handler: Handler,
+        concurrency: int = 16,
+        ack_wait: float = 30.0,
+        stop: asyncio.Event | None = None,
+        bound: asyncio.Event | None = None,
+    ) -> None:
+        """Run a durable pull consumer until `stop` is set (or forever); `bound` is set once the durable
+        exists on the server (with DeliverPolicy.NEW, what is published from then on is not missed).
+
+        Each message is validated and given to `handler` in its own task (at most `concurrency` at
+        once); the handler's `Decision` acks, naks or terms it. A handler exception naks with a
+        delay: a transient error never drops a command. Malformed messages are termed and logged.
+        """
+        stream = self.names.cmd_stream if kind == "cmd" else self.names.evt_stream
+        consumer = PullConsumer(durable=durable, stream=stream, filter_subject=filter_subject, kind=kind,
+                                concurrency=concurrency, ack_wait=ack_wait)
+        await consuming.consume(self.connection, consumer, handler, stop=stop, bound=bound)
+
+    async def subscribe_events(self, subject: str, callback: Callable[[Envelope, Message], Awaitable[None]]) -> Any:
+        """A core (non-durable) subscription to events, for in-process waiters; at-most-once by design."""
+        return await consuming.subscribe_events(self.connection, subject, callback)

@@ -1,0 +1,195 @@
+"""What a namespace declares on JetStream (its streams and KV buckets, from one table), the idempotent
+declaration, the KV handles, and which stream takes which subject and whether it takes atomic batches."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from nats.js.api import DiscardPolicy, KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.kv import KeyValue
+
+from fleethub.shared.bus.connection import Connection
+from fleethub.shared.errors import BusError
+from fleethub.shared.events import commands_filter, events_filter
+
+log = logging.getLogger(__name__)
+
+EVENTS_MAX_AGE = 7 * 24 * 3600.0
+DUPLICATE_WINDOW = 120.0
+REGISTRY_TTL = 6.0
+BATCHES_RETRY = 60.0  # seconds before batches are tried again on a stream that refused them as such
+
+
+@dataclass(frozen=True)
+class Names:
+    """Names of the streams, buckets and durable consumers of one namespace."""
+
+    namespace: str
+
+    @property
+    def cmd_stream(self) -> str:
+        """Work-queue stream of commands."""
+        return f"{self.namespace.upper()}_CMD"
+
+    @property
+    def evt_stream(self) -> str:
+        """Limits-retention stream of events (a public interface)."""
+        return f"{self.namespace.upper()}_EVENTS"
+
+    @property
+    def routes_bucket(self) -> str:
+        """KV bucket of the route table."""
+        return f"{self.namespace}_routes"
+
+    @property
+    def registry_bucket(self) -> str:
+        """KV bucket (with TTL) of live auth/api replicas."""
+        return f"{self.namespace}_registry"
+
+
+def streams(names: Names) -> tuple[StreamConfig, ...]:
+    """The streams of a namespace: commands (a work queue) and events (kept `EVENTS_MAX_AGE`)."""
+    return (
+        StreamConfig(
+            name=names.cmd_stream,
+            subjects=[commands_filter(names.namespace)],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            discard=DiscardPolicy.NEW,
+            duplicate_window=DUPLICATE_WINDOW,
+            allow_atomic=True,
+        ),
+        StreamConfig(
+            name=names.evt_stream,
+            subjects=[events_filter(names.namespace)],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=EVENTS_MAX_AGE,
+            duplicate_window=DUPLICATE_WINDOW,
+            allow_atomic=True,
+        ),
+    )
+
+
+def buckets(names: Names) -> tuple[KeyValueConfig, ...]:
+    """The KV buckets of a namespace: the route table (on file) and the registry (in memory, with a TTL)."""
+    return (
+        KeyValueConfig(bucket=names.routes_bucket, history=1, storage=StorageType.FILE),
+        KeyValueConfig(bucket=names.registry_bucket, history=1, ttl=REGISTRY_TTL, storage=StorageType.MEMORY),
+    )
+
+
+class Topology:
+    """The streams and buckets of one namespace over a connection, declared idempotently.
+
+    It remembers which streams take atomic batches (nats-server 2.12 and later keep `allow_atomic`;
+    older ones drop it from the config they store, and their streams are published to one message at a
+    time), and caches KV handles.
+    """
+
+    def __init__(self, connection: Connection, names: Names) -> None:
+        self._conn = connection
+        self.names = names
+        self._kv: dict[str, KeyValue] = {}
+        self._atomic: set[str] = set()
+        self._batches_retry: dict[str, float] = {}  # stream -> loop time to try batches again
+
+    async def ensure(self, timeout: float = 15.0) -> None:
+        """Declare the streams and the KV buckets (idempotent, any replica may run it).
+
+        Retries while JetStream is not answering yet (a server that just started, or a reconnect).
+
+        Raises:
+            BusError: still not declared after `timeout`.
+        """
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            try:
+                await self._declare()
+                return
+            except Exception as exc:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise BusError(f"cannot declare JetStream streams and buckets: {exc}") from None
+                await asyncio.sleep(0.2)
+
+    async def _declare(self) -> None:
+        for stream in streams(self.names):
+            await self._ensure_stream(stream)
+        for bucket in buckets(self.names):
+            await self.kv(bucket.bucket, create=bucket)
+
+    async def _ensure_stream(self, config: StreamConfig) -> None:
+        js = self._conn.js
+        name: str = config.name  # type: ignore[assignment]
+        info = None
+        try:
+            await js.stream_info(name)
+        except NotFoundError:
+            try:
+                info = await js.add_stream(config)
+            except BadRequestError:
+                pass  # created concurrently by another replica
+        if info is None:
+            info = await js.update_stream(config)
+        self._batches_retry.pop(name, None)
+        if info.config.allow_atomic:
+            self._atomic.add(name)
+        else:
+            self._atomic.discard(name)
+
+    async def kv(self, bucket: str, create: KeyValueConfig | None = None) -> KeyValue:
+        """A KV bucket handle, creating the bucket from `create` if it does not exist.
+
+        With `create`, the bucket's existence is checked even when a handle is cached: an in-memory
+        bucket (the registry) is gone after a NATS restart, and `ensure` must bring it back.
+
+        Raises:
+            BusError: the bucket does not exist (and no `create`).
+        """
+        if bucket in self._kv and create is None:
+            return self._kv[bucket]
+        js = self._conn.js
+        try:
+            handle = await js.key_value(bucket)
+        except (NotFoundError, BadRequestError):
+            if create is None:
+                raise BusError(f"KV bucket {bucket} does not exist") from None
+            handle = await js.create_key_value(config=create)
+        self._kv[bucket] = handle
+        return handle
+
+    def forget(self) -> None:
+        """Drop the cached KV handles (the connection they belong to is closed)."""
+        self._kv.clear()
+
+    def stream_of(self, subject: str) -> str | None:
+        """The stream a subject of this namespace is stored in (None: no stream of ours takes it)."""
+        prefix, _, rest = subject.partition(".")
+        kind = rest.split(".", 1)[0] if prefix == self.names.namespace else ""
+        return self.names.cmd_stream if kind == "cmd" else self.names.evt_stream if kind == "evt" else None
+
+    def takes_batches(self, stream: str | None) -> bool:
+        """Whether `stream` takes atomic batches (known once `ensure` ran; a stream found not to take them
+        while running is tried again `BATCHES_RETRY` seconds later)."""
+        if stream is None:
+            return False
+        if stream in self._atomic:
+            return True
+        retry = self._batches_retry.get(stream)
+        if retry is None or asyncio.get_running_loop().time() < retry:
+            return False
+        del self._batches_retry[stream]
+        self._atomic.add(stream)
+        return True
+
+    def batches_off(self, stream: str, answer: str) -> None:
+        """`stream` turned out not to take batches: publish to it one at a time, and try again later (the
+        stream's config may be changed back, or the server upgraded)."""
+        if stream in self._atomic:
+            log.warning("stream %s does not take atomic batches (answer: %.200s); publishing one message at "
+                        "a time, and trying batches again in %.0f s", stream, answer, BATCHES_RETRY)
+        self._atomic.discard(stream)
+        self._batches_retry[stream] = asyncio.get_running_loop().time() + BATCHES_RETRY
