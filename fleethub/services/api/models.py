@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import enum
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from fleethub.shared.db.models import ApiToken
 from fleethub.shared.http import iso
+from fleethub.shared.lifecycle import ACTIVE, DesiredState, ServerStatus
 from fleethub.shared.names import server_prefix, url_escape
 
 
@@ -57,39 +59,68 @@ class StateLike(Protocol):
     def state(self) -> dict[str, Any] | None: ...
 
 
-@dataclass(frozen=True)
-class ServerView:
-    """A server's desired state (api) joined with its actual state (spawner)."""
+class Pending(enum.StrEnum):
+    """JupyterHub's `pending` of a server: which transition is under way (None: neither)."""
 
-    server: ServerLike
-    state: StateLike | None
+    SPAWN = "spawn"
+    STOP = "stop"
+
+
+class ReportedStatus(NamedTuple):
+    """A server's status in JupyterHub's words: `active` (`stopped` is its negation), `ready`, `pending`."""
+
+    active: bool
+    ready: bool
+    pending: Pending | None
+
+
+INACTIVE = ReportedStatus(False, False, None)
+
+S = TypeVar("S", covariant=True)
+T = TypeVar("T", covariant=True)
+St = TypeVar("St", bound=StateLike)
+# Not bounded by the row protocols: mypy refuses the ORM classes for such a bound where the class is
+# subscripted (though it takes them as the protocols everywhere else); the properties ask for the protocols.
+
+
+@dataclass(frozen=True)
+class ServerView(Generic[S, T]):
+    """A server's desired state (api) joined with its actual state (spawner): ORM rows (which the api may
+    change) or the columns `queries` reads for the models (`ServerLike`, `StateLike`)."""
+
+    server: S
+    state: T | None
 
     @property
-    def current_state(self) -> StateLike | None:
+    def current_state(self: ServerView[ServerLike, St]) -> St | None:
         """The actual state, if it is about the current spawn."""
         s = self.state
         return s if s is not None and s.spawn_id == self.server.spawn_id else None
 
     @property
-    def status(self) -> tuple[bool, bool, str | None]:
-        """(active, ready, pending) as JupyterHub reports them."""
+    def status(self: ServerView[ServerLike, StateLike]) -> ReportedStatus:
+        """The lifecycle's statuses as JupyterHub reports them: the one place its words are derived."""
         st = self.current_state
+        stop_requested = self.server.desired == DesiredState.STOPPED
         if st is not None:
-            if st.status == "running":
-                return True, True, "stop" if self.server.desired == "stopped" else None
-            if st.status == "pending":
-                return True, False, "stop" if self.server.desired == "stopped" else "spawn"
-            if st.status == "stopping":
-                return True, False, "stop"
-            return False, False, None
-        if self.server.desired == "running" and self.server.spawn_id:
-            return True, False, "spawn"  # requested, not yet taken by a worker
-        if self.state is not None and self.state.status in ("pending", "running", "stopping"):
-            return True, False, "stop"  # an older spawn still winding down
-        return False, False, None
+            if st.status == ServerStatus.RUNNING:
+                return ReportedStatus(True, True, Pending.STOP if stop_requested else None)
+            if st.status == ServerStatus.PENDING:
+                return ReportedStatus(True, False, Pending.STOP if stop_requested else Pending.SPAWN)
+            if st.status == ServerStatus.STOPPING:
+                return ReportedStatus(True, False, Pending.STOP)
+            return INACTIVE
+        if self.server.desired == DesiredState.RUNNING and self.server.spawn_id:
+            return ReportedStatus(True, False, Pending.SPAWN)  # requested, not yet taken by a worker
+        if self.state is not None and self.state.status in ACTIVE:
+            return ReportedStatus(True, False, Pending.STOP)  # an older spawn still winding down
+        return INACTIVE
 
 
-def server_model(user: UserLike, view: ServerView, *, with_state: bool) -> dict[str, Any]:
+AnyView = ServerView[ServerLike, StateLike]
+
+
+def server_model(user: UserLike, view: AnyView, *, with_state: bool) -> dict[str, Any]:
     """The Server model."""
     srv = view.server
     active, ready, pending = view.status
@@ -149,7 +180,7 @@ def role_names(user: UserLike, links: UserLinks) -> list[str]:
     return sorted({"user", *(["admin"] if user.admin else []), *links.roles})
 
 
-def user_model(user: UserLike, views: list[ServerView], can: Can, *, include_stopped: bool = False,
+def user_model(user: UserLike, views: Sequence[AnyView], can: Can, *, include_stopped: bool = False,
                links: UserLinks | None = None) -> dict[str, Any] | None:
     """The User model as far as `can` lets the requester see it; None if nothing is visible.
 
