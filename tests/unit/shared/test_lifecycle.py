@@ -38,7 +38,8 @@ def test_stored_values_are_the_plain_strings() -> None:
     # what PostgreSQL holds and JSON carries: these never change (no migration, same events)
     assert [s.value for s in ServerStatus] == ["pending", "running", "stopping", "stopped", "failed"]
     assert [s.value for s in DesiredState] == ["running", "stopped"]
-    assert ServerStatus.RUNNING == "running" and f"{ServerStatus.FAILED}" == "failed"
+    running: str = ServerStatus.RUNNING
+    assert running == "running" and f"{ServerStatus.FAILED}" == "failed"
     assert "stopping" in ACTIVE  # a string read from a row is found in the sets
 
 

@@ -15,7 +15,7 @@ CRUD = ["GET", "PUT", "PATCH", "POST", "DELETE"]
 def test_the_table_makes_jupyterhubs_server_routes() -> None:
     methods: dict[str, list[str]] = defaultdict(list)
     for route in router.routes:
-        assert isinstance(route, APIRoute)
+        assert isinstance(route, APIRoute) and route.methods is not None
         methods[route.path.removeprefix("/hub/api")] += sorted(route.methods)
     # per path in registration order: a 405 answers with the first route's methods as `Allow`
     assert methods == {
