@@ -72,9 +72,9 @@ async def _get(name: str, server_name: ServerName, req: CurrentUser, session: Db
         view = await one_server_view(session, user, server_name)
         if view is None and server_name:
             raise NotFound(f"{name} has no server named '{server_name}'")
-        # every user has a default server, stopped until its first start
-        default = Server(user_id=user.id, name="", desired=DesiredState.STOPPED, user_options={})
-        return _model(req, user, view or ServerView(default, None))
+        if view is None:  # every user has a default server, stopped until its first start
+            view = ServerView(Server(user_id=user.id, name="", desired=DesiredState.STOPPED, user_options={}), None)
+        return _model(req, user, view)
 
 
 async def _create(name: str, server_name: ServerName, request: Request, req: CurrentUser, runtime: Runtime,
