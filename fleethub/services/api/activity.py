@@ -78,7 +78,8 @@ async def record_report(session: AsyncSession, user: User, user_time: datetime |
             if name not in ids:
                 raise BadRequest(f"No such server {name[:64]!r} for user {user.name}")
             await session.execute(
-                update(Server).where(Server.id == ids[name], Server.last_activity.is_(None) | (Server.last_activity < ts))
+                update(Server)
+                .where(Server.id == ids[name], Server.last_activity.is_(None) | (Server.last_activity < ts))
                 .values(last_activity=ts)
             )
         newest = max(servers.values())

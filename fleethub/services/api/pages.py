@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import enum
 from html import escape
+
+from fleethub.shared.lifecycle import ServerStatus
 
 _STYLE = "body{font-family:system-ui,sans-serif;max-width:40em;margin:3em auto}form{display:inline}.err{color:#b00}"
 
@@ -23,12 +26,20 @@ def _button(action: str, label: str, xsrf: str) -> str:
     )
 
 
-def home_page(user: str, state: str, server_url: str, xsrf: str, pending_url: str) -> str:
+class HomeState(enum.StrEnum):
+    """What the home page says of the default server; its words are the lifecycle's."""
+
+    READY = "ready"
+    PENDING = ServerStatus.PENDING.value  # starting or stopping
+    STOPPED = ServerStatus.STOPPED.value
+
+
+def home_page(user: str, state: HomeState, server_url: str, xsrf: str, pending_url: str) -> str:
     """The user's home: the default server's state with start/stop buttons."""
-    if state == "ready":
+    if state is HomeState.READY:
         actions = (f'<a href="{escape(server_url, quote=True)}">Open my server</a> '
                    + _button("/hub/stop", "Stop my server", xsrf))
-    elif state == "pending":
+    elif state is HomeState.PENDING:
         actions = f'<a href="{escape(pending_url, quote=True)}">Starting…</a>'
     else:
         actions = _button("/hub/spawn", "Start my server", xsrf)

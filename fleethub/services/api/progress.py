@@ -15,13 +15,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from fleethub.services.api.models import ServerView
+from fleethub.services.api.models import Pending, ServerView
 from fleethub.services.api.queries import one_server_view
 from fleethub.services.api.servers import label
-from fleethub.services.api.waiters import Listener, Waiters, outcome_of
-from fleethub.shared.db.models import Server, User
+from fleethub.services.api.waiters import Listener, Outcome, Result, Waiters, outcome_of
+from fleethub.shared.db.models import Server, ServerState, User
 from fleethub.shared.errors import BadRequest, NotFound
 from fleethub.shared.events import ServerProgress
+from fleethub.shared.lifecycle import ServerStatus
 from fleethub.shared.names import server_prefix, storable
 
 KEEPALIVE = 8.0  # seconds of silence before JupyterHub's keep-alive blank line
@@ -37,9 +38,10 @@ def ready_event(url: str) -> Event:
             "html_message": f'Server ready at <a href="{url}">{url}</a>', "url": url}
 
 
-def failed_event(outcome: str, message: str) -> Event:
-    """JupyterHub's terminal event of a spawn that failed ("failed") or was stopped first ("stopped")."""
-    text = "Spawn cancelled" if outcome == "stopped" else f"Spawn failed: {message}" if message else "Spawn failed"
+def failed_event(outcome: Outcome, message: str) -> Event:
+    """JupyterHub's terminal event of a spawn that failed, or was stopped first."""
+    cancelled = outcome is Outcome.STOPPED
+    text = "Spawn cancelled" if cancelled else f"Spawn failed: {message}" if message else "Spawn failed"
     return {"progress": 100, "failed": True, "message": text}
 
 
@@ -57,8 +59,8 @@ class ProgressStream:
         if self._listener is not None:
             self._listener.close()
 
-    def _terminal(self, outcome: tuple[str, str]) -> Event:
-        return ready_event(self._url) if outcome[0] == "ready" else failed_event(*outcome)
+    def _terminal(self, result: Result) -> Event:
+        return ready_event(self._url) if result.outcome is Outcome.READY else failed_event(*result)
 
     async def events(self) -> AsyncGenerator[Event | None, None]:
         try:
@@ -95,7 +97,7 @@ class ProgressStream:
             self.close()
 
 
-def _settled(user: User, server_name: str, view: ServerView | None) -> Event:
+def _settled(user: User, server_name: str, view: ServerView[Server, ServerState] | None) -> Event:
     """The one event of a spawn that is not pending.
 
     Raises:
@@ -106,10 +108,10 @@ def _settled(user: User, server_name: str, view: ServerView | None) -> Event:
         if ready and pending is None:
             return ready_event(server_prefix(user.name, server_name))
         st = view.current_state
-        if st is not None and st.status == "failed":
-            return failed_event("failed", st.message)
-        if st is not None and st.status == "stopped" and st.started is None:
-            return failed_event("stopped", "")  # stopped before it was ever ready
+        if st is not None and st.status == ServerStatus.FAILED:
+            return failed_event(Outcome.FAILED, st.message)
+        if st is not None and st.status == ServerStatus.STOPPED and st.started is None:
+            return failed_event(Outcome.STOPPED, "")  # stopped before it was ever ready
     raise BadRequest(f"{label(user.name, server_name)} is not starting...")
 
 
@@ -139,7 +141,7 @@ async def open_progress(session: AsyncSession, waiters: Waiters, user: User, ser
                     if row is not None:
                         session.expunge(row)  # read afresh next time
                 continue
-            if view.status[2] == "spawn":
+            if view.status.pending == Pending.SPAWN:
                 keep = True
                 return ProgressStream(waiters, listener, server_prefix(user.name, server_name), REQUESTED)
             return ProgressStream(waiters, None, "", _settled(user, server_name, view))

@@ -30,16 +30,18 @@ from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from fleethub.services.api.models import ServerView, UserLinks
+from fleethub.services.api.models import AnyView, ServerView, UserLinks
 from fleethub.shared.db.models import Group, GroupMember, Role, Server, ServerState, User, UserRole
 from fleethub.shared.errors import NotFound
+from fleethub.shared.lifecycle import ACTIVE, DesiredState, ServerStatus
 from fleethub.shared.names import storable
 
 
-def _ids(ids: Iterable[int]) -> BindParameter[list[int]]:
+def _ids(ids: Iterable[int]) -> BindParameter[Sequence[int]]:
     """A list of ids as one array parameter (`= ANY(:ids)`): rendering `IN (...)` with a bind parameter per
     id cost more than the query for a page of 200 users."""
-    return bindparam("ids", list(ids), type_=ARRAY(Integer))
+    values: Sequence[int] = list(ids)
+    return bindparam("ids", values, type_=ARRAY(Integer))
 
 
 async def get_user(session: AsyncSession, name: str) -> User:
@@ -55,7 +57,7 @@ async def get_user(session: AsyncSession, name: str) -> User:
     return user
 
 
-async def server_views(session: AsyncSession, users: list[User]) -> dict[int, list[ServerView]]:
+async def server_views(session: AsyncSession, users: list[User]) -> dict[int, list[AnyView]]:
     """The servers of `users`, each joined with its actual state; one query."""
     if not users:
         return {}
@@ -67,7 +69,7 @@ async def server_views(session: AsyncSession, users: list[User]) -> dict[int, li
         .where(Server.user_id == any_(_ids(u.id for u in users)))
         .order_by(Server.id)
     )
-    out: dict[int, list[ServerView]] = defaultdict(list)
+    out: dict[int, list[AnyView]] = defaultdict(list)
     for server, state, uname in rows.all():
         out[by_name[uname]].append(ServerView(server, state))
     return out
@@ -131,14 +133,14 @@ def _user_in_full_statement() -> Select[Any]:
 USER_IN_FULL = _user_in_full_statement()
 
 
-UserInFull = tuple[UserRow, list[ServerView], UserLinks]
+UserInFull = tuple[UserRow, list[AnyView], UserLinks]
 
 
 def user_from_rows(rows: Sequence[Sequence[Any]]) -> UserInFull:
     """One user's rows of `USER_IN_FULL` or of a page (at least one) as the user, its servers and its links."""
     first = rows[0]
-    views = [ServerView(ServerRow(*r[7:13]), StateRow(*r[13:17]) if r[14] is not None else None)
-             for r in rows if r[7] is not None]
+    views: list[AnyView] = [ServerView(ServerRow(*r[7:13]), StateRow(*r[13:17]) if r[14] is not None else None)
+                            for r in rows if r[7] is not None]
     return UserRow(*first[:5]), views, UserLinks(tuple(first[5] or ()), tuple(first[6] or ()))
 
 
@@ -158,7 +160,7 @@ async def user_in_full(session: AsyncSession, name: str) -> UserInFull:
 
 
 async def one_server_view(session: AsyncSession, user: User, server_name: str, *,
-                          lock: bool = False) -> ServerView | None:
+                          lock: bool = False) -> ServerView[Server, ServerState] | None:
     """One server of `user` with its actual state (optionally locking the desired-state row)."""
     if not storable(server_name):
         return None
@@ -199,11 +201,12 @@ def _state_clause(state: str) -> ColumnElement[bool]:
         .where(srv.user_id == User.id)
     )
     if state == "ready":
-        return exists(base.where(st.status == "running", st.spawn_id == srv.spawn_id, srv.desired == "running"))
+        return exists(base.where(st.status == ServerStatus.RUNNING, st.spawn_id == srv.spawn_id,
+                                 srv.desired == DesiredState.RUNNING))
     # active as ServerView.status has it: a spawner-side transition, or a request no worker took yet
-    requested = and_(srv.desired == "running", srv.spawn_id.is_not(None),
+    requested = and_(srv.desired == DesiredState.RUNNING, srv.spawn_id.is_not(None),
                      or_(st.spawn_id.is_(None), st.spawn_id != srv.spawn_id))
-    active = exists(base.where(or_(st.status.in_(("pending", "running", "stopping")), requested)))
+    active = exists(base.where(or_(st.status.in_(sorted(ACTIVE)), requested)))
     return active if state == "active" else ~active
 
 

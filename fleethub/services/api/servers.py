@@ -14,12 +14,13 @@ from sqlalchemy import and_, delete, exists, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from fleethub.services.api.models import ServerView
+from fleethub.services.api.models import Pending, ServerView
 from fleethub.services.api.queries import one_server_view
 from fleethub.shared.db.locks import AdvisoryLock, xact_lock
 from fleethub.shared.db.models import ApiToken, GroupMember, Server, ServerState, Share, ShareCode, User
 from fleethub.shared.errors import BadRequest, Conflict, NotFound, TooManyRequests
 from fleethub.shared.events import SpawnServer, StopServer, TokenRevoked, new_id, utcnow
+from fleethub.shared.lifecycle import ACTIVE, DONE, DesiredState, ServerStatus
 from fleethub.shared.names import server_prefix, storable
 from fleethub.shared.outbox import enqueue
 from fleethub.shared.rbac import access_changed
@@ -33,8 +34,6 @@ _DISPLAY_CATEGORIES = frozenset({"LC", "Ll", "Lm", "Lo", "Lt", "Lu", "Mc", "Me",
                                  "Pe", "Pf", "Pi", "Po", "Ps", "Sc", "Sk", "Sm", "So"})
 SPAWN_RETRY_RANGE = (30, 60)  # JupyterHub's spawn_throttle_retry_range
 ACTIVE_RETRY_AFTER = 60
-ACTIVE = ("pending", "running", "stopping")
-DONE = ("stopped", "failed")
 
 
 @dataclass(frozen=True)
@@ -119,7 +118,8 @@ def check_server_name(name: str) -> None:
     """New server names: 1-30 of [a-z0-9-], starting with a letter, no double or trailing hyphen."""
     if not SERVER_NAME_RE.fullmatch(name):
         raise BadRequest(
-            f"Invalid server name {name[:64]!r}: 1-30 lowercase letters, digits or single hyphens, starting with a letter"
+            f"Invalid server name {name[:64]!r}: "
+            "1-30 lowercase letters, digits or single hyphens, starting with a letter"
         )
 
 
@@ -185,14 +185,15 @@ async def _count_servers(session: AsyncSession) -> tuple[int, int]:
                func.coalesce(st.spawn_id == Server.spawn_id, False).label("current"))
         .join(User, User.id == Server.user_id)
         .outerjoin(st, and_(st.user_name == User.name, st.server_name == Server.name))
-        .where(Server.desired == "running", Server.spawn_id.is_not(None))
+        .where(Server.desired == DesiredState.RUNNING, Server.spawn_id.is_not(None))
         .subquery()
     )
     unclaimed = ~wanted.c.current
-    pending = select(func.count()).where(or_(unclaimed, wanted.c.status == "pending")).select_from(wanted)
-    active = select(func.count()).where(or_(unclaimed, wanted.c.status.in_(("pending", "running")))).select_from(wanted)
-    wanted_running = exists().where(Server.spawn_id == st.spawn_id, Server.desired == "running")
-    winding_down = select(func.count()).select_from(st).where(st.status.in_(ACTIVE), ~wanted_running)
+    pending = select(func.count()).where(or_(unclaimed, wanted.c.status == ServerStatus.PENDING)).select_from(wanted)
+    up = (ServerStatus.PENDING, ServerStatus.RUNNING)
+    active = select(func.count()).where(or_(unclaimed, wanted.c.status.in_(up))).select_from(wanted)
+    wanted_running = exists().where(Server.spawn_id == st.spawn_id, Server.desired == DesiredState.RUNNING)
+    winding_down = select(func.count()).select_from(st).where(st.status.in_(sorted(ACTIVE)), ~wanted_running)
     row = (await session.execute(select(pending.scalar_subquery(), active.scalar_subquery(),
                                         winding_down.scalar_subquery()))).one()
     return int(row[0]), int(row[1]) + int(row[2])
@@ -236,24 +237,24 @@ async def start_server(session: AsyncSession, settings: ServiceSettings, secret_
         TooManyRequests: a hub-wide limit is reached.
     """
     await session.execute(
-        insert(Server).values(user_id=user.id, name=server_name, desired="stopped", user_options={},
+        insert(Server).values(user_id=user.id, name=server_name, desired=DesiredState.STOPPED, user_options={},
                               display_name=display_name if server_name else None)
         .on_conflict_do_nothing(index_elements=["user_id", "name"])
     )
     view = await one_server_view(session, user, server_name, lock=True)
     assert view is not None
     active, ready, pending = view.status
-    if pending == "spawn":
+    if pending == Pending.SPAWN:
         assert view.server.spawn_id is not None
         return StartResult(view.server.spawn_id, started=False)
     if ready and pending is None:
         raise BadRequest(f"{label(user.name, server_name)} is already running")
     if active:
-        raise BadRequest(f"{label(user.name, server_name)} is pending {pending or 'stop'}, please wait")
+        raise BadRequest(f"{label(user.name, server_name)} is pending {pending or Pending.STOP}, please wait")
     await check_limits(session, settings)
     spawn_id = new_id()
     srv = view.server
-    srv.desired = "running"
+    srv.desired = DesiredState.RUNNING
     srv.spawn_id = spawn_id
     if user_options is not None:
         srv.user_options = user_options
@@ -271,14 +272,15 @@ async def start_server(session: AsyncSession, settings: ServiceSettings, secret_
     return StartResult(spawn_id, started=True)
 
 
-async def create_server(session: AsyncSession, user: User, server_name: str, request: ServerRequest) -> ServerView:
+async def create_server(session: AsyncSession, user: User, server_name: str,
+                        request: ServerRequest) -> ServerView[Server, ServerState]:
     """A new named server, stopped (`PUT`); its display name defaults to its name.
 
     Raises:
         Conflict: it exists already.
     """
     created = (await session.execute(
-        insert(Server).values(user_id=user.id, name=server_name, desired="stopped",
+        insert(Server).values(user_id=user.id, name=server_name, desired=DesiredState.STOPPED,
                               user_options=request.user_options or {},
                               display_name=request.display_name or server_name)
         .on_conflict_do_nothing(index_elements=["user_id", "name"])
@@ -292,7 +294,7 @@ async def create_server(session: AsyncSession, user: User, server_name: str, req
 
 
 async def update_server(session: AsyncSession, settings: ServiceSettings, user: User, server_name: str,
-                        patch: ServerPatch) -> ServerView:
+                        patch: ServerPatch) -> ServerView[Server, ServerState]:
     """Rename a stopped server and/or change its display name and options (`PATCH`).
 
     Raises:
@@ -303,12 +305,13 @@ async def update_server(session: AsyncSession, settings: ServiceSettings, user: 
     if (patch.name is not None or patch.display_name) and not settings.api.allow_named_servers:
         raise BadRequest("Named servers are not enabled.")
     if not server_name:  # every user has a default server, in JupyterHub even before its first start
-        await session.execute(insert(Server).values(user_id=user.id, name="", desired="stopped", user_options={})
+        await session.execute(insert(Server).values(user_id=user.id, name="", desired=DesiredState.STOPPED,
+                                                    user_options={})
                               .on_conflict_do_nothing(index_elements=["user_id", "name"]))
     view = await one_server_view(session, user, server_name, lock=True)
     if view is None:
         raise NotFound(f"User {user.name} has no such server {server_name}")
-    if view.status[0]:
+    if view.status.active:
         raise BadRequest(f"{label(user.name, server_name)} is active. Please stop it before modifying it.")
     srv = view.server
     if patch.name is not None:
@@ -372,7 +375,8 @@ async def _follow_shares(session: AsyncSession, namespace: str, owner: str, serv
     """Shares and share codes carry their server's filter by name: it follows the rename, so grantees keep
     the renamed server and gain nothing on a new server that takes the old name."""
     old, new = f"!server={owner}/{old_name}", f"!server={owner}/{new_name}"
-    shares = (await session.execute(select(Share).where(Share.server_id == server_id).with_for_update())).scalars().all()
+    shares = (await session.execute(select(Share).where(Share.server_id == server_id)
+                                    .with_for_update())).scalars().all()
     codes = (await session.execute(select(ShareCode).where(ShareCode.server_id == server_id)
                                    .with_for_update())).scalars().all()
     rows: list[Share | ShareCode] = [*shares, *codes]
@@ -382,7 +386,8 @@ async def _follow_shares(session: AsyncSession, namespace: str, owner: str, serv
     groups = {share.group_id for share in shares if share.group_id is not None}
     if users or groups:
         members = select(GroupMember.user_id).where(GroupMember.group_id.in_(groups))
-        names = (await session.execute(select(User.name).where(or_(User.id.in_(users), User.id.in_(members))))).scalars()
+        grantees = select(User.name).where(or_(User.id.in_(users), User.id.in_(members)))
+        names = (await session.execute(grantees)).scalars()
         access_changed(session, namespace, users=list(names))
 
 
@@ -396,10 +401,11 @@ async def stop_server(session: AsyncSession, settings: ServiceSettings, user: Us
     if view is None:
         return None
     active, _, _ = view.status
-    spawn_id = view.server.spawn_id if view.current_state is not None or view.server.desired == "running" else None
-    if view.state is not None and view.current_state is None and view.state.status in ("pending", "running", "stopping"):
+    wanted = view.current_state is not None or view.server.desired == DesiredState.RUNNING
+    spawn_id = view.server.spawn_id if wanted else None
+    if view.state is not None and view.current_state is None and view.state.status in ACTIVE:
         spawn_id = view.state.spawn_id  # an older spawn still running
-    view.server.desired = "stopped"
+    view.server.desired = DesiredState.STOPPED
     if not active or spawn_id is None:
         return None
     # a repeated stop is harmless: the spawner's handler is idempotent by spawn id
@@ -427,5 +433,6 @@ async def server_ended(session: AsyncSession, spawn_id: str, namespace: str | No
         for token_id in gone:
             enqueue(session, TokenRevoked(token_id=token_id, user=None, service=None), namespace)
     await session.execute(
-        update(Server).where(Server.spawn_id == spawn_id, Server.desired == "running").values(desired="stopped")
+        update(Server).where(Server.spawn_id == spawn_id, Server.desired == DesiredState.RUNNING)
+        .values(desired=DesiredState.STOPPED)
     )

@@ -27,6 +27,7 @@ from fleethub.shared.db.models import Group, GroupMember, Server, ServerState, S
 from fleethub.shared.errors import BadRequest, Conflict, NotFound
 from fleethub.shared.events import utcnow
 from fleethub.shared.http import iso
+from fleethub.shared.lifecycle import DesiredState
 from fleethub.shared.names import server_prefix
 from fleethub.shared.rbac import access_changed
 from fleethub.shared.scopes import KNOWN
@@ -171,7 +172,7 @@ async def find_server(session: AsyncSession, owner: str, server_name: str, *, cr
     if uid is None:
         raise missing
     if create and server_name == "":
-        await session.execute(insert(Server).values(user_id=uid, name="", desired="stopped", user_options={})
+        await session.execute(insert(Server).values(user_id=uid, name="", desired=DesiredState.STOPPED, user_options={})
                               .on_conflict_do_nothing(index_elements=["user_id", "name"]))
     query = select(Server).where(Server.user_id == uid, Server.name == server_name)
     server = (await session.execute(query.with_for_update(key_share=True) if lock else query)).scalar()
@@ -509,7 +510,8 @@ async def exchange_code(session: AsyncSession, namespace: str, code: str, user_i
         raise BadRequest("Invalid or expired share code")
     if invitation.owner_id == user_id:
         raise BadRequest("You can't share with yourself!")
-    if (await session.execute(select(User.id).where(User.id == user_id).with_for_update(key_share=True))).scalar() is None:
+    grantee = select(User.id).where(User.id == user_id).with_for_update(key_share=True)
+    if (await session.execute(grantee)).scalar() is None:
         raise NotFound("No such user")
     await _upsert(session, namespace, invitation.server_id, "user", user_id, invitation.scopes)
     # counted even when the share already held every scope (JupyterHub counts every exchange)

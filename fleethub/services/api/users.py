@@ -15,6 +15,7 @@ from fleethub.services.api.servers import stop_server
 from fleethub.shared.db.models import Group, GroupMember, Role, Server, ServerState, User, UserRole
 from fleethub.shared.errors import BadRequest, Conflict
 from fleethub.shared.events import UserCreated, UserDeleted, UserUpdated
+from fleethub.shared.lifecycle import ACTIVE
 from fleethub.shared.names import normalize_username
 from fleethub.shared.outbox import enqueue
 from fleethub.shared.rbac import access_changed
@@ -104,7 +105,7 @@ async def update_user(session: AsyncSession, settings: ServiceSettings, user: Us
         if (await session.execute(select(User.id).where(User.name == new))).first() is not None:
             raise BadRequest(f"User {new} already exists, username must be unique")
         busy = (await session.execute(select(ServerState.server_name).where(
-            ServerState.user_name == old, ServerState.status.in_(("pending", "running", "stopping"))))).first()
+            ServerState.user_name == old, ServerState.status.in_(sorted(ACTIVE))))).first()
         if busy is not None:
             raise BadRequest(f"Cannot rename {old} while a server is active; stop it first")
         await session.execute(update(ServerState).where(ServerState.user_name == old).values(user_name=new))

@@ -10,29 +10,52 @@ missed by the subscription itself (at-most-once, e.g. across a reconnect) is cau
 from __future__ import annotations
 
 import asyncio
+import enum
 from collections import defaultdict
+from collections.abc import Collection
 from types import TracebackType
-from typing import Self
+from typing import NamedTuple, Self
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from fleethub.shared.db.models import ServerState
 from fleethub.shared.events import Envelope, Message, ServerEvent, ServerFailed, ServerReady, ServerStopped
+from fleethub.shared.lifecycle import ServerStatus
 
-OUTCOME: dict[type[ServerEvent], str] = {ServerReady: "ready", ServerFailed: "failed", ServerStopped: "stopped"}
-_STATUS_OUTCOME = {"running": "ready", "failed": "failed", "stopped": "stopped"}
+
+class Outcome(enum.Enum):
+    """How a spawn a request waits for came out. Not a `ServerStatus`: it is what an event announced (ready
+    is reaching `running`, not staying there), and a waiter asks only for these three."""
+
+    READY = enum.auto()
+    FAILED = enum.auto()
+    STOPPED = enum.auto()
+
+
+class Result(NamedTuple):
+    """An outcome and its message (why a spawn failed; empty otherwise)."""
+
+    outcome: Outcome
+    message: str
+
+
+OUTCOME: dict[type[ServerEvent], Outcome] = {ServerReady: Outcome.READY, ServerFailed: Outcome.FAILED,
+                                             ServerStopped: Outcome.STOPPED}
+# the statuses a recorded outcome leaves in `server_states`
+_STATUS_OUTCOME = {ServerStatus.RUNNING: Outcome.READY, ServerStatus.FAILED: Outcome.FAILED,
+                   ServerStatus.STOPPED: Outcome.STOPPED}
 POLL = 0.5
 # progress events of one spawn are few; a listener that stops reading loses progress, never an outcome
 _MAX_QUEUED = 256
 
 
-def outcome_of(message: ServerEvent) -> tuple[str, str] | None:
-    """("ready" | "failed" | "stopped", message) for an outcome event, None for progress."""
+def outcome_of(message: ServerEvent) -> Result | None:
+    """The result an outcome event announces, None for progress."""
     outcome = OUTCOME.get(type(message))
     if outcome is None:
         return None
-    return outcome, message.message if isinstance(message, ServerFailed) else ""
+    return Result(outcome, message.message if isinstance(message, ServerFailed) else "")
 
 
 class Listener:
@@ -100,17 +123,18 @@ class Waiters:
         """How many listeners are registered (for tests and metrics)."""
         return sum(len(v) for v in self._listeners.values())
 
-    async def outcome(self, spawn_id: str) -> tuple[str, str] | None:
-        """The recorded outcome of `spawn_id` ("ready" | "failed" | "stopped", message), if any yet."""
+    async def outcome(self, spawn_id: str) -> Result | None:
+        """The recorded outcome of `spawn_id`, if any yet."""
         async with self._sessions() as session:
             row = (await session.execute(
                 select(ServerState.status, ServerState.message).where(ServerState.spawn_id == spawn_id)
             )).first()
-        if row is None or row[0] not in _STATUS_OUTCOME:
+        if row is None:
             return None
-        return _STATUS_OUTCOME[row[0]], row[1] or ""
+        outcome = _STATUS_OUTCOME.get(ServerStatus(row[0]))
+        return Result(outcome, row[1] or "") if outcome is not None else None
 
-    async def wait(self, spawn_id: str, wanted: set[str], timeout: float) -> tuple[str, str] | None:
+    async def wait(self, spawn_id: str, wanted: Collection[Outcome], timeout: float) -> Result | None:
         """The outcome of `spawn_id` if it is one of `wanted` within `timeout` seconds, else None."""
         if timeout <= 0:
             return None
@@ -119,7 +143,7 @@ class Waiters:
         with self.listen(spawn_id) as events:  # before the read: an outcome is in one or the other
             while True:
                 current = await self.outcome(spawn_id)
-                if current is not None and current[0] in wanted:
+                if current is not None and current.outcome in wanted:
                     return current
                 now = loop.time()
                 if now >= deadline:
@@ -128,5 +152,5 @@ class Waiters:
                 while (remaining := poll_at - loop.time()) > 0:
                     message = await events.get(remaining)
                     seen = outcome_of(message) if message is not None else None
-                    if seen is not None and seen[0] in wanted:
+                    if seen is not None and seen.outcome in wanted:
                         return seen

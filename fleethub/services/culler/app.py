@@ -8,6 +8,7 @@ from datetime import datetime
 
 from fleethub.services.culler.idle import idle_servers, merge_activity, running_servers
 from fleethub.shared.events import ActivityReported, Envelope, Message, StopServer, subject_filter, utcnow
+from fleethub.shared.lifecycle import ServerKey
 from fleethub.shared.names import parse_route_key
 from fleethub.shared.service import Runtime, open_runtime, run_async
 from fleethub.shared.settings import ServiceSettings
@@ -16,37 +17,37 @@ log = logging.getLogger(__name__)
 
 
 class ActivityView:
-    """The newest activity per (user, server) seen on the bus since this process started."""
+    """The newest activity per server seen on the bus since this process started."""
 
     def __init__(self) -> None:
-        self.seen: dict[tuple[str, str], datetime] = {}
+        self.seen: dict[ServerKey, datetime] = {}
 
     async def on_event(self, envelope: Envelope, message: Message) -> None:
         if not isinstance(message, ActivityReported):
             return
         for route in message.routes:
             try:
-                key = parse_route_key(route.key)
+                key = ServerKey(*parse_route_key(route.key))
             except ValueError:
                 continue
             if key not in self.seen or self.seen[key] < route.last_activity:
                 self.seen[key] = route.last_activity
 
 
-async def cull_once(runtime: Runtime, view: ActivityView) -> list[tuple[str, str]]:
-    """One pass: publish a stop for every idle server; returns the (user, server) pairs stopped."""
+async def cull_once(runtime: Runtime, view: ActivityView) -> list[ServerKey]:
+    """One pass: publish a stop for every idle server; returns the servers stopped."""
     async with runtime.sessions() as session:
         servers = await running_servers(session)
-    servers = [merge_activity(s, view.seen.get((s.user, s.server_name))) for s in servers]
+    servers = [merge_activity(s, view.seen.get(s.key)) for s in servers]
     culled = []
     for server in idle_servers(servers, utcnow(), runtime.settings.culler.timeout):
-        log.info("culling %s/%s (idle since %s)", server.user, server.server_name, server.idle_since())
+        log.info("culling %s (idle since %s)", server.key, server.idle_since())
         # one id per spawn: culler replicas and repeated passes collapse into one command
         await runtime.bus.publish(
             StopServer(user=server.user, server_name=server.server_name, spawn_id=server.spawn_id, reason="culler"),
             msg_id=f"cull-{server.spawn_id}",
         )
-        culled.append((server.user, server.server_name))
+        culled.append(server.key)
     return culled
 
 

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleethub.shared.db.models import Server, ServerState, User
+from fleethub.shared.lifecycle import ServerKey, ServerStatus
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,11 @@ class RunningServer:
     spawn_id: str
     started: datetime | None
     last_activity: datetime | None
+
+    @property
+    def key(self) -> ServerKey:
+        """Which server it is."""
+        return ServerKey(self.user, self.server_name)
 
     def idle_since(self) -> datetime | None:
         """The newest of its start and its last activity."""
@@ -58,6 +64,6 @@ async def running_servers(session: AsyncSession) -> list[RunningServer]:
         .select_from(ServerState)
         .join(User, User.name == ServerState.user_name, isouter=True)
         .join(Server, (Server.user_id == User.id) & (Server.name == ServerState.server_name), isouter=True)
-        .where(ServerState.status == "running")
+        .where(ServerState.status == ServerStatus.RUNNING)
     )
     return [RunningServer(*row) for row in rows.all()]

@@ -1,8 +1,8 @@
 """Spawning, stopping, adopting and watching servers: the spawner's logic, one worker's view.
 
 Every transition is committed to `server_states` together with its event (outbox) before the
-command is acknowledged; routes are put before a server is announced ready and deleted before it is
-announced stopped.
+command is acknowledged (`fleethub.shared.lifecycle.transition`); routes are put before a server is
+announced ready and deleted before it is announced stopped. A command's handling returns its ack decision.
 """
 
 from __future__ import annotations
@@ -18,14 +18,17 @@ from fleethub.services.spawner.backends import Backend, ServerSpec
 from fleethub.services.spawner.env import server_env
 from fleethub.services.spawner.httpcheck import http_status
 from fleethub.services.spawner.routes import delete_route, put_route, reconcile_round, route_for
-from fleethub.shared.events import ServerFailed, ServerProgress, ServerReady, ServerStopped, SpawnServer, StopServer
+from fleethub.shared.bus import Decision
+from fleethub.shared.events import ServerProgress, SpawnServer, StopServer
+from fleethub.shared.lifecycle import DONE, Announcer, ServerKey, ServerStatus, Transition, transition
 from fleethub.shared.names import encode_token, server_prefix
-from fleethub.shared.outbox import enqueue
 from fleethub.shared.service import Runtime
 
 log = logging.getLogger(__name__)
 
 Heartbeat = Callable[[], Awaitable[None]]
+
+RETRY_DELAY = 0.5  # seconds before a command another worker (or my own in-flight task) is on comes back
 
 
 class SpawnFailed(Exception):
@@ -40,25 +43,33 @@ class Worker:
         self.backend = backend
         self.me = runtime.replica
         self.ttl = runtime.settings.spawner.lease_ttl
-        self.ns = runtime.settings.nats_namespace
-        self.inflight: dict[tuple[str, str], asyncio.Task[str]] = {}
-        self.cancelled_by_stop: set[tuple[str, str]] = set()
+        self.announcer = Announcer(runtime.settings.nats_namespace, runtime.relay)
+        self.inflight: dict[ServerKey, asyncio.Task[Any]] = {}
+        self.cancelled_by_stop: set[ServerKey] = set()
+
+    async def _record(self, change: Transition) -> leases.Row | None:
+        """Make `change` in a transaction of its own; the row as it now is, or None if it was refused."""
+        async with self.rt.sessions() as session, session.begin():
+            row = await transition(session, change, self.announcer)
+            return leases.row_of(row) if row is not None else None
 
     # --- spawn -----------------------------------------------------------------------------------
 
-    async def spawn(self, cmd: SpawnServer, heartbeat: Heartbeat) -> str:
-        """Handle a spawn command; returns "ack" or "retry"."""
-        key = (cmd.user, cmd.server_name)
+    async def spawn(self, cmd: SpawnServer, heartbeat: Heartbeat) -> Decision:
+        """Handle a spawn command."""
+        key = ServerKey(cmd.user, cmd.server_name)
         async with self.rt.sessions() as session, session.begin():
-            if not await leases.is_desired(session, cmd.user, cmd.server_name, cmd.spawn_id):
-                log.warning("spawn %s for %s/%s refused: no longer the requested spawn", cmd.spawn_id, *key)
-                return "ack"
-            claimed = await leases.claim_for_spawn(session, cmd.user, cmd.server_name, cmd.spawn_id, self.me, self.ttl)
-            row = None if claimed else await leases.get(session, cmd.user, cmd.server_name)
-            if row is not None and row.spawn_id == cmd.spawn_id and row.status == "pending" and not row.lease_live:
+            if not await leases.is_desired(session, key, cmd.spawn_id):
+                log.warning("spawn %s for %s refused: no longer the requested spawn", cmd.spawn_id, key)
+                return Decision.ack()
+            claim = Transition.claim(key, cmd.spawn_id, worker=self.me, lease_ttl=self.ttl)
+            claimed = await transition(session, claim, self.announcer) is not None
+            row = None if claimed else await leases.get(session, key)
+            if (row is not None and row.spawn_id == cmd.spawn_id and row.status == ServerStatus.PENDING
+                    and not row.lease_live):
                 # the worker that started this spawn died: take it over and start again
-                row = await leases.take_over(session, cmd.user, cmd.server_name, cmd.spawn_id, self.me, self.ttl,
-                                             ("pending",))
+                row = await leases.take_over(session, key, cmd.spawn_id, me=self.me, ttl=self.ttl,
+                                             statuses=(ServerStatus.PENDING,))
                 if row is not None:
                     claimed = True
                     if row.state:
@@ -66,14 +77,14 @@ class Worker:
         if not claimed:
             assert row is not None
             if row.spawn_id != cmd.spawn_id:
-                log.warning("spawn %s for %s/%s refused: spawn %s is %s", cmd.spawn_id, *key, row.spawn_id, row.status)
-                return "ack"
-            if row.status in ("pending", "stopping"):
-                return "retry"  # another worker (or my own in-flight task) is on it
-            return "ack"  # already running, stopped or failed: nothing to do
+                log.warning("spawn %s for %s refused: spawn %s is %s", cmd.spawn_id, key, row.spawn_id, row.status)
+                return Decision.ack()
+            if row.status in (ServerStatus.PENDING, ServerStatus.STOPPING):
+                return Decision.nak(RETRY_DELAY)  # another worker (or my own in-flight task) is on it
+            return Decision.ack()  # already running, stopped or failed: nothing to do
         task = asyncio.current_task()
         assert task is not None
-        self.inflight[key] = task  # type: ignore[assignment]
+        self.inflight[key] = task
         try:
             await self._start(cmd, heartbeat)
         except asyncio.CancelledError:
@@ -84,17 +95,19 @@ class Worker:
             task.uncancel()
         finally:
             self.inflight.pop(key, None)
-        return "ack"
+        return Decision.ack()
 
     async def _start(self, cmd: SpawnServer, heartbeat: Heartbeat) -> None:
         s = self.rt.settings.spawner
+        key = ServerKey(cmd.user, cmd.server_name)
         prefix = server_prefix(cmd.user, cmd.server_name)
         await self._progress(cmd, 0, "Server requested")
         spec = ServerSpec(
             user=cmd.user, server_name=cmd.server_name, spawn_id=cmd.spawn_id, prefix=prefix,
             env=server_env(self.rt.settings, self.rt.secret_key, cmd.user, cmd.server_name, cmd.spawn_id),
             user_options=dict(cmd.user_options),
-            log_path=self.rt.settings.data_dir / "logs" / f"{encode_token(cmd.user)}.{encode_token(cmd.server_name)}.log",
+            log_path=self.rt.settings.data_dir / "logs"
+            / f"{encode_token(cmd.user)}.{encode_token(cmd.server_name)}.log",
         )
         state: dict[str, Any] = {}
         try:
@@ -103,36 +116,26 @@ class Worker:
             except TimeoutError:
                 raise SpawnFailed(f"server did not start within {s.start_timeout:.0f}s") from None
             async with self.rt.sessions() as session, session.begin():
-                await leases.save_state(session, cmd.user, cmd.server_name, cmd.spawn_id, self.me, state)
+                await leases.save_state(session, key, cmd.spawn_id, me=self.me, state=state)
             await self._progress(cmd, 50, "Spawning server...")
             target = self.backend.target(state)
             await self._wait_ready(f"{target}{prefix}api", state, heartbeat)
             await put_route(self.rt.bus, route_for(cmd.user, cmd.server_name, target, cmd.spawn_id))
-            async with self.rt.sessions() as session, session.begin():
-                ok = await leases.mark_running(session, cmd.user, cmd.server_name, cmd.spawn_id, self.me, prefix,
-                                               target, state)
-                if ok:
-                    enqueue(session, ServerReady(user=cmd.user, server_name=cmd.server_name, spawn_id=cmd.spawn_id,
-                                                 url=prefix, target=target), self.ns)
-            if not ok:  # lost the lease meanwhile (should not happen): leave the server to its new owner
-                log.warning("lost the lease of %s/%s during start", cmd.user, cmd.server_name)
-            self.rt.relay.kick()
-            log.info("%s/%s ready at %s", cmd.user, cmd.server_name, target)
+            ready = Transition.ready(key, cmd.spawn_id, worker=self.me, url=prefix, target=target, state=state)
+            if await self._record(ready) is None:  # lost the lease meanwhile (should not happen): leave it to its owner
+                log.warning("lost the lease of %s during start", key)
+            log.info("%s ready at %s", key, target)
         except asyncio.CancelledError:
             # a stop for this spawn: end what was started; the stop records the outcome
             if state:
                 await asyncio.shield(self.backend.stop(state))
             raise
         except (SpawnFailed, OSError) as exc:
-            log.warning("spawn of %s/%s failed: %s", cmd.user, cmd.server_name, exc)
+            log.warning("spawn of %s failed: %s", key, exc)
             if state:
                 await self.backend.stop(state)
             await delete_route(self.rt.bus, cmd.user, cmd.server_name)
-            async with self.rt.sessions() as session, session.begin():
-                if await leases.mark_done(session, cmd.user, cmd.server_name, cmd.spawn_id, self.me, "failed", str(exc)):
-                    enqueue(session, ServerFailed(user=cmd.user, server_name=cmd.server_name, spawn_id=cmd.spawn_id,
-                                                  message=str(exc)), self.ns)
-            self.rt.relay.kick()
+            await self._record(Transition.failed(key, cmd.spawn_id, worker=self.me, message=str(exc)))
 
     async def _wait_ready(self, url: str, state: dict[str, Any], heartbeat: Heartbeat) -> None:
         s = self.rt.settings.spawner
@@ -160,41 +163,37 @@ class Worker:
 
     # --- stop ------------------------------------------------------------------------------------
 
-    async def stop(self, cmd: StopServer) -> str:
-        """Handle a stop command; returns "ack" or "retry"."""
-        key = (cmd.user, cmd.server_name)
+    async def stop(self, cmd: StopServer) -> Decision:
+        """Handle a stop command."""
+        key = ServerKey(cmd.user, cmd.server_name)
         async with self.rt.sessions() as session, session.begin():
-            row = await leases.get(session, cmd.user, cmd.server_name)
-            if row is None or row.status in leases.DONE:
+            row = await leases.get(session, key)
+            if row is None or row.status in DONE:
                 if cmd.spawn_id is not None and (row is None or row.spawn_id != cmd.spawn_id):
-                    await leases.tombstone(session, cmd.user, cmd.server_name, cmd.spawn_id)
-                return "ack"
+                    await transition(session, Transition.tombstone(key, cmd.spawn_id), self.announcer)
+                return Decision.ack()
         if cmd.spawn_id is not None and row.spawn_id != cmd.spawn_id:
-            return "ack"  # a stop for an older spawn
+            return Decision.ack()  # a stop for an older spawn
         mine = self.inflight.get(key)
         if mine is not None:
             self.cancelled_by_stop.add(key)
             mine.cancel()
             await asyncio.gather(mine, return_exceptions=True)
-        elif row.status in ("pending", "stopping") and row.lease_live and row.worker_id != self.me:
-            return "retry"  # another worker is starting or stopping it: follow, never race
-        async with self.rt.sessions() as session, session.begin():
-            claimed = await leases.begin_stop(session, cmd.user, cmd.server_name, row.spawn_id, self.me, self.ttl)
+        elif (row.status in (ServerStatus.PENDING, ServerStatus.STOPPING) and row.lease_live
+              and row.worker_id != self.me):
+            return Decision.nak(RETRY_DELAY)  # another worker is starting or stopping it: follow, never race
+        claimed = await self._record(Transition.stopping(key, row.spawn_id, worker=self.me, lease_ttl=self.ttl))
         if claimed is None:
-            return "retry"
+            return Decision.nak(RETRY_DELAY)
         await self._finish_stop(claimed, cmd.reason)
-        return "ack"
+        return Decision.ack()
 
     async def _finish_stop(self, row: leases.Row, reason: str) -> None:
         await delete_route(self.rt.bus, row.user, row.server_name)
         if row.state:
             await self.backend.stop(row.state)
-        async with self.rt.sessions() as session, session.begin():
-            if await leases.mark_done(session, row.user, row.server_name, row.spawn_id, self.me, "stopped", reason):
-                enqueue(session, ServerStopped(user=row.user, server_name=row.server_name, spawn_id=row.spawn_id,
-                                               reason=reason), self.ns)
-        self.rt.relay.kick()
-        log.info("%s/%s stopped (%s)", row.user, row.server_name, reason)
+        await self._record(Transition.stopped(row.key, row.spawn_id, worker=self.me, reason=reason))
+        log.info("%s stopped (%s)", row.key, reason)
 
     # --- background loops ------------------------------------------------------------------------
 
@@ -225,35 +224,25 @@ class Worker:
         return status is not None and status < 500
 
     async def _adopt(self, row: leases.Row) -> None:
-        log.info("adopting %s/%s (%s) from a dead worker", row.user, row.server_name, row.status)
-        if row.status == "stopping":
+        log.info("adopting %s (%s) from a dead worker", row.key, row.status)
+        if row.status == ServerStatus.STOPPING:
             await self._finish_stop(row, "api")
             return
         if await self._alive(row):
             target = self.backend.target(row.state)
             await put_route(self.rt.bus, route_for(row.user, row.server_name, target, row.spawn_id))
-            if row.status == "pending":
-                prefix = server_prefix(row.user, row.server_name)
-                async with self.rt.sessions() as session, session.begin():
-                    if await leases.mark_running(session, row.user, row.server_name, row.spawn_id, self.me, prefix,
-                                                 target, row.state):
-                        enqueue(session, ServerReady(user=row.user, server_name=row.server_name,
-                                                     spawn_id=row.spawn_id, url=prefix, target=target), self.ns)
-                self.rt.relay.kick()
+            if row.status == ServerStatus.PENDING:
+                await self._record(Transition.ready(row.key, row.spawn_id, worker=self.me, target=target,
+                                                    url=server_prefix(row.user, row.server_name), state=row.state))
             return
         if row.state:
             await self.backend.stop(row.state)
         await delete_route(self.rt.bus, row.user, row.server_name)
-        async with self.rt.sessions() as session, session.begin():
-            if row.status == "pending":
-                msg = "spawner worker died during start"
-                if await leases.mark_done(session, row.user, row.server_name, row.spawn_id, self.me, "failed", msg):
-                    enqueue(session, ServerFailed(user=row.user, server_name=row.server_name, spawn_id=row.spawn_id,
-                                                  message=msg), self.ns)
-            elif await leases.mark_done(session, row.user, row.server_name, row.spawn_id, self.me, "stopped", "exited"):
-                enqueue(session, ServerStopped(user=row.user, server_name=row.server_name, spawn_id=row.spawn_id,
-                                               reason="exited"), self.ns)
-        self.rt.relay.kick()
+        if row.status == ServerStatus.PENDING:
+            await self._record(Transition.failed(row.key, row.spawn_id, worker=self.me,
+                                                 message="spawner worker died during start"))
+        else:
+            await self._record(Transition.stopped(row.key, row.spawn_id, worker=self.me, reason="exited"))
 
     async def poll_loop(self, interval: float = 2.0) -> None:
         """Notice servers of mine whose process exited."""
@@ -266,13 +255,9 @@ class Worker:
                     if row.state and await self.backend.poll(row.state):
                         continue
                     await delete_route(self.rt.bus, row.user, row.server_name)
-                    async with self.rt.sessions() as session, session.begin():
-                        if await leases.mark_done(session, row.user, row.server_name, row.spawn_id, self.me,
-                                                  "stopped", "exited", ("running",)):
-                            enqueue(session, ServerStopped(user=row.user, server_name=row.server_name,
-                                                           spawn_id=row.spawn_id, reason="exited"), self.ns)
-                    self.rt.relay.kick()
-                    log.info("%s/%s exited", row.user, row.server_name)
+                    await self._record(Transition.stopped(row.key, row.spawn_id, worker=self.me, reason="exited",
+                                                          expected=frozenset({ServerStatus.RUNNING})))
+                    log.info("%s exited", row.key)
             except Exception as exc:
                 log.warning("poll pass failed: %s", exc)
 

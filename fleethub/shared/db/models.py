@@ -9,6 +9,8 @@ from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Index, Integer
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from fleethub.shared.lifecycle import DesiredState
+
 
 class Base(DeclarativeBase):
     """Declarative base of every fleethub table."""
@@ -188,7 +190,8 @@ class Server(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(255), default="", server_default="")
-    desired: Mapped[str] = mapped_column(String(16), default="stopped", server_default="stopped", index=True)
+    desired: Mapped[str] = mapped_column(String(16), default=DesiredState.STOPPED,
+                                         server_default=DesiredState.STOPPED, index=True)
     spawn_id: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
     user_options: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     display_name: Mapped[str | None] = mapped_column(String(255), nullable=True)

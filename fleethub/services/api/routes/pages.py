@@ -9,22 +9,23 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from fleethub.services.api.access import HIDDEN, load_requester
 from fleethub.services.api.browser import check_form, form_xsrf, login_redirect, with_xsrf
 from fleethub.services.api.deps import DbSession, PageUser, Runtime
-from fleethub.services.api.models import ServerView
-from fleethub.services.api.pages import error_page, home_page, pending_page, spawn_page
+from fleethub.services.api.models import AnyView
+from fleethub.services.api.pages import HomeState, error_page, home_page, pending_page, spawn_page
 from fleethub.services.api.queries import get_user, one_server_view
 from fleethub.services.api.servers import start_server, stop_server
 from fleethub.shared.errors import BadRequest, NotFound
 from fleethub.shared.identity import Identity, validate_next
+from fleethub.shared.lifecycle import ServerStatus
 from fleethub.shared.names import server_prefix, url_escape
 
 router = APIRouter()
 
 
-def _state(view: ServerView | None) -> str:
+def _state(view: AnyView | None) -> HomeState:
     if view is None:
-        return "stopped"
+        return HomeState.STOPPED
     active, ready, pending = view.status
-    return "ready" if ready and pending is None else "pending" if active else "stopped"
+    return HomeState.READY if ready and pending is None else HomeState.PENDING if active else HomeState.STOPPED
 
 
 def _pending_url(name: str) -> str:
@@ -73,9 +74,9 @@ async def spawn_form(request: Request, runtime: Runtime, session: DbSession, ide
     name = name or ident.name
     await _may_start(request, session, ident, name)
     state = _state(await one_server_view(session, await get_user(session, name), ""))
-    if state == "ready":
+    if state is HomeState.READY:
         return RedirectResponse(server_prefix(name), status_code=302)
-    if state == "pending":
+    if state is HomeState.PENDING:
         return RedirectResponse(_pending_url(name), status_code=302)
     xsrf = form_xsrf(request, runtime, ident)
     return with_xsrf(request, runtime, HTMLResponse(spawn_page(name, request.url.path, xsrf)), xsrf)
@@ -119,12 +120,12 @@ async def spawn_pending(name: str, request: Request, runtime: Runtime, session: 
     view = await one_server_view(session, await get_user(session, name), server_name)
     prefix = server_prefix(name, server_name)
     state = _state(view)
-    if state == "ready":
+    if state is HomeState.READY:
         target = validate_next(next, runtime.settings.hub_public_url, default=prefix)
         return RedirectResponse(target if target.startswith(prefix) else prefix, status_code=302)
-    if state == "pending":
+    if state is HomeState.PENDING:
         return HTMLResponse(pending_page("Spawning server..."), headers={"Cache-Control": "no-store"})
     failed = view.current_state if view is not None else None
-    if failed is not None and failed.status == "failed":
+    if failed is not None and failed.status == ServerStatus.FAILED:
         return HTMLResponse(pending_page(f"Spawn failed: {failed.message}", refresh=False), status_code=500)
     return RedirectResponse("/hub/home", status_code=302)

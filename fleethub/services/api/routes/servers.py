@@ -1,20 +1,25 @@
 """A user's default and named servers (`/users/{name}/server[s/{server_name}]`): read, create, edit,
-start, stop, follow a spawn's progress; and the deprecated `admin-access`."""
+start, stop, follow a spawn's progress; and the deprecated `admin-access`.
+
+Each operation is one handler of the server name, registered from one table (`SERVER_ROUTES`) on the
+default server's paths and on the named servers' paths.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from fleethub.services.api.access import Requester
 from fleethub.services.api.deps import CurrentUser, Runtime, Waiters
-from fleethub.services.api.models import ServerView, server_model
+from fleethub.services.api.models import AnyView, ServerView, server_model
 from fleethub.services.api.progress import ProgressStream, open_progress
 from fleethub.services.api.queries import get_user, one_server_view
 from fleethub.services.api.schemas import ServerStop, parse_body
@@ -31,37 +36,48 @@ from fleethub.services.api.servers import (
     stop_server,
     update_server,
 )
+from fleethub.services.api.waiters import Outcome
 from fleethub.shared.db.models import Server, User
 from fleethub.shared.errors import BadRequest, Conflict, FleethubError, NotFound
 from fleethub.shared.http import DbSession, read_json
+from fleethub.shared.lifecycle import DesiredState
 
 router = APIRouter(prefix="/hub/api")
+
+
+async def _server_name(request: Request) -> str:
+    # async: FastAPI would run a plain function in its thread pool
+    return str(request.path_params.get("server_name", ""))
+
+
+ServerName = Annotated[str, Depends(_server_name)]
+"""The server a path names: `{server_name}`, or the default server ("") on the default server's paths."""
 
 
 def _plain(status: int) -> Response:
     return Response(status_code=status, media_type="text/plain")
 
 
-def _model(req: Requester, user: User, view: ServerView, status: int = 200) -> JSONResponse:
+def _model(req: Requester, user: User, view: AnyView, status: int = 200) -> JSONResponse:
     with_state = req.can("admin:server_state", user.name, view.server.name)
     return JSONResponse(server_model(user, view, with_state=with_state), status_code=status)
 
 
 # --- read, create, edit ---------------------------------------------------------------------------
 
-async def _get(name: str, server_name: str, req: Requester, session: DbSession) -> Response:
+async def _get(name: str, server_name: ServerName, req: CurrentUser, session: DbSession) -> Response:
     req.require("read:servers", user=name, server_name=server_name)
     async with session.begin():
         user = await get_user(session, name)
         view = await one_server_view(session, user, server_name)
         if view is None and server_name:
             raise NotFound(f"{name} has no server named '{server_name}'")
-        # every user has a default server, stopped until its first start
-        view = view or ServerView(Server(user_id=user.id, name="", desired="stopped", user_options={}), None)
+        if view is None:  # every user has a default server, stopped until its first start
+            view = ServerView(Server(user_id=user.id, name="", desired=DesiredState.STOPPED, user_options={}), None)
         return _model(req, user, view)
 
 
-async def _create(name: str, server_name: str, request: Request, req: Requester, runtime: Runtime,
+async def _create(name: str, server_name: ServerName, request: Request, req: CurrentUser, runtime: Runtime,
                   session: DbSession) -> Response:
     req.require("start:servers", user=name, server_name=server_name)
     body = server_request_from(await read_json(request))
@@ -76,7 +92,7 @@ async def _create(name: str, server_name: str, request: Request, req: Requester,
         return _model(req, user, await create_server(session, user, server_name, body), status=201)
 
 
-async def _patch(name: str, server_name: str, request: Request, req: Requester, runtime: Runtime,
+async def _patch(name: str, server_name: ServerName, request: Request, req: CurrentUser, runtime: Runtime,
                  session: DbSession) -> Response:
     req.require("start:servers", user=name, server_name=server_name)
     patch = server_patch_from(await read_json(request))
@@ -90,7 +106,7 @@ async def _patch(name: str, server_name: str, request: Request, req: Requester, 
 
 # --- start, stop ----------------------------------------------------------------------------------
 
-async def _start(name: str, server_name: str, request: Request, req: Requester, runtime: Runtime,
+async def _start(name: str, server_name: ServerName, request: Request, req: CurrentUser, runtime: Runtime,
                  session: DbSession, waiters: Waiters) -> Response:
     req.require("start:servers", user=name, server_name=server_name)
     settings = runtime.settings
@@ -110,15 +126,15 @@ async def _start(name: str, server_name: str, request: Request, req: Requester, 
         result = await start_server(session, settings, runtime.secret_key, user, server_name, body.user_options,
                                     display_name=display_name)
     runtime.relay.kick()
-    outcome = await waiters.wait(result.spawn_id, {"ready", "failed", "stopped"}, settings.api.slow_spawn_timeout)
-    if outcome is not None and outcome[0] == "ready":
+    seen = await waiters.wait(result.spawn_id, set(Outcome), settings.api.slow_spawn_timeout)
+    if seen is not None and seen.outcome is Outcome.READY:
         return _plain(201)
-    if outcome is not None and outcome[0] == "failed":
-        raise FleethubError(f"Spawn failed: {outcome[1]}", status=500)
+    if seen is not None and seen.outcome is Outcome.FAILED:
+        raise FleethubError(f"Spawn failed: {seen.message}", status=500)
     return _plain(202)
 
 
-async def _stop(name: str, server_name: str, request: Request, req: Requester, runtime: Runtime,
+async def _stop(name: str, server_name: ServerName, request: Request, req: CurrentUser, runtime: Runtime,
                 session: DbSession, waiters: Waiters) -> Response:
     req.require("delete:servers", user=name, server_name=server_name)
     body = await parse_body(request, ServerStop, required=False)
@@ -134,8 +150,8 @@ async def _stop(name: str, server_name: str, request: Request, req: Requester, r
     runtime.relay.kick()
     if spawn_id is None:
         return _plain(204)
-    outcome = await waiters.wait(spawn_id, {"stopped", "failed"}, runtime.settings.api.slow_stop_timeout)
-    return _plain(204 if outcome is not None else 202)
+    seen = await waiters.wait(spawn_id, {Outcome.STOPPED, Outcome.FAILED}, runtime.settings.api.slow_stop_timeout)
+    return _plain(204 if seen is not None else 202)
 
 
 # --- progress -------------------------------------------------------------------------------------
@@ -179,7 +195,8 @@ class EventStream(StreamingResponse):
             raise error
 
 
-async def _progress(name: str, server_name: str, req: Requester, session: DbSession, waiters: Waiters) -> Response:
+async def _progress(name: str, server_name: ServerName, req: CurrentUser, session: DbSession,
+                    waiters: Waiters) -> Response:
     req.require("read:servers", user=name, server_name=server_name)
     async with session.begin():
         user = await get_user(session, name)
@@ -188,80 +205,35 @@ async def _progress(name: str, server_name: str, req: Requester, session: DbSess
 
 
 # --- routes ---------------------------------------------------------------------------------------
-# `/users/{name}/server` and `/users/{name}/servers/` (an empty server name) are the default server.
 
-@router.get("/users/{name}/server")
-@router.get("/users/{name}/servers/")
-async def get_default(name: str, req: CurrentUser, session: DbSession) -> Response:
-    return await _get(name, "", req, session)
+ServerHandler = Callable[..., Awaitable[Response]]
 
-
-@router.get("/users/{name}/servers/{server_name}")
-async def get_named(name: str, server_name: str, req: CurrentUser, session: DbSession) -> Response:
-    return await _get(name, server_name, req, session)
-
-
-@router.put("/users/{name}/server")
-@router.put("/users/{name}/servers/")
-async def create_default(name: str, request: Request, req: CurrentUser, runtime: Runtime,
-                         session: DbSession) -> Response:
-    return await _create(name, "", request, req, runtime, session)
+# (method, path after the server's, handler): each handler takes the user's `name` and the `server_name`.
+# On each path, methods are registered in this order, which decides the `Allow` of a 405.
+SERVER_ROUTES: tuple[tuple[str, str, ServerHandler], ...] = (
+    ("GET", "", _get),
+    ("PUT", "", _create),
+    ("PATCH", "", _patch),
+    ("POST", "", _start),
+    ("DELETE", "", _stop),
+    ("GET", "/progress", _progress),
+)
 
 
-@router.put("/users/{name}/servers/{server_name}")
-async def create_named(name: str, server_name: str, request: Request, req: CurrentUser, runtime: Runtime,
-                       session: DbSession) -> Response:
-    return await _create(name, server_name, request, req, runtime, session)
+def server_paths(suffix: str) -> tuple[str, ...]:
+    """The paths of an operation: the default server's (`/server`, and `/servers/` for an empty server
+    name), then the named servers'."""
+    default = (f"/users/{{name}}/server{suffix}",) if suffix else ("/users/{name}/server", "/users/{name}/servers/")
+    return (*default, f"/users/{{name}}/servers/{{server_name}}{suffix}")
 
 
-@router.patch("/users/{name}/server")
-@router.patch("/users/{name}/servers/")
-async def patch_default(name: str, request: Request, req: CurrentUser, runtime: Runtime,
-                        session: DbSession) -> Response:
-    return await _patch(name, "", request, req, runtime, session)
+def _register(table: tuple[tuple[str, str, ServerHandler], ...]) -> None:
+    for method, suffix, handler in table:
+        for path in server_paths(suffix):
+            router.add_api_route(path, handler, methods=[method])
 
 
-@router.patch("/users/{name}/servers/{server_name}")
-async def patch_named(name: str, server_name: str, request: Request, req: CurrentUser, runtime: Runtime,
-                      session: DbSession) -> Response:
-    return await _patch(name, server_name, request, req, runtime, session)
-
-
-@router.post("/users/{name}/server")
-@router.post("/users/{name}/servers/")
-async def start_default(name: str, request: Request, req: CurrentUser, runtime: Runtime, session: DbSession,
-                        waiters: Waiters) -> Response:
-    return await _start(name, "", request, req, runtime, session, waiters)
-
-
-@router.post("/users/{name}/servers/{server_name}")
-async def start_named(name: str, server_name: str, request: Request, req: CurrentUser, runtime: Runtime,
-                      session: DbSession, waiters: Waiters) -> Response:
-    return await _start(name, server_name, request, req, runtime, session, waiters)
-
-
-@router.delete("/users/{name}/server")
-@router.delete("/users/{name}/servers/")
-async def stop_default(name: str, request: Request, req: CurrentUser, runtime: Runtime, session: DbSession,
-                       waiters: Waiters) -> Response:
-    return await _stop(name, "", request, req, runtime, session, waiters)
-
-
-@router.delete("/users/{name}/servers/{server_name}")
-async def stop_named(name: str, server_name: str, request: Request, req: CurrentUser, runtime: Runtime,
-                     session: DbSession, waiters: Waiters) -> Response:
-    return await _stop(name, server_name, request, req, runtime, session, waiters)
-
-
-@router.get("/users/{name}/server/progress")
-async def progress_default(name: str, req: CurrentUser, session: DbSession, waiters: Waiters) -> Response:
-    return await _progress(name, "", req, session, waiters)
-
-
-@router.get("/users/{name}/servers/{server_name}/progress")
-async def progress_named(name: str, server_name: str, req: CurrentUser, session: DbSession,
-                         waiters: Waiters) -> Response:
-    return await _progress(name, server_name, req, session, waiters)
+_register(SERVER_ROUTES)
 
 
 @router.post("/users/{name}/admin-access")

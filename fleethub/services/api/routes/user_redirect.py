@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fleethub.services.api.access import HIDDEN, load_requester
 from fleethub.services.api.browser import form_xsrf, login_redirect, with_xsrf
 from fleethub.services.api.deps import DbSession, PageUser, Runtime
-from fleethub.services.api.models import ServerView
+from fleethub.services.api.models import INACTIVE, AnyView
 from fleethub.services.api.pages import stopped_page
 from fleethub.services.api.queries import get_user, server_views
 from fleethub.shared.errors import BadRequest, FleethubError, Forbidden, NotFound
@@ -27,7 +27,7 @@ MAX_REDIRECTS = 4
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
 
 
-def _pick_server(views: list[ServerView], path: str, named: bool) -> tuple[str, str, ServerView | None]:
+def _pick_server(views: list[AnyView], path: str, named: bool) -> tuple[str, str, AnyView | None]:
     """(server name, path inside it, its view): a named server if the first segment names one."""
     first, _, rest = path.partition("/")
     if named and first:
@@ -85,7 +85,7 @@ async def user_redirect(name: str, request: Request, runtime: Runtime, session: 
     if not (await load_requester(request, session, ident)).can("access:servers", name, server):
         raise NotFound(HIDDEN)
     target = server_prefix(name, server) + inner
-    active, ready, pending = view.status if view is not None else (False, False, None)
+    active, ready, pending = view.status if view is not None else INACTIVE
     if ready and pending is None:
         return _back_to_server(request, target)
     if active:

@@ -46,6 +46,7 @@ from fleethub.shared.identity import (
     set_xsrf_cookie,
     xsrf_valid,
 )
+from fleethub.shared.lifecycle import DesiredState
 from fleethub.shared.names import client_candidates, server_prefix
 from fleethub.shared.rbac import effective_scopes
 from fleethub.shared.scopes import held_for, parse
@@ -118,7 +119,7 @@ async def find_client(session: AsyncSession, settings: ServiceSettings, secret_k
     for user, server_name in candidates:
         row = (await session.execute(
             select(Server, User).join(User, User.id == Server.user_id)
-            .where(User.name == user, Server.name == server_name, Server.desired == "running",
+            .where(User.name == user, Server.name == server_name, Server.desired == DesiredState.RUNNING,
                    Server.spawn_id.is_not(None))
         )).first()
         if row is not None:

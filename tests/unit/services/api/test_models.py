@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
 
-from fleethub.services.api.models import ServerView, server_model, token_model, user_model
+from fleethub.services.api.models import Pending, ReportedStatus, ServerView, server_model, token_model, user_model
 from fleethub.shared.db.models import ApiToken, Server, ServerState, User
 
 T = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -38,23 +39,31 @@ def _state(status: str, spawn_id: str = "s1") -> ServerState:
     ("stopped", "running", "old", (True, False, "stop")),  # an older spawn winding down
     ("stopped", "stopped", "old", (False, False, None)),
 ])
-def test_status(desired: str, status: str | None, state_spawn: str | None, expected: tuple[bool, bool, str | None]) -> None:
+def test_status(desired: str, status: str | None, state_spawn: str | None,
+                expected: tuple[bool, bool, str | None]) -> None:
     state = _state(status, state_spawn or "s1") if status else None
     assert ServerView(_server(desired), state).status == expected
+
+
+def test_status_is_named_and_jupyterhubs_words() -> None:
+    status = ServerView(_server("stopped"), _state("pending")).status
+    assert isinstance(status, ReportedStatus) and status.active and not status.ready and status.pending is Pending.STOP
+    assert json.dumps({"pending": status.pending}) == '{"pending": "stop"}'
 
 
 def test_server_model() -> None:
     view = ServerView(_server("running"), _state("running"))
     model = server_model(_user(), view, with_state=True)
     assert model == {
-        "name": "", "display_name": "", "full_name": "bob/", "last_activity": "2025-01-02T03:04:05Z", "started": "2025-01-02T03:04:05Z",
+        "name": "", "display_name": "", "full_name": "bob/",
+        "last_activity": "2025-01-02T03:04:05Z", "started": "2025-01-02T03:04:05Z",
         "pending": None, "ready": True, "stopped": False, "url": "/user/bob/", "user_options": {"a": 1},
         "progress_url": "/hub/api/users/bob/server/progress", "full_url": None, "full_progress_url": None,
         "state": {"pid": 7},
     }
     assert "state" not in server_model(_user(), view, with_state=False)
-    named = server_model(User(id=2, name="a b", admin=False, created=T), ServerView(_server("running", name="gpu"), None),
-                         with_state=False)
+    named = server_model(User(id=2, name="a b", admin=False, created=T),
+                         ServerView(_server("running", name="gpu"), None), with_state=False)
     assert named["url"] == "/user/a%20b/gpu/" and named["progress_url"] == "/hub/api/users/a%20b/servers/gpu/progress"
     assert named["display_name"] == "gpu"  # none stored: a named server shows its name
 

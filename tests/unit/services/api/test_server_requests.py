@@ -17,6 +17,7 @@ from fleethub.services.api.servers import (
     server_patch_from,
     server_request_from,
 )
+from fleethub.services.api.waiters import Outcome
 from fleethub.shared.errors import BadRequest
 
 
@@ -78,9 +79,9 @@ def test_progress_events() -> None:
     assert ready_event("/user/a/") == {"progress": 100, "ready": True, "message": "Server ready at /user/a/",
                                        "html_message": 'Server ready at <a href="/user/a/">/user/a/</a>',
                                        "url": "/user/a/"}
-    assert failed_event("failed", "boom") == {"progress": 100, "failed": True, "message": "Spawn failed: boom"}
-    assert failed_event("failed", "")["message"] == "Spawn failed"
-    assert failed_event("stopped", "")["message"] == "Spawn cancelled"
+    assert failed_event(Outcome.FAILED, "boom") == {"progress": 100, "failed": True, "message": "Spawn failed: boom"}
+    assert failed_event(Outcome.FAILED, "")["message"] == "Spawn failed"
+    assert failed_event(Outcome.STOPPED, "")["message"] == "Spawn cancelled"
 
 
 @pytest.mark.parametrize(("seconds", "text"), [(30, "30 seconds"), (31, "40 seconds"), (59, "60 seconds"),

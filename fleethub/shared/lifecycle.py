@@ -1,0 +1,275 @@
+"""A server's life in one vocabulary: its statuses, the moves between them, and the one function that makes a move.
+
+The api records what a server should be (`servers.desired`, a `DesiredState`); the spawner records what
+it is (`server_states.status`, a `ServerStatus`) and moves it only through `transition`: one conditional
+SQL statement (on the row's spawn, its lease and its expected status), the event it announces enqueued
+in the same transaction, and the outbox relay woken once that transaction commits. The values are
+`StrEnum`s, so what PostgreSQL stores and events and JSON carry stays the plain strings.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Protocol
+
+from sqlalchemy import and_, event, func, or_, update
+from sqlalchemy.dialects.postgresql import insert
+
+from fleethub.shared.events import Message, ServerFailed, ServerReady, ServerStopped
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.sql.dml import ReturningInsert, ReturningUpdate
+
+    from fleethub.shared.db.models import ServerState
+
+
+class ServerStatus(enum.StrEnum):
+    """A server's actual status (`server_states.status`, written by the spawner)."""
+
+    PENDING = "pending"  # a worker claimed the spawn and is starting it
+    RUNNING = "running"  # it answers HTTP and is routed
+    STOPPING = "stopping"  # a worker is stopping it
+    STOPPED = "stopped"  # it stopped, exited, or was stopped before it started (a tombstone)
+    FAILED = "failed"  # it did not start
+
+
+class DesiredState(enum.StrEnum):
+    """What the api wants a server to be (`servers.desired`)."""
+
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+ACTIVE: frozenset[ServerStatus] = frozenset({ServerStatus.PENDING, ServerStatus.RUNNING, ServerStatus.STOPPING})
+"""A worker holds the server (or should): it uses resources, and its lease is renewed."""
+DONE: frozenset[ServerStatus] = frozenset({ServerStatus.STOPPED, ServerStatus.FAILED})
+"""The spawn is over: nobody holds the row, and a new spawn may claim it."""
+
+TRANSITIONS: Mapping[ServerStatus, frozenset[ServerStatus]] = MappingProxyType({
+    # ready; a stop takes it over; its start failed, or an adopter found it dead
+    ServerStatus.PENDING: frozenset({ServerStatus.RUNNING, ServerStatus.STOPPING, ServerStatus.FAILED}),
+    # a stop; it exited (seen by its worker's poll, or by an adopter)
+    ServerStatus.RUNNING: frozenset({ServerStatus.STOPPING, ServerStatus.STOPPED}),
+    # another worker takes over a stop whose worker died; the stop is done
+    ServerStatus.STOPPING: frozenset({ServerStatus.STOPPING, ServerStatus.STOPPED}),
+    # a new spawn claims the row; a stop of a spawn that never started leaves a tombstone
+    ServerStatus.STOPPED: frozenset({ServerStatus.PENDING, ServerStatus.STOPPED}),
+    ServerStatus.FAILED: frozenset({ServerStatus.PENDING, ServerStatus.STOPPED}),
+})
+"""Every move the code makes, from each status to the statuses it may become."""
+
+CREATED: frozenset[ServerStatus] = frozenset({ServerStatus.PENDING, ServerStatus.STOPPED})
+"""The statuses a server's first row is inserted with (a claim, a tombstone)."""
+
+MESSAGE_LIMIT = 2000  # characters of a done server's message kept in the row (its event carries all of it)
+
+
+def sources(to: ServerStatus) -> frozenset[ServerStatus]:
+    """The statuses that may move to `to`."""
+    return frozenset(status for status, targets in TRANSITIONS.items() if to in targets)
+
+
+class IllegalTransition(ValueError):
+    """A transition the table does not allow: a bug in the caller, never a race (a race is refused by the row)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerKey:
+    """Which server: its owner and its name ("" for the default server); `str()` gives `user/name`."""
+
+    user: str
+    server_name: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.user}/{self.server_name}"
+
+
+class Guard(enum.Enum):
+    """Which row a transition may write, besides the row's status being one it expects."""
+
+    LEASED = enum.auto()
+    """The row of this spawn, its lease held by the writing worker."""
+    LEASED_OR_FREE = enum.auto()
+    """The row of this spawn, its lease held by the writer or expired, or the server running: a running
+    server is no worker's work in progress, so a stop may take it from the worker that watches it."""
+    NEW_SPAWN = enum.auto()
+    """No row yet, or the row of another spawn (a spawn is claimed once: a redelivered command finds its own)."""
+    ANY_SPAWN = enum.auto()
+    """No row yet, or the row of any spawn."""
+
+
+_UPSERTS = (Guard.NEW_SPAWN, Guard.ANY_SPAWN)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Transition:
+    """One move of one server's `server_states` row, with the events it announces.
+
+    `expected` defaults to every status the table lets move to `to` (an active one for the row of this
+    spawn, a done one for a row a new spawn takes). The lease: taken by `worker` for `lease_ttl` seconds
+    when given, released when `to` is done, else kept. Entering `running` records `url`, `target` and
+    `state`; entering a done status records `message`; entering `pending` starts the row afresh.
+
+    Raises:
+        IllegalTransition: the table does not allow it, or a field it needs is missing.
+    """
+
+    key: ServerKey
+    spawn_id: str
+    to: ServerStatus
+    guard: Guard = Guard.LEASED
+    worker: str | None = None
+    lease_ttl: float | None = None
+    expected: frozenset[ServerStatus] = frozenset()
+    message: str = ""
+    url: str | None = None
+    target: str | None = None
+    state: Mapping[str, Any] | None = None
+    events: tuple[Message, ...] = field(default=(), repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "to", ServerStatus(self.to))  # a plain string names a status too
+        object.__setattr__(self, "expected", frozenset(ServerStatus(s) for s in self.expected))
+        upsert = self.guard in _UPSERTS
+        allowed = sources(self.to) & (DONE if upsert else ACTIVE)
+        if not self.expected:
+            object.__setattr__(self, "expected", allowed)
+        if upsert and self.to not in CREATED:
+            raise IllegalTransition(f"no row is created as {self.to}")
+        if not allowed:
+            raise IllegalTransition(f"no {self.guard.name} move goes to {self.to}")
+        refused = sorted(self.expected - allowed)
+        if refused:
+            raise IllegalTransition(f"{', '.join(refused)} may not move to {self.to} ({self.guard.name})")
+        if self.worker is None and (not upsert or self.lease_ttl is not None):
+            raise IllegalTransition(f"a move to {self.to} ({self.guard.name}) needs the writing worker")
+        if self.to is ServerStatus.RUNNING and (self.url is None or self.target is None or self.state is None):
+            raise IllegalTransition("a move to running needs the url, target and state")
+
+    # --- the moves the spawner makes -------------------------------------------------------------
+
+    @classmethod
+    def claim(cls, key: ServerKey, spawn_id: str, *, worker: str, lease_ttl: float) -> Transition:
+        """A new spawn takes the server (absent, or done with another spawn): `pending`, leased to `worker`."""
+        return cls(key=key, spawn_id=spawn_id, to=ServerStatus.PENDING, guard=Guard.NEW_SPAWN, worker=worker,
+                   lease_ttl=lease_ttl)
+
+    @classmethod
+    def tombstone(cls, key: ServerKey, spawn_id: str) -> Transition:
+        """A stop of `spawn_id` before it started: `stopped` over a done row, so its late spawn is refused."""
+        return cls(key=key, spawn_id=spawn_id, to=ServerStatus.STOPPED, guard=Guard.ANY_SPAWN,
+                   message="stopped before start")
+
+    @classmethod
+    def stopping(cls, key: ServerKey, spawn_id: str, *, worker: str, lease_ttl: float) -> Transition:
+        """A stop begins: `stopping` under `worker`'s lease (see `Guard.LEASED_OR_FREE`)."""
+        return cls(key=key, spawn_id=spawn_id, to=ServerStatus.STOPPING, guard=Guard.LEASED_OR_FREE, worker=worker,
+                   lease_ttl=lease_ttl)
+
+    @classmethod
+    def ready(cls, key: ServerKey, spawn_id: str, *, worker: str, url: str, target: str,
+              state: Mapping[str, Any]) -> Transition:
+        """`pending` → `running`, announced by `server.ready`."""
+        event = ServerReady(user=key.user, server_name=key.server_name, spawn_id=spawn_id, url=url, target=target)
+        return cls(key=key, spawn_id=spawn_id, to=ServerStatus.RUNNING, worker=worker, url=url, target=target,
+                   state=state, events=(event,))
+
+    @classmethod
+    def stopped(cls, key: ServerKey, spawn_id: str, *, worker: str, reason: str,
+                expected: frozenset[ServerStatus] = frozenset()) -> Transition:
+        """→ `stopped` for `reason`, announced by `server.stopped`; releases the lease."""
+        event = ServerStopped(user=key.user, server_name=key.server_name, spawn_id=spawn_id, reason=reason)
+        return cls(key=key, spawn_id=spawn_id, to=ServerStatus.STOPPED, worker=worker, expected=expected,
+                   message=reason, events=(event,))
+
+    @classmethod
+    def failed(cls, key: ServerKey, spawn_id: str, *, worker: str, message: str) -> Transition:
+        """→ `failed` with `message`, announced by `server.failed`; releases the lease."""
+        event = ServerFailed(user=key.user, server_name=key.server_name, spawn_id=spawn_id, message=message)
+        return cls(key=key, spawn_id=spawn_id, to=ServerStatus.FAILED, worker=worker, message=message,
+                   events=(event,))
+
+
+class Relay(Protocol):
+    """What publishes committed outbox rows (`fleethub.shared.outbox.OutboxRelay`)."""
+
+    def kick(self) -> None:
+        """Publish pending rows now."""
+
+
+@dataclass(frozen=True)
+class Announcer:
+    """Where a transition's events go: the outbox of `namespace`, published by `relay` once committed."""
+
+    namespace: str
+    relay: Relay
+
+
+async def transition(session: AsyncSession, change: Transition, announcer: Announcer) -> ServerState | None:
+    """Make `change` in the caller's transaction: the row as it now is, or None if the row refused it
+    (another spawn's, another worker's lease, or not in an expected status), in which case nothing is
+    enqueued. Its events are enqueued with it, and the relay is woken when the transaction commits.
+    """
+    # imported here: the ORM models import this module (their column defaults), and the outbox imports them
+    from fleethub.shared.db.models import ServerState
+    from fleethub.shared.outbox import enqueue
+
+    stmt = _statement(ServerState, change)
+    row = await session.scalar(stmt, execution_options={"populate_existing": True})
+    if row is not None and change.events:
+        for message in change.events:
+            enqueue(session, message, announcer.namespace)
+        relay = announcer.relay
+        # after the commit, not before: a relay woken earlier finds nothing yet and sleeps a poll interval
+        event.listen(session.sync_session, "after_commit", lambda _session: relay.kick(), once=True)
+    return row
+
+
+def _columns(change: Transition) -> dict[str, Any]:
+    """What the move writes besides the key: the status, the lease, and what entering the status records."""
+    now = func.now()
+    cols: dict[str, Any] = {"status": change.to}
+    if change.guard in _UPSERTS:
+        cols["spawn_id"] = change.spawn_id
+    if change.lease_ttl is not None:
+        cols |= {"worker_id": change.worker, "lease_expires": func.now() + timedelta(seconds=change.lease_ttl)}
+    if change.to is ServerStatus.PENDING:
+        cols |= {"state": {}, "message": "", "url": None, "target": None, "started": None, "stopped": None}
+    elif change.to is ServerStatus.RUNNING:
+        cols |= {"url": change.url, "target": change.target, "state": dict(change.state or {}), "started": now}
+    elif change.to in DONE:
+        cols |= {"message": change.message[:MESSAGE_LIMIT], "stopped": now, "worker_id": None, "lease_expires": None,
+                 "url": None, "target": None}
+    cols["updated"] = now
+    return cols
+
+
+def _statement(table: type[ServerState],
+               change: Transition) -> ReturningInsert[ServerState] | ReturningUpdate[ServerState]:
+    """The one conditional statement of `change`: an upsert for a new spawn's row, else an update of this spawn's."""
+    cols = _columns(change)
+    expected = sorted(change.expected)
+    status_ok = table.status == expected[0] if len(expected) == 1 else table.status.in_(expected)
+    if change.guard in _UPSERTS:
+        guard = and_(status_ok, table.spawn_id != change.spawn_id) if change.guard is Guard.NEW_SPAWN else status_ok
+        return (
+            insert(table)
+            .values({"user_name": change.key.user, "server_name": change.key.server_name, "state": {}, **cols})
+            .on_conflict_do_update(index_elements=["user_name", "server_name"], set_=cols, where=guard)
+            .returning(table)
+        )
+    lease = table.worker_id == change.worker
+    if change.guard is Guard.LEASED_OR_FREE:
+        lease = or_(table.status == ServerStatus.RUNNING, lease, table.lease_expires < func.now())
+    return (
+        update(table)
+        .where(table.user_name == change.key.user, table.server_name == change.key.server_name,
+               table.spawn_id == change.spawn_id, status_ok, lease)
+        .values(**cols)
+        .returning(table)
+    )

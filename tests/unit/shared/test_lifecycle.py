@@ -1,0 +1,108 @@
+"""The lifecycle vocabulary: stored values, the transition table, and which transitions may be built."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from fleethub.shared.events import ServerFailed, ServerReady, ServerStopped
+from fleethub.shared.lifecycle import (
+    ACTIVE,
+    CREATED,
+    DONE,
+    TRANSITIONS,
+    DesiredState,
+    Guard,
+    IllegalTransition,
+    ServerKey,
+    ServerStatus,
+    Transition,
+    sources,
+)
+
+KEY = ServerKey("alice", "gpu")
+S = ServerStatus
+ALLOWED = [(src, to) for src, targets in TRANSITIONS.items() for to in sorted(targets)]
+REFUSED = [(src, to) for src, to in itertools.product(S, S) if to not in TRANSITIONS[src]]
+
+
+def _move(src: ServerStatus, to: ServerStatus) -> Transition:
+    """A move of the row from `src` to `to`: over a done row a new spawn's, else the leased row's own."""
+    return Transition(key=KEY, spawn_id="s1", to=to, expected=frozenset({src}),
+                      guard=Guard.NEW_SPAWN if src in DONE else Guard.LEASED, worker="w1",
+                      url="/user/alice/gpu/", target="http://127.0.0.1:1", state={})
+
+
+def test_stored_values_are_the_plain_strings() -> None:
+    # what PostgreSQL holds and JSON carries: these never change (no migration, same events)
+    assert [s.value for s in ServerStatus] == ["pending", "running", "stopping", "stopped", "failed"]
+    assert [s.value for s in DesiredState] == ["running", "stopped"]
+    running: str = ServerStatus.RUNNING
+    assert running == "running" and f"{ServerStatus.FAILED}" == "failed"
+    assert "stopping" in ACTIVE  # a string read from a row is found in the sets
+
+
+def test_every_status_is_active_or_done_and_has_a_way_on() -> None:
+    assert ACTIVE | DONE == set(ServerStatus) and not ACTIVE & DONE
+    assert set(TRANSITIONS) == set(ServerStatus)
+    assert CREATED == {S.PENDING, S.STOPPED}
+    assert sources(S.PENDING) == DONE
+    assert sources(S.RUNNING) == {S.PENDING}
+    assert sources(S.STOPPED) == {S.RUNNING, S.STOPPING, S.STOPPED, S.FAILED}
+
+
+@pytest.mark.parametrize(("src", "to"), ALLOWED, ids=[f"{a}->{b}" for a, b in ALLOWED])
+def test_every_allowed_transition_can_be_made(src: ServerStatus, to: ServerStatus) -> None:
+    assert _move(src, to).expected == {src}
+
+
+@pytest.mark.parametrize(("src", "to"), REFUSED, ids=[f"{a}->{b}" for a, b in REFUSED])
+def test_every_other_transition_is_refused(src: ServerStatus, to: ServerStatus) -> None:
+    with pytest.raises(IllegalTransition):
+        _move(src, to)
+
+
+def test_the_spawners_moves_expect_what_the_table_allows() -> None:
+    assert Transition.claim(KEY, "s1", worker="w1", lease_ttl=30).expected == DONE
+    assert Transition.tombstone(KEY, "s1").expected == DONE
+    assert Transition.stopping(KEY, "s1", worker="w1", lease_ttl=30).expected == ACTIVE
+    assert Transition.ready(KEY, "s1", worker="w1", url="/u/", target="http://t", state={}).expected == {S.PENDING}
+    assert Transition.stopped(KEY, "s1", worker="w1", reason="api").expected == {S.RUNNING, S.STOPPING}
+    assert Transition.failed(KEY, "s1", worker="w1", message="boom").expected == {S.PENDING}
+    exited = Transition.stopped(KEY, "s1", worker="w1", reason="exited", expected=frozenset({S.RUNNING}))
+    assert exited.expected == {S.RUNNING}
+
+
+def test_moves_announce_their_outcome_and_nothing_else() -> None:
+    [ready] = Transition.ready(KEY, "s1", worker="w1", url="/u/", target="http://t", state={}).events
+    assert isinstance(ready, ServerReady) and (ready.user, ready.server_name, ready.spawn_id) == ("alice", "gpu", "s1")
+    assert (ready.url, ready.target) == ("/u/", "http://t")
+    [stopped] = Transition.stopped(KEY, "s1", worker="w1", reason="culler").events
+    assert isinstance(stopped, ServerStopped) and stopped.reason == "culler"
+    [failed] = Transition.failed(KEY, "s1", worker="w1", message="boom").events
+    assert isinstance(failed, ServerFailed) and failed.message == "boom"
+    assert Transition.claim(KEY, "s1", worker="w1", lease_ttl=30).events == ()
+    assert Transition.tombstone(KEY, "s1").events == ()
+    assert Transition.stopping(KEY, "s1", worker="w1", lease_ttl=30).events == ()
+
+
+def test_malformed_transitions_are_refused() -> None:
+    with pytest.raises(IllegalTransition, match="running may not move to pending"):
+        Transition(key=KEY, spawn_id="s1", to=S.PENDING, guard=Guard.NEW_SPAWN, worker="w1",
+                   expected=frozenset({S.RUNNING}))
+    with pytest.raises(IllegalTransition, match="no row is created as failed"):
+        Transition(key=KEY, spawn_id="s1", to=S.FAILED, guard=Guard.ANY_SPAWN)
+    with pytest.raises(IllegalTransition, match="needs the writing worker"):
+        Transition(key=KEY, spawn_id="s1", to=S.STOPPED)
+    with pytest.raises(IllegalTransition, match="url, target and state"):
+        Transition(key=KEY, spawn_id="s1", to=S.RUNNING, worker="w1")
+    # a plain string names a status too
+    assert Transition(key=KEY, spawn_id="s1", to="stopping", worker="w1").to is S.STOPPING  # type: ignore[arg-type]
+
+
+def test_server_key() -> None:
+    assert str(KEY) == "alice/gpu" and str(ServerKey("bob")) == "bob/"
+    assert {KEY: 1}[ServerKey("alice", "gpu")] == 1
+    with pytest.raises(AttributeError):
+        KEY.user = "mallory"  # type: ignore[misc]
