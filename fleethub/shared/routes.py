@@ -18,6 +18,7 @@ from fleethub.shared.bus import Bus, BusError
 from fleethub.shared.db.locks import AdvisoryLock, lock, try_lock, unlock
 from fleethub.shared.db.models import HubServiceRow, ServerState
 from fleethub.shared.events import Route
+from fleethub.shared.lifecycle import ServerStatus
 from fleethub.shared.names import parse_route_key, route_key, server_prefix, service_route_key
 from fleethub.shared.settings import HubService
 
@@ -102,7 +103,8 @@ async def reconcile_round(engine: AsyncEngine, sessions: async_sessionmaker[Asyn
             return None
         try:
             async with sessions() as session:
-                rows = (await session.execute(select(ServerState).where(ServerState.status == "running"))).scalars()
+                running = select(ServerState).where(ServerState.status == ServerStatus.RUNNING)
+                rows = (await session.execute(running)).scalars()
                 routes = [route_for(r.user_name, r.server_name, r.target, r.spawn_id) for r in rows if r.target]
                 services = await _services(session, configured)
             return await reconcile(bus, routes, services)

@@ -1,8 +1,8 @@
 """The proxy node process: bus, watches, the listening socket, activity batches, housekeeping.
 
 Start order: sockets bound → bus → topology → watches → listening once the route table is loaded
-(or after `LOAD_WAIT`; 503 for user routes until then). Shutdown is the reverse: stop accepting, close idle connections, let requests in
-flight finish within `SHUTDOWN_GRACE`, publish the last activity batch, close the bus.
+(or after `LOAD_WAIT`; 503 for user routes until then). Shutdown is the reverse: stop accepting, close idle
+connections, let requests in flight finish within `SHUTDOWN_GRACE`, publish the last activity batch, close the bus.
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ def _background(coro: Any, name: str) -> asyncio.Task[None]:
 async def _drain(node: Node) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + SHUTDOWN_GRACE
-    while node.close_idle() and loop.time() < deadline:
+    # polled: close_idle() must run again each time a busy connection turns idle, which fires no event
+    while node.close_idle() and loop.time() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.05)
     node.abort_all()
 

@@ -21,7 +21,8 @@ def _account(user: str) -> dict[str, str]:
         return {"USER": user, "HOME": me.pw_dir, "SHELL": me.pw_shell or "/bin/sh"}
 
 
-def server_env(settings: ServiceSettings, secret_key: str, user: str, server_name: str, spawn_id: str) -> dict[str, str]:
+def server_env(settings: ServiceSettings, secret_key: str, user: str, server_name: str,
+               spawn_id: str) -> dict[str, str]:
     """The environment for one spawn (without `JUPYTERHUB_SERVICE_URL`, which the backend adds)."""
     prefix = server_prefix(user, server_name)
     token = server_token(secret_key, spawn_id)

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from fleethub.services.spawner.backends import ServerSpec
+from fleethub.services.spawner.backends.base import ServerSpec
 from fleethub.shared.net import free_port
 from fleethub.shared.procs import end_group, pid_alive
 from fleethub.shared.service import reachable_host
