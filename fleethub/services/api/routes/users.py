@@ -139,13 +139,15 @@ async def patch_one(name: str, request: Request, req: CurrentUser, runtime: Runt
             raise Forbidden("Only admins may modify admin users or grant admin")
         await update_user(session, runtime.settings, user, body, may_grant)
     runtime.relay.kick()
+    _forget_here(request, name, user.name)
     model = await model_for(session, req, user)
     model["auth_state"] = user.auth_state  # JupyterHub's PATCH answer includes it
     return model
 
 
 @router.delete("/users/{name}", status_code=204)
-async def delete_one(name: str, req: CurrentUser, runtime: Runtime, session: DbSession) -> Response:
+async def delete_one(name: str, request: Request, req: CurrentUser, runtime: Runtime,
+                     session: DbSession) -> Response:
     req.require("delete:users", user=name)
     if req.is_user(name):
         raise BadRequest("Cannot delete yourself!")
@@ -153,4 +155,13 @@ async def delete_one(name: str, req: CurrentUser, runtime: Runtime, session: DbS
         user = await get_user(session, name)
         await delete_user(session, runtime.settings, user)
     runtime.relay.kick()
+    _forget_here(request, name)
     return Response(status_code=204)
+
+
+def _forget_here(request: Request, *names: str) -> None:
+    """This replica forgets the users' cached tokens and scopes at once, so its next answer sees the change
+    (every replica, this one too, also forgets them on the user.updated / user.deleted event, a moment later)."""
+    for name in set(names):
+        request.state.token_cache.drop_user_named(name)
+        request.state.scope_cache.drop("user", [name])
