@@ -218,7 +218,7 @@ class Request:
 
     Raises:
         IllegalTransition: the command is not the one `to` sends (`COMMANDS`), or another server's, or a
-            start has none.
+            start has none, or a stop has a display name.
     """
 
     key: ServerKey
@@ -241,6 +241,8 @@ class Request:
             raise IllegalTransition(f"a request for {self.to} does not send {type(command).__name__}")
         if command is not None and ServerKey(command.user, command.server_name) != self.key:
             raise IllegalTransition(f"a request for {self.key} sends a command for another server")
+        if self.display_name is not None and self.to is not DesiredState.RUNNING:
+            raise IllegalTransition("only a start records a display name")
 
     @classmethod
     def start(cls, key: ServerKey, spawn_id: str, *, user_options: Mapping[str, Any], expected_spawn: str | None,

@@ -114,12 +114,13 @@ def test_server_key() -> None:
 def test_each_desired_state_sends_its_command() -> None:
     assert set(COMMANDS) == set(DesiredState)
     start = Request.start(KEY, "s2", user_options={"size": "l"}, expected_spawn="s1", display_name="GPU")
-    assert (start.to, start.expected, start.expected_spawn, start.display_name) == (D.RUNNING, set(D), "s1", "GPU")
+    assert (start.to, start.expected, start.expected_spawn, start.display_name) == (D.RUNNING, frozenset(D), "s1",
+                                                                                    "GPU")
     assert isinstance(start.command, SpawnServer)
     assert (start.command.user, start.command.server_name, start.command.spawn_id) == ("alice", "gpu", "s2")
     assert start.command.user_options == {"size": "l"}
     stop = Request.stop(KEY, "s1", reason="culler")  # the culler's: the row holds the spawn it stops, wanted running
-    assert (stop.to, stop.expected, stop.expected_spawn) == (D.STOPPED, {D.RUNNING}, "s1")
+    assert (stop.to, stop.expected, stop.expected_spawn) == (D.STOPPED, frozenset({D.RUNNING}), "s1")
     assert isinstance(stop.command, StopServer) and (stop.command.spawn_id, stop.command.reason) == ("s1", "culler")
     older = Request.stop(KEY, "s0", reason="api", expected=frozenset({D.STOPPED}), expected_spawn=None, server_id=7)
     assert (older.expected_spawn, older.server_id) == (None, 7)  # an older spawn runs; the row holds none
@@ -137,6 +138,8 @@ def test_malformed_requests_are_refused() -> None:
     with pytest.raises(IllegalTransition, match="a command for another server"):
         Request(key=ServerKey("bob"), to=D.RUNNING, expected=frozenset({D.STOPPED}), expected_spawn=None,
                 command=spawn)
+    with pytest.raises(IllegalTransition, match="only a start records a display name"):
+        Request(key=KEY, to=D.STOPPED, expected=frozenset({D.RUNNING}), expected_spawn="s1", display_name="GPU")
     with pytest.raises(IllegalTransition, match="some desired state"):
         Request(key=KEY, to=D.RUNNING, expected=frozenset(), expected_spawn=None, command=spawn)
     # plain strings name desired states too
