@@ -1,10 +1,12 @@
 """A server's life in one vocabulary: its statuses, the moves between them, and the one function that makes a move.
 
-The api records what a server should be (`servers.desired`, a `DesiredState`); the spawner records what
-it is (`server_states.status`, a `ServerStatus`) and moves it only through `transition`: one conditional
-SQL statement (on the row's spawn, its lease and its expected status), the event it announces enqueued
-in the same transaction, and the outbox relay woken once that transaction commits. The values are
-`StrEnum`s, so what PostgreSQL stores and events and JSON carry stays the plain strings.
+The api (and the culler, to stop an idle server) records what a server should be (`servers.desired`, a
+`DesiredState`) with a `Request`; the spawner records what it is (`server_states.status`, a `ServerStatus`)
+with a `Transition`. Both go through `transition`: one conditional SQL statement (a `Transition` on the
+row's spawn, its lease and its expected status; a `Request` on the row's spawn and its expected desired
+state), what it announces (events, or the command for the spawner) enqueued in the same transaction only
+when the row moved, and the outbox relay woken once that transaction commits. The values are `StrEnum`s,
+so what PostgreSQL stores and events and JSON carry stays the plain strings.
 """
 
 from __future__ import annotations
@@ -14,18 +16,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, overload
 
-from sqlalchemy import and_, event, func, or_, update
+from sqlalchemy import and_, event, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 
-from fleethub.shared.events import Message, ServerFailed, ServerReady, ServerStopped
+from fleethub.shared.events import Message, ServerFailed, ServerReady, ServerStopped, SpawnServer, StopServer
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
     from sqlalchemy.sql.dml import ReturningInsert, ReturningUpdate
 
-    from fleethub.shared.db.models import ServerState
+    from fleethub.shared.db.models import Server, ServerState, User
 
 
 class ServerStatus(enum.StrEnum):
@@ -65,6 +67,12 @@ TRANSITIONS: Mapping[ServerStatus, frozenset[ServerStatus]] = MappingProxyType({
 
 CREATED: frozenset[ServerStatus] = frozenset({ServerStatus.PENDING, ServerStatus.STOPPED})
 """The statuses a server's first row is inserted with (a claim, a tombstone)."""
+
+COMMANDS: Mapping[DesiredState, type[SpawnServer] | type[StopServer]] = MappingProxyType({
+    DesiredState.RUNNING: SpawnServer,  # a start: a new spawn, with its options
+    DesiredState.STOPPED: StopServer,  # a stop: of the spawn that runs, if one does (else nothing is sent)
+})
+"""What requesting each desired state sends the spawner (a `Request`'s command)."""
 
 MESSAGE_LIMIT = 2000  # characters of a done server's message kept in the row (its event carries all of it)
 
@@ -195,6 +203,73 @@ class Transition:
                    events=(event,))
 
 
+class _Same(enum.Enum):
+    SPAWN = enum.auto()  # `Request.stop`'s default `expected_spawn`: the spawn it stops
+
+
+@dataclass(frozen=True, kw_only=True)
+class Request:
+    """One change of what a server should be (its `servers` row), with the command that asks the spawner for it.
+
+    The row (`server_id`'s, else the one of `key`) moves only if its desired state is one of `expected` and
+    its spawn is `expected_spawn` (None: it never started): a request made on a stale reading is refused,
+    and sends nothing. A start records the spawn it sends (its id, options and time) and `display_name`
+    when given. A stop without a command (no spawn runs) only records the desired state.
+
+    Raises:
+        IllegalTransition: the command is not the one `to` sends (`COMMANDS`), or another server's, or a
+            start has none, or a stop has a display name.
+    """
+
+    key: ServerKey
+    to: DesiredState
+    expected: frozenset[DesiredState]
+    expected_spawn: str | None
+    command: SpawnServer | StopServer | None = field(default=None, repr=False)
+    server_id: int | None = None
+    display_name: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "to", DesiredState(self.to))  # a plain string names a desired state too
+        object.__setattr__(self, "expected", frozenset(DesiredState(s) for s in self.expected))
+        if not self.expected:
+            raise IllegalTransition("a request expects the row in some desired state")
+        command = self.command
+        if command is None and self.to is DesiredState.RUNNING:
+            raise IllegalTransition("a start sends its spawn")
+        if command is not None and not isinstance(command, COMMANDS[self.to]):
+            raise IllegalTransition(f"a request for {self.to} does not send {type(command).__name__}")
+        if command is not None and ServerKey(command.user, command.server_name) != self.key:
+            raise IllegalTransition(f"a request for {self.key} sends a command for another server")
+        if self.display_name is not None and self.to is not DesiredState.RUNNING:
+            raise IllegalTransition("only a start records a display name")
+
+    @classmethod
+    def start(cls, key: ServerKey, spawn_id: str, *, user_options: Mapping[str, Any], expected_spawn: str | None,
+              expected: frozenset[DesiredState] = frozenset(DesiredState), display_name: str | None = None,
+              server_id: int | None = None) -> Request:
+        """Desired `running` under the new `spawn_id`, replacing `expected_spawn`: sends `SpawnServer` with
+        `user_options`, which the row records with it."""
+        command = SpawnServer(user=key.user, server_name=key.server_name, spawn_id=spawn_id,
+                              user_options=dict(user_options))
+        return cls(key=key, to=DesiredState.RUNNING, expected=expected, expected_spawn=expected_spawn,
+                   command=command, server_id=server_id, display_name=display_name)
+
+    @classmethod
+    def stop(cls, key: ServerKey, spawn_id: str | None, *, reason: str,
+             expected: frozenset[DesiredState] = frozenset({DesiredState.RUNNING}),
+             expected_spawn: str | Literal[_Same.SPAWN] | None = _Same.SPAWN,
+             server_id: int | None = None) -> Request:
+        """Desired `stopped`, sending `StopServer` of `spawn_id` for `reason` (None: no spawn runs, nothing is
+        sent). The row is expected to hold `spawn_id` unless `expected_spawn` names another (an older spawn
+        still runs: the row holds a newer one, or none)."""
+        command = None if spawn_id is None else StopServer(user=key.user, server_name=key.server_name,
+                                                           spawn_id=spawn_id, reason=reason)
+        return cls(key=key, to=DesiredState.STOPPED, expected=expected,
+                   expected_spawn=spawn_id if expected_spawn is _Same.SPAWN else expected_spawn,
+                   command=command, server_id=server_id)
+
+
 class Relay(Protocol):
     """What publishes committed outbox rows (`fleethub.shared.outbox.OutboxRelay`)."""
 
@@ -210,19 +285,36 @@ class Announcer:
     relay: Relay
 
 
-async def transition(session: AsyncSession, change: Transition, announcer: Announcer) -> ServerState | None:
-    """Make `change` in the caller's transaction: the row as it now is, or None if the row refused it
-    (another spawn's, another worker's lease, or not in an expected status), in which case nothing is
-    enqueued. Its events are enqueued with it, and the relay is woken when the transaction commits.
+@overload
+async def transition(session: AsyncSession, change: Transition, announcer: Announcer) -> ServerState | None: ...
+@overload
+async def transition(session: AsyncSession, change: Request, announcer: Announcer) -> Server | None: ...
+
+
+async def transition(session: AsyncSession, change: Transition | Request,
+                     announcer: Announcer) -> ServerState | Server | None:
+    """Make `change` in the caller's transaction: the row as it now is, or None if the row refused it, in
+    which case nothing is enqueued. A `Transition` moves the `server_states` row (refused: another spawn's,
+    another worker's lease, or not in an expected status), a `Request` the `servers` row (refused: another
+    spawn's, or not in an expected desired state, or no such row). What it announces (a `Transition`'s
+    events, a `Request`'s command) is enqueued with it, and the relay is woken when the transaction commits.
+    The session's objects of the row are refreshed from it.
     """
     # imported here: the ORM models import this module (their column defaults), and the outbox imports them
-    from fleethub.shared.db.models import ServerState
+    from fleethub.shared.db.models import Server, ServerState, User
     from fleethub.shared.outbox import enqueue
 
-    stmt = _statement(ServerState, change)
-    row = await session.scalar(stmt, execution_options={"populate_existing": True})
-    if row is not None and change.events:
-        for message in change.events:
+    refresh = {"populate_existing": True}  # the row's object in the session gets the values RETURNING gave
+    row: ServerState | Server | None
+    messages: tuple[Message, ...]
+    if isinstance(change, Request):
+        row = await session.scalar(_request_statement(Server, User, change), execution_options=refresh)
+        messages = () if change.command is None else (change.command,)
+    else:
+        row = await session.scalar(_statement(ServerState, change), execution_options=refresh)
+        messages = change.events
+    if row is not None and messages:
+        for message in messages:
             enqueue(session, message, announcer.namespace)
         relay = announcer.relay
         # after the commit, not before: a relay woken earlier finds nothing yet and sleeps a poll interval
@@ -273,3 +365,22 @@ def _statement(table: type[ServerState],
         .values(**cols)
         .returning(table)
     )
+
+
+def _request_statement(table: type[Server], users: type[User], change: Request) -> ReturningUpdate[Server]:
+    """The one conditional UPDATE of `change`'s `servers` row: its desired state, and a start's new spawn."""
+    cols: dict[str, Any] = {"desired": change.to}
+    if isinstance(change.command, SpawnServer):
+        spawn = change.command
+        cols |= {"spawn_id": spawn.spawn_id, "user_options": spawn.user_options, "requested_at": spawn.requested_at}
+        if change.display_name is not None:
+            cols["display_name"] = change.display_name
+    if change.server_id is not None:
+        row = table.id == change.server_id
+    else:
+        owner = select(users.id).where(users.name == change.key.user).scalar_subquery()
+        row = and_(table.user_id == owner, table.name == change.key.server_name)
+    expected = sorted(change.expected)
+    desired_ok = table.desired == expected[0] if len(expected) == 1 else table.desired.in_(expected)
+    spawn_ok = table.spawn_id.is_(None) if change.expected_spawn is None else table.spawn_id == change.expected_spawn
+    return update(table).where(row, desired_ok, spawn_ok).values(**cols).returning(table)

@@ -1,5 +1,6 @@
-"""`fleethub.shared.lifecycle.transition` against a real PostgreSQL: each move is one conditional statement
-that refuses a stale writer (another spawn, another worker's lease, an unexpected status), its event is
+"""`fleethub.shared.lifecycle.transition` against a real PostgreSQL: each move (a spawner's `Transition` of
+`server_states`, an api or culler `Request` of `servers`) is one conditional statement that refuses a stale
+writer (another spawn, another worker's lease, an unexpected status or desired state), what it announces is
 enqueued in the same transaction (and only when the row moved), and the relay is woken after the commit."""
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from sqlalchemy import event, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from fleethub.shared.db.engine import make_engine, make_sessionmaker
-from fleethub.shared.db.models import OutboxMessage, ServerState
-from fleethub.shared.lifecycle import Announcer, ServerKey, ServerStatus, Transition, transition
+from fleethub.shared.db.models import OutboxMessage, Server, ServerState, User
+from fleethub.shared.lifecycle import Announcer, DesiredState, Request, ServerKey, ServerStatus, Transition, transition
 from tests.support.cluster import migrated
 
 pytestmark = pytest.mark.integration
@@ -50,6 +51,27 @@ class Db:
     async def apply(self, change: Transition) -> ServerState | None:
         async with self.sessions() as session, session.begin():
             return await transition(session, change, self.announcer)
+
+    async def request(self, change: Request) -> Server | None:
+        async with self.sessions() as session, session.begin():
+            return await transition(session, change, self.announcer)
+
+    async def server(self, *, desired: DesiredState = DesiredState.STOPPED, spawn_id: str | None = None) -> Server:
+        """KEY's `servers` row (its user created if missing), as the api leaves it."""
+        async with self.sessions() as session, session.begin():
+            user = (await session.execute(select(User).where(User.name == KEY.user))).scalar()
+            if user is None:
+                user = User(name=KEY.user)
+                session.add(user)
+                await session.flush()
+            server = Server(user_id=user.id, name=KEY.server_name, desired=desired, spawn_id=spawn_id,
+                            user_options={"size": "s"})
+            session.add(server)
+        return server
+
+    async def stored(self) -> Server:
+        async with self.sessions() as session:
+            return (await session.execute(select(Server).where(Server.name == KEY.server_name))).scalar_one()
 
     async def row(self) -> ServerState | None:
         async with self.sessions() as session:
@@ -183,3 +205,70 @@ async def test_a_stop_takes_a_running_server_or_an_expired_lease_never_a_live_st
     row = await db.apply(Transition.stopping(KEY, "s2", worker="w3", lease_ttl=30))  # running: anyone may stop it
     assert row is not None and (row.status, row.worker_id) == ("stopping", "w3")
     assert [m["type"] for m in await db.outbox()] == ["server.stopped", "server.ready"]
+
+
+# --- requests: the desired state (`servers`), written by the api and the culler --------------------------
+
+
+def _start(spawn_id: str, expected_spawn: str | None = None, **kw: Any) -> Request:
+    return Request.start(KEY, spawn_id, user_options={"size": "l"}, expected_spawn=expected_spawn, **kw)
+
+
+async def test_a_start_is_one_update_its_command_enqueued_and_the_held_row_refreshed(db: Db) -> None:
+    server = await db.server()
+    async with db.sessions() as session, session.begin():
+        held = (await session.execute(select(Server).where(Server.id == server.id).with_for_update())).scalar_one()
+        request = _start("s1", expected=frozenset({DesiredState.STOPPED}), server_id=server.id, display_name="GPU")
+        with db.statements() as seen:
+            row = await transition(session, request, db.announcer)
+        assert len(seen) == 1 and seen[0].lstrip().upper().startswith("UPDATE")
+        assert row is held  # the object the caller holds, with the values the UPDATE returned
+        assert (held.desired, held.spawn_id, held.user_options, held.display_name) == ("running", "s1", {"size": "l"},
+                                                                                      "GPU")
+        assert held.requested_at is not None
+        assert db.relay.kicks == 0  # not before the commit
+    assert db.relay.kicks == 1
+    stored = await db.stored()
+    assert (stored.desired, stored.spawn_id, stored.user_options) == ("running", "s1", {"size": "l"})
+    [spawn] = await db.outbox()
+    assert spawn["type"] == "spawn" and spawn["data"]["spawn_id"] == "s1" and spawn["data"]["user_options"] == {
+        "size": "l"}
+    assert stored.requested_at is not None and spawn["data"]["requested_at"].startswith(
+        stored.requested_at.isoformat()[:19])  # the row and the command carry one time
+
+
+async def test_a_request_on_a_stale_reading_is_refused_and_sends_nothing(db: Db) -> None:
+    server = await db.server(desired=DesiredState.RUNNING, spawn_id="s1")
+    assert await db.request(_start("s2", expected_spawn="s0", server_id=server.id)) is None  # another spawn's row
+    assert await db.request(_start("s2", "s1", expected=frozenset({DesiredState.STOPPED}))) is None  # it is running
+    assert await db.request(Request.stop(KEY, "s0", reason="culler")) is None  # an older spawn: not this row's
+    assert await db.request(Request.stop(ServerKey("alice", "other"), "s1", reason="culler")) is None  # no such row
+    assert await db.request(Request.stop(ServerKey("nobody", "gpu"), "s1", reason="culler")) is None
+    stored = await db.stored()
+    assert (stored.desired, stored.spawn_id) == ("running", "s1")
+    assert await db.outbox() == [] and db.relay.kicks == 0
+
+
+async def test_a_stop_by_name_is_sent_once_however_often_it_is_asked(db: Db) -> None:
+    await db.server(desired=DesiredState.RUNNING, spawn_id="s1")
+    row = await db.request(Request.stop(KEY, "s1", reason="culler"))  # found by user name and server name
+    assert row is not None and (row.desired, row.spawn_id) == ("stopped", "s1")
+    assert await db.request(Request.stop(KEY, "s1", reason="culler")) is None  # desired is stopped already
+    [stop] = await db.outbox()
+    assert stop["type"] == "stop" and (stop["data"]["spawn_id"], stop["data"]["reason"]) == ("s1", "culler")
+    assert db.relay.kicks == 1
+
+
+async def test_a_stop_of_nothing_running_records_the_desired_state_and_sends_nothing(db: Db) -> None:
+    server = await db.server(desired=DesiredState.RUNNING, spawn_id="s1")
+    row = await db.request(Request.stop(KEY, None, reason="api", expected_spawn="s1", server_id=server.id))
+    assert row is not None and row.desired == "stopped"
+    assert await db.outbox() == [] and db.relay.kicks == 0
+    # an older spawn still runs while the row holds none (a removed server, created again): that one is stopped
+    async with db.sessions() as session, session.begin():
+        await session.execute(update(Server).where(Server.id == server.id).values(spawn_id=None))
+    row = await db.request(Request.stop(KEY, "s0", reason="api", expected=frozenset({DesiredState.STOPPED}),
+                                        expected_spawn=None, server_id=server.id))
+    assert row is not None and (row.desired, row.spawn_id) == ("stopped", None)
+    [stop] = await db.outbox()
+    assert stop["data"]["spawn_id"] == "s0" and db.relay.kicks == 1

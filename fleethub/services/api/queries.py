@@ -165,8 +165,8 @@ async def one_server_view(session: AsyncSession, user: User, server_name: str, *
     if not storable(server_name):
         return None
     stmt = select(Server).where(Server.user_id == user.id, Server.name == server_name)
-    if lock:
-        stmt = stmt.with_for_update()
+    if lock:  # as it is now, though read before in this session: the change is conditioned on what it says
+        stmt = stmt.with_for_update().execution_options(populate_existing=True)
     server = (await session.execute(stmt)).scalar()
     if server is None:
         return None

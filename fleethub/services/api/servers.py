@@ -1,5 +1,6 @@
 """A user's servers: starting and stopping (desired state, the server's token and the command in one
-transaction), creating, renaming and editing stopped ones, and the hub-wide spawn limits."""
+transaction; the desired state and the command through `lifecycle.transition`), creating, renaming and
+editing stopped ones, and the hub-wide spawn limits."""
 
 from __future__ import annotations
 
@@ -19,8 +20,17 @@ from fleethub.services.api.queries import one_server_view
 from fleethub.shared.db.locks import AdvisoryLock, xact_lock
 from fleethub.shared.db.models import ApiToken, GroupMember, Server, ServerState, Share, ShareCode, User
 from fleethub.shared.errors import BadRequest, Conflict, NotFound, TooManyRequests
-from fleethub.shared.events import SpawnServer, StopServer, TokenRevoked, new_id, utcnow
-from fleethub.shared.lifecycle import ACTIVE, DONE, DesiredState, ServerStatus
+from fleethub.shared.events import TokenRevoked, new_id
+from fleethub.shared.lifecycle import (
+    ACTIVE,
+    DONE,
+    Announcer,
+    DesiredState,
+    Request,
+    ServerKey,
+    ServerStatus,
+    transition,
+)
 from fleethub.shared.names import server_prefix, storable
 from fleethub.shared.outbox import enqueue
 from fleethub.shared.rbac import access_changed
@@ -226,9 +236,10 @@ async def check_limits(session: AsyncSession, settings: ServiceSettings) -> None
 
 
 async def start_server(session: AsyncSession, settings: ServiceSettings, secret_key: str, user: User,
-                       server_name: str, user_options: dict[str, Any] | None, *,
+                       server_name: str, user_options: dict[str, Any] | None, *, announcer: Announcer,
                        display_name: str | None = None) -> StartResult:
-    """Record desired state 'running' under a new spawn id, the server's token and the spawn command.
+    """Record desired state 'running' under a new spawn id, the server's token and the spawn command
+    (`lifecycle.transition`: the relay sends it once the caller commits).
 
     `display_name`, when given, is stored once the start is accepted.
 
@@ -254,21 +265,18 @@ async def start_server(session: AsyncSession, settings: ServiceSettings, secret_
     await check_limits(session, settings)
     spawn_id = new_id()
     srv = view.server
-    srv.desired = DesiredState.RUNNING
-    srv.spawn_id = spawn_id
-    if user_options is not None:
-        srv.user_options = user_options
-    if display_name is not None and server_name:
-        srv.display_name = display_name
-    srv.requested_at = utcnow()
+    options = user_options if user_options is not None else srv.user_options or {}  # None: the previous ones
+    request = Request.start(ServerKey(user.name, server_name), spawn_id, user_options=options,
+                            expected=frozenset({DesiredState(srv.desired)}), expected_spawn=srv.spawn_id,
+                            display_name=display_name if server_name else None, server_id=srv.id)
+    moved = await transition(session, request, announcer)
+    assert moved is not None, "the row is locked: it is as read"
     prefix = server_prefix(user.name, server_name)
     session.add(ApiToken(
         user_id=user.id, hashed=hash_token(server_token(secret_key, spawn_id)), kind="server",
         note=f"Server at {prefix}", spawn_id=spawn_id,
         scopes=[f"users:activity!user={user.name}", f"access:servers!server={user.name}/{server_name}"],
     ))
-    enqueue(session, SpawnServer(user=user.name, server_name=server_name, spawn_id=spawn_id,
-                                 user_options=srv.user_options or {}), settings.nats_namespace)
     return StartResult(spawn_id, started=True)
 
 
@@ -391,9 +399,10 @@ async def _follow_shares(session: AsyncSession, namespace: str, owner: str, serv
         access_changed(session, namespace, users=list(names))
 
 
-async def stop_server(session: AsyncSession, settings: ServiceSettings, user: User, server_name: str,
-                      reason: str = "api") -> str | None:
-    """Record desired state 'stopped' and send the stop command; returns the spawn id to wait for.
+async def stop_server(session: AsyncSession, user: User, server_name: str, reason: str = "api", *,
+                      announcer: Announcer) -> str | None:
+    """Record desired state 'stopped' and send the stop command (`lifecycle.transition`: the relay sends it
+    once the caller commits); returns the spawn id to wait for.
 
     None means nothing was running.
     """
@@ -401,17 +410,21 @@ async def stop_server(session: AsyncSession, settings: ServiceSettings, user: Us
     if view is None:
         return None
     active, _, _ = view.status
-    wanted = view.current_state is not None or view.server.desired == DesiredState.RUNNING
-    spawn_id = view.server.spawn_id if wanted else None
+    srv = view.server
+    wanted = view.current_state is not None or srv.desired == DesiredState.RUNNING
+    spawn_id = srv.spawn_id if wanted else None
     if view.state is not None and view.current_state is None and view.state.status in ACTIVE:
         spawn_id = view.state.spawn_id  # an older spawn still running
-    view.server.desired = DesiredState.STOPPED
-    if not active or spawn_id is None:
-        return None
+    stopping = spawn_id if active else None
+    if stopping is None and srv.desired == DesiredState.STOPPED:
+        return None  # nothing to record, nothing to stop
     # a repeated stop is harmless: the spawner's handler is idempotent by spawn id
-    enqueue(session, StopServer(user=user.name, server_name=server_name, spawn_id=spawn_id, reason=reason),
-            settings.nats_namespace)
-    return spawn_id
+    request = Request.stop(ServerKey(user.name, server_name), stopping, reason=reason,
+                           expected=frozenset({DesiredState(srv.desired)}), expected_spawn=srv.spawn_id,
+                           server_id=srv.id)
+    moved = await transition(session, request, announcer)
+    assert moved is not None, "the row is locked: it is as read"
+    return stopping
 
 
 async def remove_server(session: AsyncSession, user: User, server_name: str) -> None:

@@ -15,7 +15,7 @@ from fleethub.services.api.servers import stop_server
 from fleethub.shared.db.models import Group, GroupMember, Role, Server, ServerState, User, UserRole
 from fleethub.shared.errors import BadRequest, Conflict
 from fleethub.shared.events import UserCreated, UserDeleted, UserUpdated
-from fleethub.shared.lifecycle import ACTIVE
+from fleethub.shared.lifecycle import ACTIVE, Announcer
 from fleethub.shared.names import normalize_username
 from fleethub.shared.outbox import enqueue
 from fleethub.shared.rbac import access_changed
@@ -59,11 +59,11 @@ async def create_users(session: AsyncSession, settings: ServiceSettings, names: 
     return sorted(created, key=lambda u: order[u.name])
 
 
-async def delete_user(session: AsyncSession, settings: ServiceSettings, user: User) -> None:
+async def delete_user(session: AsyncSession, settings: ServiceSettings, user: User, *, announcer: Announcer) -> None:
     """Stop the user's servers (commands go out with the deletion) and delete the user."""
     names = (await session.execute(select(Server.name).where(Server.user_id == user.id))).scalars().all()
     for name in names:
-        await stop_server(session, settings, user, name, reason="user-deleted")
+        await stop_server(session, user, name, reason="user-deleted", announcer=announcer)
     await session.execute(delete(User).where(User.id == user.id))
     enqueue(session, UserDeleted(name=user.name), settings.nats_namespace)
 

@@ -1,4 +1,5 @@
-"""The culler process: a periodic pass over running servers, plus live activity from the bus."""
+"""The culler process: a periodic pass over running servers, plus live activity from the bus; it stops an idle
+server as the api does, by requesting desired state 'stopped' (`lifecycle.transition`)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ import asyncio
 import logging
 from datetime import datetime
 
-from fleethub.services.culler.idle import idle_servers, merge_activity, running_servers
+from fleethub.services.culler.idle import RunningServer, idle_servers, merge_activity, running_servers
 from fleethub.shared.events import ActivityReported, Envelope, Message, StopServer, subject_filter, utcnow
-from fleethub.shared.lifecycle import ServerKey
+from fleethub.shared.lifecycle import Announcer, Request, ServerKey, transition
 from fleethub.shared.names import parse_route_key
 from fleethub.shared.service import Runtime, open_runtime, run_async
 from fleethub.shared.settings import ServiceSettings
@@ -35,20 +36,39 @@ class ActivityView:
 
 
 async def cull_once(runtime: Runtime, view: ActivityView) -> list[ServerKey]:
-    """One pass: publish a stop for every idle server; returns the servers stopped."""
+    """One pass: request a stop of every idle server; returns the servers whose stop this pass requested."""
     async with runtime.sessions() as session:
         servers = await running_servers(session)
     servers = [merge_activity(s, view.seen.get(s.key)) for s in servers]
+    announcer = Announcer(runtime.settings.nats_namespace, runtime.relay)
     culled = []
     for server in idle_servers(servers, utcnow(), runtime.settings.culler.timeout):
-        log.info("culling %s (idle since %s)", server.key, server.idle_since())
-        # one id per spawn: culler replicas and repeated passes collapse into one command
-        await runtime.bus.publish(
-            StopServer(user=server.user, server_name=server.server_name, spawn_id=server.spawn_id, reason="culler"),
-            msg_id=f"cull-{server.spawn_id}",
-        )
-        culled.append(server.key)
+        if await _stop(runtime, server, announcer):
+            log.info("culling %s (idle since %s)", server.key, server.idle_since())
+            culled.append(server.key)
     return culled
+
+
+async def _stop(runtime: Runtime, server: RunningServer, announcer: Announcer) -> bool:
+    """Request the stop of `server`; False if it was requested already (by another pass, replica or the api).
+
+    The culler writes `servers.desired` as the api's stop does, through the same `lifecycle.transition`: the
+    culled server shows `pending: "stop"` in the REST API at once (as JupyterHub's culler, whose DELETE sets
+    it), and the command is enqueued with the desired state, so the two cannot split. The row's condition
+    (this spawn, desired running) makes culler replicas and repeated passes collapse into one command.
+    """
+    if server.recorded:
+        async with runtime.sessions() as session, session.begin():
+            request = Request.stop(server.key, server.spawn_id, reason="culler")
+            return await transition(session, request, announcer) is not None
+    # no `servers` row holds this spawn (none at all, or one of a newer spawn): no desired state to record, but
+    # the server runs; one message id per spawn makes culler replicas and repeated passes collapse on the bus
+    log.warning("culling %s: spawn %s has no servers row; sending its stop directly", server.key, server.spawn_id)
+    await runtime.bus.publish(
+        StopServer(user=server.user, server_name=server.server_name, spawn_id=server.spawn_id, reason="culler"),
+        msg_id=f"cull-{server.spawn_id}",
+    )
+    return True
 
 
 async def main(settings: ServiceSettings, stop: asyncio.Event) -> None:

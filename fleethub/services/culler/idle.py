@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleethub.shared.db.models import Server, ServerState, User
@@ -21,6 +21,7 @@ class RunningServer:
     spawn_id: str
     started: datetime | None
     last_activity: datetime | None
+    recorded: bool = True  # its `servers` row holds this spawn (False: it has none, or one of another spawn)
 
     @property
     def key(self) -> ServerKey:
@@ -37,7 +38,7 @@ def merge_activity(server: RunningServer, seen: datetime | None) -> RunningServe
     """`server` with `seen` (activity observed on the bus) taken into account."""
     if seen is None or (server.last_activity is not None and server.last_activity >= seen):
         return server
-    return RunningServer(server.user, server.server_name, server.spawn_id, server.started, seen)
+    return replace(server, last_activity=seen)
 
 
 def idle_servers(servers: list[RunningServer], now: datetime, timeout: float) -> list[RunningServer]:
@@ -52,7 +53,7 @@ def idle_servers(servers: list[RunningServer], now: datetime, timeout: float) ->
 
 
 async def running_servers(session: AsyncSession) -> list[RunningServer]:
-    """Every running server with its recorded last activity, in one query."""
+    """Every running server with its recorded last activity, in one query (a server with no `servers` row too)."""
     rows = await session.execute(
         select(
             ServerState.user_name,
@@ -60,6 +61,7 @@ async def running_servers(session: AsyncSession) -> list[RunningServer]:
             ServerState.spawn_id,
             ServerState.started,
             Server.last_activity,
+            func.coalesce(Server.spawn_id == ServerState.spawn_id, False),
         )
         .select_from(ServerState)
         .join(User, User.name == ServerState.user_name, isouter=True)

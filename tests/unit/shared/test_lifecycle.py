@@ -1,4 +1,4 @@
-"""The lifecycle vocabulary: stored values, the transition table, and which transitions may be built."""
+"""The lifecycle vocabulary: stored values, the transition table, and which transitions and requests may be built."""
 
 from __future__ import annotations
 
@@ -6,15 +6,17 @@ import itertools
 
 import pytest
 
-from fleethub.shared.events import ServerFailed, ServerReady, ServerStopped
+from fleethub.shared.events import ServerFailed, ServerReady, ServerStopped, SpawnServer, StopServer
 from fleethub.shared.lifecycle import (
     ACTIVE,
+    COMMANDS,
     CREATED,
     DONE,
     TRANSITIONS,
     DesiredState,
     Guard,
     IllegalTransition,
+    Request,
     ServerKey,
     ServerStatus,
     Transition,
@@ -23,6 +25,7 @@ from fleethub.shared.lifecycle import (
 
 KEY = ServerKey("alice", "gpu")
 S = ServerStatus
+D = DesiredState
 ALLOWED = [(src, to) for src, targets in TRANSITIONS.items() for to in sorted(targets)]
 REFUSED = [(src, to) for src, to in itertools.product(S, S) if to not in TRANSITIONS[src]]
 
@@ -106,3 +109,40 @@ def test_server_key() -> None:
     assert {KEY: 1}[ServerKey("alice", "gpu")] == 1
     with pytest.raises(AttributeError):
         KEY.user = "mallory"  # type: ignore[misc]
+
+
+def test_each_desired_state_sends_its_command() -> None:
+    assert set(COMMANDS) == set(DesiredState)
+    start = Request.start(KEY, "s2", user_options={"size": "l"}, expected_spawn="s1", display_name="GPU")
+    assert (start.to, start.expected, start.expected_spawn, start.display_name) == (D.RUNNING, frozenset(D), "s1",
+                                                                                    "GPU")
+    assert isinstance(start.command, SpawnServer)
+    assert (start.command.user, start.command.server_name, start.command.spawn_id) == ("alice", "gpu", "s2")
+    assert start.command.user_options == {"size": "l"}
+    stop = Request.stop(KEY, "s1", reason="culler")  # the culler's: the row holds the spawn it stops, wanted running
+    assert (stop.to, stop.expected, stop.expected_spawn) == (D.STOPPED, frozenset({D.RUNNING}), "s1")
+    assert isinstance(stop.command, StopServer) and (stop.command.spawn_id, stop.command.reason) == ("s1", "culler")
+    older = Request.stop(KEY, "s0", reason="api", expected=frozenset({D.STOPPED}), expected_spawn=None, server_id=7)
+    assert (older.expected_spawn, older.server_id) == (None, 7)  # an older spawn runs; the row holds none
+    assert older.command is not None and older.command.spawn_id == "s0"
+    nothing = Request.stop(KEY, None, reason="api", expected_spawn="s1")  # nothing runs: only the desired state
+    assert nothing.command is None and nothing.expected_spawn == "s1"
+
+
+def test_malformed_requests_are_refused() -> None:
+    spawn = SpawnServer(user="alice", server_name="gpu", spawn_id="s2")
+    with pytest.raises(IllegalTransition, match="a start sends its spawn"):
+        Request(key=KEY, to=D.RUNNING, expected=frozenset({D.STOPPED}), expected_spawn=None)
+    with pytest.raises(IllegalTransition, match="does not send SpawnServer"):
+        Request(key=KEY, to=D.STOPPED, expected=frozenset({D.RUNNING}), expected_spawn="s1", command=spawn)
+    with pytest.raises(IllegalTransition, match="a command for another server"):
+        Request(key=ServerKey("bob"), to=D.RUNNING, expected=frozenset({D.STOPPED}), expected_spawn=None,
+                command=spawn)
+    with pytest.raises(IllegalTransition, match="only a start records a display name"):
+        Request(key=KEY, to=D.STOPPED, expected=frozenset({D.RUNNING}), expected_spawn="s1", display_name="GPU")
+    with pytest.raises(IllegalTransition, match="some desired state"):
+        Request(key=KEY, to=D.RUNNING, expected=frozenset(), expected_spawn=None, command=spawn)
+    # plain strings name desired states too
+    request = Request(key=KEY, to="running", expected=frozenset({"stopped"}),  # type: ignore[arg-type]
+                      expected_spawn=None, command=spawn)
+    assert request.to is D.RUNNING and request.expected == {D.STOPPED}

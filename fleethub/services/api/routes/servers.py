@@ -40,7 +40,7 @@ from fleethub.services.api.waiters import Outcome
 from fleethub.shared.db.models import Server, User
 from fleethub.shared.errors import BadRequest, Conflict, FleethubError, NotFound
 from fleethub.shared.http import DbSession, read_json
-from fleethub.shared.lifecycle import DesiredState
+from fleethub.shared.lifecycle import Announcer, DesiredState
 
 router = APIRouter(prefix="/hub/api")
 
@@ -124,8 +124,8 @@ async def _start(name: str, server_name: ServerName, request: Request, req: Curr
         else:
             user = await get_user(session, name)
         result = await start_server(session, settings, runtime.secret_key, user, server_name, body.user_options,
+                                    announcer=Announcer(settings.nats_namespace, runtime.relay),
                                     display_name=display_name)
-    runtime.relay.kick()
     seen = await waiters.wait(result.spawn_id, set(Outcome), settings.api.slow_spawn_timeout)
     if seen is not None and seen.outcome is Outcome.READY:
         return _plain(201)
@@ -144,10 +144,10 @@ async def _stop(name: str, server_name: ServerName, request: Request, req: Curre
         user = await get_user(session, name)
         if server_name and await one_server_view(session, user, server_name) is None:
             raise NotFound(f"{name} has no server named '{server_name}'")
-        spawn_id = await stop_server(session, runtime.settings, user, server_name)
+        spawn_id = await stop_server(session, user, server_name,
+                                     announcer=Announcer(runtime.settings.nats_namespace, runtime.relay))
         if body.remove:
             await remove_server(session, user, server_name)
-    runtime.relay.kick()
     if spawn_id is None:
         return _plain(204)
     seen = await waiters.wait(spawn_id, {Outcome.STOPPED, Outcome.FAILED}, runtime.settings.api.slow_stop_timeout)

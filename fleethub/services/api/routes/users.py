@@ -19,6 +19,7 @@ from fleethub.services.api.schemas import UserCreate, UsersCreate, parse_body
 from fleethub.services.api.users import CREATE_CHUNK, UserPatch, create_users, delete_user, update_user
 from fleethub.shared.db.models import User
 from fleethub.shared.errors import BadRequest, Conflict, Forbidden
+from fleethub.shared.lifecycle import Announcer
 from fleethub.shared.scopes import ScopeError, grantable
 
 router = APIRouter(prefix="/hub/api")
@@ -153,7 +154,8 @@ async def delete_one(name: str, request: Request, req: CurrentUser, runtime: Run
         raise BadRequest("Cannot delete yourself!")
     async with session.begin():
         user = await get_user(session, name)
-        await delete_user(session, runtime.settings, user)
+        await delete_user(session, runtime.settings, user,
+                          announcer=Announcer(runtime.settings.nats_namespace, runtime.relay))
     runtime.relay.kick()
     _forget_here(request, name)
     return Response(status_code=204)

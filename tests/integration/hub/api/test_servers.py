@@ -5,20 +5,34 @@ read commands off the work queue and publish the spawner's events themselves."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
+from fleethub.services.api.queries import get_user, one_server_view
+from fleethub.services.api.servers import server_ended, start_server
 from fleethub.shared.db.models import ApiToken, Server, ServerState, User
 from fleethub.shared.events import ServerFailed, ServerReady, ServerStopped, StopServer
+from fleethub.shared.lifecycle import Announcer, DesiredState
 from fleethub.shared.security import hash_token, server_token
 from tests.support.cluster import wait_for
 from tests.support.hub import Hub, hub_settings, running_hub
 from tests.support.spawns import mark
 
 pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Kicks:
+    """Counts the relay's wake-ups."""
+
+    kicks: int = 0
+
+    def kick(self) -> None:
+        self.kicks += 1
 
 
 async def test_start_records_everything_in_one_transaction(hub: Hub) -> None:
@@ -104,6 +118,46 @@ async def test_stop(hub: Hub) -> None:
     assert r.status_code == 400 and r.json()["message"] == "Cannot delete the default server"
     r = await c.request("DELETE", "/hub/api/users/bob/server", content=b"{bad", headers=bob)
     assert r.status_code == 400
+
+
+async def test_a_stop_repeated_while_the_server_runs_sends_it_again(hub: Hub) -> None:
+    c = hub.client
+    bob = await hub.headers_for("bob")
+    assert (await c.post("/hub/api/users/bob/server", headers=bob)).status_code == 202
+    cmd = await hub.spawn_command()
+    await mark(hub, "bob", "", cmd.spawn_id, "running")
+    for _ in range(2):  # the spawner has not acted yet: desired is stopped, the server still runs
+        assert (await c.delete("/hub/api/users/bob/server", headers=bob)).status_code == 202
+        (stop,) = await hub.commands(1)
+        assert isinstance(stop, StopServer) and stop.spawn_id == cmd.spawn_id
+    model = (await c.get("/hub/api/users/bob", headers=bob)).json()["servers"][""]
+    assert (model["ready"], model["pending"]) == (True, "stop")
+
+
+async def test_a_start_decides_on_the_locked_row_as_it_now_is(hub: Hub) -> None:
+    # the routes may read a server before they lock it (a named one: does it exist?); what another
+    # transaction committed in between (here the api's consumer recording the end of the last spawn) is
+    # what the start sees once it holds the row, and what its conditional UPDATE expects
+    relay = Kicks()
+    announcer = Announcer(hub.settings.nats_namespace, relay)
+    await hub.headers_for("bob")
+    async with hub.sessions() as s, s.begin():
+        user = await get_user(s, "bob")
+        s.add(Server(user_id=user.id, name="", desired=DesiredState.RUNNING, spawn_id="s0", user_options={"a": 1}))
+    await mark(hub, "bob", "", "s0", "failed")
+    async with hub.sessions() as s, s.begin():
+        user = await get_user(s, "bob")
+        before = await one_server_view(s, user, "")
+        assert before is not None and before.server.desired == "running"
+        async with hub.sessions() as other, other.begin():
+            await server_ended(other, "s0")  # desired → stopped, committed
+        result = await start_server(s, hub.settings, hub.secret_key, user, "", None, announcer=announcer)
+        assert result.started and relay.kicks == 0
+        # the object the session holds is the row as the start left it
+        assert (before.server.desired, before.server.spawn_id) == ("running", result.spawn_id)
+    assert relay.kicks == 1  # once committed
+    cmd = await hub.spawn_command()
+    assert cmd.spawn_id == result.spawn_id and cmd.user_options == {"a": 1}  # no options given: the previous ones
 
 
 async def test_named_servers_off(hub: Hub) -> None:
