@@ -182,7 +182,8 @@ class OAuthCode(Base):
 
 
 class Server(Base):
-    """A server's desired state (written by api): which spawn should run, with what options."""
+    """A server's desired state (written by api; the culler only requests stops, through `lifecycle.transition`):
+    which spawn should run, with what options."""
 
     __tablename__ = "servers"
     __table_args__ = (UniqueConstraint("user_id", "name"),)
