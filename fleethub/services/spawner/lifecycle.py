@@ -17,11 +17,12 @@ from fleethub.services.spawner import leases
 from fleethub.services.spawner.backends import Backend, ServerSpec
 from fleethub.services.spawner.env import server_env
 from fleethub.services.spawner.httpcheck import http_status
-from fleethub.services.spawner.routes import delete_route, put_route, reconcile_round, route_for
+from fleethub.services.spawner.routes import delete_route, put_route
 from fleethub.shared.bus import Decision
 from fleethub.shared.events import ServerProgress, SpawnServer, StopServer
 from fleethub.shared.lifecycle import DONE, Announcer, ServerKey, ServerStatus, Transition, transition
 from fleethub.shared.names import encode_token, server_prefix
+from fleethub.shared.routes import reconcile_round, route_for
 from fleethub.shared.service import Runtime
 
 log = logging.getLogger(__name__)

@@ -1,15 +1,14 @@
 """The spawner's side of the route table: put a server's route before it is announced ready, delete it
 before it is announced stopped. The reconciliation with PostgreSQL is `fleethub.shared.routes` (the api
-runs it too); `route_for` and `reconcile_round` are re-exported here for the lifecycle."""
+runs it too)."""
 
 from __future__ import annotations
 
 from fleethub.shared.bus import Bus
 from fleethub.shared.events import Route
 from fleethub.shared.names import route_key
-from fleethub.shared.routes import reconcile_round, route_for
 
-__all__ = ["delete_route", "put_route", "reconcile_round", "route_for"]
+__all__ = ["delete_route", "put_route"]
 
 
 async def put_route(bus: Bus, route: Route) -> None:
