@@ -154,6 +154,8 @@ async def delete_one(name: str, request: Request, req: CurrentUser, runtime: Run
         raise BadRequest("Cannot delete yourself!")
     async with session.begin():
         user = await get_user(session, name)
+        if user.admin and not req.ident.admin:  # as PATCH: admin:users alone does not reach an admin
+            raise Forbidden("Only admins may delete admin users")
         await delete_user(session, runtime.settings, user,
                           announcer=Announcer(runtime.settings.nats_namespace, runtime.relay))
     runtime.relay.kick()

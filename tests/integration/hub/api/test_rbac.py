@@ -166,6 +166,26 @@ async def test_patch_user(hub: Hub) -> None:
     assert (await c.patch("/hub/api/users/quin", json={"admin": True}, headers=pat_token)).status_code == 403
 
 
+async def test_only_admins_delete_admins(hub: Hub) -> None:
+    """A holder of admin:users who is not an admin deletes users, but not an admin (as PATCH refuses it)."""
+    c = hub.client
+    admin = await hub.headers_for("admin", admin=True)
+    made = await c.post("/hub/api/users", json={"usernames": ["carol", "vic", "boss"]}, headers=admin)
+    assert made.status_code == 201
+    assert (await c.patch("/hub/api/users/boss", json={"admin": True}, headers=admin)).status_code == 200
+    async with hub.sessions() as s, s.begin():
+        s.add(Role(name="user-admin", scopes=["admin:users"]))
+    assert (await c.patch("/hub/api/users/carol", json={"roles": ["user-admin"]}, headers=admin)).status_code == 200
+    carol = await hub.headers_for("carol", scopes=["inherit"])
+    await wait_for(lambda: _status(c, "/hub/api/users/boss", carol, 200), timeout=3, interval=0.02,
+                   what="carol holds admin:users")
+    r = await c.delete("/hub/api/users/boss", headers=carol)
+    assert r.status_code == 403 and r.json()["message"] == "Only admins may delete admin users"
+    assert (await c.get("/hub/api/users/boss", headers=admin)).json()["admin"] is True
+    assert (await c.delete("/hub/api/users/vic", headers=carol)).status_code == 204
+    assert (await c.delete("/hub/api/users/boss", headers=admin)).status_code == 204
+
+
 async def _patch_status(c: httpx.AsyncClient, name: str, body: object, headers: dict[str, str], want: int) -> bool:
     return (await c.patch(f"/hub/api/users/{name}", json=body, headers=headers)).status_code == want
 
