@@ -55,7 +55,10 @@ async def api_identity(request: Request, secret_key: str, session: AsyncSession)
     content_type = request.headers.get("content-type")
     if request.method == "POST" and content_type and not content_type.lower().startswith("application/json"):
         return None
-    if request.method in _XSRF_EXEMPT_METHODS or request.headers.get("sec-fetch-mode") == "websocket":
+    # a browser's websocket is a GET it marks itself (Sec-Fetch-Mode is a header pages cannot set); the mark
+    # exempts nothing else: a cross-site POST or DELETE claiming to be a websocket still needs the token
+    websocket = request.method == "GET" and request.headers.get("sec-fetch-mode") == "websocket"
+    if request.method in _XSRF_EXEMPT_METHODS or websocket:
         return ident
     return ident if cookie_xsrf_ok(request, secret_key, ident, submitted_xsrf(request)) else None
 

@@ -64,6 +64,11 @@ async def test_cookie_requests_need_the_sessions_xsrf_token(hub: Hub) -> None:
     assert (await c.get(f"/hub/api/user?_xsrf={xsrf}")).status_code == 200
     # state-changing calls too, and a non-JSON body counts as unauthenticated (cross-site forms)
     assert (await c.post("/hub/api/users/alice/server")).status_code == 403
+    # a websocket's mark exempts a websocket (a GET) and nothing else
+    websocket = {"Sec-Fetch-Mode": "websocket"}
+    assert (await c.get("/hub/api/user", headers=websocket)).status_code == 200
+    assert (await c.post("/hub/api/users/alice/server", headers=websocket)).status_code == 403
+    assert (await c.delete("/hub/api/users/alice/server", headers=websocket)).status_code == 403
     for no_cors in ({"Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Site": "same-origin"}, {"Origin": "https://evil.com"}):
         assert (await c.post("/hub/api/users/alice/server", headers=no_cors)).status_code == 403
     for ctype in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
