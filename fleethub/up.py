@@ -172,9 +172,8 @@ def up(args: argparse.Namespace) -> int:
         url = settings.hub_public_url
         _wait_http(f"{url}/hub/api/", 60, procs)
         if settings.auth.authenticator == "password":
+            # the password itself stays in its 0600 file: a log is read by more people, and kept longer
             print(f"log in as '{admin}' with the password in {data_dir / ADMIN_PASSWORD_FILE}", flush=True)
-            if password is not None:
-                print(f"first start: the password of '{admin}' is {password}", flush=True)
         else:
             print(f"log in as '{admin}' with the {settings.auth.authenticator} authenticator's password", flush=True)
         print(f"API token: fleethub token {admin} --data-dir {data_dir}", flush=True)

@@ -119,6 +119,8 @@ def test_up_runs_everything_and_keeps_state_across_restarts(data_root: Path) -> 
         text = "".join(lines)
         assert f"{base}/hub/" in text and "admin" in text
         assert (data_dir / "admin-password").stat().st_mode & 0o077 == 0
+        password = (data_dir / "admin-password").read_text().strip()
+        assert len(password) >= 12 and password not in text  # in its file only, never in the log
 
         tok = token(data_dir, "admin")  # while `up` runs
         h = {"Authorization": f"token {tok}"}
