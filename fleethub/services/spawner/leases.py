@@ -131,9 +131,3 @@ async def owned_running(session: AsyncSession, me: str) -> list[Row]:
     rows = await session.execute(select(ServerState).where(ServerState.worker_id == me,
                                                            ServerState.status == ServerStatus.RUNNING))
     return [row_of(r) for r in rows.scalars().all()]
-
-
-async def all_running(session: AsyncSession) -> list[Row]:
-    """Every running server (for route reconciliation)."""
-    rows = await session.execute(select(ServerState).where(ServerState.status == ServerStatus.RUNNING))
-    return [row_of(r) for r in rows.scalars().all()]
