@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from fleethub.shared.bus import Bus
 from fleethub.shared.errors import ConfigError
+from fleethub.shared.lifecycle import Announcer
 from fleethub.shared.settings import ListenSettings, ServiceSettings
 
 if TYPE_CHECKING:  # imported where used: the proxy needs none of them, and starts ~0.7 s sooner without
@@ -50,6 +51,11 @@ class Runtime:
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     # sessions without a transaction (autocommit), for single-statement reads: no BEGIN/ROLLBACK round trips
     read_sessions: async_sessionmaker[AsyncSession] | None = None
+
+    @property
+    def announcer(self) -> Announcer:
+        """Where this process's server transitions announce themselves (`lifecycle.transition`)."""
+        return Announcer(self.settings.nats_namespace, self.relay)
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """Run a background task for the life of the runtime; a crash is logged, not swallowed silently."""

@@ -40,7 +40,7 @@ async def cull_once(runtime: Runtime, view: ActivityView) -> list[ServerKey]:
     async with runtime.sessions() as session:
         servers = await running_servers(session)
     servers = [merge_activity(s, view.seen.get(s.key)) for s in servers]
-    announcer = Announcer(runtime.settings.nats_namespace, runtime.relay)
+    announcer = runtime.announcer
     culled = []
     for server in idle_servers(servers, utcnow(), runtime.settings.culler.timeout):
         if await _stop(runtime, server, announcer):

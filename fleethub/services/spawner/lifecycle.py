@@ -20,7 +20,7 @@ from fleethub.services.spawner.httpcheck import http_status
 from fleethub.services.spawner.routes import delete_route, put_route
 from fleethub.shared.bus import Decision
 from fleethub.shared.events import ServerProgress, SpawnServer, StopServer
-from fleethub.shared.lifecycle import DONE, Announcer, ServerKey, ServerStatus, Transition, transition
+from fleethub.shared.lifecycle import DONE, ServerKey, ServerStatus, Transition, transition
 from fleethub.shared.names import encode_token, server_prefix
 from fleethub.shared.routes import reconcile_round, route_for
 from fleethub.shared.service import Runtime
@@ -44,7 +44,7 @@ class Worker:
         self.backend = backend
         self.me = runtime.replica
         self.ttl = runtime.settings.spawner.lease_ttl
-        self.announcer = Announcer(runtime.settings.nats_namespace, runtime.relay)
+        self.announcer = runtime.announcer
         self.inflight: dict[ServerKey, asyncio.Task[Any]] = {}
         self.cancelled_by_stop: set[ServerKey] = set()
 

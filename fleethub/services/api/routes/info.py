@@ -18,7 +18,7 @@ from fleethub.services.api.servers import stop_server
 from fleethub.shared.db.models import Server, User
 from fleethub.shared.events import HubShutdown
 from fleethub.shared.http import JUPYTERHUB_COMPAT_VERSION
-from fleethub.shared.lifecycle import Announcer, DesiredState
+from fleethub.shared.lifecycle import DesiredState
 from fleethub.shared.outbox import enqueue
 
 router = APIRouter()
@@ -78,7 +78,7 @@ async def shutdown(request: Request, req: CurrentUser, runtime: Runtime, session
         if body.servers:
             rows = await session.execute(select(User, Server.name).join(Server, Server.user_id == User.id)
                                          .where(Server.desired == DesiredState.RUNNING))
-            announcer = Announcer(settings.nats_namespace, runtime.relay)
+            announcer = runtime.announcer
             for user, server_name in rows.all():
                 await stop_server(session, user, server_name, reason="shutdown", announcer=announcer)
         enqueue(session, HubShutdown(servers=body.servers, proxy=body.proxy), settings.nats_namespace)

@@ -15,7 +15,7 @@ from fleethub.services.api.queries import get_user, one_server_view
 from fleethub.services.api.servers import start_server, stop_server
 from fleethub.shared.errors import BadRequest, NotFound
 from fleethub.shared.identity import Identity, validate_next
-from fleethub.shared.lifecycle import Announcer, ServerStatus
+from fleethub.shared.lifecycle import ServerStatus
 from fleethub.shared.names import server_prefix, url_escape
 
 router = APIRouter()
@@ -93,7 +93,7 @@ async def spawn(request: Request, runtime: Runtime, session: DbSession, ident: P
         user = await get_user(session, name)
         try:
             await start_server(session, runtime.settings, runtime.secret_key, user, "", None,
-                               announcer=Announcer(runtime.settings.nats_namespace, runtime.relay))
+                               announcer=runtime.announcer)
         except BadRequest:
             pass  # already running or stopping: the pending page shows where it is
     return RedirectResponse(_pending_url(name), status_code=302)
@@ -105,7 +105,7 @@ async def stop(request: Request, runtime: Runtime, session: DbSession, ident: Pa
     me = check_form(request, runtime, ident, xsrf)
     async with session.begin():
         await stop_server(session, await get_user(session, me.name), "",
-                          announcer=Announcer(runtime.settings.nats_namespace, runtime.relay))
+                          announcer=runtime.announcer)
     return RedirectResponse("/hub/home", status_code=302)
 
 

@@ -40,7 +40,7 @@ from fleethub.services.api.waiters import Outcome
 from fleethub.shared.db.models import Server, User
 from fleethub.shared.errors import BadRequest, Conflict, FleethubError, NotFound
 from fleethub.shared.http import DbSession, read_json
-from fleethub.shared.lifecycle import Announcer, DesiredState
+from fleethub.shared.lifecycle import DesiredState
 
 router = APIRouter(prefix="/hub/api")
 
@@ -124,7 +124,7 @@ async def _start(name: str, server_name: ServerName, request: Request, req: Curr
         else:
             user = await get_user(session, name)
         result = await start_server(session, settings, runtime.secret_key, user, server_name, body.user_options,
-                                    announcer=Announcer(settings.nats_namespace, runtime.relay),
+                                    announcer=runtime.announcer,
                                     display_name=display_name)
     seen = await waiters.wait(result.spawn_id, set(Outcome), settings.api.slow_spawn_timeout)
     if seen is not None and seen.outcome is Outcome.READY:
@@ -145,7 +145,7 @@ async def _stop(name: str, server_name: ServerName, request: Request, req: Curre
         if server_name and await one_server_view(session, user, server_name) is None:
             raise NotFound(f"{name} has no server named '{server_name}'")
         spawn_id = await stop_server(session, user, server_name,
-                                     announcer=Announcer(runtime.settings.nats_namespace, runtime.relay))
+                                     announcer=runtime.announcer)
         if body.remove:
             await remove_server(session, user, server_name)
     if spawn_id is None:

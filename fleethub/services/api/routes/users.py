@@ -19,7 +19,6 @@ from fleethub.services.api.schemas import UserCreate, UsersCreate, parse_body
 from fleethub.services.api.users import CREATE_CHUNK, UserPatch, create_users, delete_user, update_user
 from fleethub.shared.db.models import User
 from fleethub.shared.errors import BadRequest, Conflict, Forbidden
-from fleethub.shared.lifecycle import Announcer
 from fleethub.shared.scopes import ScopeError, grantable
 
 router = APIRouter(prefix="/hub/api")
@@ -157,7 +156,7 @@ async def delete_one(name: str, request: Request, req: CurrentUser, runtime: Run
         if user.admin and not req.ident.admin:  # as PATCH: admin:users alone does not reach an admin
             raise Forbidden("Only admins may delete admin users")
         await delete_user(session, runtime.settings, user,
-                          announcer=Announcer(runtime.settings.nats_namespace, runtime.relay))
+                          announcer=runtime.announcer)
     runtime.relay.kick()
     _forget_here(request, name)
     return Response(status_code=204)
