@@ -36,6 +36,13 @@ NESTED_DELIMITER = "__"
 SETTINGS_VAR = ENV_PREFIX + "SETTINGS_JSON"
 """The variable that hands a parent's validated settings to a child process (see `child_env`)."""
 
+CRYPT_KEY_VAR = "JUPYTERHUB_CRYPT_KEY"
+"""JupyterHub's variable for the keys of `auth.crypt_key` (`;`-separated), read when the setting is unset."""
+
+# JupyterHub's LocalProcessSpawner.env_keep (jupyterhub 6.1; the base Spawner keeps only JUPYTERHUB_SINGLEUSER_APP)
+ENV_KEEP_DEFAULT = ("CONDA_DEFAULT_ENV", "CONDA_ROOT", "JUPYTERHUB_SINGLEUSER_APP", "LANG", "LC_ALL",
+                    "LD_LIBRARY_PATH", "PATH", "PYTHONPATH", "VIRTUAL_ENV")
+
 _REVEAL_SECRETS = "reveal_secrets"  # serialization context key: only `settings_json` sets it
 
 
@@ -107,6 +114,12 @@ class SpawnerSettings(_Section):
     backend: str = Field("local", description="Spawner backend: 'local' (subprocess) or an entry point name.")
     cmd: list[str] = Field(default_factory=lambda: ["jupyterhub-singleuser"], description="Command of the user server.")
     args: list[str] = Field(default_factory=list, description="Extra arguments appended to cmd.")
+    env_keep: list[str] = Field(
+        default_factory=lambda: list(ENV_KEEP_DEFAULT),
+        description="Variables of the spawner worker's environment that user servers and managed services "
+                    "inherit (JupyterHub's env_keep); nothing else of it reaches them. FLEETHUB_* and "
+                    "JUPYTERHUB_CRYPT_KEY are refused.",
+    )
     environment: dict[str, str] = Field(
         default_factory=dict,
         description="Extra environment for user servers (applied last; {username}, {servername} filled in).",
@@ -126,6 +139,14 @@ class SpawnerSettings(_Section):
     hub_api_url: str | None = Field(
         None, description="JUPYTERHUB_API_URL given to servers; default <public_url>/hub/api."
     )
+
+    @field_validator("env_keep")
+    @classmethod
+    def _no_secrets_kept(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if name.upper().startswith(ENV_PREFIX) or name.upper() == CRYPT_KEY_VAR:
+                raise ValueError(f"{name!r} carries the hub's secrets and may not be passed to servers")
+        return value
 
 
 class ProxySettings(_Section):
@@ -508,6 +529,12 @@ def settings_json(settings: ServiceSettings) -> str:
     return settings.model_dump_json(exclude_none=True, context={_REVEAL_SECRETS: True})
 
 
+def kept_environment(names: list[str]) -> dict[str, str]:
+    """The variables `names` (`spawner.env_keep`) that are set in this process's environment: all that a
+    user server or managed service inherits from its spawner worker."""
+    return {name: os.environ[name] for name in names if name in os.environ}
+
+
 # Linux refuses to exec with one environment string longer than this (MAX_ARG_STRLEN, 32 pages).
 _MAX_ENV_STRING = 32 * 4096
 
@@ -520,8 +547,8 @@ def child_env(settings: ServiceSettings) -> dict[str, str]:
     so it would protect nothing more, while it would put secrets given only by environment (compose's
     FLEETHUB_DATABASE_URL) on disk and would have to outlive every restart of every child (the proxy
     supervisor reuses one environment for its workers' restarts). What keeps the settings from user
-    servers and managed services is that their environment drops every `FLEETHUB_*` variable
-    (`services/spawner/env.py`, `services/spawner/managed.py`).
+    servers and managed services is that their environment holds only the allow-listed variables of
+    `spawner.env_keep` (`kept_environment`), never a `FLEETHUB_*` one.
 
     Raises:
         ConfigError: the settings are too large for one environment variable.

@@ -15,7 +15,15 @@ import pytest
 
 from fleethub.shared.net import free_port
 from fleethub.shared.procs import pid_alive
-from tests.support.cluster import FAKE_SERVER, ensure_user, mint_token, running_stack, wait_for
+from tests.support.cluster import (
+    CANARIES,
+    FAKE_SERVER,
+    ensure_user,
+    mint_token,
+    outside_allow_list,
+    running_stack,
+    wait_for,
+)
 from tests.support.culling import idle_culled_busy_kept, start_servers
 
 pytestmark = pytest.mark.integration
@@ -40,7 +48,7 @@ async def test_a_managed_service_runs_is_routed_restarted_and_handed_over(
     roles = [{"name": "recorder", "scopes": ["list:users"], "services": ["recorder"]}]
     async with running_stack(tmp_path, nats_url, database_url, nats_namespace, start=("auth", "api", "proxy"),
                              proxy={"port": port}, services=services, roles=roles) as cluster:
-        first = cluster.start("spawner")
+        first = cluster.start("spawner", extra_env=CANARIES)
 
         async def recorded() -> dict[str, object] | None:
             return _record(out)
@@ -56,6 +64,9 @@ async def test_a_managed_service_runs_is_routed_restarted_and_handed_over(
         assert json.loads(str(env["JUPYTERHUB_OAUTH_ACCESS_SCOPES"])) == ["access:services",
                                                                           "access:services!service=recorder"]
         assert not any(k.startswith("FLEETHUB_") for k in env)  # the database password stays with us
+        # nothing of the worker's environment but the allow list (security review: it had all but FLEETHUB_*)
+        assert outside_allow_list(env, cluster.settings, {"MANAGED_FLAVOUR"}) == []
+        assert env["LANG"] == CANARIES["LANG"] and "AWS_SECRET_ACCESS_KEY" not in env
         # its generated token is accepted by the api as the service itself, with its role's scopes
         whoami = rec["whoami"]
         assert isinstance(whoami, dict) and whoami["kind"] == "service" and whoami["name"] == "recorder"

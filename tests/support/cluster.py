@@ -32,8 +32,10 @@ class Cluster:
     log_dir: Path
     procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
 
-    def start(self, service: str, **overrides: Any) -> subprocess.Popen[bytes]:
-        """Start one replica of `service`; `overrides` replace settings sections for this replica."""
+    def start(self, service: str, *, extra_env: dict[str, str] | None = None,
+              **overrides: Any) -> subprocess.Popen[bytes]:
+        """Start one replica of `service`; `overrides` replace settings sections for this replica, and
+        `extra_env` is added to its environment (canaries a server must not inherit, say)."""
         settings = self.settings
         if overrides:
             merged = settings.model_dump()
@@ -44,7 +46,7 @@ class Cluster:
         log = open(self.log_dir / f"{service}-{n}.log", "wb")  # closed with the process
         proc = subprocess.Popen(
             [sys.executable, "-m", "fleethub", "run", service],
-            env=child_env(settings),
+            env={**child_env(settings), **(extra_env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -183,3 +185,21 @@ async def running_stack(tmp_path: Path, nats_url: str, database_url: str, nats_n
         yield cluster
     finally:
         cluster.stop()
+
+
+# secrets a spawner worker's environment may hold (set by an operator, a container platform, or by us):
+# none may reach a user server or a managed service
+CANARIES = {
+    "AWS_SECRET_ACCESS_KEY": "canary-aws",
+    "DATABASE_URL": "postgresql://canary:canary-db@127.0.0.1:1/x",
+    "FLEETHUB_X": "canary-fleethub",
+    "CONFIGPROXY_AUTH_TOKEN": "canary-chp",
+    "LANG": "C.UTF-8",  # in env_keep: it arrives (C.UTF-8: Python adds no LC_CTYPE of its own)
+}
+
+
+def outside_allow_list(env: dict[str, str], settings: ServiceSettings, extra: set[str] = frozenset()) -> list[str]:
+    """The variables of a server's environment that neither the allow list (`spawner.env_keep`), the
+    account (USER, HOME, SHELL), JupyterHub's contract variables nor `extra` (configured ones) explain."""
+    allowed = {*settings.spawner.env_keep, "USER", "HOME", "SHELL", "JPY_API_TOKEN", *extra}
+    return sorted(k for k in env if k not in allowed and not k.startswith("JUPYTERHUB_"))

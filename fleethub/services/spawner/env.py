@@ -1,4 +1,9 @@
-"""The environment of a user server: JupyterHub's `JUPYTERHUB_*` contract (jupyterhub-contract.md §c.1)."""
+"""The environment of a user server: the worker's allow-listed variables (`spawner.env_keep`), the user's
+account, JupyterHub's `JUPYTERHUB_*` contract (jupyterhub-contract.md §c.1) and `spawner.environment`.
+
+Built here, once per spawn, for every backend (`ServerSpec.env`): nothing else of the worker's environment
+(its settings with the database password and hub key, cloud credentials, ...) reaches a server.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import pwd
 
 from fleethub.shared.names import client_id, server_prefix, url_escape
 from fleethub.shared.security import server_token
-from fleethub.shared.settings import ENV_PREFIX, ServiceSettings
+from fleethub.shared.settings import ServiceSettings, kept_environment
 
 
 def _account(user: str) -> dict[str, str]:
@@ -28,8 +33,8 @@ def server_env(settings: ServiceSettings, secret_key: str, user: str, server_nam
     token = server_token(secret_key, spawn_id)
     access = json.dumps([f"access:servers!server={user}/{server_name}", f"access:servers!user={user}"])
     api_url = settings.hub_api_url
-    # the worker's own environment minus FLEETHUB_* (which carry the database password)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    # of the worker's own environment only the allow list (as JupyterHub's env_keep)
+    env = kept_environment(settings.spawner.env_keep)
     env.update(_account(user))
     env.update(
         {

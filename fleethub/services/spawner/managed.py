@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from fleethub.shared.db.locks import AdvisoryLock, try_lock
 from fleethub.shared.procs import signal_group
 from fleethub.shared.security import service_api_token
-from fleethub.shared.settings import ENV_PREFIX, HubService, ServiceSettings
+from fleethub.shared.settings import HubService, ServiceSettings, kept_environment
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +33,12 @@ STOP_GRACE = 5.0
 
 
 def service_env(settings: ServiceSettings, secret_key: str, svc: HubService) -> dict[str, str]:
-    """The environment of a managed service: ours without `FLEETHUB_*` (the database password), then
-    JupyterHub's service variables, then the service's own `environment`."""
+    """The environment of a managed service: the allow-listed variables of ours (`spawner.env_keep`, as
+    for user servers), then JupyterHub's service variables, then the service's own `environment`."""
     token = service_api_token(svc.api_token.get_secret_value() if svc.api_token else None, True, secret_key,
                               svc.name) or ""
     access = json.dumps(["access:services", f"access:services!service={svc.name}"])
-    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    env = kept_environment(settings.spawner.env_keep)
     env.update({
         "JUPYTERHUB_SERVICE_NAME": svc.name,
         "JUPYTERHUB_API_TOKEN": token,

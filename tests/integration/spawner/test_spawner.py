@@ -31,7 +31,7 @@ from fleethub.shared.events import (
 from fleethub.shared.names import route_key
 from fleethub.shared.procs import become_subreaper, pid_alive
 from fleethub.shared.settings import ServiceSettings, load_settings
-from tests.support.cluster import FAKE_SERVER, Cluster, migrated, wait_for
+from tests.support.cluster import CANARIES, FAKE_SERVER, Cluster, migrated, outside_allow_list, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -163,6 +163,21 @@ async def test_environment_follows_the_contract(harness: Harness, tmp_path: Path
     assert len(env["JUPYTERHUB_API_TOKEN"]) == 32 and env["JPY_API_TOKEN"] == env["JUPYTERHUB_API_TOKEN"]
     assert env["JUPYTERHUB_BASE_URL"] == "/"
     assert not [k for k in env if k.startswith("FLEETHUB_")], "FLEETHUB_* (with the DB password) leaked"
+
+
+async def test_servers_inherit_only_the_allow_list(harness: Harness, tmp_path: Path) -> None:
+    """Security review: servers inherited the worker's whole environment except FLEETHUB_*."""
+    harness.cluster.start("spawner", extra_env=CANARIES,
+                          spawner={"environment": {"FAKE_ENV_DUMP": str(tmp_path / "env-{user}.json"),
+                                                   "TEAM": "{username}-team"}})
+    await harness.spawn(spawn_cmd("canary"))
+    await wait_for(lambda: _is(harness.status("canary"), "running"), timeout=20, what="running")
+    env = _read_json(tmp_path / "env-{user}.json")
+    assert outside_allow_list(env, harness.settings, {"FAKE_ENV_DUMP", "TEAM"}) == []
+    assert not (set(CANARIES.values()) - {CANARIES["LANG"]}) & set(env.values())
+    assert env["LANG"] == "C.UTF-8" and env["PATH"] == os.environ["PATH"]  # env_keep arrives
+    assert env["TEAM"] == "canary-team" and env["JUPYTERHUB_USER"] == "canary"  # spawner.environment arrives
+    assert not [k for k in env if k.startswith("FLEETHUB_")], "FLEETHUB_* (the hub's settings) leaked"
 
 
 async def test_stop_before_spawn_is_a_tombstone(harness: Harness) -> None:

@@ -20,7 +20,12 @@ ENTRY_POINT_GROUP = "fleethub.spawners"
 
 @dataclass(frozen=True)
 class ServerSpec:
-    """Everything a backend needs to start one server."""
+    """Everything a backend needs to start one server.
+
+    `env` is the server's whole environment, built by the worker for every backend
+    (`services/spawner/env.py`: the `spawner.env_keep` allow list, the JupyterHub contract,
+    `spawner.environment`). A backend adds `JUPYTERHUB_SERVICE_URL` and never its own process's environment.
+    """
 
     user: str
     server_name: str
