@@ -6,6 +6,8 @@ its environment variable. Option names follow JupyterHub's where the meaning is 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import ipaddress
 import json
@@ -61,6 +63,32 @@ test in tests/unit/shared/test_settings.py fails for it).
 """
 
 
+def crypt_key_bytes(text: str) -> bytes:
+    """The 32 raw bytes of an `auth.crypt_key` key, given as JupyterHub accepts it: base64 (44 characters,
+    URL-safe or standard alphabet), hex (64 characters), or 32 characters as they are.
+
+    Raises:
+        ValueError: not 32 bytes in any of those forms (the message never repeats the key).
+    """
+    text = text.strip()
+    raw = text.encode()
+    if len(raw) == 44:
+        try:
+            decoded = base64.b64decode(raw.replace(b"-", b"+").replace(b"_", b"/"), validate=True)
+        except binascii.Error:
+            decoded = b""
+        if len(decoded) == 32:
+            return decoded
+    elif len(raw) == 64:
+        try:
+            return bytes.fromhex(text)
+        except ValueError:
+            pass
+    if len(raw) != 32:
+        raise ValueError("is not 32 bytes, base64 (44 characters) or hex (64 characters) encoded")
+    return raw
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -91,6 +119,27 @@ class AuthSettings(ListenSettings):
     blocked_users: list[str] = Field(default_factory=list, description="Users who may never log in.")
     open_signup: bool = Field(False, description="Let anyone create a password account at /hub/signup.")
     cookie_max_age_days: float = Field(14.0, gt=0, description="Lifetime of the hub login cookie and session.")
+    crypt_key: list[Secret] = Field(
+        default_factory=list,
+        description="Keys encrypting users' auth_state at rest (32 bytes each, base64 or hex); the first "
+                    "encrypts, any decrypts (add a new one first to rotate). Default: $JUPYTERHUB_CRYPT_KEY "
+                    "(';'-separated). Unset: auth_state is stored unencrypted (a warning at start).",
+    )
+
+    @field_validator("crypt_key")
+    @classmethod
+    def _keys_decode(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for i, key in enumerate(value):
+            try:
+                crypt_key_bytes(key.get_secret_value())
+            except ValueError as exc:
+                raise ValueError(f"key {i + 1} {exc} (also read from {CRYPT_KEY_VAR})") from None
+        return value
+
+    @property
+    def crypt_keys(self) -> list[bytes]:
+        """The raw 32-byte keys of `crypt_key`, first the one that encrypts."""
+        return [crypt_key_bytes(key.get_secret_value()) for key in self.crypt_key]
 
 
 class ApiSettings(ListenSettings):
@@ -480,7 +529,17 @@ def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Se
             raise ConfigError(f"config file {path} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    return _build(data, overrides, with_env=True)
+    return _build(_with_crypt_key_var(data), overrides, with_env=True)
+
+
+def _with_crypt_key_var(data: dict[str, Any]) -> dict[str, Any]:
+    """`data` with JupyterHub's `JUPYTERHUB_CRYPT_KEY` (`;`-separated keys) as `auth.crypt_key` when the
+    file sets none; `FLEETHUB_AUTH__CRYPT_KEY` and overrides still win over both."""
+    keys = [key.strip() for key in os.environ.get(CRYPT_KEY_VAR, "").split(";") if key.strip()]
+    auth = data.get("auth", {})
+    if not keys or not isinstance(auth, dict) or "crypt_key" in auth:
+        return data
+    return {**data, "auth": {**auth, "crypt_key": keys}}
 
 
 def _parse_inherited(text: str) -> dict[str, Any]:

@@ -28,7 +28,9 @@ from fleethub.services.api.routes import (
     user_redirect,
     users,
 )
+from fleethub.services.api.users import reseal_auth_states
 from fleethub.services.api.waiters import Waiters
+from fleethub.shared.crypt import AuthStateCrypt
 from fleethub.shared.events import (
     AccessChanged,
     Envelope,
@@ -63,6 +65,8 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
             async with runtime.sessions() as session, session.begin():
                 await sync_config(session, settings, runtime.secret_key)
             runtime.relay.kick()
+            crypt = AuthStateCrypt(settings.auth.crypt_keys)
+            await reseal_auth_states(runtime.sessions, crypt)
             waiters = Waiters(runtime.sessions)
             # one core subscription per process resolves every waiting start/stop request
             await runtime.bus.subscribe_events(server_events_filter(settings.nats_namespace), waiters.on_event)
@@ -78,14 +82,14 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
             token_use = TokenUse(runtime.sessions)
             runtime.spawn(token_use.run(), "token-activity")
             fast_reads = FastReads(runtime.engine, runtime.sessions, cache, scope_cache, token_use,
-                                   settings.custom_subscopes)
+                                   settings.custom_subscopes, crypt)
             if advertise_url:  # last: traffic comes only once everything above is up
                 entry = RegistryEntry(service="api", replica=runtime.replica, url=advertise_url)
                 runtime.spawn(announce(runtime.bus, entry), "registry")
                 settle_heap()  # a service process (not an app inside tests): see settle_heap
             try:
                 yield {"runtime": runtime, "waiters": waiters, "token_cache": cache, "scope_cache": scope_cache,
-                       "fast_reads": fast_reads, "token_use": token_use}
+                       "fast_reads": fast_reads, "token_use": token_use, "crypt": crypt}
             finally:
                 await token_use.flush()
                 fast_reads.close()

@@ -11,13 +11,14 @@ from fleethub.services.api.activity import TokenUse
 from fleethub.services.api.credentials import api_identity, page_identity
 from fleethub.services.api.fastread import FastReads
 from fleethub.services.api.waiters import Waiters as _Waiters
+from fleethub.shared.crypt import AuthStateCrypt
 from fleethub.shared.errors import Forbidden
 from fleethub.shared.http import DbSession, ReadSession, RuntimeDep
 from fleethub.shared.identity import Identity, TokenCache
 from fleethub.shared.rbac import ScopeCache
 from fleethub.shared.service import Runtime as _Runtime
 
-__all__ = ["ApiState", "CurrentUser", "DbSession", "PageUser", "ReadSession", "Runtime", "Waiters"]
+__all__ = ["ApiState", "Crypt", "CurrentUser", "DbSession", "PageUser", "ReadSession", "Runtime", "Waiters"]
 
 
 class ApiState(TypedDict):
@@ -29,6 +30,7 @@ class ApiState(TypedDict):
     scope_cache: ScopeCache
     fast_reads: FastReads
     token_use: TokenUse
+    crypt: AuthStateCrypt
 
 
 async def _waiters(request: Request) -> _Waiters:
@@ -36,8 +38,15 @@ async def _waiters(request: Request) -> _Waiters:
     return waiters
 
 
+async def _crypt(request: Request) -> AuthStateCrypt:
+    crypt: AuthStateCrypt = request.state.crypt
+    return crypt
+
+
 Runtime = RuntimeDep
 Waiters = Annotated[_Waiters, Depends(_waiters)]
+Crypt = Annotated[AuthStateCrypt, Depends(_crypt)]
+"""The auth_state keys (`auth.crypt_key`)."""
 
 
 async def _current(request: Request, runtime: Runtime, session: DbSession) -> Requester:

@@ -29,6 +29,7 @@ from fleethub.services.api.access import Requester
 from fleethub.services.api.activity import TokenUse
 from fleethub.services.api.models import READ_USER_SCOPES, user_model
 from fleethub.services.api.queries import USER_IN_FULL, user_from_rows
+from fleethub.shared.crypt import AuthStateCrypt
 from fleethub.shared.http import API_RESPONSE_HEADERS
 from fleethub.shared.identity import Identity, TokenCache, identity_from_token, token_from_header
 from fleethub.shared.names import storable
@@ -111,9 +112,10 @@ class FastReads:
     """What `FastUserRead` needs from the api's lifespan: the caches and connections of its own."""
 
     def __init__(self, engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession], tokens: TokenCache,
-                 scopes: ScopeCache, token_use: TokenUse, custom: CustomSubscopes, connections: int = CONNECTIONS
-                 ) -> None:
+                 scopes: ScopeCache, token_use: TokenUse, custom: CustomSubscopes, crypt: AuthStateCrypt,
+                 connections: int = CONNECTIONS) -> None:
         self.sessions = sessions
+        self.crypt = crypt
         self.custom = custom
         self.token_use = token_use
         self.tokens = tokens
@@ -190,7 +192,7 @@ class FastReads:
         def can(held: str, server_name: str | None) -> bool:
             return req.can(held, name, server_name)
 
-        model = user_model(user, views, can, include_stopped=include_stopped, links=links) or {}
+        model = user_model(user, views, can, crypt=self.crypt, include_stopped=include_stopped, links=links) or {}
         return json.dumps(model, ensure_ascii=False, separators=(",", ":")).encode()  # as JSONResponse renders
 
     async def _requester(self, scope: Scope) -> Requester | None:

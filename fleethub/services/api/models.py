@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
+from fleethub.shared.crypt import AuthStateCrypt
 from fleethub.shared.db.models import ApiToken
 from fleethub.shared.http import iso
 from fleethub.shared.lifecycle import ACTIVE, DesiredState, ServerStatus
@@ -189,9 +190,11 @@ def role_names(user: UserLike, links: UserLinks) -> list[str]:
     return sorted({"user", *(["admin"] if user.admin else []), *links.roles})
 
 
-def user_model(user: UserLike, views: Sequence[AnyView], can: Can, *, include_stopped: bool = False,
-               links: UserLinks | None = None) -> dict[str, Any] | None:
+def user_model(user: UserLike, views: Sequence[AnyView], can: Can, *, crypt: AuthStateCrypt,
+               include_stopped: bool = False, links: UserLinks | None = None) -> dict[str, Any] | None:
     """The User model as far as `can` lets the requester see it; None if nothing is visible.
+
+    `auth_state` is decrypted with `crypt` only for a requester who may see it.
 
     `servers` is keyed by server name ("" = default) and holds active servers only, unless
     `include_stopped`.
@@ -220,7 +223,7 @@ def user_model(user: UserLike, views: Sequence[AnyView], can: Can, *, include_st
         "pending": default_pending,
         "created": iso(user.created),
         "last_activity": iso(user.last_activity),
-        "auth_state": user.auth_state,
+        "auth_state": crypt.open(user.auth_state, user.name) if "auth_state" in fields else None,
         "servers": servers,
     }
     if may_read_servers:

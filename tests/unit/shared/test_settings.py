@@ -167,7 +167,9 @@ def test_roles_and_custom_scopes_are_checked(tmp_path: Path) -> None:
 
 # Values the validators need in a given shape, by dotted field path (list and dict entries share their
 # field's path). Every other field gets a generic non-default value from its type.
+WALK_CRYPT_KEY = "5ec7e7" + "0" * 58  # hex of 32 bytes
 SHAPED: dict[str, Any] = {
+    "auth.crypt_key": [SecretStr(WALK_CRYPT_KEY)],
     "nats_namespace": "walk",
     "proxy.trusted_proxies": ["10.1.0.0/16", "::1"],
     "services.name": "walk-svc",
@@ -278,6 +280,8 @@ def test_every_setting_reaches_a_child_process(monkeypatch: pytest.MonkeyPatch) 
     dumped = child.model_dump_json()
     for secret in ("database_url", "secret_key", "auth.dummy_password", "proxy.auth_token", "services.api_token"):
         assert f"secret-of-{secret}-" not in dumped and f"secret-of-{secret}-" not in repr(child)
+    assert child.auth.crypt_keys == parent.auth.crypt_keys == [bytes.fromhex(WALK_CRYPT_KEY)]
+    assert WALK_CRYPT_KEY not in dumped and WALK_CRYPT_KEY not in repr(child)
 
 
 def test_the_walk_refuses_a_type_it_does_not_know() -> None:
@@ -341,3 +345,21 @@ def test_user_servers_and_managed_services_never_see_the_handed_down_settings(
                 service_env(settings, "k" * 40, settings.services[0])):
         assert not [k for k in env if k.startswith("FLEETHUB_")]
         assert not [k for k, v in env.items() if "s3cr3tpw" in v]
+
+
+def test_crypt_keys_come_from_the_setting_or_jupyterhubs_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    import base64
+
+    one, two = bytes(range(32)), bytes(range(32, 64))
+    monkeypatch.setenv("JUPYTERHUB_CRYPT_KEY", f"{base64.urlsafe_b64encode(one).decode()}; {two.hex()};")
+    assert load_settings(None).auth.crypt_keys == [one, two]  # `;`-separated, base64 or hex, first encrypts
+    assert load_settings(None, auth={"crypt_key": [two.hex()]}).auth.crypt_keys == [two]  # the setting wins
+    monkeypatch.setenv("FLEETHUB_AUTH__CRYPT_KEY", f'["{base64.b64encode(two).decode()}"]')
+    assert load_settings(None).auth.crypt_keys == [two]
+    monkeypatch.delenv("FLEETHUB_AUTH__CRYPT_KEY")
+    monkeypatch.setenv("JUPYTERHUB_CRYPT_KEY", "not-a-key-" + "s3cr3t" * 3)
+    with pytest.raises(ConfigError, match="JUPYTERHUB_CRYPT_KEY") as err:
+        load_settings(None)
+    assert "s3cr3t" not in str(err.value)  # the error names the setting, never the key
+    monkeypatch.delenv("JUPYTERHUB_CRYPT_KEY")
+    assert load_settings(None).auth.crypt_keys == []

@@ -8,9 +8,12 @@ from datetime import UTC, datetime
 import pytest
 
 from fleethub.services.api.models import Pending, ReportedStatus, ServerView, server_model, token_model, user_model
+from fleethub.shared.crypt import AuthStateCrypt
 from fleethub.shared.db.models import ApiToken, Server, ServerState, User
 
 T = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+NO_KEYS = AuthStateCrypt([])
 
 
 def _user(admin: bool = False) -> User:
@@ -70,20 +73,22 @@ def test_server_model() -> None:
 
 def test_user_model_and_vertical_filtering() -> None:
     running = ServerView(_server("running"), _state("running"))
-    full = user_model(_user(), [running], lambda scope, server: True)
+    full = user_model(_user(), [running], lambda scope, server: True, crypt=NO_KEYS)
     assert full is not None and full["server"] == "/user/bob/" and full["pending"] is None
     assert set(full) == {"kind", "name", "admin", "roles", "groups", "server", "pending", "created", "last_activity",
                          "auth_state", "servers"}
     assert full["servers"][""]["state"] == {"pid": 7}
-    names_only = user_model(_user(), [running], lambda scope, server: scope == "read:users:name" and server is None)
+    names_only = user_model(_user(), [running], lambda scope, server: scope == "read:users:name" and server is None,
+                            crypt=NO_KEYS)
     assert names_only == {"kind": "user", "name": "bob", "admin": False}
-    assert user_model(_user(), [running], lambda scope, server: False) is None
+    assert user_model(_user(), [running], lambda scope, server: False, crypt=NO_KEYS) is None
     stopped = ServerView(_server("stopped"), None)
-    servers_only = user_model(_user(), [stopped], lambda scope, server: scope == "read:servers")
+    servers_only = user_model(_user(), [stopped], lambda scope, server: scope == "read:servers", crypt=NO_KEYS)
     assert servers_only == {"kind": "user", "name": "bob", "servers": {}}
-    with_stopped = user_model(_user(), [stopped], lambda scope, server: scope == "read:servers", include_stopped=True)
+    with_stopped = user_model(_user(), [stopped], lambda scope, server: scope == "read:servers", include_stopped=True,
+                              crypt=NO_KEYS)
     assert with_stopped is not None and with_stopped["servers"][""]["stopped"] is True
-    admin = user_model(_user(admin=True), [], lambda scope, server: True)
+    admin = user_model(_user(admin=True), [], lambda scope, server: True, crypt=NO_KEYS)
     assert admin is not None and admin["roles"] == ["admin", "user"]
 
 
