@@ -34,15 +34,27 @@ def _load(args: argparse.Namespace) -> ServiceSettings:
     return load_settings(args.config, **overrides)
 
 
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
+def _private_data_dir(data_dir: Path) -> None:
+    """The data dir created 0700, or an existing one tightened: nothing in it is for anyone else
+    (`fleethub.shared.private`); what was looser is reported."""
+    from fleethub.shared.embedded import pg_traverse_gid
+    from fleethub.shared.private import DIR_MODE, tighten
+
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=DIR_MODE, exist_ok=True)
+    loosened = tighten(data_dir, pg_traverse_gid())
+    if loosened:
+        shown = ", ".join(f"{e.path.relative_to(data_dir)} ({e.mode:04o})" for e in loosened[:5])
+        more = f" and {len(loosened) - 5} more" if len(loosened) > 5 else ""
+        print(f"tightened the modes of {len(loosened)} entries of {data_dir} that others could reach "
+              f"(now 0600 files, 0700 directories): {shown}{more}", file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager
 def _data_dir_lock(data_dir: Path) -> Iterator[None]:
-    lock = open(data_dir / "up.lock", "w")  # held for the life of `up`
+    from fleethub.shared.private import open_private
+
+    lock = os.fdopen(open_private(data_dir / "up.lock", os.O_WRONLY | os.O_CREAT), "w")  # held for the life of `up`
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -123,12 +135,13 @@ def _stop_all(procs: dict[str, subprocess.Popen[bytes]]) -> None:
 def up(args: argparse.Namespace) -> int:
     """Run embedded NATS/PostgreSQL (unless configured), migrate, and supervise every service."""
     from fleethub.shared.embedded import EmbeddedNats, EmbeddedPostgres
+    from fleethub.shared.private import write_private
     from fleethub.shared.procs import become_subreaper, end_processes, orphaned_children, reap_orphans
 
     started = time.monotonic()
     settings = _load(args)
     data_dir = settings.data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    _private_data_dir(data_dir)
     become_subreaper()
     stopping = False
 
@@ -158,9 +171,9 @@ def up(args: argparse.Namespace) -> int:
             )
         password = asyncio.run(_prepare_database(settings, admin))
         if password is not None:
-            _write_private(data_dir / ADMIN_PASSWORD_FILE, password + "\n")
+            write_private(data_dir / ADMIN_PASSWORD_FILE, password + "\n")
         runtime = {"pid": os.getpid(), "database_url": settings.require_database_url(), "nats_url": settings.nats_url}
-        _write_private(data_dir / RUNTIME_FILE, json.dumps(runtime))
+        write_private(data_dir / RUNTIME_FILE, json.dumps(runtime))
         stack.callback(lambda: (data_dir / RUNTIME_FILE).unlink(missing_ok=True))
 
         procs: dict[str, subprocess.Popen[bytes]] = {}

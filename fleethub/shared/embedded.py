@@ -28,6 +28,7 @@ from typing import Any, Self, TypeVar
 
 from fleethub.shared.errors import FleethubError
 from fleethub.shared.net import free_port
+from fleethub.shared.private import open_private, private_dir, write_private
 from fleethub.shared.procs import pid_alive, signal_group
 
 PG_SYSTEM_USER = "fleethub-pg"
@@ -111,11 +112,16 @@ def _listening(host: str, port: int) -> bool:
 
 
 def _spawn(args: list[str], log: Path, **kwargs: Any) -> subprocess.Popen[bytes]:
-    # its own session: a Ctrl-C meant for the parent must not reach the server before we stop it
-    with log.open("ab") as out:
+    # its own session: a Ctrl-C meant for the parent must not reach the server before we stop it;
+    # umask 077: what the server creates (JetStream's store, say) is its owner's alone, as its log is
+    out = open_private(log)
+    try:
         return subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **kwargs
+            args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            umask=0o077, **kwargs
         )
+    finally:
+        os.close(out)
 
 
 def _check_exited(proc: subprocess.Popen[bytes], host: str, port: int, log: Path, what: str) -> None:
@@ -223,7 +229,7 @@ class EmbeddedNats(_Managed):
         """
         if self.proc is not None and self.proc.poll() is None:
             return
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.data_dir)
         deadline = time.monotonic() + timeout
         for _ in range(1 if self._fixed_port else _PORT_ATTEMPTS):
             port = self.port if self._fixed_port else free_port(self.host)
@@ -311,10 +317,25 @@ def _make_traversable(path: Path) -> None:
             directory.chmod((mode & 0o7777) | 0o001)
 
 
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
+def _let_through(directory: Path, gid: int) -> None:
+    """Let the PostgreSQL system user (group `gid`) pass through `directory` (fleethub's data dir) and
+    nobody else: 0710 with its group, rather than o+x; the directories above it get o+x."""
+    st = directory.stat()
+    if not st.st_mode & 0o001 and (st.st_gid != gid or not st.st_mode & 0o010):
+        os.chown(directory, -1, gid)
+        directory.chmod((st.st_mode & 0o7700) | 0o010)
+    _make_traversable(directory.parent)
+
+
+def pg_traverse_gid() -> int | None:
+    """The group the embedded PostgreSQL's system user passes through the data dir with (run as root),
+    or None (not root, or that user does not exist yet)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(PG_SYSTEM_USER).pw_gid
+    except KeyError:
+        return None
 
 
 class EmbeddedPostgres(_Managed):
@@ -377,8 +398,7 @@ class EmbeddedPostgres(_Managed):
         self._initdb(run_as)
         self._password = (self.data_dir / PASSWORD_FILE).read_text().strip()
         self._check_no_postmaster()
-        sockets = self.data_dir / "sockets"
-        sockets.mkdir(exist_ok=True)
+        sockets = private_dir(self.data_dir / "sockets")
         if run_as:
             os.chown(sockets, run_as["user"], run_as["group"])
         deadline = time.monotonic() + timeout
@@ -388,7 +408,7 @@ class EmbeddedPostgres(_Managed):
             socket_dir = str(sockets) if len(f"{sockets}/.s.PGSQL.{port}") <= _MAX_SOCKET_PATH else ""
             self.proc = _spawn(
                 [str(postgres_bin_dir() / "postgres"), "-D", str(self.data_dir), "-p", str(port),
-                 "-c", f"listen_addresses={self.host}", "-k", socket_dir,
+                 "-c", f"listen_addresses={self.host}", "-k", socket_dir, "-c", "unix_socket_permissions=0700",
                  # every service keeps a pool, and test suites run many at once
                  "-c", "max_connections=300"],
                 self.log, cwd=self.data_dir, **run_as,
@@ -408,13 +428,13 @@ class EmbeddedPostgres(_Managed):
     def _run_as(self) -> dict[str, Any]:
         """Popen arguments that drop root for the system user, with paths it must reach made reachable."""
         if os.geteuid() != 0:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+            private_dir(self.data_dir)
             return {}
         uid, gid = _system_user()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.data_dir)
         if not (self.data_dir / "PG_VERSION").exists():
             os.chown(self.data_dir, uid, gid)
-        _make_traversable(self.data_dir.parent)
+        _let_through(self.data_dir.parent, gid)
         _make_traversable(postgres_bin_dir())
         # extra_groups=[]: without it the server would keep root's supplementary groups
         return {"user": uid, "group": gid, "extra_groups": []}
@@ -446,7 +466,7 @@ class EmbeddedPostgres(_Managed):
             os.unlink(pwfile)
         if done.returncode != 0:
             raise EmbeddedError(f"initdb of {self.data_dir} failed:\n{(done.stdout + done.stderr).strip()[-2000:]}")
-        _write_private(self.data_dir / PASSWORD_FILE, password + "\n")
+        write_private(self.data_dir / PASSWORD_FILE, password + "\n")
 
     def _check_no_postmaster(self) -> None:
         """Refuse a data dir another live postmaster serves; clear a lock file whose pid was reused."""

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -24,7 +26,8 @@ from tests.support.cluster import FAKE_SERVER, env_without_fleethub
 pytestmark = pytest.mark.integration
 
 
-def start_up(data_dir: Path, port: int, config: Path | None = None) -> tuple[subprocess.Popen[str], float, list[str]]:
+def start_up(data_dir: Path, port: int, config: Path | None = None,
+             umask: int = -1) -> tuple[subprocess.Popen[str], float, list[str]]:
     env = env_without_fleethub()
     env.update(
         FLEETHUB_PROXY__PORT=str(port),
@@ -39,6 +42,7 @@ def start_up(data_dir: Path, port: int, config: Path | None = None) -> tuple[sub
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        umask=umask,
     )
     lines: list[str] = []
     assert proc.stdout is not None
@@ -191,4 +195,56 @@ def test_up_with_a_custom_scope_in_the_config_file(data_root: Path) -> None:
             assert "custom:data:read" in me.json()["scopes"], "".join(lines[-40:])
     finally:
         assert stop_up(proc) == 0
+    assert leftover_processes(data_dir) == []
+
+
+def _not_private(data_dir: Path) -> list[str]:
+    """Entries under the data dir (itself included) that someone else than their owner could reach: every
+    directory must be 0700 and every file 0600 (sockets: nothing for group or others), except the data dir
+    itself, which may let the embedded PostgreSQL's system user pass (0710, its group) when run as root."""
+    bad = []
+    for here, dirs, files in os.walk(data_dir):
+        for path in [Path(here) / n for n in (*dirs, *files)] + ([data_dir] if Path(here) == data_dir else []):
+            st = path.lstat()
+            mode = stat.S_IMODE(st.st_mode)
+            if stat.S_ISDIR(st.st_mode):
+                ok = mode == 0o700 or (path == data_dir and mode == 0o710 and os.geteuid() == 0
+                                       and st.st_gid == pwd.getpwnam("fleethub-pg").pw_gid)
+            elif stat.S_ISREG(st.st_mode):
+                ok = mode == 0o600
+            else:
+                ok = stat.S_ISLNK(st.st_mode) or mode & 0o077 == 0
+            if not ok:
+                bad.append(f"{path.relative_to(data_dir.parent)} {mode:04o}")
+    return bad
+
+
+def test_every_file_of_the_data_dir_is_private_whatever_the_umask(data_root: Path) -> None:
+    """Security review: the data dir held runtime.json (the database password), the embedded servers' data
+    and logs, readable through a 0755 tree; an existing loose data dir is tightened at start."""
+    data_dir = data_root / "hub"
+    (data_dir / "logs").mkdir(parents=True, mode=0o755)
+    data_dir.chmod(0o755)
+    (data_dir / "logs").chmod(0o777)
+    (data_dir / "stale.json").write_text("{}")
+    (data_dir / "stale.json").chmod(0o644)
+    port = free_port()
+    proc, _, lines = start_up(data_dir, port, umask=0o022)
+    try:
+        assert "tightened the modes of 3 entries" in "".join(lines), "".join(lines)
+        tok = token(data_dir, "admin")
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"token {tok}"},
+                          timeout=15) as c:
+            assert c.post("/hub/api/users/admin/server").status_code in (201, 202)
+            deadline = time.monotonic() + 20
+            while not c.get("/hub/api/users/admin").json()["servers"].get("", {}).get("ready"):
+                assert time.monotonic() < deadline, "".join(lines[-60:])
+                time.sleep(0.05)
+        names = {p.name for p in data_dir.rglob("*")}
+        assert {"runtime.json", "admin-password", "fleethub-password", "postgres.log", "nats.log", "jetstream",
+                "up.lock"} <= names and list((data_dir / "logs").iterdir()), sorted(names)
+        assert _not_private(data_dir) == []  # while everything runs
+    finally:
+        assert stop_up(proc) == 0
+    assert _not_private(data_dir) == []
     assert leftover_processes(data_dir) == []

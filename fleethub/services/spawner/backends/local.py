@@ -10,6 +10,7 @@ from typing import Any
 
 from fleethub.services.spawner.backends.base import ServerSpec
 from fleethub.shared.net import free_port
+from fleethub.shared.private import open_private, private_dir
 from fleethub.shared.procs import end_group, pid_alive
 from fleethub.shared.service import reachable_host
 from fleethub.shared.settings import ServiceSettings
@@ -25,8 +26,8 @@ def _log_and_cwd(spec: ServerSpec, env: dict[str, str]) -> tuple[int, str | None
     """
     out: int = asyncio.subprocess.DEVNULL
     if spec.log_path is not None:
-        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-        out = os.open(spec.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        private_dir(spec.log_path.parent)  # the servers' logs are their users' business alone
+        out = open_private(spec.log_path)
     home = env.get("HOME", "")
     return out, home if home and Path(home).is_dir() else None
 
