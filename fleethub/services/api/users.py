@@ -13,7 +13,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from fleethub.services.api.servers import stop_server
-from fleethub.shared.crypt import AuthStateCrypt
+from fleethub.shared.crypt import SEALED, AuthStateCrypt, is_sealed
 from fleethub.shared.db.models import Group, GroupMember, Role, Server, ServerState, User, UserRole
 from fleethub.shared.errors import BadRequest, Conflict
 from fleethub.shared.events import UserCreated, UserDeleted, UserUpdated
@@ -120,6 +120,8 @@ async def update_user(session: AsyncSession, settings: ServiceSettings, user: Us
     if patch.admin is not None:
         user.admin = patch.admin
     if patch.auth_state is not None:
+        if is_sealed(patch.auth_state):  # it would read back as undecryptable
+            raise BadRequest(f"auth_state may not be an object with the single key {SEALED!r}")
         user.auth_state = crypt.seal(patch.auth_state)
     if patch.groups is not None:
         gids = await _ids_by_name(session, Group, patch.groups, "group")

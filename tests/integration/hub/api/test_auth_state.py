@@ -101,6 +101,11 @@ async def test_without_a_key_auth_state_is_plain_and_a_key_later_seals_it(
         assert (await _patch(hub, "bob", STATE))["auth_state"] == STATE  # existing clients keep working
         assert await _stored(hub, "bob") == STATE
         assert await _reads(hub, "bob") == [STATE] * 3
+        # a state shaped like the encrypted form would read back as undecryptable: refused, nothing lost
+        r = await hub.client.patch("/hub/api/users/bob", json={"auth_state": {SEALED: "forged"}},
+                                   headers=await hub.headers_for("admin", admin=True))
+        assert r.status_code == 400 and SEALED in r.json()["message"]
+        assert await _stored(hub, "bob") == STATE
 
     key = secrets.token_bytes(32)
     settings = hub_settings(tmp_path, nats_url, database_url, nats_namespace, auth={"crypt_key": [key.hex()]})
