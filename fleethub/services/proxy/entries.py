@@ -17,11 +17,11 @@ from fleethub.shared.names import decode_token, parse_route_key, server_prefix, 
 from fleethub.shared.paths import has_dot_segment
 
 HUB_SERVICES = ("auth", "api")
-_HOSTNAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
+_HOSTNAME = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9_])?$")  # `_`: container names
 
 
 def check_origin(url: str) -> str:
-    """`url` if it is a bare `http://host:port` origin (a trailing `/` allowed); IPv6 hosts in brackets.
+    """`url` if it is a bare `http://host[:port]` origin (a trailing `/` allowed); IPv6 hosts in brackets.
 
     Raises:
         ValueError: another scheme, userinfo, a path, query or fragment, or a bad host or port.
@@ -39,9 +39,9 @@ def check_origin(url: str) -> str:
         port = parts.port
     except ValueError:
         raise ValueError(f"bad port in target {url[:200]!r}") from None
-    if port is None or not 0 < port < 65536:
-        raise ValueError(f"target has no valid port: {url[:200]!r}")
-    host = parts.netloc.rsplit(":", 1)[0]
+    if port is not None and not 0 < port < 65536:  # no port: 80, as for any http URL
+        raise ValueError(f"bad port in target {url[:200]!r}")
+    host = parts.netloc.rsplit(":", 1)[0] if parts.netloc.endswith(f":{port}") else parts.netloc
     if host.startswith("["):
         try:
             ipaddress.IPv6Address(host[1:-1])

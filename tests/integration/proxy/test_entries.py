@@ -33,7 +33,7 @@ async def test_bad_routes_are_not_served(env: ProxyEnv) -> None:
         route_key("erin"): _route("/user/erin/", f"{evil.url}/?x=1"),  # a query
         route_key("fred"): _route("/user/fred/", f"{evil.url}#frag"),  # a fragment
         route_key("gina"): _route("/user/gina/", f"ftp://{host_port}"),  # another scheme
-        route_key("hank"): _route("/user/hank/", "http://127.0.0.1"),  # no port
+        route_key("hank"): _route("/user/hank/", "http://127.0.0.1:0"),  # no valid port
         route_key("ivan"): b'{"routespec": "/user/ivan/"}',  # no target: does not parse
         route_key("judy"): b"not json",
         "user.a_zz._": _route("/user/a_zz/", evil.url),  # a key that does not decode
