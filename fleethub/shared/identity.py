@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleethub.shared.db.models import ApiToken, HubServiceRow, LoginSession, User
 from fleethub.shared.events import utcnow
+from fleethub.shared.paths import has_dot_segment
 from fleethub.shared.security import hash_token, sign, verify_signature
 
 LOGIN_COOKIE = "jupyterhub-hub-login"
@@ -229,7 +230,8 @@ def validate_next(next_url: str | None, public_url: str, default: str = "/hub/ho
     """A safe redirect target: a same-origin path, or `default`.
 
     Rejects protocol-relative URLs (`//host`, `///host`, `/\\host`), backslashes, control characters,
-    other hosts, and our own host followed by `//evil` (CVE-2026-33709's trick).
+    other hosts, our own host followed by `//evil` (CVE-2026-33709's trick), and paths with a `.` or `..`
+    segment, encoded or not (`/user/alice/%2e%2e/bob/` is bob's prefix to a browser).
     """
     if not next_url or len(next_url) > 2000:
         return default
@@ -243,6 +245,6 @@ def validate_next(next_url: str | None, public_url: str, default: str = "/hub/ho
         next_url = (parts.path + (f"?{parts.query}" if parts.query else "")
                     + (f"#{parts.fragment}" if parts.fragment else ""))
         parts = urlsplit(next_url)
-    if not next_url.startswith("/") or next_url.startswith("//") or parts.netloc:
+    if not next_url.startswith("/") or next_url.startswith("//") or parts.netloc or has_dot_segment(parts.path):
         return default
     return next_url

@@ -10,12 +10,14 @@ from fastapi.responses import RedirectResponse, Response
 from fleethub.services.api.credentials import cookie_xsrf_ok
 from fleethub.shared.errors import Forbidden
 from fleethub.shared.identity import XSRF_COOKIE, Identity, new_xsrf, secure_cookies, set_xsrf_cookie, xsrf_valid
+from fleethub.shared.paths import quote_path
 from fleethub.shared.service import Runtime
 
 
 def login_redirect(request: Request) -> Response:
-    """302 to the login page, coming back here afterwards."""
-    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    """302 to the login page, coming back here afterwards (the path, decoded once by the server, is encoded
+    again whole, so the `next` of `/x/%252e` is `/x/%252e`, not a dot)."""
+    here = quote_path(request.url.path) + (f"?{request.url.query}" if request.url.query else "")
     return RedirectResponse(f"/hub/login?next={quote(here, safe='')}", status_code=302)
 
 

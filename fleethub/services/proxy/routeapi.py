@@ -30,6 +30,7 @@ from urllib.parse import parse_qs, unquote
 import httptools
 
 from fleethub.services.proxy import replies
+from fleethub.services.proxy.entries import check_origin, check_route
 from fleethub.services.proxy.node import Node
 from fleethub.services.proxy.table import RouteTable, Target, parse_origin, prefix_of
 from fleethub.shared.bus import Bus
@@ -155,15 +156,18 @@ class RouteApi:
         data.pop("last_activity", None)  # kept by the proxy, not by the client
         try:
             parse_origin(target)
+            check_origin(target)
         except ValueError as exc:
-            raise ApiError(400, f"Bad target: {exc}") from None
-        if "/" in target.partition("://")[2].rstrip("/"):
-            raise ApiError(400, "Bad target: only an origin (http://host:port) is supported, without a path")
+            raise ApiError(400, f"Bad target: {exc} (only an origin, http://host:port, is supported)") from None
         table = self._table()
         routespec = "/" if path == "/" else prefix_of(path) + "/"
         existing = table.at_prefix(routespec)
         key = existing.key if existing is not None else path_key(path)
         route = Route(routespec=routespec, target=target, data=data)
+        try:
+            check_route(key, route)  # what every node will check before serving it
+        except ValueError as exc:
+            raise ApiError(400, f"Bad route path: {exc}") from None
         await self.bus.routes.put(key, route)
 
         def served(t: RouteTable) -> bool:

@@ -4,7 +4,8 @@ A watch delivers every current value, then a `None` marker, then every change. E
 fresh table and swaps it in whole at the marker, so a node never serves a partial table; until its
 first marker it serves no user route at all. After a NATS reconnect, a failed watch, or every
 `RESYNC_EVERY` seconds (a watch is a cache: a missed update must not live forever) it syncs again,
-serving the previous table meanwhile.
+serving the previous table meanwhile. An entry that does not agree with its key (`entries`) is logged
+and not served.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from fleethub.services.proxy.entries import check_registry, check_route
 from fleethub.services.proxy.node import Node
 from fleethub.services.proxy.replicas import Replicas
 from fleethub.services.proxy.table import RouteTable
@@ -41,7 +43,7 @@ class _RouteSync:
         old = None
         if route is not None:
             try:
-                old = table.put(key, route, written)
+                old = table.put(key, check_route(key, route), written)
             except ValueError as exc:
                 log.warning("ignoring route %s: %s", key[:200], str(exc)[:300])
                 old = table.delete(key)  # a broken route must not leave the previous target in place
@@ -77,7 +79,7 @@ class _ReplicaSync:
             replicas.delete(key)
             return
         try:
-            replicas.put(key, entry, age)
+            replicas.put(key, check_registry(key, entry), age)
         except ValueError as exc:
             log.warning("ignoring registry entry %s: %s", key[:200], str(exc)[:300])
             replicas.delete(key)

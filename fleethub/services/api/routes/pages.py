@@ -17,6 +17,7 @@ from fleethub.shared.errors import BadRequest, NotFound
 from fleethub.shared.identity import Identity, validate_next
 from fleethub.shared.lifecycle import ServerStatus
 from fleethub.shared.names import server_prefix, url_escape
+from fleethub.shared.paths import checked_location
 
 router = APIRouter()
 
@@ -75,9 +76,9 @@ async def spawn_form(request: Request, runtime: Runtime, session: DbSession, ide
     await _may_start(request, session, ident, name)
     state = _state(await one_server_view(session, await get_user(session, name), ""))
     if state is HomeState.READY:
-        return RedirectResponse(server_prefix(name), status_code=302)
+        return RedirectResponse(checked_location(server_prefix(name)), status_code=302)
     if state is HomeState.PENDING:
-        return RedirectResponse(_pending_url(name), status_code=302)
+        return RedirectResponse(checked_location(_pending_url(name)), status_code=302)
     xsrf = form_xsrf(request, runtime, ident)
     return with_xsrf(request, runtime, HTMLResponse(spawn_page(name, request.url.path, xsrf)), xsrf)
 
@@ -96,7 +97,7 @@ async def spawn(request: Request, runtime: Runtime, session: DbSession, ident: P
                                announcer=runtime.announcer)
         except BadRequest:
             pass  # already running or stopping: the pending page shows where it is
-    return RedirectResponse(_pending_url(name), status_code=302)
+    return RedirectResponse(checked_location(_pending_url(name)), status_code=302)
 
 
 @router.post("/hub/stop")
@@ -121,8 +122,8 @@ async def spawn_pending(name: str, request: Request, runtime: Runtime, session: 
     prefix = server_prefix(name, server_name)
     state = _state(view)
     if state is HomeState.READY:
-        target = validate_next(next, runtime.settings.hub_public_url, default=prefix)
-        return RedirectResponse(target if target.startswith(prefix) else prefix, status_code=302)
+        target = validate_next(next, runtime.settings.hub_public_url, default=prefix)  # dot segments: `prefix`
+        return RedirectResponse(checked_location(target if target.startswith(prefix) else prefix), status_code=302)
     if state is HomeState.PENDING:
         return HTMLResponse(pending_page("Spawning server..."), headers={"Cache-Control": "no-store"})
     failed = view.current_state if view is not None else None

@@ -21,6 +21,7 @@ from fleethub.services.api.queries import get_user, server_views
 from fleethub.shared.errors import BadRequest, FleethubError, Forbidden, NotFound
 from fleethub.shared.identity import Identity
 from fleethub.shared.names import server_prefix, url_escape
+from fleethub.shared.paths import checked_location, has_dot_segment, quote_path
 
 router = APIRouter()
 MAX_REDIRECTS = 4
@@ -54,7 +55,7 @@ def _back_to_server(request: Request, target: str) -> Response:
     if n >= MAX_REDIRECTS:
         raise FleethubError(f"Redirect loop detected: {target} is running but can not be reached yet", status=500)
     query = [(k, v) for k, v in request.query_params.multi_items() if k != "redirects"] + [("redirects", str(n + 1))]
-    return RedirectResponse(f"{target}?{urlencode(query)}", status_code=302)
+    return RedirectResponse(checked_location(f"{target}?{urlencode(query)}"), status_code=302)
 
 
 def _stopped(request: Request, runtime: Runtime, ident: Identity, name: str, server: str, target: str,
@@ -81,10 +82,12 @@ async def user_redirect(name: str, request: Request, runtime: Runtime, session: 
     except NotFound:
         raise NotFound(HIDDEN) from None
     views = (await server_views(session, [user])).get(user.id, [])
+    if has_dot_segment(path, decoded=True):  # `path` is decoded once already: its dots would land outside the prefix
+        raise BadRequest("Invalid path: '.' and '..' segments are not allowed")
     server, inner, view = _pick_server(views, path, runtime.settings.api.allow_named_servers)
     if not (await load_requester(request, session, ident)).can("access:servers", name, server):
         raise NotFound(HIDDEN)
-    target = server_prefix(name, server) + inner
+    target = checked_location(server_prefix(name, server) + quote_path(inner))
     active, ready, pending = view.status if view is not None else INACTIVE
     if ready and pending is None:
         return _back_to_server(request, target)
@@ -102,8 +105,8 @@ async def user_redirect_to_own(request: Request, ident: PageUser, path: str = ""
     and backslashes are refused."""
     if ident is None:
         return login_redirect(request)
-    if "\\" in path or any(seg in (".", "..") for seg in path.split("/")):
-        raise BadRequest("Invalid path")
-    target = server_prefix(ident.name) + quote(path, safe="/:@!$&'()*+,;=-._~%")
+    if "\\" in path or has_dot_segment(path, decoded=True):  # decoded once already: `%252e` is the text `%2e` here
+        raise BadRequest("Invalid path: '.' and '..' segments are not allowed")
+    target = checked_location(server_prefix(ident.name) + quote_path(path))  # `%` escaped: never decoded twice
     query = request.url.query
     return RedirectResponse(target + (f"?{query}" if query else ""), status_code=302)

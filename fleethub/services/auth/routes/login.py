@@ -5,16 +5,16 @@ from __future__ import annotations
 import logging
 
 from fastapi import APIRouter, Form, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import RedirectResponse, Response
 
 from fleethub.services.auth.deps import AuthenticatorDep, DbSession, Runtime
 from fleethub.services.auth.pages import login_page
 from fleethub.services.auth.sessions import log_in, log_out
+from fleethub.services.auth.xsrf import anonymous_form, check_anonymous_form, clear_presession_cookie
 from fleethub.shared.authenticators import allowed
 from fleethub.shared.errors import BadRequest
 from fleethub.shared.identity import (
     LOGIN_COOKIE,
-    XSRF_COOKIE,
     clear_login_cookies,
     identity_from_cookie,
     new_xsrf,
@@ -22,7 +22,6 @@ from fleethub.shared.identity import (
     set_login_cookies,
     set_xsrf_cookie,
     validate_next,
-    xsrf_valid,
 )
 from fleethub.shared.names import normalize_username
 
@@ -31,12 +30,11 @@ router = APIRouter()
 EXPIRED_FORM = "Your session expired or the form was not sent from this site; please try again."
 
 
-def _form_page(runtime: Runtime, next_url: str, status: int = 200, error: str = "", username: str = "") -> Response:
-    xsrf = new_xsrf(runtime.secret_key)
-    page = login_page(xsrf, next_url, error=error, username=username, signup=runtime.settings.auth.open_signup)
-    response = HTMLResponse(page, status_code=status, headers={"Cache-Control": "no-store"})
-    set_xsrf_cookie(response, xsrf, secure_cookies(runtime.settings.hub_public_url))
-    return response
+def _form_page(request: Request, runtime: Runtime, next_url: str, status: int = 200, error: str = "",
+               username: str = "") -> Response:
+    signup = runtime.settings.auth.open_signup
+    return anonymous_form(request, runtime, lambda xsrf: login_page(xsrf, next_url, error=error, username=username,
+                                                                    signup=signup), status)
 
 
 @router.get("/hub/login")
@@ -44,7 +42,7 @@ async def login_form(request: Request, runtime: Runtime, session: DbSession, nex
     next_url = validate_next(next, runtime.settings.hub_public_url)
     if await identity_from_cookie(session, request.cookies.get(LOGIN_COOKIE)) is not None:
         return RedirectResponse(next_url, status_code=302)
-    return _form_page(runtime, next_url)
+    return _form_page(request, runtime, next_url)
 
 
 @router.post("/hub/login")
@@ -60,17 +58,19 @@ async def login(
 ) -> Response:
     settings = runtime.settings
     next_url = validate_next(next, settings.hub_public_url)
-    if not xsrf_valid(runtime.secret_key, request.cookies.get(XSRF_COOKIE), xsrf):
-        return _form_page(runtime, next_url, 403, EXPIRED_FORM)
+    refused = check_anonymous_form(request, runtime.secret_key, settings.hub_public_url, xsrf)
+    if refused is not None:
+        log.warning("login form refused: %s", refused)
+        return _form_page(request, runtime, next_url, 403, EXPIRED_FORM)
     try:
         normalize_username(username)
     except BadRequest as exc:
-        return _form_page(runtime, next_url, 400, exc.message)
+        return _form_page(request, runtime, next_url, 400, exc.message)
     async with session.begin():
         name = await authenticator.authenticate(session, username, password)
     if name is None or not allowed(settings, name):
         log.info("failed login for %r", username[:64])
-        return _form_page(runtime, next_url, 403, "Invalid username or password", username[:255])
+        return _form_page(request, runtime, next_url, 403, "Invalid username or password", username[:255])
     async with session.begin():
         done = await log_in(session, settings, name, authenticator.name)
     runtime.relay.kick()
@@ -78,6 +78,7 @@ async def login(
     response = RedirectResponse(next_url, status_code=302)
     set_login_cookies(response, done.cookie, done.session_id, settings.auth.cookie_max_age_days, secure)
     set_xsrf_cookie(response, new_xsrf(runtime.secret_key, done.session_id), secure)  # bound to the new session
+    clear_presession_cookie(response)
     log.info("user %s logged in", name)
     return response
 

@@ -48,6 +48,7 @@ from fleethub.shared.identity import (
 )
 from fleethub.shared.lifecycle import DesiredState
 from fleethub.shared.names import client_candidates, server_prefix
+from fleethub.shared.paths import checked_location
 from fleethub.shared.rbac import effective_scopes
 from fleethub.shared.scopes import held_for, parse
 from fleethub.shared.security import hash_token, server_token, service_api_token
@@ -137,7 +138,8 @@ def _error_page(status: int, message: str) -> HTMLResponse:
 
 def _redirect_with(uri: str, **params: str) -> RedirectResponse:
     sep = "&" if "?" in uri else "?"
-    return RedirectResponse(uri + sep + urlencode({k: v for k, v in params.items() if v}), status_code=302)
+    location = checked_location(uri + sep + urlencode({k: v for k, v in params.items() if v}))
+    return RedirectResponse(location, status_code=302)
 
 
 async def _may_access(session: AsyncSession, ident: Identity, client: Client) -> bool:

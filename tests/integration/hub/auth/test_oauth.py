@@ -126,7 +126,11 @@ async def test_refusals(hub: Hub) -> None:
         # unknown client, or a redirect URI other than the registered one: a page, never a redirect
         for url in (authorize_url(client_id="jupyterhub-user-nobody"),
                     authorize_url(redirect_uri="https://evil.example/user/alice/oauth_callback"),
-                    authorize_url(redirect_uri="/user/alice/oauth_callback/x")):
+                    authorize_url(redirect_uri="/user/alice/oauth_callback/x"),
+                    # dot segments: compared as strings, never resolved (`/user/bob/..` is not alice's)
+                    authorize_url(redirect_uri="/user/bob/%2e%2e/alice/oauth_callback"),
+                    authorize_url(redirect_uri="/user/bob/../alice/oauth_callback"),
+                    authorize_url(redirect_uri="/user/alice/./oauth_callback")):
             r = await browser.get(url)
             assert r.status_code == 400 and "location" not in r.headers, url
         r = await browser.get(authorize_url(response_type="token"))
