@@ -162,15 +162,16 @@ class ProxySettings(_Section):
                     "any other Host gets a 400.",
     )
     ssl_cert: Path | None = Field(
-        None, description="PEM certificate (chain) of the public port: with ssl_key, the proxy serves https (JupyterHub's "
-                          "ssl_cert).",
+        None, description="PEM certificate (chain) of the public port: with ssl_key, the proxy serves https "
+                          "(JupyterHub's ssl_cert).",
     )
     ssl_key: Path | None = Field(
         None, description="PEM private key of ssl_cert (JupyterHub's ssl_key); keep it 0600.",
     )
     http_redirect_port: int | None = Field(
         None, ge=0, le=65535,
-        description="A plain-HTTP port (on proxy.host) that redirects every request to the https public URL; unset: none.",
+        description="A plain-HTTP port (on proxy.host) that redirects every request to the https public URL; "
+                    "unset: none.",
     )
     hsts_max_age: int = Field(
         31536000, ge=0,
@@ -383,7 +384,8 @@ class ServiceSettings(BaseSettings):
         if self.proxy.ssl_cert is not None and self.public_url and not self.public_url.lower().startswith("https://"):
             raise ValueError("public_url (FLEETHUB_PUBLIC_URL) must be https:// when proxy.ssl_cert is set")
         if self.proxy.http_redirect_port is not None and not self.hub_public_url.startswith("https://"):
-            raise ValueError("proxy.http_redirect_port redirects to https: set proxy.ssl_cert or an https:// public_url")
+            raise ValueError("proxy.http_redirect_port redirects to https: set proxy.ssl_cert or an https:// "
+                             "public_url")
         if self.secret_key is not None and len(self.secret_key.get_secret_value()) < 32:
             raise ValueError("secret_key (FLEETHUB_SECRET_KEY) must be at least 32 characters")
         return self

@@ -162,8 +162,9 @@ async def main(settings: ServiceSettings, stop: asyncio.Event, *, reuse_port: bo
         loop = asyncio.get_running_loop()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(watcher.loaded.wait(), LOAD_WAIT)
+        handshake = HANDSHAKE_TIMEOUT if ssl_ctx is not None else None
         servers.append(await loop.create_server(lambda: ClientConnection(node), sock=sock, backlog=BACKLOG,
-                                                ssl=ssl_ctx, ssl_handshake_timeout=HANDSHAKE_TIMEOUT if ssl_ctx else None))
+                                                ssl=ssl_ctx, ssl_handshake_timeout=handshake))
         unused.remove(sock)
         shown = f"[{host}]" if ":" in host else host
         log.info("proxy node %s listening on %s://%s:%s", node_id, node.scheme.decode(), shown, port)

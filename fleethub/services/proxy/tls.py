@@ -79,7 +79,8 @@ class RedirectConnection(asyncio.Protocol):
         except httptools.HttpParserError:
             self._answer(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
         if self.size > 64 * 1024:
-            self._answer(b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            self._answer(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+                         b"Content-Length: 0\r\nConnection: close\r\n\r\n")
 
     def on_url(self, url: bytes) -> None:
         self.target += url
