@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from fleethub.shared.net import free_port
 from tests.integration.proxy.conftest import ProxyEnv, answers, get, port_of
 from tests.integration.proxy.rawclient import RawClient
