@@ -10,6 +10,7 @@ import json
 import os
 import secrets
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from fleethub.shared.errors import ConfigError
 from fleethub.shared.settings import ServiceSettings, child_env, load_settings
@@ -99,20 +101,46 @@ async def _prepare_database(settings: ServiceSettings, admin: str) -> str | None
         await engine.dispose()
 
 
-def _wait_http(url: str, timeout: float, procs: dict[str, subprocess.Popen[bytes]]) -> None:
+def _local_probe(settings: ServiceSettings) -> tuple[urllib.request.Request, ssl.SSLContext | None]:
+    """A request for the hub API at the proxy's own listener, never at the public URL.
+
+    The public URL may be served by a TLS terminator in front of us, or not resolve from this host;
+    the probe goes to the bound address (loopback for every interface) with the public Host, over
+    https when the proxy serves TLS itself, verifying against our own certificate (its name is not
+    checked: we dialled our own loopback).
+    """
+    conf = settings.proxy
+    host = "127.0.0.1" if conf.host in ("", "0.0.0.0") else "::1" if conf.host == "::" else conf.host
+    shown = f"[{host}]" if ":" in host else host
+    ctx = None
+    scheme = "http"
+    if conf.ssl_cert is not None:
+        scheme = "https"
+        ctx = ssl.create_default_context(cafile=str(conf.ssl_cert))
+        ctx.check_hostname = False
+        ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # the leaf itself is the trust anchor
+    request = urllib.request.Request(f"{scheme}://{shown}:{conf.port}/hub/api/",
+                                     headers={"Host": urlsplit(settings.hub_public_url).netloc})
+    return request, ctx
+
+
+def _wait_http(request: urllib.request.Request, ctx: ssl.SSLContext | None, timeout: float,
+               procs: dict[str, subprocess.Popen[bytes]]) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for name, proc in procs.items():
             if proc.poll() is not None:
                 raise ConfigError(f"service {name} exited with code {proc.returncode} during start; see its log above")
         try:
-            with urllib.request.urlopen(url, timeout=1) as resp:  # our own loopback URL
+            with urllib.request.urlopen(request, timeout=1, context=ctx) as resp:  # our own local listener
                 if resp.status == 200:
                     return
-        except OSError:
-            pass
+        except OSError as exc:
+            reason = getattr(exc, "reason", exc)  # urllib wraps connection errors in URLError
+            if isinstance(reason, ssl.SSLCertVerificationError):
+                raise ConfigError(f"the proxy's https port does not present proxy.ssl_cert: {reason}") from None
         time.sleep(0.1)
-    raise ConfigError(f"fleethub did not answer at {url} within {timeout:.0f}s")
+    raise ConfigError(f"fleethub did not answer at {request.full_url} within {timeout:.0f}s")
 
 
 def _start_service(name: str, settings: ServiceSettings) -> subprocess.Popen[bytes]:
@@ -183,7 +211,8 @@ def up(args: argparse.Namespace) -> int:
         for name in SERVICE_ORDER:
             procs[name] = _start_service(name, settings)
         url = settings.hub_public_url
-        _wait_http(f"{url}/hub/api/", 60, procs)
+        probe, ctx = _local_probe(settings)
+        _wait_http(probe, ctx, 60, procs)
         if settings.auth.authenticator == "password":
             # the password itself stays in its 0600 file: a log is read by more people, and kept longer
             print(f"log in as '{admin}' with the password in {data_dir / ADMIN_PASSWORD_FILE}", flush=True)

@@ -189,11 +189,11 @@ def set_login_cookies(response: Response, cookie: str, session_id: str, max_age_
     response.set_cookie(SESSION_COOKIE, session_id, path="/", httponly=True, secure=secure, samesite="lax")
 
 
-def clear_login_cookies(response: Response) -> None:
-    """Remove every hub cookie."""
-    response.delete_cookie(LOGIN_COOKIE, path=HUB_PATH)
-    response.delete_cookie(SESSION_COOKIE, path="/")
-    response.delete_cookie(XSRF_COOKIE, path=HUB_PATH)
+def clear_login_cookies(response: Response, secure: bool = False) -> None:
+    """Remove every hub cookie (the removals carry `Secure` too on an https hub, like the cookies)."""
+    response.delete_cookie(LOGIN_COOKIE, path=HUB_PATH, secure=secure, httponly=True, samesite="lax")
+    response.delete_cookie(SESSION_COOKIE, path="/", secure=secure, httponly=True, samesite="lax")
+    response.delete_cookie(XSRF_COOKIE, path=HUB_PATH, secure=secure, samesite="lax")
 
 
 def new_xsrf(secret_key: str, session_id: str | None = None) -> str:

@@ -225,6 +225,45 @@ class ProxySettings(_Section):
                     "believed.",
     )
 
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host header values (host[:port], exact, case-insensitive) accepted besides the public URL's "
+                    "host and spawner.hub_api_url's host (or, with no public_url, the bound address and localhost); "
+                    "any other Host gets a 400.",
+    )
+    ssl_cert: Path | None = Field(
+        None, description="PEM certificate (chain) of the public port: with ssl_key, the proxy serves https "
+                          "(JupyterHub's ssl_cert).",
+    )
+    ssl_key: Path | None = Field(
+        None, description="PEM private key of ssl_cert (JupyterHub's ssl_key); keep it 0600.",
+    )
+    http_redirect_port: int | None = Field(
+        None, ge=0, le=65535,
+        description="A plain-HTTP port (on proxy.host) that redirects every request to the https public URL; "
+                    "unset: none.",
+    )
+    hsts_max_age: int = Field(
+        31536000, ge=0,
+        description="max-age of Strict-Transport-Security on the hub's own responses when the public URL is https; "
+                    "0: no header.",
+    )
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not item or any(c in item for c in "/ \t,@?#") or not item.isascii():
+                raise ValueError(f"{item!r} is not a host[:port]")
+        return [item.lower() for item in value]
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ProxySettings:
+        if (self.ssl_cert is None) != (self.ssl_key is None):
+            raise ValueError("proxy.ssl_cert and proxy.ssl_key (FLEETHUB_PROXY__SSL_CERT, FLEETHUB_PROXY__SSL_KEY) "
+                             "must be set together")
+        return self
+
     @field_validator("trusted_proxies")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
@@ -412,6 +451,11 @@ class ServiceSettings(BaseSettings):
             unknown = set(role.services) - set(names)
             if unknown:
                 raise ValueError(f"roles: role {role.name!r} names services that are not configured: {sorted(unknown)}")
+        if self.proxy.ssl_cert is not None and self.public_url and not self.public_url.lower().startswith("https://"):
+            raise ValueError("public_url (FLEETHUB_PUBLIC_URL) must be https:// when proxy.ssl_cert is set")
+        if self.proxy.http_redirect_port is not None and not self.hub_public_url.startswith("https://"):
+            raise ValueError("proxy.http_redirect_port redirects to https: set proxy.ssl_cert or an https:// "
+                             "public_url")
         if self.secret_key is not None and len(self.secret_key.get_secret_value()) < 32:
             raise ValueError("secret_key (FLEETHUB_SECRET_KEY) must be at least 32 characters")
         return self
@@ -422,7 +466,10 @@ class ServiceSettings(BaseSettings):
         if self.public_url:
             return self.public_url.rstrip("/")
         host = "127.0.0.1" if self.proxy.host in ("0.0.0.0", "", "::") else self.proxy.host
-        return f"http://{host}:{self.proxy.port}"
+        if ":" in host:
+            host = f"[{host}]"
+        scheme = "https" if self.proxy.ssl_cert is not None else "http"
+        return f"{scheme}://{host}:{self.proxy.port}"
 
     @property
     def hub_api_url(self) -> str:

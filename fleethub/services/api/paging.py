@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
@@ -37,13 +38,22 @@ def page_of(request: Request, offset: int, limit: int | None, *, always: bool = 
     return Page(paginated, offset, min(max(1, limit if limit is not None else default), MAX_LIMIT))
 
 
+def next_page(request: Request, page: Page, total: int) -> dict[str, Any] | None:
+    """`_pagination.next`: null on the last page, else the next offset and limit and the absolute URL of
+    that page. The URL's origin is the hub's public URL, never the request's Host (which a client
+    chooses, and which clients such as the idle culler follow verbatim)."""
+    if page.offset + page.limit >= total:
+        return None
+    public = urlsplit(request.state.runtime.settings.hub_public_url)
+    here = request.url.include_query_params(offset=page.offset + page.limit, limit=page.limit)
+    url = f"{public.scheme}://{public.netloc}{here.path}?{here.query}"
+    return {"offset": page.offset + page.limit, "limit": page.limit, "url": url}
+
+
 def page_response(request: Request, page: Page, items: list[Any], total: int) -> Response:
     """The plain list, or the paginated form with an absolute `next.url` (null on the last page)."""
     if not page.paginated:
         return JSONResponse(items)
-    nxt = None
-    if page.offset + page.limit < total:
-        url = str(request.url.include_query_params(offset=page.offset + page.limit, limit=page.limit))
-        nxt = {"offset": page.offset + page.limit, "limit": page.limit, "url": url}
+    nxt = next_page(request, page, total)
     return JSONResponse({"items": items,
                          "_pagination": {"offset": page.offset, "limit": page.limit, "total": total, "next": nxt}})

@@ -15,9 +15,11 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from fleethub.services.proxy.hosts import allowed_hosts
 from fleethub.services.proxy.node import Node
 from fleethub.services.proxy.routeapi import ApiConnection, RouteApi
 from fleethub.services.proxy.server import ClientConnection
+from fleethub.services.proxy.tls import HANDSHAKE_TIMEOUT, RedirectConnection, https_origin, server_context
 from fleethub.services.proxy.upstream import Pool
 from fleethub.services.proxy.watch import Watcher
 from fleethub.shared.bus import Bus
@@ -79,6 +81,14 @@ def trust_checker(networks: list[str]) -> Callable[[str], bool]:
     return trusted
 
 
+def hsts_line(settings: ServiceSettings) -> bytes:
+    """The Strict-Transport-Security header line of the hub's own responses (https public URL), or b""."""
+    max_age = settings.proxy.hsts_max_age
+    if not max_age or not settings.hub_public_url.lower().startswith("https://"):
+        return b""
+    return b"Strict-Transport-Security: max-age=%d\r\n" % max_age
+
+
 def api_token(settings: ServiceSettings) -> str:
     """The route API's token: `proxy.auth_token`, else $CONFIGPROXY_AUTH_TOKEN (as CHP reads it).
 
@@ -122,11 +132,17 @@ async def main(settings: ServiceSettings, stop: asyncio.Event, *, reuse_port: bo
     if conf.api_port is not None:
         token = api_token(settings)
         api_sock = bind_socket(conf.api_host, conf.api_port, listen=False, reuse_port=reuse_port)
-    unused = [s for s in (sock, api_sock) if s is not None]  # closed here unless a server took them
+    ssl_ctx = server_context(conf.ssl_cert, conf.ssl_key) if conf.ssl_cert and conf.ssl_key else None
+    redirect_sock = None
+    if conf.http_redirect_port is not None:
+        redirect_sock = bind_socket(conf.host, conf.http_redirect_port, listen=False, reuse_port=reuse_port)
+    unused = [s for s in (sock, api_sock, redirect_sock) if s is not None]  # closed here unless a server took them
     host, port = sock.getsockname()[:2]
     timeout = conf.upstream_timeout
     node = Node(port=port, upstream_timeout=timeout, pool=Pool(connect_timeout=min(CONNECT_TIMEOUT, timeout)),
-                trusted=trust_checker(conf.trusted_proxies))
+                trusted=trust_checker(conf.trusted_proxies),
+                hosts=allowed_hosts(settings, conf.host, port, tls=ssl_ctx is not None),
+                scheme=b"https" if ssl_ctx is not None else b"http", hsts=hsts_line(settings))
     bus = Bus(settings.nats_url, settings.nats_namespace, node_id)
     await bus.connect(timeout=30)
     tasks: list[asyncio.Task[None]] = []
@@ -146,10 +162,18 @@ async def main(settings: ServiceSettings, stop: asyncio.Event, *, reuse_port: bo
         loop = asyncio.get_running_loop()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(watcher.loaded.wait(), LOAD_WAIT)
-        servers.append(await loop.create_server(lambda: ClientConnection(node), sock=sock, backlog=BACKLOG))
+        handshake = HANDSHAKE_TIMEOUT if ssl_ctx is not None else None
+        servers.append(await loop.create_server(lambda: ClientConnection(node), sock=sock, backlog=BACKLOG,
+                                                ssl=ssl_ctx, ssl_handshake_timeout=handshake))
         unused.remove(sock)
         shown = f"[{host}]" if ":" in host else host
-        log.info("proxy node %s listening on http://%s:%s", node_id, shown, port)
+        log.info("proxy node %s listening on %s://%s:%s", node_id, node.scheme.decode(), shown, port)
+        if redirect_sock is not None:
+            origin = https_origin(settings.hub_public_url)
+            servers.append(await loop.create_server(lambda: RedirectConnection(origin), sock=redirect_sock,
+                                                    backlog=BACKLOG))
+            unused.remove(redirect_sock)
+            log.info("plain-HTTP port %s redirects to %s", redirect_sock.getsockname()[1], origin.decode())
         if api_sock is not None:
             activity_sub = await _follow_activity(bus, node)
             api = RouteApi(node, bus, token)

@@ -156,7 +156,7 @@ class Exchange:
         conn.write(headers.request_head(
             req.method, req.target, req.headers, client_ip=client.client_ip, port=client.node.port,
             host=req.host, chunked=req.chunked, upgrade=b"websocket" if req.websocket else None,
-            trusted=client.trusted,
+            trusted=client.trusted, proto=client.node.scheme,
         ))
         for part in req.body:
             self._send_body(part)
@@ -221,7 +221,9 @@ class Exchange:
                       or (not no_body and not sized and not req.http11))
         self.reusable = (http11 and req.complete and not self.eof and req.method != b"HEAD"
                          and b"close" not in headers.tokens(hdrs, b"connection"))
-        client.send(headers.response_head(status, reason, hdrs, chunked=self.chunked, close=self.close))
+        fwd = self.forward
+        hsts = client.node.hsts if fwd is not None and fwd.service is not None else b""  # the hub's own answers
+        client.send(headers.response_head(status, reason, hdrs, chunked=self.chunked, close=self.close, extra=hsts))
         self.started = True
         if req.method == b"HEAD":  # the parser can not know a HEAD response has no body: end it here
             self._end(reusable=False)

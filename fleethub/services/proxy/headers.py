@@ -13,6 +13,13 @@ HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade",
      b"proxy-authenticate", b"proxy-authorization"}
 )
+# what a Connection header can not make us drop: a message's target, credentials and framing ("Connection:
+# Host" would strip Host before the upstream, "Connection: Content-Length" would let the body pass for the
+# next request); these names in Connection are ignored, the fields are forwarded as end-to-end ones
+END_TO_END = frozenset(
+    {b"host", b"content-length", b"content-type", b"authorization", b"cookie", b"set-cookie", b"location",
+     b"origin"}
+)
 # set by us from the connection; anything a client sends under these names is dropped
 UNTRUSTED = frozenset({b"forwarded", b"x-real-ip"})
 UNTRUSTED_PREFIX = b"x-forwarded-"
@@ -37,6 +44,8 @@ def get(headers: list[Header], name: bytes) -> bytes | None:
 
 def _end_to_end(headers: list[Header], *, request: bool) -> list[bytes]:
     named = tokens(headers, b"connection")  # fields the sender declared hop-by-hop
+    if named:
+        named -= END_TO_END
     out: list[bytes] = []
     for k, v in headers:
         low = k.lower()
@@ -59,6 +68,7 @@ def request_head(
     chunked: bool,
     upgrade: bytes | None,
     trusted: bool = False,
+    proto: bytes = b"http",
 ) -> bytes:
     """The request head sent upstream.
 
@@ -66,17 +76,18 @@ def request_head(
     are set from the client connection. When the client is a `trusted` hop (a load balancer or TLS
     terminator in front of us), what it says is kept: its X-Forwarded-For chain gets the client's
     address appended, and its Proto/Host/Port stand. A chunked body is re-framed by us, hence the
-    explicit Transfer-Encoding; `upgrade` (e.g. b"websocket") keeps the Upgrade handshake.
+    explicit Transfer-Encoding; `upgrade` (e.g. b"websocket") keeps the Upgrade handshake. `proto` is
+    the scheme of the client connection (https when the node terminates TLS).
     """
     lines = [method + b" " + target + b" HTTP/1.1\r\n", *_end_to_end(headers, request=True)]
     ip = client_ip.encode("latin-1")
-    proto, fwd_host, fwd_port = b"http", host, b"%d" % port
+    fwd_host, fwd_port = host, b"%d" % port
     if trusted:
         chain = [v.strip() for k, v in headers if k.lower() == b"x-forwarded-for" and v.strip()]
         ip = b", ".join([*chain, ip])
-        proto = _first(headers, b"x-forwarded-proto") or proto
-        fwd_host = _first(headers, b"x-forwarded-host") or fwd_host
-        fwd_port = _first(headers, b"x-forwarded-port") or fwd_port
+        proto = first(headers, b"x-forwarded-proto") or proto
+        fwd_host = first(headers, b"x-forwarded-host") or fwd_host
+        fwd_port = first(headers, b"x-forwarded-port") or fwd_port
     lines.append(b"X-Forwarded-For: " + ip + b"\r\nX-Forwarded-Proto: " + proto + b"\r\n")
     if fwd_host is not None:
         lines.append(b"X-Forwarded-Host: " + fwd_host + b"\r\n")
@@ -89,7 +100,7 @@ def request_head(
     return b"".join(lines)
 
 
-def _first(headers: list[Header], name: bytes) -> bytes | None:
+def first(headers: list[Header], name: bytes) -> bytes | None:
     """The first comma-separated element of header `name` (the hop nearest the client), if non-empty."""
     value = get(headers, name)
     if value is None:
@@ -105,9 +116,13 @@ def response_head(
     chunked: bool,
     close: bool,
     upgrade: bytes | None = None,
+    extra: bytes = b"",
 ) -> bytes:
-    """The response head sent to the client: end-to-end headers plus our own framing and Connection."""
+    """The response head sent to the client: end-to-end headers, `extra` (whole header lines of our own),
+    then our own framing and Connection."""
     lines = [b"HTTP/1.1 %d " % status + reason + b"\r\n", *_end_to_end(headers, request=False)]
+    if extra:
+        lines.append(extra)
     if upgrade is not None:
         lines.append(b"Connection: Upgrade\r\nUpgrade: " + upgrade + b"\r\n")
     else:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from fleethub.services.proxy.activity import Activity
+from fleethub.services.proxy.hosts import Hosts
 from fleethub.services.proxy.replicas import Replicas
 from fleethub.services.proxy.table import RouteTable, Target
 from fleethub.services.proxy.upstream import Pool
@@ -34,6 +35,9 @@ class Node:
     tunnels: dict[str, set[Tunnel]] = field(default_factory=dict)  # open websockets per route key
     trusted: Callable[[str], bool] = field(default=lambda ip: False)  # whose X-Forwarded-* are believed
     seen: dict[str, float] = field(default_factory=dict)  # last activity per route key, every node's (route API)
+    hosts: Hosts | None = None  # the Host values accepted (None: any)
+    scheme: bytes = b"http"  # of the public port (X-Forwarded-Proto for untrusted clients)
+    hsts: bytes = b""  # a Strict-Transport-Security line for the hub's own responses (https public URL)
     _changed: asyncio.Event | None = None
 
     def routes_changed(self) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fleethub.services.proxy import headers
 from fleethub.services.proxy.replicas import Replicas
-from fleethub.services.proxy.routing import Answer, Forward, route
+from fleethub.services.proxy.routing import HEALTHY, Answer, Forward, route
 from fleethub.services.proxy.table import RouteTable
 
 MAX_HEAD = 64 * 1024  # request line + headers
+WRONG_HOST = "The Host header does not name this hub"
 
 
 class HeadTooLarge(Exception):
@@ -62,11 +65,12 @@ class Request:
 
 
 def prepare(req: Request, method: bytes, version: str, *, upgrade: bool, table: RouteTable | None,
-            replicas: Replicas) -> None:
+            replicas: Replicas, host_ok: Callable[[Request], bool] | None = None) -> None:
     """Fill in what the head says about framing, check it, and route the request.
 
     The decision is kept on the request: a bad head gets an `Answer` (400/505) and closes the
-    connection; a good one is routed by `routing.route`.
+    connection; a good one is routed by `routing.route`. `host_ok` (None: any Host) refuses a Host
+    that does not name the hub with a 400, except for the node's own health check.
     """
     req.method = method
     req.http11 = version == "1.1"
@@ -96,6 +100,9 @@ def prepare(req: Request, method: bytes, version: str, *, upgrade: bool, table: 
     elif headers.has_dot_segment(req.path):
         req.decision = Answer(400, "Paths with '.' or '..' segments are not accepted")
     else:
-        req.decision = route(req.path, req.target, table, replicas)
+        decision = route(req.path, req.target, table, replicas)
+        if host_ok is not None and decision is not HEALTHY and not host_ok(req):
+            decision = Answer(400, WRONG_HOST)
+        req.decision = decision
     if isinstance(req.decision, Answer) and req.decision.status in (400, 505):
         req.keep_alive = False

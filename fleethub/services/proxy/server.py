@@ -16,6 +16,7 @@ from typing import cast
 
 import httptools
 
+from fleethub.services.proxy import headers
 from fleethub.services.proxy.exchange import MAX_BUFFER, P_BUFFER, P_UPSTREAM, Exchange
 from fleethub.services.proxy.node import Node
 from fleethub.services.proxy.request import MAX_HEAD, HeadTooLarge, Request, prepare
@@ -48,6 +49,7 @@ class ClientConnection(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.client_ip = ""
         self.trusted = False  # the client is a load balancer whose X-Forwarded-* we believe
+        self.local: bytes | None = None  # the host:port the client dialled (a node bound to every interface)
         self.incoming: Request | None = None  # being parsed
         self.queue: deque[Request] = deque()  # parsed, waiting for the exchange in flight
         self.exchange: Exchange | None = None  # in flight (kept for flow control once it is a tunnel)
@@ -69,6 +71,9 @@ class ClientConnection(asyncio.Protocol):
         peer = self.transport.get_extra_info("peername")
         self.client_ip = str(peer[0]) if peer else ""
         self.trusted = self.node.trusted(self.client_ip)
+        hosts = self.node.hosts
+        if hosts is not None and hosts.local:
+            self.local = hosts.local_name(self.transport.get_extra_info("sockname"))
         self.node.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
@@ -159,7 +164,7 @@ class ClientConnection(asyncio.Protocol):
         version = parser.get_http_version()
         req.keep_alive = version == "1.1" and parser.should_keep_alive()
         prepare(req, parser.get_method(), version, upgrade=parser.should_upgrade(), table=self.node.table,
-                replicas=self.node.replicas)
+                replicas=self.node.replicas, host_ok=self._host_ok if self.node.hosts is not None else None)
         if isinstance(req.decision, Forward) and req.decision.route_key is not None:
             self.node.activity.touch(req.decision.route_key)
         self.queue.append(req)
@@ -190,6 +195,16 @@ class ClientConnection(asyncio.Protocol):
             self.pause(P_DONE)
         if self.exchange is not None and self.exchange.req is req:
             self.exchange.request_complete()
+
+    def _host_ok(self, req: Request) -> bool:
+        """The request names the hub: its Host, or the X-Forwarded-Host a trusted load balancer sets."""
+        hosts = self.node.hosts
+        assert hosts is not None
+        if self.trusted:
+            forwarded = headers.first(req.headers, b"x-forwarded-host")
+            if forwarded is not None:
+                return hosts.allows(forwarded, self.local)
+        return req.host is None or hosts.allows(req.host, self.local)  # None: HTTP/1.0 without Host
 
     # exchanges
 

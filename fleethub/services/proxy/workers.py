@@ -37,11 +37,14 @@ def _port(sock: socket.socket) -> int:
     return int(sock.getsockname()[1])
 
 
-def worker_env(settings: ServiceSettings, port: int, api_port: int | None) -> dict[str, str]:
+def worker_env(settings: ServiceSettings, port: int, api_port: int | None,
+               redirect_port: int | None = None) -> dict[str, str]:
     """The environment of one worker: the node's settings with its resolved ports, one worker each."""
     overrides: dict[str, Any] = {"port": port, "workers": 1}
     if api_port is not None:
         overrides["api_port"] = api_port
+    if redirect_port is not None:
+        overrides["http_redirect_port"] = redirect_port
     proxy = settings.proxy.model_copy(update=overrides)
     env = child_env(settings.model_copy(update={"proxy": proxy}))
     env[WORKER_ENV] = str(os.getpid())
@@ -61,8 +64,13 @@ class Supervisor:
             api = bind_socket(conf.api_host, conf.api_port, listen=False, reuse_port=True)
             self.reserved.append(api)
             api_port = _port(api)
+        redirect_port = None
+        if conf.http_redirect_port is not None:
+            redirect = bind_socket(conf.host, conf.http_redirect_port, listen=False, reuse_port=True)
+            self.reserved.append(redirect)
+            redirect_port = _port(redirect)
         self.port = _port(self.reserved[0])
-        self.env = worker_env(settings, self.port, api_port)
+        self.env = worker_env(settings, self.port, api_port, redirect_port)
         self.procs: list[subprocess.Popen[bytes] | None] = [None] * self.count
         self.deaths: list[list[float]] = [[] for _ in range(self.count)]
         self.due: list[float] = [0.0] * self.count  # when a dead worker may be restarted

@@ -172,6 +172,8 @@ SHAPED: dict[str, Any] = {
     "auth.crypt_key": [SecretStr(WALK_CRYPT_KEY)],
     "nats_namespace": "walk",
     "proxy.trusted_proxies": ["10.1.0.0/16", "::1"],
+    "public_url": "https://hub.walk.example",  # https: proxy.ssl_cert (set by the walk) requires it
+    "proxy.allowed_hosts": ["walk.example:8443"],
     "services.name": "walk-svc",
     "services.url": "http://127.0.0.1:9999",
     "services.oauth_client_id": "service-walk",

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from fleethub.services.api.deps import CurrentUser, DbSession, Runtime
-from fleethub.services.api.paging import page_of
+from fleethub.services.api.paging import next_page, page_of
 from fleethub.services.api.resync import resync_routes
 from fleethub.services.api.schemas import parse_body
 
@@ -43,10 +43,7 @@ async def proxy_table(request: Request, req: CurrentUser, runtime: Runtime, offs
     if not page.paginated:
         return JSONResponse(table)
     total = len(routes)
-    nxt = None
-    if page.offset + page.limit < total:
-        url = str(request.url.include_query_params(offset=page.offset + page.limit, limit=page.limit))
-        nxt = {"offset": page.offset + page.limit, "limit": page.limit, "url": url}
+    nxt = next_page(request, page, total)
     return JSONResponse({"items": table, "_pagination": {"offset": page.offset, "limit": page.limit,
                                                          "total": total, "next": nxt}})
 

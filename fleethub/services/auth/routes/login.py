@@ -91,7 +91,7 @@ async def logout(request: Request, runtime: Runtime, session: DbSession) -> Resp
         runtime.relay.kick()
         log.info("user %s logged out", name)
     response = RedirectResponse("/hub/login", status_code=302)
-    clear_login_cookies(response)
+    clear_login_cookies(response, secure_cookies(runtime.settings.hub_public_url))
     return response
 
 
