@@ -12,6 +12,7 @@ from fleethub.services.auth.pages import login_page
 from fleethub.services.auth.sessions import log_in, log_out
 from fleethub.shared.authenticators import allowed
 from fleethub.shared.errors import BadRequest
+from fleethub.shared.http import client_address
 from fleethub.shared.identity import (
     LOGIN_COOKIE,
     XSRF_COOKIE,
@@ -25,6 +26,7 @@ from fleethub.shared.identity import (
     xsrf_valid,
 )
 from fleethub.shared.names import normalize_username
+from fleethub.shared.throttle import Attempt, admit, retry_message, succeeded
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -63,16 +65,20 @@ async def login(
     if not xsrf_valid(runtime.secret_key, request.cookies.get(XSRF_COOKIE), xsrf):
         return _form_page(runtime, next_url, 403, EXPIRED_FORM)
     try:
-        normalize_username(username)
+        attempt = Attempt(normalize_username(username), client_address(request))
     except BadRequest as exc:
         return _form_page(runtime, next_url, 400, exc.message)
+    if (throttled := await _throttled(runtime, session, attempt, next_url, username)) is not None:
+        return throttled
     async with session.begin():
+        # one transaction: the password's user row stays locked (no rename or delete) until the session exists
         name = await authenticator.authenticate(session, username, password)
-    if name is None or not allowed(settings, name):
+        done = await log_in(session, settings, name, authenticator.name) if name and allowed(settings, name) else None
+        if done is not None:
+            await succeeded(session, attempt)
+    if name is None or done is None:
         log.info("failed login for %r", username[:64])
         return _form_page(runtime, next_url, 403, "Invalid username or password", username[:255])
-    async with session.begin():
-        done = await log_in(session, settings, name, authenticator.name)
     runtime.relay.kick()
     secure = secure_cookies(settings.hub_public_url)
     response = RedirectResponse(next_url, status_code=302)
@@ -80,6 +86,22 @@ async def login(
     set_xsrf_cookie(response, new_xsrf(runtime.secret_key, done.session_id), secure)  # bound to the new session
     log.info("user %s logged in", name)
     return response
+
+
+async def _throttled(runtime: Runtime, session: DbSession, attempt: Attempt, next_url: str,
+                     username: str) -> Response | None:
+    """The 429 page if this name or address must wait (the password is then not checked), else None."""
+    if not runtime.settings.auth.login_throttle:
+        return None
+    async with session.begin():
+        wait = await admit(session, runtime.settings.auth, attempt)
+    if not wait:
+        return None
+    message, seconds = retry_message(wait)
+    log.info("throttled login for %r from %s", username[:64], attempt.client)
+    page = _form_page(runtime, next_url, 429, message, username[:255])
+    page.headers["Retry-After"] = str(seconds)
+    return page
 
 
 @router.get("/hub/logout")
