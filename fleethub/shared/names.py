@@ -179,7 +179,7 @@ def normalize_username(raw: str) -> str:
         name = nxt
     problem = _username_problem(name)
     if problem is not None:
-        raise BadRequest(f"Invalid username {raw[:64]!r}: {problem}")
+        raise BadRequest(f"invalid username {raw[:64]!r}: {problem}")
     return name
 
 
