@@ -96,7 +96,8 @@ async def test_signup_refuses_and_normalizes(tmp_path: Path, nats_url: str, data
                 page = await c.get("/hub/signup")
                 m = XSRF_FIELD.search(page.text)
                 assert m
-                r = await c.post("/hub/signup", data={"username": bad, "password": "long-password", "_xsrf": m.group(1)})
+                form = {"username": bad, "password": "long-password", "_xsrf": m.group(1)}
+                r = await c.post("/hub/signup", data=form)
                 assert r.status_code == 400 and "invalid username" in r.text, bad
         assert await _names(hub) == before
         async with hub.new_client() as c:

@@ -80,7 +80,8 @@ async def test_review_carol2_takeover_of_vic_is_refused(tmp_path: Path, nats_url
         assert await _signup(hub, "carol2", "attacker-password") == 201
         assert (await c.delete("/hub/api/users/carol2", headers=carol)).status_code == 204
         async with hub.sessions() as s:  # the account went with its user
-            assert (await s.execute(select(func.count()).select_from(Account))).scalar_one() == 4  # admin alice mallory vic
+            # admin, alice, mallory, vic
+            assert (await s.execute(select(func.count()).select_from(Account))).scalar_one() == 4
         r = await c.patch("/hub/api/users/vic", json={"name": "carol2"}, headers=carol)
         assert r.status_code == 200 and r.json()["name"] == "carol2"
 
