@@ -5,8 +5,8 @@ asks `admit` first, in a transaction of its own. The state is in PostgreSQL (`lo
 replica counts into the same rows: spraying replicas gains nothing.
 
 - An attempt is counted *before* its password is checked, so a burst of parallel guesses is counted in
-  full; while a wait runs, nothing is counted and the password is not checked at all (a right guess
-  during the wait reveals nothing).
+  full; a failure (`failed`) then starts the wait again from its answer. While a wait runs, nothing is
+  counted and the password is not checked at all (a right guess during the wait reveals nothing).
 - The first `throttle_free_attempts` failures of a name cost nothing; then each wait doubles from
   `throttle_base_delay_seconds` up to `throttle_max_delay_seconds`. A client address has its own,
   larger allowance and cap.
@@ -95,6 +95,26 @@ async def admit(session: AsyncSession, settings: AuthSettings, attempt: Attempt)
         await session.execute(delete(LoginThrottle).where(
             LoginThrottle.last_attempt < now - forget, LoginThrottle.blocked_until < now))
     return 0.0
+
+
+async def failed(session: AsyncSession, settings: AuthSettings, attempt: Attempt) -> None:
+    """The password was wrong: the wait `admit` set starts again from now (checking it took time)."""
+    now = utcnow()
+    rows = (await session.execute(
+        select(LoginThrottle.scope, LoginThrottle.key, LoginThrottle.failures, LoginThrottle.blocked_until)
+        .where(tuple_(LoginThrottle.scope, LoginThrottle.key).in_(attempt.keys()))
+        .order_by(LoginThrottle.scope, LoginThrottle.key)
+        .with_for_update()
+    )).all()
+    for row in rows:
+        free, cap = _policy(settings, row.scope)
+        until = now + timedelta(seconds=delay(row.failures, free=free, base=settings.throttle_base_delay_seconds,
+                                              cap=cap))
+        if until > row.blocked_until:
+            await session.execute(
+                update(LoginThrottle).where(LoginThrottle.scope == row.scope, LoginThrottle.key == row.key)
+                .values(blocked_until=until)
+            )
 
 
 async def succeeded(session: AsyncSession, attempt: Attempt) -> None:

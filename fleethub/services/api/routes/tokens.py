@@ -22,7 +22,7 @@ from fleethub.shared.identity import Identity, TokenCache
 from fleethub.shared.names import normalize_username
 from fleethub.shared.rbac import ScopeCache, effective_scopes
 from fleethub.shared.scopes import ScopeError, grantable, scopes_of_roles
-from fleethub.shared.throttle import Attempt, admit, retry_message, succeeded
+from fleethub.shared.throttle import Attempt, admit, failed, retry_message, succeeded
 
 router = APIRouter(prefix="/hub/api")
 
@@ -47,10 +47,14 @@ async def _credentials(request: Request, runtime: Runtime, session: AsyncSession
     authenticator = load_authenticator(runtime.settings)
     async with session.begin():  # the user row stays locked (no rename or delete) while we read it
         who = await authenticator.authenticate(session, body.auth.username, body.auth.password)
-        if who is None or who != name or not allowed(runtime.settings, who):
-            return None
-        user = await get_user(session, who)
-        await succeeded(session, attempt)
+        user = await get_user(session, who) if who == name and allowed(runtime.settings, who) else None
+        if user is not None:
+            await succeeded(session, attempt)
+    if user is None:
+        if runtime.settings.auth.login_throttle:
+            async with session.begin():
+                await failed(session, runtime.settings.auth, attempt)
+        return None
     return Identity(user.id, user.name, user.admin, "cookie")  # acts as the user, as a login would
 
 

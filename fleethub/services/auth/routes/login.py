@@ -26,7 +26,7 @@ from fleethub.shared.identity import (
     xsrf_valid,
 )
 from fleethub.shared.names import normalize_username
-from fleethub.shared.throttle import Attempt, admit, retry_message, succeeded
+from fleethub.shared.throttle import Attempt, admit, failed, retry_message, succeeded
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -77,6 +77,7 @@ async def login(
         if done is not None:
             await succeeded(session, attempt)
     if name is None or done is None:
+        await _failed(runtime, session, attempt)
         log.info("failed login for %r", username[:64])
         return _form_page(runtime, next_url, 403, "Invalid username or password", username[:255])
     runtime.relay.kick()
@@ -102,6 +103,12 @@ async def _throttled(runtime: Runtime, session: DbSession, attempt: Attempt, nex
     page = _form_page(runtime, next_url, 429, message, username[:255])
     page.headers["Retry-After"] = str(seconds)
     return page
+
+
+async def _failed(runtime: Runtime, session: DbSession, attempt: Attempt) -> None:
+    if runtime.settings.auth.login_throttle:
+        async with session.begin():
+            await failed(session, runtime.settings.auth, attempt)
 
 
 @router.get("/hub/logout")
