@@ -91,7 +91,8 @@ async def _prepare_database(settings: ServiceSettings, admin: str) -> str | None
         if settings.auth.authenticator != "password":
             return None
         async with sessions() as session, session.begin():
-            exists = (await session.execute(select(Account.id).where(Account.username == admin))).scalar()
+            exists = (await session.execute(
+                select(Account.id).join(User, User.id == Account.user_id).where(User.name == admin))).scalar()
             if exists is not None:
                 return None
             password = secrets.token_urlsafe(12)

@@ -52,45 +52,54 @@ async def set_password(session: AsyncSession, username: str, password: str) -> N
     _check_password_rules(password)
     name = normalize_username(username)
     hashed = await asyncio.to_thread(hash_password, password)
+    user_id = await ensure_user(session, name)
     await session.execute(
-        insert(Account).values(username=name, password_hash=hashed)
-        .on_conflict_do_update(index_elements=["username"], set_={"password_hash": hashed})
+        insert(Account).values(user_id=user_id, password_hash=hashed)
+        .on_conflict_do_update(index_elements=["user_id"], set_={"password_hash": hashed})
     )
-    await ensure_user(session, name)
 
 
 async def create_account(session: AsyncSession, username: str, password: str) -> str:
-    """Sign-up: a new password account and user; returns the normalized name.
+    """Sign-up: a new user and its password account; returns the normalized name.
 
     An existing user (even one without an account, e.g. created through the API or listed in
     admin_users) can not be claimed this way: that would hand over their servers and rights.
 
     Raises:
         BadRequest: an invalid user name or password.
-        Conflict: the user or account exists.
+        Conflict: the user exists.
     """
     _check_password_rules(password)
     name = normalize_username(username)
     if (await session.execute(select(User.id).where(User.name == name))).first() is not None:
         raise Conflict(f"User {name} already exists")
     hashed = await asyncio.to_thread(hash_password, password)
-    created = (await session.execute(
-        insert(Account).values(username=name, password_hash=hashed)
-        .on_conflict_do_nothing(index_elements=["username"]).returning(Account.id)
-    )).first()
-    user = (await session.execute(
+    user_id = (await session.execute(
         insert(User).values(name=name).on_conflict_do_nothing(index_elements=["name"]).returning(User.id)
-    )).first()
-    if created is None or user is None:  # lost a race with another sign-up or an API create
+    )).scalar()
+    if user_id is None:  # lost a race with another sign-up or an API create
         raise Conflict(f"User {name} already exists")
+    await session.execute(insert(Account).values(user_id=user_id, password_hash=hashed))
     return name
 
 
-async def check_password(session: AsyncSession, username: str, password: str) -> bool:
-    """Whether `password` is the password of the approved account `username` (timing-safe)."""
-    row = (await session.execute(
-        select(Account.password_hash, Account.approved).where(Account.username == username)
-    )).first()
-    stored, approved = (row[0], bool(row[1])) if row else (_decoy_hash(), False)
+async def check_password(session: AsyncSession, names: list[str], password: str) -> str | None:
+    """The name of the user whose approved account `password` opens, trying `names` in order (the
+    normalized form first, then the form an older release may have stored); None if none (timing-safe).
+
+    The account is found through the user row, so it is the account of whoever is called that now. The
+    row stays locked against rename and delete (FOR KEY SHARE) until the caller's transaction ends:
+    a login that records its session in the same transaction can not land on a user renamed or deleted
+    while the password was being checked (it would wait for the rename, or see the new name).
+    """
+    rows = (await session.execute(
+        select(User.name, Account.password_hash, Account.approved)
+        .join(Account, Account.user_id == User.id)
+        .where(User.name.in_(names))
+        .with_for_update(read=True, key_share=True, of=User)
+    )).all()
+    found = {row[0]: (row[1], bool(row[2])) for row in rows}
+    name = next((n for n in names if n in found), None)
+    stored, approved = found[name] if name is not None else (_decoy_hash(), False)
     ok = await asyncio.to_thread(verify_password, password, stored)
-    return ok and approved
+    return name if ok and approved else None

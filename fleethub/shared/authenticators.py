@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleethub.shared.accounts import check_password
 from fleethub.shared.errors import BadRequest, ConfigError
-from fleethub.shared.names import normalize_username
+from fleethub.shared.names import legacy_username, normalize_username
 from fleethub.shared.settings import ServiceSettings
 
 ENTRY_POINT_GROUP = "fleethub.authenticators"
@@ -48,10 +48,12 @@ class PasswordAuthenticator:
         self.settings = settings
 
     async def authenticate(self, session: AsyncSession, username: str, password: str) -> str | None:
+        """The user's name as stored; its row stays locked against rename/delete until the transaction ends."""
         name = _normalized(username)
         if name is None:
             return None
-        return name if await check_password(session, name, password) else None
+        legacy = legacy_username(username)  # a row made before NFKC normalization keeps its name
+        return await check_password(session, [name] if legacy == name else [name, legacy], password)
 
 
 class DummyAuthenticator:
@@ -96,13 +98,10 @@ def load_authenticator(settings: ServiceSettings) -> Authenticator:
     raise ConfigError(f"auth.authenticator (FLEETHUB_AUTH__AUTHENTICATOR): unknown authenticator {name!r}")
 
 
-def _names(raw: list[str]) -> set[str]:
-    return {u.strip().lower() for u in raw}
-
-
 def allowed(settings: ServiceSettings, name: str) -> bool:
-    """The allow/block lists, applied after any authenticator (admins are allowed unless blocked)."""
+    """The allow/block lists (normalized when settings load), applied after any authenticator (admins are
+    allowed unless blocked)."""
     a = settings.auth
-    if name in _names(a.blocked_users):
+    if name in a.blocked_users:
         return False
-    return not a.allowed_users or name in _names(a.allowed_users) | _names(a.admin_users)
+    return not a.allowed_users or name in a.allowed_users or name in a.admin_users

@@ -119,6 +119,12 @@ def wants_json(request: Request) -> bool:
     return "application/json" in accept and "text/html" not in accept
 
 
+def client_address(request: Request) -> str:
+    """The client's address as the proxy reports it: uvicorn believes the X-Forwarded-For of the local
+    proxy, which believes a chain only from `proxy.trusted_proxies` (see `services/proxy/headers.py`)."""
+    return request.client.host if request.client is not None else "unknown"
+
+
 def error_response(request: Request, status: int, message: str, headers: dict[str, str] | None = None) -> Response:
     """The one place errors are rendered.
 

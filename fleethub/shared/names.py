@@ -8,6 +8,7 @@ injective: two different names never share a subject, a key or a route.
 from __future__ import annotations
 
 import re
+import unicodedata
 from urllib.parse import quote, unquote
 
 _SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-")
@@ -129,19 +130,60 @@ def storable(text: str) -> bool:
 
 # a surrogate code point in a Python str is always a lone one (a valid pair decodes to one character)
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
-_BAD_USERNAME = re.compile(r"[/\s\x00-\x1f\x7f\ud800-\udfff]")
+# Cc control, Cf format (zero-width joiner, bidi marks, soft hyphen), Cs lone surrogate, Zl/Zp separators
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+MAX_USERNAME = 255
+
+
+def _username_problem(name: str) -> str | None:
+    """Why `name` (normalized) may not be a user name, or None if it may."""
+    if not name:
+        return "it is empty"
+    if len(name) > MAX_USERNAME:
+        return f"it is longer than {MAX_USERNAME} characters"
+    # a proxy, a browser or a user server may percent-decode a path segment (once or more): judge every form
+    forms = [name]
+    while "%" in forms[-1] and len(forms) < 4 and (decoded := unquote(forms[-1])) != forms[-1]:
+        forms.append(decoded)
+    for form in forms:
+        if form in (".", ".."):
+            return "'.' and '..' are path segments, not names"
+        if "/" in form or "\\" in form:
+            return "it holds '/' or '\\'"
+        if any(ch.isspace() for ch in form):
+            return "it holds whitespace"
+        if any(unicodedata.category(ch) in _REFUSED_CATEGORIES for ch in form):
+            return "it holds control or invisible characters"
+    return None
 
 
 def normalize_username(raw: str) -> str:
-    """Lower-case, stripped, validated user name.
+    """The normalized form of a user name: NFKC, then lower-cased as JupyterHub's default does
+    (`str.lower`, not case folding: `ß` stays), then NFKC again (lowering can leave a non-NFKC form).
+
+    Names are compared and stored in this form; the input is refused rather than repaired, so what was
+    typed is what the user is called (no stripping).
 
     Raises:
-        BadRequest: empty, longer than 255 characters, or containing `/`, whitespace, control characters or
-            lone surrogates.
+        BadRequest: empty; longer than 255 characters; `.` or `..` (also percent-encoded, `%2e%2e`);
+            containing `/`, `\\`, whitespace, or characters of the categories Cc, Cf (zero-width joiner),
+            Cs (lone surrogate), Zl or Zp (also once percent-decoded).
     """
     from fleethub.shared.errors import BadRequest
 
-    name = raw.strip().lower()
-    if not name or len(name) > 255 or _BAD_USERNAME.search(name):
-        raise BadRequest(f"invalid username {raw[:64]!r}: 1-255 characters, no '/', spaces or control characters")
+    name = raw
+    for _ in range(3):  # stable after one round for every code point we tested; bounded anyway
+        nxt = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).lower())
+        if nxt == name:
+            break
+        name = nxt
+    problem = _username_problem(name)
+    if problem is not None:
+        raise BadRequest(f"invalid username {raw[:64]!r}: {problem}")
     return name
+
+
+def legacy_username(raw: str) -> str:
+    """The form an earlier release stored for `raw` (lower-cased, not NFKC-normalized): rows created then
+    keep that name, and a login typed the same way still finds them."""
+    return raw.lower()

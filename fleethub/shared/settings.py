@@ -30,7 +30,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from fleethub.shared.errors import ConfigError
+from fleethub.shared.errors import BadRequest, ConfigError
+from fleethub.shared.names import normalize_username
 from fleethub.shared.scopes import allowed_scope_problem
 
 ENV_PREFIX = "FLEETHUB_"
@@ -140,6 +141,32 @@ class AuthSettings(ListenSettings):
     def crypt_keys(self) -> list[bytes]:
         """The raw 32-byte keys of `crypt_key`, first the one that encrypts."""
         return [crypt_key_bytes(key.get_secret_value()) for key in self.crypt_key]
+
+    login_throttle: bool = Field(
+        True, description="Slow down password guessing: attempts after repeated failures wait (429) before the "
+                          "password is even checked; state in PostgreSQL, shared by every replica.")
+    throttle_free_attempts: int = Field(
+        5, ge=1, description="Attempts one user name may fail in a row before each next one has to wait.")
+    throttle_client_free_attempts: int = Field(
+        20, ge=1, description="Failed attempts one client address may make (any user names) before each next "
+                              "one has to wait (higher: many people may share one address).")
+    throttle_base_delay_seconds: float = Field(
+        1.0, gt=0, description="The first wait; it doubles with every further failure, up to the caps.")
+    throttle_max_delay_seconds: float = Field(
+        30.0, gt=0, description="Longest wait of one user name: the real user, from anywhere, waits at most this "
+                                "long however much someone else guesses.")
+    throttle_client_max_delay_seconds: float = Field(
+        300.0, gt=0, description="Longest wait of one client address.")
+    throttle_forget_seconds: float = Field(
+        3600.0, gt=0, description="Failures older than this (with none since) are forgotten.")
+
+    @field_validator("admin_users", "allowed_users", "blocked_users")
+    @classmethod
+    def _normalized_names(cls, value: list[str]) -> list[str]:
+        try:  # compared with normalized names at login, as JupyterHub normalizes these lists at start
+            return list(dict.fromkeys(normalize_username(name) for name in value))
+        except BadRequest as exc:
+            raise ValueError(exc.message) from None
 
 
 class ApiSettings(ListenSettings):

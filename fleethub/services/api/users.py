@@ -64,7 +64,8 @@ async def create_users(session: AsyncSession, settings: ServiceSettings, names: 
 
 
 async def delete_user(session: AsyncSession, settings: ServiceSettings, user: User, *, announcer: Announcer) -> None:
-    """Stop the user's servers (commands go out with the deletion) and delete the user."""
+    """Stop the user's servers (commands go out with the deletion) and delete the user (its password account,
+    sessions and tokens go with the row: ON DELETE CASCADE)."""
     names = (await session.execute(select(Server.name).where(Server.user_id == user.id))).scalars().all()
     for name in names:
         await stop_server(session, user, name, reason="user-deleted", announcer=announcer)

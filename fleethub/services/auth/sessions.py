@@ -25,7 +25,7 @@ class Login:
 
 async def log_in(session: AsyncSession, settings: ServiceSettings, name: str, authenticator: str) -> Login:
     """Record a successful login of `name`: user row (admin per `auth.admin_users`), session, event."""
-    admins = {u.strip().lower() for u in settings.auth.admin_users}
+    admins = set(settings.auth.admin_users)  # normalized when settings load
     # admin_users grants admin; users outside it keep whatever admin flag the API gave them
     user_id = await ensure_user(session, name, True if name in admins else None)
     # expired sessions are never read again; drop this user's while we are here

@@ -116,15 +116,29 @@ class ServiceRole(Base):
 
 
 class Account(Base):
-    """A password account of the `password` authenticator (written by auth)."""
+    """A password account of the `password` authenticator (written by auth): it belongs to a user row,
+    follows it through a rename and goes with it on delete."""
 
     __tablename__ = "accounts"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    username: Mapped[str] = mapped_column(String(255), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), unique=True)
     password_hash: Mapped[str] = mapped_column(Text)
     approved: Mapped[bool] = mapped_column(Boolean, default=True, server_default="true")
     created: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+
+
+class LoginThrottle(Base):
+    """Recent failed password attempts of one user name or one client address (written by auth and api,
+    the two services that check passwords): every replica reads and counts in the same rows."""
+
+    __tablename__ = "login_throttle"
+
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)  # "user" or "client"
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_attempt: Mapped[datetime] = mapped_column(TZ, server_default=func.now(), index=True)
+    blocked_until: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
 
 
 class LoginSession(Base):

@@ -41,7 +41,8 @@ def test_chosen_by_name_through_entry_points() -> None:
 async def test_dummy_authenticator() -> None:
     auth = DummyAuthenticator(load_settings(None, auth={"authenticator": "dummy", "dummy_password": "long-enough"}))
     session: Any = _NoSession()
-    assert await auth.authenticate(session, " Alice ", "long-enough") == "alice"
+    assert await auth.authenticate(session, "Alice", "long-enough") == "alice"
+    assert await auth.authenticate(session, " Alice ", "long-enough") is None  # refused, as JupyterHub does
     assert await auth.authenticate(session, "alice", "long-enougH") is None
     assert await auth.authenticate(session, "alice", "") is None
     assert await auth.authenticate(session, "a/b", "long-enough") is None
@@ -50,7 +51,7 @@ async def test_dummy_authenticator() -> None:
 
 async def test_password_authenticator_refuses_bad_names_without_a_lookup() -> None:
     auth = PasswordAuthenticator(load_settings(None))
-    for name in ("", "a b", "a/b", "x" * 256, "a\x00b"):
+    for name in ("", "a b", "a/b", "x" * 256, "a\x00b", "..", "%2e%2e", "a\u200db", " alice"):
         assert await auth.authenticate(_NoSession(), name, "whatever-password") is None  # type: ignore[arg-type]
 
 

@@ -73,12 +73,36 @@ def test_storable() -> None:
         assert not storable(bad), repr(bad)
 
 
-@pytest.mark.parametrize("bad", ["", " ", "a/b", "a b", "a\x00b", "a\x7f", "a\ud800", "x" * 256])
+@pytest.mark.parametrize("bad", [
+    "", " ", "a/b", "a b", "a\x00b", "a\x7f", "a\ud800", "x" * 256,
+    ".", "..", "%2e", "%2e%2e", "%2E.", "%252e%252e", "a%2Fb", "a%5cb", "a\\b",  # dot-segments, slashes
+    " alice", "alice ", "alice\t", "\u3000alice",  # whitespace at either end (also NFKC's)
+    "a\u200db", "a\u200bb", "\u202ealice", "a\u00adb", "a\ufeffb",  # Cf: zero-width joiner/space, bidi, soft hyphen
+    "a\u2028b", "a\u2029b", "a\x85b", "a%00b", "a%e2%80%8db",  # Zl, Zp, Cc; and once percent-decoded
+])
 def test_invalid_usernames(bad: str) -> None:
-    with pytest.raises(BadRequest):
+    with pytest.raises(BadRequest, match="invalid username"):
         normalize_username(bad)
 
 
 def test_usernames_are_normalized() -> None:
-    assert normalize_username("  Alice ") == "alice"
+    assert normalize_username("Alice") == "alice"
     assert normalize_username("b\u00e9a\U0001f600") == "b\u00e9a\U0001f600"
+    assert normalize_username("be\u0301a") == "b\u00e9a"  # NFD and NFC forms are one name
+    assert normalize_username("\uff21lice") == "alice"  # fullwidth A (NFKC)
+    assert normalize_username("\ufb01le") == "file"  # the fi ligature (NFKC)
+    assert normalize_username("\u210cal") == "hal"  # black-letter H: NFKC before lower-casing, else "Hal"
+    assert normalize_username("STRASSE") == "strasse"
+    assert normalize_username("stra\u00dfe") == "stra\u00dfe"  # lower, not casefold
+    for name in ("a.b", "~testjh", "has@", "a%b", "...", "a..b", "\u79c0\u6a39"):
+        assert normalize_username(name) == name
+
+
+def test_normalization_is_idempotent_for_every_code_point() -> None:
+    for cp in range(0x110000):
+        ch = chr(cp)
+        try:
+            once = normalize_username(f"a{ch}")
+        except BadRequest:
+            continue
+        assert normalize_username(once) == once, hex(cp)

@@ -112,6 +112,16 @@ def test_proxy_trusted_networks_and_workers_are_checked() -> None:
         load_settings(None, proxy={"workers": 0})
 
 
+def test_user_lists_are_normalized_and_checked() -> None:
+    s = load_settings(None, auth={"admin_users": ["Admin", "admin", "\uff22oss"], "allowed_users": ["Be\u0301a"],
+                                  "blocked_users": ["MALLORY"]})
+    assert s.auth.admin_users == ["admin", "boss"] and s.auth.allowed_users == ["b\u00e9a"]
+    assert s.auth.blocked_users == ["mallory"]
+    for bad in ("..", "%2e%2e", "a\u200db", " root"):
+        with pytest.raises(ConfigError, match=r"auth\.admin_users .*invalid username"):
+            load_settings(None, auth={"admin_users": [bad]})
+
+
 def test_services_are_validated_and_survive_the_trip_to_a_child_process(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings(
         None, services=[{"name": "whoami", "url": "http://127.0.0.1:9000/", "api_token": "x" * 32}])

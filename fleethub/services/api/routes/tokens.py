@@ -16,10 +16,13 @@ from fleethub.services.api.queries import get_user
 from fleethub.services.api.schemas import TokenCreate, parse_body
 from fleethub.services.api.tokens import create_token, get_token, list_tokens, revoke_token
 from fleethub.shared.authenticators import allowed, load_authenticator
-from fleethub.shared.errors import BadRequest, Forbidden
+from fleethub.shared.errors import BadRequest, Forbidden, TooManyRequests
+from fleethub.shared.http import client_address
 from fleethub.shared.identity import Identity, TokenCache
+from fleethub.shared.names import normalize_username
 from fleethub.shared.rbac import ScopeCache, effective_scopes
 from fleethub.shared.scopes import ScopeError, grantable, scopes_of_roles
+from fleethub.shared.throttle import Attempt, admit, failed, retry_message, succeeded
 
 router = APIRouter(prefix="/hub/api")
 
@@ -30,11 +33,28 @@ async def _credentials(request: Request, runtime: Runtime, session: AsyncSession
     ident = await api_identity(request, runtime.secret_key, session)
     if ident is not None or body.auth is None:
         return ident
-    authenticator = load_authenticator(runtime.settings)
-    who = await authenticator.authenticate(session, body.auth.username, body.auth.password)
-    if who is None or who != name or not allowed(runtime.settings, who):
+    try:
+        attempt = Attempt(normalize_username(body.auth.username), client_address(request))
+    except BadRequest:
         return None
-    user = await get_user(session, who)
+    await session.rollback()  # end what api_identity read (as the caller would): the count commits on its own
+    if runtime.settings.auth.login_throttle:
+        async with session.begin():
+            wait = await admit(session, runtime.settings.auth, attempt)
+        if wait:
+            message, seconds = retry_message(wait)
+            raise TooManyRequests(message, retry_after=seconds)
+    authenticator = load_authenticator(runtime.settings)
+    async with session.begin():  # the user row stays locked (no rename or delete) while we read it
+        who = await authenticator.authenticate(session, body.auth.username, body.auth.password)
+        user = await get_user(session, who) if who == name and allowed(runtime.settings, who) else None
+        if user is not None:
+            await succeeded(session, attempt)
+    if user is None:
+        if runtime.settings.auth.login_throttle:
+            async with session.begin():
+                await failed(session, runtime.settings.auth, attempt)
+        return None
     return Identity(user.id, user.name, user.admin, "cookie")  # acts as the user, as a login would
 
 

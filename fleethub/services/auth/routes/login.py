@@ -13,6 +13,7 @@ from fleethub.services.auth.sessions import log_in, log_out
 from fleethub.services.auth.xsrf import anonymous_form, check_anonymous_form, clear_presession_cookie
 from fleethub.shared.authenticators import allowed
 from fleethub.shared.errors import BadRequest
+from fleethub.shared.http import client_address
 from fleethub.shared.identity import (
     LOGIN_COOKIE,
     clear_login_cookies,
@@ -24,6 +25,7 @@ from fleethub.shared.identity import (
     validate_next,
 )
 from fleethub.shared.names import normalize_username
+from fleethub.shared.throttle import Attempt, admit, failed, retry_message, succeeded
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -63,16 +65,21 @@ async def login(
         log.warning("login form refused: %s", refused)
         return _form_page(request, runtime, next_url, 403, EXPIRED_FORM)
     try:
-        normalize_username(username)
+        attempt = Attempt(normalize_username(username), client_address(request))
     except BadRequest as exc:
         return _form_page(request, runtime, next_url, 400, exc.message)
+    if (throttled := await _throttled(request, runtime, session, attempt, next_url, username)) is not None:
+        return throttled
     async with session.begin():
+        # one transaction: the password's user row stays locked (no rename or delete) until the session exists
         name = await authenticator.authenticate(session, username, password)
-    if name is None or not allowed(settings, name):
+        done = await log_in(session, settings, name, authenticator.name) if name and allowed(settings, name) else None
+        if done is not None:
+            await succeeded(session, attempt)
+    if name is None or done is None:
+        await _failed(runtime, session, attempt)
         log.info("failed login for %r", username[:64])
         return _form_page(request, runtime, next_url, 403, "Invalid username or password", username[:255])
-    async with session.begin():
-        done = await log_in(session, settings, name, authenticator.name)
     runtime.relay.kick()
     secure = secure_cookies(settings.hub_public_url)
     response = RedirectResponse(next_url, status_code=302)
@@ -81,6 +88,28 @@ async def login(
     clear_presession_cookie(response)
     log.info("user %s logged in", name)
     return response
+
+
+async def _throttled(request: Request, runtime: Runtime, session: DbSession, attempt: Attempt, next_url: str,
+                     username: str) -> Response | None:
+    """The 429 page if this name or address must wait (the password is then not checked), else None."""
+    if not runtime.settings.auth.login_throttle:
+        return None
+    async with session.begin():
+        wait = await admit(session, runtime.settings.auth, attempt)
+    if not wait:
+        return None
+    message, seconds = retry_message(wait)
+    log.info("throttled login for %r from %s", username[:64], attempt.client)
+    page = _form_page(request, runtime, next_url, 429, message, username[:255])
+    page.headers["Retry-After"] = str(seconds)
+    return page
+
+
+async def _failed(runtime: Runtime, session: DbSession, attempt: Attempt) -> None:
+    if runtime.settings.auth.login_throttle:
+        async with session.begin():
+            await failed(session, runtime.settings.auth, attempt)
 
 
 @router.get("/hub/logout")

@@ -54,7 +54,7 @@ async def signup(
     try:
         async with session.begin():
             name = await create_account(session, username, password)
-            admins = {u.strip().lower() for u in runtime.settings.auth.admin_users}
+            admins = set(runtime.settings.auth.admin_users)
             if not allowed(runtime.settings, name) or name in admins:  # raising rolls the account back
                 raise FleethubError("This user name may not sign up.", status=403)
     except FleethubError as exc:

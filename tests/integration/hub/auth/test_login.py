@@ -29,7 +29,7 @@ def _cookie_attrs(set_cookies: list[str]) -> dict[str, str]:
 
 
 async def test_login_sets_cookies_session_and_event(hub: Hub) -> None:
-    r = await hub.login(hub.client, "Alice ", "alice-password", next_url=quote("/hub/spawn-pending/alice?x=1", safe=""))
+    r = await hub.login(hub.client, "Alice", "alice-password", next_url=quote("/hub/spawn-pending/alice?x=1", safe=""))
     assert r.status_code == 302 and r.headers["location"] == "/hub/spawn-pending/alice?x=1"
     cookies = _cookie_attrs(r.headers.get_list("set-cookie"))
     login = cookies["jupyterhub-hub-login"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from fleethub.shared.db.models import Account
+from fleethub.shared.db.models import Account, User
 from tests.support.hub import XSRF_FIELD, Hub, hub_settings, running_hub
 
 pytestmark = pytest.mark.integration
@@ -46,7 +46,7 @@ async def test_open_signup(tmp_path: Path, nats_url: str, database_url: str, nat
             r = await c.post("/hub/signup", data={"username": "zed", "password": "zed-password"})
             assert r.status_code == 403
         async with hub.sessions() as s:
-            names = set((await s.execute(select(Account.username))).scalars())
+            names = set((await s.execute(select(User.name).join(Account, Account.user_id == User.id))).scalars())
         assert names == {"admin", "alice", "mallory", "eve"}
         async with hub.new_client() as c:
             assert (await hub.login(c, "alice", "attacker-password")).status_code == 403
