@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from fleethub.services.auth.xsrf import PRESESSION_COOKIE, form_token
-from fleethub.shared.db.models import Account, LoginSession
+from fleethub.shared.db.models import Account, LoginSession, User
 from tests.support.hub import BASE_URL, PASSWORDS, XSRF_FIELD, Hub, hub_settings, running_hub
 
 pytestmark = pytest.mark.integration
@@ -138,7 +138,8 @@ async def test_cross_site_sign_up_is_refused(tmp_path: Path, nats_url: str, data
             r = await victim.post("/hub/signup", data=form, headers={"Sec-Fetch-Site": "same-site"})
             assert r.status_code == 403
         async with hub.sessions() as s:
-            assert "planted" not in set((await s.execute(select(Account.username))).scalars())
+            planted = select(User.name).join(Account, Account.user_id == User.id)
+            assert "planted" not in set((await s.execute(planted)).scalars())
         async with hub.new_client() as attacker:  # the same form from the attacker's own browser is fine
             _plant(attacker, cookies)
             assert (await attacker.post("/hub/signup", data=form, headers=SAME_ORIGIN)).status_code == 201
