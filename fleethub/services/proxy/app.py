@@ -21,9 +21,9 @@ from fleethub.services.proxy.server import ClientConnection
 from fleethub.services.proxy.upstream import Pool
 from fleethub.services.proxy.watch import Watcher
 from fleethub.shared.bus import Bus
-from fleethub.shared.errors import ConfigError
+from fleethub.shared.errors import BusError, ConfigError
 from fleethub.shared.events import ActivityReported, subject_filter
-from fleethub.shared.service import bind_socket, exit_on_hub_shutdown, replica_id, run_async
+from fleethub.shared.service import bind_socket, bus_credentials, exit_on_hub_shutdown, replica_id, run_async
 from fleethub.shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -127,13 +127,16 @@ async def main(settings: ServiceSettings, stop: asyncio.Event, *, reuse_port: bo
     timeout = conf.upstream_timeout
     node = Node(port=port, upstream_timeout=timeout, pool=Pool(connect_timeout=min(CONNECT_TIMEOUT, timeout)),
                 trusted=trust_checker(conf.trusted_proxies))
-    bus = Bus(settings.nats_url, settings.nats_namespace, node_id)
+    bus = Bus(settings.nats_url, settings.nats_namespace, node_id, bus_credentials(settings, "proxy"))
     await bus.connect(timeout=30)
     tasks: list[asyncio.Task[None]] = []
     servers: list[asyncio.Server] = []
     activity_sub = None
     try:
-        await bus.ensure_topology()
+        try:  # the api declares the streams and buckets; the watch waits for them on its own
+            await bus.ensure_topology(timeout=10)
+        except BusError as exc:
+            log.warning("streams and buckets not there yet (%s); starting anyway", str(exc)[:300])
         await exit_on_hub_shutdown(bus, settings.nats_namespace, proxy=True)
         watcher = Watcher(bus, node)
         tasks = [
