@@ -42,7 +42,7 @@ async def relaying(database_url: str, nats_url: str, nats_namespace: str) -> Asy
     try:
         await bus.ensure_topology()
         sessions = make_sessionmaker(engine)
-        yield Relaying(sessions, bus, OutboxRelay(sessions, bus), nats_namespace)
+        yield Relaying(sessions, bus, OutboxRelay(sessions, bus, origin="api"), nats_namespace)
     finally:
         await bus.close()
         await engine.dispose()
@@ -51,7 +51,7 @@ async def relaying(database_url: str, nats_url: str, nats_namespace: str) -> Asy
 async def _enqueue(r: Relaying, names: list[str]) -> None:
     async with r.sessions() as s, s.begin():
         for name in names:
-            enqueue(s, UserCreated(name=name), r.namespace)
+            enqueue(s, UserCreated(name=name), r.namespace, origin="api")
 
 
 async def _published(r: Relaying) -> list[str]:
@@ -122,7 +122,7 @@ async def test_rows_of_one_stream_go_as_atomic_batches(relaying: Relaying) -> No
     names = [f"v{i:04d}" for i in range(BATCH + 37)]
     await _enqueue(relaying, names)
     async with relaying.sessions() as s, s.begin():  # a command between events: a run of its own stream
-        enqueue(s, SpawnServer(user="v0000", server_name="", spawn_id="s1"), relaying.namespace)
+        enqueue(s, SpawnServer(user="v0000", server_name="", spawn_id="s1"), relaying.namespace, origin="api")
     await _enqueue(relaying, [f"w{i:03d}" for i in range(20)])
     assert await relaying.relay.flush() == len(names) + 1 + 20
     published = await _published_with_batches(relaying)
@@ -164,7 +164,7 @@ async def _relay_stops_at(r: Relaying, bad: UserCreated, before: list[str], afte
     batch fails or is refused) and stops at `bad`; once `bad` is removed, `after` follows, in order."""
     await _enqueue(r, before)
     async with r.sessions() as s, s.begin():
-        enqueue(s, bad, r.namespace, msg_id="bad")
+        enqueue(s, bad, r.namespace, msg_id="bad", origin="api")
     await _enqueue(r, after)
     with pytest.raises(BusError):
         await r.relay.flush()

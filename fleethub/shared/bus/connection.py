@@ -165,7 +165,7 @@ class Connection:
                     disconnected_cb=self._on_disconnected,
                     reconnected_cb=self._on_reconnected,
                     closed_cb=self._on_closed,
-                    **options,  # type: ignore[arg-type]
+                    **options,
                 )
                 break
             except Exception as exc:  # nats raises several unrelated types for "not there yet"

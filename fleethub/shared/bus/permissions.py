@@ -48,6 +48,11 @@ SPAWNER_DURABLE = "spawner"
 RECONCILE_SUBJECT = "{ns}.rpc.routes.reconcile"
 
 
+def reconcile_subject(namespace: str) -> str:
+    """The subject of the api's request that a spawner worker reconcile the route table now."""
+    return RECONCILE_SUBJECT.format(ns=namespace)
+
+
 def _events(*models: type[Message]) -> tuple[str, ...]:
     return tuple(subject_filter(m, "{ns}") for m in models)
 
