@@ -28,8 +28,9 @@ class Bus:
         servers: NATS URL(s), comma-separated.
         namespace: prefix of subjects, streams and buckets.
         name: client name shown by the server (service and replica).
-        credentials: the identity (its inbox prefix, and what it declares or waits for: its row of
-            `permissions.TABLE`), its nkey seed and TLS files; None: anonymous, declares everything.
+        credentials: the identity (its inbox prefix, and, with an nkey seed, what it declares or waits
+            for: its row of `permissions.TABLE`), its nkey seed and TLS files; without a seed it declares
+            everything (a server without authorization refuses nothing).
 
     Attributes:
         routes: the route table (`RouteStore`).
@@ -43,9 +44,11 @@ class Bus:
         self.connection = Connection(servers, name, credentials)
         self.namespace = namespace
         self.names = Names(namespace)
-        identity = self.connection.credentials.identity
+        identity, nkey = self.connection.credentials.identity, self.connection.credentials.nkey_file
         role = None
-        if identity is not None:
+        # with credentials, the server lets an identity declare only what its grant says, so it waits for
+        # the rest; an anonymous connection (a server without authorization) declares everything, as before
+        if identity is not None and nkey is not None:
             grant = TABLE[identity]
             role = Role(declares=frozenset(grant.declares), updates=grant.updates, needs=frozenset(grant.needs))
         self.topology = Topology(self.connection, self.names, role)
