@@ -4,6 +4,7 @@ callback wired to logs and to `Connection.healthy`, and drain on close."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -87,6 +88,7 @@ class Connection:
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
         self._closing = False
+        self._refused = asyncio.Event()
 
     @property
     def nc(self) -> NatsClient:
@@ -111,7 +113,11 @@ class Connection:
         return self._js
 
     async def _on_error(self, exc: Exception) -> None:
-        if "permissions violation" in str(exc).lower():
+        if "authorization violation" in str(exc).lower():
+            log.error("NATS refused the credentials of %s: %s", self.credentials.identity or "an anonymous client", exc)
+            if self._nc is None:  # still connecting: nats-py would retry forever; `connect` gives up
+                self._refused.set()
+        elif "permissions violation" in str(exc).lower():
             # the server refused a publish or subscription (the message names the subject): a bug in the
             # permission table, or a compromised process trying what it may not
             log.error("nats refused (%s): %s", self.credentials.identity or "no identity", exc)
@@ -152,31 +158,47 @@ class Connection:
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
             try:
-                self._nc = await nats.connect(
-                    servers=self.servers,
-                    name=self.name,
-                    max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.5,
-                    ping_interval=2,
-                    max_outstanding_pings=3,
-                    connect_timeout=2,
-                    allow_reconnect=True,
-                    error_cb=self._on_error,
-                    disconnected_cb=self._on_disconnected,
-                    reconnected_cb=self._on_reconnected,
-                    closed_cb=self._on_closed,
-                    **options,
-                )
+                self._nc = await self._open(options)
                 break
+            except BusError:
+                raise
             except Exception as exc:  # nats raises several unrelated types for "not there yet"
-                if "authorization violation" in str(exc).lower():  # refused: retrying will not help
-                    raise BusError(f"NATS at {','.join(self.servers)} refused this client's credentials "
-                                   f"(identity {self.credentials.identity}): {exc}") from None
                 if asyncio.get_running_loop().time() > deadline:
                     raise BusError(f"cannot connect to NATS at {','.join(self.servers)}: {exc}") from None
                 await asyncio.sleep(0.2)
         self._js = self._nc.jetstream(timeout=5)
         self.healthy.set()
+
+    async def _open(self, options: dict[str, object]) -> NatsClient:
+        """One `nats.connect`, abandoned (BusError) as soon as the server refuses the credentials."""
+        self._refused.clear()
+        attempt = asyncio.ensure_future(nats.connect(
+            servers=self.servers,
+            name=self.name,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            ping_interval=2,
+            max_outstanding_pings=3,
+            connect_timeout=2,
+            allow_reconnect=True,
+            error_cb=self._on_error,
+            disconnected_cb=self._on_disconnected,
+            reconnected_cb=self._on_reconnected,
+            closed_cb=self._on_closed,
+            **options,
+        ))
+        refused = asyncio.ensure_future(self._refused.wait())
+        try:
+            await asyncio.wait({attempt, refused}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            refused.cancel()
+        if attempt.done():
+            return attempt.result()
+        attempt.cancel()
+        with contextlib.suppress(BaseException):
+            await attempt
+        raise BusError(f"NATS at {','.join(self.servers)} refused the credentials of "
+                       f"{self.credentials.identity or 'an anonymous client'} (nats_nkey_file)")
 
     async def close(self) -> None:
         """Drain and close the connection."""
