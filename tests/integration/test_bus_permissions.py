@@ -249,7 +249,7 @@ async def test_the_events_identity_consumes_events_with_a_durable_of_its_own(wor
         data = [json.loads(m.data) for m in msgs]
         assert any(d["type"] == "user.created" and d["data"]["name"] == "carol" for d in data)
         for m in msgs:
-            await m.ack()
+            await m.ack_sync()  # acknowledged by the server before the consumer is inspected
         info = await js.consumer_info(names.evt_stream, "external-audit")
         assert info.num_ack_pending == 0
     finally:

@@ -151,7 +151,7 @@ TABLE: dict[str, Grant] = {
     "proxy": Grant(
         does="reads routes and the registry; publishes activity; its route API writes `path.` routes only",
         publish=(*_events(ActivityReported), *_stream_info("{EVT}"), *_kv_read("{ROUTES}"),
-                 *_kv_read("{REGISTRY}"), "$KV.{ROUTES}.path.>"),
+                 *_kv_read("{REGISTRY}"), "$KV.{ROUTES}.path", "$KV.{ROUTES}.path.>"),
         subscribe=(*_events(ActivityReported), *SHUTDOWN),
         needs=("evt", "routes", "registry"),
     ),

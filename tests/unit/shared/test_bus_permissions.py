@@ -45,7 +45,8 @@ def test_only_the_spawner_writes_routes_and_each_registry_writer_its_own_keys() 
         return {i for i in IDENTITIES if any(p.startswith(prefix) for p in grants(i, NAMES).publish)}
 
     assert writers("$KV.fh_routes.") == {"spawner", "proxy"}
-    assert [p for p in grants("proxy", NAMES).publish if p.startswith("$KV.fh_routes.")] == ["$KV.fh_routes.path.>"]
+    assert [p for p in grants("proxy", NAMES).publish if p.startswith("$KV.fh_routes.")] == ["$KV.fh_routes.path",
+                                                                                     "$KV.fh_routes.path.>"]
     assert writers("$KV.fh_registry.auth.") == {"auth"} and writers("$KV.fh_registry.api.") == {"api"}
     assert writers("$JS.API.STREAM.UPDATE.") == {"api"}
     assert writers("$JS.API.STREAM.CREATE.") == {"api", "auth"}
