@@ -27,6 +27,15 @@ def inbox_prefix(identity: str) -> str:
     return f"_INBOX_{identity}"
 
 
+def _tls_error(exc: Exception) -> bool:
+    """Whether `exc` says the TLS settings do not fit the server (retrying cannot help)."""
+    import ssl
+
+    from nats.errors import SecureConnFailedError, SecureConnRequiredError, SecureConnWantedError
+
+    return isinstance(exc, (ssl.SSLError, SecureConnFailedError, SecureConnRequiredError, SecureConnWantedError))
+
+
 @dataclass(frozen=True)
 class Credentials:
     """Who a connection is: its identity (inbox prefix `_INBOX_<identity>`), its nkey seed file, and the
@@ -89,6 +98,7 @@ class Connection:
         self._js: JetStreamContext | None = None
         self._closing = False
         self._refused = asyncio.Event()
+        self._refusal = ""
 
     @property
     def nc(self) -> NatsClient:
@@ -113,11 +123,14 @@ class Connection:
         return self._js
 
     async def _on_error(self, exc: Exception) -> None:
-        if "authorization violation" in str(exc).lower():
-            log.error("NATS refused the credentials of %s: %s", self.credentials.identity or "an anonymous client", exc)
+        text = str(exc).lower()
+        if "authorization violation" in text or _tls_error(exc):
+            what = "credentials" if "authorization" in text else "TLS settings"
+            log.error("NATS refused the %s of %s: %s", what, self.credentials.identity or "an anonymous client", exc)
             if self._nc is None:  # still connecting: nats-py would retry forever; `connect` gives up
+                self._refusal = f"{what} refused: {exc or type(exc).__name__}"
                 self._refused.set()
-        elif "permissions violation" in str(exc).lower():
+        elif "permissions violation" in text:
             # the server refused a publish or subscription (the message names the subject): a bug in the
             # permission table, or a compromised process trying what it may not
             log.error("nats refused (%s): %s", self.credentials.identity or "no identity", exc)
@@ -197,8 +210,9 @@ class Connection:
         attempt.cancel()
         with contextlib.suppress(BaseException):
             await attempt
-        raise BusError(f"NATS at {','.join(self.servers)} refused the credentials of "
-                       f"{self.credentials.identity or 'an anonymous client'} (nats_nkey_file)")
+        raise BusError(f"cannot connect to NATS at {','.join(self.servers)} as "
+                       f"{self.credentials.identity or 'an anonymous client'}: {self._refusal} "
+                       "(nats_nkey_file, nats_tls_* settings)")
 
     async def close(self) -> None:
         """Drain and close the connection."""
