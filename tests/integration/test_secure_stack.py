@@ -100,3 +100,44 @@ async def test_the_whole_flow_works_under_the_permissions(cluster: Cluster, secu
     assert secure.violations() == [], secure.violations()
     logs = "".join(p.read_text(errors="replace") for p in cluster.log_dir.glob("*.log"))
     assert "nats refused" not in logs and "without credentials" not in logs, logs
+
+
+async def test_auth_brings_the_registry_back_after_a_nats_restart(tmp_path: Path) -> None:
+    """The registry bucket is in memory: a restarted NATS has lost it. Proxies may only read it; the
+    auth replica announcing itself creates it again, and the proxy sees the entry."""
+    import asyncio
+
+    from fleethub.shared.events import RegistryEntry
+    from fleethub.shared.registry import announce
+
+    with secure_nats(tmp_path / "securenats", NS, port=free_port()) as secure:
+        api, auth, proxy = secure.bus("api"), secure.bus("auth"), secure.bus("proxy")
+        task = None
+        try:
+            for b in (api, auth, proxy):
+                await b.connect()
+            await api.ensure_topology()
+            await api.close()  # only auth runs from here on
+            entry = RegistryEntry(service="auth", replica="a1", url="http://127.0.0.1:40111")
+            task = asyncio.create_task(announce(auth, entry, interval=0.2))
+            await wait_for(lambda: _keys(proxy), what="the entry")
+            secure.server.stop()
+            secure.server.start()  # same port, same data: the file streams are back, the registry is not
+            await wait_for(lambda: _keys(proxy), timeout=20, what="the entry after the restart")
+        finally:
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            for b in (api, auth, proxy):
+                await b.close()
+        assert [v for v in secure.violations() if ":test-" in v] == []
+
+
+async def _keys(bus: object) -> bool:
+    from fleethub.shared.bus import Bus, BusError
+
+    assert isinstance(bus, Bus)
+    try:
+        return "auth.a1" in await bus.registry.keys()
+    except BusError:
+        return False

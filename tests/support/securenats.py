@@ -45,11 +45,12 @@ class SecureNats:
 
 
 @contextlib.contextmanager
-def secure_nats(directory: Path, namespace: str) -> Iterator[SecureNats]:
-    """Start an auth-enabled NATS for `namespace` under `directory`; stopped on exit."""
+def secure_nats(directory: Path, namespace: str, port: int | None = None) -> Iterator[SecureNats]:
+    """Start an auth-enabled NATS for `namespace` under `directory` (on `port`, which a restart keeps;
+    None: a free one at each start); stopped on exit."""
     keys = directory / "keys"
     config = write_config(keys, namespace)
-    with EmbeddedNats(directory / "nats", config=config) as server:
+    with EmbeddedNats(directory / "nats", port=port, config=config) as server:
         yield SecureNats(server, keys, namespace)
 
 
