@@ -262,6 +262,10 @@ async def test_the_events_identity_consumes_events_with_a_durable_of_its_own(wor
 
 
 async def test_services_do_their_own_work_without_a_violation(world: World) -> None:
+    def own_violations() -> list[str]:  # the services' buses (raw clients provoke violations on purpose)
+        return [v for v in world.secure.violations() if ":test-" in v]
+
+    before = own_violations()
     b = world.bus
     await b["spawner"].routes.put(route_key("carl"), BOB)
     await b["spawner"].routes.delete(route_key("carl"))
@@ -271,5 +275,19 @@ async def test_services_do_their_own_work_without_a_violation(world: World) -> N
     await b["proxy"].publish(ActivityReported(node="n1"))
     await b["culler"].publish(StopServer(user="bob", reason="culler"))
     await b["auth"].publish(UserLoggedIn(name="bob", authenticator="password"))
-    # the raw clients of the other tests provoke violations on purpose; the services' buses never do
-    assert [v for v in world.secure.violations() if ":test-" in v] == []
+    assert own_violations() == before
+
+
+async def test_a_refused_write_is_logged_at_error_with_its_subject(world: World,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+    import logging
+
+    caplog.set_level(logging.WARNING, "fleethub.shared.bus.connection")
+    with pytest.raises((BusError, asyncio.TimeoutError)):
+        await asyncio.wait_for(world.bus["proxy"].routes.put(route_key("bob"), BOB), 1.5)
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert any(f"$kv.{NS}_routes.user.bob._" in r.getMessage().lower() for r in errors), caplog.text
+    # and the server's own log names the identity and the subject
+    assert any("Publish Violation" in v and f"$KV.{NS}_routes.user.bob._" in v and ":test-proxy" in v
+               for v in world.secure.violations())
