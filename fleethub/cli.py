@@ -1,4 +1,4 @@
-"""The `fleethub` command: `up`, `run SERVICE`, `migrate`, `token USER`."""
+"""The `fleethub` command: `up`, `run SERVICE`, `migrate`, `token USER`, `nats-config --out DIR`."""
 
 from __future__ import annotations
 
@@ -81,6 +81,13 @@ def cmd_token(args: argparse.Namespace) -> int:
     return token(args)
 
 
+def cmd_nats_config(args: argparse.Namespace) -> int:
+    """Write the NATS seeds and authorization block for an external NATS server."""
+    from fleethub.up import nats_config
+
+    return nats_config(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `fleethub` command."""
     parser = argparse.ArgumentParser(prog="fleethub", description="A multi-user Jupyter hub on NATS and PostgreSQL.")
@@ -108,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--note", default="fleethub token", help="note stored with the token")
     common(p)
     p.set_defaults(func=cmd_token)
+
+    p = sub.add_parser("nats-config", help="write NATS credentials (one nkey seed per service) and the "
+                                          "nats-server authorization block for an external NATS")
+    p.add_argument("--out", type=Path, required=True, help="directory of the seeds (0700) and authorization.conf")
+    p.add_argument("--namespace", default=None, help="namespace of the hub (default: from the configuration)")
+    common(p)
+    p.set_defaults(func=cmd_nats_config)
     return parser
 
 

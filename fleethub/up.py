@@ -25,6 +25,7 @@ from fleethub.shared.settings import ServiceSettings, child_env, load_settings
 
 SERVICE_ORDER = ("auth", "api", "spawner", "proxy", "culler")
 RUNTIME_FILE = "runtime.json"
+NATS_KEYS_DIR = "nats-keys"  # 0700: one 0600 nkey seed per service, and the server's authorization block
 ADMIN_PASSWORD_FILE = "admin-password"
 DEFAULT_ADMIN = "admin"
 
@@ -144,7 +145,11 @@ def _wait_http(request: urllib.request.Request, ctx: ssl.SSLContext | None, time
     raise ConfigError(f"fleethub did not answer at {request.full_url} within {timeout:.0f}s")
 
 
-def _start_service(name: str, settings: ServiceSettings) -> subprocess.Popen[bytes]:
+def _start_service(name: str, settings: ServiceSettings, nkeys: Path | None) -> subprocess.Popen[bytes]:
+    if nkeys is not None:  # each child gets its own seed file only
+        from fleethub.shared.bus.natsconfig import seed_file
+
+        settings = settings.model_copy(update={"nats_nkey_file": seed_file(nkeys, name)})
     return subprocess.Popen([sys.executable, "-m", "fleethub", "run", name], env=child_env(settings))
 
 
@@ -184,8 +189,15 @@ def up(args: argparse.Namespace) -> int:
     with _data_dir_lock(data_dir), contextlib.ExitStack() as stack:
         updates: dict[str, Any] = {"data_dir": data_dir}
         own_pids: list[int] = []
+        nkeys: Path | None = None
         if "nats_url" not in settings.model_fields_set:
-            nats = stack.enter_context(EmbeddedNats(data_dir / "nats"))
+            from fleethub.shared.bus.natsconfig import private_dir, write_config
+
+            # seeds are made once and kept (regenerated only when missing); the server is told only the
+            # public keys, with each service's permissions, and refuses a client without credentials
+            nkeys = data_dir / NATS_KEYS_DIR
+            auth_conf = write_config(nkeys, settings.nats_namespace)
+            nats = stack.enter_context(EmbeddedNats(private_dir(data_dir / "nats"), config=auth_conf))
             updates["nats_url"] = nats.url
             own_pids.append(nats.proc.pid if nats.proc else 0)
         if "database_url" not in settings.model_fields_set:
@@ -210,7 +222,7 @@ def up(args: argparse.Namespace) -> int:
         stack.callback(lambda: end_processes(orphaned_children({*own_pids, *(p.pid for p in procs.values())})))
         stack.callback(lambda: _stop_all(procs))
         for name in SERVICE_ORDER:
-            procs[name] = _start_service(name, settings)
+            procs[name] = _start_service(name, settings, nkeys)
         url = settings.hub_public_url
         probe, ctx = _local_probe(settings)
         _wait_http(probe, ctx, 60, procs)
@@ -238,7 +250,7 @@ def up(args: argparse.Namespace) -> int:
                 delay = min(2 ** len(recent) * 0.5, 10)
                 print(f"service {name} exited with {proc.returncode}; restarting in {delay:.1f}s", file=sys.stderr)
                 time.sleep(delay)
-                procs[name] = _start_service(name, settings)
+                procs[name] = _start_service(name, settings, nkeys)
         print("fleethub is stopping", flush=True)
     return 0
 
@@ -288,4 +300,18 @@ def token(args: argparse.Namespace) -> int:
                     f"no fleethub database in {data_dir}: run `fleethub up` first or set FLEETHUB_DATABASE_URL"
                 )
         print(asyncio.run(_mint_token(url, args.user, args.note)))
+    return 0
+
+
+def nats_config(args: argparse.Namespace) -> int:
+    """Write one nkey seed per service (and `events`) and the nats-server `authorization` block to
+    `args.out`, for an operator's own NATS; seeds already there are kept."""
+    from fleethub.shared.bus.natsconfig import SEED_SUFFIX, write_config
+
+    namespace = args.namespace or _load(args).nats_namespace
+    out = Path(args.out).resolve()
+    conf = write_config(out, namespace)
+    print(f"wrote {conf} (public keys and permissions: include it in the nats-server config)")
+    print(f"seeds (secrets, 0600) in {out}: give each service only its own, e.g. "
+          f"FLEETHUB_NATS_NKEY_FILE={out / ('api' + SEED_SUFFIX)} for the api")
     return 0

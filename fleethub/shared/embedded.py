@@ -198,20 +198,26 @@ class EmbeddedNats(_Managed):
         proc: the server process of the last start, or None before the first.
     """
 
-    def __init__(self, data_dir: Path, port: int | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(self, data_dir: Path, port: int | None = None, host: str = "127.0.0.1",
+                 config: Path | None = None, tls: tuple[Path, Path] | None = None) -> None:
         """Describe a server; nothing runs until `start`.
 
         Args:
             data_dir: directory for JetStream storage and the log (created if missing).
             port: client port; a free one is picked at each start when None.
             host: address to listen on.
+            config: a nats-server config file to include (the `authorization` block of
+                `fleethub.shared.bus.natsconfig`); None: no authentication.
+            tls: certificate and key files: the server then requires TLS (`tls://` URL).
         """
         super().__init__(data_dir, port, host)
+        self.config = config
+        self.tls = tls
 
     @property
     def url(self) -> str:
-        """The client URL, `nats://host:port` (valid after start)."""
-        return f"nats://{self.host}:{self.port}"
+        """The client URL, `nats://host:port` (`tls://` with TLS; valid after start)."""
+        return f"{'tls' if self.tls else 'nats'}://{self.host}:{self.port}"
 
     @property
     def log(self) -> Path:
@@ -236,11 +242,13 @@ class EmbeddedNats(_Managed):
             assert port is not None
             # a name of our own: proves that what answers on the port is this server
             name = f"fleethub-{secrets.token_hex(6)}"
-            self.proc = _spawn(
-                [str(nats_server_binary()), "-a", self.host, "-p", str(port), "-n", name, "-js",
-                 "-sd", str(self.data_dir / "jetstream")],
-                self.log,
-            )
+            args = [str(nats_server_binary()), "-a", self.host, "-p", str(port), "-n", name, "-js",
+                    "-sd", str(self.data_dir / "jetstream")]
+            if self.config is not None:
+                args += ["-c", str(self.config)]
+            if self.tls is not None:
+                args += ["--tls", "--tlscert", str(self.tls[0]), "--tlskey", str(self.tls[1])]
+            self.proc = _spawn(args, self.log)
             self.port = port
             try:
                 self._wait_ready(name, deadline)

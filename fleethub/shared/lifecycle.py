@@ -279,10 +279,12 @@ class Relay(Protocol):
 
 @dataclass(frozen=True)
 class Announcer:
-    """Where a transition's events go: the outbox of `namespace`, published by `relay` once committed."""
+    """Where a transition's events go: the outbox of `namespace`, published by `relay` (the relay of the
+    service `origin`, whose rows they are) once committed."""
 
     namespace: str
     relay: Relay
+    origin: str
 
 
 @overload
@@ -315,7 +317,7 @@ async def transition(session: AsyncSession, change: Transition | Request,
         messages = change.events
     if row is not None and messages:
         for message in messages:
-            enqueue(session, message, announcer.namespace)
+            enqueue(session, message, announcer.namespace, origin=announcer.origin)
         relay = announcer.relay
         # after the commit, not before: a relay woken earlier finds nothing yet and sleeps a poll interval
         event.listen(session.sync_session, "after_commit", lambda _session: relay.kick(), once=True)

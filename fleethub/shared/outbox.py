@@ -4,7 +4,9 @@
 (with the row's message id as `Nats-Msg-Id`, so a crash between publish and mark is deduplicated)
 and marks them. Consecutive rows bound for one stream go as one atomic batch where the server takes
 them (nats-server 2.12+), else one acknowledged message at a time. Any number of relays may run: rows
-are claimed with `FOR UPDATE SKIP LOCKED`.
+are claimed with `FOR UPDATE SKIP LOCKED`. Each row names its origin, the service that wrote it, and a
+relay claims only its own service's rows: a service's NATS identity may publish only its own subjects
+(`fleethub.shared.bus.permissions`), so the auth service's relay never publishes a command.
 """
 
 from __future__ import annotations
@@ -28,13 +30,16 @@ BATCH = 200
 RETENTION = timedelta(hours=1)
 
 
-def enqueue(session: AsyncSession, message: Message, namespace: str, msg_id: str | None = None) -> str:
-    """Add `message` to the outbox within `session`'s transaction; returns its message id."""
+def enqueue(session: AsyncSession, message: Message, namespace: str, msg_id: str | None = None, *,
+            origin: str) -> str:
+    """Add `message` to the outbox within `session`'s transaction, to be published by the relay of the
+    service `origin`; returns its message id."""
     env = wrap(message, msg_id)
     session.add(
         OutboxMessage(
             msg_id=env.id,
             kind=message.KIND,
+            origin=origin,
             subject=subject_of(message, namespace),
             payload=env.model_dump_json(),
         )
@@ -43,11 +48,14 @@ def enqueue(session: AsyncSession, message: Message, namespace: str, msg_id: str
 
 
 class OutboxRelay:
-    """Publishes committed outbox rows; `kick()` after a commit publishes at once, a poll catches the rest."""
+    """Publishes the committed outbox rows of service `origin`; `kick()` after a commit publishes at once, a
+    poll catches the rest."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], bus: Bus, poll_interval: float = 0.25) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], bus: Bus, poll_interval: float = 0.25, *,
+                 origin: str) -> None:
         self._sessions = sessions
         self._bus = bus
+        self.origin = origin
         self._poll = poll_interval
         self._wake = asyncio.Event()
         self._last_cleanup = 0.0
@@ -64,7 +72,7 @@ class OutboxRelay:
                 rows = (
                     await session.execute(
                         select(OutboxMessage)
-                        .where(OutboxMessage.published_at.is_(None))
+                        .where(OutboxMessage.published_at.is_(None), OutboxMessage.origin == self.origin)
                         .order_by(OutboxMessage.id)
                         .limit(BATCH)
                         .with_for_update(skip_locked=True)

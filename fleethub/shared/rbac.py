@@ -21,7 +21,7 @@ def access_changed(session: AsyncSession, namespace: str, *, users: Iterable[str
     """Announce (with the transaction that changes them) that these principals' scopes may have changed;
     every api replica then forgets their cached scopes."""
     enqueue(session, AccessChanged(users=sorted(set(users)), services=sorted(set(services)), everyone=everyone),
-            namespace)
+            namespace, origin="api")  # the api alone announces access changes (bus permissions)
 
 
 # ---------------------------------------------------------------------------------------------

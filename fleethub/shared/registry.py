@@ -26,6 +26,10 @@ async def announce(bus: Bus, entry: RegistryEntry, interval: float = REGISTRY_TT
                 await bus.registry.put(entry)
             except BusError as exc:  # NATS away: keep trying; proxies keep their last view meanwhile
                 log.warning("registry refresh failed: %s", exc)
+                # a restarted NATS has lost the in-memory bucket: auth and the api may create it again
+                # (the proxies, which read it, may not), and do so here
+                with contextlib.suppress(BusError):
+                    await bus.ensure_topology(timeout=min(interval, 2.0))
             await asyncio.sleep(interval)
     finally:
         with contextlib.suppress(Exception):

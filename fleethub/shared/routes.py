@@ -1,20 +1,24 @@
 """The user and service routes of the route table, and their reconciliation with PostgreSQL.
 
 The spawner puts and deletes a server's route as it starts and stops it; the reconciliation round
-(run by spawner workers, and by the api for `POST/PATCH /hub/api/proxy`, under one cluster-wide
-lock) makes the table equal what PostgreSQL says is running plus the configured services. It lives
-here, over the bus and the database, so that no service package imports another's.
+(run by spawner workers, under one cluster-wide lock) makes the table equal what PostgreSQL says is
+running plus the configured services. The spawner alone may write routes (bus permissions): the api's
+`POST/PATCH /hub/api/proxy` asks a spawner worker for a round (`request_reconciliation`, answered by
+`serve_reconciliation`). It lives here, over the bus and the database, so that no service package
+imports another's.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from fleethub.shared.bus import Bus, BusError
+from fleethub.shared.bus import Bus, BusError, reconcile_subject
 from fleethub.shared.db.locks import AdvisoryLock, lock, try_lock, unlock
 from fleethub.shared.db.models import HubServiceRow, ServerState
 from fleethub.shared.events import Route
@@ -110,3 +114,34 @@ async def reconcile_round(engine: AsyncEngine, sessions: async_sessionmaker[Asyn
             return await reconcile(bus, routes, services)
         finally:
             await unlock(conn, AdvisoryLock.ROUTE_RECONCILE)
+
+
+RECONCILE_TIMEOUT = 30.0  # seconds the api waits for a spawner worker's round (it may queue behind one)
+
+
+async def serve_reconciliation(bus: Bus, engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession],
+                               configured: Iterable[HubService]) -> Any:
+    """Answer the api's reconciliation requests (one spawner worker takes each): run a round, waiting for
+    the lock, and answer `{"put": n, "deleted": n}`. Returns the subscription."""
+
+    async def answer(_body: bytes) -> bytes:
+        put, deleted = await reconcile_round(engine, sessions, bus, configured, wait=True) or (0, 0)
+        return json.dumps({"put": put, "deleted": deleted}).encode()
+
+    return await bus.serve(reconcile_subject(bus.namespace), "spawner", answer)
+
+
+async def request_reconciliation(bus: Bus, timeout: float = RECONCILE_TIMEOUT) -> tuple[int, int]:
+    """Have a spawner worker reconcile the route table now; returns (put, deleted).
+
+    Raises:
+        BusError: no spawner worker answered (none runs, or not in time).
+    """
+    try:
+        raw = await bus.request(reconcile_subject(bus.namespace), b"", timeout)
+        answer = json.loads(raw)
+        return int(answer["put"]), int(answer["deleted"])
+    except BusError as exc:
+        raise BusError(f"no spawner worker reconciled the route table: {exc}") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BusError(f"a spawner worker gave an unreadable answer: {exc}") from None

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from fleethub.shared.bus import Bus
+from fleethub.shared.bus import Bus, Credentials
 from fleethub.shared.errors import ConfigError
 from fleethub.shared.lifecycle import Announcer
 from fleethub.shared.settings import ListenSettings, ServiceSettings
@@ -35,6 +35,12 @@ log = logging.getLogger(__name__)
 def replica_id(service: str) -> str:
     """A new id for one replica of `service`."""
     return f"{service}-{uuid.uuid4().hex[:10]}"
+
+
+def bus_credentials(settings: ServiceSettings, identity: str) -> Credentials:
+    """The NATS credentials of `identity` (a service of the permission table) from `settings`."""
+    return Credentials(identity=identity, nkey_file=settings.nats_nkey_file, tls_ca_file=settings.nats_tls_ca_file,
+                       tls_cert_file=settings.nats_tls_cert_file, tls_key_file=settings.nats_tls_key_file)
 
 
 @dataclass
@@ -55,7 +61,7 @@ class Runtime:
     @property
     def announcer(self) -> Announcer:
         """Where this process's server transitions announce themselves (`lifecycle.transition`)."""
-        return Announcer(self.settings.nats_namespace, self.relay)
+        return Announcer(self.settings.nats_namespace, self.relay, self.relay.origin)
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """Run a background task for the life of the runtime; a crash is logged, not swallowed silently."""
@@ -89,11 +95,11 @@ async def open_runtime(settings: ServiceSettings, service: str, *, pool_size: in
     try:
         await ensure_migrated(engine)
         key = settings.secret_key.get_secret_value() if settings.secret_key else await load_secret_key(engine)
-        bus = Bus(settings.nats_url, settings.nats_namespace, replica)
+        bus = Bus(settings.nats_url, settings.nats_namespace, replica, bus_credentials(settings, service))
         await bus.connect()
         await bus.ensure_topology()
         sessions = make_sessionmaker(engine)
-        relay = OutboxRelay(sessions, bus)
+        relay = OutboxRelay(sessions, bus, origin=service)
         runtime = Runtime(settings, replica, engine, sessions, bus, key, relay,
                           read_sessions=make_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT")))
         runtime.spawn(relay.run(), "outbox-relay")

@@ -415,6 +415,18 @@ class ServiceSettings(BaseSettings):
     nats_namespace: str = Field(
         "fh", pattern=r"^[a-z][a-z0-9]{0,15}$", description="Prefix of every subject, stream and bucket."
     )
+    nats_nkey_file: Path | None = Field(
+        None,
+        description="File (0600) holding this service's NATS nkey seed (`fleethub nats-config` writes one per "
+        "service; `fleethub up` passes each child its own); unset: connect without credentials (warned).",
+    )
+    nats_tls_ca_file: Path | None = Field(
+        None, description="CA certificate the NATS server's certificate is checked against (`tls://` URLs)."
+    )
+    nats_tls_cert_file: Path | None = Field(
+        None, description="Client certificate presented to NATS (mutual TLS), with nats_tls_key_file."
+    )
+    nats_tls_key_file: Path | None = Field(None, description="Key of nats_tls_cert_file.")
     database_url: Secret | None = Field(None, description="PostgreSQL URL (postgresql://… or postgresql+asyncpg://…).")
     public_url: str | None = Field(
         None, description="Public URL of the hub; default http://<proxy.host>:<proxy.port>."

@@ -46,7 +46,7 @@ class Db:
 
     @property
     def announcer(self) -> Announcer:
-        return Announcer(NS, self.relay)
+        return Announcer(NS, self.relay, "spawner")
 
     async def apply(self, change: Transition) -> ServerState | None:
         async with self.sessions() as session, session.begin():

@@ -1,4 +1,4 @@
-"""Revision 0007 on a database holding data: accounts move from names to user ids (a deleted user's stale
+"""Revision 0006 on a database holding data: accounts move from names to user ids (a deleted user's stale
 account is dropped), and the downgrade gives the names back."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ async def test_accounts_follow_user_ids_through_the_upgrade_and_back(database_ur
     engine = make_engine(database_url, pool_size=1)
     try:
         async with engine.begin() as conn:
-            await conn.run_sync(_to("0004"))
+            await conn.run_sync(_to("0005"))
             await conn.execute(text("INSERT INTO users (name) VALUES ('frank'), ('vic'), ('nopass')"))
             # 'carol2' is the review's stale account: its user was deleted, the account stayed
             await conn.execute(text("INSERT INTO accounts (username, password_hash) VALUES "
@@ -42,7 +42,7 @@ async def test_accounts_follow_user_ids_through_the_upgrade_and_back(database_ur
             await conn.execute(text("DELETE FROM users WHERE name = 'vic'"))  # ON DELETE CASCADE
             assert (await conn.execute(text("SELECT count(*) FROM accounts"))).scalar_one() == 1
         async with engine.begin() as conn:
-            await conn.run_sync(_to("0004", down=True))
+            await conn.run_sync(_to("0005", down=True))
             rows = (await conn.execute(text("SELECT username, password_hash FROM accounts"))).all()
             assert [tuple(r) for r in rows] == [("frank", "h-frank")]
             await conn.run_sync(_to("head"))  # and up again

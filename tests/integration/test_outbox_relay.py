@@ -5,12 +5,14 @@ it marked published."""
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -42,7 +44,7 @@ async def relaying(database_url: str, nats_url: str, nats_namespace: str) -> Asy
     try:
         await bus.ensure_topology()
         sessions = make_sessionmaker(engine)
-        yield Relaying(sessions, bus, OutboxRelay(sessions, bus), nats_namespace)
+        yield Relaying(sessions, bus, OutboxRelay(sessions, bus, origin="api"), nats_namespace)
     finally:
         await bus.close()
         await engine.dispose()
@@ -51,7 +53,7 @@ async def relaying(database_url: str, nats_url: str, nats_namespace: str) -> Asy
 async def _enqueue(r: Relaying, names: list[str]) -> None:
     async with r.sessions() as s, s.begin():
         for name in names:
-            enqueue(s, UserCreated(name=name), r.namespace)
+            enqueue(s, UserCreated(name=name), r.namespace, origin="api")
 
 
 async def _published(r: Relaying) -> list[str]:
@@ -98,7 +100,8 @@ async def test_a_row_that_cannot_be_published_stops_the_relay_there(relaying: Re
     before, after = [f"a{i:03d}" for i in range(100)], [f"b{i:03d}" for i in range(100)]
     await _enqueue(relaying, before)
     async with relaying.sessions() as s, s.begin():  # a subject no stream takes: JetStream has no responder
-        s.add(OutboxMessage(msg_id="poison", kind="evt", subject=f"{relaying.namespace}.nowhere.x", payload="{}"))
+        s.add(OutboxMessage(msg_id="poison", kind="evt", origin="api", subject=f"{relaying.namespace}.nowhere.x",
+                            payload="{}"))
     await _enqueue(relaying, after)
     with pytest.raises(BusError):
         await relaying.relay.flush()
@@ -122,7 +125,7 @@ async def test_rows_of_one_stream_go_as_atomic_batches(relaying: Relaying) -> No
     names = [f"v{i:04d}" for i in range(BATCH + 37)]
     await _enqueue(relaying, names)
     async with relaying.sessions() as s, s.begin():  # a command between events: a run of its own stream
-        enqueue(s, SpawnServer(user="v0000", server_name="", spawn_id="s1"), relaying.namespace)
+        enqueue(s, SpawnServer(user="v0000", server_name="", spawn_id="s1"), relaying.namespace, origin="api")
     await _enqueue(relaying, [f"w{i:03d}" for i in range(20)])
     assert await relaying.relay.flush() == len(names) + 1 + 20
     published = await _published_with_batches(relaying)
@@ -164,7 +167,7 @@ async def _relay_stops_at(r: Relaying, bad: UserCreated, before: list[str], afte
     batch fails or is refused) and stops at `bad`; once `bad` is removed, `after` follows, in order."""
     await _enqueue(r, before)
     async with r.sessions() as s, s.begin():
-        enqueue(s, bad, r.namespace, msg_id="bad")
+        enqueue(s, bad, r.namespace, msg_id="bad", origin="api")
     await _enqueue(r, after)
     with pytest.raises(BusError):
         await r.relay.flush()
@@ -242,3 +245,35 @@ async def test_batches_are_tried_again_after_a_refusal(relaying: Relaying, monke
     assert {batch for _, batch in published[:30]} == {None}
     batches = {batch for _, batch in published[30:]}
     assert len(batches) == 1 and None not in batches
+
+
+async def test_a_relay_publishes_only_its_own_services_rows(relaying: Relaying) -> None:
+    # the security review: any relay published any row (the auth service could publish the api's
+    # events and commands); now the auth relay leaves the api's rows to the api's relay
+    await _enqueue(relaying, ["own1", "own2"])
+    auth_relay = OutboxRelay(relaying.sessions, relaying.bus, origin="auth")
+    assert await auth_relay.flush() == 0
+    assert await _pending(relaying) == 2 and await _published(relaying) == []
+    async with relaying.sessions() as s, s.begin():
+        enqueue(s, UserCreated(name="authrow"), relaying.namespace, origin="auth")
+    assert await auth_relay.flush() == 1  # its own row only
+    assert await _published(relaying) == ["authrow"]
+    assert await relaying.relay.flush() == 2
+    assert await _published(relaying) == ["authrow", "own1", "own2"]
+
+
+async def test_the_migration_gives_unpublished_rows_the_service_that_wrote_them(database_url: str) -> None:
+    """Rows left unpublished by the previous version get the origin of the service that writes them."""
+    migration = importlib.import_module("fleethub.shared.db.migrations.versions.0005_outbox_origin")
+    engine = make_engine(database_url, pool_size=1)
+    cases = {"fh.cmd.spawn.alice._": "api", "fh.cmd.stop.alice._": "api", "fh.evt.server.ready": "spawner",
+             "fh.evt.server.progress": "spawner", "fh.evt.user.logged_in": "auth", "fh.evt.user.logged_out": "auth",
+             "fh.evt.user.created": "api", "fh.evt.access.changed": "api", "fh.evt.hub.shutdown": "api"}
+    try:
+        async with engine.connect() as conn:
+            for subject, want in cases.items():
+                sql = sa.text(f"SELECT {migration.ORIGIN_BY_SUBJECT} FROM (SELECT :s AS subject) AS row")
+                got = (await conn.execute(sql, {"s": subject})).scalar()
+                assert got == want, subject
+    finally:
+        await engine.dispose()

@@ -126,9 +126,13 @@ def test_up_runs_everything_and_keeps_state_across_restarts(data_root: Path) -> 
         password = (data_dir / "admin-password").read_text().strip()
         assert len(password) >= 12 and password not in text  # in its file only, never in the log
 
+        seeds = _check_nats_is_locked(data_dir)
         tok = token(data_dir, "admin")  # while `up` runs
         h = {"Authorization": f"token {tok}"}
         with httpx.Client(base_url=base, headers=h, timeout=15) as c:
+            # the api asks a spawner worker to reconcile (only the spawner may write routes)
+            r = c.post("/hub/api/proxy")
+            assert r.status_code == 200 and set(r.json()) == {"put", "deleted"}, r.text
             assert c.get("/hub/api/user").json()["name"] == "admin"
             assert c.post("/hub/api/users", json={"usernames": ["alice", "bob"]}).status_code == 201
             for user in ("alice", "bob"):
@@ -148,6 +152,7 @@ def test_up_runs_everything_and_keeps_state_across_restarts(data_root: Path) -> 
             while c.get("/user/alice/tree", follow_redirects=False).status_code != 302:
                 assert time.monotonic() < deadline, "alice's route still there"
                 time.sleep(0.05)
+        _check_no_violations(data_dir, lines)
     finally:
         assert stop_up(proc) == 0
     assert leftover_processes(data_dir) == []
@@ -155,6 +160,7 @@ def test_up_runs_everything_and_keeps_state_across_restarts(data_root: Path) -> 
     # a second `up` on the same data dir finds the same users and tokens
     proc, elapsed, _ = start_up(data_dir, port)
     try:
+        assert _check_nats_is_locked(data_dir) == seeds  # the seeds are kept across restarts
         print(f"fleethub up answered after {elapsed:.2f}s (existing data dir)")
         with httpx.Client(base_url=base, headers=h, timeout=15) as c:
             assert c.get("/hub/api/user").json()["name"] == "admin"
@@ -174,6 +180,38 @@ def test_up_runs_everything_and_keeps_state_across_restarts(data_root: Path) -> 
     # with nothing running, `fleethub token` starts the embedded database itself
     assert token(data_dir, "admin") != tok
     assert leftover_processes(data_dir) == []
+
+
+def _check_nats_is_locked(data_dir: Path) -> dict[str, bytes]:
+    """The `up` NATS refuses a client without credentials (the security review: any local process could
+    connect); the seeds are 0600 in a 0700 directory; returns them."""
+    import asyncio
+
+    import nats
+
+    url = json.loads((data_dir / "runtime.json").read_text())["nats_url"]
+
+    async def anonymous() -> None:
+        nc = await nats.connect(url, allow_reconnect=False, connect_timeout=2, max_reconnect_attempts=0)
+        await nc.close()
+
+    with pytest.raises(Exception, match="Authorization Violation"):
+        asyncio.run(anonymous())
+    keys = data_dir / "nats-keys"
+    assert keys.stat().st_mode & 0o777 == 0o700
+    seeds = {p.name: p.read_bytes() for p in keys.glob("*.nk")}
+    assert set(seeds) == {f"{n}.nk" for n in ("auth", "api", "spawner", "proxy", "culler", "events")}
+    assert all((keys / name).stat().st_mode & 0o777 == 0o600 for name in seeds)
+    conf = (keys / "authorization.conf").read_text()
+    assert all(seed.strip().decode() not in conf for seed in seeds.values())  # public keys only
+    return seeds
+
+
+def _check_no_violations(data_dir: Path, lines: list[str]) -> None:
+    """Neither the server nor a service saw a permission violation: the permissions fit what services do."""
+    nats_log = (data_dir / "nats" / "nats.log").read_text()
+    assert "Violation" not in nats_log, nats_log[-3000:]
+    assert not [line for line in lines if "nats refused" in line], "".join(lines[-80:])
 
 
 def test_up_with_a_custom_scope_in_the_config_file(data_root: Path) -> None:

@@ -189,7 +189,7 @@ async def list_groups(session: AsyncSession, visible: frozenset[str] | None, off
 def _announce(session: AsyncSession, namespace: str, group: str, change: str, users: list[str]) -> None:
     if users:
         access_changed(session, namespace, users=users)
-    enqueue(session, GroupChanged(name=group, change=change, users=sorted(users)), namespace)
+    enqueue(session, GroupChanged(name=group, change=change, users=sorted(users)), namespace, origin="api")
 
 
 async def create_groups(session: AsyncSession, namespace: str, names: list[str],
@@ -224,7 +224,7 @@ async def create_groups(session: AsyncSession, namespace: str, names: list[str],
     if members:
         access_changed(session, namespace, users=members)
     for g in created:
-        enqueue(session, GroupChanged(name=g.name, change="created", users=members), namespace)
+        enqueue(session, GroupChanged(name=g.name, change="created", users=members), namespace, origin="api")
     order = {n: i for i, n in enumerate(wanted)}
     return [GroupView(g, members, []) for g in sorted(created, key=lambda g: order[g.name])]
 
@@ -301,6 +301,6 @@ async def set_properties(session: AsyncSession, namespace: str, name: str, prope
     )).scalar()
     if group is None:
         raise NotFound(f"No such group: {name}")
-    enqueue(session, GroupChanged(name=name, change="properties"), namespace)
+    enqueue(session, GroupChanged(name=name, change="properties"), namespace, origin="api")
     (view,) = await group_views(session, [group])
     return view

@@ -444,7 +444,7 @@ async def server_ended(session: AsyncSession, spawn_id: str, namespace: str | No
     )).scalars().all()
     if namespace is not None:
         for token_id in gone:
-            enqueue(session, TokenRevoked(token_id=token_id, user=None, service=None), namespace)
+            enqueue(session, TokenRevoked(token_id=token_id, user=None, service=None), namespace, origin="api")
     await session.execute(
         update(Server).where(Server.spawn_id == spawn_id, Server.desired == DesiredState.RUNNING)
         .values(desired=DesiredState.STOPPED)

@@ -83,5 +83,5 @@ async def revoke_token(session: AsyncSession, namespace: str, user: User, token_
                                 ApiToken.client_id == row.client_id))
     gone = (await session.execute(delete(ApiToken).where(which).returning(ApiToken.id, ApiToken.hashed))).all()
     for tid, _ in gone:
-        enqueue(session, TokenRevoked(token_id=tid, user=user.name), namespace)
+        enqueue(session, TokenRevoked(token_id=tid, user=user.name), namespace, origin="api")
     return [hashed for _, hashed in gone]

@@ -53,7 +53,7 @@ async def create_users(session: AsyncSession, settings: ServiceSettings, names: 
             .on_conflict_do_nothing(index_elements=["name"]).returning(User)
         )).scalars().all()
         for user in chunk:
-            enqueue(session, UserCreated(name=user.name, admin=user.admin), settings.nats_namespace)
+            enqueue(session, UserCreated(name=user.name, admin=user.admin), settings.nats_namespace, origin="api")
         await session.flush()
         await asyncio.sleep(0)
         created.extend(chunk)
@@ -70,7 +70,7 @@ async def delete_user(session: AsyncSession, settings: ServiceSettings, user: Us
     for name in names:
         await stop_server(session, user, name, reason="user-deleted", announcer=announcer)
     await session.execute(delete(User).where(User.id == user.id))
-    enqueue(session, UserDeleted(name=user.name), settings.nats_namespace)
+    enqueue(session, UserDeleted(name=user.name), settings.nats_namespace, origin="api")
 
 
 class UserPatch(BaseModel):
@@ -140,7 +140,8 @@ async def update_user(session: AsyncSession, settings: ServiceSettings, user: Us
         if rids:
             await session.execute(insert(UserRole).values([{"user_id": user.id, "role_id": r} for r in rids]))
     await session.flush()
-    enqueue(session, UserUpdated(name=user.name, admin=user.admin, renamed_from=renamed), settings.nats_namespace)
+    enqueue(session, UserUpdated(name=user.name, admin=user.admin, renamed_from=renamed), settings.nats_namespace,
+            origin="api")
     # a membership change may matter to anyone holding a `group=` filter
     access_changed(session, settings.nats_namespace, users=[old, user.name], everyone=patch.groups is not None)
     return renamed

@@ -33,7 +33,7 @@ async def log_in(session: AsyncSession, settings: ServiceSettings, name: str, au
         delete(LoginSession).where(LoginSession.user_id == user_id, LoginSession.expires_at < utcnow())
     )
     cookie, sid = await create_login_session(session, user_id, settings.auth.cookie_max_age_days)
-    enqueue(session, UserLoggedIn(name=name, authenticator=authenticator), settings.nats_namespace)
+    enqueue(session, UserLoggedIn(name=name, authenticator=authenticator), settings.nats_namespace, origin="auth")
     return Login(cookie, sid)
 
 
@@ -48,5 +48,5 @@ async def log_out(session: AsyncSession, settings: ServiceSettings, cookie: str 
     name = (await session.execute(select(User.name).where(User.id == user_id))).scalar()
     if name is None:
         return None
-    enqueue(session, UserLoggedOut(name=name), settings.nats_namespace)
+    enqueue(session, UserLoggedOut(name=name), settings.nats_namespace, origin="auth")
     return str(name)

@@ -23,9 +23,9 @@ from fleethub.services.proxy.tls import HANDSHAKE_TIMEOUT, RedirectConnection, h
 from fleethub.services.proxy.upstream import Pool
 from fleethub.services.proxy.watch import Watcher
 from fleethub.shared.bus import Bus
-from fleethub.shared.errors import ConfigError
+from fleethub.shared.errors import BusError, ConfigError
 from fleethub.shared.events import ActivityReported, subject_filter
-from fleethub.shared.service import bind_socket, exit_on_hub_shutdown, replica_id, run_async
+from fleethub.shared.service import bind_socket, bus_credentials, exit_on_hub_shutdown, replica_id, run_async
 from fleethub.shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -143,13 +143,16 @@ async def main(settings: ServiceSettings, stop: asyncio.Event, *, reuse_port: bo
                 trusted=trust_checker(conf.trusted_proxies),
                 hosts=allowed_hosts(settings, conf.host, port, tls=ssl_ctx is not None),
                 scheme=b"https" if ssl_ctx is not None else b"http", hsts=hsts_line(settings))
-    bus = Bus(settings.nats_url, settings.nats_namespace, node_id)
+    bus = Bus(settings.nats_url, settings.nats_namespace, node_id, bus_credentials(settings, "proxy"))
     await bus.connect(timeout=30)
     tasks: list[asyncio.Task[None]] = []
     servers: list[asyncio.Server] = []
     activity_sub = None
     try:
-        await bus.ensure_topology()
+        try:  # the api declares the streams and buckets; the watch waits for them on its own
+            await bus.ensure_topology(timeout=10)
+        except BusError as exc:
+            log.warning("streams and buckets not there yet (%s); starting anyway", str(exc)[:300])
         await exit_on_hub_shutdown(bus, settings.nats_namespace, proxy=True)
         watcher = Watcher(bus, node)
         tasks = [

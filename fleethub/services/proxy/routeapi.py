@@ -7,10 +7,11 @@ a write is answered once this worker serves it (every other node follows within 
 a client that adds a route and then sends a user there finds it.
 
 Paths are CHP's: a leading slash and no trailing one (`/user/alice`; `/` is the catch-all). A path
-maps to the bucket key `path.<segment>.<segment>…` (each segment encoded as in `fleethub.shared.names`), except
-that a path already routed under another key (a user server's `user.<name>.<server>`) is written or
-deleted under that key. `last_activity` is the newest request seen on the route by any node (from the
-activity batches on the bus), or when the route was written.
+maps to the bucket key `path.<segment>.<segment>…` (each segment encoded as in `fleethub.shared.names`). A
+path already routed under another key (a user server's `user.<name>.<server>`, written by the spawner) is
+refused with 403: a proxy's NATS identity may write only `path` keys (`fleethub.shared.bus.permissions`).
+`last_activity` is the newest request seen on the route by any node (from the activity batches on the
+bus), or when the route was written.
 
 A small HTTP/1.1 server on httptools (keep-alive, one request at a time per connection), like the
 proxy's data path: the API's cost is the KV write, not a framework.
@@ -63,6 +64,13 @@ def path_key(path: str) -> str:
     """The bucket key of a route added by CHP path: `/user/alice` → `path.user.alice`, `/` → `path`."""
     segments = [s for s in path.split("/") if s]
     return ".".join(["path", *(encode_token(s) for s in segments)])
+
+
+def _check_own(key: str, routespec: str) -> None:
+    """Refuse to change a route the hub owns (a user server's or a service's): only the spawner writes
+    those, and a proxy's NATS identity may not."""
+    if key != "path" and not key.startswith("path."):
+        raise ApiError(403, f"{routespec[:200]} is routed by the hub itself; only the hub changes that route")
 
 
 def iso(ts: float) -> str:
@@ -163,6 +171,7 @@ class RouteApi:
         routespec = "/" if path == "/" else prefix_of(path) + "/"
         existing = table.at_prefix(routespec)
         key = existing.key if existing is not None else path_key(path)
+        _check_own(key, routespec)
         route = Route(routespec=routespec, target=target, data=data)
         try:
             check_route(key, route)  # what every node will check before serving it
@@ -182,6 +191,7 @@ class RouteApi:
         if existing is None:
             raise ApiError(404, f"No route for {path[:200]}")
         key = existing.key
+        _check_own(key, existing.routespec)
         await self.bus.routes.delete(key)
         await self.node.wait_routes(lambda t: t.get(key) is None, APPLY_WAIT)
         return 204, None

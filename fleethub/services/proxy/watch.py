@@ -172,7 +172,8 @@ class Watcher:
         return reason
 
     async def _repair(self) -> None:
-        """After a failed watch: redeclare the buckets (a restarted NATS loses in-memory ones), then wait a little."""
+        """After a failed watch: check the buckets are back (a restarted NATS loses in-memory ones until auth
+        or the api declares them again), then wait a little."""
         try:
             await self.bus.ensure_topology(timeout=RETRY_DELAY)
         except Exception as exc:  # NATS away: the next attempt will tell

@@ -10,6 +10,7 @@ from fleethub.services.spawner.consumers import command_handler
 from fleethub.services.spawner.lifecycle import Worker
 from fleethub.services.spawner.managed import ManagedServices
 from fleethub.shared.events import commands_filter
+from fleethub.shared.routes import serve_reconciliation
 from fleethub.shared.service import open_runtime, run_async
 from fleethub.shared.settings import ServiceSettings
 
@@ -25,6 +26,8 @@ async def main(settings: ServiceSettings, stop: asyncio.Event) -> None:
             runtime.spawn(loop, name)
         managed = ManagedServices(settings, runtime.secret_key, runtime.engine)
         runtime.spawn(managed.run(), "managed-services")
+        # the api's `POST /hub/api/proxy`: only the spawner may write routes
+        await serve_reconciliation(runtime.bus, runtime.engine, runtime.sessions, settings.services)
         log.info("spawner worker %s running (backend %s)", runtime.replica, settings.spawner.backend)
         consume = runtime.spawn(
             runtime.bus.consume(

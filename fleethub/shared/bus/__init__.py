@@ -9,13 +9,16 @@
   core subscriptions to events.
 - `kv`, `routestore`, `registrystore`: the route table and the service registry as our models
   (`Route`, `RegistryEntry`), raising `BusError`, never a nats exception.
+- `permissions`: who may do what on the bus (one identity per service, plus read-only `events`), as data;
+  `natsconfig`: nkey seeds and the nats-server `authorization` block rendered from it.
 - `facade`: `Bus`, what a service holds, delegating to the above.
 """
 
-from fleethub.shared.bus.connection import Connection
+from fleethub.shared.bus.connection import Connection, Credentials, inbox_prefix
 from fleethub.shared.bus.consume import Decision, Delivery, Handler, Outcome, PullConsumer
 from fleethub.shared.bus.facade import Bus
 from fleethub.shared.bus.kv import Apply, BusTimeout, ModelBucket
+from fleethub.shared.bus.permissions import reconcile_subject
 from fleethub.shared.bus.publish import BATCH_MAX, BatchRefused
 from fleethub.shared.bus.registrystore import RegistryStore, registry_key
 from fleethub.shared.bus.routestore import RouteStore
@@ -34,6 +37,7 @@ __all__ = [
     "BusError",
     "BusTimeout",
     "Connection",
+    "Credentials",
     "Decision",
     "Delivery",
     "Handler",
@@ -44,5 +48,7 @@ __all__ = [
     "RegistryStore",
     "RouteStore",
     "Topology",
+    "inbox_prefix",
+    "reconcile_subject",
     "registry_key",
 ]

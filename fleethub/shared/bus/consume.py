@@ -226,3 +226,19 @@ async def subscribe_events(conn: Connection, subject: str,
         await callback(envelope, message)
 
     return await conn.nc.subscribe(subject, cb=on_msg)
+
+
+async def serve(conn: Connection, subject: str, queue: str, answer: Callable[[bytes], Awaitable[bytes]]) -> Any:
+    """Answer core requests on `subject` in queue group `queue` with `answer(body)`; an exception of
+    `answer` is logged and left unanswered (the requester times out). Returns the subscription."""
+
+    async def on_msg(msg: Msg) -> None:
+        try:
+            reply = await answer(msg.data)
+        except Exception:
+            log.exception("request on %s failed", subject)
+            return
+        if msg.reply:
+            await msg.respond(reply)
+
+    return await conn.nc.subscribe(subject, queue=queue, cb=on_msg)

@@ -12,11 +12,12 @@ from nats.js import JetStreamContext
 
 from fleethub.shared.bus import consume as consuming
 from fleethub.shared.bus import publish as publishing
-from fleethub.shared.bus.connection import Connection
+from fleethub.shared.bus.connection import Connection, Credentials
 from fleethub.shared.bus.consume import Handler, PullConsumer
+from fleethub.shared.bus.permissions import TABLE
 from fleethub.shared.bus.registrystore import RegistryStore
 from fleethub.shared.bus.routestore import RouteStore
-from fleethub.shared.bus.topology import Names, Topology
+from fleethub.shared.bus.topology import Names, Role, Topology
 from fleethub.shared.events import Envelope, Message, subject_of, wrap
 
 
@@ -27,6 +28,9 @@ class Bus:
         servers: NATS URL(s), comma-separated.
         namespace: prefix of subjects, streams and buckets.
         name: client name shown by the server (service and replica).
+        credentials: the identity (its inbox prefix, and, with an nkey seed, what it declares or waits
+            for: its row of `permissions.TABLE`), its nkey seed and TLS files; without a seed it declares
+            everything (a server without authorization refuses nothing).
 
     Attributes:
         routes: the route table (`RouteStore`).
@@ -36,11 +40,18 @@ class Bus:
         closed: set once the connection is closed for good.
     """
 
-    def __init__(self, servers: str, namespace: str, name: str) -> None:
-        self.connection = Connection(servers, name)
+    def __init__(self, servers: str, namespace: str, name: str, credentials: Credentials | None = None) -> None:
+        self.connection = Connection(servers, name, credentials)
         self.namespace = namespace
         self.names = Names(namespace)
-        self.topology = Topology(self.connection, self.names)
+        identity, nkey = self.connection.credentials.identity, self.connection.credentials.nkey_file
+        role = None
+        # with credentials, the server lets an identity declare only what its grant says, so it waits for
+        # the rest; an anonymous connection (a server without authorization) declares everything, as before
+        if identity is not None and nkey is not None:
+            grant = TABLE[identity]
+            role = Role(declares=frozenset(grant.declares), updates=grant.updates, needs=frozenset(grant.needs))
+        self.topology = Topology(self.connection, self.names, role)
         self.routes = RouteStore(self.topology)
         self.registry = RegistryStore(self.topology)
         self.healthy = self.connection.healthy
@@ -85,11 +96,9 @@ class Bus:
         await self.connection.close()
         self.topology.forget()
 
-    async def ensure_topology(self, timeout: float = 15.0) -> None:
-        """Declare the command and event streams and the KV buckets (idempotent, any replica may run it).
-
-        Retries while JetStream is not answering yet (a server that just started, or a reconnect).
-        """
+    async def ensure_topology(self, timeout: float | None = None) -> None:
+        """Declare the streams and KV buckets this identity declares (idempotent, any replica may run it),
+        and wait for those it only uses (see `Topology.ensure`)."""
         await self.topology.ensure(timeout)
 
     def stream_of(self, subject: str) -> str | None:
@@ -150,3 +159,22 @@ class Bus:
     async def subscribe_events(self, subject: str, callback: Callable[[Envelope, Message], Awaitable[None]]) -> Any:
         """A core (non-durable) subscription to events, for in-process waiters; at-most-once by design."""
         return await consuming.subscribe_events(self.connection, subject, callback)
+
+    async def request(self, subject: str, payload: bytes, timeout: float) -> bytes:
+        """A core request (answered by whoever serves `subject`); returns the answer's body.
+
+        Raises:
+            BusError: nobody answered (`BusTimeout`: not in time).
+        """
+        from fleethub.shared.bus.kv import nats_errors
+
+        with nats_errors(f"request on {subject}"):
+            msg = await self.connection.nc.request(subject, payload, timeout=timeout)
+        return bytes(msg.data)
+
+    async def serve(self, subject: str, queue: str, answer: Callable[[bytes], Awaitable[bytes]]) -> Any:
+        """Answer core requests on `subject` (one member of `queue` takes each) with `answer(body)`.
+
+        Returns the subscription (its `unsubscribe()` ends it).
+        """
+        return await consuming.serve(self.connection, subject, queue, answer)

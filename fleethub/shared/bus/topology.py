@@ -21,6 +21,24 @@ EVENTS_MAX_AGE = 7 * 24 * 3600.0
 DUPLICATE_WINDOW = 120.0
 REGISTRY_TTL = 6.0
 BATCHES_RETRY = 60.0  # seconds before batches are tried again on a stream that refused them as such
+WAIT_LOG_EVERY = 5.0  # seconds between the log lines of a service waiting for the streams it needs
+EVERYTHING = frozenset({"cmd", "evt", "routes", "registry"})
+
+
+@dataclass(frozen=True)
+class Role:
+    """What a connection declares and what it only waits for (its identity's grant, `permissions.TABLE`).
+
+    Attributes:
+        declares: the streams/buckets ("cmd", "evt", "routes", "registry") it creates when missing.
+        updates: whether it also updates existing streams to the declared config (that can destroy
+            data, so one service does it).
+        needs: the others it uses, waited for until they exist.
+    """
+
+    declares: frozenset[str] = EVERYTHING
+    updates: bool = True
+    needs: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -90,66 +108,101 @@ class Topology:
     time), and caches KV handles.
     """
 
-    def __init__(self, connection: Connection, names: Names) -> None:
+    def __init__(self, connection: Connection, names: Names, role: Role | None = None) -> None:
         self._conn = connection
         self.names = names
+        self.role = role or Role()
         self._kv: dict[str, KeyValue] = {}
         self._atomic: set[str] = set()
         self._batches_retry: dict[str, float] = {}  # stream -> loop time to try batches again
 
-    async def ensure(self, timeout: float = 15.0) -> None:
-        """Declare the streams and the KV buckets (idempotent, any replica may run it).
+    async def ensure(self, timeout: float | None = None) -> None:
+        """Declare what this role declares (idempotent, any replica may run it) and wait for what it needs.
 
-        Retries while JetStream is not answering yet (a server that just started, or a reconnect).
+        Retries while JetStream is not answering yet (a server that just started, or a reconnect) or a
+        stream or bucket it needs does not exist yet (the api declares them), logging every few seconds.
+
+        Args:
+            timeout: give up after this many seconds; None: 15 s for the role that updates streams, no
+                limit for the others (they wait for it).
 
         Raises:
-            BusError: still not declared after `timeout`.
+            BusError: still not done after `timeout`.
         """
-        deadline = asyncio.get_running_loop().time() + timeout
+        if timeout is None and self.role.updates:
+            timeout = 15.0
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        next_log = loop.time() + WAIT_LOG_EVERY
         while True:
             try:
                 await self._declare()
                 return
             except Exception as exc:
-                if asyncio.get_running_loop().time() > deadline:
+                if deadline is not None and loop.time() > deadline:
                     raise BusError(f"cannot declare JetStream streams and buckets: {exc}") from None
+                if loop.time() > next_log:
+                    next_log = loop.time() + WAIT_LOG_EVERY
+                    log.warning("waiting for the JetStream streams and buckets (the api declares them): %s", exc)
                 await asyncio.sleep(0.2)
 
     async def _declare(self) -> None:
-        for stream in streams(self.names):
-            await self._ensure_stream(stream)
-        for bucket in buckets(self.names):
-            await self.kv(bucket.bucket, create=bucket)
+        role = self.role
+        for kind, stream in zip(("cmd", "evt"), streams(self.names), strict=True):
+            if kind in role.declares:
+                await self._ensure_stream(stream, update=role.updates)
+            elif kind in role.needs:
+                await self._stream_exists(stream.name)  # type: ignore[arg-type]
+        for kind, bucket in zip(("routes", "registry"), buckets(self.names), strict=True):
+            if kind in role.declares:
+                await self.kv(bucket.bucket, create=bucket)
+            elif kind in role.needs:
+                await self.kv(bucket.bucket, check=True)
 
-    async def _ensure_stream(self, config: StreamConfig) -> None:
+    async def _stream_exists(self, name: str) -> None:
+        try:
+            info = await self._conn.js.stream_info(name)
+        except NotFoundError:
+            raise BusError(f"stream {name} does not exist yet") from None
+        self._note_atomic(name, bool(info.config.allow_atomic))
+
+    async def _ensure_stream(self, config: StreamConfig, *, update: bool = True) -> None:
         js = self._conn.js
         name: str = config.name  # type: ignore[assignment]
         info = None
         try:
-            await js.stream_info(name)
+            info = await js.stream_info(name)
+            if update:
+                info = None
         except NotFoundError:
             try:
                 info = await js.add_stream(config)
             except BadRequestError:
                 pass  # created concurrently by another replica
+            if info is None and not update:
+                info = await js.stream_info(name)
         if info is None:
             info = await js.update_stream(config)
+        self._note_atomic(name, bool(info.config.allow_atomic))
+
+    def _note_atomic(self, name: str, atomic: bool) -> None:
         self._batches_retry.pop(name, None)
-        if info.config.allow_atomic:
+        if atomic:
             self._atomic.add(name)
         else:
             self._atomic.discard(name)
 
-    async def kv(self, bucket: str, create: KeyValueConfig | None = None) -> KeyValue:
+    async def kv(self, bucket: str, create: KeyValueConfig | None = None, *, check: bool = False) -> KeyValue:
         """A KV bucket handle, creating the bucket from `create` if it does not exist.
 
-        With `create`, the bucket's existence is checked even when a handle is cached: an in-memory
-        bucket (the registry) is gone after a NATS restart, and `ensure` must bring it back.
+        With `create` or `check`, the bucket's existence is checked even when a handle is cached: an
+        in-memory bucket (the registry) is gone after a NATS restart, and `ensure` must bring it back
+        (or wait until it is back).
 
         Raises:
             BusError: the bucket does not exist (and no `create`).
         """
-        if bucket in self._kv and create is None:
+        if bucket in self._kv and create is None and not check:
             return self._kv[bucket]
         js = self._conn.js
         try:

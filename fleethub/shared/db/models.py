@@ -272,11 +272,13 @@ class OutboxMessage(Base):
     """A message committed with the state change it announces, published by the outbox relay."""
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_unpublished", "id", postgresql_where="published_at IS NULL"),)
+    __table_args__ = (Index("ix_outbox_unpublished", "origin", "id", postgresql_where="published_at IS NULL"),)
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     msg_id: Mapped[str] = mapped_column(String(64), unique=True)
     kind: Mapped[str] = mapped_column(String(8))  # cmd | evt
+    # the service whose relay publishes it (its NATS identity may publish the subject; no other relay claims it)
+    origin: Mapped[str] = mapped_column(String(16))
     subject: Mapped[str] = mapped_column(Text)
     payload: Mapped[str] = mapped_column(Text)
     created: Mapped[datetime] = mapped_column(TZ, server_default=func.now())

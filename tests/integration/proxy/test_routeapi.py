@@ -187,3 +187,19 @@ async def test_api_refuses_to_start_without_a_token(env: ProxyEnv) -> None:
         await asyncio.sleep(0.05)
     assert proc.returncode not in (None, 0)
     assert "CONFIGPROXY_AUTH_TOKEN" in env.cluster.logs()
+
+
+async def test_a_user_servers_route_is_not_changed_through_the_route_api(env: ProxyEnv) -> None:
+    """Only the spawner writes a user server's route (the proxy's NATS identity may write only `path` keys):
+    the route API refuses to overwrite or delete it, and bob's route stays as it was."""
+    bob, evil = await env.backend("bob"), await env.backend("evil")
+    await env.route("bob", bob.url)
+    base, api = await _node_with_api(env)
+    try:
+        await wait_for(lambda: answers(f"{base}/user/bob/x", "bob"), what="bob's route served")
+        r = await api.call("POST", "/user/bob", {"target": evil.url, "user": "bob"})
+        assert r.status_code == 403 and r.json()["message"]
+        assert (await api.call("DELETE", "/user/bob")).status_code == 403
+        assert (await get(f"{base}/user/bob/x")).headers["x-backend"] == "bob"
+    finally:
+        await api.close()

@@ -34,7 +34,7 @@ def test_every_service_is_a_real_cli_target(compose: dict[str, Any]) -> None:
             run_targets.add(cmd[1])
             assert cmd[1] == name, f"service {name} runs {cmd[1]}"
         else:
-            assert cmd == ["migrate"], cmd
+            assert cmd in (["migrate"], ["nats-config", "--out", "/keys"]), cmd
         assert args.func is not None
     assert run_targets == set(SERVICES)
 
@@ -63,6 +63,17 @@ def test_each_service_environment_is_valid_settings(compose: dict[str, Any], mon
 
 def test_migrate_runs_before_services(compose: dict[str, Any]) -> None:
     for name, svc in fleethub_services(compose).items():
-        if name == "migrate":
+        if name in ("migrate", "nats-keys"):
             continue
         assert svc["depends_on"]["migrate"]["condition"] == "service_completed_successfully", name
+
+
+def test_nats_requires_credentials_and_each_service_has_only_its_own_seed(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert "/keys/authorization.conf" in services["nats"]["command"]
+    assert services["nats"]["depends_on"]["nats-keys"]["condition"] == "service_completed_successfully"
+    for name in SERVICES:
+        (mount,) = services[name]["volumes"]
+        assert mount["source"] == "nats-keys" and mount["read_only"], name
+        assert mount["volume"]["subpath"] == f"{name}.nk", name
+        assert mount["target"] == services[name]["environment"]["FLEETHUB_NATS_NKEY_FILE"], name

@@ -81,6 +81,6 @@ async def shutdown(request: Request, req: CurrentUser, runtime: Runtime, session
             announcer = runtime.announcer
             for user, server_name in rows.all():
                 await stop_server(session, user, server_name, reason="shutdown", announcer=announcer)
-        enqueue(session, HubShutdown(servers=body.servers, proxy=body.proxy), settings.nats_namespace)
+        enqueue(session, HubShutdown(servers=body.servers, proxy=body.proxy), settings.nats_namespace, origin="api")
     runtime.relay.kick()
     return JSONResponse({"message": "Shutting down Hub"}, status_code=202)

@@ -6,9 +6,11 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
+from fleethub.shared.db.engine import make_engine
 from fleethub.shared.db.models import Server, ServerState, User
 from fleethub.shared.events import HubShutdown, Route, StopServer
 from fleethub.shared.names import route_key
+from fleethub.shared.routes import serve_reconciliation
 from tests.support.hub import Hub
 
 pytestmark = pytest.mark.integration
@@ -44,6 +46,21 @@ async def test_proxy_table_resync_and_patch(hub: Hub) -> None:
     await _running_server(hub, "bea", "http://127.0.0.1:40002")
     stale = Route(routespec="/user/ghost/", target="http://127.0.0.1:1", data={"user": "ghost", "server_name": ""})
     await hub.bus.routes.put(route_key("ghost", ""), stale)
+    # only the spawner writes routes: with no spawner worker to ask, the api answers 503
+    r = await c.post("/hub/api/proxy", headers=admin)
+    assert r.status_code == 503 and "spawner" in r.json()["message"]
+    # a spawner worker answers the api's request (the api itself writes no route)
+    engine = make_engine(hub.settings.require_database_url(), pool_size=1)
+    sub = await serve_reconciliation(hub.bus, engine, hub.sessions, [])
+    try:
+        await _proxy_resync_and_patch(hub, admin)
+    finally:
+        await sub.unsubscribe()
+        await engine.dispose()
+
+
+async def _proxy_resync_and_patch(hub: Hub, admin: dict[str, str]) -> None:
+    c = hub.client
     # POST: the table is made to match PostgreSQL now (missing routes put, orphans deleted)
     r = await c.post("/hub/api/proxy", headers=admin)
     assert r.status_code == 200 and r.json() == {"put": 2, "deleted": 1}

@@ -39,7 +39,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,8 @@ from hypothesis import HealthCheck, Phase, given
 from schemathesis import GenerationMode
 from schemathesis.core.failures import FailureGroup
 
+from fleethub.shared.db.engine import make_engine
+from fleethub.shared.routes import serve_reconciliation
 from fleethub.shared.service import bind_socket
 from fleethub.shared.settings import ServiceSettings
 from tests.support.hub import Hub, hub_settings
@@ -369,7 +371,12 @@ async def test_the_jupyterhub_spec_never_gets_a_server_error(hub: Hub) -> None:
     started = time.monotonic()
     assert isinstance(hub.transport, httpx.ASGITransport)
     await _seed(hub)
-    async with serving(hub.transport.app) as origin:
+    # a spawner worker's answer to `POST/PATCH /proxy` (only the spawner writes routes; none runs here)
+    engine = make_engine(hub.settings.require_database_url(), pool_size=1)
+    reconciler = await serve_reconciliation(hub.bus, engine, hub.sessions, hub.settings.services)
+    async with serving(hub.transport.app) as origin, AsyncExitStack() as cleanup:
+        cleanup.push_async_callback(engine.dispose)
+        cleanup.push_async_callback(reconciler.unsubscribe)
         for p in PASSES:
             async def ready(p: Pass = p) -> dict[str, str]:
                 if p.target:

@@ -139,7 +139,7 @@ async def test_a_start_decides_on_the_locked_row_as_it_now_is(hub: Hub) -> None:
     # transaction committed in between (here the api's consumer recording the end of the last spawn) is
     # what the start sees once it holds the row, and what its conditional UPDATE expects
     relay = Kicks()
-    announcer = Announcer(hub.settings.nats_namespace, relay)
+    announcer = Announcer(hub.settings.nats_namespace, relay, "api")
     await hub.headers_for("bob")
     async with hub.sessions() as s, s.begin():
         user = await get_user(s, "bob")

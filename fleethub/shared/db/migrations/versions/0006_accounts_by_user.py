@@ -2,8 +2,8 @@
 delete removes it. Accounts whose user is gone (deleted before this revision) are deleted: they could
 only give a new user of that name to whoever knew the old password. Also the login throttle's table.
 
-Revision ID: 0007
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

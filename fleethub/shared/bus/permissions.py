@@ -1,0 +1,226 @@
+"""Who may do what on the bus, as plain data: one identity per service, plus `events` (read-only, for
+external consumers of the events stream), each with the subjects it may publish and subscribe to.
+
+Deny by default: nothing outside a grant is allowed, and no grant is `>`. The table is derived from
+what each service does (what it publishes, consumes, which buckets it reads and writes) and renders
+both nats-server's `authorization` block (`natsconfig.py`) and the table in docs/architecture.md
+(`markdown_table`). Patterns hold placeholders filled per namespace by `grants`:
+`{ns}` the namespace, `{CMD}`/`{EVT}` the command and event streams, `{ROUTES}`/`{REGISTRY}` the buckets,
+`{inbox}` the identity's own inbox prefix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fleethub.shared.bus.connection import inbox_prefix
+from fleethub.shared.bus.topology import Names
+from fleethub.shared.events import (
+    AccessChanged,
+    ActivityReported,
+    GroupChanged,
+    HubShutdown,
+    Message,
+    ServerFailed,
+    ServerProgress,
+    ServerReady,
+    ServerStopped,
+    SpawnServer,
+    StopServer,
+    TokenRevoked,
+    UserCreated,
+    UserDeleted,
+    UserLoggedIn,
+    UserLoggedOut,
+    UserUpdated,
+    subject_filter,
+)
+
+SERVICES = ("auth", "api", "spawner", "proxy", "culler")
+EVENTS_IDENTITY = "events"
+IDENTITIES = (*SERVICES, EVENTS_IDENTITY)
+
+# the api's durable consumers on the events stream and the spawner's on the command stream: nobody
+# else may bind, change, pull from or delete them (the api's consumers table is checked against these)
+API_DURABLES = ("api-activity", "api-server-events")
+SPAWNER_DURABLE = "spawner"
+# the core request the api sends for `POST /hub/api/proxy`; a spawner worker answers it
+RECONCILE_SUBJECT = "{ns}.rpc.routes.reconcile"
+
+
+def reconcile_subject(namespace: str) -> str:
+    """The subject of the api's request that a spawner worker reconcile the route table now."""
+    return RECONCILE_SUBJECT.format(ns=namespace)
+
+
+def _events(*models: type[Message]) -> tuple[str, ...]:
+    return tuple(subject_filter(m, "{ns}") for m in models)
+
+
+def _stream_info(stream: str) -> tuple[str, ...]:
+    return (f"$JS.API.STREAM.INFO.{stream}",)
+
+
+def _kv_read(bucket: str) -> tuple[str, ...]:
+    """Get, list and watch a bucket: stream info, direct and stored gets, ordered consumers (their
+    creation, info and deletion) and their flow control."""
+    s = f"KV_{bucket}"
+    return (f"$JS.API.STREAM.INFO.{s}", f"$JS.API.DIRECT.GET.{s}", f"$JS.API.DIRECT.GET.{s}.>",
+            f"$JS.API.STREAM.MSG.GET.{s}", f"$JS.API.CONSUMER.CREATE.{s}", f"$JS.API.CONSUMER.CREATE.{s}.>",
+            f"$JS.API.CONSUMER.INFO.{s}.>", f"$JS.API.CONSUMER.DELETE.{s}.>", f"$JS.FC.{s}.>")
+
+
+def _durable(stream: str, durable: str) -> tuple[str, ...]:
+    """Bind and pull from one durable consumer of `stream`, and settle what it delivers."""
+    return (f"$JS.API.CONSUMER.INFO.{stream}.{durable}", f"$JS.API.CONSUMER.CREATE.{stream}.{durable}",
+            f"$JS.API.CONSUMER.CREATE.{stream}.{durable}.>", f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{durable}",
+            f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}", f"$JS.ACK.{stream}.{durable}.>")
+
+
+def _declare(stream: str, *, update: bool) -> tuple[str, ...]:
+    """Create (and, with `update`, change: that can destroy data) a stream or bucket."""
+    out = (f"$JS.API.STREAM.INFO.{stream}", f"$JS.API.STREAM.CREATE.{stream}")
+    return (*out, f"$JS.API.STREAM.UPDATE.{stream}") if update else out
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What one identity may do.
+
+    Attributes:
+        does: one line for the docs.
+        publish: subjects it may publish to (requests to the JetStream API included).
+        subscribe: subjects it may subscribe to (its inbox is added by `grants`).
+        deny_publish: carved out of `publish` (the server applies deny first).
+        responses: it may answer the requests it receives (once each).
+        declares: streams/buckets it creates if missing ("cmd", "evt", "routes", "registry").
+        updates: whether it also updates existing streams/buckets to the declared config.
+        needs: streams/buckets it waits for at start (those it does not declare).
+    """
+
+    does: str
+    publish: tuple[str, ...]
+    subscribe: tuple[str, ...]
+    deny_publish: tuple[str, ...] = ()
+    responses: bool = False
+    declares: tuple[str, ...] = ()
+    updates: bool = False
+    needs: tuple[str, ...] = ()
+
+
+SHUTDOWN = _events(HubShutdown)
+
+TABLE: dict[str, Grant] = {
+    "auth": Grant(
+        does="publishes its login events; writes its own registry keys; re-creates the in-memory registry",
+        publish=(*_events(UserLoggedIn, UserLoggedOut), *_stream_info("{EVT}"), "$KV.{REGISTRY}.auth.>",
+                 *_declare("KV_{REGISTRY}", update=False)),
+        subscribe=SHUTDOWN,
+        declares=("registry",),
+        needs=("evt",),
+    ),
+    "api": Grant(
+        does="declares every stream and bucket; sends spawn/stop commands and its events; writes its own "
+             "registry keys; reads routes; consumes activity and server events; asks a spawner to reconcile",
+        publish=(
+            *_events(SpawnServer, StopServer),
+            *_events(UserCreated, UserDeleted, UserUpdated, TokenRevoked, GroupChanged, AccessChanged, HubShutdown),
+            *_declare("{CMD}", update=True), *_declare("{EVT}", update=True),
+            *_declare("KV_{ROUTES}", update=True), *_declare("KV_{REGISTRY}", update=True),
+            "$KV.{REGISTRY}.api.>", *_kv_read("{ROUTES}"),
+            *(g for d in API_DURABLES for g in _durable("{EVT}", d)),
+            RECONCILE_SUBJECT,
+        ),
+        subscribe=(
+            "{ns}.evt.server.>",
+            *_events(TokenRevoked, UserDeleted, UserUpdated, AccessChanged, GroupChanged, HubShutdown),
+        ),
+        declares=("cmd", "evt", "routes", "registry"),
+        updates=True,
+    ),
+    "spawner": Grant(
+        does="consumes commands; publishes server events; the only writer of routes; answers reconciliation "
+             "requests",
+        publish=(*_events(ServerProgress, ServerReady, ServerStopped, ServerFailed), *_stream_info("{CMD}"),
+                 *_stream_info("{EVT}"), *_durable("{CMD}", SPAWNER_DURABLE), "$KV.{ROUTES}.>",
+                 *_kv_read("{ROUTES}")),
+        subscribe=(RECONCILE_SUBJECT, *SHUTDOWN),
+        responses=True,
+        needs=("cmd", "evt", "routes"),
+    ),
+    "proxy": Grant(
+        does="reads routes and the registry; publishes activity; its route API writes `path.` routes only",
+        publish=(*_events(ActivityReported), *_stream_info("{EVT}"), *_kv_read("{ROUTES}"),
+                 *_kv_read("{REGISTRY}"), "$KV.{ROUTES}.path", "$KV.{ROUTES}.path.>"),
+        subscribe=(*_events(ActivityReported), *SHUTDOWN),
+        needs=("evt", "routes", "registry"),
+    ),
+    "culler": Grant(
+        does="sends stop commands; follows activity",
+        publish=(*_events(StopServer), *_stream_info("{CMD}")),
+        subscribe=(*_events(ActivityReported), *SHUTDOWN),
+        needs=("cmd",),
+    ),
+    EVENTS_IDENTITY: Grant(
+        does="external event consumers (read-only): its own consumers on the events stream, their "
+             "deliveries and acks",
+        publish=(*_stream_info("{EVT}"), "$JS.API.CONSUMER.CREATE.{EVT}", "$JS.API.CONSUMER.CREATE.{EVT}.>",
+                 "$JS.API.CONSUMER.DURABLE.CREATE.{EVT}.>", "$JS.API.CONSUMER.INFO.{EVT}.>",
+                 "$JS.API.CONSUMER.DELETE.{EVT}.>", "$JS.API.CONSUMER.MSG.NEXT.{EVT}.>", "$JS.ACK.{EVT}.>",
+                 "$JS.FC.{EVT}.>"),
+        subscribe=(),
+        # the api's own durables: not to be re-created, pulled from, acked for or deleted by anyone else
+        deny_publish=tuple(
+            s for d in API_DURABLES for s in (
+                f"$JS.API.CONSUMER.CREATE.{{EVT}}.{d}", f"$JS.API.CONSUMER.CREATE.{{EVT}}.{d}.>",
+                f"$JS.API.CONSUMER.DURABLE.CREATE.{{EVT}}.{d}", f"$JS.API.CONSUMER.DELETE.{{EVT}}.{d}",
+                f"$JS.API.CONSUMER.MSG.NEXT.{{EVT}}.{d}", f"$JS.ACK.{{EVT}}.{d}.>")),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Permissions:
+    """One identity's grants with the namespace filled in."""
+
+    identity: str
+    publish: tuple[str, ...]
+    subscribe: tuple[str, ...]
+    deny_publish: tuple[str, ...]
+    responses: bool
+
+
+def _fill(pattern: str, identity: str, names: Names | None) -> str:
+    if names is None:  # the docs: placeholders spelled as in docs/events.md
+        values = {"ns": "<ns>", "CMD": "<NS>_CMD", "EVT": "<NS>_EVENTS", "ROUTES": "<ns>_routes",
+                  "REGISTRY": "<ns>_registry"}
+    else:
+        values = {"ns": names.namespace, "CMD": names.cmd_stream, "EVT": names.evt_stream,
+                  "ROUTES": names.routes_bucket, "REGISTRY": names.registry_bucket}
+    return pattern.format(inbox=inbox_prefix(identity), **values)
+
+
+def grants(identity: str, names: Names | None) -> Permissions:
+    """The permissions of `identity` in the namespace of `names` (None: with `<ns>` placeholders)."""
+    g = TABLE[identity]
+
+    def fill(patterns: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(_fill(p, identity, names) for p in patterns))
+
+    return Permissions(identity, fill(g.publish), (*fill(g.subscribe), f"{inbox_prefix(identity)}.>"),
+                       fill(g.deny_publish), g.responses)
+
+
+def markdown_table() -> str:
+    """The permission table of docs/architecture.md (generated; a test keeps the doc current)."""
+    lines = ["| identity | what it does | may publish to | may subscribe to |", "|---|---|---|---|"]
+    for identity in IDENTITIES:
+        p = grants(identity, None)
+        pub = ", ".join(f"`{s}`" for s in p.publish)
+        if p.deny_publish:
+            pub += "; **not** " + ", ".join(f"`{s}`" for s in p.deny_publish)
+        if p.responses:
+            pub += "; replies to requests it receives"
+        sub = ", ".join(f"`{s}`" for s in p.subscribe)
+        lines.append(f"| {identity} | {TABLE[identity].does} | {pub} | {sub} |")
+    return "\n".join(lines) + "\n"
