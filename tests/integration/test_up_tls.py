@@ -32,8 +32,9 @@ def test_up_behind_a_tls_terminator(data_root: Path) -> None:
             login = c.get("/hub/login")
             assert login.status_code == 200
             assert login.headers["strict-transport-security"].startswith("max-age=31536000")
-            cookie = login.headers["set-cookie"]
-            assert cookie.startswith("_xsrf=") and "; secure" in cookie.lower()
+            cookies = login.headers.get_list("set-cookie")
+            assert "jupyterhub-presession" in {c.split("=", 1)[0] for c in cookies}
+            assert all("; secure" in c.lower() for c in cookies)
             admin = {"Authorization": f"token {token(data_dir, 'admin')}",
                      "Accept": "application/jupyterhub-pagination+json"}
             assert c.post("/hub/api/users", json={"usernames": ["u1", "u2"]}, headers=admin).status_code == 201
