@@ -52,10 +52,13 @@ class OutboxRelay:
     poll catches the rest."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], bus: Bus, poll_interval: float = 0.25, *,
-                 origin: str) -> None:
+                 origin: str, also: tuple[str, ...] = ()) -> None:
         self._sessions = sessions
         self._bus = bus
         self.origin = origin
+        # rows of other services this one may publish too (the api's commands include the culler's stops):
+        # they are not left behind while the service that wrote them is down
+        self._claims = (origin, *also)
         self._poll = poll_interval
         self._wake = asyncio.Event()
         self._last_cleanup = 0.0
@@ -72,7 +75,7 @@ class OutboxRelay:
                 rows = (
                     await session.execute(
                         select(OutboxMessage)
-                        .where(OutboxMessage.published_at.is_(None), OutboxMessage.origin == self.origin)
+                        .where(OutboxMessage.published_at.is_(None), OutboxMessage.origin.in_(self._claims))
                         .order_by(OutboxMessage.id)
                         .limit(BATCH)
                         .with_for_update(skip_locked=True)

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from fleethub.shared.bus import Bus, Credentials
+from fleethub.shared.bus import Bus, Credentials, relays_for
 from fleethub.shared.errors import ConfigError
 from fleethub.shared.lifecycle import Announcer
 from fleethub.shared.settings import ListenSettings, ServiceSettings
@@ -99,7 +99,7 @@ async def open_runtime(settings: ServiceSettings, service: str, *, pool_size: in
         await bus.connect()
         await bus.ensure_topology()
         sessions = make_sessionmaker(engine)
-        relay = OutboxRelay(sessions, bus, origin=service)
+        relay = OutboxRelay(sessions, bus, origin=service, also=relays_for(service))
         runtime = Runtime(settings, replica, engine, sessions, bus, key, relay,
                           read_sessions=make_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT")))
         runtime.spawn(relay.run(), "outbox-relay")

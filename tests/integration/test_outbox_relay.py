@@ -17,10 +17,10 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import fleethub.shared.bus.topology
-from fleethub.shared.bus import Bus, BusError
+from fleethub.shared.bus import Bus, BusError, relays_for
 from fleethub.shared.db.engine import make_engine, make_sessionmaker
 from fleethub.shared.db.models import OutboxMessage
-from fleethub.shared.events import SpawnServer, UserCreated, subject_filter, unwrap
+from fleethub.shared.events import SpawnServer, StopServer, UserCreated, subject_filter, unwrap
 from fleethub.shared.outbox import BATCH, OutboxRelay, enqueue
 from tests.support.cluster import migrated
 
@@ -260,6 +260,17 @@ async def test_a_relay_publishes_only_its_own_services_rows(relaying: Relaying) 
     assert await _published(relaying) == ["authrow"]
     assert await relaying.relay.flush() == 2
     assert await _published(relaying) == ["authrow", "own1", "own2"]
+
+
+async def test_the_api_relays_the_cullers_stop_requests_too(relaying: Relaying) -> None:
+    # a culler that committed a stop request and died before relaying it: the api's relay (which may
+    # publish every command) sends it, so the stop is not left waiting for a culler to come back
+    assert relays_for("api") == ("culler",) and relays_for("culler") == () and relays_for("auth") == ()
+    async with relaying.sessions() as s, s.begin():
+        enqueue(s, StopServer(user="alice", reason="culler"), relaying.namespace, origin="culler")
+    api_relay = OutboxRelay(relaying.sessions, relaying.bus, origin="api", also=relays_for("api"))
+    assert await api_relay.flush() == 1
+    assert await _pending(relaying) == 0
 
 
 async def test_the_migration_gives_unpublished_rows_the_service_that_wrote_them(database_url: str) -> None:

@@ -18,7 +18,7 @@ from fleethub.shared.bus.connection import Connection, Credentials, inbox_prefix
 from fleethub.shared.bus.consume import Decision, Delivery, Handler, Outcome, PullConsumer
 from fleethub.shared.bus.facade import Bus
 from fleethub.shared.bus.kv import Apply, BusTimeout, ModelBucket
-from fleethub.shared.bus.permissions import reconcile_subject
+from fleethub.shared.bus.permissions import reconcile_subject, relays_for
 from fleethub.shared.bus.publish import BATCH_MAX, BatchRefused
 from fleethub.shared.bus.registrystore import RegistryStore, registry_key
 from fleethub.shared.bus.routestore import RouteStore
@@ -51,4 +51,5 @@ __all__ = [
     "inbox_prefix",
     "reconcile_subject",
     "registry_key",
+    "relays_for",
 ]

@@ -211,6 +211,18 @@ def grants(identity: str, names: Names | None) -> Permissions:
                        fill(g.deny_publish), g.responses)
 
 
+def _messages(identity: str) -> set[str]:
+    """The command and event subjects `identity` may publish (what an outbox row of it holds)."""
+    return {p for p in TABLE[identity].publish if p.startswith("{ns}.") and p != RECONCILE_SUBJECT}
+
+
+def relays_for(identity: str) -> tuple[str, ...]:
+    """The other services whose outbox rows `identity` may publish as well (every message they may send,
+    it may too): the api relays the culler's stop requests when no culler is running."""
+    mine = _messages(identity)
+    return tuple(s for s in SERVICES if s != identity and _messages(s) and _messages(s) <= mine)
+
+
 def markdown_table() -> str:
     """The permission table of docs/architecture.md (generated; a test keeps the doc current)."""
     lines = ["| identity | what it does | may publish to | may subscribe to |", "|---|---|---|---|"]
