@@ -147,6 +147,9 @@ async def update_user(session: AsyncSession, settings: ServiceSettings, user: Us
     return renamed
 
 
+RESEAL_BATCH = 500
+
+
 async def reseal_auth_states(sessions: async_sessionmaker[AsyncSession], crypt: AuthStateCrypt) -> int:
     """At start: encrypt every auth_state stored in plaintext, and re-encrypt with the first key those
     sealed with another (rotation); returns how many rows changed. Without a key: a warning, nothing else.
@@ -156,15 +159,20 @@ async def reseal_auth_states(sessions: async_sessionmaker[AsyncSession], crypt: 
     if not crypt.enabled:
         log.warning("auth.crypt_key (JUPYTERHUB_CRYPT_KEY) is not set: users' auth_state is stored unencrypted")
         return 0
-    changed = 0
-    async with sessions() as session, session.begin():
-        rows = (await session.execute(select(User.id, User.auth_state).where(User.auth_state.is_not(None))
-                                      .with_for_update(skip_locked=True))).all()
-        for user_id, stored in rows:
-            new = crypt.reseal(stored)
-            if new is not None:
-                await session.execute(update(User).where(User.id == user_id).values(auth_state=new))
-                changed += 1
+    changed, after = 0, 0
+    while True:  # in batches, each its own transaction: logins lock user rows too, and must not wait long
+        async with sessions() as session, session.begin():
+            rows = (await session.execute(
+                select(User.id, User.auth_state).where(User.auth_state.is_not(None), User.id > after)
+                .order_by(User.id).limit(RESEAL_BATCH).with_for_update(skip_locked=True))).all()
+            for user_id, stored in rows:
+                new = crypt.reseal(stored)
+                if new is not None:
+                    await session.execute(update(User).where(User.id == user_id).values(auth_state=new))
+                    changed += 1
+        if len(rows) < RESEAL_BATCH:
+            break
+        after = rows[-1][0]
     if changed:
         log.info("auth_state of %d users encrypted with the first key of auth.crypt_key", changed)
     return changed
