@@ -103,8 +103,11 @@ async def _prepare_database(settings: ServiceSettings, admin: str) -> str | None
         await engine.dispose()
 
 
-def _local_probe(settings: ServiceSettings) -> tuple[urllib.request.Request, ssl.SSLContext | None]:
-    """A request for the hub API at the proxy's own listener, never at the public URL.
+READY_PATHS = ("/hub/api/", "/hub/login")  # served by the api and by auth
+
+
+def _local_probe(settings: ServiceSettings, path: str) -> tuple[urllib.request.Request, ssl.SSLContext | None]:
+    """A request for `path` at the proxy's own listener, never at the public URL.
 
     The public URL may be served by a TLS terminator in front of us, or not resolve from this host;
     the probe goes to the bound address (loopback for every interface) with the public Host, over
@@ -121,7 +124,7 @@ def _local_probe(settings: ServiceSettings) -> tuple[urllib.request.Request, ssl
         ctx = ssl.create_default_context(cafile=str(conf.ssl_cert))
         ctx.check_hostname = False
         ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # the leaf itself is the trust anchor
-    request = urllib.request.Request(f"{scheme}://{shown}:{conf.port}/hub/api/",
+    request = urllib.request.Request(f"{scheme}://{shown}:{conf.port}{path}",
                                      headers={"Host": urlsplit(settings.hub_public_url).netloc})
     return request, ctx
 
@@ -224,8 +227,9 @@ def up(args: argparse.Namespace) -> int:
         for name in SERVICE_ORDER:
             procs[name] = _start_service(name, settings, nkeys)
         url = settings.hub_public_url
-        probe, ctx = _local_probe(settings)
-        _wait_http(probe, ctx, 60, procs)
+        for path in READY_PATHS:  # the api and auth both registered and routed: the hub answers as a whole
+            probe, ctx = _local_probe(settings, path)
+            _wait_http(probe, ctx, 60, procs)
         if settings.auth.authenticator == "password":
             # the password itself stays in its 0600 file: a log is read by more people, and kept longer
             print(f"log in as '{admin}' with the password in {data_dir / ADMIN_PASSWORD_FILE}", flush=True)
