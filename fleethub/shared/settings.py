@@ -40,6 +40,9 @@ SETTINGS_VAR = ENV_PREFIX + "SETTINGS_JSON"
 """The variable that hands a parent's validated settings to a child process (see `child_env`)."""
 
 CRYPT_KEY_VAR = "JUPYTERHUB_CRYPT_KEY"
+# named crash points switched on for one process (tests only; `fleethub.shared.faults`); never a setting,
+# so no config file or handed-down settings document can carry it to another process
+FAULT_VAR = ENV_PREFIX + "FAULT"
 """JupyterHub's variable for the keys of `auth.crypt_key` (`;`-separated), read when the setting is unset."""
 
 # JupyterHub's LocalProcessSpawner.env_keep (jupyterhub 6.1; the base Spawner keeps only JUPYTERHUB_SINGLEUSER_APP)
@@ -674,6 +677,11 @@ def settings_json(settings: ServiceSettings) -> str:
     return settings.model_dump_json(exclude_none=True, context={_REVEAL_SECRETS: True})
 
 
+def fault_plan_text() -> str:
+    """This process's `FLEETHUB_FAULT` (crash points a test switched on), "" when unset."""
+    return os.environ.get(FAULT_VAR, "")
+
+
 def kept_environment(names: list[str]) -> dict[str, str]:
     """The variables `names` (`spawner.env_keep`) that are set in this process's environment: all that a
     user server or managed service inherits from its spawner worker."""
@@ -685,7 +693,8 @@ _MAX_ENV_STRING = 32 * 4096
 
 
 def child_env(settings: ServiceSettings) -> dict[str, str]:
-    """The environment of a child service process: ours without `FLEETHUB_*`, plus `SETTINGS_VAR`.
+    """The environment of a child service process: ours without `FLEETHUB_*` (but `FAULT_VAR`, so a test's
+    crash points reach a supervisor's children), plus `SETTINGS_VAR`.
 
     The settings travel in one environment variable rather than in a file: a file of mode 0600 in the
     data dir is readable by exactly who can read `/proc/<pid>/environ` (the same Unix user, and root),
@@ -698,7 +707,7 @@ def child_env(settings: ServiceSettings) -> dict[str, str]:
     Raises:
         ConfigError: the settings are too large for one environment variable.
     """
-    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX) or k == FAULT_VAR}
     text = settings_json(settings)
     if len(SETTINGS_VAR) + len(text.encode()) + 2 > _MAX_ENV_STRING:
         raise ConfigError(f"the settings are too large to hand to a child process in {SETTINGS_VAR} "
