@@ -200,6 +200,9 @@ CANARIES = {
 
 def outside_allow_list(env: dict[str, str], settings: ServiceSettings, extra: set[str] = frozenset()) -> list[str]:
     """The variables of a server's environment that neither the allow list (`spawner.env_keep`), the
-    account (USER, HOME, SHELL), JupyterHub's contract variables nor `extra` (configured ones) explain."""
-    allowed = {*settings.spawner.env_keep, "USER", "HOME", "SHELL", "JPY_API_TOKEN", *extra}
+    account (USER, HOME, SHELL), JupyterHub's contract variables, the local backend's marker nor `extra`
+    (configured ones) explain."""
+    from fleethub.services.spawner.backends.local import MARKER_VAR
+
+    allowed = {*settings.spawner.env_keep, "USER", "HOME", "SHELL", "JPY_API_TOKEN", MARKER_VAR, *extra}
     return sorted(k for k in env if k not in allowed and not k.startswith("JUPYTERHUB_"))

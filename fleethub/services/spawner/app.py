@@ -21,8 +21,9 @@ async def main(settings: ServiceSettings, stop: asyncio.Event) -> None:
     backend = load_backend(settings)
     async with open_runtime(settings, "spawner") as runtime:
         worker = Worker(runtime, backend)
-        for loop, name in ((worker.renew_loop(), "renew"), (worker.adopt_loop(), "adopt"),
-                           (worker.poll_loop(), "poll"), (worker.reconcile_loop(), "reconcile")):
+        for loop, name in ((worker.renew_loop(), "renew"), (worker.fence_loop(), "fence"),
+                           (worker.adopt_loop(), "adopt"), (worker.poll_loop(), "poll"),
+                           (worker.reconcile_loop(), "reconcile")):
             runtime.spawn(loop, name)
         managed = ManagedServices(settings, runtime.secret_key, runtime.engine)
         runtime.spawn(managed.run(), "managed-services")

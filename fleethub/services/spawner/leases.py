@@ -2,7 +2,8 @@
 
 Status changes go through `fleethub.shared.lifecycle.transition`. Every write by a worker is conditioned
 on that worker holding the lease (or on the lease having expired), so two workers never act on one
-server at once (invariant 2).
+server at once (invariant 2). Whether a lease is live is decided by PostgreSQL's clock (`now()`), never by
+a worker's: a worker whose clock is wrong neither adopts live leases nor keeps expired ones.
 """
 
 from __future__ import annotations
@@ -12,11 +13,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleethub.shared.db.models import Server, ServerState, User
-from fleethub.shared.events import utcnow
 from fleethub.shared.lifecycle import ACTIVE, DesiredState, ServerKey, ServerStatus
 
 
@@ -40,10 +40,15 @@ class Row:
         return ServerKey(self.user, self.server_name)
 
 
-def row_of(r: ServerState) -> Row:
-    """The snapshot of an ORM row."""
-    live = r.lease_expires is not None and r.lease_expires > utcnow()
-    return Row(r.user_name, r.server_name, r.spawn_id, ServerStatus(r.status), dict(r.state or {}), r.worker_id, live,
+def _live() -> ColumnElement[bool]:
+    """Whether a row's lease is live, by PostgreSQL's clock."""
+    return func.coalesce(ServerState.lease_expires > func.now(), False).label("lease_live")
+
+
+def row_of(r: ServerState, *, live: bool) -> Row:
+    """The snapshot of an ORM row, `live` telling whether its lease is (as PostgreSQL judged it)."""
+    return Row(r.user_name, r.server_name, r.spawn_id, ServerStatus(r.status), dict(r.state or {}), r.worker_id,
+               bool(live),
                r.url, r.target)
 
 
@@ -57,8 +62,8 @@ def _lease(ttl: float) -> Any:
 
 async def get(session: AsyncSession, key: ServerKey) -> Row | None:
     """The current row, if any."""
-    r = (await session.execute(select(ServerState).where(_key(key)))).scalar()
-    return row_of(r) if r is not None else None
+    found = (await session.execute(select(ServerState, _live()).where(_key(key)))).first()
+    return row_of(found[0], live=found[1]) if found is not None else None
 
 
 async def is_desired(session: AsyncSession, key: ServerKey, spawn_id: str) -> bool:
@@ -73,36 +78,60 @@ async def is_desired(session: AsyncSession, key: ServerKey, spawn_id: str) -> bo
     return (await session.execute(stmt)).first() is not None
 
 
-async def take_over(session: AsyncSession, key: ServerKey, spawn_id: str, *, me: str, ttl: float,
-                    statuses: Collection[ServerStatus]) -> Row | None:
-    """Take the lease of `spawn_id` if it is in `statuses` and its lease expired (or is mine)."""
+async def requested_options(session: AsyncSession, key: ServerKey, spawn_id: str) -> dict[str, Any] | None:
+    """The user options of `spawn_id` if it is still the spawn the api wants running (else None): what a
+    worker that finishes another's spawn starts it with."""
+    stmt = (select(Server.user_options).join(User, User.id == Server.user_id)
+            .where(User.name == key.user, Server.name == key.server_name, Server.spawn_id == spawn_id,
+                   Server.desired == DesiredState.RUNNING))
+    found = (await session.execute(stmt)).first()
+    return dict(found[0] or {}) if found is not None else None
+
+
+async def hold(session: AsyncSession, key: ServerKey, spawn_id: str, *, me: str, ttl: float) -> bool:
+    """Whether I still hold the live lease of `spawn_id` (by PostgreSQL's clock), renewing it if so.
+
+    The fence before every action outside the database (start, stop, route): a worker whose lease may
+    have been adopted by another must not act on the server any more.
+    """
     stmt = (
         update(ServerState)
-        .where(
-            _key(key), ServerState.spawn_id == spawn_id, ServerState.status.in_(statuses),
-            or_(ServerState.worker_id == me, ServerState.lease_expires < func.now()),
-        )
-        .values(worker_id=me, lease_expires=_lease(ttl), updated=func.now())
-        .returning(ServerState)
+        .where(_key(key), ServerState.spawn_id == spawn_id, ServerState.worker_id == me,
+               ServerState.status.in_(ACTIVE), ServerState.lease_expires > func.now())
+        .values(lease_expires=_lease(ttl))
+        .returning(ServerState.spawn_id)
     )
-    r = (await session.execute(stmt)).scalar()
-    return row_of(r) if r is not None else None
+    return (await session.execute(stmt)).first() is not None
 
 
-async def save_state(session: AsyncSession, key: ServerKey, spawn_id: str, *, me: str, state: dict[str, Any]) -> None:
-    """Record the backend state as soon as a process exists, so another worker can find it."""
-    await session.execute(
+async def save_state(session: AsyncSession, key: ServerKey, spawn_id: str, *, me: str, ttl: float,
+                     state: dict[str, Any]) -> bool:
+    """Record the backend state (the planned identity before the server is created, then what start
+    returned), so another worker can find the server; only under my live lease, which it renews.
+    Returns whether it was recorded."""
+    stmt = (
         update(ServerState)
-        .where(_key(key), ServerState.spawn_id == spawn_id, ServerState.worker_id == me)
-        .values(state=state, updated=func.now())
+        .where(_key(key), ServerState.spawn_id == spawn_id, ServerState.worker_id == me,
+               ServerState.status == ServerStatus.PENDING, ServerState.lease_expires > func.now())
+        .values(state=state, lease_expires=_lease(ttl), updated=func.now())
+        .returning(ServerState.spawn_id)
     )
+    return (await session.execute(stmt)).first() is not None
 
 
-async def renew(session: AsyncSession, me: str, ttl: float) -> int:
-    """Extend every lease I hold; returns how many."""
+async def renew(session: AsyncSession, me: str, ttl: float, working: Collection[ServerKey]) -> int:
+    """Extend the live leases I hold: of the running servers I watch, and of the spawns and stops I am
+    `working` on. Never an expired lease (another worker may be adopting it), and never a pending or
+    stopping row nobody here works on any more (abandoned: it must expire, so that another worker finishes
+    it). Returns how many."""
+    mine = ServerState.status == ServerStatus.RUNNING
+    if working:
+        keys = [(k.user, k.server_name) for k in working]
+        mine = or_(mine, tuple_(ServerState.user_name, ServerState.server_name).in_(keys))
     r = await session.execute(
         update(ServerState)
-        .where(ServerState.worker_id == me, ServerState.status.in_(ACTIVE))
+        .where(ServerState.worker_id == me, ServerState.status.in_(ACTIVE), ServerState.lease_expires > func.now(),
+               mine)
         .values(lease_expires=_lease(ttl))
     )
     return int(r.rowcount or 0)  # type: ignore[attr-defined]
@@ -123,11 +152,11 @@ async def adopt_expired(session: AsyncSession, me: str, ttl: float, limit: int =
         .values(worker_id=me, lease_expires=_lease(ttl), updated=func.now())
         .returning(ServerState)
     )
-    return [row_of(r) for r in (await session.execute(stmt)).scalars().all()]
+    return [row_of(r, live=True) for r in (await session.execute(stmt)).scalars().all()]
 
 
 async def owned_running(session: AsyncSession, me: str) -> list[Row]:
     """Running servers whose lease I hold."""
-    rows = await session.execute(select(ServerState).where(ServerState.worker_id == me,
-                                                           ServerState.status == ServerStatus.RUNNING))
-    return [row_of(r) for r in rows.scalars().all()]
+    rows = await session.execute(select(ServerState, _live()).where(ServerState.worker_id == me,
+                                                                    ServerState.status == ServerStatus.RUNNING))
+    return [row_of(r, live=live) for r, live in rows.all()]

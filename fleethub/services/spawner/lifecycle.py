@@ -20,6 +20,7 @@ from fleethub.services.spawner.httpcheck import http_status
 from fleethub.services.spawner.routes import delete_route, put_route
 from fleethub.shared.bus import Decision
 from fleethub.shared.events import ServerProgress, SpawnServer, StopServer
+from fleethub.shared.faults import fault
 from fleethub.shared.lifecycle import DONE, ServerKey, ServerStatus, Transition, transition
 from fleethub.shared.names import encode_token, server_prefix
 from fleethub.shared.routes import reconcile_round, route_for
@@ -36,8 +37,23 @@ class SpawnFailed(Exception):
     """The server could not be started; the message says why."""
 
 
+class Fenced(Exception):
+    """This worker no longer holds the server's lease, or cannot tell (PostgreSQL unreachable): it must not
+    act on the server any more; the worker that adopts the row carries the work out."""
+
+
+async def _no_heartbeat() -> None:
+    """The heartbeat of work without a message to keep (an adopted spawn)."""
+
+
 class Worker:
-    """One spawner worker process: its lease holder id, backend and in-flight spawns."""
+    """One spawner worker process: its lease holder id, backend and in-flight spawns.
+
+    Fencing: before every action outside PostgreSQL (a backend start or stop, a route written) the worker
+    checks, with one statement judged by PostgreSQL's clock, that it still holds the lease (`_fence`), and
+    it abandons its in-flight spawns once its renewals have failed for most of a lease (`fence_loop`), so a
+    worker cut off from PostgreSQL stops acting before another may adopt its servers.
+    """
 
     def __init__(self, runtime: Runtime, backend: Backend) -> None:
         self.rt = runtime
@@ -45,19 +61,56 @@ class Worker:
         self.me = runtime.replica
         self.ttl = runtime.settings.spawner.lease_ttl
         self.announcer = runtime.announcer
-        self.inflight: dict[ServerKey, asyncio.Task[Any]] = {}
+        self.inflight: dict[ServerKey, asyncio.Task[Any]] = {}  # spawns under way here (a stop cancels them)
+        self.working: set[ServerKey] = set()  # every pending or stopping server this worker acts on: renewed
         self.cancelled_by_stop: set[ServerKey] = set()
+        self.abandoned: set[ServerKey] = set()
+        self.renewed_at = time.monotonic()  # when the last renewal that succeeded was sent
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def _record(self, change: Transition) -> leases.Row | None:
         """Make `change` in a transaction of its own; the row as it now is, or None if it was refused."""
         async with self.rt.sessions() as session, session.begin():
             row = await transition(session, change, self.announcer)
-            return leases.row_of(row) if row is not None else None
+            return leases.row_of(row, live=row.worker_id is not None) if row is not None else None
+
+    async def _fence(self, key: ServerKey, spawn_id: str) -> None:
+        """Return only if I still hold the live lease of `spawn_id` (renewed by the check).
+
+        Raises:
+            Fenced: the lease is another worker's or expired, or PostgreSQL did not answer within a third
+                of a lease.
+        """
+        try:
+            async with asyncio.timeout(self.ttl / 3), self.rt.sessions() as session, session.begin():
+                held = await leases.hold(session, key, spawn_id, me=self.me, ttl=self.ttl)
+        except Exception as exc:
+            raise Fenced(f"cannot check the lease of {key}: {exc!r}") from exc
+        if not held:
+            raise Fenced(f"the lease of {key} is no longer mine")
+
+    async def _save(self, key: ServerKey, spawn_id: str, state: dict[str, Any]) -> None:
+        """Record `state` under my live lease.
+
+        Raises:
+            Fenced: the lease is lost, or PostgreSQL did not answer.
+        """
+        try:
+            async with asyncio.timeout(self.ttl / 3), self.rt.sessions() as session, session.begin():
+                saved = await leases.save_state(session, key, spawn_id, me=self.me, ttl=self.ttl, state=state)
+        except Exception as exc:
+            raise Fenced(f"cannot record the state of {key}: {exc!r}") from exc
+        if not saved:
+            raise Fenced(f"the lease of {key} is no longer mine")
 
     # --- spawn -----------------------------------------------------------------------------------
 
     async def spawn(self, cmd: SpawnServer, heartbeat: Heartbeat) -> Decision:
-        """Handle a spawn command."""
+        """Handle a spawn command (idempotent by spawn id: a late or duplicate one changes nothing).
+
+        A spawn whose worker died is finished by the worker that adopts its row once the lease expires
+        (`adopt_loop`), not by the redelivered command, which only follows it until it is done.
+        """
         key = ServerKey(cmd.user, cmd.server_name)
         async with self.rt.sessions() as session, session.begin():
             if not await leases.is_desired(session, key, cmd.spawn_id):
@@ -66,39 +119,48 @@ class Worker:
             claim = Transition.claim(key, cmd.spawn_id, worker=self.me, lease_ttl=self.ttl)
             claimed = await transition(session, claim, self.announcer) is not None
             row = None if claimed else await leases.get(session, key)
-            if (row is not None and row.spawn_id == cmd.spawn_id and row.status == ServerStatus.PENDING
-                    and not row.lease_live):
-                # the worker that started this spawn died: take it over and start again
-                row = await leases.take_over(session, key, cmd.spawn_id, me=self.me, ttl=self.ttl,
-                                             statuses=(ServerStatus.PENDING,))
-                if row is not None:
-                    claimed = True
-                    if row.state:
-                        await self.backend.stop(row.state)
         if not claimed:
             assert row is not None
             if row.spawn_id != cmd.spawn_id:
                 log.warning("spawn %s for %s refused: spawn %s is %s", cmd.spawn_id, key, row.spawn_id, row.status)
                 return Decision.ack()
             if row.status in (ServerStatus.PENDING, ServerStatus.STOPPING):
-                return Decision.nak(RETRY_DELAY)  # another worker (or my own in-flight task) is on it
+                # another worker (or my own task) is on it, or its worker died and an adopter will be: follow
+                return Decision.nak(RETRY_DELAY)
             return Decision.ack()  # already running, stopped or failed: nothing to do
+        fault("spawner.after_lease_before_start")
+        return await self._run_spawn(cmd, heartbeat)
+
+    async def _run_spawn(self, cmd: SpawnServer, heartbeat: Heartbeat, found: dict[str, Any] | None = None) -> Decision:
+        """Carry out a spawn whose lease I hold, as this task (a stop of it cancels the task)."""
+        key = ServerKey(cmd.user, cmd.server_name)
         task = asyncio.current_task()
         assert task is not None
         self.inflight[key] = task
+        self.working.add(key)
         try:
-            await self._start(cmd, heartbeat)
+            await self._start(cmd, heartbeat, found)
         except asyncio.CancelledError:
+            if key in self.abandoned:
+                # fenced off (see `fence_loop`): leave the server as it is, the adopter carries the spawn out
+                self.abandoned.discard(key)
+                task.uncancel()
+                return Decision.nak(RETRY_DELAY)
             if key not in self.cancelled_by_stop:
                 raise  # shutting down: the command is redelivered, the lease expires, another worker decides
             # a stop took this spawn over and records its outcome: the spawn command is done
             self.cancelled_by_stop.discard(key)
             task.uncancel()
+        except Fenced as exc:
+            log.warning("gave up the spawn of %s: %s", key, exc)
+            return Decision.nak(RETRY_DELAY)
         finally:
             self.inflight.pop(key, None)
+            self.working.discard(key)
         return Decision.ack()
 
-    async def _start(self, cmd: SpawnServer, heartbeat: Heartbeat) -> None:
+    async def _start(self, cmd: SpawnServer, heartbeat: Heartbeat, found: dict[str, Any] | None = None) -> None:
+        """Start `cmd`'s server (or, given the state of one `found` running, finish its start)."""
         s = self.rt.settings.spawner
         key = ServerKey(cmd.user, cmd.server_name)
         prefix = server_prefix(cmd.user, cmd.server_name)
@@ -110,29 +172,40 @@ class Worker:
             log_path=self.rt.settings.data_dir / "logs"
             / f"{encode_token(cmd.user)}.{encode_token(cmd.server_name)}.log",
         )
-        state: dict[str, Any] = {}
+        state: dict[str, Any] = dict(found or {})
         try:
-            try:
-                state = await asyncio.wait_for(self.backend.start(spec), s.start_timeout)
-            except TimeoutError:
-                raise SpawnFailed(f"server did not start within {s.start_timeout:.0f}s") from None
-            async with self.rt.sessions() as session, session.begin():
-                await leases.save_state(session, key, cmd.spawn_id, me=self.me, state=state)
+            if not state:
+                # the identity is recorded before anything exists, so an adopter can find what start makes
+                planned = self.backend.identity(spec)
+                await self._save(key, cmd.spawn_id, planned)
+                state = planned
+                try:
+                    state = await asyncio.wait_for(self.backend.start(spec, planned), s.start_timeout)
+                except TimeoutError:
+                    raise SpawnFailed(f"server did not start within {s.start_timeout:.0f}s") from None
+                fault("spawner.after_backend_create")
+                await self._save(key, cmd.spawn_id, state)
+                fault("spawner.after_state_saved")
             await self._progress(cmd, 50, "Spawning server...")
             target = self.backend.target(state)
             await self._wait_ready(f"{target}{prefix}api", state, heartbeat)
+            await self._fence(key, cmd.spawn_id)
             await put_route(self.rt.bus, route_for(cmd.user, cmd.server_name, target, cmd.spawn_id))
             ready = Transition.ready(key, cmd.spawn_id, worker=self.me, url=prefix, target=target, state=state)
-            if await self._record(ready) is None:  # lost the lease meanwhile (should not happen): leave it to its owner
+            if await self._record(ready) is None:  # lost the lease meanwhile: its adopter finishes the spawn
                 log.warning("lost the lease of %s during start", key)
-            log.info("%s ready at %s", key, target)
+            else:
+                log.info("%s ready at %s", key, target)
+            fault("spawner.after_route_before_ack")
         except asyncio.CancelledError:
-            # a stop for this spawn: end what was started; the stop records the outcome
-            if state:
+            # a stop for this spawn: end what was started; the stop records the outcome. Abandoned (fenced
+            # off): touch nothing, the server may be another worker's already
+            if state and key not in self.abandoned:
                 await asyncio.shield(self.backend.stop(state))
             raise
         except (SpawnFailed, OSError) as exc:
             log.warning("spawn of %s failed: %s", key, exc)
+            await self._fence(key, cmd.spawn_id)
             if state:
                 await self.backend.stop(state)
             await delete_route(self.rt.bus, cmd.user, cmd.server_name)
@@ -180,43 +253,81 @@ class Worker:
             self.cancelled_by_stop.add(key)
             mine.cancel()
             await asyncio.gather(mine, return_exceptions=True)
+        elif key in self.working:
+            return Decision.nak(RETRY_DELAY)  # I am adopting it (finishing a stop, checking it runs): follow
         elif (row.status in (ServerStatus.PENDING, ServerStatus.STOPPING) and row.lease_live
               and row.worker_id != self.me):
             return Decision.nak(RETRY_DELAY)  # another worker is starting or stopping it: follow, never race
         claimed = await self._record(Transition.stopping(key, row.spawn_id, worker=self.me, lease_ttl=self.ttl))
         if claimed is None:
             return Decision.nak(RETRY_DELAY)
-        await self._finish_stop(claimed, cmd.reason)
+        try:
+            await self._finish_stop(claimed, cmd.reason)
+        except Fenced as exc:
+            log.warning("gave up the stop of %s: %s", key, exc)
+            return Decision.nak(RETRY_DELAY)
         return Decision.ack()
 
     async def _finish_stop(self, row: leases.Row, reason: str) -> None:
-        await delete_route(self.rt.bus, row.user, row.server_name)
-        if row.state:
-            await self.backend.stop(row.state)
-        await self._record(Transition.stopped(row.key, row.spawn_id, worker=self.me, reason=reason))
-        log.info("%s stopped (%s)", row.key, reason)
+        """Delete the route, end the server (found by its identity), record it stopped; under my lease."""
+        self.working.add(row.key)
+        try:
+            await self._fence(row.key, row.spawn_id)
+            await delete_route(self.rt.bus, row.user, row.server_name)
+            if row.state:
+                await self.backend.stop(row.state)
+            fault("spawner.stop_after_backend_kill")
+            await self._record(Transition.stopped(row.key, row.spawn_id, worker=self.me, reason=reason))
+            log.info("%s stopped (%s)", row.key, reason)
+        finally:
+            self.working.discard(row.key)
 
     # --- background loops ------------------------------------------------------------------------
 
     async def renew_loop(self) -> None:
+        """Renew my leases every quarter lease; a renewal that gets no answer within a third of one fails."""
         while True:
-            await asyncio.sleep(self.ttl / 3)
+            await asyncio.sleep(self.ttl / 4)
+            sent = time.monotonic()
             try:
-                async with self.rt.sessions() as session, session.begin():
-                    await leases.renew(session, self.me, self.ttl)
+                async with asyncio.timeout(self.ttl / 3), self.rt.sessions() as session, session.begin():
+                    await leases.renew(session, self.me, self.ttl, set(self.working))
+                self.renewed_at = sent
             except Exception as exc:
-                log.warning("lease renewal failed: %s", exc)
+                log.warning("lease renewal failed: %r", exc)
+
+    async def fence_loop(self) -> None:
+        """Abandon my in-flight spawns once no renewal has succeeded for three quarters of a lease.
+
+        A lease renewed by a statement sent at t lasts at least until t + ttl by PostgreSQL's clock, so a
+        worker that gives up before then never acts after another worker may have adopted its servers
+        (time here is this process's monotonic clock: a wrong wall clock does not matter). Abandoned
+        spawns are left as they are; their adopter finds the server by its recorded identity.
+        """
+        while True:
+            await asyncio.sleep(self.ttl / 10)
+            if self.inflight and time.monotonic() - self.renewed_at > self.ttl * 0.75:
+                log.warning("leases not renewed for %.1fs: abandoning %d spawn(s) to their adopters",
+                            time.monotonic() - self.renewed_at, len(self.inflight))
+                for key, task in list(self.inflight.items()):
+                    self.abandoned.add(key)
+                    task.cancel()
 
     async def adopt_loop(self, interval: float = 1.0) -> None:
+        """Adopt rows whose lease expired (their worker died, or was cut off): each in a task of its own."""
         while True:
             await asyncio.sleep(interval)
             try:
                 async with self.rt.sessions() as session, session.begin():
                     rows = await leases.adopt_expired(session, self.me, self.ttl)
-                for row in rows:
-                    await self._adopt(row)
             except Exception as exc:
-                log.warning("adoption pass failed: %s", exc)
+                log.warning("adoption pass failed: %r", exc)
+                continue
+            for row in rows:
+                self.working.add(row.key)  # renewed from now on
+                task = asyncio.get_running_loop().create_task(self._adopt(row), name=f"adopt {row.key}")
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
 
     async def _alive(self, row: leases.Row) -> bool:
         if not row.state or not await self.backend.poll(row.state):
@@ -226,24 +337,51 @@ class Worker:
 
     async def _adopt(self, row: leases.Row) -> None:
         log.info("adopting %s (%s) from a dead worker", row.key, row.status)
-        if row.status == ServerStatus.STOPPING:
-            await self._finish_stop(row, "api")
+        try:
+            if row.status == ServerStatus.STOPPING:
+                await self._finish_stop(row, "api")
+            elif row.status == ServerStatus.PENDING:
+                await self._resume(row)
+            else:
+                await self._adopt_running(row)
+        except Fenced as exc:
+            log.warning("gave up adopting %s: %s", row.key, exc)
+        except Exception:
+            log.exception("adopting %s failed; it is adopted again once its lease expires", row.key)
+        finally:
+            self.working.discard(row.key)
+
+    async def _resume(self, row: leases.Row) -> None:
+        """Finish a spawn whose worker died: keep the server its identity finds alive, else start it anew."""
+        async with self.rt.sessions() as session:
+            options = await leases.requested_options(session, row.key, row.spawn_id)
+        if options is None:  # stopped, removed or replaced meanwhile: end whatever the spawn made
+            claimed = await self._record(Transition.stopping(row.key, row.spawn_id, worker=self.me,
+                                                             lease_ttl=self.ttl))
+            if claimed is not None:
+                await self._finish_stop(claimed, "api")
             return
+        found = row.state if row.state and await self.backend.poll(row.state) else None
+        if found is None and row.state:
+            await self._fence(row.key, row.spawn_id)
+            await self.backend.stop(row.state)  # a half-made server (a zombie, a stuck container) goes first
+        cmd = SpawnServer(user=row.user, server_name=row.server_name, spawn_id=row.spawn_id, user_options=options)
+        log.info("finishing the spawn %s of %s (%s)", row.spawn_id, row.key,
+                 "its server runs" if found else "starting it")
+        await self._run_spawn(cmd, _no_heartbeat, found)
+
+    async def _adopt_running(self, row: leases.Row) -> None:
+        """Keep a running server that answers (its route put again); record one that died stopped."""
         if await self._alive(row):
+            await self._fence(row.key, row.spawn_id)
             target = self.backend.target(row.state)
             await put_route(self.rt.bus, route_for(row.user, row.server_name, target, row.spawn_id))
-            if row.status == ServerStatus.PENDING:
-                await self._record(Transition.ready(row.key, row.spawn_id, worker=self.me, target=target,
-                                                    url=server_prefix(row.user, row.server_name), state=row.state))
             return
+        await self._fence(row.key, row.spawn_id)
         if row.state:
             await self.backend.stop(row.state)
         await delete_route(self.rt.bus, row.user, row.server_name)
-        if row.status == ServerStatus.PENDING:
-            await self._record(Transition.failed(row.key, row.spawn_id, worker=self.me,
-                                                 message="spawner worker died during start"))
-        else:
-            await self._record(Transition.stopped(row.key, row.spawn_id, worker=self.me, reason="exited"))
+        await self._record(Transition.stopped(row.key, row.spawn_id, worker=self.me, reason="exited"))
 
     async def poll_loop(self, interval: float = 2.0) -> None:
         """Notice servers of mine whose process exited."""
@@ -255,6 +393,7 @@ class Worker:
                 for row in rows:
                     if row.state and await self.backend.poll(row.state):
                         continue
+                    await self._fence(row.key, row.spawn_id)
                     await delete_route(self.rt.bus, row.user, row.server_name)
                     await self._record(Transition.stopped(row.key, row.spawn_id, worker=self.me, reason="exited",
                                                           expected=frozenset({ServerStatus.RUNNING})))

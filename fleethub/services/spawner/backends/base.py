@@ -2,6 +2,14 @@
 
 A backend starts, polls and stops one server; its state is a JSON dict saved in PostgreSQL
 (`server_states.state`) so that any worker can poll or stop a server another worker started.
+
+A spawn is recorded before anything exists: the worker asks `identity(spec)` for the server's planned
+identity (a name derived from the server's key and spawn id — for `local` a free port and an environment
+marker; a container name, a job name), saves it in `server_states.state`, and only then calls
+`start(spec, identity)`. A worker that dies between the two leaves a row that names what it may have
+created: `poll` and `stop` work from the identity alone (no pid, container id or job id needed), so the
+worker that adopts the row either finds the server alive and keeps it, or ends it and starts again.
+Nothing a backend creates can be an orphan.
 Backends are found through the entry point group `fleethub.spawners` (third parties add their own);
 `local` is built in.
 """
@@ -37,10 +45,19 @@ class ServerSpec:
 
 
 class Backend(Protocol):
-    """Starts, polls and stops servers."""
+    """Plans, starts, polls and stops servers."""
 
-    async def start(self, spec: ServerSpec) -> dict[str, Any]:
-        """Start the server; return its state (must be JSON), enough to poll and stop it later.
+    def identity(self, spec: ServerSpec) -> dict[str, Any]:
+        """The planned identity of `spec`'s server (JSON), recorded before `start` is called.
+
+        It must be derived from the server's key and spawn id (never from what `start` returns), so that
+        `poll` and `stop` given only this dict find whatever a `start` with it created, even one whose
+        worker died before it could save the result. It must hold no secret (it is stored in plain).
+        """
+
+    async def start(self, spec: ServerSpec, identity: dict[str, Any]) -> dict[str, Any]:
+        """Start the server under `identity`; return its state (JSON): `identity` plus what start learnt
+        (a pid, a container id), enough to poll and stop it later.
 
         The backend adds `JUPYTERHUB_SERVICE_URL` (where the server listens) to the environment.
         """
@@ -49,10 +66,12 @@ class Backend(Protocol):
         """The origin the proxy forwards to, e.g. http://127.0.0.1:51234."""
 
     async def poll(self, state: dict[str, Any]) -> bool:
-        """Whether the server is still running (it may have been started by another worker)."""
+        """Whether the server is still running (it may have been started by another worker; `state` may be
+        only its identity)."""
 
     async def stop(self, state: dict[str, Any]) -> None:
-        """Stop the server; returns once it is gone. Stopping a gone server is not an error."""
+        """Stop the server (found from its identity if `state` holds nothing more); returns once it is gone.
+        Stopping a gone server, or one never started, is not an error."""
 
 
 def _local() -> type:

@@ -1,4 +1,12 @@
-"""The `local` backend: each server is a subprocess of the worker, in its own process group."""
+"""The `local` backend: each server is a subprocess of the worker, in its own session (process group).
+
+Its identity, recorded before the process is created, is the port it will listen on and a marker: the
+environment variable `FLEETHUB_SERVER_ID` (the server's key and spawn id, nothing secret) set in the
+server's environment at exec. Any worker on the machine finds the server from the marker alone, in
+`/proc/<pid>/environ` of the session leaders (the server itself, not the kernels it starts, which inherit
+the variable): there is no moment between fork and a pid file being written when it could not be found.
+A recorded pid is trusted only while that process still carries the marker (pids are reused).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fleethub.services.spawner.backends.base import ServerSpec
+from fleethub.shared.names import encode_token
 from fleethub.shared.net import free_port
 from fleethub.shared.private import open_private, private_dir
 from fleethub.shared.procs import end_group, pid_alive
@@ -16,6 +25,42 @@ from fleethub.shared.service import reachable_host
 from fleethub.shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
+
+MARKER_VAR = "FLEETHUB_SERVER_ID"
+"""The environment variable that marks a user server's process with its identity."""
+
+
+def marker_of(spec: ServerSpec) -> str:
+    """The marker of one spawn: `<user>.<server>.<spawn id>`, each part one token without dots."""
+    return f"{encode_token(spec.user)}.{encode_token(spec.server_name)}.{spec.spawn_id}"
+
+
+def _carries(pid: int, marker: str) -> bool | None:
+    """Whether process `pid` carries `marker` (None: its environment cannot be read)."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    except OSError:
+        return None
+    return f"{MARKER_VAR}={marker}".encode() in environ.split(b"\0")
+
+
+def marked_processes(marker: str) -> list[int]:
+    """The live session leaders on this machine that carry `marker`: the server of that spawn, if it runs."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        try:
+            if os.getsid(pid) != pid:
+                continue
+        except OSError:
+            continue
+        if _carries(pid, marker) and pid_alive(pid):
+            found.append(pid)
+    return found
 
 
 def _log_and_cwd(spec: ServerSpec, env: dict[str, str]) -> tuple[int, str | None]:
@@ -52,10 +97,14 @@ class LocalBackend:
             cmd.append("--allow-root")
         return cmd
 
-    async def start(self, spec: ServerSpec) -> dict[str, Any]:
+    def identity(self, spec: ServerSpec) -> dict[str, Any]:
         ip = self.settings.spawner.ip
-        port = free_port(ip)
-        env = {**spec.env, "JUPYTERHUB_SERVICE_URL": f"http://{ip}:{port}{spec.prefix}"}
+        return {"ip": ip, "port": free_port(ip), "marker": marker_of(spec)}
+
+    async def start(self, spec: ServerSpec, identity: dict[str, Any]) -> dict[str, Any]:
+        ip, port = identity["ip"], int(identity["port"])
+        env = {**spec.env, "JUPYTERHUB_SERVICE_URL": f"http://{ip}:{port}{spec.prefix}",
+               MARKER_VAR: str(identity["marker"])}
         out, cwd = _log_and_cwd(spec, env)
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -68,7 +117,7 @@ class LocalBackend:
         self._children[proc.pid] = proc
         # wait in the background so the child never stays a zombie
         asyncio.get_running_loop().create_task(self._reap(proc))
-        return {"pid": proc.pid, "ip": ip, "port": port}
+        return {**identity, "pid": proc.pid}
 
     async def _reap(self, proc: asyncio.subprocess.Process) -> None:
         try:
@@ -82,25 +131,26 @@ class LocalBackend:
             ip = reachable_host()
         return f"http://{ip}:{state['port']}"
 
-    async def poll(self, state: dict[str, Any]) -> bool:
+    def _pids(self, state: dict[str, Any]) -> list[int]:
+        """The live processes of the server `state` names: its recorded pid, else those carrying its marker."""
         pid = int(state.get("pid") or 0)
+        marker = state.get("marker")
         child = self._children.get(pid)
         if child is not None:
-            return child.returncode is None
-        return pid_alive(pid)
+            return [pid] if child.returncode is None else []
+        if pid > 0 and pid_alive(pid) and (marker is None or _carries(pid, str(marker)) is not False):
+            return [pid]
+        return marked_processes(str(marker)) if marker else []
+
+    async def poll(self, state: dict[str, Any]) -> bool:
+        return bool(self._pids(state))
 
     async def stop(self, state: dict[str, Any]) -> None:
-        pid = int(state.get("pid") or 0)
-        if pid <= 0:
-            return
-        child = self._children.get(pid)
-        if child is not None and child.returncode is not None:
-            return
-        if child is None and not pid_alive(pid):
-            return
-        await end_group(pid)
-        if child is not None:
-            try:
-                await asyncio.wait_for(child.wait(), 5)
-            except TimeoutError:
-                pass
+        for pid in self._pids(state):
+            await end_group(pid)
+            child = self._children.get(pid)
+            if child is not None:
+                try:
+                    await asyncio.wait_for(child.wait(), 5)
+                except TimeoutError:
+                    pass
