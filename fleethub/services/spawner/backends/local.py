@@ -1,8 +1,9 @@
 """The `local` backend: each server is a subprocess of the worker, in its own session (process group).
 
 Its identity, recorded before the process is created, is the port it will listen on and a marker: the
-environment variable `FLEETHUB_SERVER_ID` (the server's key and spawn id, nothing secret) set in the
-server's environment at exec. Any worker on the machine finds the server from the marker alone, in
+environment variable `FH_SERVER_ID` (the server's key and spawn id, nothing secret) set in the
+server's environment at exec (outside the `FLEETHUB_` namespace, which holds a worker's settings and never
+reaches a server). Any worker on the machine finds the server from the marker alone, in
 `/proc/<pid>/environ` of the session leaders (the server itself, not the kernels it starts, which inherit
 the variable): there is no moment between fork and a pid file being written when it could not be found.
 A recorded pid is trusted only while that process still carries the marker (pids are reused).
@@ -26,7 +27,7 @@ from fleethub.shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
-MARKER_VAR = "FLEETHUB_SERVER_ID"
+MARKER_VAR = "FH_SERVER_ID"
 """The environment variable that marks a user server's process with its identity."""
 
 
