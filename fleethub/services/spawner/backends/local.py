@@ -84,6 +84,7 @@ class LocalBackend:
     def __init__(self, settings: ServiceSettings) -> None:
         self.settings = settings
         self._children: dict[int, asyncio.subprocess.Process] = {}
+        self._found: dict[str, int] = {}  # marker → pid of servers found by marker (state without a pid)
         self._warned_root = False
 
     def _command(self) -> list[str]:
@@ -134,14 +135,21 @@ class LocalBackend:
 
     def _pids(self, state: dict[str, Any]) -> list[int]:
         """The live processes of the server `state` names: its recorded pid, else those carrying its marker."""
-        pid = int(state.get("pid") or 0)
         marker = state.get("marker")
+        pid = int(state.get("pid") or 0) or self._found.get(str(marker), 0)
         child = self._children.get(pid)
         if child is not None:
             return [pid] if child.returncode is None else []
         if pid > 0 and pid_alive(pid) and (marker is None or _carries(pid, str(marker)) is not False):
             return [pid]
-        return marked_processes(str(marker)) if marker else []
+        if not marker:
+            return []
+        found = marked_processes(str(marker))  # a scan of /proc: remember what it finds for the next poll
+        if found:
+            self._found[str(marker)] = found[0]
+        else:
+            self._found.pop(str(marker), None)
+        return found
 
     async def poll(self, state: dict[str, Any]) -> bool:
         return bool(self._pids(state))
@@ -155,3 +163,4 @@ class LocalBackend:
                     await asyncio.wait_for(child.wait(), 5)
                 except TimeoutError:
                     pass
+        self._found.pop(str(state.get("marker")), None)
