@@ -12,6 +12,7 @@ and `server.ready` (or `server.stopped`) was announced once for the spawn.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -53,6 +54,7 @@ class Stack:
     hub: str
 
     async def row(self, user: str) -> ServerState | None:
+        """`user`'s default server's `server_states` row, read afresh."""
         engine = make_engine(self.cluster.settings.require_database_url(), pool_size=1)
         try:
             async with make_sessionmaker(engine)() as s:
@@ -135,18 +137,21 @@ def server_processes(user: str) -> list[int]:
     return found
 
 
-@pytest.fixture
-async def stack(request: pytest.FixtureRequest, tmp_path: Path, nats_url: str, database_url: str,
-                nats_namespace: str) -> AsyncIterator[Stack]:
-    point = request.param
+@contextlib.asynccontextmanager
+async def two_worker_stack(tmp_path: Path, nats_url: str, database_url: str, nats_namespace: str, *,
+                           armed_env: dict[str, str] | None = None, armed: dict[str, Any] | None = None,
+                           server_env: dict[str, str] | None = None) -> AsyncIterator[Stack]:
+    """auth, api, a proxy and two spawner workers: `armed` started first with `armed_env` added to its
+    environment and `armed` settings overrides, then the other; users `crash` and `steady` exist."""
     async with running_stack(
         tmp_path, nats_url, database_url, nats_namespace, start=("auth", "api", "proxy"),
         log_level="INFO",
-        spawner={"cmd": [sys.executable, str(FAKE_SERVER)], "lease_ttl": 2, "http_timeout": 15},
+        spawner={"cmd": [sys.executable, str(FAKE_SERVER)], "lease_ttl": 2, "http_timeout": 15,
+                 "environment": server_env or {}},
         api={"slow_spawn_timeout": 1},
         proxy={"port": free_port()},
     ) as cluster:
-        armed = cluster.start("spawner", extra_env={"FLEETHUB_FAULT": f"{point}:kill"})
+        first = cluster.start("spawner", extra_env=armed_env, **(armed or {}))
         other = cluster.start("spawner")
         bus = Bus(nats_url, nats_namespace, "test")
         await bus.connect()
@@ -158,13 +163,22 @@ async def stack(request: pytest.FixtureRequest, tmp_path: Path, nats_url: str, d
             await ensure_user(cluster.settings, "admin", admin=True)
             headers = {"Authorization": f"token {mint_token(cluster.settings, 'admin')}"}
             async with httpx.AsyncClient(base_url=hub, headers=headers, timeout=15) as api:
-                r = await api.post("/hub/api/users", json={"usernames": ["crash"]})
+                r = await api.post("/hub/api/users", json={"usernames": ["crash", "steady"]})
                 assert r.status_code == 201, r.text
-                yield Stack(cluster, armed, other, api, bus, hub)
+                yield Stack(cluster, first, other, api, bus, hub)
         finally:
             if other.poll() is None:
                 other.send_signal(signal.SIGCONT)
             await bus.close()
+
+
+@pytest.fixture
+async def two_workers(request: pytest.FixtureRequest, tmp_path: Path, nats_url: str, database_url: str,
+                      nats_namespace: str) -> AsyncIterator[Stack]:
+    """The two-worker stack, the first worker armed to die at the crash point given as the parameter."""
+    async with two_worker_stack(tmp_path, nats_url, database_url, nats_namespace,
+                                armed_env={"FLEETHUB_FAULT": f"{request.param}:kill"}) as stack:
+        yield stack
 
 
 async def _spawn_killed(stack: Stack) -> tuple[str, float, asyncio.Task[httpx.Response]]:
@@ -202,14 +216,16 @@ async def _assert_finished_by_the_other(stack: Stack, spawn_id: str, killed: flo
     assert route is not None and route.spawn_id == spawn_id
 
 
-@pytest.mark.parametrize("stack", ["spawner.after_lease_before_start"], indirect=True)
-async def test_f3_killed_after_the_lease_before_start(stack: Stack) -> None:
+@pytest.mark.parametrize("two_workers", ["spawner.after_lease_before_start"], indirect=True)
+async def test_f3_killed_after_the_lease_before_start(two_workers: Stack) -> None:
+    stack = two_workers
     spawn_id, killed, post = await _spawn_killed(stack)
     await _assert_finished_by_the_other(stack, spawn_id, killed, post)
 
 
-@pytest.mark.parametrize("stack", ["spawner.after_backend_create"], indirect=True)
-async def test_f4_killed_after_the_process_exists_before_its_state_is_saved(stack: Stack) -> None:
+@pytest.mark.parametrize("two_workers", ["spawner.after_backend_create"], indirect=True)
+async def test_f4_killed_after_the_process_exists_before_its_state_is_saved(two_workers: Stack) -> None:
+    stack = two_workers
     spawn_id, killed, post = await _spawn_killed(stack)
     orphan = server_processes("crash")
     assert len(orphan) == 1  # the dead worker's server runs, with no pid recorded anywhere
@@ -219,20 +235,23 @@ async def test_f4_killed_after_the_process_exists_before_its_state_is_saved(stac
     assert server_processes("crash") == orphan  # adopted, not started again
 
 
-@pytest.mark.parametrize("stack", ["spawner.after_state_saved"], indirect=True)
-async def test_f5_killed_after_the_state_is_saved_before_the_route(stack: Stack) -> None:
+@pytest.mark.parametrize("two_workers", ["spawner.after_state_saved"], indirect=True)
+async def test_f5_killed_after_the_state_is_saved_before_the_route(two_workers: Stack) -> None:
+    stack = two_workers
     spawn_id, killed, post = await _spawn_killed(stack)
     await _assert_finished_by_the_other(stack, spawn_id, killed, post)
 
 
-@pytest.mark.parametrize("stack", ["spawner.after_route_before_ack"], indirect=True)
-async def test_f6_killed_after_ready_before_the_ack(stack: Stack) -> None:
+@pytest.mark.parametrize("two_workers", ["spawner.after_route_before_ack"], indirect=True)
+async def test_f6_killed_after_ready_before_the_ack(two_workers: Stack) -> None:
+    stack = two_workers
     spawn_id, killed, post = await _spawn_killed(stack)
     await _assert_finished_by_the_other(stack, spawn_id, killed, post)
 
 
-@pytest.mark.parametrize("stack", ["spawner.stop_after_backend_kill"], indirect=True)
-async def test_f7_killed_during_a_stop_after_the_server_ended(stack: Stack) -> None:
+@pytest.mark.parametrize("two_workers", ["spawner.stop_after_backend_kill"], indirect=True)
+async def test_f7_killed_during_a_stop_after_the_server_ended(two_workers: Stack) -> None:
+    stack = two_workers
     r = await stack.api.post("/hub/api/users/crash/server")
     assert r.status_code in (201, 202), r.text
     await wait_for(lambda: stack.through_proxy("crash"), timeout=30, what="the server running")

@@ -119,6 +119,15 @@ async def save_state(session: AsyncSession, key: ServerKey, spawn_id: str, *, me
     return (await session.execute(stmt)).first() is not None
 
 
+async def release(session: AsyncSession, key: ServerKey, spawn_id: str, *, me: str) -> None:
+    """Let my lease of `spawn_id` expire now (a worker that cannot finish it hands it to an adopter)."""
+    await session.execute(
+        update(ServerState)
+        .where(_key(key), ServerState.spawn_id == spawn_id, ServerState.worker_id == me)
+        .values(lease_expires=func.now() - timedelta(seconds=1))
+    )
+
+
 async def renew(session: AsyncSession, me: str, ttl: float, working: Collection[ServerKey]) -> int:
     """Extend the live leases I hold: of the running servers I watch, and of the spawns and stops I am
     `working` on. Never an expired lease (another worker may be adopting it), and never a pending or

@@ -42,6 +42,11 @@ class Fenced(Exception):
     act on the server any more; the worker that adopts the row carries the work out."""
 
 
+class HandOff(Exception):
+    """This worker cannot finish the spawn now (the bus is unreachable from here): it releases the lease
+    at once, so that a worker that can adopts the row and finishes it; the server is left running."""
+
+
 async def _no_heartbeat() -> None:
     """The heartbeat of work without a message to keep (an adopted spawn)."""
 
@@ -154,10 +159,22 @@ class Worker:
         except Fenced as exc:
             log.warning("gave up the spawn of %s: %s", key, exc)
             return Decision.nak(RETRY_DELAY)
+        except HandOff as exc:
+            log.warning("handing the spawn of %s over to another worker: %s", key, exc)
+            await self._release(key, cmd.spawn_id)
+            return Decision.nak(RETRY_DELAY)
         finally:
             self.inflight.pop(key, None)
             self.working.discard(key)
         return Decision.ack()
+
+    async def _release(self, key: ServerKey, spawn_id: str) -> None:
+        """Let my lease of `spawn_id` expire now (best effort: unrenewed, it expires within a lease anyway)."""
+        try:
+            async with asyncio.timeout(self.ttl / 3), self.rt.sessions() as session, session.begin():
+                await leases.release(session, key, spawn_id, me=self.me)
+        except Exception as exc:
+            log.warning("could not release the lease of %s: %r", key, exc)
 
     async def _start(self, cmd: SpawnServer, heartbeat: Heartbeat, found: dict[str, Any] | None = None) -> None:
         """Start `cmd`'s server (or, given the state of one `found` running, finish its start)."""
@@ -190,7 +207,10 @@ class Worker:
             target = self.backend.target(state)
             await self._wait_ready(f"{target}{prefix}api", state, heartbeat)
             await self._fence(key, cmd.spawn_id)
-            await put_route(self.rt.bus, route_for(cmd.user, cmd.server_name, target, cmd.spawn_id))
+            try:
+                await put_route(self.rt.bus, route_for(cmd.user, cmd.server_name, target, cmd.spawn_id))
+            except Exception as exc:  # the server is fine: a worker that reaches the bus finishes its start
+                raise HandOff(f"route not written: {exc!r}") from exc
             ready = Transition.ready(key, cmd.spawn_id, worker=self.me, url=prefix, target=target, state=state)
             if await self._record(ready) is None:  # lost the lease meanwhile: its adopter finishes the spawn
                 log.warning("lost the lease of %s during start", key)
@@ -224,7 +244,10 @@ class Worker:
             if time.monotonic() > deadline:
                 raise SpawnFailed(f"server did not answer HTTP within {s.http_timeout:.0f}s")
             if time.monotonic() - last_beat > 5:
-                await heartbeat()
+                try:
+                    await heartbeat()
+                except Exception as exc:  # the command may come back to another worker: the lease decides
+                    log.debug("heartbeat not sent: %r", exc)
                 last_beat = time.monotonic()
             await asyncio.sleep(s.poll_interval)
 
@@ -292,9 +315,12 @@ class Worker:
             try:
                 async with asyncio.timeout(self.ttl / 3), self.rt.sessions() as session, session.begin():
                     await leases.renew(session, self.me, self.ttl, set(self.working))
-                self.renewed_at = sent
             except Exception as exc:
                 log.warning("lease renewal failed: %r", exc)
+                continue
+            if sent - self.renewed_at > self.ttl:
+                log.info("leases renewed again after %.1fs without", sent - self.renewed_at)
+            self.renewed_at = sent
 
     async def fence_loop(self) -> None:
         """Abandon my in-flight spawns once no renewal has succeeded for three quarters of a lease.
