@@ -140,13 +140,13 @@ def server_processes(user: str) -> list[int]:
 @contextlib.asynccontextmanager
 async def two_worker_stack(tmp_path: Path, nats_url: str, database_url: str, nats_namespace: str, *,
                            armed_env: dict[str, str] | None = None, armed: dict[str, Any] | None = None,
-                           server_env: dict[str, str] | None = None) -> AsyncIterator[Stack]:
+                           server_env: dict[str, str] | None = None, lease_ttl: float = 2) -> AsyncIterator[Stack]:
     """auth, api, a proxy and two spawner workers: `armed` started first with `armed_env` added to its
     environment and `armed` settings overrides, then the other; users `crash` and `steady` exist."""
     async with running_stack(
         tmp_path, nats_url, database_url, nats_namespace, start=("auth", "api", "proxy"),
         log_level="INFO",
-        spawner={"cmd": [sys.executable, str(FAKE_SERVER)], "lease_ttl": 2, "http_timeout": 15,
+        spawner={"cmd": [sys.executable, str(FAKE_SERVER)], "lease_ttl": lease_ttl, "http_timeout": 15,
                  "environment": server_env or {}},
         api={"slow_spawn_timeout": 1},
         proxy={"port": free_port()},
