@@ -32,7 +32,8 @@ class ServerSpec:
 
     `env` is the server's whole environment, built by the worker for every backend
     (`services/spawner/env.py`: the `spawner.env_keep` allow list, the JupyterHub contract,
-    `spawner.environment`). A backend adds `JUPYTERHUB_SERVICE_URL` and never its own process's environment.
+    `spawner.environment`). A backend adds `JUPYTERHUB_SERVICE_URL` (and, if it marks processes, its
+    identity marker) and never its own process's environment.
     """
 
     user: str
