@@ -219,8 +219,8 @@ class Worker:
             fault("spawner.after_route_before_ack")
         except asyncio.CancelledError:
             # a stop for this spawn: end what was started; the stop records the outcome. Abandoned (fenced
-            # off): touch nothing, the server may be another worker's already
-            if state and key not in self.abandoned:
+            # off) or shut down: touch nothing, the worker that adopts the row finishes the spawn
+            if state and key in self.cancelled_by_stop:
                 await asyncio.shield(self.backend.stop(state))
             raise
         except (SpawnFailed, OSError) as exc:
@@ -350,6 +350,8 @@ class Worker:
                 log.warning("adoption pass failed: %r", exc)
                 continue
             for row in rows:
+                if row.key in self.working:
+                    continue  # my own work in flight, its lease lapsed and taken back by me: it goes on
                 self.working.add(row.key)  # renewed from now on
                 task = asyncio.get_running_loop().create_task(self._adopt(row), name=f"adopt {row.key}")
                 self._tasks.add(task)
