@@ -70,7 +70,11 @@ class Worker:
         self.working: set[ServerKey] = set()  # every pending or stopping server this worker acts on: renewed
         self.cancelled_by_stop: set[ServerKey] = set()
         self.abandoned: set[ServerKey] = set()
-        self.renewed_at = time.monotonic()  # when the last renewal that succeeded was sent
+        # a statement that renews a lease must answer within half a lease: one sent at t leaves the lease
+        # good until t + ttl (PostgreSQL's clock), so the worker acts well before it can lapse
+        self.db_timeout = self.ttl / 2
+        self.renewed_at = time.monotonic()  # when the last renewal of all my leases that succeeded was sent
+        self.held_at: dict[ServerKey, float] = {}  # when a statement that took or renewed one lease was sent
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def _record(self, change: Transition) -> leases.Row | None:
@@ -86,13 +90,15 @@ class Worker:
             Fenced: the lease is another worker's or expired, or PostgreSQL did not answer within a third
                 of a lease.
         """
+        sent = time.monotonic()
         try:
-            async with asyncio.timeout(self.ttl / 3), self.rt.sessions() as session, session.begin():
+            async with asyncio.timeout(self.db_timeout), self.rt.sessions() as session, session.begin():
                 held = await leases.hold(session, key, spawn_id, me=self.me, ttl=self.ttl)
         except Exception as exc:
             raise Fenced(f"cannot check the lease of {key}: {exc!r}") from exc
         if not held:
             raise Fenced(f"the lease of {key} is no longer mine")
+        self.held_at[key] = sent
 
     async def _save(self, key: ServerKey, spawn_id: str, state: dict[str, Any]) -> None:
         """Record `state` under my live lease.
@@ -100,13 +106,15 @@ class Worker:
         Raises:
             Fenced: the lease is lost, or PostgreSQL did not answer.
         """
+        sent = time.monotonic()
         try:
-            async with asyncio.timeout(self.ttl / 3), self.rt.sessions() as session, session.begin():
+            async with asyncio.timeout(self.db_timeout), self.rt.sessions() as session, session.begin():
                 saved = await leases.save_state(session, key, spawn_id, me=self.me, ttl=self.ttl, state=state)
         except Exception as exc:
             raise Fenced(f"cannot record the state of {key}: {exc!r}") from exc
         if not saved:
             raise Fenced(f"the lease of {key} is no longer mine")
+        self.held_at[key] = sent
 
     # --- spawn -----------------------------------------------------------------------------------
 
@@ -117,6 +125,7 @@ class Worker:
         (`adopt_loop`), not by the redelivered command, which only follows it until it is done.
         """
         key = ServerKey(cmd.user, cmd.server_name)
+        sent = time.monotonic()
         async with self.rt.sessions() as session, session.begin():
             if not await leases.is_desired(session, key, cmd.spawn_id):
                 log.warning("spawn %s for %s refused: no longer the requested spawn", cmd.spawn_id, key)
@@ -133,6 +142,7 @@ class Worker:
                 # another worker (or my own task) is on it, or its worker died and an adopter will be: follow
                 return Decision.nak(RETRY_DELAY)
             return Decision.ack()  # already running, stopped or failed: nothing to do
+        self.held_at[key] = sent
         fault("spawner.after_lease_before_start")
         return await self._run_spawn(cmd, heartbeat)
 
@@ -166,12 +176,13 @@ class Worker:
         finally:
             self.inflight.pop(key, None)
             self.working.discard(key)
+            self.held_at.pop(key, None)
         return Decision.ack()
 
     async def _release(self, key: ServerKey, spawn_id: str) -> None:
         """Let my lease of `spawn_id` expire now (best effort: unrenewed, it expires within a lease anyway)."""
         try:
-            async with asyncio.timeout(self.ttl / 3), self.rt.sessions() as session, session.begin():
+            async with asyncio.timeout(self.db_timeout), self.rt.sessions() as session, session.begin():
                 await leases.release(session, key, spawn_id, me=self.me)
         except Exception as exc:
             log.warning("could not release the lease of %s: %r", key, exc)
@@ -313,7 +324,7 @@ class Worker:
             await asyncio.sleep(self.ttl / 4)
             sent = time.monotonic()
             try:
-                async with asyncio.timeout(self.ttl / 3), self.rt.sessions() as session, session.begin():
+                async with asyncio.timeout(self.db_timeout), self.rt.sessions() as session, session.begin():
                     await leases.renew(session, self.me, self.ttl, set(self.working))
             except Exception as exc:
                 log.warning("lease renewal failed: %r", exc)
@@ -323,7 +334,7 @@ class Worker:
             self.renewed_at = sent
 
     async def fence_loop(self) -> None:
-        """Abandon my in-flight spawns once no renewal has succeeded for three quarters of a lease.
+        """Abandon an in-flight spawn once its lease has not been renewed for three quarters of a lease.
 
         A lease renewed by a statement sent at t lasts at least until t + ttl by PostgreSQL's clock, so a
         worker that gives up before then never acts after another worker may have adopted its servers
@@ -332,10 +343,11 @@ class Worker:
         """
         while True:
             await asyncio.sleep(self.ttl / 10)
-            if self.inflight and time.monotonic() - self.renewed_at > self.ttl * 0.75:
-                log.warning("leases not renewed for %.1fs: abandoning %d spawn(s) to their adopters",
-                            time.monotonic() - self.renewed_at, len(self.inflight))
-                for key, task in list(self.inflight.items()):
+            now = time.monotonic()
+            for key, task in list(self.inflight.items()):
+                since = now - max(self.renewed_at, self.held_at.get(key, 0.0))
+                if since > self.ttl * 0.75 and key not in self.abandoned:
+                    log.warning("lease of %s not renewed for %.1fs: abandoning its spawn to an adopter", key, since)
                     self.abandoned.add(key)
                     task.cancel()
 
@@ -343,6 +355,7 @@ class Worker:
         """Adopt rows whose lease expired (their worker died, or was cut off): each in a task of its own."""
         while True:
             await asyncio.sleep(interval)
+            sent = time.monotonic()
             try:
                 async with self.rt.sessions() as session, session.begin():
                     rows = await leases.adopt_expired(session, self.me, self.ttl)
@@ -353,6 +366,7 @@ class Worker:
                 if row.key in self.working:
                     continue  # my own work in flight, its lease lapsed and taken back by me: it goes on
                 self.working.add(row.key)  # renewed from now on
+                self.held_at[row.key] = sent
                 task = asyncio.get_running_loop().create_task(self._adopt(row), name=f"adopt {row.key}")
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
@@ -389,7 +403,7 @@ class Worker:
             if claimed is not None:
                 await self._finish_stop(claimed, "api")
             return
-        found = row.state if row.state and await self.backend.poll(row.state) else None
+        found = await self.backend.locate(row.state) if row.state else None
         if found is None and row.state:
             await self._fence(row.key, row.spawn_id)
             await self.backend.stop(row.state)  # a half-made server (a zombie, a stuck container) goes first

@@ -8,7 +8,8 @@ identity (a name derived from the server's key and spawn id — for `local` a fr
 marker; a container name, a job name), saves it in `server_states.state`, and only then calls
 `start(spec, identity)`. A worker that dies between the two leaves a row that names what it may have
 created: `poll` and `stop` work from the identity alone (no pid, container id or job id needed), so the
-worker that adopts the row either finds the server alive and keeps it, or ends it and starts again.
+worker that adopts the row either finds the server alive (`locate`) and keeps it, or ends it and starts
+again.
 Nothing a backend creates can be an orphan.
 Backends are found through the entry point group `fleethub.spawners` (third parties add their own);
 `local` is built in.
@@ -62,6 +63,10 @@ class Backend(Protocol):
 
         The backend adds `JUPYTERHUB_SERVICE_URL` (where the server listens) to the environment.
         """
+
+    async def locate(self, state: dict[str, Any]) -> dict[str, Any] | None:
+        """The state of the server `state` names (perhaps only its identity) if it runs, completed with what
+        the backend finds out (a pid, a container id); None if nothing of it runs."""
 
     def target(self, state: dict[str, Any]) -> str:
         """The origin the proxy forwards to, e.g. http://127.0.0.1:51234."""

@@ -151,6 +151,10 @@ class LocalBackend:
             self._found.pop(str(marker), None)
         return found
 
+    async def locate(self, state: dict[str, Any]) -> dict[str, Any] | None:
+        pids = self._pids(state)
+        return {**state, "pid": pids[0]} if pids else None
+
     async def poll(self, state: dict[str, Any]) -> bool:
         return bool(self._pids(state))
 
