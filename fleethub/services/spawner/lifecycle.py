@@ -87,8 +87,8 @@ class Worker:
         """Return only if I still hold the live lease of `spawn_id` (renewed by the check).
 
         Raises:
-            Fenced: the lease is another worker's or expired, or PostgreSQL did not answer within a third
-                of a lease.
+            Fenced: the lease is another worker's or expired, or PostgreSQL did not answer within half a
+                lease.
         """
         sent = time.monotonic()
         try:
@@ -177,6 +177,7 @@ class Worker:
             self.inflight.pop(key, None)
             self.working.discard(key)
             self.held_at.pop(key, None)
+            self.abandoned.discard(key)  # a cancel that came too late to land leaves nothing behind
         return Decision.ack()
 
     async def _release(self, key: ServerKey, spawn_id: str) -> None:
@@ -287,6 +288,7 @@ class Worker:
             self.cancelled_by_stop.add(key)
             mine.cancel()
             await asyncio.gather(mine, return_exceptions=True)
+            self.cancelled_by_stop.discard(key)
         elif key in self.working:
             return Decision.nak(RETRY_DELAY)  # I am adopting it (finishing a stop, checking it runs): follow
         elif (row.status in (ServerStatus.PENDING, ServerStatus.STOPPING) and row.lease_live
@@ -315,6 +317,7 @@ class Worker:
             log.info("%s stopped (%s)", row.key, reason)
         finally:
             self.working.discard(row.key)
+            self.held_at.pop(row.key, None)
 
     # --- background loops ------------------------------------------------------------------------
 
@@ -392,6 +395,7 @@ class Worker:
             log.exception("adopting %s failed; it is adopted again once its lease expires", row.key)
         finally:
             self.working.discard(row.key)
+            self.held_at.pop(row.key, None)
 
     async def _resume(self, row: leases.Row) -> None:
         """Finish a spawn whose worker died: keep the server its identity finds alive, else start it anew."""
