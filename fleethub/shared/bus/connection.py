@@ -27,6 +27,21 @@ def inbox_prefix(identity: str) -> str:
     return f"_INBOX_{identity}"
 
 
+def bus_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` (or its cause chain) says NATS is away: our `BusError`, or a nats exception that escaped
+    an adapter (a request on the bus while it reconnects)."""
+    from nats.errors import Error as NatsError
+
+    item: BaseException | None = exc
+    for _ in range(10):
+        if item is None:
+            return False
+        if isinstance(item, (BusError, NatsError)):
+            return True
+        item = item.__cause__ or item.__context__
+    return False
+
+
 def _tls_error(exc: Exception) -> bool:
     """Whether `exc` says the TLS settings do not fit the server (retrying cannot help)."""
     import ssl
