@@ -1,4 +1,13 @@
-"""The one error hierarchy of fleethub; HTTP services render it in one place (`fleethub.shared.http`)."""
+"""The one error hierarchy of fleethub; HTTP services render it in one place (`fleethub.shared.http`).
+
+    FleethubError (500)
+    ├── ConfigError, NotMigrated
+    ├── BadRequest (400), Forbidden (403), NotFound (404), Conflict (409)
+    ├── TooManyRequests (429, Retry-After)
+    └── Unavailable (503, Retry-After): a dependency is away; the client may retry
+        ├── DatabaseUnavailable: PostgreSQL refused or lost the connection
+        └── BusError: NATS or JetStream did not do what was asked
+"""
 
 from __future__ import annotations
 
@@ -62,7 +71,23 @@ class NotMigrated(FleethubError):
     """The database schema is not at the version this code needs."""
 
 
-class BusError(FleethubError):
-    """NATS or JetStream did not do what was asked (after retries)."""
+class Unavailable(FleethubError):
+    """A dependency (PostgreSQL, NATS) is away (503); `retry_after` seconds go in the `Retry-After` header.
+
+    Nothing the request asked for was done (or it was done whole, for a commit that answered): the client
+    may send the same request again.
+    """
 
     status = 503
+    retry_after = 2
+
+
+class DatabaseUnavailable(Unavailable):
+    """PostgreSQL refused or lost the connection (restarting, failing over, unreachable, pool exhausted)."""
+
+    def __init__(self, message: str = "The database is unavailable; try again in a few seconds") -> None:
+        super().__init__(message)
+
+
+class BusError(Unavailable):
+    """NATS or JetStream did not do what was asked (after retries)."""

@@ -2,7 +2,10 @@
 
 Every error leaves as `{"status": N, "message": "..."}` with `Content-Type: application/json` (API
 paths, JSON clients) or a small HTML page (browser pages); bad input is a 400, never a 422 or a
-traceback. `CommonHeaders` puts `X-JupyterHub-Version` and the security headers on every response,
+traceback. PostgreSQL or NATS away (however the driver says it: `outage_of`) is a 503 with `Retry-After`
+and a message naming the dependency, never a 500.
+
+`CommonHeaders` puts `X-JupyterHub-Version` and the security headers on every response,
 including the 500 it renders itself for an unexpected exception.
 """
 
@@ -20,12 +23,20 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.telemetry import TelemetryConfig
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fleethub.shared.errors import BadRequest, FleethubError, TooManyRequests
+from fleethub.shared.bus import bus_unavailable
+from fleethub.shared.db.outage import database_unavailable
+from fleethub.shared.errors import (
+    BadRequest,
+    BusError,
+    DatabaseUnavailable,
+    FleethubError,
+    TooManyRequests,
+    Unavailable,
+)
 from fleethub.shared.names import storable
 from fleethub.shared.service import Runtime
 
@@ -35,6 +46,7 @@ log = logging.getLogger(__name__)
 JUPYTERHUB_COMPAT_VERSION = "5.4.0"
 MAX_JSON_BODY = 1024 * 1024
 API_PREFIX = "/hub/api"
+BUS_UNAVAILABLE = "The message bus (NATS) is unavailable; try again in a few seconds"
 # FastAPI's own OpenTelemetry hooks, off: asking for the global providers on every request cost ~4 % of
 # a request's CPU, and fleethub configures no OpenTelemetry provider
 NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
@@ -60,7 +72,8 @@ def _is_api(path: str) -> bool:
 
 
 class CommonHeaders:
-    """ASGI middleware: version and security headers on every response; OPTIONS on the API; last-resort 500.
+    """ASGI middleware: version and security headers on every response; OPTIONS on the API; last-resort
+    503 (a dependency is away) or 500.
 
     It sits inside Starlette's ServerErrorMiddleware, so an unexpected exception is rendered here
     (with the headers) rather than there (without them).
@@ -92,23 +105,49 @@ class CommonHeaders:
             return
         try:
             await self.app(scope, receive, send_with_headers)
-        except DBAPIError as exc:
+        except Exception as exc:
             if started:
-                raise
-            if not exc.connection_invalidated:
-                log.exception("database error on %s %s", scope.get("method"), scope.get("path"))
-                response = error_response(Request(scope), 500, "Unhandled error")
-            else:  # PostgreSQL restarted or failed over: the pool is renewed, the client may retry at once
-                log.warning("database connection lost on %s %s", scope.get("method"), scope.get("path"))
-                response = error_response(Request(scope), 503, "Database connection lost; retry",
-                                          headers={"Retry-After": "1"})
-            await response(scope, receive, send_with_headers)
-        except Exception:
-            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
-            if started:
+                log.warning("error after the response started on %s %s: %r", scope.get("method"), scope.get("path"),
+                            exc)
                 raise  # too late for an error response; the server closes the connection
-            response = error_response(Request(scope), 500, "Unhandled error")
+            unavailable = outage_of(exc)
+            if unavailable is not None:
+                log.warning("%s on %s %s: %s", type(unavailable).__name__, scope.get("method"), scope.get("path"),
+                            exc)
+                response = unavailable_response(Request(scope), unavailable)
+            else:
+                log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+                response = error_response(Request(scope), 500, "Unhandled error")
             await response(scope, receive, send_with_headers)
+
+
+def outage_of(exc: BaseException) -> Unavailable | None:
+    """What `exc` means for the client if a dependency is away (PostgreSQL or NATS), else None."""
+    if isinstance(exc, Unavailable):
+        return exc
+    if database_unavailable(exc):
+        return DatabaseUnavailable()
+    if bus_unavailable(exc):
+        return BusError(BUS_UNAVAILABLE)
+    return None
+
+
+def unavailable_response(request: Request, exc: Unavailable) -> Response:
+    """503 with `Retry-After` and a message naming the dependency (not the library's text: a `BusError`
+    can name internal subjects)."""
+    message = BUS_UNAVAILABLE if isinstance(exc, BusError) else exc.message
+    return error_response(request, exc.status, message, headers={"Retry-After": str(exc.retry_after)})
+
+
+def require_bus(runtime: Runtime) -> None:
+    """For a request that needs NATS right now (not through the outbox): 503 at once while it is away,
+    rather than after the bus's own timeouts.
+
+    Raises:
+        BusError: the bus is disconnected (reconnecting).
+    """
+    if not runtime.bus.healthy.is_set():
+        raise BusError(BUS_UNAVAILABLE)
 
 
 def wants_json(request: Request) -> bool:
@@ -158,6 +197,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(FleethubError)
     async def fleethub_error(request: Request, exc: FleethubError) -> Response:
+        if isinstance(exc, Unavailable):
+            log.warning("%s on %s %s: %s", type(exc).__name__, request.method, request.url.path, exc.message)
+            return unavailable_response(request, exc)
         headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyRequests) else None
         return error_response(request, exc.status, exc.message, headers)
 

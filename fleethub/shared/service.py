@@ -77,12 +77,13 @@ class Runtime:
 
 
 @contextlib.asynccontextmanager
-async def open_runtime(settings: ServiceSettings, service: str, *, pool_size: int = 10,
-                       exit_on_shutdown: bool = False) -> AsyncIterator[Runtime]:
+async def open_runtime(settings: ServiceSettings, service: str, *, pool_size: int = 10, exit_on_shutdown: bool = False,
+                       exit_on_bus_closed: bool | None = None) -> AsyncIterator[Runtime]:
     """Open database, secret key, bus and outbox relay for `service`; close them on exit.
 
     With `exit_on_shutdown` (a service process, not an app in a test), a `hub.shutdown` event makes the
-    process stop as SIGTERM would, and it exits 0.
+    process stop as SIGTERM would, and it exits 0. With `exit_on_bus_closed` (default: as
+    `exit_on_shutdown`), a NATS connection closed for good stops the process the same way.
     """
     from fleethub.shared.db.engine import make_engine, make_sessionmaker
     from fleethub.shared.db.migrate import ensure_migrated, load_secret_key
@@ -96,6 +97,7 @@ async def open_runtime(settings: ServiceSettings, service: str, *, pool_size: in
         await ensure_migrated(engine)
         key = settings.secret_key.get_secret_value() if settings.secret_key else await load_secret_key(engine)
         bus = Bus(settings.nats_url, settings.nats_namespace, replica, bus_credentials(settings, service))
+        bus.connection.exit_on_close = exit_on_shutdown if exit_on_bus_closed is None else exit_on_bus_closed
         await bus.connect()
         await bus.ensure_topology()
         sessions = make_sessionmaker(engine)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from fleethub.shared.http import require_bus
 from fleethub.shared.routes import request_reconciliation
 from fleethub.shared.service import Runtime
 
@@ -18,5 +19,6 @@ async def resync_routes(runtime: Runtime, session: AsyncSession) -> tuple[int, i
     Raises:
         BusError: no spawner worker answered (503).
     """
+    require_bus(runtime)  # asking a spawner worker goes over the bus
     await session.rollback()  # the request's read session is not needed while the spawner works
     return await request_reconciliation(runtime.bus)

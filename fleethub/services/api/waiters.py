@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from fleethub.shared.db.models import ServerState
+from fleethub.shared.db.outage import database_unavailable
 from fleethub.shared.events import Envelope, Message, ServerEvent, ServerFailed, ServerReady, ServerStopped
 from fleethub.shared.lifecycle import ServerStatus
 
@@ -124,11 +125,17 @@ class Waiters:
         return sum(len(v) for v in self._listeners.values())
 
     async def outcome(self, spawn_id: str) -> Result | None:
-        """The recorded outcome of `spawn_id`, if any yet."""
-        async with self._sessions() as session:
-            row = (await session.execute(
-                select(ServerState.status, ServerState.message).where(ServerState.spawn_id == spawn_id)
-            )).first()
+        """The recorded outcome of `spawn_id`, if any yet (None while PostgreSQL is away: a request whose
+        start or stop is committed answers 202 then, not 503; events still arrive meanwhile)."""
+        try:
+            async with self._sessions() as session:
+                row = (await session.execute(
+                    select(ServerState.status, ServerState.message).where(ServerState.spawn_id == spawn_id)
+                )).first()
+        except Exception as exc:
+            if not database_unavailable(exc):
+                raise
+            return None
         if row is None:
             return None
         outcome = _STATUS_OUTCOME.get(ServerStatus(row[0]))

@@ -9,6 +9,7 @@ from datetime import datetime
 
 from fleethub.services.culler.idle import RunningServer, idle_servers, merge_activity, running_servers
 from fleethub.shared.events import ActivityReported, Envelope, Message, StopServer, subject_filter, utcnow
+from fleethub.shared.faults import fault
 from fleethub.shared.lifecycle import Announcer, Request, ServerKey, transition
 from fleethub.shared.names import parse_route_key
 from fleethub.shared.service import Runtime, open_runtime, run_async
@@ -46,6 +47,9 @@ async def cull_once(runtime: Runtime, view: ActivityView) -> list[ServerKey]:
         if await _stop(runtime, server, announcer):
             log.info("culling %s (idle since %s)", server.key, server.idle_since())
             culled.append(server.key)
+            # the stop is committed with its command in the outbox: a crash here loses nothing (the api's and
+            # the culler's relays publish it; the next pass finds the server stopping, not running)
+            fault("culler.after_stop_cmd")
     return culled
 
 

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 async def main(settings: ServiceSettings, stop: asyncio.Event) -> None:
     backend = load_backend(settings)
-    async with open_runtime(settings, "spawner") as runtime:
+    async with open_runtime(settings, "spawner", exit_on_bus_closed=True) as runtime:
         worker = Worker(runtime, backend)
         for loop, name in ((worker.renew_loop(), "renew"), (worker.fence_loop(), "fence"),
                            (worker.adopt_loop(), "adopt"), (worker.poll_loop(), "poll"),

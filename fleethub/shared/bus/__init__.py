@@ -14,7 +14,7 @@
 - `facade`: `Bus`, what a service holds, delegating to the above.
 """
 
-from fleethub.shared.bus.connection import Connection, Credentials, inbox_prefix
+from fleethub.shared.bus.connection import Connection, Credentials, bus_unavailable, inbox_prefix
 from fleethub.shared.bus.consume import Decision, Delivery, Handler, Outcome, PullConsumer
 from fleethub.shared.bus.facade import Bus
 from fleethub.shared.bus.kv import Apply, BusTimeout, ModelBucket
@@ -48,6 +48,7 @@ __all__ = [
     "RegistryStore",
     "RouteStore",
     "Topology",
+    "bus_unavailable",
     "inbox_prefix",
     "reconcile_subject",
     "registry_key",

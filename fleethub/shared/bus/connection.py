@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,21 @@ def inbox_prefix(identity: str) -> str:
     """The inbox prefix an identity connects with: its replies and deliveries come there, and only it may
     subscribe there."""
     return f"_INBOX_{identity}"
+
+
+def bus_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` (or its cause chain) says NATS is away: our `BusError`, or a nats exception that escaped
+    an adapter (a request on the bus while it reconnects)."""
+    from nats.errors import Error as NatsError
+
+    item: BaseException | None = exc
+    for _ in range(10):
+        if item is None:
+            return False
+        if isinstance(item, (BusError, NatsError)):
+            return True
+        item = item.__cause__ or item.__context__
+    return False
 
 
 def _tls_error(exc: Exception) -> bool:
@@ -84,6 +101,9 @@ class Connection:
         reconnected: set on every reconnect (whoever waits on it clears it).
         on_reconnect: called on every reconnect (core subscriptions may have missed messages meanwhile).
         closed: set once the connection is closed for good.
+        exit_on_close: a service process sets it: a connection closed for good (not by `close()`) then
+            stops the process (SIGTERM to itself, the graceful path) so that its supervisor starts it
+            afresh. With unlimited reconnects nats-py closes only on errors a reconnect cannot mend.
     """
 
     def __init__(self, servers: str, name: str, credentials: Credentials | None = None) -> None:
@@ -94,6 +114,7 @@ class Connection:
         self.reconnected = asyncio.Event()
         self.on_reconnect: list[Callable[[], None]] = []
         self.closed = asyncio.Event()
+        self.exit_on_close = False
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
         self._closing = False
@@ -154,7 +175,10 @@ class Connection:
         if self._closing:  # our own close (shutdown): not an error
             log.info("nats connection closed")
         else:
-            log.error("nats connection closed")
+            log.error("nats connection closed for good")
+            if self.exit_on_close:
+                log.error("stopping this process: it cannot work without the bus (its supervisor restarts it)")
+                os.kill(os.getpid(), signal.SIGTERM)
 
     async def connect(self, timeout: float = 10.0) -> None:
         """Connect, retrying until `timeout`; afterwards reconnect forever.

@@ -6,11 +6,15 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI, Request
+from nats.errors import TimeoutError as NatsTimeout
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from fleethub.shared.errors import Conflict, NotFound, TooManyRequests
+from fleethub.shared.errors import BusError, Conflict, NotFound, TooManyRequests
 from fleethub.shared.http import CommonHeaders, install_error_handlers, iso, read_json
 
 
@@ -49,7 +53,26 @@ def _app() -> FastAPI:
     async def page() -> dict[str, str]:
         return {}
 
+    @app.get("/hub/api/outage/{kind}")
+    @app.get("/hub/outage/{kind}")
+    async def outage(kind: str) -> None:
+        raise OUTAGES[kind]
+
     return app
+
+
+# what an outage looks like as it reaches a handler (PostgreSQL restarting, a dead pooled connection, the
+# pool exhausted, NATS away), and what is not one
+OUTAGES: dict[str, Exception] = {
+    "cannot-connect-now": asyncpg.CannotConnectNowError("the database system is starting up"),
+    "invalidated": DBAPIError("SELECT 1", {}, Exception("connection is closed"), connection_invalidated=True),
+    "pool-timeout": PoolTimeout("QueuePool limit reached"),
+    "wrapped": RuntimeError("while saving"),
+    "bus": BusError("publish to ns.cmd.spawn.x failed: nats: timeout"),
+    "nats": NatsTimeout(),
+    "integrity": IntegrityError("INSERT", {}, Exception("duplicate key")),
+}
+OUTAGES["wrapped"].__cause__ = asyncpg.ConnectionDoesNotExistError("connection was closed")
 
 
 @pytest.fixture
@@ -173,3 +196,26 @@ def test_iso_timestamps() -> None:
     assert iso(datetime(2024, 1, 2, 3, 4, 5)) == "2024-01-02T03:04:05Z"  # naive: taken as UTC
     assert iso(datetime(2024, 1, 2, 3, 4, 5, 120000)) == "2024-01-02T03:04:05.120000Z"
     assert iso(datetime(2024, 1, 2, 3, 4, 5, 9, tzinfo=timezone(timedelta(0)))) == "2024-01-02T03:04:05.000009Z"
+
+
+@pytest.mark.parametrize("kind", ["cannot-connect-now", "invalidated", "pool-timeout", "wrapped"])
+async def test_database_outage_is_a_503_naming_the_database(client: httpx.AsyncClient, kind: str) -> None:
+    r = await client.get(f"/hub/api/outage/{kind}")
+    assert r.status_code == 503 and r.headers["retry-after"] == "2", r.text
+    assert r.json() == {"status": 503, "message": "The database is unavailable; try again in a few seconds"}
+    _assert_common(r)
+    page = await client.get(f"/hub/outage/{kind}", headers={"Accept": "text/html"})
+    assert page.status_code == 503 and page.headers["retry-after"] == "2"
+    assert "The database is unavailable" in page.text and page.headers["content-type"].startswith("text/html")
+
+
+@pytest.mark.parametrize("kind", ["bus", "nats"])
+async def test_bus_outage_is_a_503_naming_the_bus(client: httpx.AsyncClient, kind: str) -> None:
+    r = await client.get(f"/hub/api/outage/{kind}")
+    assert r.status_code == 503 and r.headers["retry-after"] == "2", r.text
+    assert r.json()["message"] == "The message bus (NATS) is unavailable; try again in a few seconds"  # no subject
+
+
+async def test_other_database_errors_stay_500(client: httpx.AsyncClient) -> None:
+    r = await client.get("/hub/api/outage/integrity")
+    assert r.status_code == 500 and r.json()["message"] == "Unhandled error" and "retry-after" not in r.headers

@@ -17,6 +17,7 @@ from fleethub.services.api.schemas import parse_body
 from fleethub.services.api.servers import stop_server
 from fleethub.shared.db.models import Server, User
 from fleethub.shared.events import HubShutdown
+from fleethub.shared.health import health_report
 from fleethub.shared.http import JUPYTERHUB_COMPAT_VERSION
 from fleethub.shared.lifecycle import DesiredState
 from fleethub.shared.outbox import enqueue
@@ -54,8 +55,9 @@ async def info(req: CurrentUser, runtime: Runtime) -> dict[str, Any]:
 
 @router.get("/hub/health")
 @router.get("/hub/api/health")
-async def health() -> Response:
-    return Response(status_code=200)
+async def health(runtime: Runtime) -> dict[str, Any]:
+    """200 while this replica serves; the body says which dependency is away (`fleethub.shared.health`)."""
+    return await health_report(runtime)
 
 
 class ShutdownRequest(BaseModel):

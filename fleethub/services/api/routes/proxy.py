@@ -13,6 +13,7 @@ from fleethub.services.api.deps import CurrentUser, DbSession, Runtime
 from fleethub.services.api.paging import next_page, page_of
 from fleethub.services.api.resync import resync_routes
 from fleethub.services.api.schemas import parse_body
+from fleethub.shared.http import require_bus
 
 router = APIRouter(prefix="/hub/api")
 
@@ -33,6 +34,7 @@ class ProxyPatch(BaseModel):
 async def proxy_table(request: Request, req: CurrentUser, runtime: Runtime, offset: int = 0,
                       limit: int | None = None) -> Response:
     req.require("proxy")
+    require_bus(runtime)  # the table is the routes bucket
     routes = sorted((await runtime.bus.routes.snapshot()).values(), key=lambda r: r.routespec)
     page = page_of(request, offset, limit)
     if not page.paginated and limit is None and offset == 0:

@@ -39,6 +39,7 @@ from fleethub.services.api.servers import (
 from fleethub.services.api.waiters import Outcome
 from fleethub.shared.db.models import Server, User
 from fleethub.shared.errors import BadRequest, Conflict, FleethubError, NotFound
+from fleethub.shared.faults import fault
 from fleethub.shared.http import DbSession, read_json
 from fleethub.shared.lifecycle import DesiredState
 
@@ -126,7 +127,14 @@ async def _start(name: str, server_name: ServerName, request: Request, req: Curr
         result = await start_server(session, settings, runtime.secret_key, user, server_name, body.user_options,
                                     announcer=runtime.announcer,
                                     display_name=display_name)
+    if result.started:
+        fault("api.after_commit_before_publish")
+    if not runtime.bus.healthy.is_set():
+        # NATS away: the command waits in the outbox and goes out when it returns; the outcome cannot come
+        # sooner, so say "accepted" now rather than after slow_spawn_timeout
+        return _plain(202)
     seen = await waiters.wait(result.spawn_id, set(Outcome), settings.api.slow_spawn_timeout)
+    fault("api.after_publish_before_reply")  # an outcome seen (or the wait over): the relay has published
     if seen is not None and seen.outcome is Outcome.READY:
         return _plain(201)
     if seen is not None and seen.outcome is Outcome.FAILED:
@@ -148,9 +156,13 @@ async def _stop(name: str, server_name: ServerName, request: Request, req: Curre
                                      announcer=runtime.announcer)
         if body.remove:
             await remove_server(session, user, server_name)
+    fault("api.after_commit_before_publish")
     if spawn_id is None:
         return _plain(204)
+    if not runtime.bus.healthy.is_set():  # as for a start: the stop waits in the outbox
+        return _plain(202)
     seen = await waiters.wait(spawn_id, {Outcome.STOPPED, Outcome.FAILED}, runtime.settings.api.slow_stop_timeout)
+    fault("api.after_publish_before_reply")
     return _plain(204 if seen is not None else 202)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
@@ -13,6 +14,7 @@ from fleethub.services.auth.sessions import log_in, log_out
 from fleethub.services.auth.xsrf import anonymous_form, check_anonymous_form, clear_presession_cookie
 from fleethub.shared.authenticators import allowed
 from fleethub.shared.errors import BadRequest
+from fleethub.shared.health import health_report
 from fleethub.shared.http import client_address
 from fleethub.shared.identity import (
     LOGIN_COOKIE,
@@ -125,5 +127,6 @@ async def logout(request: Request, runtime: Runtime, session: DbSession) -> Resp
 
 
 @router.get("/hub/health")
-async def health() -> Response:
-    return Response(status_code=200)
+async def health(runtime: Runtime) -> dict[str, Any]:
+    """200 while this replica serves; the body says which dependency is away (`fleethub.shared.health`)."""
+    return await health_report(runtime)
