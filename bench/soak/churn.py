@@ -191,6 +191,9 @@ class Churn:
                 c["websockets dropped (node or server gone)"] += 1
             except InvalidStatus as exc:
                 c[f"websocket refused {exc.response.status_code}"] += 1
+                if await self.server_model(user) is None:
+                    c["servers culled while a websocket was held"] += 1
+                    return
             except (InvalidHandshake, OSError, TimeoutError) as exc:
                 c[f"websocket failed ({type(exc).__name__})"] += 1
             await asyncio.sleep(1)

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from sampler import growth
-from stack import describe
 
 MIB = 1024 * 1024
 GRACE = 10.0
@@ -44,7 +43,7 @@ def _log_counts(logs: Path) -> dict[str, tuple[int, int]]:
 def _growth_rows(soak: Any, warmup: float) -> list[dict[str, Any]]:
     """Per slot, the instance observed longest after its baseline (the run's warm-up, or 60 s after a restart)."""
     best: dict[str, dict[str, Any]] = {}
-    for series in soak.sampler.series.values():
+    for series in soak.sampler_series.values():
         g = growth(series, max(warmup, series.started + 60))
         if g is not None and (series.slot not in best or g["minutes"] > best[series.slot]["minutes"]):
             best[series.slot] = g
@@ -53,7 +52,7 @@ def _growth_rows(soak: Any, warmup: float) -> list[dict[str, Any]]:
 
 def _consumers(soak: Any, warmup: float) -> dict[str, tuple[int, int, int, int]]:
     """Per stream: consumers at the warm-up's end, at the churn's end, min and max after warm-up."""
-    samples = [(t, c) for t, c in soak.sampler.consumers if "error" not in c]
+    samples = [(t, c) for t, c in soak.consumers if "error" not in c]
     after = [(t, c) for t, c in samples if t >= warmup] or samples
     end_t = soak.final.get("churn_end", float("inf"))
     during = [(t, c) for t, c in after if t <= end_t] or after
@@ -69,7 +68,7 @@ def _consumers(soak: Any, warmup: float) -> dict[str, tuple[int, int, int, int]]
 def write_report(args: argparse.Namespace, soak: Any, *, started: str, workdir: Path) -> str:
     """Write `args.out` (markdown) and `args.out` with .json, and return the markdown."""
     tr = soak.tracker
-    st = soak.churn.stats
+    st = soak.stats
     c = st.counts
     lines: list[str] = []
     add = lines.append
@@ -91,7 +90,7 @@ def write_report(args: argparse.Namespace, soak: Any, *, started: str, workdir: 
         "was shared with 6 other helpers running test suites** during the run: latencies and convergence times "
         "are those of a loaded machine.")
     add("")
-    layout = describe(soak.stack)["layout"]
+    layout = soak.layout["layout"]
     add("Stack: " + ", ".join(f"{n} {s}" for s, n in layout.items()) + " (real processes, `python -m fleethub "
         "run`), embedded NATS (no auth) and PostgreSQL; user servers: `bench/soak/userserver.py` (HTTP + websocket "
         f"echo); culler timeout {args.culler_timeout:.0f} s; servers held {args.hold} s, "
@@ -139,7 +138,7 @@ def write_report(args: argparse.Namespace, soak: Any, *, started: str, workdir: 
     add("## Kills")
     add("")
     per_service: Counter[str] = Counter(slot.rsplit("-", 1)[0] for _, slot, _ in tr.kills)
-    unexpected = [(s.name, round(t - soak.t0, 1), code) for s in soak.stack.slots for t, code, pid in s.exits
+    unexpected = [(name, round(t - soak.t0, 1), code) for name, exits in soak.slots for t, code, pid in exits
                   if pid not in soak.killed_pids]
     add(f"{len(tr.kills)} SIGKILLs: " + ", ".join(f"{k} {v}" for k, v in sorted(per_service.items()))
         + f". Exits not caused by a kill: {unexpected or 'none'}.")
@@ -226,11 +225,11 @@ def write_report(args: argparse.Namespace, soak: Any, *, started: str, workdir: 
     add("")
     doc = "\n".join(lines)
     args.out.write_text(doc)
-    raw = {"kills": tr.kills, "convergence": conv, "checks": [(t, [f.key for f in fs], {k: v for k, v in cn.items()})
+    raw = {"kills": tr.kills, "convergence": conv, "checks": [(t, [str(f) for f in fs], {k: v for k, v in cn.items()})
                                                              for t, fs, cn in tr.checks],
-           "episodes": [e.__dict__ for e in episodes], "growth": growth_rows, "consumers": soak.sampler.consumers,
+           "episodes": [e.__dict__ for e in episodes], "growth": growth_rows, "consumers": soak.consumers,
            "requests": [[k[0], k[1], v] for k, v in st.requests.items()], "counts": dict(c), "errors": st.errors,
-           "final": soak.final, "series": {str(p): s.__dict__ for p, s in soak.sampler.series.items()}}
+           "final": soak.final, "series": {str(p): s.__dict__ for p, s in soak.sampler_series.items()}}
     args.out.with_suffix(".json").write_text(json.dumps(raw, default=str))
     return doc
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import pickle
 import random
 import signal
 import sys
@@ -27,13 +28,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx
 from churn import Churn
-from invariants import Oracle, RouteMirror
+from invariants import ProxyNode, RouteMirror, SoakOracle
 from report import write_report
 from sampler import Sampler
-from stack import PROXY_TOKEN, Stack, mint_token, user_server_pids
+from stack import Stack, describe, mint_token
 from tracker import Tracker
 
 from fleethub.shared.bus.topology import Names
+from fleethub.shared.db.engine import make_engine
 
 
 def parse_args() -> argparse.Namespace:
@@ -48,6 +50,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--culler-timeout", type=float, default=30.0, help="culler.timeout (default 30 s)")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results.md")
     p.add_argument("--workdir", type=Path, default=None, help="default: a new temporary directory")
+    p.add_argument("--report-from", type=Path, default=None,
+                   help="only write the report again, from the soak.pickle a run left in its work dir")
     return p.parse_args()
 
 
@@ -103,7 +107,7 @@ class Soak:
             self.tracker.kill(self.now(), slot.name, pid)
             self.say(f"KILL -9 {slot.name} (pid {pid})")
 
-    async def observe(self, stop: asyncio.Event, oracle: Oracle) -> None:
+    async def observe(self, stop: asyncio.Event, oracle: SoakOracle) -> None:
         while not stop.is_set():
             await self.observe_once(oracle)
             try:
@@ -111,19 +115,25 @@ class Soak:
             except TimeoutError:
                 pass
 
-    async def observe_once(self, oracle: Oracle) -> list[Any]:
+    async def observe_once(self, oracle: SoakOracle) -> list[Any]:
         t = self.now()
         self.sampler.sample_processes(t, [(s.name, s.pid, s.started - self.t0) for s in self.stack.slots
                                           if s.pid is not None])
         consumers = await self.sampler.sample_consumers(t)
         try:
-            findings, counts = await oracle.check()
+            findings = await oracle.check(settled=False)
         except Exception as exc:  # a source away (PostgreSQL busy): note it, try again at the next tick
             self.say(f"oracle could not read: {type(exc).__name__}: {exc}")
             return []
+        snap = oracle.last
+        assert snap is not None
+        statuses = [s["status"] for s in snap.states.values()]
+        counts: dict[str, Any] = {"running": statuses.count("running"), "pending": statuses.count("pending"),
+                                  "stopping": statuses.count("stopping"), "processes": len(snap.processes),
+                                  "routes": len(snap.routes)}
         counts["consumers"] = consumers
         newly = self.tracker.check(t, findings, counts)
-        shown = "; ".join(f.key for f in findings[:4]) + (" …" if len(findings) > 4 else "")
+        shown = "; ".join(str(f)[:200] for f in findings[:4]) + (" …" if len(findings) > 4 else "")
         self.say(f"oracle: {len(findings)} findings{': ' + shown if findings else ''} | running {counts['running']} "
                  f"pending {counts['pending']} procs {counts['processes']} routes {counts['routes']} "
                  f"| consumers {consumers}")
@@ -137,8 +147,13 @@ class Soak:
         mirror = RouteMirror(self.stack.nats.url, Names(ns).routes_bucket)
         await mirror.start()
         await self.sampler.connect(self.stack.nats.url)
-        oracle = Oracle(self.stack.pg.url, mirror, self.stack.proxy_api_ports, PROXY_TOKEN,
-                        lambda: user_server_pids(self.stack.run_id))
+        assert self.stack.settings is not None
+        engine = make_engine(self.stack.settings.require_database_url(), pool_size=2)
+        nodes = [ProxyNode(f"proxy-{i}", port, api)
+                 for i, (port, api) in enumerate(zip(self.stack.proxy_ports, self.stack.proxy_api_ports, strict=True))]
+        # reach=False: the harness's reachability probe is traffic, and traffic every 10 s would keep every
+        # server from being culled; the churn checks reachability itself after each spawn
+        oracle = SoakOracle(mirror, self.stack.settings, engine, nodes, reach=False)
         stop = asyncio.Event()
         await self.churn.create_users()
         supervise = asyncio.create_task(self.stack.supervise(self.on_supervisor))
@@ -158,11 +173,12 @@ class Soak:
         supervise.cancel()
         await self.churn.close()
         await oracle.close()
+        await engine.dispose()
         await mirror.stop()
         await self.sampler.close()
         self.timeline.close()
 
-    async def settle(self, oracle: Oracle) -> None:
+    async def settle(self, oracle: SoakOracle) -> None:
         """After the churn: stop every server, then one quiet oracle check (all four sources must agree and be
         empty of user servers)."""
         for user in self.churn.users:
@@ -176,7 +192,7 @@ class Soak:
             if not findings and last.get("running") == 0 and last.get("processes") == 0 and last.get("routes") == 0:
                 break
         self.final["settled_after"] = self.now() - self.final["churn_end"]
-        self.final["final_findings"] = [f.key + (f" ({f.detail})" if f.detail else "") for f in findings]
+        self.final["final_findings"] = [str(f) for f in findings]
         self.final["final_counts"] = self.tracker.checks[-1][2] if self.tracker.checks else {}
 
     def on_supervisor(self, event: str) -> None:
@@ -198,8 +214,30 @@ def wait_hub(bases: list[str], timeout: float = 180) -> None:
                 time.sleep(0.5)
 
 
+class Recorded:
+    """What the report reads of a `Soak`, without its live connections (pickled at the end of a run)."""
+
+    def __init__(self, soak: Soak) -> None:
+        self.tracker, self.sampler_series, self.consumers = soak.tracker, soak.sampler.series, soak.sampler.consumers
+        self.stats, self.users, self.final = soak.churn.stats, soak.churn.users, soak.final
+        self.killed_pids, self.t0 = soak.killed_pids, soak.t0
+        self.slots = [(s.name, s.exits) for s in soak.stack.slots]
+        self.layout = describe(soak.stack)
+
+
+def save_and_report(args: argparse.Namespace, rec: Recorded, *, started: str, workdir: Path) -> None:
+    with open(workdir / "soak.pickle", "wb") as f:
+        pickle.dump({"rec": rec, "args": args, "started": started}, f)
+    print(write_report(args, rec, started=started, workdir=workdir))
+
+
 def main() -> int:
     args = parse_args()
+    if args.report_from is not None:
+        saved = pickle.loads(args.report_from.read_bytes())
+        saved["args"].out = args.out
+        print(write_report(saved["args"], saved["rec"], started=saved["started"], workdir=args.report_from.parent))
+        return 0
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="fleethub-soak-"))
     workdir.mkdir(parents=True, exist_ok=True)
     stack = Stack(workdir, culler_timeout=args.culler_timeout, run_id=uuid.uuid4().hex[:12])
@@ -215,8 +253,7 @@ def main() -> int:
     finally:
         stack.stop()
     if soak is not None:
-        doc = write_report(args, soak, started=started, workdir=workdir)
-        print(doc)
+        save_and_report(args, Recorded(soak), started=started, workdir=workdir)
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,13 +66,16 @@ class Sampler:
 
 
 def growth(series: ProcSeries, baseline: float) -> dict[str, Any] | None:
-    """RSS and fds at the first sample at or after `baseline` (seconds into the run: the end of the warm-up)
-    against the last sample; None if the process did not live past it."""
+    """RSS and fds after `baseline` (seconds into the run: the end of the warm-up): the median of the first three
+    samples against the median of the last three (one sample can catch a burst of requests); None if the
+    process was not sampled six times after it."""
     after = [s for s in series.samples if s[0] >= baseline]
-    if len(after) < 2:
+    if len(after) < 6:
         return None
-    (t0, rss0, fd0), (t1, rss1, fd1) = after[0], after[-1]
-    return {"slot": series.slot, "pid": series.pid, "minutes": (t1 - t0) / 60,
+    first, last = after[:3], after[-3:]
+    rss0, rss1 = statistics.median(s[1] for s in first), statistics.median(s[1] for s in last)
+    fd0, fd1 = statistics.median(s[2] for s in first), statistics.median(s[2] for s in last)
+    return {"slot": series.slot, "pid": series.pid, "minutes": (after[-1][0] - after[0][0]) / 60,
             "rss0": rss0, "rss1": rss1, "rss_pct": (rss1 - rss0) / rss0 * 100 if rss0 else 0.0,
             "fd0": fd0, "fd1": fd1, "fd_pct": (fd1 - fd0) / fd0 * 100 if fd0 else 0.0,
             "rss_max": max(s[1] for s in after), "fd_max": max(s[2] for s in after)}

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from invariants import Finding
+from invariants import Finding, finding_key
 
 
 @dataclass
@@ -47,7 +47,7 @@ class Tracker:
     def check(self, t: float, findings: list[Finding], counts: dict[str, Any]) -> list[Episode]:
         """Record one check; returns the episodes that became persistent at it."""
         self.checks.append((t, findings, counts))
-        seen = {f.key: f for f in findings}
+        seen = {finding_key(f): f for f in findings}
         for key in list(self.open):
             if key not in seen:
                 self.done.append(self.open.pop(key))
@@ -56,7 +56,7 @@ class Tracker:
         for key, f in seen.items():
             ep = self.open.get(key)
             if ep is None:
-                ep = self.open[key] = Episode(key, f.kind, t, t, 0, f.detail)
+                ep = self.open[key] = Episode(key, f.invariant, t, t, 0, f.detail)
             ep.last = t
             ep.checks += 1
             ep.detail = f.detail
@@ -79,7 +79,7 @@ class Tracker:
             for t, findings, _ in self.checks:
                 if t < tk or t > nxt:
                     continue
-                firsts = [self._first_seen(f.key, t) for f in findings]
+                firsts = [self._first_seen(finding_key(f), t) for f in findings]
                 if new_clean is None and all(ft is not None and ft < tk for ft in firsts):
                     new_clean = t - tk
                 if not findings:
