@@ -169,6 +169,16 @@ def write_report(args: argparse.Namespace, soak: Any, *, started: str, workdir: 
         add(f"| {kind} | {len(eps)} | {sum(1 for e in eps if e.persistent_at is not None)} | "
             f"{max(e.last - e.first for e in eps):.0f} |")
     add("")
+    away = [e for e in episodes if (lk := tr.last_kill(e.first)) is None or e.first - lk >= 30]
+    if away:
+        kinds = Counter(e.kind for e in away)
+        add(f"Findings first seen 30 s or more after the last kill (so not a kill being healed; a race of the hub's "
+            f"own, or a read racing the churn): {len(away)} — "
+            + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())) + ". Examples:")
+        add("")
+        for e in away[:12]:
+            add(f"- {e.first:.0f} s ({e.checks} check{'s' if e.checks > 1 else ''}): {e.key}: {e.detail}")
+        add("")
     if persistent:
         add("Persistent findings:")
         add("")
