@@ -86,7 +86,8 @@ def write_report(args: argparse.Namespace, soak: Any, *, started: str, workdir: 
     add("")
     add(f"Run {started}, churn {minutes:.1f} min (`python bench/soak/run.py --minutes {args.minutes:g} "
         f"--users {args.users} --kill-every {args.kill_every}`), warm-up {args.warmup:.0f} s, oracle every "
-        f"{args.check_every:.0f} s. Load average at the end: {_loadavg()} on {os.cpu_count()} cores. **The machine "
+        f"{args.check_every:.0f} s. Load average at the end: {soak.final.get('loadavg') or _loadavg()} on "
+        f"{os.cpu_count()} cores. **The machine "
         "was shared with 6 other helpers running test suites** during the run: latencies and convergence times "
         "are those of a loaded machine.")
     add("")
@@ -203,10 +204,15 @@ def write_report(args: argparse.Namespace, soak: Any, *, started: str, workdir: 
     add("")
     add("## JetStream consumers per stream")
     add("")
-    add("| stream | after warm-up | end of churn | min | max |")
-    add("|---|---|---|---|---|")
+    marks = [m for m in (60, 180, 300, 600, 900, 1200, 1500, 1800, 2700, 3600)
+             if m <= soak.final.get("churn_end", 0)]
+    add("| stream | after warm-up | end of churn | min | max | at " + " / ".join(f"{m // 60} min" for m in marks)
+        + " |")
+    add("|---|---|---|---|---|---|")
     for stream, (a, b, lo, hi) in consumers.items():
-        add(f"| {stream} | {a} | {b} | {lo} | {hi} |")
+        at = [next((cn.get(stream, "?") for t, cn in soak.consumers if t >= m and "error" not in cn), "?")
+              for m in marks]
+        add(f"| {stream} | {a} | {b} | {lo} | {hi} | {' / '.join(str(v) for v in at)} |")
     add("")
     add("## Errors")
     add("")

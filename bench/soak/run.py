@@ -194,6 +194,7 @@ class Soak:
         self.final["settled_after"] = self.now() - self.final["churn_end"]
         self.final["final_findings"] = [str(f) for f in findings]
         self.final["final_counts"] = self.tracker.checks[-1][2] if self.tracker.checks else {}
+        self.final["loadavg"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
     def on_supervisor(self, event: str) -> None:
         self.say(f"supervisor: {event}")
