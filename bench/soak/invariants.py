@@ -69,10 +69,6 @@ class RouteMirror:
                 self.routes[entry.key] = json.loads(entry.value)
         self.loaded.set()
 
-    def user_routes(self) -> dict[str, str]:
-        """routespec (no trailing slash) → target, of every route in the bucket."""
-        return {r["routespec"].rstrip("/") or "/": r["target"] for r in self.routes.values()}
-
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
