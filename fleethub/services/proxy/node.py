@@ -38,7 +38,15 @@ class Node:
     hosts: Hosts | None = None  # the Host values accepted (None: any)
     scheme: bytes = b"http"  # of the public port (X-Forwarded-Proto for untrusted clients)
     hsts: bytes = b""  # a Strict-Transport-Security line for the hub's own responses (https public URL)
+    applied: int = 0  # the route bucket revision the served table holds (everything up to it applied)
+    applied_changed: asyncio.Event = field(default_factory=asyncio.Event)  # set when `applied` moves
     _changed: asyncio.Event | None = None
+
+    def set_applied(self, revision: int) -> None:
+        """The served table now holds the bucket up to `revision` (acknowledged by `applied.announce`)."""
+        if revision != self.applied:
+            self.applied = revision
+            self.applied_changed.set()
 
     def routes_changed(self) -> None:
         """The table changed: wake whoever waits for a change to arrive (`wait_routes`)."""

@@ -17,6 +17,7 @@ from fleethub.services.spawner import leases
 from fleethub.services.spawner.backends import Backend, ServerSpec
 from fleethub.services.spawner.env import server_env
 from fleethub.services.spawner.httpcheck import http_status
+from fleethub.services.spawner.propagation import Propagation
 from fleethub.services.spawner.routes import delete_route, put_route
 from fleethub.shared.bus import Decision
 from fleethub.shared.events import ServerProgress, SpawnServer, StopServer
@@ -47,6 +48,7 @@ class Worker:
         self.announcer = runtime.announcer
         self.inflight: dict[ServerKey, asyncio.Task[Any]] = {}
         self.cancelled_by_stop: set[ServerKey] = set()
+        self.propagation = Propagation(runtime.bus)  # ready means reachable: every proxy node serves the route
 
     async def _record(self, change: Transition) -> leases.Row | None:
         """Make `change` in a transaction of its own; the row as it now is, or None if it was refused."""
@@ -121,7 +123,8 @@ class Worker:
             await self._progress(cmd, 50, "Spawning server...")
             target = self.backend.target(state)
             await self._wait_ready(f"{target}{prefix}api", state, heartbeat)
-            await put_route(self.rt.bus, route_for(cmd.user, cmd.server_name, target, cmd.spawn_id))
+            revision = await put_route(self.rt.bus, route_for(cmd.user, cmd.server_name, target, cmd.spawn_id))
+            await self.propagation.wait_served(revision, f"spawn of {key}")
             ready = Transition.ready(key, cmd.spawn_id, worker=self.me, url=prefix, target=target, state=state)
             if await self._record(ready) is None:  # lost the lease meanwhile (should not happen): leave it to its owner
                 log.warning("lost the lease of %s during start", key)
@@ -231,8 +234,9 @@ class Worker:
             return
         if await self._alive(row):
             target = self.backend.target(row.state)
-            await put_route(self.rt.bus, route_for(row.user, row.server_name, target, row.spawn_id))
+            revision = await put_route(self.rt.bus, route_for(row.user, row.server_name, target, row.spawn_id))
             if row.status == ServerStatus.PENDING:
+                await self.propagation.wait_served(revision, f"adoption of {row.key}")
                 await self._record(Transition.ready(row.key, row.spawn_id, worker=self.me, target=target,
                                                     url=server_prefix(row.user, row.server_name), state=row.state))
             return
