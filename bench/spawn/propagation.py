@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -31,6 +32,7 @@ import httpx
 from fleethub.shared.bus import Bus, Credentials, RoutesApplied
 from fleethub.shared.bus.natsconfig import seed_file
 from fleethub.shared.events import Route
+from fleethub.shared.names import route_key
 from fleethub.shared.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,11 +44,14 @@ class Listener:
 
     def __init__(self) -> None:
         self.puts: dict[int, float] = {}
+        self.deletes: list[str] = []  # user routes deleted (while spawning: someone removed a route too early)
         self.acks: dict[str, list[tuple[int, float]]] = {}
         self._last: tuple[str, bool, float] | None = None
 
     def apply(self, key: str, route: Route | None, written: float) -> None:
         self._last = (key, route is not None, written)
+        if route is None and key.startswith("user."):
+            self.deletes.append(key)
 
     def revision(self, revision: int) -> None:
         if self._last is not None and self._last[0].startswith("user.") and self._last[1]:
@@ -55,7 +60,8 @@ class Listener:
 
     def heard(self, ack: RoutesApplied) -> None:
         if ack.serving:
-            self.acks.setdefault(ack.node, []).append((ack.revision, time.time()))
+            # the node's own clock (same machine): when its table reached the revision, not when we heard
+            self.acks.setdefault(ack.node, []).append((ack.revision, ack.at or time.time()))
 
     def latencies(self) -> tuple[list[float], list[float], list[str]]:
         """Per (route, node) pair, and per route its slowest node; routes some node never acknowledged."""
@@ -80,12 +86,16 @@ def pct(xs: list[float], q: int) -> float:
     return statistics.quantiles(xs, n=100, method="inclusive")[q - 1]
 
 
+def client(base: str, token: str, n: int) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=base, headers={"Authorization": f"token {token}"}, timeout=120,
+                             limits=httpx.Limits(max_connections=2 * n + 4))
+
+
 async def storm(base: str, token: str, names: list[str]) -> tuple[dict[int, int], dict[str, list[int]]]:
-    headers = {"Authorization": f"token {token}"}
+    """N concurrent spawns; each server the API calls ready (201) is probed through the proxy at once."""
     answers: dict[int, int] = {}
     probes: dict[str, list[int]] = {}
-    limits = httpx.Limits(max_connections=2 * len(names) + 4)
-    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=120, limits=limits) as api:
+    async with client(base, token, len(names)) as api:
         r = await api.post("/hub/api/users", json={"usernames": names})
         assert r.status_code in (201, 409), r.text
 
@@ -97,8 +107,12 @@ async def storm(base: str, token: str, names: list[str]) -> tuple[dict[int, int]
                 probes.setdefault(name, []).append(probe.status_code)
 
         await asyncio.gather(*(one(n) for n in names))
-        await asyncio.gather(*(api.delete(f"/hub/api/users/{n}/server") for n in names))
     return answers, probes
+
+
+async def stop_all(base: str, token: str, names: list[str]) -> None:
+    async with client(base, token, len(names)) as api:
+        await asyncio.gather(*(api.delete(f"/hub/api/users/{n}/server") for n in names))
 
 
 async def measure(data_dir: Path, base: str, token: str, spawns: int, run: int) -> dict[str, Any]:
@@ -114,10 +128,14 @@ async def measure(data_dir: Path, base: str, token: str, spawns: int, run: int) 
         await asyncio.wait_for(loaded.wait(), 30)
         listener.puts.clear()  # what was there before the storm
         await asyncio.sleep(1.0)  # every node heard at least once
+        names = [f"prop{run}x{i}" for i in range(spawns)]
         t0 = time.perf_counter()
-        answers, probes = await storm(base, token, [f"prop{run}x{i}" for i in range(spawns)], )
+        answers, probes = await storm(base, token, names)
         took = time.perf_counter() - t0
         await asyncio.sleep(1.0)  # late acknowledgements
+        mine = {route_key(n) for n in names}  # a previous run's stops may still be deleting its routes
+        deleted = sum(1 for key in listener.deletes if key in mine)
+        await stop_all(base, token, names)
     finally:
         await sub.unsubscribe()
         watch.cancel()
@@ -126,7 +144,7 @@ async def measure(data_dir: Path, base: str, token: str, spawns: int, run: int) 
     pairs, worst, missing = listener.latencies()
     redirected = sorted(n for n, codes in probes.items() if codes != [200])
     return {"nodes": len(listener.acks), "routes": len(listener.puts), "pairs": pairs, "worst": worst,
-            "missing": missing, "answers": answers, "redirected": redirected, "storm_s": took}
+            "missing": missing, "answers": answers, "redirected": redirected, "storm_s": took, "deleted": deleted}
 
 
 def main() -> int:
@@ -157,13 +175,14 @@ def main() -> int:
     finally:
         up.send_signal(signal.SIGTERM)
         up.communicate(timeout=60)
+        shutil.rmtree(data_dir, ignore_errors=True)
     print(f"{'run':>4}{'nodes':>7}{'routes':>8}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'p99 slowest node':>18}"
-          f"{'storm s':>9}  API answers / ready but redirected")
+          f"{'storm s':>9}  API answers / ready but redirected / routes deleted while spawning")
     for i, r in enumerate(results):
         ms = [x * 1000 for x in r["pairs"]]
         worst = [x * 1000 for x in r["worst"]]
         print(f"{i:>4}{r['nodes']:>7}{r['routes']:>8}{pct(ms, 50):9.1f}{pct(ms, 99):9.1f}{max(ms, default=0):9.1f}"
-              f"{pct(worst, 99):18.1f}{r['storm_s']:9.2f}  {r['answers']} / {len(r['redirected'])}"
+              f"{pct(worst, 99):18.1f}{r['storm_s']:9.2f}  {r['answers']} / {len(r['redirected'])} / {r['deleted']}"
               + (f"; never acknowledged: {r['missing']}" if r["missing"] else ""))
     return 0
 

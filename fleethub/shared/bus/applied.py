@@ -38,6 +38,8 @@ class RoutesApplied(BaseModel):
     revision: int = Field(ge=0, description="The route bucket's stream sequence it has applied, all before "
                                             "it included (0: an empty bucket).")
     serving: bool = Field(default=True, description="False in the last message of a node that stops serving.")
+    at: float = Field(default=0.0, description="When the node's table reached `revision` (epoch seconds, the "
+                                               "node's clock; 0: unknown). For measurements, not for decisions.")
 
 
 async def publish_applied(conn: Connection, namespace: str, ack: RoutesApplied) -> None:
