@@ -63,10 +63,6 @@ def main() -> int:
             json.dump(dict(os.environ), f)
     if os.environ.get("FAKE_EXIT_CODE"):
         return int(os.environ["FAKE_EXIT_CODE"])
-    time.sleep(float(os.environ.get("FAKE_START_DELAY", "0")))
-    url = urlsplit(os.environ["JUPYTERHUB_SERVICE_URL"])
-    server = ThreadingHTTPServer((url.hostname or "127.0.0.1", url.port or 80), Handler)
-    server.daemon_threads = True
     term_delay = float(os.environ.get("FAKE_TERM_DELAY", "0"))
 
     def on_term(*_: object) -> None:
@@ -74,6 +70,10 @@ def main() -> int:
         sys.exit(0)
 
     signal.signal(signal.SIGTERM, on_term)
+    time.sleep(float(os.environ.get("FAKE_START_DELAY", "0")))
+    url = urlsplit(os.environ["JUPYTERHUB_SERVICE_URL"])
+    server = ThreadingHTTPServer((url.hostname or "127.0.0.1", url.port or 80), Handler)
+    server.daemon_threads = True
     if os.environ.get("FAKE_EXIT_AFTER"):
         signal.signal(signal.SIGALRM, lambda *_: os._exit(3))
         signal.setitimer(signal.ITIMER_REAL, float(os.environ["FAKE_EXIT_AFTER"]))
