@@ -32,18 +32,14 @@ class Cluster:
     log_dir: Path
     procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
 
-    def start(self, service: str, *, extra_env: dict[str, str] | None = None,
+    def start(self, service: str, *, extra_env: dict[str, str] | None = None, log_name: str | None = None,
               **overrides: Any) -> subprocess.Popen[bytes]:
         """Start one replica of `service`; `overrides` replace settings sections for this replica, and
-        `extra_env` is added to its environment (canaries a server must not inherit, say)."""
-        settings = self.settings
-        if overrides:
-            merged = settings.model_dump()
-            for key, value in overrides.items():
-                merged[key] = {**merged[key], **value} if isinstance(value, dict) else value
-            settings = load_settings(None, **merged)
+        `extra_env` is added to its environment (canaries a server must not inherit, say). Its output goes
+        to `<log_name>.log` (appended: a restarted replica keeps its history), by default `<service>-<n>.log`."""
+        settings = self.replica_settings(**overrides)
         n = sum(1 for name, _ in self.procs if name == service)
-        log = open(self.log_dir / f"{service}-{n}.log", "wb")  # closed with the process
+        log = open(self.log_dir / f"{log_name or f'{service}-{n}'}.log", "ab")  # closed with the process
         proc = subprocess.Popen(
             [sys.executable, "-m", "fleethub", "run", service],
             env={**child_env(settings), **(extra_env or {})},
@@ -53,6 +49,15 @@ class Cluster:
         log.close()
         self.procs.append((service, proc))
         return proc
+
+    def replica_settings(self, **overrides: Any) -> ServiceSettings:
+        """The settings of a replica started with `overrides` (sections merged, other values replaced)."""
+        if not overrides:
+            return self.settings
+        merged = self.settings.model_dump()
+        for key, value in overrides.items():
+            merged[key] = {**merged[key], **value} if isinstance(value, dict) else value
+        return load_settings(None, **merged)
 
     async def hub_up(self) -> bool:
         """Whether the hub answers through the proxy: an auth and an api replica both registered with it."""
@@ -73,6 +78,7 @@ class Cluster:
         """SIGTERM every process, wait, SIGKILL stragglers; then end orphaned user servers."""
         for _, proc in self.procs:
             if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)  # a test may have left one stopped: it could not see the TERM
                 proc.send_signal(signal.SIGTERM)
         for _, proc in self.procs:
             try:

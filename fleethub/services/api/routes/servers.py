@@ -39,6 +39,7 @@ from fleethub.services.api.servers import (
 from fleethub.services.api.waiters import Outcome
 from fleethub.shared.db.models import Server, User
 from fleethub.shared.errors import BadRequest, Conflict, FleethubError, NotFound
+from fleethub.shared.faults import fault
 from fleethub.shared.http import DbSession, read_json
 from fleethub.shared.lifecycle import DesiredState
 
@@ -126,7 +127,9 @@ async def _start(name: str, server_name: ServerName, request: Request, req: Curr
         result = await start_server(session, settings, runtime.secret_key, user, server_name, body.user_options,
                                     announcer=runtime.announcer,
                                     display_name=display_name)
+    fault("api.after_commit_before_publish")  # the relay was only woken: it has not run yet
     seen = await waiters.wait(result.spawn_id, set(Outcome), settings.api.slow_spawn_timeout)
+    fault("api.after_publish_before_reply")  # a worker has the command (and may have answered)
     if seen is not None and seen.outcome is Outcome.READY:
         return _plain(201)
     if seen is not None and seen.outcome is Outcome.FAILED:
@@ -150,6 +153,7 @@ async def _stop(name: str, server_name: ServerName, request: Request, req: Curre
             await remove_server(session, user, server_name)
     if spawn_id is None:
         return _plain(204)
+    fault("api.after_commit_before_publish")
     seen = await waiters.wait(spawn_id, {Outcome.STOPPED, Outcome.FAILED}, runtime.settings.api.slow_stop_timeout)
     return _plain(204 if seen is not None else 202)
 
