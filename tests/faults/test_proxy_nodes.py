@@ -91,6 +91,11 @@ class Traffic:
         if self._task is not None:
             await self._task
 
+    def __repr__(self) -> str:
+        task = self._task
+        failed = task.exception() if task is not None and task.done() and not task.cancelled() else None
+        return f"<traffic to {self.base}: {len(self.answers)} answers, {self.refused} refused, failed: {failed!r}>"
+
     def wrong(self) -> list[tuple[str, int, Any]]:
         """Answers from another user's server (never allowed)."""
         return [a for a in self.answers if a[1] == 200 and a[2] != a[0]]
@@ -222,7 +227,11 @@ async def test_f10_a_node_joining_during_spawn_churn_serves_only_the_whole_table
         await asyncio.sleep(1.0)  # the churn changes the bucket while the node is held
         proc.cont()
         traffic = Traffic(base, users).start()
-        await wait_for(lambda: asyncio.sleep(0, changes >= before + 16), timeout=60, what="more churn")
+        try:
+            await wait_for(lambda: asyncio.sleep(0, changes >= before + 16 and len(traffic.answers) >= 40),
+                           timeout=60, what="more churn, with traffic through the new node")
+        except AssertionError:
+            raise AssertionError(f"{traffic}, {changes - before} changes\n{stack.logs()}") from None
         await traffic.stop()
     finally:
         stop.set()
