@@ -45,11 +45,14 @@ def service_routes(services: Iterable[HubService]) -> dict[str, Route]:
             for svc in services if svc.url}
 
 
-async def reconcile(bus: Bus, running: list[Route], services: Iterable[HubService] = ()) -> tuple[int, int]:
+async def reconcile(bus: Bus, running: list[Route], services: Iterable[HubService] = (),
+                    pending: Iterable[str] = ()) -> tuple[int, int]:
     """Make the user and service routes in KV equal `running` and `services`; returns (put, deleted).
 
     The whole key list is read before anything is deleted, so a partial view never removes a route.
-    Other keys (routes added through a proxy's route API) are left alone.
+    Other keys (routes added through a proxy's route API) are left alone, and so are the keys in
+    `pending` (servers being started: their route is put, then the proxies' acknowledgements awaited,
+    then the server recorded ready; deleting it in between would announce a server no node serves).
 
     Raises:
         BusError: NATS failed (what was put or deleted before stays).
@@ -69,8 +72,9 @@ async def reconcile(bus: Bus, running: list[Route], services: Iterable[HubServic
         if current != route:
             await routes.put(key, route)
             put += 1
+    keep = set(pending)
     for key in keys:
-        if key not in wanted:
+        if key not in wanted and key not in keep:
             try:
                 if key.startswith("user."):
                     parse_route_key(key)
@@ -107,11 +111,16 @@ async def reconcile_round(engine: AsyncEngine, sessions: async_sessionmaker[Asyn
             return None
         try:
             async with sessions() as session:
-                running = select(ServerState).where(ServerState.status == ServerStatus.RUNNING)
-                rows = (await session.execute(running)).scalars()
-                routes = [route_for(r.user_name, r.server_name, r.target, r.spawn_id) for r in rows if r.target]
+                live = (ServerStatus.RUNNING, ServerStatus.PENDING)
+                rows = (await session.execute(select(ServerState).where(ServerState.status.in_(live)))).scalars()
+                routes, pending = [], []
+                for r in rows:
+                    if r.status == ServerStatus.PENDING:
+                        pending.append(route_key(r.user_name, r.server_name))
+                    elif r.target:
+                        routes.append(route_for(r.user_name, r.server_name, r.target, r.spawn_id))
                 services = await _services(session, configured)
-            return await reconcile(bus, routes, services)
+            return await reconcile(bus, routes, services, pending)
         finally:
             await unlock(conn, AdvisoryLock.ROUTE_RECONCILE)
 

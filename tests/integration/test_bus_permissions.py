@@ -4,6 +4,7 @@ the stream or bucket is checked (with an identity that may read it) to be unchan
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -12,7 +13,8 @@ from pathlib import Path
 import nats
 import pytest
 
-from fleethub.shared.bus import Bus, BusError, Credentials, inbox_prefix
+from fleethub.shared.bus import Bus, BusError, Credentials, RoutesApplied, inbox_prefix
+from fleethub.shared.bus.applied import applied_subject
 from fleethub.shared.bus.natsconfig import new_seed, write_private
 from fleethub.shared.bus.permissions import API_DURABLES, IDENTITIES, SERVICES, SPAWNER_DURABLE
 from fleethub.shared.events import (
@@ -185,6 +187,20 @@ async def test_an_event_is_published_only_by_its_service(world: World, who: str,
     assert await world.evt_last_seq() == before
 
 
+# --- route acknowledgements: proxy nodes say what they serve, spawners listen ---------------------------
+
+
+@pytest.mark.parametrize("who", [i for i in IDENTITIES if i != "proxy"])
+async def test_only_a_proxy_node_acknowledges_routes(world: World, who: str) -> None:
+    # a forged acknowledgement would make a spawner announce a server before the nodes serve it
+    assert await world.raw[who].try_publish(applied_subject(NS))
+
+
+@pytest.mark.parametrize("who", [i for i in IDENTITIES if i != "spawner"])
+async def test_only_the_spawner_follows_route_acknowledgements(world: World, who: str) -> None:
+    assert await world.raw[who].try_subscribe(applied_subject(NS))
+
+
 # --- streams and buckets: the api alone changes them; nobody else deletes them --------------------------
 
 STREAM_CHANGES = [(who, op, target) for who in IDENTITIES if who != "api"
@@ -275,6 +291,17 @@ async def test_services_do_their_own_work_without_a_violation(world: World) -> N
     await b["proxy"].publish(ActivityReported(node="n1"))
     await b["culler"].publish(StopServer(user="bob", reason="culler"))
     await b["auth"].publish(UserLoggedIn(name="bob", authenticator="password"))
+    heard: list[RoutesApplied] = []
+    sub = await b["spawner"].follow_applied(heard.append)
+    await b["spawner"].nc.flush()
+    await b["proxy"].publish_applied(RoutesApplied(node="n1", revision=7))
+    await b["proxy"].nc.flush()
+    for _ in range(100):
+        if heard:
+            break
+        await asyncio.sleep(0.02)
+    await sub.unsubscribe()
+    assert heard == [RoutesApplied(node="n1", revision=7)]
     assert own_violations() == before
 
 

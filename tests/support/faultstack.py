@@ -107,12 +107,24 @@ class Proc:
         await wait_for(lambda: _exited(self.popen), timeout=timeout, what=f"{self.name} to exit")
         return self.popen.returncode
 
-    def restart(self, *, graceful: bool = False, extra_env: dict[str, str] | None = None) -> Proc:
+    @property
+    def base_url(self) -> str:
+        """`http://127.0.0.1:<port>` of an http service replica started with a fixed port
+        (`stack.start("api", api={"port": free_port()})`), to send it requests directly."""
+        port = getattr(self.settings, self.service).port
+        if not port:
+            raise ValueError(f"{self.name} chose its own port: start it with `{self.service}={{'port': …}}`")
+        return f"http://127.0.0.1:{port}"
+
+    def restart(self, *, graceful: bool = False, extra_env: dict[str, str] | None = None, **overrides: Any) -> Proc:
         """A new process with the same settings and ports: the old one is SIGKILLed first if it still runs
         (SIGTERM with `graceful`). The environment is the same minus `FLEETHUB_FAULT` (a crash point
-        would fire again), unless `extra_env` replaces it. Returns self."""
+        would fire again), unless `extra_env` replaces it; `overrides`, if given, replace the replica's
+        own settings overrides from now on. Returns self."""
         if self.alive:
             self.terminate() if graceful else self.kill()
+        if overrides:
+            self.overrides = dict(overrides)
         if extra_env is not None:
             self.extra_env = dict(extra_env)
         else:
@@ -199,10 +211,12 @@ class FaultStack:
 
     # --- clients ---------------------------------------------------------------------------------
 
-    def client(self, node: int = 0, *, token: str | None = None, timeout: float = 30.0) -> httpx.AsyncClient:
-        """An HTTP client of the hub API through proxy node `node` (base URL `…/hub/api`), as the admin
-        unless `token`; the caller closes it (`async with`)."""
-        return httpx.AsyncClient(base_url=f"{self.proxy_url(node)}/hub/api", timeout=timeout,
+    def client(self, node: int = 0, *, token: str | None = None, timeout: float = 30.0,
+               via: Proc | None = None) -> httpx.AsyncClient:
+        """An HTTP client of the hub API through proxy node `node` (base URL `…/hub/api`), or straight to the
+        replica `via` (started with a port of its own), as the admin unless `token`; the caller closes it."""
+        base = via.base_url if via is not None else self.proxy_url(node)
+        return httpx.AsyncClient(base_url=f"{base}/hub/api", timeout=timeout,
                                  headers={"Authorization": f"token {token or self.admin_token}"})
 
     async def create_users(self, *names: str, node: int = 0) -> None:
@@ -211,22 +225,29 @@ class FaultStack:
             r = await api.post("/users", json={"usernames": list(names)})
             assert r.status_code in (201, 409), r.text
 
-    async def start_server(self, user: str, server_name: str = "", *, node: int = 0,
+    async def start_server(self, user: str, server_name: str = "", *, node: int = 0, via: Proc | None = None,
                            timeout: float = 30.0, **body: Any) -> httpx.Response:
-        """POST /users/<user>/server[s/<name>] through proxy node `node`; the response as it came."""
-        async with self.client(node, timeout=timeout) as api:
+        """POST /users/<user>/server[s/<name>] through proxy node `node` (or straight to `via`); the response
+        as it came (httpx.HTTPError if the connection broke)."""
+        async with self.client(node, timeout=timeout, via=via) as api:
             return await api.post(_server_path(user, server_name), json=body or None)
 
-    async def stop_server(self, user: str, server_name: str = "", *, node: int = 0,
+    async def stop_server(self, user: str, server_name: str = "", *, node: int = 0, via: Proc | None = None,
                           timeout: float = 30.0) -> httpx.Response:
-        """DELETE /users/<user>/server[s/<name>] through proxy node `node`."""
-        async with self.client(node, timeout=timeout) as api:
+        """DELETE /users/<user>/server[s/<name>] through proxy node `node` (or straight to `via`)."""
+        async with self.client(node, timeout=timeout, via=via) as api:
             return await api.delete(_server_path(user, server_name))
 
     async def server_model(self, user: str, server_name: str = "", *, node: int = 0) -> dict[str, Any] | None:
-        """The server's model in GET /users/<user> (None: the user has no such server)."""
+        """The server's model in GET /users/<user> (None: the user has no such server).
+
+        Raises:
+            httpx.HTTPStatusError: a 5xx (no api replica answering), which `wait_for` retries.
+        """
         async with self.client(node) as api:
             r = await api.get(f"/users/{user}")
+            if r.status_code >= 500:  # no replica answering (yet): wait_for tries again
+                r.raise_for_status()
             assert r.status_code == 200, r.text
             model: dict[str, Any] | None = r.json()["servers"].get(server_name)
             return model
@@ -253,6 +274,13 @@ class FaultStack:
             row = (await conn.execute(text("SELECT * FROM server_states WHERE user_name = :u AND server_name = :s"),
                                       {"u": user, "s": server_name})).mappings().first()
         return dict(row) if row else None
+
+    async def wait_api(self, proc: Proc, timeout: float = 60.0) -> None:
+        """Wait until the api replica `proc` (started with a port of its own) answers `/hub/api/`."""
+        async def up() -> bool:
+            async with httpx.AsyncClient(timeout=5) as anon:
+                return (await anon.get(f"{proc.base_url}/hub/api/")).status_code == 200
+        await wait_for(up, timeout=timeout, what=f"{proc.name} answering")
 
     async def reach(self, user: str, server_name: str = "", *, node: int = 0) -> httpx.Response:
         """GET `<prefix>api` of that server through proxy node `node` (not following redirects)."""

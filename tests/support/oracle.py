@@ -47,13 +47,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from fleethub.shared.bus import Bus
 from fleethub.shared.db.migrate import load_secret_key
 from fleethub.shared.events import Route
+from fleethub.shared.lifecycle import ACTIVE, DesiredState, ServerStatus
 from fleethub.shared.names import server_prefix
 from fleethub.shared.security import server_token
 from fleethub.shared.settings import ServiceSettings
 
 T = 10.0
-ACTIVE = ("pending", "running", "stopping")
-IN_FLIGHT = ("pending", "stopping")
+RUNNING = ServerStatus.RUNNING
+IN_FLIGHT = frozenset({ServerStatus.PENDING, ServerStatus.STOPPING})
 
 
 @dataclass
@@ -108,7 +109,7 @@ class Snapshot:
 
     @property
     def running(self) -> dict[tuple[str, str], dict[str, Any]]:
-        return {k: s for k, s in self.states.items() if s["status"] == "running"}
+        return {k: s for k, s in self.states.items() if s["status"] == RUNNING}
 
 
 def _label(key: tuple[str, str]) -> str:
@@ -304,7 +305,7 @@ def report(findings: list[Finding], snap: Snapshot | None, timeout: float) -> st
         lines += [f"    {f.subject}: {f.detail}" for f in findings if f.invariant == invariant]
     if snap is not None:
         lines.append(f"  running servers: {sorted(_label(k) for k in snap.running)}")
-        others = sorted((_label(k), s["status"]) for k, s in snap.states.items() if s["status"] != "running")
+        others = sorted((_label(k), s["status"]) for k, s in snap.states.items() if s["status"] != RUNNING)
         lines.append(f"  other states: {others}")
         lines.append(f"  processes: {sorted((p.user, p.server_name, p.pid, p.port) for p in snap.processes)}")
         lines.append(f"  routes bucket: {sorted((_label(k), r.target) for k, r in snap.routes.items())}")
@@ -401,14 +402,14 @@ def _desired(snap: Snapshot, settled: bool) -> list[Finding]:
     for key, want in snap.desired.items():
         state = snap.states.get(key)
         status = state["status"] if state else None
-        if want["desired"] == "running":
+        if want["desired"] == DesiredState.RUNNING:
             if state is None or state["spawn_id"] != want["spawn_id"]:
                 if settled:
                     out.append(Finding("e.desired", _label(key), f"desired running (spawn {want['spawn_id']}); "
                                        f"actual: {status} of spawn {state['spawn_id'] if state else None}"))
-            elif status in ("stopped",) or (status in IN_FLIGHT and settled):
+            elif status == ServerStatus.STOPPED or (status in IN_FLIGHT and settled):
                 out.append(Finding("e.desired", _label(key), f"desired running, actual {status}"))
-        elif status == "running":
+        elif status == RUNNING:
             out.append(Finding("e.desired", _label(key), f"desired {want['desired']}, actual running"))
         elif status in IN_FLIGHT and settled:
             out.append(Finding("e.desired", _label(key), f"desired {want['desired']}, actual {status}"))

@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from fleethub.services.proxy.announce import announce_leaving, announce_loop
 from fleethub.services.proxy.hosts import allowed_hosts
 from fleethub.services.proxy.node import Node
 from fleethub.services.proxy.routeapi import ApiConnection, RouteApi
@@ -25,6 +26,7 @@ from fleethub.services.proxy.watch import Watcher
 from fleethub.shared.bus import Bus
 from fleethub.shared.errors import BusError, ConfigError
 from fleethub.shared.events import ActivityReported, subject_filter
+from fleethub.shared.faults import fault
 from fleethub.shared.service import bind_socket, bus_credentials, exit_on_hub_shutdown, replica_id, run_async
 from fleethub.shared.settings import ServiceSettings
 
@@ -147,6 +149,7 @@ async def main(settings: ServiceSettings, stop: asyncio.Event, *, reuse_port: bo
     bus.connection.exit_on_close = True  # a process: closed for good, it stops and its supervisor restarts it
     await bus.connect(timeout=30)
     tasks: list[asyncio.Task[None]] = []
+    announcing: asyncio.Task[None] | None = None
     servers: list[asyncio.Server] = []
     activity_sub = None
     try:
@@ -166,12 +169,16 @@ async def main(settings: ServiceSettings, stop: asyncio.Event, *, reuse_port: bo
         loop = asyncio.get_running_loop()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(watcher.loaded.wait(), LOAD_WAIT)
+        fault("proxy.after_snapshot_before_serve")
         handshake = HANDSHAKE_TIMEOUT if ssl_ctx is not None else None
         servers.append(await loop.create_server(lambda: ClientConnection(node), sock=sock, backlog=BACKLOG,
                                                 ssl=ssl_ctx, ssl_handshake_timeout=handshake))
         unused.remove(sock)
         shown = f"[{host}]" if ":" in host else host
         log.info("proxy node %s listening on %s://%s:%s", node_id, node.scheme.decode(), shown, port)
+        # serving now: spawners wait for this node's acknowledgements from here on
+        announcing = _background(announce_loop(node, bus, node_id), "announce")
+        tasks.append(announcing)
         if redirect_sock is not None:
             origin = https_origin(settings.hub_public_url)
             servers.append(await loop.create_server(lambda: RedirectConnection(origin), sock=redirect_sock,
@@ -191,6 +198,10 @@ async def main(settings: ServiceSettings, stop: asyncio.Event, *, reuse_port: bo
             server.close()
         for s in unused:
             s.close()
+        if announcing is not None:  # no longer taking connections: spawners stop waiting for this node
+            announcing.cancel()
+            await asyncio.gather(announcing, return_exceptions=True)
+            await announce_leaving(node, bus, node_id)
         await _drain(node)
         if activity_sub is not None:
             with contextlib.suppress(Exception):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -38,7 +39,17 @@ class Node:
     hosts: Hosts | None = None  # the Host values accepted (None: any)
     scheme: bytes = b"http"  # of the public port (X-Forwarded-Proto for untrusted clients)
     hsts: bytes = b""  # a Strict-Transport-Security line for the hub's own responses (https public URL)
+    applied: int = 0  # the route bucket revision the served table holds (everything up to it applied)
+    applied_changed: asyncio.Event = field(default_factory=asyncio.Event)  # set when `applied` moves
+    applied_at: float = 0.0  # when (epoch seconds) the table reached `applied`
     _changed: asyncio.Event | None = None
+
+    def set_applied(self, revision: int) -> None:
+        """The served table now holds the bucket up to `revision` (acknowledged by `applied.announce`)."""
+        if revision != self.applied:
+            self.applied = revision
+            self.applied_at = time.time()
+            self.applied_changed.set()
 
     def routes_changed(self) -> None:
         """The table changed: wake whoever waits for a change to arrive (`wait_routes`)."""

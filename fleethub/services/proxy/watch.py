@@ -30,13 +30,22 @@ RETRY_DELAY = 0.5
 
 
 class _RouteSync:
-    """One sync of the route bucket: a fresh table until the marker, then the node's live one."""
+    """One sync of the route bucket: a fresh table until the marker, then the node's live one.
+
+    It also tracks the bucket revision applied (`Node.applied`): the node serves it once live.
+    """
 
     def __init__(self, node: Node, on_loaded: Callable[[int], None]) -> None:
         self.node = node
         self.fresh = RouteTable()
         self.live = False
         self.on_loaded = on_loaded
+        self.revision = 0
+
+    def applied(self, revision: int) -> None:
+        self.revision = max(self.revision, revision)
+        if self.live:
+            self.node.set_applied(self.revision)
 
     def apply(self, key: str, route: Route | None, written: float) -> None:
         table = self.node.table if self.live and self.node.table is not None else self.fresh
@@ -61,6 +70,7 @@ class _RouteSync:
             self.live = True
             self.node.swap_table(self.fresh)
             self.node.routes_changed()
+            self.node.set_applied(self.revision)
             self.on_loaded(len(self.fresh))
 
 
@@ -138,7 +148,7 @@ class Watcher:
                      (time.monotonic() - started) * 1000)
 
         routes = _RouteSync(self.node, loaded)
-        return self.bus.routes.follow(routes.apply, routes.snapshot_done)
+        return self.bus.routes.follow(routes.apply, routes.snapshot_done, routes.applied)
 
     async def _keep(self, kind: str) -> None:
         kick = self._kicks[kind]

@@ -21,6 +21,7 @@ async def main(settings: ServiceSettings, stop: asyncio.Event) -> None:
     backend = load_backend(settings)
     async with open_runtime(settings, "spawner", exit_on_bus_closed=True) as runtime:
         worker = Worker(runtime, backend)
+        await worker.propagation.start()  # hear the proxy nodes before the first spawn needs them
         for loop, name in ((worker.renew_loop(), "renew"), (worker.fence_loop(), "fence"),
                            (worker.adopt_loop(), "adopt"), (worker.poll_loop(), "poll"),
                            (worker.reconcile_loop(), "reconcile")):

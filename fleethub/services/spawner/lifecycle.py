@@ -17,6 +17,7 @@ from fleethub.services.spawner import leases
 from fleethub.services.spawner.backends import Backend, ServerSpec
 from fleethub.services.spawner.env import server_env
 from fleethub.services.spawner.httpcheck import http_status
+from fleethub.services.spawner.propagation import Propagation
 from fleethub.services.spawner.routes import delete_route, put_route
 from fleethub.shared.bus import Decision
 from fleethub.shared.events import ServerProgress, SpawnServer, StopServer
@@ -76,6 +77,7 @@ class Worker:
         self.renewed_at = time.monotonic()  # when the last renewal of all my leases that succeeded was sent
         self.held_at: dict[ServerKey, float] = {}  # when a statement that took or renewed one lease was sent
         self._tasks: set[asyncio.Task[None]] = set()
+        self.propagation = Propagation(runtime.bus)  # ready means reachable: every proxy node serves the route
 
     async def _record(self, change: Transition) -> leases.Row | None:
         """Make `change` in a transaction of its own; the row as it now is, or None if it was refused."""
@@ -220,9 +222,10 @@ class Worker:
             await self._wait_ready(f"{target}{prefix}api", state, heartbeat)
             await self._fence(key, cmd.spawn_id)
             try:
-                await put_route(self.rt.bus, route_for(cmd.user, cmd.server_name, target, cmd.spawn_id))
+                revision = await put_route(self.rt.bus, route_for(cmd.user, cmd.server_name, target, cmd.spawn_id))
             except Exception as exc:  # the server is fine: a worker that reaches the bus finishes its start
                 raise HandOff(f"route not written: {exc!r}") from exc
+            await self.propagation.wait_served(revision, f"spawn of {key}")
             ready = Transition.ready(key, cmd.spawn_id, worker=self.me, url=prefix, target=target, state=state)
             if await self._record(ready) is None:  # lost the lease meanwhile: its adopter finishes the spawn
                 log.warning("lost the lease of %s during start", key)

@@ -11,9 +11,9 @@ from fleethub.shared.names import route_key
 __all__ = ["delete_route", "put_route"]
 
 
-async def put_route(bus: Bus, route: Route) -> None:
-    """Upsert a route; every proxy node sees it through its watch."""
-    await bus.routes.put(route_key(route.data["user"], route.data["server_name"]), route)
+async def put_route(bus: Bus, route: Route) -> int:
+    """Upsert a route; every proxy node sees it through its watch. Returns the bucket revision written."""
+    return await bus.routes.put(route_key(route.data["user"], route.data["server_name"]), route)
 
 
 async def delete_route(bus: Bus, user: str, server_name: str) -> None:

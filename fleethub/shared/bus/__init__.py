@@ -9,11 +9,13 @@
   core subscriptions to events.
 - `kv`, `routestore`, `registrystore`: the route table and the service registry as our models
   (`Route`, `RegistryEntry`), raising `BusError`, never a nats exception.
+- `applied`: proxy nodes' acknowledgements of the route revision they serve (core NATS).
 - `permissions`: who may do what on the bus (one identity per service, plus read-only `events`), as data;
   `natsconfig`: nkey seeds and the nats-server `authorization` block rendered from it.
 - `facade`: `Bus`, what a service holds, delegating to the above.
 """
 
+from fleethub.shared.bus.applied import RoutesApplied
 from fleethub.shared.bus.connection import Connection, Credentials, bus_unavailable, inbox_prefix
 from fleethub.shared.bus.consume import Decision, Delivery, Handler, Outcome, PullConsumer
 from fleethub.shared.bus.facade import Bus
@@ -47,6 +49,7 @@ __all__ = [
     "PullConsumer",
     "RegistryStore",
     "RouteStore",
+    "RoutesApplied",
     "Topology",
     "bus_unavailable",
     "inbox_prefix",

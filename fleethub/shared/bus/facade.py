@@ -10,6 +10,7 @@ from typing import Any
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
+from fleethub.shared.bus import applied as acks
 from fleethub.shared.bus import consume as consuming
 from fleethub.shared.bus import publish as publishing
 from fleethub.shared.bus.connection import Connection, Credentials
@@ -178,3 +179,11 @@ class Bus:
         Returns the subscription (its `unsubscribe()` ends it).
         """
         return await consuming.serve(self.connection, subject, queue, answer)
+
+    async def publish_applied(self, ack: acks.RoutesApplied) -> None:
+        """A proxy node's acknowledgement of the route revision it serves (core, fire and forget)."""
+        await acks.publish_applied(self.connection, self.namespace, ack)
+
+    async def follow_applied(self, callback: Callable[[acks.RoutesApplied], None]) -> Any:
+        """Every proxy node's acknowledgements, to `callback`; returns the subscription."""
+        return await acks.follow_applied(self.connection, self.namespace, callback)

@@ -83,9 +83,9 @@ class ModelBucket(Generic[M]):
             log.warning("ignoring %s %s: %s", self._what, key[:200], str(exc)[:300])
             return None
 
-    async def _put(self, key: str, value: M) -> None:
+    async def _put(self, key: str, value: M) -> int:
         with nats_errors(f"put {key} in {self.bucket}"):
-            await (await self._kv()).put(key, value.model_dump_json().encode())
+            return int(await (await self._kv()).put(key, value.model_dump_json().encode()))
 
     async def _delete(self, key: str) -> None:
         with nats_errors(f"delete {key} from {self.bucket}"):
@@ -145,8 +145,12 @@ class ModelBucket(Generic[M]):
                 out[key] = model
         return out
 
-    async def follow(self, apply: Apply[M], loaded: Callable[[], None]) -> NoReturn:
+    async def follow(self, apply: Apply[M], loaded: Callable[[], None],
+                     revision: Callable[[int], None] | None = None) -> NoReturn:
         """Give `apply` every current value, then call `loaded`, then give it every change; until cancelled.
+
+        `revision`, if given, is told the bucket revision (stream sequence) of each entry once `apply` has
+        taken it: the watch delivers in revision order, so everything up to it has been applied.
 
         An undecodable value is logged and applied as None (it must not leave the previous value in
         place). Exceptions of `apply` and `loaded` end the watch and are raised as they are.
@@ -166,6 +170,8 @@ class ModelBucket(Generic[M]):
                     apply(entry.key, None, 0.0)
                 else:
                     apply(entry.key, decode(entry.key, entry.value), _written(entry.created))
+                if entry is not None and revision is not None:
+                    revision(entry.revision or 0)
         finally:
             with contextlib.suppress(Exception):
                 await watcher.stop()  # type: ignore[no-untyped-call]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fleethub.shared.bus.applied import APPLIED_SUBJECT
 from fleethub.shared.bus.connection import inbox_prefix
 from fleethub.shared.bus.topology import Names
 from fleethub.shared.events import (
@@ -140,18 +141,19 @@ TABLE: dict[str, Grant] = {
     ),
     "spawner": Grant(
         does="consumes commands; publishes server events; the only writer of routes; answers reconciliation "
-             "requests",
+             "requests; follows the proxy nodes' acknowledgements of the routes they serve",
         publish=(*_events(ServerProgress, ServerReady, ServerStopped, ServerFailed), *_stream_info("{CMD}"),
                  *_stream_info("{EVT}"), *_durable("{CMD}", SPAWNER_DURABLE), "$KV.{ROUTES}.>",
                  *_kv_read("{ROUTES}")),
-        subscribe=(RECONCILE_SUBJECT, *SHUTDOWN),
+        subscribe=(RECONCILE_SUBJECT, APPLIED_SUBJECT, *SHUTDOWN),
         responses=True,
         needs=("cmd", "evt", "routes"),
     ),
     "proxy": Grant(
-        does="reads routes and the registry; publishes activity; its route API writes `path.` routes only",
+        does="reads routes and the registry; publishes activity and which route revision it serves; its route "
+             "API writes `path.` routes only",
         publish=(*_events(ActivityReported), *_stream_info("{EVT}"), *_kv_read("{ROUTES}"),
-                 *_kv_read("{REGISTRY}"), "$KV.{ROUTES}.path", "$KV.{ROUTES}.path.>"),
+                 *_kv_read("{REGISTRY}"), "$KV.{ROUTES}.path", "$KV.{ROUTES}.path.>", APPLIED_SUBJECT),
         subscribe=(*_events(ActivityReported), *SHUTDOWN),
         needs=("evt", "routes", "registry"),
     ),
@@ -213,7 +215,8 @@ def grants(identity: str, names: Names | None) -> Permissions:
 
 def _messages(identity: str) -> set[str]:
     """The command and event subjects `identity` may publish (what an outbox row of it holds)."""
-    return {p for p in TABLE[identity].publish if p.startswith("{ns}.") and p != RECONCILE_SUBJECT}
+    return {p for p in TABLE[identity].publish
+            if p.startswith("{ns}.") and p not in (RECONCILE_SUBJECT, APPLIED_SUBJECT)}
 
 
 def relays_for(identity: str) -> tuple[str, ...]:

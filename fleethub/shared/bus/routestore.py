@@ -17,13 +17,14 @@ class RouteStore(ModelBucket[Route]):
     def __init__(self, topology: Topology) -> None:
         super().__init__(topology, topology.names.routes_bucket, Route, "route")
 
-    async def put(self, key: str, route: Route) -> None:
-        """Upsert the route under `key`; every proxy node sees it through its watch.
+    async def put(self, key: str, route: Route) -> int:
+        """Upsert the route under `key`; every proxy node sees it through its watch. Returns the bucket's
+        revision of the write (what proxy nodes acknowledge once they serve it).
 
         Raises:
             BusError: NATS failed (`BusTimeout`: no answer in time).
         """
-        await self._put(key, route)
+        return await self._put(key, route)
 
     async def delete(self, key: str) -> None:
         """Delete the route under `key` (a no-op if it is absent).

@@ -2,11 +2,14 @@
 `/hub/user-redirect/...`: the same path on the logged-in user's own server.
 
 Stopped: 424 (JSON for API clients, a page offering to start it for browsers); starting: 303 to the
-spawn-pending page; running (the route just appeared): back to the server, counting redirects.
+spawn-pending page; running: back to the server, counting redirects in `?redirects=` and waiting a little
+longer before each (the proxy node that sent the request does not serve the route yet: a node cut off
+from NATS, or one that lags), up to `MAX_REDIRECTS`, then an error: never a tight redirect loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Request
@@ -25,6 +28,7 @@ from fleethub.shared.paths import checked_location, has_dot_segment, quote_path
 
 router = APIRouter()
 MAX_REDIRECTS = 4
+REDIRECT_WAIT = 0.25  # seconds before the first redirect back, doubled for each one since (0.25+0.5+1+2 in all)
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
 
 
@@ -50,10 +54,14 @@ def _wants_json(request: Request, path: str) -> bool:
     return request.method != "GET" or "/api/" in f"/{path}" or json_accept
 
 
-def _back_to_server(request: Request, target: str) -> Response:
+async def _back_to_server(request: Request, session: DbSession, target: str) -> Response:
     n = _redirects(request)
     if n >= MAX_REDIRECTS:
         raise FleethubError(f"Redirect loop detected: {target} is running but can not be reached yet", status=500)
+    # ready, yet this request came through a proxy node without the route: give the node time to catch up
+    # rather than bounce the browser straight back (the database connection is not held meanwhile)
+    await session.rollback()
+    await asyncio.sleep(REDIRECT_WAIT * 2**n)
     query = [(k, v) for k, v in request.query_params.multi_items() if k != "redirects"] + [("redirects", str(n + 1))]
     return RedirectResponse(checked_location(f"{target}?{urlencode(query)}"), status_code=302)
 
@@ -90,7 +98,7 @@ async def user_redirect(name: str, request: Request, runtime: Runtime, session: 
     target = checked_location(server_prefix(name, server) + quote_path(inner))
     active, ready, pending = view.status if view is not None else INACTIVE
     if ready and pending is None:
-        return _back_to_server(request, target)
+        return await _back_to_server(request, session, target)
     if active:
         spawn_pending = f"/hub/spawn-pending/{url_escape(name)}" + (f"/{url_escape(server)}" if server else "")
         return RedirectResponse(f"{spawn_pending}?next={quote(target, safe='/')}", status_code=303)

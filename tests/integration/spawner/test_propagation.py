@@ -1,0 +1,84 @@
+"""The spawner's wait for the proxy nodes (`services/spawner/propagation.py`) against real NATS: it returns
+once every live node has acknowledged the revision, gives up on a node after its bound, and does not wait
+for a node that left or went silent."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from fleethub.services.spawner import propagation
+from fleethub.services.spawner.propagation import Propagation
+from fleethub.shared.bus import Bus, RoutesApplied
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def buses(nats_url: str, nats_namespace: str) -> AsyncIterator[tuple[Bus, Bus]]:
+    spawner, proxy = Bus(nats_url, nats_namespace, "test-spawner"), Bus(nats_url, nats_namespace, "test-proxy")
+    await spawner.connect()
+    await proxy.connect()
+    try:
+        yield spawner, proxy
+    finally:
+        await spawner.close()
+        await proxy.close()
+
+
+async def _ack(bus: Bus, node: str, revision: int, serving: bool = True) -> None:
+    await bus.publish_applied(RoutesApplied(node=node, revision=revision, serving=serving))
+    await bus.nc.flush()
+
+
+async def _heard(p: Propagation, node: str, revision: int) -> None:
+    for _ in range(200):
+        if p.nodes.get(node, (-1, 0.0))[0] == revision:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{node} at {revision} never heard: {p.nodes}")
+
+
+async def test_the_wait_ends_when_every_live_node_serves_the_revision(buses: tuple[Bus, Bus]) -> None:
+    spawner, proxy = buses
+    p = Propagation(spawner, bound=30.0)
+    await p.start()
+    await spawner.nc.flush()
+    await _ack(proxy, "n1", 10)
+    await _ack(proxy, "n2", 12)
+    await _heard(p, "n1", 10)
+    await _heard(p, "n2", 12)
+    waiting = asyncio.create_task(p.wait_served(12, "test"))
+    await asyncio.sleep(1.5)  # past the priming second: only n1 holds it back
+    assert not waiting.done() and p.behind(12) == ["n1"]
+    await _ack(proxy, "n1", 13)
+    assert await asyncio.wait_for(waiting, 5) == []
+    # a node that leaves is not waited for; one that is live but never catches up is, until the bound
+    await _ack(proxy, "n2", 13, serving=False)
+    await _heard_gone(p, "n2")
+    p.bound = 0.5
+    assert await p.wait_served(14, "test") == ["n1"]
+    await p.stop()
+
+
+async def _heard_gone(p: Propagation, node: str) -> None:
+    for _ in range(200):
+        if node not in p.nodes:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{node} still known: {p.nodes}")
+
+
+async def test_a_silent_node_is_not_waited_for(buses: tuple[Bus, Bus], monkeypatch: pytest.MonkeyPatch) -> None:
+    spawner, proxy = buses
+    monkeypatch.setattr(propagation, "LIVE_WINDOW", 0.3)
+    p = Propagation(spawner, bound=30.0)
+    await p.start()
+    await spawner.nc.flush()
+    await _ack(proxy, "dead", 1)  # then killed: it says nothing more
+    await _heard(p, "dead", 1)
+    assert await asyncio.wait_for(p.wait_served(5, "test"), 5) == []
+    assert "dead" not in p.nodes
+    await p.stop()
