@@ -15,7 +15,16 @@
 """
 
 from fleethub.shared.bus.connection import Connection, Credentials, inbox_prefix
-from fleethub.shared.bus.consume import Decision, Delivery, Handler, Outcome, PullConsumer
+from fleethub.shared.bus.consume import (
+    DeadLetter,
+    DeadLetterSink,
+    Decision,
+    Delivery,
+    Handler,
+    Outcome,
+    PullConsumer,
+    Retry,
+)
 from fleethub.shared.bus.facade import Bus
 from fleethub.shared.bus.kv import Apply, BusTimeout, ModelBucket
 from fleethub.shared.bus.permissions import reconcile_subject, relays_for
@@ -38,6 +47,8 @@ __all__ = [
     "BusTimeout",
     "Connection",
     "Credentials",
+    "DeadLetter",
+    "DeadLetterSink",
     "Decision",
     "Delivery",
     "Handler",
@@ -46,6 +57,7 @@ __all__ = [
     "Outcome",
     "PullConsumer",
     "RegistryStore",
+    "Retry",
     "RouteStore",
     "Topology",
     "inbox_prefix",
