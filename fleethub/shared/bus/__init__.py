@@ -26,7 +26,7 @@ from fleethub.shared.bus.consume import (
     Retry,
 )
 from fleethub.shared.bus.facade import Bus
-from fleethub.shared.bus.kv import Apply, BusTimeout, ModelBucket
+from fleethub.shared.bus.kv import Apply, BusTimeout, ModelBucket, Version
 from fleethub.shared.bus.permissions import reconcile_subject, relays_for
 from fleethub.shared.bus.publish import BATCH_MAX, BatchRefused
 from fleethub.shared.bus.registrystore import RegistryStore, registry_key
@@ -60,6 +60,7 @@ __all__ = [
     "Retry",
     "RouteStore",
     "Topology",
+    "Version",
     "inbox_prefix",
     "reconcile_subject",
     "registry_key",
