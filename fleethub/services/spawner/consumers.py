@@ -17,6 +17,7 @@ from fleethub.shared.bus import DeadLetter, DeadLetterSink, Decision, Delivery, 
 from fleethub.shared.events import SpawnServer, StopServer
 from fleethub.shared.faults import fault
 from fleethub.shared.lifecycle import ServerKey, ServerStatus, Transition, transition
+from fleethub.shared.names import storable
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ def dead_letter_sink(worker: Worker) -> DeadLetterSink:
 
 async def _fail_spawn(session: AsyncSession, worker: Worker, cmd: SpawnServer, reason: str) -> None:
     """Record `cmd`'s spawn as failed (if it is still the requested one and no live worker is on it)."""
+    if not (storable(cmd.user) and storable(cmd.server_name) and storable(cmd.spawn_id)):
+        return  # PostgreSQL can hold no row of such a name (the api refuses it): nothing to mark
     key = ServerKey(cmd.user, cmd.server_name)
     if not await leases.is_desired(session, key, cmd.spawn_id):
         return

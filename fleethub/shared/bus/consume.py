@@ -3,7 +3,8 @@
 
 What a consumer does when a message can not be handled:
 - malformed (bad JSON or envelope, unknown type or version, a payload that fails validation, a subject that
-  does not match its payload): a dead letter is recorded and the message is TERMed at once;
+  does not match its payload, a command over `COMMAND_MAX_BYTES`): a dead letter is recorded and the
+  message is TERMed at once;
 - the handler raised a transient error (`fleethub.shared.transient`: NATS or PostgreSQL away): NAK with an
   exponential backoff, without a bound (the dependency comes back; a command is never dropped for it);
 - the handler raised anything else (a poison message): NAK with backoff until the message was delivered
@@ -80,6 +81,9 @@ class Delivery:
 Handler = Callable[[Delivery], Awaitable[Decision]]
 
 PAYLOAD_KEPT = 16 * 1024  # bytes of a dead message's body a dead letter keeps (its size is recorded)
+# a command is a few hundred bytes plus its spawn's options; one this big is an attack or a bug (events
+# have no limit of ours: a proxy's activity batch grows with the number of active routes)
+COMMAND_MAX_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -287,6 +291,9 @@ async def _decide(msg: Msg, consumer: PullConsumer, handler: Handler) -> Decisio
         envelope, message = _decode(msg, consumer.kind)
     except UnknownMessage as exc:
         return await _give_up(msg, consumer, _letter(msg, consumer, f"malformed: {exc}", None))
+    if consumer.kind == "cmd" and len(msg.data) > COMMAND_MAX_BYTES:
+        reason = f"malformed: a {envelope.type} command of {len(msg.data)} bytes (the limit is {COMMAND_MAX_BYTES})"
+        return await _give_up(msg, consumer, _letter(msg, consumer, reason, message))
     num_delivered = msg.metadata.num_delivered
     try:
         return await handler(Delivery(envelope, message, num_delivered, msg))
