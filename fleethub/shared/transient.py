@@ -18,6 +18,9 @@ _ASYNCPG_AWAY: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.OperatorInterventionError,  # shutting down, cannot connect now
 )
 
+_AWAY: tuple[type[BaseException], ...] = (OSError, asyncio.TimeoutError, BusError, sa_exc.TimeoutError,
+                                          sa_exc.InterfaceError, sa_exc.DisconnectionError, *_ASYNCPG_AWAY)
+
 
 def transient(exc: BaseException) -> bool:
     """Whether `exc` (or what it wraps) says a dependency is away, so the same work may succeed later.
@@ -28,11 +31,9 @@ def transient(exc: BaseException) -> bool:
     seen = 0
     cur: BaseException | None = exc
     while cur is not None and seen < 8:  # follow the wrapped causes (SQLAlchemy wraps the driver's error)
-        if isinstance(cur, OSError | asyncio.TimeoutError | BusError | sa_exc.TimeoutError | _ASYNCPG_AWAY):
+        if isinstance(cur, _AWAY):
             return True
         if isinstance(cur, sa_exc.DBAPIError) and cur.connection_invalidated:
-            return True
-        if isinstance(cur, sa_exc.InterfaceError | sa_exc.DisconnectionError):
             return True
         cur = getattr(cur, "orig", None) or cur.__cause__
         seen += 1
