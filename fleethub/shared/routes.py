@@ -48,7 +48,7 @@ def service_routes(services: Iterable[HubService]) -> dict[str, Route]:
             for svc in services if svc.url}
 
 
-RESURRECT_GRACE = 30.0
+RESURRECT_GRACE = 5.0
 """Seconds a deleted route of a server PostgreSQL calls running is left deleted: whoever deleted it (a stop,
 a worker that saw the process exit) records the server's end right after; only a route still missing
 later is put back."""
@@ -125,7 +125,7 @@ async def _services(session: AsyncSession, configured: Iterable[HubService]) -> 
     return list(out.values())
 
 
-async def _wanted(session: AsyncSession, configured: Iterable[HubService]) -> Wanted:
+async def wanted_routes(session: AsyncSession, configured: Iterable[HubService]) -> Wanted:
     """The routes PostgreSQL says should exist, and the busy servers' keys."""
     active = select(ServerState).where(ServerState.status.in_(sorted(ACTIVE)))
     routes: dict[str, Route] = {}
@@ -152,7 +152,7 @@ async def reconcile_round(engine: AsyncEngine, sessions: async_sessionmaker[Asyn
         try:
             seen = await bus.routes.versions()  # before PostgreSQL: see `reconcile`
             async with sessions() as session:
-                wanted = await _wanted(session, configured)
+                wanted = await wanted_routes(session, configured)
             return await reconcile(bus, seen, wanted)
         finally:
             await unlock(conn, AdvisoryLock.ROUTE_RECONCILE)
