@@ -40,8 +40,8 @@ class World:
 
     async def row(self, user: str, status: ServerStatus, spawn_id: str) -> Route:
         """`user`'s server_states row in `status`; returns the route a running server has."""
-        values: dict[str, Any] = {"user_name": user, "server_name": "", "spawn_id": spawn_id, "status": status, "state": {},
-                  "target": TARGET if status == ServerStatus.RUNNING else None}
+        values: dict[str, Any] = {"user_name": user, "server_name": "", "spawn_id": spawn_id, "status": status,
+                                  "state": {}, "target": TARGET if status == ServerStatus.RUNNING else None}
         async with self.sessions() as session, session.begin():
             await session.execute(insert(ServerState).values(**values).on_conflict_do_update(
                 index_elements=["user_name", "server_name"], set_=values))
