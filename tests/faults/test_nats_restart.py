@@ -25,11 +25,13 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 
-from fleethub.shared.bus import Bus
+from fleethub.services.spawner.routes import delete_route, put_route
+from fleethub.shared.bus import Bus, BusTimeout
 from fleethub.shared.db.engine import make_engine, make_sessionmaker
 from fleethub.shared.db.models import Server, ServerState, User
 from fleethub.shared.embedded import EmbeddedNats
-from fleethub.shared.events import SpawnServer, new_id, subject_of, wrap
+from fleethub.shared.events import Route, SpawnServer, new_id, subject_of, wrap
+from fleethub.shared.names import route_key
 from fleethub.shared.net import free_port
 from fleethub.shared.settings import ServiceSettings
 from tests.support.cluster import FAKE_SERVER, Cluster, mint_token, running_stack, wait_for
@@ -229,3 +231,30 @@ async def test_duplicate_spawn_commands_have_one_effect(workers: Cluster, own_na
 
 async def _status_is(settings: ServiceSettings, user: str, status: str) -> bool:
     return (await statuses(settings)).get(user) == status
+
+
+async def test_route_writes_outlast_an_outage_longer_than_a_request(own_nats: EmbeddedNats,
+                                                                   nats_namespace: str) -> None:
+    """F11's cause: one route write during an outage longer than a request's timeout fails (as `put_route`
+    did on main, failing the spawn); the spawner's `put_route`/`delete_route` retry until NATS is back."""
+    bus = Bus(own_nats.url, nats_namespace, "test-route-retry")
+    await bus.connect()
+    try:
+        await bus.ensure_topology()
+        route = Route(routespec="/user/rita/", target="http://127.0.0.1:9", data={"user": "rita", "server_name": ""})
+        await asyncio.to_thread(own_nats.stop)
+        retried = asyncio.create_task(put_route(bus, route))
+        with pytest.raises(BusTimeout):  # a single try gives up after the request timeout (5 s)
+            await bus.routes.put(route_key("rita"), route)
+        assert not retried.done()
+        await asyncio.to_thread(own_nats.start)
+        await asyncio.wait_for(retried, 40)
+        assert await bus.routes.get(route_key("rita")) == route
+        await asyncio.to_thread(own_nats.stop)
+        deleted = asyncio.create_task(delete_route(bus, "rita", ""))
+        await asyncio.sleep(OUTAGE)
+        await asyncio.to_thread(own_nats.start)
+        await asyncio.wait_for(deleted, 40)
+        assert await bus.routes.get(route_key("rita")) is None
+    finally:
+        await bus.close()
