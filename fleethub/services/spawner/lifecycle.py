@@ -67,8 +67,8 @@ class Worker:
             claimed = await transition(session, claim, self.announcer) is not None
             row = None if claimed else await leases.get(session, key)
             if (row is not None and row.spawn_id == cmd.spawn_id and row.status == ServerStatus.PENDING
-                    and (not row.lease_live or (row.worker_id == self.me and key not in self.inflight))):
-                # the worker that started this spawn died (or an attempt of mine raised): take it over, start again
+                    and not row.lease_live):
+                # the worker that started this spawn died: take it over and start again
                 row = await leases.take_over(session, key, cmd.spawn_id, me=self.me, ttl=self.ttl,
                                              statuses=(ServerStatus.PENDING,))
                 if row is not None:
