@@ -206,18 +206,17 @@ async def test_duplicate_spawn_commands_have_one_effect(workers: Cluster, own_na
             await bus.publish_raw(subject, body, envelope.id)
         await bus.publish(cmd)  # the same spawn id under a new message id: stored, and acked as done
         await wait_for(lambda: _status_is(s, user, "running"), timeout=60, what=f"running\n{workers.logs()}")
+        await wait_for(lambda: _drained(bus), timeout=60, what=f"both commands handled\n{workers.logs()}")
+        stored = (await bus.js.stream_info(bus.names.cmd_stream)).state.last_seq
+        assert stored == 2  # the three publishes of one envelope were stored once
         pids = server_processes(user)
         assert len(pids) == 1
 
         await restart(own_nats)
         await bus.publish_raw(subject, body, envelope.id, attempts=30)  # accepted again: acked messages are gone
         await bus.publish(cmd)
-
-        async def drained() -> bool:
-            info = await bus.js.consumer_info(bus.names.cmd_stream, "spawner")
-            return bool(info.num_pending == 0 and info.num_ack_pending == 0 and info.delivered.stream_seq >= 4)
-
-        await wait_for(drained, timeout=60, what=f"the duplicates handled\n{workers.logs()}")
+        assert (await bus.js.stream_info(bus.names.cmd_stream)).state.last_seq == stored + 2
+        await wait_for(lambda: _drained(bus), timeout=60, what=f"the duplicates handled\n{workers.logs()}")
         assert server_processes(user) == pids
         assert (await statuses(s))[user] == "running"
         async with make_sessionmaker(engine)() as session:
@@ -227,6 +226,13 @@ async def test_duplicate_spawn_commands_have_one_effect(workers: Cluster, own_na
     finally:
         await bus.close()
         await engine.dispose()
+
+
+async def _drained(bus: Bus) -> bool:
+    """Whether the spawner consumer has taken and settled everything the command stream holds."""
+    last = (await bus.js.stream_info(bus.names.cmd_stream)).state.last_seq
+    info = await bus.js.consumer_info(bus.names.cmd_stream, "spawner")
+    return bool(info.num_pending == 0 and info.num_ack_pending == 0 and info.delivered.stream_seq >= last)
 
 
 async def _status_is(settings: ServiceSettings, user: str, status: str) -> bool:
