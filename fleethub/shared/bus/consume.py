@@ -15,6 +15,7 @@ A dead letter that can not be recorded (PostgreSQL away) leaves the message to b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 from collections.abc import Awaitable, Callable
@@ -349,7 +350,8 @@ async def subscribe_events(conn: Connection, subject: str,
 
 async def serve(conn: Connection, subject: str, queue: str, answer: Callable[[bytes], Awaitable[bytes]]) -> Any:
     """Answer core requests on `subject` in queue group `queue` with `answer(body)`; an exception of
-    `answer` is logged and left unanswered (the requester times out). Returns the subscription."""
+    `answer` is logged and left unanswered (the requester times out). Returns the subscription, once the
+    server has it (connected)."""
 
     async def on_msg(msg: Msg) -> None:
         try:
@@ -360,4 +362,7 @@ async def serve(conn: Connection, subject: str, queue: str, answer: Callable[[by
         if msg.reply:
             await msg.respond(reply)
 
-    return await conn.nc.subscribe(subject, queue=queue, cb=on_msg)
+    sub = await conn.nc.subscribe(subject, queue=queue, cb=on_msg)
+    with contextlib.suppress(Exception):  # disconnected: the subscription is sent on reconnect
+        await conn.nc.flush(timeout=5)  # the server has it: a request sent after we return finds us
+    return sub
