@@ -324,7 +324,7 @@ def unwrap(raw: bytes, kind: str) -> tuple[Envelope, Message]:
         kind: "cmd" or "evt".
 
     Raises:
-        UnknownMessage: malformed JSON, unknown type, or a payload that fails validation.
+        UnknownMessage: malformed JSON, unknown type or version, or a payload that fails validation.
     """
     try:
         env = Envelope.model_validate_json(raw)
@@ -332,7 +332,9 @@ def unwrap(raw: bytes, kind: str) -> tuple[Envelope, Message]:
         raise UnknownMessage(f"bad envelope: {exc.error_count()} error(s)") from None
     model = _BY_KIND_TYPE.get((kind, env.type))
     if model is None:
-        raise UnknownMessage(f"unknown {kind} type {env.type!r}")
+        raise UnknownMessage(f"unknown {kind} type {env.type[:100]!r}")
+    if not 1 <= env.version <= model.VERSION:  # a newer schema than this code knows: its meaning may differ
+        raise UnknownMessage(f"unknown version {env.version} of {env.type}")
     try:
         return env, model.model_validate(env.data)
     except ValidationError as exc:

@@ -2,27 +2,30 @@
 
 The spawner puts and deletes a server's route as it starts and stops it; the reconciliation round
 (run by spawner workers, under one cluster-wide lock) makes the table equal what PostgreSQL says is
-running plus the configured services. The spawner alone may write routes (bus permissions): the api's
-`POST/PATCH /hub/api/proxy` asks a spawner worker for a round (`request_reconciliation`, answered by
-`serve_reconciliation`). It lives here, over the bus and the database, so that no service package
-imports another's.
+running plus the configured services. It reads the table (with revisions) before PostgreSQL and writes
+only where a key's revision is unchanged, so it can never bring back a route a stop just deleted.
+The spawner alone may write routes (bus permissions): the api's `POST/PATCH /hub/api/proxy` asks a
+spawner worker for a round (`request_reconciliation`, answered by `serve_reconciliation`).
+It lives here, over the bus and the database, so that no service package imports another's.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from fleethub.shared.bus import Bus, BusError, reconcile_subject
+from fleethub.shared.bus import Bus, BusError, Version, reconcile_subject
 from fleethub.shared.db.locks import AdvisoryLock, lock, try_lock, unlock
 from fleethub.shared.db.models import HubServiceRow, ServerState
 from fleethub.shared.events import Route
-from fleethub.shared.lifecycle import ServerStatus
+from fleethub.shared.lifecycle import ACTIVE, ServerStatus
 from fleethub.shared.names import parse_route_key, route_key, server_prefix, service_route_key
 from fleethub.shared.settings import HubService
 
@@ -45,46 +48,68 @@ def service_routes(services: Iterable[HubService]) -> dict[str, Route]:
             for svc in services if svc.url}
 
 
-async def reconcile(bus: Bus, running: list[Route], services: Iterable[HubService] = (),
-                    pending: Iterable[str] = ()) -> tuple[int, int]:
-    """Make the user and service routes in KV equal `running` and `services`; returns (put, deleted).
+RESURRECT_GRACE = 5.0
+"""Seconds a deleted route of a server PostgreSQL calls running is left deleted: whoever deleted it (a stop,
+a worker that saw the process exit) records the server's end right after; only a route still missing
+later is put back."""
 
-    The whole key list is read before anything is deleted, so a partial view never removes a route.
-    Other keys (routes added through a proxy's route API) are left alone, and so are the keys in
-    `pending` (servers being started: their route is put, then the proxies' acknowledgements awaited,
-    then the server recorded ready; deleting it in between would announce a server no node serves).
+
+@dataclass(frozen=True)
+class Wanted:
+    """What PostgreSQL says, read after the route table: the routes that should exist, and the keys of
+    servers a worker is on (pending or stopping), whose routes the reconciliation leaves to that worker."""
+
+    routes: dict[str, Route]
+    busy: frozenset[str] = frozenset()
+
+
+async def reconcile(bus: Bus, seen: dict[str, Version[Route]], wanted: Wanted) -> tuple[int, int]:
+    """Make the user and service routes in KV equal `wanted`; returns (put, deleted).
+
+    `seen` must be read from KV before PostgreSQL was read for `wanted`: every write is conditional on the
+    key's revision in `seen`, so a route deleted (or put) after that read is never overwritten from the
+    older view; such a key waits for the next round. A route deleted less than `RESURRECT_GRACE` seconds
+    ago is not put back; routes of busy servers and other keys (a proxy's route API) are left alone.
 
     Raises:
         BusError: NATS failed (what was put or deleted before stays).
     """
-    routes = bus.routes
-    keys = [k for k in await routes.keys() if k.startswith(("user.", "service."))]
-    wanted = {route_key(r.data["user"], r.data["server_name"]): r for r in running}
-    wanted.update(service_routes(services))
-    put = deleted = 0
-    for key, route in wanted.items():
-        current = None
-        if key in keys:
-            try:
-                current = await routes.get(key)
-            except BusError:  # unknown: put it again
-                current = None
-        if current != route:
-            await routes.put(key, route)
+    routes, now = bus.routes, time.time()
+    put = deleted = skipped = 0
+    for key, route in wanted.routes.items():
+        version = seen.get(key)
+        if version is not None and version.value == route:
+            continue
+        if version is not None and version.deleted and now - version.written < RESURRECT_GRACE:
+            continue  # deleted on purpose moments ago: its deleter records the server's end next
+        if await routes.put_if(key, route, version.revision if version is not None else 0):
             put += 1
-    keep = set(pending)
-    for key in keys:
-        if key not in wanted and key not in keep:
-            try:
-                if key.startswith("user."):
-                    parse_route_key(key)
-            except ValueError:
-                continue
-            await routes.delete(key)
+        else:
+            skipped += 1
+    for key, version in seen.items():
+        if version.deleted or key in wanted.routes or key in wanted.busy or not _ours(key):
+            continue
+        if await routes.delete_if(key, version.revision):
             deleted += 1
-    if put or deleted:
-        log.info("route reconciliation: %d put, %d deleted", put, deleted)
+        else:
+            skipped += 1
+    if put or deleted or skipped:
+        log.info("route reconciliation: %d put, %d deleted, %d changed meanwhile (next round)", put, deleted,
+                 skipped)
     return put, deleted
+
+
+def _ours(key: str) -> bool:
+    """Whether the reconciliation manages `key`: a (well-formed) user route or a service route."""
+    if key.startswith("service."):
+        return True
+    if not key.startswith("user."):
+        return False
+    try:
+        parse_route_key(key)
+    except ValueError:
+        return False
+    return True
 
 
 async def _services(session: AsyncSession, configured: Iterable[HubService]) -> list[HubService]:
@@ -100,6 +125,21 @@ async def _services(session: AsyncSession, configured: Iterable[HubService]) -> 
     return list(out.values())
 
 
+async def wanted_routes(session: AsyncSession, configured: Iterable[HubService]) -> Wanted:
+    """The routes PostgreSQL says should exist, and the busy servers' keys."""
+    active = select(ServerState).where(ServerState.status.in_(sorted(ACTIVE)))
+    routes: dict[str, Route] = {}
+    busy: set[str] = set()
+    for r in (await session.execute(active)).scalars():
+        key = route_key(r.user_name, r.server_name)
+        if r.status == ServerStatus.RUNNING and r.target:
+            routes[key] = route_for(r.user_name, r.server_name, r.target, r.spawn_id)
+        else:
+            busy.add(key)
+    routes.update(service_routes(await _services(session, configured)))
+    return Wanted(routes, frozenset(busy))
+
+
 async def reconcile_round(engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession], bus: Bus,
                           configured: Iterable[HubService], *, wait: bool = False) -> tuple[int, int] | None:
     """One reconciliation of KV with PostgreSQL, under the cluster-wide lock; None if another holder has it
@@ -110,17 +150,10 @@ async def reconcile_round(engine: AsyncEngine, sessions: async_sessionmaker[Asyn
         elif not await try_lock(conn, AdvisoryLock.ROUTE_RECONCILE):
             return None
         try:
+            seen = await bus.routes.versions()  # before PostgreSQL: see `reconcile`
             async with sessions() as session:
-                live = (ServerStatus.RUNNING, ServerStatus.PENDING)
-                rows = (await session.execute(select(ServerState).where(ServerState.status.in_(live)))).scalars()
-                routes, pending = [], []
-                for r in rows:
-                    if r.status == ServerStatus.PENDING:
-                        pending.append(route_key(r.user_name, r.server_name))
-                    elif r.target:
-                        routes.append(route_for(r.user_name, r.server_name, r.target, r.spawn_id))
-                services = await _services(session, configured)
-            return await reconcile(bus, routes, services, pending)
+                wanted = await wanted_routes(session, configured)
+            return await reconcile(bus, seen, wanted)
         finally:
             await unlock(conn, AdvisoryLock.ROUTE_RECONCILE)
 

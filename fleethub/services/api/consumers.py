@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from fleethub.services.api.activity import record_batch
 from fleethub.services.api.servers import server_ended
+from fleethub.shared import deadletters
 from fleethub.shared.bus import Decision, Delivery, Handler
 from fleethub.shared.events import ActivityReported, ServerFailed, ServerStopped, server_events_filter, subject_filter
 from fleethub.shared.service import Runtime
@@ -54,7 +55,8 @@ class Binding:
     concurrency: int
 
 
-# A handler that raises is nak'ed with a delay by the bus (a database outage never drops an event).
+# A handler that raises is nak'ed with a growing delay by the bus (a database outage never drops an event);
+# a malformed event, or one whose handler fails otherwise every time, ends as a dead letter.
 CONSUMERS: tuple[Binding, ...] = (
     Binding("api-activity", lambda ns: subject_filter(ActivityReported, ns), activity_handler, 4),
     Binding("api-server-events", server_events_filter, server_events_handler, 8),
@@ -70,7 +72,8 @@ async def start_consumers(runtime: Runtime, wait: float = 10.0) -> None:
         ready = asyncio.Event()
         bound.append(ready)
         consume = runtime.bus.consume(durable=b.durable, filter_subject=b.subjects(ns), kind="evt",
-                                      handler=b.handler(runtime), concurrency=b.concurrency, bound=ready)
+                                      handler=b.handler(runtime), concurrency=b.concurrency, bound=ready,
+                                      dead_letter=deadletters.sink(runtime.sessions))
         runtime.spawn(consume, f"consumer-{b.durable}")
     try:
         await asyncio.wait_for(asyncio.gather(*(e.wait() for e in bound)), wait)

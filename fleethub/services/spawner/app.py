@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 from fleethub.services.spawner.backends import load_backend
-from fleethub.services.spawner.consumers import command_handler
+from fleethub.services.spawner.consumers import command_handler, dead_letter_sink
 from fleethub.services.spawner.lifecycle import Worker
 from fleethub.services.spawner.managed import ManagedServices
 from fleethub.shared.events import commands_filter
@@ -37,6 +37,7 @@ async def main(settings: ServiceSettings, stop: asyncio.Event) -> None:
                 filter_subject=commands_filter(settings.nats_namespace),
                 kind="cmd",
                 handler=command_handler(worker),
+                dead_letter=dead_letter_sink(worker),
                 concurrency=settings.spawner.max_concurrent,
                 stop=stop,
             ),

@@ -119,6 +119,20 @@ async def save_state(session: AsyncSession, key: ServerKey, spawn_id: str, *, me
     return (await session.execute(stmt)).first() is not None
 
 
+async def take_pending(session: AsyncSession, key: ServerKey, spawn_id: str, *, me: str, ttl: float) -> Row | None:
+    """Take the lease of `spawn_id` while it is pending and its lease expired or is mine (the caller makes sure
+    no task of its own is on it): the row as it now is, or None if a live worker holds it or it moved on."""
+    stmt = (
+        update(ServerState)
+        .where(_key(key), ServerState.spawn_id == spawn_id, ServerState.status == ServerStatus.PENDING,
+               or_(ServerState.worker_id == me, ServerState.lease_expires < func.now()))
+        .values(worker_id=me, lease_expires=_lease(ttl), updated=func.now())
+        .returning(ServerState)
+    )
+    r = (await session.execute(stmt)).scalar()
+    return row_of(r, live=True) if r is not None else None
+
+
 async def release(session: AsyncSession, key: ServerKey, spawn_id: str, *, me: str) -> None:
     """Let my lease of `spawn_id` expire now (a worker that cannot finish it hands it to an adopter)."""
     await session.execute(

@@ -17,9 +17,18 @@
 
 from fleethub.shared.bus.applied import RoutesApplied
 from fleethub.shared.bus.connection import Connection, Credentials, bus_unavailable, inbox_prefix
-from fleethub.shared.bus.consume import Decision, Delivery, Handler, Outcome, PullConsumer
+from fleethub.shared.bus.consume import (
+    DeadLetter,
+    DeadLetterSink,
+    Decision,
+    Delivery,
+    Handler,
+    Outcome,
+    PullConsumer,
+    Retry,
+)
 from fleethub.shared.bus.facade import Bus
-from fleethub.shared.bus.kv import Apply, BusTimeout, ModelBucket
+from fleethub.shared.bus.kv import Apply, BusTimeout, ModelBucket, Version
 from fleethub.shared.bus.permissions import reconcile_subject, relays_for
 from fleethub.shared.bus.publish import BATCH_MAX, BatchRefused
 from fleethub.shared.bus.registrystore import RegistryStore, registry_key
@@ -40,6 +49,8 @@ __all__ = [
     "BusTimeout",
     "Connection",
     "Credentials",
+    "DeadLetter",
+    "DeadLetterSink",
     "Decision",
     "Delivery",
     "Handler",
@@ -48,9 +59,11 @@ __all__ = [
     "Outcome",
     "PullConsumer",
     "RegistryStore",
+    "Retry",
     "RouteStore",
     "RoutesApplied",
     "Topology",
+    "Version",
     "bus_unavailable",
     "inbox_prefix",
     "reconcile_subject",

@@ -1,9 +1,21 @@
 """Consuming: durable pull consumers whose handlers say ack, nak or term in their return value (a
-`Decision`), and core subscriptions to events for in-process waiters."""
+`Decision`), and core subscriptions to events for in-process waiters.
+
+What a consumer does when a message can not be handled:
+- malformed (bad JSON or envelope, unknown type or version, a payload that fails validation, a subject that
+  does not match its payload, a command over `COMMAND_MAX_BYTES`): a dead letter is recorded and the
+  message is TERMed at once;
+- the handler raised a transient error (`fleethub.shared.transient`: NATS or PostgreSQL away): NAK with an
+  exponential backoff, without a bound (the dependency comes back; a command is never dropped for it);
+- the handler raised anything else (a poison message): NAK with backoff until the message was delivered
+  `max_failures` times, then a dead letter is recorded and the message is TERMed; the queue goes on.
+A dead letter that can not be recorded (PostgreSQL away) leaves the message to be delivered again.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 from collections.abc import Awaitable, Callable
@@ -17,6 +29,7 @@ from nats.js.errors import APIError
 
 from fleethub.shared.bus.connection import Connection
 from fleethub.shared.events import Envelope, Message, UnknownMessage, unwrap
+from fleethub.shared.transient import transient
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +81,62 @@ class Delivery:
 
 Handler = Callable[[Delivery], Awaitable[Decision]]
 
+PAYLOAD_KEPT = 16 * 1024  # bytes of a dead message's body a dead letter keeps (its size is recorded)
+# a command is a few hundred bytes plus its spawn's options; one this big is an attack or a bug (events
+# have no limit of ours: a proxy's activity batch grows with the number of active routes)
+COMMAND_MAX_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message a consumer gave up on, with why.
+
+    Attributes:
+        durable: the consumer that gave up.
+        stream: the stream the message is stored in.
+        subject: the message's subject.
+        stream_seq: its sequence in the stream.
+        num_delivered: how many times it was delivered.
+        reason: why it was given up ("malformed: …" or "handler failed: …").
+        payload: its body, cut to `PAYLOAD_KEPT` bytes.
+        size: the body's full size in bytes.
+        message: the decoded message, when it decoded (a poison message does; a malformed one does not).
+    """
+
+    durable: str
+    stream: str
+    subject: str
+    stream_seq: int
+    num_delivered: int
+    reason: str
+    payload: bytes
+    size: int
+    message: Message | None = None
+
+
+DeadLetterSink = Callable[[DeadLetter], Awaitable[None]]
+"""Records a dead letter durably (and does what else giving up on it means, e.g. marking a spawn failed);
+raising leaves the message to be delivered again."""
+
+
+@dataclass(frozen=True)
+class Retry:
+    """How failures are retried: NAK delays growing from `first` by doubling up to `cap` seconds, and how
+    many deliveries a message whose handler fails with a non-transient error gets before it is dead."""
+
+    first: float = 0.5
+    cap: float = 15.0
+    max_failures: int = 5
+
+    def delay(self, num_delivered: int) -> float:
+        """The NAK delay after the `num_delivered`-th delivery failed."""
+        return float(min(self.cap, self.first * 2 ** min(max(num_delivered - 1, 0), 16)))
+
+
+async def _log_only(letter: DeadLetter) -> None:
+    log.error("dead letter on %s (consumer %s, seq %d): %s", letter.subject, letter.durable, letter.stream_seq,
+              letter.reason)
+
 
 @dataclass(frozen=True)
 class PullConsumer:
@@ -80,6 +149,8 @@ class PullConsumer:
         kind: "cmd" (every message, from the first) or "evt" (the ones published once it exists).
         concurrency: handlers running at once.
         ack_wait: seconds before an unsettled message is delivered again.
+        retry: NAK delays and the poison bound.
+        dead_letter: records what the consumer gives up on (default: only logged).
     """
 
     durable: str
@@ -88,6 +159,8 @@ class PullConsumer:
     kind: str
     concurrency: int = 16
     ack_wait: float = 30.0
+    retry: Retry = Retry()
+    dead_letter: DeadLetterSink = _log_only
 
     def config(self) -> ConsumerConfig:
         """The consumer's JetStream config."""
@@ -107,8 +180,8 @@ async def consume(conn: Connection, consumer: PullConsumer, handler: Handler, *,
     server (with DeliverPolicy.NEW, what is published from then on is not missed).
 
     Each message is validated and given to `handler` in its own task (at most `concurrency` at
-    once); the handler's `Decision` acks, naks or terms it. A handler exception naks with a
-    delay: a transient error never drops a command. Malformed messages are termed and logged.
+    once); the handler's `Decision` acks, naks or terms it. Failures are handled as the module says:
+    a transient error never drops a command, a poison or malformed message ends in a dead letter.
     """
     durable, concurrency = consumer.durable, consumer.concurrency
     config = consumer.config()
@@ -157,7 +230,7 @@ async def consume(conn: Connection, consumer: PullConsumer, handler: Handler, *,
                 continue
             for msg in msgs:
                 await sem.acquire()
-                task = asyncio.create_task(_handle(msg, consumer.kind, handler, sem))
+                task = asyncio.create_task(_handle(msg, consumer, handler, sem))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
     finally:
@@ -181,22 +254,69 @@ async def _drop_pull(sub: Any) -> None:
     await asyncio.sleep(0.2)
 
 
-async def _handle(msg: Msg, kind: str, handler: Handler, sem: asyncio.Semaphore) -> None:
+def _decode(msg: Msg, kind: str) -> tuple[Envelope, Message]:
+    """The message's envelope and payload, its subject checked against the payload.
+
+    Raises:
+        UnknownMessage: malformed, or a subject that does not match (another user's, or not decodable).
+    """
+    envelope, message = unwrap(msg.data, kind)
+    if not msg.subject.endswith(f".{kind}.{message.subject_tail()}"):
+        raise UnknownMessage(f"subject does not match its {envelope.type} payload")
+    return envelope, message
+
+
+def _letter(msg: Msg, consumer: PullConsumer, reason: str, message: Message | None) -> DeadLetter:
+    data = bytes(msg.data or b"")
+    meta = msg.metadata
+    return DeadLetter(durable=consumer.durable, stream=meta.stream, subject=msg.subject,
+                      stream_seq=meta.sequence.stream, num_delivered=meta.num_delivered, reason=reason[:2000],
+                      payload=data[:PAYLOAD_KEPT], size=len(data), message=message)
+
+
+async def _give_up(msg: Msg, consumer: PullConsumer, letter: DeadLetter) -> Decision:
+    """Record `letter` and TERM; if it can not be recorded, deliver the message again later."""
     try:
-        try:
-            envelope, message = unwrap(msg.data, kind)
-        except UnknownMessage as exc:
-            log.error("terminating malformed message on %s: %s", msg.subject, exc)
-            await msg.term()
-            return
-        delivery = Delivery(envelope, message, msg.metadata.num_delivered, msg)
-        try:
-            decision = await handler(delivery)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("handler failed for %s %s; will retry", envelope.type, envelope.id)
-            decision = Decision.nak(1.0)
+        await consumer.dead_letter(letter)
+    except Exception as exc:
+        log.warning("consumer %s: dead letter for %s not recorded (%s); will deliver it again",
+                    consumer.durable, msg.subject, exc)
+        return Decision.nak(consumer.retry.delay(letter.num_delivered))
+    log.error("consumer %s: dead letter for %s (seq %d, delivered %d times): %s", consumer.durable, msg.subject,
+              letter.stream_seq, letter.num_delivered, letter.reason)
+    return Decision.term()
+
+
+async def _decide(msg: Msg, consumer: PullConsumer, handler: Handler) -> Decision:
+    try:
+        envelope, message = _decode(msg, consumer.kind)
+    except UnknownMessage as exc:
+        return await _give_up(msg, consumer, _letter(msg, consumer, f"malformed: {exc}", None))
+    if consumer.kind == "cmd" and len(msg.data) > COMMAND_MAX_BYTES:
+        reason = f"malformed: a {envelope.type} command of {len(msg.data)} bytes (the limit is {COMMAND_MAX_BYTES})"
+        return await _give_up(msg, consumer, _letter(msg, consumer, reason, message))
+    num_delivered = msg.metadata.num_delivered
+    try:
+        return await handler(Delivery(envelope, message, num_delivered, msg))
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        retry = consumer.retry
+        if transient(exc):
+            log.warning("handler for %s %s failed (%s: %s); retrying", envelope.type, envelope.id,
+                        type(exc).__name__, exc)
+            return Decision.nak(retry.delay(num_delivered))
+        if num_delivered < retry.max_failures:
+            log.exception("handler for %s %s failed (delivery %d of at most %d); will retry", envelope.type,
+                          envelope.id, num_delivered, retry.max_failures)
+            return Decision.nak(retry.delay(num_delivered))
+        reason = f"handler failed {num_delivered} times: {type(exc).__name__}: {exc}"
+        return await _give_up(msg, consumer, _letter(msg, consumer, reason, message))
+
+
+async def _handle(msg: Msg, consumer: PullConsumer, handler: Handler, sem: asyncio.Semaphore) -> None:
+    try:
+        decision = await _decide(msg, consumer, handler)
         if decision.outcome is Outcome.ACK:
             await msg.ack()
         elif decision.outcome is Outcome.NAK:
@@ -230,7 +350,8 @@ async def subscribe_events(conn: Connection, subject: str,
 
 async def serve(conn: Connection, subject: str, queue: str, answer: Callable[[bytes], Awaitable[bytes]]) -> Any:
     """Answer core requests on `subject` in queue group `queue` with `answer(body)`; an exception of
-    `answer` is logged and left unanswered (the requester times out). Returns the subscription."""
+    `answer` is logged and left unanswered (the requester times out). Returns the subscription, once the
+    server has it (connected)."""
 
     async def on_msg(msg: Msg) -> None:
         try:
@@ -241,4 +362,7 @@ async def serve(conn: Connection, subject: str, queue: str, answer: Callable[[by
         if msg.reply:
             await msg.respond(reply)
 
-    return await conn.nc.subscribe(subject, queue=queue, cb=on_msg)
+    sub = await conn.nc.subscribe(subject, queue=queue, cb=on_msg)
+    with contextlib.suppress(Exception):  # disconnected: the subscription is sent on reconnect
+        await conn.nc.flush(timeout=5)  # the server has it: a request sent after we return finds us
+    return sub

@@ -4,6 +4,7 @@ the route and registry stores, each delegated to the module of its concern."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -14,7 +15,7 @@ from fleethub.shared.bus import applied as acks
 from fleethub.shared.bus import consume as consuming
 from fleethub.shared.bus import publish as publishing
 from fleethub.shared.bus.connection import Connection, Credentials
-from fleethub.shared.bus.consume import Handler, PullConsumer
+from fleethub.shared.bus.consume import DeadLetterSink, Handler, PullConsumer, Retry
 from fleethub.shared.bus.permissions import TABLE
 from fleethub.shared.bus.registrystore import RegistryStore
 from fleethub.shared.bus.routestore import RouteStore
@@ -144,17 +145,22 @@ class Bus:
         ack_wait: float = 30.0,
         stop: asyncio.Event | None = None,
         bound: asyncio.Event | None = None,
+        dead_letter: DeadLetterSink | None = None,
+        retry: Retry | None = None,
     ) -> None:
         """Run a durable pull consumer until `stop` is set (or forever); `bound` is set once the durable
         exists on the server (with DeliverPolicy.NEW, what is published from then on is not missed).
 
         Each message is validated and given to `handler` in its own task (at most `concurrency` at
-        once); the handler's `Decision` acks, naks or terms it. A handler exception naks with a
-        delay: a transient error never drops a command. Malformed messages are termed and logged.
+        once); the handler's `Decision` acks, naks or terms it. A transient handler error naks with a
+        growing delay (a command is never dropped for it); a malformed message, or one whose handler
+        fails otherwise `retry.max_failures` times, is given to `dead_letter` and termed (see `consume`).
         """
         stream = self.names.cmd_stream if kind == "cmd" else self.names.evt_stream
         consumer = PullConsumer(durable=durable, stream=stream, filter_subject=filter_subject, kind=kind,
-                                concurrency=concurrency, ack_wait=ack_wait)
+                                concurrency=concurrency, ack_wait=ack_wait, retry=retry or Retry())
+        if dead_letter is not None:
+            consumer = dataclasses.replace(consumer, dead_letter=dead_letter)
         await consuming.consume(self.connection, consumer, handler, stop=stop, bound=bound)
 
     async def subscribe_events(self, subject: str, callback: Callable[[Envelope, Message], Awaitable[None]]) -> Any:

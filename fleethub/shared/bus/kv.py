@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Generic, NoReturn, TypeAlias, TypeVar
+from typing import Any, Generic, NoReturn, TypeAlias, TypeVar
 
-from nats.js.errors import KeyNotFoundError, NoKeysError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
@@ -35,6 +36,23 @@ WATCH_INACTIVE = 15.0
 
 class BusTimeout(BusError, TimeoutError):
     """NATS did not answer in time."""
+
+
+@dataclass(frozen=True)
+class Version(Generic[M]):
+    """One key's latest entry, as a listing saw it.
+
+    Attributes:
+        value: the value (None: deleted, purged, or undecodable).
+        revision: the entry's revision; a conditional write (`put_if`, `delete_if`) names it.
+        written: when the entry was written (epoch seconds, 0 when unknown).
+        deleted: whether the entry is a delete or purge marker.
+    """
+
+    value: M | None
+    revision: int
+    written: float
+    deleted: bool
 
 
 @contextlib.contextmanager
@@ -91,6 +109,27 @@ class ModelBucket(Generic[M]):
         with nats_errors(f"delete {key} from {self.bucket}"):
             await (await self._kv()).delete(key)
 
+    @contextlib.asynccontextmanager
+    async def _listing(self, **watch: Any) -> AsyncIterator[AsyncIterator[Any]]:
+        """The bucket's latest entry per key, up to the end of the initial replay, from one watch whose
+        consumer is deleted afterwards: nats-py's own listings leave theirs on the server for minutes (a
+        listing every few seconds kept hundreds of them on the route stream)."""
+        kv = await self._kv()
+        watcher = await kv.watch(">", inactive_threshold=WATCH_INACTIVE, **watch)
+
+        async def entries() -> AsyncIterator[Any]:
+            async for entry in watcher:
+                if entry is None:  # the initial replay is done
+                    return
+                yield entry
+
+        try:
+            yield entries()
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()  # type: ignore[no-untyped-call]
+            await _delete_consumer(kv, watcher)
+
     async def keys(self) -> list[str]:
         """Every key with a value (an empty list for an empty bucket).
 
@@ -98,11 +137,54 @@ class ModelBucket(Generic[M]):
             BusError: NATS failed.
         """
         with nats_errors(f"keys of {self.bucket}"):
-            kv = await self._kv()
+            async with self._listing(ignore_deletes=True, meta_only=True) as entries:
+                return [entry.key async for entry in entries]
+
+    async def versions(self) -> dict[str, Version[M]]:
+        """Every key's latest entry, delete markers included, with its revision and when it was written.
+
+        Raises:
+            BusError: NATS failed.
+        """
+        out: dict[str, Version[M]] = {}
+        with nats_errors(f"versions of {self.bucket}"):
+            async with self._listing() as entries:
+                async for entry in entries:
+                    deleted = entry.operation in DELETES
+                    value = None if deleted else self._decode(entry.key, entry.value)
+                    out[entry.key] = Version(value, entry.revision, _written(entry.created), deleted)
+        return out
+
+    async def put_if(self, key: str, value: M, revision: int) -> bool:
+        """Put `value` under `key` only if the key's latest revision is still `revision` (0: the key never
+        had an entry); False if it changed meanwhile.
+
+        Raises:
+            BusError: NATS failed.
+        """
+        with nats_errors(f"put {key} in {self.bucket}"):
             try:
-                return await kv.keys()
-            except NoKeysError:
-                return []
+                await (await self._kv()).update(key, value.model_dump_json().encode(), last=revision)
+            except KeyWrongLastSequenceError:
+                return False
+        return True
+
+    async def delete_if(self, key: str, revision: int) -> bool:
+        """Delete `key` only if its latest revision is still `revision`; False if it changed meanwhile.
+
+        Raises:
+            BusError: NATS failed.
+        """
+        with nats_errors(f"delete {key} from {self.bucket}"):
+            try:
+                await (await self._kv()).delete(key, last=revision)
+            except KeyWrongLastSequenceError:
+                return False
+            except Exception as exc:  # nats-py raises a plain APIError for a delete's wrong last sequence
+                if getattr(exc, "err_code", None) in (10071, 10164):
+                    return False
+                raise
+        return True
 
     async def get(self, key: str) -> M | None:
         """The value of `key`; None when it is absent, deleted or does not decode (logged).
@@ -124,26 +206,7 @@ class ModelBucket(Generic[M]):
         Raises:
             BusError: NATS failed.
         """
-        with nats_errors(f"snapshot of {self.bucket}"):
-            kv = await self._kv()
-            try:
-                keys = await kv.keys()
-            except NoKeysError:
-                return {}
-            raw: dict[str, bytes] = {}
-            for key in keys:
-                try:
-                    entry = await kv.get(key)
-                except KeyNotFoundError:  # deleted since listed
-                    continue
-                if entry is not None and entry.value:
-                    raw[key] = entry.value
-        out: dict[str, M] = {}
-        for key, value in raw.items():
-            model = self._decode(key, value)
-            if model is not None:
-                out[key] = model
-        return out
+        return {key: v.value for key, v in (await self.versions()).items() if v.value is not None}
 
     async def follow(self, apply: Apply[M], loaded: Callable[[], None],
                      revision: Callable[[int], None] | None = None) -> NoReturn:
@@ -159,7 +222,8 @@ class ModelBucket(Generic[M]):
             BusError: the watch could not start, failed, or ended by itself (the caller starts over).
         """
         with nats_errors(f"watch of {self.bucket}"):
-            watcher = await (await self._kv()).watch(">", inactive_threshold=WATCH_INACTIVE)
+            kv = await self._kv()
+            watcher = await kv.watch(">", inactive_threshold=WATCH_INACTIVE)
         decode = self._decode
         try:
             # the hot path of a proxy node's start (the whole table) and of every route change
@@ -175,4 +239,15 @@ class ModelBucket(Generic[M]):
         finally:
             with contextlib.suppress(Exception):
                 await watcher.stop()  # type: ignore[no-untyped-call]
+            await _delete_consumer(kv, watcher)
         raise BusError(f"watch of {self.bucket} ended")
+
+
+async def _delete_consumer(kv: KeyValue, watcher: Any) -> None:
+    """Delete a stopped watch's consumer now (else it stays `WATCH_INACTIVE` seconds); best effort."""
+    # nats-py keeps the (re-created) ordered consumer's name on the subscription; there is no public handle
+    name = getattr(getattr(watcher, "_sub", None), "_consumer", None)
+    if not name:
+        return
+    with contextlib.suppress(Exception):
+        await kv._js.delete_consumer(kv._stream, name)

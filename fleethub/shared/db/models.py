@@ -5,7 +5,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint, func
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -292,3 +304,22 @@ class HubSecret(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class DeadLetterRow(Base):
+    """A message a consumer gave up on, with why (written by every service that consumes, through
+    `fleethub.shared.deadletters`); the body is kept as bytes, never rendered unescaped."""
+
+    __tablename__ = "dead_letters"
+    __table_args__ = (UniqueConstraint("stream", "stream_seq", "consumer", name="uq_dead_letters_message"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    consumer: Mapped[str] = mapped_column(String(64))
+    stream: Mapped[str] = mapped_column(String(64))
+    stream_seq: Mapped[int] = mapped_column(BigInteger)
+    subject: Mapped[str] = mapped_column(Text)
+    num_delivered: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    size: Mapped[int] = mapped_column(Integer)
+    created: Mapped[datetime] = mapped_column(TZ, server_default=func.now(), index=True)
