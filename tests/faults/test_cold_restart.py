@@ -79,7 +79,7 @@ async def test_f22_cold_restart_keeps_every_server(tmp_path: Path, nats_url: str
         os.killpg(pids[victim], signal.SIGKILL)  # dies while nobody watches
         assert len(await stack.oracle._routes()) == SERVERS  # the bucket keeps every route meanwhile
 
-        stop, bad = asyncio.Event(), []
+        stop, bad = asyncio.Event(), list[str]()
         survivors = users[1:]
         prober = asyncio.create_task(_probe(stack, survivors, stop, bad))
         try:
