@@ -32,23 +32,23 @@ async def test_stack_runs_a_server_and_the_oracle_agrees(stack: FaultStack) -> N
     assert stack.events.ready_counts() == {spawn_id: 1}
 
     # what the oracle reports when something is wrong: a stray route, a node that does not answer
-    assert stack.oracle._bus is not None
+    bus = await stack.oracle.bus()
     stray = Route(routespec="/user/ghost/", target="http://127.0.0.1:9", data={"user": "ghost", "server_name": ""})
-    await stack.oracle._bus.routes.put(route_key("ghost"), stray)
+    await bus.routes.put(route_key("ghost"), stray)
     stack["proxy-1"].stop()
     try:
         findings = await stack.oracle.check()
     finally:
         stack["proxy-1"].cont()
-        await stack.oracle._bus.routes.delete(route_key("ghost"))
+        await bus.routes.delete(route_key("ghost"))
     kinds = {(f.invariant, f.subject) for f in findings}
     assert ("b.routes", "ghost/") in kinds and ("c.proxy", "proxy-1") in kinds, findings
     with pytest.raises(AssertionError, match=r"(?s)b\.routes.*ghost/.*routes bucket"):
-        await stack.oracle._bus.routes.put(route_key("ghost"), stray)
+        await bus.routes.put(route_key("ghost"), stray)
         try:
             await stack.oracle.converged(timeout=0.5)
         finally:
-            await stack.oracle._bus.routes.delete(route_key("ghost"))
+            await bus.routes.delete(route_key("ghost"))
 
     r = await stack.stop_server("alice")
     assert r.status_code in (202, 204), r.text
