@@ -48,6 +48,7 @@ from tests.support.eventlog import EventLog
 from tests.support.oracle import Oracle, ProxyNode
 
 T = 10.0  # seconds: the convergence deadline of the plan (§6.1)
+WAIT = 30.0  # seconds a step a test waits for (ready, stopped) may take on a loaded machine: not a goal
 ADMIN = "fault-admin"
 
 
@@ -252,7 +253,7 @@ class FaultStack:
             model: dict[str, Any] | None = r.json()["servers"].get(server_name)
             return model
 
-    async def wait_ready(self, user: str, server_name: str = "", *, timeout: float = T) -> dict[str, Any]:
+    async def wait_ready(self, user: str, server_name: str = "", *, timeout: float = WAIT) -> dict[str, Any]:
         """Wait until the API shows the server ready; returns its model."""
         async def ready() -> dict[str, Any] | None:
             model = await self.server_model(user, server_name)
@@ -261,7 +262,7 @@ class FaultStack:
                                                 what=f"{user}/{server_name} ready in the API")
         return result
 
-    async def wait_stopped(self, user: str, server_name: str = "", *, timeout: float = T) -> None:
+    async def wait_stopped(self, user: str, server_name: str = "", *, timeout: float = WAIT) -> None:
         """Wait until the API shows no active server (stopped, or gone)."""
         async def stopped() -> bool:
             model = await self.server_model(user, server_name)
