@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from tests.support.cluster import wait_for
 from tests.support.faultstack import FaultStack
 from tests.support.relay import Relay
 
@@ -56,6 +57,19 @@ async def test_stack_runs_a_server_and_the_oracle_agrees(stack: FaultStack) -> N
     await stack.wait_stopped("alice")
     await stack.oracle.converged()
     assert stack.oracle.last is not None and stack.oracle.last.processes == []
+
+    # one more replica whose NATS and PostgreSQL links go through relays (to partition it alone)
+    s = stack.settings
+    async with Relay.for_url(s.nats_url) as to_nats, Relay.for_url(s.require_database_url()) as to_pg:
+        worker = stack.start("spawner", nats_url=to_nats.url_for(s.nats_url),
+                             database_url=to_pg.url_for(s.require_database_url()))
+        assert worker.name == "spawner-2"
+
+        async def linked() -> bool:
+            return to_nats.connections > 0 and to_pg.connections > 0
+
+        await wait_for(linked, timeout=60, what="spawner-2 connected through both relays")
+        worker.kill()
 
 
 async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
