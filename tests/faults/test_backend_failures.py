@@ -5,7 +5,7 @@ Each failure ends in a terminal state with a message that says what happened, an
 (the oracle), and the user can start again.
 
 Not here: a backend `start()` that hangs past `start_timeout` — the local backend's start returns once
-the process is exec'd, so only a backend double shows it (tests/integration/spawner).
+the process is exec'd, so only a backend double could show it (none exists yet).
 """
 
 from __future__ import annotations
