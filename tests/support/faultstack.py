@@ -24,6 +24,7 @@ settings of every replica (merged into the defaults below, section by section).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
 import signal
@@ -195,6 +196,9 @@ class FaultStack:
     async def wait_up(self, timeout: float = 60.0) -> None:
         """Wait until the hub answers through every proxy node, then mint the admin token and open the events."""
         started = time.monotonic()
+        # the token needs only the database: minted (a CLI process) while the services come up
+        await ensure_user(self.settings, ADMIN, admin=True)
+        token = asyncio.create_task(asyncio.to_thread(mint_token, self.settings, ADMIN))
         try:
             await self.cluster.wait_hub(timeout)
             for node in range(1, len(self.proxy_nodes)):
@@ -204,9 +208,9 @@ class FaultStack:
                 await wait_for(up, timeout=max(5.0, timeout - (time.monotonic() - started)),
                                what=f"the hub through proxy node {node}")
         except AssertionError:
+            await asyncio.gather(token, return_exceptions=True)
             raise AssertionError(f"the fault stack did not come up\n{self.logs()}") from None
-        await ensure_user(self.settings, ADMIN, admin=True)
-        self.admin_token = mint_token(self.settings, ADMIN)
+        self.admin_token = await token
         self.events = await EventLog.open(self.settings.nats_url, self.settings.nats_namespace)
         self.oracle.events = self.events
 
