@@ -204,7 +204,8 @@ CANARIES = {
 }
 
 
-def outside_allow_list(env: dict[str, str], settings: ServiceSettings, extra: set[str] = frozenset()) -> list[str]:
+def outside_allow_list(env: dict[str, str], settings: ServiceSettings,
+                       extra: set[str] | frozenset[str] = frozenset()) -> list[str]:
     """The variables of a server's environment that neither the allow list (`spawner.env_keep`), the
     account (USER, HOME, SHELL), JupyterHub's contract variables, the local backend's marker nor `extra`
     (configured ones) explain."""

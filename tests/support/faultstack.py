@@ -24,6 +24,7 @@ settings of every replica (merged into the defaults below, section by section).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
 import signal
@@ -48,6 +49,7 @@ from tests.support.eventlog import EventLog
 from tests.support.oracle import Oracle, ProxyNode
 
 T = 10.0  # seconds: the convergence deadline of the plan (§6.1)
+WAIT = 30.0  # seconds a step a test waits for (ready, stopped) may take on a loaded machine: not a goal
 ADMIN = "fault-admin"
 
 
@@ -194,6 +196,9 @@ class FaultStack:
     async def wait_up(self, timeout: float = 60.0) -> None:
         """Wait until the hub answers through every proxy node, then mint the admin token and open the events."""
         started = time.monotonic()
+        # the token needs only the database: minted (a CLI process) while the services come up
+        await ensure_user(self.settings, ADMIN, admin=True)
+        token = asyncio.create_task(asyncio.to_thread(mint_token, self.settings, ADMIN))
         try:
             await self.cluster.wait_hub(timeout)
             for node in range(1, len(self.proxy_nodes)):
@@ -203,9 +208,9 @@ class FaultStack:
                 await wait_for(up, timeout=max(5.0, timeout - (time.monotonic() - started)),
                                what=f"the hub through proxy node {node}")
         except AssertionError:
+            await asyncio.gather(token, return_exceptions=True)
             raise AssertionError(f"the fault stack did not come up\n{self.logs()}") from None
-        await ensure_user(self.settings, ADMIN, admin=True)
-        self.admin_token = mint_token(self.settings, ADMIN)
+        self.admin_token = await token
         self.events = await EventLog.open(self.settings.nats_url, self.settings.nats_namespace)
         self.oracle.events = self.events
 
@@ -252,7 +257,7 @@ class FaultStack:
             model: dict[str, Any] | None = r.json()["servers"].get(server_name)
             return model
 
-    async def wait_ready(self, user: str, server_name: str = "", *, timeout: float = T) -> dict[str, Any]:
+    async def wait_ready(self, user: str, server_name: str = "", *, timeout: float = WAIT) -> dict[str, Any]:
         """Wait until the API shows the server ready; returns its model."""
         async def ready() -> dict[str, Any] | None:
             model = await self.server_model(user, server_name)
@@ -261,7 +266,7 @@ class FaultStack:
                                                 what=f"{user}/{server_name} ready in the API")
         return result
 
-    async def wait_stopped(self, user: str, server_name: str = "", *, timeout: float = T) -> None:
+    async def wait_stopped(self, user: str, server_name: str = "", *, timeout: float = WAIT) -> None:
         """Wait until the API shows no active server (stopped, or gone)."""
         async def stopped() -> bool:
             model = await self.server_model(user, server_name)

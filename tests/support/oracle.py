@@ -188,12 +188,18 @@ class Oracle:
             await self._bus.close()
             self._bus = None
 
-    async def _routes(self) -> dict[tuple[str, str], Route]:
+    async def bus(self) -> Bus:
+        """The oracle's own NATS connection (anonymous), opened on first use: a test may write through it
+        (a stray route, say) to see what the oracle reports."""
         if self._bus is None:
             bus = Bus(self.settings.nats_url, self.settings.nats_namespace, "faults-oracle")
             await bus.connect()
             self._bus = bus
-        snapshot = await self._bus.routes.snapshot()
+        return self._bus
+
+    async def routes(self) -> dict[tuple[str, str], Route]:
+        """The user routes of the routes bucket, by (user, server name)."""
+        snapshot = await (await self.bus()).routes.snapshot()
         return {(r.data.get("user", ""), r.data.get("server_name", "")): r
                 for key, r in snapshot.items() if key.startswith("user.")}
 
@@ -227,7 +233,7 @@ class Oracle:
             self._secret_key = configured.get_secret_value() if configured else await load_secret_key(self.engine)
         states, desired = await self._database()
         processes = user_processes(self.root_pid)
-        routes = await self._routes()
+        routes = await self.routes()
         async with httpx.AsyncClient(timeout=5) as client:
             live = [n for n in self.nodes if n.alive()]
             tables = dict(zip([n.name for n in live], await asyncio.gather(*(self._table(client, n) for n in live)),

@@ -5,6 +5,7 @@ Usage::
     relay = Relay("127.0.0.1", nats_port)          # or Relay.for_url(nats_url)
     await relay.start()                            # listens on a free 127.0.0.1 port: relay.port
     proc = stack.start("spawner", nats_url=relay.url_for(nats_url))   # only this replica goes through it
+    # PostgreSQL: Relay.for_url(stack.settings.database_url), database_url=relay.url_for(stack.settings.database_url)
     relay.blackhole()      # a partition: nothing forwarded either way, every socket kept open
     relay.heal()           # forwarding resumes (what was held is delivered, as TCP retransmits it)
     relay.reset()          # close every connection now (the peers see a reset); new ones are accepted
@@ -22,7 +23,13 @@ import contextlib
 import time
 from urllib.parse import urlsplit, urlunsplit
 
+from pydantic import SecretStr
+
 CHUNK = 65536
+
+
+def _plain(url: str | SecretStr) -> str:
+    return url.get_secret_value() if isinstance(url, SecretStr) else url
 
 
 class _Link:
@@ -106,14 +113,15 @@ class Relay:
         self.accepted = 0
 
     @classmethod
-    def for_url(cls, url: str) -> Relay:
-        """A relay to the host and port of `url` (nats://…, postgresql+asyncpg://user:pw@host:port/db)."""
-        parts = urlsplit(url.split(",")[0])
+    def for_url(cls, url: str | SecretStr) -> Relay:
+        """A relay to the host and port of `url` (nats://…, postgresql+asyncpg://user:pw@host:port/db; a
+        settings secret such as `settings.database_url` is fine)."""
+        parts = urlsplit(_plain(url).split(",")[0])
         return cls(parts.hostname or "127.0.0.1", parts.port or 0)
 
-    def url_for(self, url: str) -> str:
+    def url_for(self, url: str | SecretStr) -> str:
         """`url` with its host and port replaced by the relay's (credentials, path and query kept)."""
-        parts = urlsplit(url.split(",")[0])
+        parts = urlsplit(_plain(url).split(",")[0])
         credentials = parts.netloc.rpartition("@")[0]
         netloc = f"{credentials}@127.0.0.1:{self.port}" if credentials else f"127.0.0.1:{self.port}"
         return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

@@ -108,11 +108,14 @@ class LocalBackend:
         env = {**spec.env, "JUPYTERHUB_SERVICE_URL": f"http://{ip}:{port}{spec.prefix}",
                MARKER_VAR: str(identity["marker"])}
         out, cwd = _log_and_cwd(spec, env)
+        command = self._command()
         try:
             proc = await asyncio.create_subprocess_exec(
-                *self._command(), env=env, cwd=cwd, stdout=out, stderr=asyncio.subprocess.STDOUT,
+                *command, env=env, cwd=cwd, stdout=out, stderr=asyncio.subprocess.STDOUT,
                 stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
             )
+        except OSError as exc:  # the exec failed: name the command (the error alone says only "No such file")
+            raise OSError(f"cannot run the server command {command[0]!r}: {exc.strerror or exc}") from exc
         finally:
             if out != asyncio.subprocess.DEVNULL:
                 os.close(out)
