@@ -26,6 +26,7 @@ from fleethub.shared.lifecycle import DONE, ServerKey, ServerStatus, Transition,
 from fleethub.shared.names import encode_token, server_prefix
 from fleethub.shared.routes import reconcile_round, route_for
 from fleethub.shared.service import Runtime
+from fleethub.shared.transient import transient
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +215,8 @@ class Worker:
                     state = await asyncio.wait_for(self.backend.start(spec, planned), s.start_timeout)
                 except TimeoutError:
                     raise SpawnFailed(f"server did not start within {s.start_timeout:.0f}s") from None
+                except Exception as exc:  # whatever the backend raises, its start failed: say what it said
+                    raise SpawnFailed(str(exc) or type(exc).__name__) from exc
                 fault("spawner.after_backend_create")
                 await self._save(key, cmd.spawn_id, state)
                 fault("spawner.after_state_saved")
@@ -238,8 +241,16 @@ class Worker:
             if state and key in self.cancelled_by_stop:
                 await asyncio.shield(self.backend.stop(state))
             raise
-        except (SpawnFailed, OSError) as exc:
-            log.warning("spawn of %s failed: %s", key, exc)
+        except (Fenced, HandOff):
+            raise
+        except Exception as exc:
+            if transient(exc) and not isinstance(exc, SpawnFailed):
+                # PostgreSQL or NATS is away, not the server at fault: the lease (no longer renewed once
+                # this task ends) decides who finishes the spawn when they are back; never a failed spawn
+                raise
+            # a failure that comes back every time (a backend's error, a bug): the spawn fails with its
+            # message, rather than being retried forever by adopters
+            log.warning("spawn of %s failed: %s", key, exc, exc_info=not isinstance(exc, SpawnFailed))
             await self._fence(key, cmd.spawn_id)
             if state:
                 await self.backend.stop(state)
