@@ -46,6 +46,7 @@ class Exchange:
         "retried",
         "reusable",
         "started",
+        "switched",
         "upstream",
     )
 
@@ -61,7 +62,8 @@ class Exchange:
         self.eof = False  # the upstream body ends with its connection
         self.close = False  # close the client connection after this response
         self.reusable = False  # the upstream connection can go back to the pool afterwards
-        self.retried = False
+        self.retried = False  # tried once more on a fresh connection (a stale pooled one), or sent to the error page
+        self.switched = False  # sent to another replica of its service (the first one was dead)
         self.local = False  # answered by the proxy itself
 
     def start(self) -> None:
@@ -105,15 +107,7 @@ class Exchange:
             conn = await node.pool.connect(fwd.origin)
         except (OSError, TimeoutError) as exc:
             self.connecting = None
-            other = None
-            if fwd.service is not None and not self.retried:
-                node.replicas.forget(fwd.origin)  # back when it refreshes its registry key
-                other = node.replicas.choose(fwd.service, avoid=fwd.origin)
-            if other is not None and not self.client.closed:
-                log.warning("%s replica %s:%s refused a connection (%s); retrying on %s:%s",
-                            fwd.service, *fwd.origin, exc, *other)
-                self.retried = True
-                self._forward(Forward(other, None, fwd.service))
+            if not self.client.closed and self._switch_replica(fwd, f"refused a connection ({exc})"):
                 return
             log.info("upstream %s:%s unreachable: %s", *fwd.origin, exc)
             if self.client.exchange is self and not self.client.closed and not self._hub_error_page(fwd):
@@ -125,6 +119,24 @@ class Exchange:
             return
         self.forward = fwd
         self._attach(conn)
+
+    def _switch_replica(self, fwd: Forward, why: str) -> bool:
+        """Send the request to another replica of `fwd`'s service (once per request); False if there is none.
+
+        Independent of the stale-connection retry: a replica killed with connections in the pool first
+        loses the pooled one, then refuses the fresh one, and the request still deserves another replica.
+        """
+        if fwd.service is None or self.switched:
+            return False
+        node = self.client.node
+        node.replicas.forget(fwd.origin)  # back when it refreshes its registry key
+        other = node.replicas.choose(fwd.service, avoid=fwd.origin)
+        if other is None:
+            return False
+        log.warning("%s replica %s:%s %s; retrying on %s:%s", fwd.service, *fwd.origin, why, *other)
+        self.switched = True
+        self._forward(Forward(other, None, fwd.service))
+        return True
 
     def _hub_error_page(self, fwd: Forward) -> bool:
         """A browser's request for a user server that is down gets the hub's error page (status 503).
@@ -267,10 +279,16 @@ class Exchange:
                 log.info("upstream %s:%s broke off a response: %s", *conn.origin, error)
                 self.client.close()
             return
-        if conn.reused and not conn.got_bytes and not self.req.sent_body and not self.retried and self.forward:
+        untouched = not conn.got_bytes and not self.req.sent_body and self.forward is not None
+        if untouched and conn.reused and not self.retried and self.forward:
             # a pooled connection the upstream had closed meanwhile: once more on a fresh one
             self.retried = True
             self.connecting = self.client.loop.create_task(self._connect(self.forward))
+            return
+        if (untouched and self.forward and self.req.method in (b"GET", b"HEAD", b"OPTIONS") and not self.req.upgrade
+                and self._switch_replica(self.forward, f"dropped the request ({error})")):
+            # a hub replica died under a request that changes nothing, before a byte of its answer: any
+            # other replica answers it the same (never a user server: those have no replicas)
             return
         log.info("upstream %s:%s failed: %s", *conn.origin, error)
         self.fail(502, "The upstream did not answer properly")
