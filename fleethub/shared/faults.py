@@ -28,7 +28,8 @@ POINTS: dict[str, str] = {
     "spawner.after_backend_create": "the backend created the server (a process exists); its state is not saved",
     "spawner.after_state_saved": "the backend state is saved; the route is not put",
     "spawner.after_route_before_ack": "the route is put and the server recorded ready; the command is not acked",
-    "spawner.stop_after_backend_kill": "a stop ended the server; the route and the stopped state are not written",
+    "spawner.stop_after_backend_kill": "a stop deleted the route and ended the server; the stopped state is not "
+                                       "written",
     "spawner.handle_spawn": "a worker begins handling a spawn command (with `raise`: a poison command)",
     "proxy.after_snapshot_before_serve": "a proxy node loaded its route table; it does not serve yet",
     "culler.after_stop_cmd": "the culler committed an idle server's stop; it has not gone on to the next",
