@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from sqlalchemy import select
@@ -45,17 +45,20 @@ def service_routes(services: Iterable[HubService]) -> dict[str, Route]:
             for svc in services if svc.url}
 
 
-async def reconcile(bus: Bus, running: list[Route], services: Iterable[HubService] = ()) -> tuple[int, int]:
+async def reconcile(bus: Bus, running: list[Route], services: Iterable[HubService] = (), *,
+                    starting: Collection[str] = (), keys: list[str] | None = None) -> tuple[int, int]:
     """Make the user and service routes in KV equal `running` and `services`; returns (put, deleted).
 
     The whole key list is read before anything is deleted, so a partial view never removes a route.
-    Other keys (routes added through a proxy's route API) are left alone.
+    Other keys (routes added through a proxy's route API) are left alone, and so are the keys in
+    `starting` (servers being started: their worker puts the route before it records them running).
+    `keys`: the route keys as listed before PostgreSQL was read (listed here when not given).
 
     Raises:
         BusError: NATS failed (what was put or deleted before stays).
     """
     routes = bus.routes
-    keys = [k for k in await routes.keys() if k.startswith(("user.", "service."))]
+    keys = [k for k in (await routes.keys() if keys is None else keys) if k.startswith(("user.", "service."))]
     wanted = {route_key(r.data["user"], r.data["server_name"]): r for r in running}
     wanted.update(service_routes(services))
     put = deleted = 0
@@ -70,7 +73,7 @@ async def reconcile(bus: Bus, running: list[Route], services: Iterable[HubServic
             await routes.put(key, route)
             put += 1
     for key in keys:
-        if key not in wanted:
+        if key not in wanted and key not in starting:
             try:
                 if key.startswith("user."):
                     parse_route_key(key)
@@ -106,12 +109,18 @@ async def reconcile_round(engine: AsyncEngine, sessions: async_sessionmaker[Asyn
         elif not await try_lock(conn, AdvisoryLock.ROUTE_RECONCILE):
             return None
         try:
+            # the keys first, PostgreSQL second: a route listed here was put by then, so its server is
+            # pending or running in the read that follows (unless it stopped, whose worker deletes it);
+            # read the other way round, a spawn that went ready in between lost its fresh route
+            keys = await bus.routes.keys()
             async with sessions() as session:
-                running = select(ServerState).where(ServerState.status == ServerStatus.RUNNING)
-                rows = (await session.execute(running)).scalars()
-                routes = [route_for(r.user_name, r.server_name, r.target, r.spawn_id) for r in rows if r.target]
+                live = select(ServerState).where(ServerState.status.in_((ServerStatus.RUNNING, ServerStatus.PENDING)))
+                rows = list((await session.execute(live)).scalars())
+                routes = [route_for(r.user_name, r.server_name, r.target, r.spawn_id) for r in rows
+                          if r.target and r.status == ServerStatus.RUNNING]
+                starting = {route_key(r.user_name, r.server_name) for r in rows if r.status == ServerStatus.PENDING}
                 services = await _services(session, configured)
-            return await reconcile(bus, routes, services)
+            return await reconcile(bus, routes, services, starting=starting, keys=keys)
         finally:
             await unlock(conn, AdvisoryLock.ROUTE_RECONCILE)
 
