@@ -50,6 +50,10 @@ def summary(xs: list[float], fmt: str) -> str:
     return f"{format(med, fmt)} [{format(min(xs), fmt)}–{format(max(xs), fmt)}]"
 
 
+def _hub_cpu(parts: dict[str, float] | None) -> float | None:
+    return None if parts is None else sum(v for k, v in parts.items() if k != "user servers")
+
+
 FIGURES: list[tuple[str, Getter, str, str]] = [
     # (label, getter, format, which direction is better)
     ("hub start → API answers (s)", lambda h: _get(h, "spawn_hub_start_s"), ".2f", "lower"),
@@ -82,6 +86,9 @@ FIGURES: list[tuple[str, Getter, str, str]] = [
      lambda h: _ratio(_pct(_get(h, "storm", "storm_ms"), 99), _pct(_get(h, "storm", "idle_ms"), 99)), ".1f", "lower"),
     ("prober answers during the storm (count)", lambda h: len(_get(h, "storm", "storm_ms") or []) or None, ".0f",
      "higher"),
+    ("hub CPU during the N spawns, user servers excluded (s)",
+     lambda h: _hub_cpu(_get(h, "spawns_cpu")), ".2f", "lower"),
+    ("hub CPU during the storm, user servers excluded (s)", lambda h: _hub_cpu(_get(h, "storm_cpu")), ".2f", "lower"),
     ("other processes' CPU during the N spawns (cores)", lambda h: _get(h, "spawns_others_cores"), ".2f", "—"),
     ("other processes' CPU during the storm (cores)", lambda h: _get(h, "storm_others_cores"), ".2f", "—"),
 ]

@@ -40,6 +40,7 @@ for _p in (str(ROOT / "bench" / "proxy"), str(ROOT / "bench" / "api"), str(ROOT)
     sys.path.insert(0, _p)
 
 import contenders
+import cpu
 import floor
 import hubs
 import report
@@ -81,13 +82,14 @@ async def one_hub(key: str, plan: argparse.Namespace, chp: str, workdir: Path, r
         say(f"  {hub.label}: exec floor ({plan.spawns} at once)")
         out["floor"] = asdict(await floor.exec_floor(plan.spawns, mark))
         say(f"  {hub.label}: {plan.spawns} concurrent spawns")
-        others = Others()
+        others, before = Others(), cpu.snapshot(hub.proc.pid)
         t = time.perf_counter()
         spawns = await storm.concurrent_spawns(hub.proxy_port, hub.admin_token, names)
         out["spawns_others_cores"] = others.used() / (time.perf_counter() - t)
+        out["spawns_cpu"] = cpu.used(before, cpu.snapshot(hub.proc.pid))
         out["spawns"] = asdict(spawns)
         say(f"    floor {out['floor']['all_s']:.2f} s; all answered {spawns.all_answered_s:.2f} s, reachable "
-            f"{spawns.all_reachable_s or float('nan'):.2f} s, statuses {spawns.statuses}")
+            f"{spawns.all_reachable_s or float('nan'):.2f} s, statuses {spawns.statuses}; CPU s {out['spawns_cpu']}")
     finally:
         out["notes"] += _stop(hub, mark, plan.keep)
     if plan.storm:
@@ -97,14 +99,15 @@ async def one_hub(key: str, plan: argparse.Namespace, chp: str, workdir: Path, r
         try:
             await asyncio.sleep(plan.settle)
             say(f"  {hub.label}: storm of {plan.storm}")
-            others = Others()
+            others, before = Others(), cpu.snapshot(hub.proc.pid)
             t = time.perf_counter()
             result = await storm.storm(hub.proxy_port, hub.admin_token, names, contenders.PROBE_USER)
             out["storm_others_cores"] = others.used() / (time.perf_counter() - t)
+            out["storm_cpu"] = cpu.used(before, cpu.snapshot(hub.proc.pid))
             out["storm"] = asdict(result)
             say(f"    answered in {result.all_answered_s:.2f} s {result.statuses}; all accepted ready "
                 f"{result.all_running_s or float('nan'):.2f} s; prober p99 idle {result.probe('idle', 99) or 0:.1f} ms,"
-                f" storm {result.probe('storm', 99) or 0:.1f} ms")
+                f" storm {result.probe('storm', 99) or 0:.1f} ms; CPU s {out['storm_cpu']}")
         finally:
             out["notes"] += _stop(hub, mark, plan.keep)
     return out
@@ -124,7 +127,7 @@ async def main_async(plan: argparse.Namespace) -> int:
             for key in order:
                 try:
                     record[key] = await one_hub(key, plan, chp, workdir, run)
-                except BenchError as exc:
+                except (BenchError, OSError, RuntimeError) as exc:
                     notes.append(f"run {run + 1}, {key}: failed: {str(exc)[:500]}")
                     say(f"  ! {exc}")
                     continue
