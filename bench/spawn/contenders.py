@@ -40,11 +40,23 @@ def fleethub_extra(mark: str, spawn_limit: int | None) -> dict[str, str]:
     return env
 
 
-async def start(key: str, workdir: Path, chp: str, mark: str, spawn_limit: int | None) -> Hub:
-    """A fresh hub of kind `key` ("jh" | "fh")."""
+async def start(key: str, workdir: Path, chp: str, mark: str, spawn_limit: int | None,
+                baseline: Path | None = None) -> Hub:
+    """A fresh hub of kind `key`: "jh" (JupyterHub), "fh" (fleethub of this checkout) or "fb" (fleethub from the
+    checkout `baseline`, another commit run the same way: `python -m fleethub` there, its code first on the path)."""
     if key == "jh":
         return await hubs.start_jupyterhub(workdir, chp, jupyterhub_extra(workdir, mark, spawn_limit))
-    return await hubs.start_fleethub(workdir, fleethub_extra(mark, spawn_limit))
+    if key == "fh":
+        return await hubs.start_fleethub(workdir, fleethub_extra(mark, spawn_limit))
+    assert baseline is not None
+    saved = hubs.ROOT
+    hubs.ROOT = baseline  # start_fleethub runs `python -m fleethub` (and `fleethub token`) in ROOT
+    try:
+        hub = await hubs.start_fleethub(workdir, {**fleethub_extra(mark, spawn_limit), "PYTHONPATH": str(baseline)})
+    finally:
+        hubs.ROOT = saved
+    hub.key, hub.label = "fb", "fleethub baseline"
+    return hub
 
 
 async def create_users(hub: Hub, names: list[str]) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 Run = dict[str, Any]  # {"fh": {...}, "jh": {...}} as run.py records them (JSON-able)
 Getter = Callable[[dict[str, Any]], float | None]
 
-HUBS = (("jh", "JupyterHub"), ("fh", "fleethub"))
+HUBS = (("jh", "JupyterHub"), ("fb", "fleethub baseline"), ("fh", "fleethub"))
 
 
 def _get(d: dict[str, Any], *path: str) -> Any:
@@ -50,6 +50,10 @@ def summary(xs: list[float], fmt: str) -> str:
     return f"{format(med, fmt)} [{format(min(xs), fmt)}–{format(max(xs), fmt)}]"
 
 
+def _med(xs: list[float] | None) -> float | None:
+    return statistics.median(xs) if xs else None
+
+
 def _hub_cpu(parts: dict[str, float] | None) -> float | None:
     return None if parts is None else sum(v for k, v in parts.items() if k != "user servers")
 
@@ -57,6 +61,13 @@ def _hub_cpu(parts: dict[str, float] | None) -> float | None:
 FIGURES: list[tuple[str, Getter, str, str]] = [
     # (label, getter, format, which direction is better)
     ("hub start → API answers (s)", lambda h: _get(h, "spawn_hub_start_s"), ".2f", "lower"),
+    ("one spawn on an idle hub: exec floor of one server (s, median of the singles)",
+     lambda h: _med(_get(h, "single_floor_s")), ".3f", "lower"),
+    ("one spawn on an idle hub: POST → 201 (s, median)",
+     lambda h: _med([x["all_answered_s"] for x in _get(h, "singles") or []]), ".3f", "lower"),
+    ("one spawn on an idle hub: POST → reachable through the proxy (s, median)",
+     lambda h: _med([x["all_reachable_s"] for x in _get(h, "singles") or [] if x["all_reachable_s"]]), ".3f",
+     "lower"),
     ("exec floor: N servers started at once, all answering (s)", lambda h: _get(h, "floor", "all_s"), ".2f", "lower"),
     ("N concurrent POSTs: all answered (s)", lambda h: _get(h, "spawns", "all_answered_s"), ".2f", "lower"),
     ("N concurrent POSTs: all answered 201 (s; — if some were not 201)", lambda h: _get(h, "spawns", "all_201_s"),
@@ -94,13 +105,21 @@ FIGURES: list[tuple[str, Getter, str, str]] = [
 ]
 
 
-def table(runs: list[Run]) -> str:
-    lines = ["| figure | JupyterHub | fleethub | fleethub / JupyterHub | better |", "|---|---|---|---|---|"]
+def table(runs: list[Run], baseline: str | None = None) -> str:
+    base = baseline is not None
+    head = "| figure | JupyterHub |" + (f" fleethub baseline ({baseline}) |" if base else "") + \
+        " fleethub | fleethub / JupyterHub |" + (" fleethub / baseline |" if base else "") + " better |"
+    lines = [head, "|---" * (head.count("|") - 1) + "|"]
     for label, get, fmt, better in FIGURES:
-        jh, fh = values(runs, "jh", get), values(runs, "fh", get)
-        r = _ratio(statistics.median(fh) if fh else None, statistics.median(jh) if jh else None)
-        ratio = f"{r:.2f}" if r is not None and better != "—" else "—"
-        lines.append(f"| {label} | {summary(jh, fmt)} | {summary(fh, fmt)} | {ratio} | {better} |")
+        jh, fb, fh = values(runs, "jh", get), values(runs, "fb", get), values(runs, "fh", get)
+
+        def ratio(a: list[float], b: list[float], better: str = better) -> str:
+            r = _ratio(statistics.median(a) if a else None, statistics.median(b) if b else None)
+            return f"{r:.2f}" if r is not None and better != "—" else "—"
+
+        cells = [label, summary(jh, fmt)] + ([summary(fb, fmt)] if base else []) + [summary(fh, fmt), ratio(fh, jh)]
+        cells += [ratio(fh, fb)] if base else []
+        lines.append("| " + " | ".join([*cells, better]) + " |")
     return "\n".join(lines)
 
 
@@ -111,6 +130,8 @@ def goals(runs: list[Run]) -> list[str]:
 
     out = []
     for key, label in HUBS:
+        if not values(runs, key, lambda h: 1.0):
+            continue
         reach = med(key, lambda h: _ratio(_get(h, "spawns", "all_reachable_s"), _get(h, "floor", "all_s")))
         p99 = med(key, lambda h: _ratio(_pct(_get(h, "storm", "storm_ms"), 99), _pct(_get(h, "storm", "idle_ms"), 99)))
         lost = values(runs, key, lambda h: None if _get(h, "storm") is None else sum(
@@ -160,7 +181,7 @@ def render(runs: list[Run], *, plan: dict[str, Any], machine: dict[str, str], no
         f" {plan['limit_text']}.",
         "",
     ]
-    body = [table(runs), "", "## Goals (never asserted; medians)", "", *goals(runs)]
+    body = [table(runs, machine.get("baseline")), "", "## Goals (never asserted; medians)", "", *goals(runs)]
     if notes:
         body += ["", "## Notes", "", *[f"- {n}" for n in notes]]
     return "\n".join(head + body) + "\n"

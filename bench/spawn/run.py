@@ -24,6 +24,7 @@ import asyncio
 import json
 import shlex
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -50,18 +51,18 @@ from others import Others
 from proctree import BenchError
 
 
-async def _with_hub(key: str, workdir: Path, chp: str, mark: str, limit: int | None, users: list[str],
-                    keep: bool) -> Hub:
-    hub = await contenders.start(key, workdir, chp, mark, limit)
+async def _with_hub(key: str, workdir: Path, chp: str, mark: str, plan: argparse.Namespace,
+                    users: list[str]) -> Hub:
+    hub = await contenders.start(key, workdir, chp, mark, plan.storm_limit, plan.baseline)
     try:
         await contenders.create_users(hub, [*users, contenders.PROBE_USER])
     except BaseException:
-        _stop(hub, mark, keep)
+        _stop(hub, mark)
         raise
     return hub
 
 
-def _stop(hub: Hub, mark: str, keep: bool) -> list[str]:
+def _stop(hub: Hub, mark: str) -> list[str]:
     """Stop the hub (its tree, user servers included); kill any user server still carrying the mark."""
     hub.proc.stop(timeout=60)
     left = floor.kill_marked(mark)
@@ -75,10 +76,16 @@ async def one_hub(key: str, plan: argparse.Namespace, chp: str, workdir: Path, r
     mark = uuid.uuid4().hex
     out: dict[str, Any] = {"notes": []}
     names = [f"c{i}" for i in range(plan.spawns)]
-    hub = await _with_hub(key, workdir / f"{key}-{run}-spawns", chp, mark, plan.storm_limit, names, plan.keep)
+    singles = [f"one{i}" for i in range(plan.singles)]
+    hub = await _with_hub(key, workdir / f"{key}-{run}-spawns", chp, mark, plan, names + singles)
     out["spawn_hub_start_s"] = hub.start_s
     try:
         await asyncio.sleep(plan.settle)
+        if singles:
+            say(f"  {hub.label}: {len(singles)} spawns one at a time")
+            out["single_floor_s"] = [(await floor.exec_floor(1, mark)).all_s for _ in singles]
+            out["singles"] = [asdict(await storm.concurrent_spawns(hub.proxy_port, hub.admin_token, [u]))
+                              for u in singles]
         say(f"  {hub.label}: exec floor ({plan.spawns} at once)")
         out["floor"] = asdict(await floor.exec_floor(plan.spawns, mark))
         say(f"  {hub.label}: {plan.spawns} concurrent spawns")
@@ -91,11 +98,11 @@ async def one_hub(key: str, plan: argparse.Namespace, chp: str, workdir: Path, r
         say(f"    floor {out['floor']['all_s']:.2f} s; all answered {spawns.all_answered_s:.2f} s, reachable "
             f"{spawns.all_reachable_s or float('nan'):.2f} s, statuses {spawns.statuses}; CPU s {out['spawns_cpu']}")
     finally:
-        out["notes"] += _stop(hub, mark, plan.keep)
+        out["notes"] += _stop(hub, mark)
     if plan.storm:
         mark = uuid.uuid4().hex
         names = [f"s{i}" for i in range(plan.storm)]
-        hub = await _with_hub(key, workdir / f"{key}-{run}-storm", chp, mark, plan.storm_limit, names, plan.keep)
+        hub = await _with_hub(key, workdir / f"{key}-{run}-storm", chp, mark, plan, names)
         try:
             await asyncio.sleep(plan.settle)
             say(f"  {hub.label}: storm of {plan.storm}")
@@ -109,7 +116,7 @@ async def one_hub(key: str, plan: argparse.Namespace, chp: str, workdir: Path, r
                 f"{result.all_running_s or float('nan'):.2f} s; prober p99 idle {result.probe('idle', 99) or 0:.1f} ms,"
                 f" storm {result.probe('storm', 99) or 0:.1f} ms; CPU s {out['storm_cpu']}")
         finally:
-            out["notes"] += _stop(hub, mark, plan.keep)
+            out["notes"] += _stop(hub, mark)
     return out
 
 
@@ -137,6 +144,8 @@ async def main_async(plan: argparse.Namespace) -> int:
         if not plan.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     machine = hubs.versions(jh_version, chp or "true")
+    if plan.baseline is not None:
+        machine["baseline"] = plan.baseline_commit
     limit_text = (f"configured to {plan.storm_limit} on both" if plan.storm_limit is not None
                   else "each hub's default (100 pending spawns on both)")
     text = report.render(runs, plan={"spawns": plan.spawns, "storm": plan.storm, "limit_text": limit_text,
@@ -154,6 +163,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--spawns", type=int, default=50, help="concurrent spawns (N)")
+    parser.add_argument("--singles", type=int, default=5, help="spawns one at a time, on an idle hub")
     parser.add_argument("--storm", type=int, default=500, help="spawn requests of the storm (M); 0: no storm")
     parser.add_argument("--storm-limit", type=int, default=None,
                         help="concurrent_spawn_limit for both hubs (0: none); default: each hub's own")
@@ -162,8 +172,16 @@ def main() -> int:
     parser.add_argument("--out", default=str(HERE / "results.md"), help="markdown output ('' for none)")
     parser.add_argument("--json", default="", help="every figure as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, data)")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="a checkout of another fleethub commit (git worktree), run as a third hub for a "
+                             "before/after comparison in the same run")
     plan = parser.parse_args()
     plan.hubs = [plan.only] if plan.only else ["fh", "jh"]
+    if plan.baseline is not None:
+        plan.baseline = plan.baseline.resolve()
+        plan.hubs.insert(1, "fb")
+        plan.baseline_commit = subprocess.run(["git", "-C", str(plan.baseline), "rev-parse", "--short", "HEAD"],
+                                              capture_output=True, text=True, check=False).stdout.strip()
     return asyncio.run(main_async(plan))
 
 
