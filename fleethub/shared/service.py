@@ -94,7 +94,6 @@ async def open_runtime(settings: ServiceSettings, service: str, *, pool_size: in
     runtime: Runtime | None = None
     try:
         await ensure_migrated(engine)
-        await warm_pool(engine, pool_size)
         key = settings.secret_key.get_secret_value() if settings.secret_key else await load_secret_key(engine)
         bus = Bus(settings.nats_url, settings.nats_namespace, replica, bus_credentials(settings, service))
         await bus.connect()
@@ -128,26 +127,6 @@ async def exit_on_hub_shutdown(bus: Bus, namespace: str, *, proxy: bool = False)
             os.kill(os.getpid(), signal.SIGTERM)
 
     await bus.subscribe_events(subject_filter(HubShutdown, namespace), on_event)
-
-
-async def warm_pool(engine: Any, size: int) -> None:
-    """Open the pool's `size` connections now rather than at the first burst of requests.
-
-    The pool fills lazily: a spawn storm paid for ~size new connections at its start (TLS attempt,
-    password exchange, a PostgreSQL backend forked for each), in the api and in PostgreSQL, while
-    every request waited for them. Best effort: a connection that fails here is opened on demand.
-    """
-    async def one() -> Any:
-        try:
-            return await engine.connect()
-        except Exception as exc:
-            log.debug("pool warm-up: %s", exc)
-            return None
-
-    conns = await asyncio.gather(*(one() for _ in range(size)))
-    for conn in conns:
-        if conn is not None:
-            await conn.close()  # back to the pool, open
 
 
 def settle_heap() -> None:
