@@ -214,10 +214,14 @@ def _human(seconds: int) -> str:
     return f"{math.ceil(seconds / 10)}0 seconds" if seconds <= 90 else f"{round(seconds / 60)} minutes"
 
 
-async def check_limits(session: AsyncSession, settings: ServiceSettings) -> None:
+async def check_limits(session: AsyncSession, settings: ServiceSettings, *, counted: int = 0,
+                       locked: bool = True) -> None:
     """Hub-wide limits, counted in PostgreSQL so they hold across api replicas.
 
     The advisory lock is held until the start commits, so the next replica to count sees this spawn.
+    `counted`: spawns the caller's transaction has already recorded (they are in the count, and are
+    not to be refused for themselves). `locked=False` counts what is committed without the lock: a
+    cheap early refusal (the limit was reached), never an admission.
 
     Raises:
         TooManyRequests: `concurrent_spawn_limit` or `active_server_limit` is reached.
@@ -225,8 +229,10 @@ async def check_limits(session: AsyncSession, settings: ServiceSettings) -> None
     api = settings.api
     if not api.concurrent_spawn_limit and not api.active_server_limit:
         return
-    await xact_lock(session, AdvisoryLock.SPAWN_LIMITS)
+    if locked:
+        await xact_lock(session, AdvisoryLock.SPAWN_LIMITS)
     pending, active = await _count_servers(session)
+    pending, active = pending - counted, active - counted
     if api.concurrent_spawn_limit and pending >= api.concurrent_spawn_limit:
         retry = int(random.uniform(*SPAWN_RETRY_RANGE))  # spread the retries of a crowd
         raise TooManyRequests(f"Too many users trying to log in right now. Try again in {_human(retry)}.",
@@ -262,7 +268,8 @@ async def start_server(session: AsyncSession, settings: ServiceSettings, secret_
         raise BadRequest(f"{label(user.name, server_name)} is already running")
     if active:
         raise BadRequest(f"{label(user.name, server_name)} is pending {pending or Pending.STOP}, please wait")
-    await check_limits(session, settings)
+    # refused before anything is written when the limit is already reached (a storm's excess is most of it)
+    await check_limits(session, settings, locked=False)
     spawn_id = new_id()
     srv = view.server
     options = user_options if user_options is not None else srv.user_options or {}  # None: the previous ones
@@ -277,6 +284,11 @@ async def start_server(session: AsyncSession, settings: ServiceSettings, secret_
         note=f"Server at {prefix}", spawn_id=spawn_id,
         scopes=[f"users:activity!user={user.name}", f"access:servers!server={user.name}/{server_name}"],
     ))
+    # The limits last: their lock serializes every start of the hub until it commits, so it is taken
+    # once everything else is written (a storm of 50 starts queued behind each whole transaction).
+    # Counted after this spawn's own transition, which the count includes.
+    await session.flush()
+    await check_limits(session, settings, counted=1)
     return StartResult(spawn_id, started=True)
 
 

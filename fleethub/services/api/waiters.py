@@ -46,7 +46,8 @@ OUTCOME: dict[type[ServerEvent], Outcome] = {ServerReady: Outcome.READY, ServerF
 # the statuses a recorded outcome leaves in `server_states`
 _STATUS_OUTCOME = {ServerStatus.RUNNING: Outcome.READY, ServerStatus.FAILED: Outcome.FAILED,
                    ServerStatus.STOPPED: Outcome.STOPPED}
-POLL = 0.5
+POLL = 0.5  # the first fallback read of PostgreSQL; each next one waits twice as long, up to POLL_MAX
+POLL_MAX = 2.0  # an event lost by the core subscription costs at most this; a storm's waiters read less
 # progress events of one spawn are few; a listener that stops reading loses progress, never an outcome
 _MAX_QUEUED = 256
 
@@ -147,6 +148,7 @@ class Waiters:
             return None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        poll = POLL
         with self.listen(spawn_id) as events:  # before the read: an outcome is in one or the other
             while True:
                 current = await self.outcome(spawn_id)
@@ -155,7 +157,8 @@ class Waiters:
                 now = loop.time()
                 if now >= deadline:
                     return None
-                poll_at = min(now + POLL, deadline)
+                poll_at = min(now + poll, deadline)
+                poll = min(poll * 2, POLL_MAX)
                 while (remaining := poll_at - loop.time()) > 0:
                     message = await events.get(remaining)
                     seen = outcome_of(message) if message is not None else None

@@ -79,6 +79,7 @@ class Worker:
         self.held_at: dict[ServerKey, float] = {}  # when a statement that took or renewed one lease was sent
         self._tasks: set[asyncio.Task[None]] = set()
         self.propagation = Propagation(runtime.bus)  # ready means reachable: every proxy node serves the route
+        self._progress_sends: set[asyncio.Task[None]] = set()
 
     async def _record(self, change: Transition) -> leases.Row | None:
         """Make `change` in a transaction of its own; the row as it now is, or None if it was refused."""
@@ -278,9 +279,17 @@ class Worker:
             await asyncio.sleep(s.poll_interval)
 
     async def _progress(self, cmd: SpawnServer, pct: int, message: str) -> None:
+        """Publish a progress event in the background: informative, it never waits on the spawn's path (its
+        acknowledgement was a bus round trip per step of every spawn)."""
+        event = ServerProgress(user=cmd.user, server_name=cmd.server_name, spawn_id=cmd.spawn_id,
+                               progress=pct, message=message)
+        task = asyncio.get_running_loop().create_task(self._send_progress(event))
+        self._progress_sends.add(task)
+        task.add_done_callback(self._progress_sends.discard)
+
+    async def _send_progress(self, event: ServerProgress) -> None:
         try:
-            await self.rt.bus.publish(ServerProgress(user=cmd.user, server_name=cmd.server_name, spawn_id=cmd.spawn_id,
-                                                     progress=pct, message=message))
+            await self.rt.bus.publish(event)
         except Exception as exc:  # progress is informative; never fail a spawn for it
             log.debug("progress event not published: %s", exc)
 

@@ -81,6 +81,7 @@ class Delivery:
 
 Handler = Callable[[Delivery], Awaitable[Decision]]
 
+FLOWING_WAIT = 0.05  # seconds a fetch lingers for more right after one that got messages
 PAYLOAD_KEPT = 16 * 1024  # bytes of a dead message's body a dead letter keeps (its size is recorded)
 # a command is a few hundred bytes plus its spawn's options; one this big is an attack or a bug (events
 # have no limit of ours: a proxy's activity batch grows with the number of active routes)
@@ -190,6 +191,7 @@ async def consume(conn: Connection, consumer: PullConsumer, handler: Handler, *,
     sem = asyncio.Semaphore(concurrency)
     tasks: set[asyncio.Task[None]] = set()
     sub = None
+    flowing = False  # the last fetch got messages: more are likely waiting
     try:
         while not stop.is_set():
             # nats-py's fetch can swallow a cancellation (it turns into a timeout): honour it here
@@ -205,12 +207,17 @@ async def consume(conn: Connection, consumer: PullConsumer, handler: Handler, *,
                     log.warning("cannot bind consumer %s: %s", durable, exc)
                     await asyncio.sleep(0.5)
                     continue
-            batch = max(1, concurrency - len(tasks))
+            # nats-py's fetch of n > 1 that finds nothing waiting lingers until n came or the pull
+            # expired, holding the first message back meanwhile (up to the whole second). So an idle
+            # consumer waits for one message, which returns as it arrives; a flowing one takes what is
+            # waiting (answered at once) or lingers briefly.
+            batch = max(1, concurrency - len(tasks)) if flowing else 1
             try:
-                msgs = await sub.fetch(batch, timeout=1.0)
+                msgs = await sub.fetch(batch, timeout=FLOWING_WAIT if flowing else 1.0)
             except (NatsTimeoutError, TimeoutError):
                 # nothing came in time; under load nats-py can surface asyncio's own timeout (with an
                 # empty message): the subscription is fine either way, re-binding would only churn
+                flowing = False
                 continue
             except APIError as exc:
                 if exc.code == 400:
@@ -228,6 +235,7 @@ async def consume(conn: Connection, consumer: PullConsumer, handler: Handler, *,
                 await _drop_pull(sub)
                 sub = None
                 continue
+            flowing = bool(msgs)
             for msg in msgs:
                 await sem.acquire()
                 task = asyncio.create_task(_handle(msg, consumer, handler, sem))

@@ -272,6 +272,24 @@ async def test_routes_are_reconciled(harness: Harness) -> None:
     await wait_for(lambda: _none(harness.route("ghost")), timeout=15, what="stale route deleted")
 
 
+async def test_reconciliation_keeps_the_route_of_a_spawn_in_flight(harness: Harness) -> None:
+    """A worker puts a server's route before it records the server running: a reconciliation round in between
+    (here: a pending row whose route exists) must not delete it, or the server the api is about to call ready
+    is unreachable until the next round. A route of a server that is neither pending nor running goes."""
+    from fleethub.shared.routes import reconcile_round
+
+    async with harness.sessions() as s, s.begin():
+        for user, status in (("ivy", "pending"), ("jack", "stopped")):
+            s.add(ServerState(user_name=user, server_name="", spawn_id=new_id(), status=status, state={}))
+    for user in ("ivy", "jack"):
+        await harness.bus.routes.put(route_key(user, ""), Route(routespec=f"/user/{user}/",
+                                                                target="http://127.0.0.1:9",
+                                                                data={"user": user, "server_name": ""}))
+    assert await reconcile_round(harness.engine, harness.sessions, harness.bus, [], wait=True) == (0, 1)
+    assert await harness.route("ivy") is not None
+    assert await harness.route("jack") is None
+
+
 def _read_json(path: Path) -> Any:
     return json.loads(path.read_text())
 
