@@ -190,7 +190,8 @@ class ApiSettings(ListenSettings):
 class SpawnerSettings(_Section):
     """The spawner workers and their backend."""
 
-    backend: str = Field("local", description="Spawner backend: 'local' (subprocess) or an entry point name.")
+    backend: str = Field("local", description="Spawner backend: 'local' (subprocess), an entry point name, or "
+                                              "an import path 'module:Class'.")
     cmd: list[str] = Field(default_factory=lambda: ["jupyterhub-singleuser"], description="Command of the user server.")
     args: list[str] = Field(default_factory=list, description="Extra arguments appended to cmd.")
     env_keep: list[str] = Field(

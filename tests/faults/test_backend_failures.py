@@ -4,8 +4,9 @@ Each failure ends in a terminal state with a message that says what happened, an
 (`server.failed` with the message, or `server.stopped` with the reason), no process and no route left
 (the oracle), and the user can start again.
 
-Not here: a backend `start()` that hangs past `start_timeout` — the local backend's start returns once
-the process is exec'd, so only a backend double could show it (none exists yet).
+A backend `start()` that hangs past `start_timeout` cannot happen with the local backend (its start returns
+once the process is exec'd): `tests/support/stuck_backend.py` is a double whose start creates the process
+and never returns, chosen by import path.
 """
 
 from __future__ import annotations
@@ -114,3 +115,28 @@ async def test_f21_backend_failures(tmp_path: Path, nats_url: str, database_url:
 
 async def _new_spawn(stack: FaultStack, user: str, before: list[str]) -> bool:
     return len(stack.events.spawn_ids(user)) > len(before)
+
+
+async def test_f21_a_start_that_hangs_past_start_timeout(tmp_path: Path, nats_url: str, database_url: str,
+                                                         nats_namespace: str) -> None:
+    async with fault_stack(tmp_path, nats_url, database_url, nats_namespace, apis=1, proxies=1,
+                           api={"slow_spawn_timeout": 0.5},
+                           spawner={"backend": "tests.support.stuck_backend:StuckBackend", "start_timeout": 3}
+                           ) as stack:
+        await stack.create_users("stuck", "fine")
+        await _start(stack, "stuck")
+        # the start made its process, then hung: the spawn fails after start_timeout and the process the
+        # backend made is found by its recorded identity (no pid was ever returned) and ended
+        row = await _ended(stack, "stuck", "failed")
+        assert row["message"] == "server did not start within 3s", row
+        event = await stack.events.wait("server.failed", user="stuck")
+        assert event.data["message"] == row["message"]
+        await stack.oracle.converged()
+        # the worker is not stuck with it: another user's start goes through, and stuck may try again
+        await _start(stack, "fine")
+        await stack.wait_ready("fine")
+        before = stack.events.spawn_ids("stuck")
+        await _start(stack, "stuck")
+        await wait_for(lambda: _new_spawn(stack, "stuck", before), timeout=T, what="stuck respawned")
+        await _ended(stack, "stuck", "failed")
+        await stack.oracle.converged()
