@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from fleethub.shared.bus import Bus, BusError, Version, reconcile_subject
 from fleethub.shared.db.locks import AdvisoryLock, lock, try_lock, unlock
 from fleethub.shared.db.models import HubServiceRow, ServerState
+from fleethub.shared.errors import Unavailable
 from fleethub.shared.events import Route
 from fleethub.shared.lifecycle import ACTIVE, ServerStatus
 from fleethub.shared.names import parse_route_key, route_key, server_prefix, service_route_key
@@ -177,13 +178,17 @@ async def request_reconciliation(bus: Bus, timeout: float = RECONCILE_TIMEOUT) -
     """Have a spawner worker reconcile the route table now; returns (put, deleted).
 
     Raises:
-        BusError: no spawner worker answered (none runs, or not in time).
+        Unavailable: no spawner worker answered (none runs, or not in time): NATS itself is up (a request
+            that needs it checks that first), so the message names the missing spawner, not the bus.
     """
     try:
         raw = await bus.request(reconcile_subject(bus.namespace), b"", timeout)
         answer = json.loads(raw)
         return int(answer["put"]), int(answer["deleted"])
     except BusError as exc:
-        raise BusError(f"no spawner worker reconciled the route table: {exc}") from None
+        log.warning("no spawner worker reconciled the route table: %s", exc)
+        raise Unavailable("No spawner worker answered; the route table was not reconciled, try again "
+                          "once a spawner worker runs") from None
     except (ValueError, KeyError, TypeError) as exc:
-        raise BusError(f"a spawner worker gave an unreadable answer: {exc}") from None
+        log.warning("a spawner worker gave an unreadable answer to a reconciliation request: %s", exc)
+        raise Unavailable("A spawner worker gave an unreadable answer; try again") from None

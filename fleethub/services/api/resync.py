@@ -17,7 +17,7 @@ async def resync_routes(runtime: Runtime, session: AsyncSession) -> tuple[int, i
     """Put missing or stale routes and delete orphans (through a spawner worker); returns (put, deleted).
 
     Raises:
-        BusError: no spawner worker answered (503).
+        BusError: NATS is away (503). Unavailable: no spawner worker answered (503).
     """
     require_bus(runtime)  # asking a spawner worker goes over the bus
     await session.rollback()  # the request's read session is not needed while the spawner works
