@@ -160,11 +160,17 @@ async def renew(session: AsyncSession, me: str, ttl: float, working: Collection[
     return int(r.rowcount or 0)  # type: ignore[attr-defined]
 
 
-async def adopt_expired(session: AsyncSession, me: str, ttl: float, limit: int = 50) -> list[Row]:
-    """Take over rows whose lease expired (their worker died); never the same row as another worker."""
+async def adopt_expired(session: AsyncSession, me: str, ttl: float, limit: int = 50,
+                        skip: Collection[ServerKey] = ()) -> list[Row]:
+    """Take over rows whose lease expired (their worker died); never the same row as another worker, nor
+    the rows of `skip` (spawns this worker handed over: it can not finish them itself)."""
+    conditions = [ServerState.status.in_(ACTIVE), ServerState.lease_expires < func.now()]
+    if skip:
+        conditions.append(tuple_(ServerState.user_name, ServerState.server_name)
+                          .not_in([(k.user, k.server_name) for k in skip]))
     expired = (
         select(ServerState.user_name, ServerState.server_name)
-        .where(ServerState.status.in_(ACTIVE), ServerState.lease_expires < func.now())
+        .where(*conditions)
         .limit(limit)
         .with_for_update(skip_locked=True)
         .subquery()

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 Heartbeat = Callable[[], Awaitable[None]]
 
+HANDOFF_HOLD = 3  # leases during which a worker leaves a spawn it handed over to the others
 RETRY_DELAY = 0.5  # seconds before a command another worker (or my own in-flight task) is on comes back
 
 
@@ -78,6 +79,7 @@ class Worker:
         self.renewed_at = time.monotonic()  # when the last renewal of all my leases that succeeded was sent
         self.held_at: dict[ServerKey, float] = {}  # when a statement that took or renewed one lease was sent
         self._tasks: set[asyncio.Task[None]] = set()
+        self.handed_off: dict[ServerKey, float] = {}  # spawns I handed over (NATS unreachable), until when
         self.propagation = Propagation(runtime.bus)  # ready means reachable: every proxy node serves the route
         self._progress_sends: set[asyncio.Task[None]] = set()
 
@@ -175,6 +177,8 @@ class Worker:
             return Decision.nak(RETRY_DELAY)
         except HandOff as exc:
             log.warning("handing the spawn of %s over to another worker: %s", key, exc)
+            # not adopted back by me while the reason lasts (my adoption pass may well come first)
+            self.handed_off[key] = time.monotonic() + HANDOFF_HOLD * self.ttl
             await self._release(key, cmd.spawn_id)
             return Decision.nak(RETRY_DELAY)
         finally:
@@ -226,7 +230,10 @@ class Worker:
             await self._wait_ready(f"{target}{prefix}api", state, heartbeat)
             await self._fence(key, cmd.spawn_id)
             try:
-                revision = await put_route(self.rt.bus, route_for(cmd.user, cmd.server_name, target, cmd.spawn_id))
+                # tried for about a lease: a NATS restart is ridden out, a partition of this worker alone
+                # hands the spawn to one that reaches NATS instead of holding it for the whole retry budget
+                revision = await put_route(self.rt.bus, route_for(cmd.user, cmd.server_name, target, cmd.spawn_id),
+                                           retry_for=self.ttl)
             except Exception as exc:  # the server is fine: a worker that reaches the bus finishes its start
                 raise HandOff(f"route not written: {exc!r}") from exc
             await self.propagation.wait_served(revision, f"spawn of {key}")
@@ -382,9 +389,11 @@ class Worker:
         while True:
             await asyncio.sleep(interval)
             sent = time.monotonic()
+            now = time.monotonic()
+            self.handed_off = {k: until for k, until in self.handed_off.items() if until > now}
             try:
                 async with self.rt.sessions() as session, session.begin():
-                    rows = await leases.adopt_expired(session, self.me, self.ttl)
+                    rows = await leases.adopt_expired(session, self.me, self.ttl, skip=self.handed_off.keys())
             except Exception as exc:
                 log.warning("adoption pass failed: %r", exc)
                 continue

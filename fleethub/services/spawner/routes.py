@@ -29,8 +29,8 @@ MAX_DELAY = 2.0
 T = TypeVar("T")
 
 
-async def _retrying(what: str, write: Callable[[], Awaitable[T]]) -> T:
-    deadline = time.monotonic() + RETRY_FOR
+async def _retrying(what: str, write: Callable[[], Awaitable[T]], retry_for: float = RETRY_FOR) -> T:
+    deadline = time.monotonic() + retry_for
     delay = FIRST_DELAY
     while True:
         try:
@@ -43,14 +43,17 @@ async def _retrying(what: str, write: Callable[[], Awaitable[T]]) -> T:
         delay = min(delay * 2, MAX_DELAY)
 
 
-async def put_route(bus: Bus, route: Route) -> int:
+async def put_route(bus: Bus, route: Route, *, retry_for: float = RETRY_FOR) -> int:
     """Upsert a route; every proxy node sees it through its watch. Returns the bucket revision written.
 
+    `retry_for`: seconds to keep trying (a spawn tries for about a lease, then hands the spawn to a worker
+    that may reach NATS, rather than holding it through a partition of its own).
+
     Raises:
-        BusError: NATS did not take it within `RETRY_FOR` seconds.
+        BusError: NATS did not take it within `retry_for` seconds.
     """
     key = route_key(route.data["user"], route.data["server_name"])
-    return await _retrying(f"put route {key}", lambda: bus.routes.put(key, route))
+    return await _retrying(f"put route {key}", lambda: bus.routes.put(key, route), retry_for)
 
 
 async def delete_route(bus: Bus, user: str, server_name: str) -> None:
