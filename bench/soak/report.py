@@ -87,9 +87,7 @@ def write_report(args: argparse.Namespace, soak: Any, *, started: str, workdir: 
     add(f"Run {started}, churn {minutes:.1f} min (`python bench/soak/run.py --minutes {args.minutes:g} "
         f"--users {args.users} --kill-every {args.kill_every}`), warm-up {args.warmup:.0f} s, oracle every "
         f"{args.check_every:.0f} s. Load average at the end: {soak.final.get('loadavg') or _loadavg()} on "
-        f"{os.cpu_count()} cores. **The machine "
-        "was shared with 6 other helpers running test suites** during the run: latencies and convergence times "
-        "are those of a loaded machine.")
+        f"{os.cpu_count()} cores." + (f" {args.note}" if getattr(args, "note", "") else ""))
     add("")
     layout = soak.layout["layout"]
     add("Stack: " + ", ".join(f"{n} {s}" for s, n in layout.items()) + " (real processes, `python -m fleethub "

@@ -50,6 +50,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--culler-timeout", type=float, default=30.0, help="culler.timeout (default 30 s)")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results.md")
     p.add_argument("--workdir", type=Path, default=None, help="default: a new temporary directory")
+    p.add_argument("--note", default="", help="what else ran on the machine meanwhile (a sentence for the report)")
     p.add_argument("--report-from", type=Path, default=None,
                    help="only write the report again, from the soak.pickle a run left in its work dir")
     return p.parse_args()
@@ -237,6 +238,7 @@ def main() -> int:
     if args.report_from is not None:
         saved = pickle.loads(args.report_from.read_bytes())
         saved["args"].out = args.out
+        saved["args"].note = args.note or getattr(saved["args"], "note", "")
         print(write_report(saved["args"], saved["rec"], started=saved["started"], workdir=args.report_from.parent))
         return 0
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="fleethub-soak-"))
