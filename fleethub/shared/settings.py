@@ -30,6 +30,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from fleethub.shared.backend_settings import BatchSettings, DockerSettings, Profile, SystemUserSettings, parse_size
 from fleethub.shared.errors import BadRequest, ConfigError
 from fleethub.shared.names import normalize_username
 from fleethub.shared.scopes import allowed_scope_problem
@@ -219,6 +220,60 @@ class SpawnerSettings(_Section):
     hub_api_url: str | None = Field(
         None, description="JUPYTERHUB_API_URL given to servers; default <public_url>/hub/api."
     )
+    backends: list[str] = Field(
+        default_factory=list,
+        description="Backends this worker process serves (it consumes only their commands); empty: every "
+                    "backend the settings name (spawner.backend and each profile's).",
+    )
+    mem_limit: str | None = Field(None, description="Memory limit of a server ('2G'); exported as MEM_LIMIT "
+                                                    "(bytes), enforced where the backend can (docker, batch).")
+    mem_guarantee: str | None = Field(None, description="Memory guaranteed to a server; MEM_GUARANTEE.")
+    cpu_limit: float | None = Field(None, gt=0, description="CPUs a server may use; exported as CPU_LIMIT.")
+    cpu_guarantee: float | None = Field(None, gt=0, description="CPUs guaranteed to a server; CPU_GUARANTEE.")
+    pre_spawn_hook: str | None = Field(
+        None, description="Called before a server starts, with its spec (may return a changed one): an entry "
+                          "point of 'fleethub.hooks' or an import path 'module:function'.",
+    )
+    post_stop_hook: str | None = Field(
+        None, description="Called after a server stopped: an entry point of 'fleethub.hooks' or 'module:function'.",
+    )
+    profiles: list[Profile] = Field(default_factory=list, description="[[spawner.profiles]]: what the spawn "
+                                                                      "form offers; none: one implicit profile.")
+    system_user: SystemUserSettings = Field(default_factory=SystemUserSettings,
+                                            description="[spawner.system_user] section.")
+    docker: DockerSettings = Field(default_factory=DockerSettings, description="[spawner.docker] section.")
+    batch: BatchSettings = Field(default_factory=BatchSettings, description="[spawner.batch] section.")
+
+    @field_validator("mem_limit", "mem_guarantee")
+    @classmethod
+    def _size(cls, value: str | None) -> str | None:
+        parse_size(value)
+        return value
+
+    @field_validator("profiles")
+    @classmethod
+    def _profiles(cls, value: list[Profile]) -> list[Profile]:
+        slugs = [p.key() for p in value]
+        dup = sorted({s for s in slugs if slugs.count(s) > 1})
+        if dup:
+            raise ValueError(f"profiles share the slug {dup[0]!r}; give each its own")
+        if sum(p.default for p in value) > 1:
+            raise ValueError("more than one profile is the default")
+        for profile in value:
+            if "profiles" in profile.overrides or "backends" in profile.overrides:
+                raise ValueError(f"profile {profile.key()!r}: overrides cannot change profiles or backends")
+        return value
+
+    @model_validator(mode="after")
+    def _overrides_valid(self) -> SpawnerSettings:
+        from fleethub.shared.profiles import with_overrides  # it imports this module's names lazily too
+
+        for profile in self.profiles:
+            try:
+                with_overrides(self, profile.overrides)
+            except ValueError as exc:
+                raise ValueError(f"profile {profile.key()!r} overrides: {exc}") from None
+        return self
 
     @field_validator("env_keep")
     @classmethod

@@ -11,9 +11,10 @@ import json
 import os
 import pwd
 
+from fleethub.shared.backend_settings import parse_size
 from fleethub.shared.names import client_id, server_prefix, url_escape
 from fleethub.shared.security import server_token
-from fleethub.shared.settings import ServiceSettings, kept_environment
+from fleethub.shared.settings import ServiceSettings, SpawnerSettings, kept_environment
 
 
 def _account(user: str) -> dict[str, str]:
@@ -26,15 +27,32 @@ def _account(user: str) -> dict[str, str]:
         return {"USER": user, "HOME": me.pw_dir, "SHELL": me.pw_shell or "/bin/sh"}
 
 
+def limits_env(config: SpawnerSettings) -> dict[str, str]:
+    """`MEM_LIMIT`, `MEM_GUARANTEE` (bytes), `CPU_LIMIT`, `CPU_GUARANTEE` (CPUs) of the limits that are set,
+    as JupyterHub exports them to a server."""
+    env = {}
+    for var, size in (("MEM_LIMIT", config.mem_limit), ("MEM_GUARANTEE", config.mem_guarantee)):
+        if size is not None:
+            env[var] = str(parse_size(size))
+    for var, cpus in (("CPU_LIMIT", config.cpu_limit), ("CPU_GUARANTEE", config.cpu_guarantee)):
+        if cpus is not None:
+            env[var] = f"{cpus:g}"
+    return env
+
+
 def server_env(settings: ServiceSettings, secret_key: str, user: str, server_name: str,
-               spawn_id: str) -> dict[str, str]:
-    """The environment for one spawn (without `JUPYTERHUB_SERVICE_URL`, which the backend adds)."""
+               spawn_id: str, config: SpawnerSettings | None = None) -> dict[str, str]:
+    """The environment for one spawn (without `JUPYTERHUB_SERVICE_URL`, which the backend adds).
+
+    `config`: the spawn's effective `[spawner]` settings (its profile's); default `settings.spawner`.
+    """
+    spawner = config or settings.spawner
     prefix = server_prefix(user, server_name)
     token = server_token(secret_key, spawn_id)
     access = json.dumps([f"access:servers!server={user}/{server_name}", f"access:servers!user={user}"])
     api_url = settings.hub_api_url
     # of the worker's own environment only the allow list (as JupyterHub's env_keep)
-    env = kept_environment(settings.spawner.env_keep)
+    env = kept_environment(spawner.env_keep)
     env.update(_account(user))
     env.update(
         {
@@ -58,11 +76,12 @@ def server_env(settings: ServiceSettings, secret_key: str, user: str, server_nam
         }
     )
     values = {"username": user, "servername": server_name, "base_url": "/"}
-    if settings.spawner.notebook_dir:
-        env["JUPYTERHUB_ROOT_DIR"] = _format(settings.spawner.notebook_dir, values)
-    if settings.spawner.default_url:
-        env["JUPYTERHUB_DEFAULT_URL"] = _format(settings.spawner.default_url, values)
-    env.update({k: _format(v, values) for k, v in settings.spawner.environment.items()})
+    if spawner.notebook_dir:
+        env["JUPYTERHUB_ROOT_DIR"] = _format(spawner.notebook_dir, values)
+    if spawner.default_url:
+        env["JUPYTERHUB_DEFAULT_URL"] = _format(spawner.default_url, values)
+    env.update(limits_env(spawner))
+    env.update({k: _format(v, values) for k, v in spawner.environment.items()})
     return env
 
 

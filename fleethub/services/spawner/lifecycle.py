@@ -19,11 +19,14 @@ from fleethub.services.spawner.env import server_env
 from fleethub.services.spawner.httpcheck import http_status
 from fleethub.services.spawner.propagation import Propagation
 from fleethub.services.spawner.routes import delete_route, put_route
+from fleethub.shared.backend_options import configure_for
 from fleethub.shared.bus import Decision
+from fleethub.shared.errors import BadRequest, ConfigError
 from fleethub.shared.events import ServerProgress, SpawnServer, StopServer
 from fleethub.shared.faults import fault
 from fleethub.shared.lifecycle import DONE, ServerKey, ServerStatus, Transition, transition
 from fleethub.shared.names import encode_token, server_prefix
+from fleethub.shared.profiles import resolve
 from fleethub.shared.routes import reconcile_round, route_for
 from fleethub.shared.service import Runtime
 from fleethub.shared.transient import transient
@@ -202,12 +205,24 @@ class Worker:
         key = ServerKey(cmd.user, cmd.server_name)
         prefix = server_prefix(cmd.user, cmd.server_name)
         await self._progress(cmd, 0, "Server requested")
+        try:
+            choice = resolve(self.rt.settings.spawner, cmd.user_options, configure_for)
+        except (BadRequest, ConfigError) as exc:  # the api checked the options: the settings changed since
+            await self._fence(key, cmd.spawn_id)
+            await self._record(Transition.failed(key, cmd.spawn_id, worker=self.me, message=str(exc)))
+            return
+
+        async def progress(message: str) -> None:
+            await self._progress(cmd, 50, message)
+
         spec = ServerSpec(
             user=cmd.user, server_name=cmd.server_name, spawn_id=cmd.spawn_id, prefix=prefix,
-            env=server_env(self.rt.settings, self.rt.secret_key, cmd.user, cmd.server_name, cmd.spawn_id),
-            user_options=dict(cmd.user_options),
+            env=server_env(self.rt.settings, self.rt.secret_key, cmd.user, cmd.server_name, cmd.spawn_id,
+                           config=choice.config),
+            user_options=dict(choice.user_options),
             log_path=self.rt.settings.data_dir / "logs"
             / f"{encode_token(cmd.user)}.{encode_token(cmd.server_name)}.log",
+            config=choice.config, progress=progress,
         )
         state: dict[str, Any] = dict(found or {})
         try:

@@ -193,6 +193,10 @@ SHAPED: dict[str, Any] = {
     "roles.scopes": ["custom:walk:read", "read:users!group=lab"],
     "roles.services": ["walk-svc"],
     "custom_scopes.subscopes": ["custom:walk:read"],
+    "spawner.mem_limit": "3G",
+    "spawner.mem_guarantee": "1.5G",
+    "spawner.profiles.slug": "walk-profile",
+    "spawner.profiles.overrides": {"cpu_limit": 2.0, "docker": {"image": "walk/image"}},
 }
 DICT_KEYS = {"custom_scopes": "custom:walk:read"}
 

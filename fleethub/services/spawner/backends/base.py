@@ -11,20 +11,34 @@ created: `poll` and `stop` work from the identity alone (no pid, container id or
 worker that adopts the row either finds the server alive (`locate`) and keeps it, or ends it and starts
 again.
 Nothing a backend creates can be an orphan.
-Backends are found through the entry point group `fleethub.spawners` (third parties add their own);
-`local` is built in.
+Backends are found through the entry point group `fleethub.spawners` (third parties add their own) or an
+import path; `local`, `system-user`, `docker` and `batch` are built in. A worker process serves the backends
+of `spawner.backends` (`fleethub.shared.profiles.served_backends`), one instance of each.
+
+What a backend takes from `user_options` (a chosen image) is decided before the spawn is accepted, by
+`fleethub.shared.backend_options` (the api refuses bad options with a 400); the backend gets the
+result as `ServerSpec.config`, the effective `[spawner]` settings of this spawn (profile overrides
+applied). A backend reads its settings from `spec.config`, never from the settings it was built with,
+except for what it needs to reach its system (an engine's address).
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from fleethub.shared.backend_options import ENTRY_POINT_GROUP
 from fleethub.shared.plugins import load_plugin
-from fleethub.shared.settings import ServiceSettings
+from fleethub.shared.settings import ServiceSettings, SpawnerSettings
 
-ENTRY_POINT_GROUP = "fleethub.spawners"
+Progress = Callable[[str], Awaitable[None]]
+"""Sends one progress message of the spawn to the user (`ServerProgress`, shown on the spawn page)."""
+
+
+async def _no_progress(message: str) -> None:
+    """The progress of a start nobody watches (tests of a backend alone)."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +58,10 @@ class ServerSpec:
     env: dict[str, str]
     user_options: dict[str, Any] = field(default_factory=dict)
     log_path: Path | None = None
+    config: SpawnerSettings = field(default_factory=SpawnerSettings)
+    """The effective `[spawner]` settings of this spawn: its profile's overrides and options applied."""
+    progress: Progress = _no_progress
+    """Where the backend reports how the start goes ("queued", "pulling image", ...)."""
 
 
 class Backend(Protocol):
@@ -86,12 +104,34 @@ def _local() -> type:
     return LocalBackend
 
 
-def load_backend(settings: ServiceSettings) -> Backend:
-    """The backend named by `spawner.backend`.
+def _system_user() -> type:
+    from fleethub.services.spawner.backends.system_user import SystemUserBackend
+
+    return SystemUserBackend
+
+
+def _docker() -> type:
+    from fleethub.services.spawner.backends.docker import DockerBackend
+
+    return DockerBackend
+
+
+def _batch() -> type:
+    from fleethub.services.spawner.backends.batch import BatchBackend
+
+    return BatchBackend
+
+
+BUILTIN: dict[str, Callable[[], type]] = {"local": _local, "system-user": _system_user, "docker": _docker,
+                                          "batch": _batch}
+
+
+def load_backend(settings: ServiceSettings, name: str | None = None) -> Backend:
+    """The backend `name` (default `spawner.backend`), built with `settings`.
 
     Raises:
         ConfigError: no such backend.
     """
-    cls = load_plugin(ENTRY_POINT_GROUP, settings.spawner.backend, {"local": _local},
+    cls = load_plugin(ENTRY_POINT_GROUP, name or settings.spawner.backend, BUILTIN,
                       "spawner.backend (FLEETHUB_SPAWNER__BACKEND)")
     return cls(settings)  # type: ignore[no-any-return]

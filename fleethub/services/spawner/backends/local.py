@@ -87,8 +87,8 @@ class LocalBackend:
         self._found: dict[str, int] = {}  # marker → pid of servers found by marker (state without a pid)
         self._warned_root = False
 
-    def _command(self) -> list[str]:
-        cmd = [*self.settings.spawner.cmd, *self.settings.spawner.args]
+    def _command(self, spec: ServerSpec) -> list[str]:
+        cmd = [*spec.config.cmd, *spec.config.args]
         if os.geteuid() == 0 and Path(cmd[0]).name == "jupyterhub-singleuser" and "--allow-root" not in cmd:
             if not self._warned_root:
                 log.warning(
@@ -100,7 +100,7 @@ class LocalBackend:
         return cmd
 
     def identity(self, spec: ServerSpec) -> dict[str, Any]:
-        ip = self.settings.spawner.ip
+        ip = spec.config.ip
         return {"ip": ip, "port": free_port(ip), "marker": marker_of(spec)}
 
     async def start(self, spec: ServerSpec, identity: dict[str, Any]) -> dict[str, Any]:
@@ -108,7 +108,7 @@ class LocalBackend:
         env = {**spec.env, "JUPYTERHUB_SERVICE_URL": f"http://{ip}:{port}{spec.prefix}",
                MARKER_VAR: str(identity["marker"])}
         out, cwd = _log_and_cwd(spec, env)
-        command = self._command()
+        command = self._command(spec)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *command, env=env, cwd=cwd, stdout=out, stderr=asyncio.subprocess.STDOUT,

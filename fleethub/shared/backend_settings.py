@@ -1,0 +1,160 @@
+"""Settings of the spawner's backends and profiles: `[spawner.system_user]`, `[spawner.docker]`,
+`[spawner.batch]`, `[[spawner.profiles]]`, and the resource limits every backend is given.
+
+Names follow the JupyterHub spawners whose job each section does (SudoSpawner/LocalProcessSpawner,
+DockerSpawner, BatchSpawner, KubeSpawner's `profile_list`). Imported by `fleethub.shared.settings`,
+which holds them under `[spawner]`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+def parse_size(value: str | int | None) -> int | None:
+    """Bytes of a size as JupyterHub's `mem_limit` takes it: an integer, or a number with K, M, G or T
+    (powers of 1024: "512M", "1.5G").
+
+    Raises:
+        ValueError: not such a size.
+    """
+    if value is None or isinstance(value, int):
+        if isinstance(value, int) and value < 0:
+            raise ValueError("a size cannot be negative")
+        return value
+    match = _SIZE_RE.match(value)
+    if not match:
+        raise ValueError(f"{value!r} is not a size (bytes, or a number with K, M, G or T: '512M', '2G')")
+    return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SystemUserSettings(_Section):
+    """`[spawner.system_user]`: each server runs as its user's own Unix account."""
+
+    mediator: list[str] = Field(
+        default_factory=list,
+        description="Command prefix that runs the server as the user when the worker is not root, each item "
+                    "formatted with {username} (SudoSpawner's model), e.g. ['sudo', '-n', '-E', '-u', "
+                    "'{username}', '--']; empty: the worker (root) switches uid/gid itself.",
+    )
+    create_system_users: bool = Field(
+        False, description="Create a missing Unix account (useradd) instead of refusing the spawn."
+    )
+    username_map: dict[str, str] = Field(
+        default_factory=dict, description="Hub user name -> Unix account name, for hub names that are not Unix names."
+    )
+    useradd: list[str] = Field(
+        default_factory=lambda: ["useradd", "--create-home", "--shell", "/bin/bash", "--", "{username}"],
+        description="Command creating a missing account when create_system_users is on ({username} filled in).",
+    )
+
+
+class DockerSettings(_Section):
+    """`[spawner.docker]`: each server runs in a container of a Docker Engine (DockerSpawner's names)."""
+
+    host: str | None = Field(
+        None, description="The engine's address, DOCKER_HOST style (unix:///var/run/docker.sock, tcp://h:2375); "
+                          "default: $DOCKER_HOST, else the local socket.",
+    )
+    image: str = Field("quay.io/jupyterhub/singleuser:latest", description="Image of the servers.")
+    allowed_images: dict[str, str] = Field(
+        default_factory=dict,
+        description="Images a user may choose (display name -> image), offered in the spawn form; "
+                    "user_options 'image' must be one of them. Empty: only `image`.",
+    )
+    name_template: str = Field(
+        "jupyter-{username}{servername_suffix}",
+        description="Container name ({username}, {servername}, {servername_suffix} = '-<server>' or '') — "
+                    "deterministic, so an adopting worker finds a container whose worker died.",
+    )
+    cmd: list[str] | None = Field(None, description="The server command in the container; default spawner.cmd.")
+    volumes: dict[str, str] = Field(
+        default_factory=dict,
+        description="Host path -> container path ('path:ro' for read-only), {username} filled in in both.",
+    )
+    network_name: str = Field("host", description="Network of the containers; 'host': the host's network.")
+    remove: bool = Field(True, description="Remove a container once its server stops.")
+    extra_create_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Extra fields of the Engine's container create request."
+    )
+    extra_host_config: dict[str, Any] = Field(
+        default_factory=dict, description="Extra fields of the container's HostConfig."
+    )
+
+
+DEFAULT_BATCH_SCRIPT = """#!/bin/bash
+#SBATCH --job-name={job_name}
+#SBATCH --output={homedir}/.fleethub-{job_name}.log
+#SBATCH --chdir={homedir}
+{partition_line}{runtime_line}{memory_line}{nprocs_line}{options_line}
+{cmd}
+"""
+
+
+class BatchSettings(_Section):
+    """`[spawner.batch]`: each server runs as a batch job submitted as its user (BatchSpawner's names;
+    the defaults drive Slurm, the commands and their parsing are settings so PBS, SGE or LSF fit too)."""
+
+    script: str = Field(DEFAULT_BATCH_SCRIPT, description="Batch script template ({job_name}, {homedir}, "
+                                                          "{username}, {cmd}, {req_*} and the *_line fields).")
+    req_partition: str = Field("", description="Partition (queue) of the jobs.")
+    req_runtime: str = Field("", description="Wall time of a job, e.g. '8:00:00'.")
+    req_memory: str = Field("", description="Memory of a job, e.g. '4G'; default: spawner.mem_limit.")
+    req_nprocs: str = Field("", description="CPUs of a job; default: spawner.cpu_limit rounded up.")
+    req_options: str = Field("", description="Extra scheduler options, one line of the script.")
+    exec_prefix: str = Field("sudo -E -u {username}", description="Prefix of every scheduler command: run it "
+                                                                   "as the user ('' to run as the worker).")
+    submit_cmd: str = Field("sbatch --parsable", description="Submits the script (on stdin); prints the job id.")
+    query_cmd: str = Field("squeue -h -j {job_id} -o '%T %B'",
+                           description="Prints the job's state and host.")
+    cancel_cmd: str = Field("scancel {job_id}", description="Cancels the job.")
+    find_cmd: str = Field("squeue -h -n {job_name} -o '%i'",
+                          description="Prints the ids of jobs named {job_name} (adoption of a job whose id was "
+                                      "never saved).")
+    state_pending_re: str = Field(r"^(?:PENDING|CONFIGURING)", description="A query output of a queued job.")
+    state_running_re: str = Field(r"^(?:RUNNING|COMPLETING)", description="A query output of a running job.")
+    state_unknown_re: str = Field(r"^slurm_load_jobs error: (?:Socket timed out|Unable to contact)",
+                                  description="A query output meaning the scheduler did not answer.")
+    host_re: str = Field(r"\s+(\S+)\s*$", description="Group 1 is the job's host in the query output.")
+    job_name_template: str = Field("fh-{username}-{servername}-{spawn_short}",
+                                   description="Job name, derived from the server's key and spawn.")
+
+
+class Profile(_Section):
+    """One `[[spawner.profiles]]` entry (KubeSpawner's `profile_list` shape)."""
+
+    display_name: str = Field(description="Name shown in the spawn form.")
+    slug: str = Field("", description="Identifier sent as user_options 'profile'; default: from display_name.")
+    description: str = Field("", description="Text under the name in the form.")
+    default: bool = Field(False, description="Chosen when user_options name no profile.")
+    backend: str | None = Field(None, description="Backend of this profile; default spawner.backend.")
+    overrides: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Settings of [spawner] this profile changes (any key, sections merged: "
+                    "{mem_limit = '2G', docker = {image = '…'}}).",
+    )
+
+    @field_validator("slug")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if value and not SLUG_RE.fullmatch(value):
+            raise ValueError(f"{value!r} is not a slug (lower-case letters, digits, '-', '_'; up to 63)")
+        return value
+
+    def key(self) -> str:
+        """The slug, or one made of the display name."""
+        if self.slug:
+            return self.slug
+        made = re.sub(r"[^a-z0-9]+", "-", self.display_name.lower()).strip("-")[:63]
+        return made or "profile"
