@@ -97,17 +97,23 @@ DEFAULT_BATCH_SCRIPT = """#!/bin/bash
 #SBATCH --job-name={job_name}
 #SBATCH --output={homedir}/.fleethub-{job_name}.log
 #SBATCH --chdir={homedir}
+#SBATCH --export=ALL
 {partition_line}{runtime_line}{memory_line}{nprocs_line}{options_line}
-{cmd}
+exec {cmd}
 """
 
 
 class BatchSettings(_Section):
     """`[spawner.batch]`: each server runs as a batch job submitted as its user (BatchSpawner's names;
-    the defaults drive Slurm, the commands and their parsing are settings so PBS, SGE or LSF fit too)."""
+    the defaults drive Slurm, the commands and their parsing are settings so PBS, SGE or LSF fit too).
+
+    Every command is split like a shell line (shlex) and then each word is formatted on its own
+    ({username}, {job_id}, {job_name}): a value never becomes two words or a shell construct.
+    """
 
     script: str = Field(DEFAULT_BATCH_SCRIPT, description="Batch script template ({job_name}, {homedir}, "
-                                                          "{username}, {cmd}, {req_*} and the *_line fields).")
+                                                          "{username}, {cmd}, {port}, {req_*} and the *_line "
+                                                          "fields: '#SBATCH --partition=...' when set).")
     req_partition: str = Field("", description="Partition (queue) of the jobs.")
     req_runtime: str = Field("", description="Wall time of a job, e.g. '8:00:00'.")
     req_memory: str = Field("", description="Memory of a job, e.g. '4G'; default: spawner.mem_limit.")
@@ -116,19 +122,45 @@ class BatchSettings(_Section):
     exec_prefix: str = Field("sudo -E -u {username}", description="Prefix of every scheduler command: run it "
                                                                    "as the user ('' to run as the worker).")
     submit_cmd: str = Field("sbatch --parsable", description="Submits the script (on stdin); prints the job id.")
-    query_cmd: str = Field("squeue -h -j {job_id} -o '%T %B'",
+    job_id_re: str = Field(r"^\s*(\S+?)(?:;\S*)?\s*$",
+                           description="Group 1 is the job id in the submit command's output.")
+    query_cmd: str = Field("squeue -h -t all -j {job_id} -o '%T %B'",
                            description="Prints the job's state and host.")
     cancel_cmd: str = Field("scancel {job_id}", description="Cancels the job.")
-    find_cmd: str = Field("squeue -h -n {job_name} -o '%i'",
-                          description="Prints the ids of jobs named {job_name} (adoption of a job whose id was "
-                                      "never saved).")
+    find_cmd: str = Field("squeue -h -u {username} -n {job_name} -o '%i'",
+                          description="Prints the ids of the live jobs named {job_name}, one a line (adoption of "
+                                      "a job whose id was never saved; a stop cancels them all).")
     state_pending_re: str = Field(r"^(?:PENDING|CONFIGURING)", description="A query output of a queued job.")
     state_running_re: str = Field(r"^(?:RUNNING|COMPLETING)", description="A query output of a running job.")
     state_unknown_re: str = Field(r"^slurm_load_jobs error: (?:Socket timed out|Unable to contact)",
                                   description="A query output meaning the scheduler did not answer.")
-    host_re: str = Field(r"\s+(\S+)\s*$", description="Group 1 is the job's host in the query output.")
+    state_gone_re: str = Field(r"Invalid job id",
+                               description="An error of a failed query meaning the scheduler forgot the job (any "
+                                           "other failure of the query is 'did not answer').")
+    host_re: str = Field(r"^\S+\s+(\S+)", description="Group 1 is the job's host in the query output.")
     job_name_template: str = Field("fh-{username}-{servername}-{spawn_short}",
-                                   description="Job name, derived from the server's key and spawn.")
+                                   description="Job name, derived from the server's key and spawn "
+                                               "({username}, {servername}: encoded names; {spawn_short}).")
+    env_keep: list[str] = Field(
+        default_factory=lambda: ["SLURM_CONF"],
+        description="Variables of the worker's environment the scheduler commands get (besides "
+                    "spawner.env_keep); a job exported with --export=ALL gets them too.",
+    )
+    environment: dict[str, str] = Field(
+        default_factory=dict,
+        description="Variables set for the scheduler commands (and the job, with --export=ALL), e.g. "
+                    "{SLURM_CONF = '/etc/slurm-test/slurm.conf'}.",
+    )
+    command_timeout: float = Field(30.0, gt=0, description="Seconds a scheduler command may take.")
+    cancel_timeout: float = Field(60.0, gt=0, description="Seconds a stop waits for a cancelled job to be gone.")
+
+    @field_validator("env_keep")
+    @classmethod
+    def _no_secrets_kept(cls, value: list[str]) -> list[str]:
+        for name in value:  # the job inherits them (--export=ALL): the hub's secrets never go
+            if name.upper().startswith("FLEETHUB_") or name.upper() == "JUPYTERHUB_CRYPT_KEY":
+                raise ValueError(f"{name!r} carries the hub's secrets and may not be passed to jobs")
+        return value
 
 
 class Profile(_Section):

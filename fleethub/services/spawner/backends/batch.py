@@ -1,11 +1,345 @@
-"""Placeholder of the `batch` backend while it is being built (replaced by its implementation)."""
+"""The `batch` backend: each server is a batch job (Slurm by default) submitted as its user's own account.
+
+A spawn's identity, recorded before anything is submitted, is the job's name (derived from the server's key
+and spawn id), the Unix account, the address and port the server will listen on, and the scheduler commands
+of that spawn (its profile's): an adopting worker finds a job whose id was never saved by its name
+(`find_cmd`). `start` submits the script on the submit command's stdin (`exec_prefix`: `sudo -E -u
+{username}`, so the job is the user's), reports "queued" and "running on <node>" as progress, and returns
+once the job runs; the worker then waits for the server to answer HTTP.
+
+The server's token reaches the job through the submit command's environment (sbatch exports it,
+`--export=ALL`), never through a command line (visible in `ps`) or the script. The port is chosen free on
+the worker's machine: right when the job runs here (a one-node cluster, a worker on the node); on a
+remote node it is only likely free, and a server that cannot bind it fails its start.
+"""
 
 from __future__ import annotations
 
-from fleethub.shared.errors import ConfigError
-from fleethub.shared.settings import ServiceSettings
+import asyncio
+import ipaddress
+import logging
+import math
+import pwd
+import re
+import shlex
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from fleethub.services.spawner.backends.base import ServerSpec
+from fleethub.shared.backend_settings import BatchSettings, parse_size
+from fleethub.shared.names import encode_token
+from fleethub.shared.net import free_port
+from fleethub.shared.settings import ServiceSettings, SpawnerSettings, kept_environment
+
+log = logging.getLogger(__name__)
+
+Phase = Literal["pending", "running", "ended", "unknown"]
+QUERY_EVERY = 1.0  # seconds a job's answered state is reused by poll (the readiness loop polls every 50 ms)
+_SCHED_KEYS = ("exec_prefix", "query_cmd", "cancel_cmd", "find_cmd", "state_pending_re", "state_running_re",
+               "state_unknown_re", "state_gone_re", "host_re")
+
+
+class BatchError(Exception):
+    """A scheduler command failed, or a job did not run; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """What a query says of one job: its phase, its host once it runs, and the query's text (for messages)."""
+
+    phase: Phase
+    host: str | None
+    text: str
+
+
+# --- pure parts: commands, script, parsing (unit-tested) ------------------------------------------
+
+
+def command(template: str, prefix: str, values: Mapping[str, str]) -> list[str]:
+    """The argument list of `prefix` + `template`, each split like a shell line and then formatted word by
+    word: a value never becomes two words, an option or a shell construct.
+
+    Raises:
+        BatchError: a template names a value that does not exist.
+    """
+    words = shlex.split(prefix) + shlex.split(template)
+    try:
+        return [word.format_map(values) for word in words]
+    except (KeyError, IndexError, ValueError) as exc:
+        raise BatchError(f"spawner.batch: cannot fill in {' '.join(words)!r}: {exc!r}") from None
+
+
+def job_name(spec: ServerSpec, template: str) -> str:
+    """The job name of a spawn: `job_name_template` with the encoded user and server names and the start of
+    the spawn id (one token of letters, digits, '-' and '_', so it needs no quoting anywhere)."""
+    return template.format(username=encode_token(spec.user), servername=encode_token(spec.server_name),
+                           spawn_short=spec.spawn_id[:12], spawn_id=spec.spawn_id)
+
+
+def requests(config: SpawnerSettings) -> dict[str, str]:
+    """`req_*` of the spawn, with `req_memory` from `mem_limit` (MiB, rounded up) and `req_nprocs` from
+    `cpu_limit` (rounded up) when not set."""
+    batch = config.batch
+    memory = batch.req_memory
+    if not memory and config.mem_limit:
+        memory = f"{math.ceil((parse_size(config.mem_limit) or 0) / 1024**2)}M"
+    nprocs = batch.req_nprocs or (str(math.ceil(config.cpu_limit)) if config.cpu_limit else "")
+    return {"req_partition": batch.req_partition, "req_runtime": batch.req_runtime, "req_memory": memory,
+            "req_nprocs": nprocs, "req_options": batch.req_options}
+
+
+def render_script(config: SpawnerSettings, values: Mapping[str, str]) -> str:
+    """The batch script of a spawn: `batch.script` with `values` (job_name, homedir, username, cmd, port),
+    the `req_*` and their `#SBATCH` lines.
+
+    Raises:
+        BatchError: a value holds a line break (it would add lines to the script), or the template names
+            a value that does not exist.
+    """
+    req = requests(config)
+    lines = {
+        "partition_line": f"#SBATCH --partition={req['req_partition']}\n" if req["req_partition"] else "",
+        "runtime_line": f"#SBATCH --time={req['req_runtime']}\n" if req["req_runtime"] else "",
+        "memory_line": f"#SBATCH --mem={req['req_memory']}\n" if req["req_memory"] else "",
+        "nprocs_line": f"#SBATCH --cpus-per-task={req['req_nprocs']}\n" if req["req_nprocs"] else "",
+        "options_line": f"#SBATCH {req['req_options']}\n" if req["req_options"] else "",
+    }
+    everything = {**values, **req}
+    for key, value in everything.items():
+        if "\n" in value or "\r" in value or "\0" in value:
+            raise BatchError(f"spawner.batch: {key} {value[:60]!r} holds a line break; it cannot go in a script")
+    try:
+        return config.batch.script.format_map({**everything, **lines})
+    except (KeyError, IndexError, ValueError) as exc:
+        raise BatchError(f"spawner.batch.script: cannot fill it in: {exc!r}") from None
+
+
+def parse_job_id(output: str, pattern: str) -> str | None:
+    """The job id in the submit command's output (group 1 of `job_id_re` on its first line), or None."""
+    first = next((line for line in output.splitlines() if line.strip()), "")
+    match = re.search(pattern, first)
+    return match.group(1) if match else None
+
+
+def parse_status(sched: Mapping[str, str], returncode: int, stdout: str, stderr: str) -> JobStatus:
+    """What a query's outcome says of the job (see `BatchSettings`' state_*_re and host_re)."""
+    out = stdout.strip()
+    text = out or stderr.strip()
+    if re.search(sched["state_unknown_re"], f"{out}\n{stderr.strip()}", re.MULTILINE):
+        return JobStatus("unknown", None, text)
+    if returncode != 0:
+        gone = re.search(sched["state_gone_re"], f"{out}\n{stderr}")
+        return JobStatus("ended" if gone else "unknown", None, text)
+    if re.search(sched["state_pending_re"], out):
+        return JobStatus("pending", None, text)
+    if re.search(sched["state_running_re"], out):
+        match = re.search(sched["host_re"], out)
+        return JobStatus("running", match.group(1) if match else None, text)
+    return JobStatus("ended", None, text or "no longer listed")
+
+
+def is_wildcard(ip: str) -> bool:
+    """Whether `ip` means every interface (the server listens on its node's addresses)."""
+    if ip in ("", "*"):
+        return True
+    try:
+        return ipaddress.ip_address(ip).is_unspecified
+    except ValueError:
+        return False
+
+
+def unix_account(config: SpawnerSettings, user: str) -> str:
+    """The Unix account a hub user's jobs run as (`system_user.username_map`, else the same name)."""
+    return config.system_user.username_map.get(user, user)
+
+
+# --- the backend ------------------------------------------------------------------------------------
 
 
 class BatchBackend:
+    """Submits, queries and cancels batch jobs with the commands of `[spawner.batch]`."""
+
     def __init__(self, settings: ServiceSettings) -> None:
-        raise ConfigError("spawner.backend: the batch backend is not available in this build")
+        self.settings = settings
+        self._seen: dict[str, tuple[float, JobStatus]] = {}  # job id → (when, status): poll's short memory
+
+    # the environment of a scheduler command: what reaches the scheduler (SLURM_CONF), never a server's token
+    def _sched_env(self, batch: BatchSettings) -> dict[str, str]:
+        env = kept_environment(self.settings.spawner.env_keep)
+        env.update(kept_environment(batch.env_keep))
+        env.update(batch.environment)
+        return env
+
+    async def _run(self, argv: list[str], env: dict[str, str], *, stdin: str | None = None,
+                   timeout: float) -> tuple[int, str, str]:
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, env=env, stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, umask=0o077,
+            )
+        except OSError as exc:
+            raise BatchError(f"cannot run {argv[0]!r}: {exc.strerror or exc}") from exc
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(stdin.encode() if stdin is not None else None), timeout)
+        except (TimeoutError, asyncio.CancelledError):
+            if proc.returncode is None:
+                proc.kill()
+            await asyncio.shield(proc.wait())
+            raise
+        assert proc.returncode is not None
+        return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+
+    async def _sched(self, state: Mapping[str, Any], key: str, values: Mapping[str, str]) -> tuple[int, str, str]:
+        """Run the scheduler command `key` (query_cmd, cancel_cmd, find_cmd) of the spawn `state` names."""
+        sched = state["sched"]
+        batch = self.settings.spawner.batch
+        argv = command(sched[key], sched["exec_prefix"], {"username": state["username"], **values})
+        try:
+            return await self._run(argv, self._sched_env(batch), timeout=batch.command_timeout)
+        except TimeoutError:
+            raise BatchError(f"{argv[0]} did not answer within {batch.command_timeout:g}s") from None
+
+    async def _status(self, state: Mapping[str, Any], job_id: str) -> JobStatus:
+        rc, out, err = await self._sched(state, "query_cmd", {"job_id": job_id, "job_name": state["job_name"]})
+        status = parse_status(state["sched"], rc, out, err)
+        self._seen[job_id] = (time.monotonic(), status)
+        return status
+
+    async def _find(self, state: Mapping[str, Any]) -> list[str]:
+        """The live jobs named as the spawn's job (several only if a submit raced a dead worker's)."""
+        rc, out, err = await self._sched(state, "find_cmd", {"job_name": state["job_name"]})
+        if rc != 0:
+            raise BatchError(f"the scheduler did not list the jobs named {state['job_name']}: "
+                             f"{(err or out).strip()[:300]}")
+        return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+    async def _jobs(self, state: Mapping[str, Any]) -> list[str]:
+        job_id = state.get("job_id")
+        return [str(job_id)] if job_id else await self._find(state)
+
+    def identity(self, spec: ServerSpec) -> dict[str, Any]:
+        config = spec.config
+        ip = config.ip
+        sched = config.batch.model_dump(include=set(_SCHED_KEYS))
+        return {"job_name": job_name(spec, config.batch.job_name_template),
+                "username": unix_account(config, spec.user), "ip": ip,
+                "port": free_port("0.0.0.0" if is_wildcard(ip) else ip), "sched": sched}
+
+    async def start(self, spec: ServerSpec, identity: dict[str, Any]) -> dict[str, Any]:
+        config = spec.config
+        batch = config.batch
+        username = str(identity["username"])
+        homedir = self._home(batch, username, spec)
+        port = int(identity["port"])
+        script = render_script(config, {
+            "job_name": identity["job_name"], "homedir": homedir, "username": username, "port": str(port),
+            "cmd": shlex.join([*config.cmd, *config.args]),
+        })
+        env = {**spec.env, **self._sched_env(batch),
+               "JUPYTERHUB_SERVICE_URL": f"http://{identity['ip']}:{port}{spec.prefix}"}
+        argv = command(batch.submit_cmd, batch.exec_prefix, {"username": username, "job_name": identity["job_name"]})
+        try:
+            rc, out, err = await self._run(argv, env, stdin=script, timeout=batch.command_timeout)
+        except TimeoutError:
+            raise BatchError(f"submitting the batch job: {argv[0]} did not answer within "
+                             f"{batch.command_timeout:g}s") from None
+        job_id = parse_job_id(out, batch.job_id_re) if rc == 0 else None
+        if job_id is None:
+            raise BatchError(f"submitting the batch job failed ({' '.join(argv[:1] + argv[-2:])} exited {rc}): "
+                             f"{(err or out).strip()[:500]}")
+        state = {**identity, "job_id": job_id}
+        log.info("%s/%s: batch job %s submitted as %s", spec.user, spec.server_name, job_id, username)
+        return await self._until_running(spec, state)
+
+    def _home(self, batch: BatchSettings, username: str, spec: ServerSpec) -> str:
+        if "{username}" not in batch.exec_prefix:  # jobs run as the worker's account
+            return spec.env.get("HOME", "/")
+        try:
+            return pwd.getpwnam(username).pw_dir
+        except KeyError:
+            raise BatchError(f"there is no Unix account {username!r} to run {spec.user!r}'s batch job as (each "
+                             "job runs as its user's own account)") from None
+
+    async def _until_running(self, spec: ServerSpec, state: dict[str, Any]) -> dict[str, Any]:
+        """Wait for the job to run; report its queueing; give up a little before the worker's start timeout,
+        with a message saying where the job stood (the worker's own timeout could only say "did not start")."""
+        timeout = spec.config.start_timeout
+        deadline = time.monotonic() + timeout - min(2.0, timeout * 0.2)
+        job_id = str(state["job_id"])
+        said: Phase | None = None
+        delay = 0.1
+        while True:
+            status = await self._status(state, job_id)
+            if status.phase == "running":
+                host = status.host or ""
+                await spec.progress(f"Batch job {job_id} running on {host or 'its node'}")
+                return {**state, "host": host}
+            if status.phase == "ended":
+                raise BatchError(f"batch job {job_id} ended before its server ran ({status.text[:300]}); "
+                                 "the job's output file says why")
+            if status.phase == "pending" and said != "pending":
+                await spec.progress(f"Batch job {job_id} queued")
+                said = "pending"
+            if time.monotonic() > deadline:
+                where = ("still queued" if status.phase == "pending"
+                         else "not seen running (the scheduler did not answer)")
+                raise BatchError(f"batch job {job_id} {where} after {timeout:g}s ({status.text[:300]}); it is "
+                                 "cancelled")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    async def locate(self, state: dict[str, Any]) -> dict[str, Any] | None:
+        """The running job of `state`; a queued one is waited for (up to spawner.start_timeout)."""
+        deadline = time.monotonic() + self.settings.spawner.start_timeout
+        for job_id in await self._jobs(state):
+            while True:
+                status = await self._status(state, job_id)
+                if status.phase == "unknown":
+                    raise BatchError(f"the scheduler did not answer for batch job {job_id}: {status.text[:300]}")
+                if status.phase == "running":
+                    return {**state, "job_id": job_id, "host": status.host or ""}
+                if status.phase == "ended" or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.5)
+        return None
+
+    def target(self, state: dict[str, Any]) -> str:
+        ip = str(state["ip"])
+        host = str(state.get("host") or "") if is_wildcard(ip) else ip
+        if not host:
+            raise BatchError(f"batch job {state.get('job_id')} has no host yet")
+        return f"http://{host}:{state['port']}"
+
+    async def poll(self, state: dict[str, Any]) -> bool:
+        """Whether the job is queued or running; a scheduler that does not answer raises (never 'gone')."""
+        for job_id in await self._jobs(state):
+            seen = self._seen.get(job_id)
+            if seen is not None and time.monotonic() - seen[0] < QUERY_EVERY and seen[1].phase != "ended":
+                return True
+            status = await self._status(state, job_id)
+            if status.phase == "unknown":
+                raise BatchError(f"the scheduler did not answer for batch job {job_id}: {status.text[:300]}")
+            if status.phase != "ended":
+                return True
+        return False
+
+    async def stop(self, state: dict[str, Any]) -> None:
+        """Cancel the job (and any other live job of the spawn's name), then wait until none is left."""
+        jobs = set(await self._find(state))
+        if state.get("job_id"):
+            jobs.add(str(state["job_id"]))
+        for job_id in sorted(jobs):
+            rc, out, err = await self._sched(state, "cancel_cmd", {"job_id": job_id, "job_name": state["job_name"]})
+            if rc != 0:
+                log.info("cancel of batch job %s: %s", job_id, (err or out).strip()[:300])
+        timeout = self.settings.spawner.batch.cancel_timeout
+        deadline = time.monotonic() + timeout
+        for job_id in sorted(jobs):
+            while (status := await self._status(state, job_id)).phase != "ended":
+                if time.monotonic() > deadline:
+                    raise BatchError(f"batch job {job_id} still {status.text[:200]!r} {timeout:g}s after its "
+                                     "cancel")
+                await asyncio.sleep(0.2)
+            self._seen.pop(job_id, None)
