@@ -124,8 +124,8 @@ class BatchSettings(_Section):
     submit_cmd: str = Field("sbatch --parsable", description="Submits the script (on stdin); prints the job id.")
     job_id_re: str = Field(r"^\s*(\S+?)(?:;\S*)?\s*$",
                            description="Group 1 is the job id in the submit command's output.")
-    query_cmd: str = Field("squeue -h -t all -j {job_id} -o '%T %B'",
-                           description="Prints the job's state and host.")
+    query_cmd: str = Field("squeue -h -t all -j {job_id} -o '%T %B %r'",
+                           description="Prints the job's state, its host and why it waits.")
     cancel_cmd: str = Field("scancel {job_id}", description="Cancels the job.")
     find_cmd: str = Field("squeue -h -u {username} -n {job_name} -o '%i'",
                           description="Prints the ids of the live jobs named {job_name}, one a line (adoption of "

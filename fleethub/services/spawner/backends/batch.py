@@ -174,13 +174,16 @@ class BatchBackend:
 
     async def _run(self, argv: list[str], env: dict[str, str], *, stdin: str | None = None,
                    timeout: float) -> tuple[int, str, str]:
+        # umask 077 (through sh: uvloop's subprocesses take no umask): the job's output files, created
+        # with the submitter's umask, are the user's alone
+        argv = ["/bin/sh", "-c", 'umask 077 && exec "$@"', "sh", *argv]
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, env=env, stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, umask=0o077,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             )
         except OSError as exc:
-            raise BatchError(f"cannot run {argv[0]!r}: {exc.strerror or exc}") from exc
+            raise BatchError(f"cannot run {argv[4]!r}: {exc.strerror or exc}") from exc
         try:
             out, err = await asyncio.wait_for(proc.communicate(stdin.encode() if stdin is not None else None), timeout)
         except (TimeoutError, asyncio.CancelledError):

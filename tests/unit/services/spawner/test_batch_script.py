@@ -1,0 +1,122 @@
+"""The batch backend's pure parts: its commands (no shell injection), its script, and the parsing of what
+the scheduler says."""
+
+from __future__ import annotations
+
+import pytest
+
+from fleethub.services.spawner.backends.base import ServerSpec
+from fleethub.services.spawner.backends.batch import (
+    BatchError,
+    command,
+    is_wildcard,
+    job_name,
+    parse_job_id,
+    parse_status,
+    render_script,
+    requests,
+)
+from fleethub.shared.backend_settings import BatchSettings
+from fleethub.shared.settings import SpawnerSettings
+
+SLURM = BatchSettings().model_dump()
+VALUES = {"job_name": "fh-alice-_-0123456789ab", "homedir": "/home/alice", "username": "alice",
+          "cmd": "/venv/bin/jupyterhub-singleuser --debug", "port": "40000"}
+
+
+def config(**batch: str) -> SpawnerSettings:
+    return SpawnerSettings.model_validate({"batch": batch})
+
+
+def test_each_word_is_formatted_alone() -> None:
+    hostile = "x; rm -rf / #"
+    argv = command("squeue -h -u {username} -n {job_name} -o '%i'", "sudo -E -u {username}",
+                   {"username": hostile, "job_name": "a b"})
+    assert argv == ["sudo", "-E", "-u", hostile, "squeue", "-h", "-u", hostile, "-n", "a b", "-o", "%i"]
+
+
+def test_a_template_naming_an_unknown_value_says_which() -> None:
+    with pytest.raises(BatchError, match=r"spawner\.batch.*jobid"):
+        command("scancel {jobid}", "", {"job_id": "1"})
+
+
+def test_job_name_is_one_safe_token_per_spawn() -> None:
+    spec = ServerSpec(user="Éva o'brien", server_name="gpu 1", spawn_id="0123456789abcdef" * 2, prefix="/",
+                      env={})
+    name = job_name(spec, BatchSettings().job_name_template)
+    assert name == "fh-_C3_89va_20o_27brien-gpu_201-0123456789ab"
+    assert all(c.isalnum() or c in "-_" for c in name)
+    default = ServerSpec(user="bob", server_name="", spawn_id="f" * 32, prefix="/", env={})
+    assert job_name(default, BatchSettings().job_name_template) == "fh-bob-_-ffffffffffff"
+
+
+def test_default_script_for_slurm() -> None:
+    script = render_script(config(req_partition="debug", req_runtime="1:00:00", req_options="--gres=gpu:1"),
+                           VALUES)
+    assert script.startswith("#!/bin/bash\n")
+    lines = script.splitlines()
+    for line in ("#SBATCH --job-name=fh-alice-_-0123456789ab", "#SBATCH --chdir=/home/alice",
+                 "#SBATCH --output=/home/alice/.fleethub-fh-alice-_-0123456789ab.log", "#SBATCH --partition=debug",
+                 "#SBATCH --time=1:00:00", "#SBATCH --gres=gpu:1", "exec /venv/bin/jupyterhub-singleuser --debug"):
+        assert line in lines, script
+    assert not [line for line in lines if line.startswith(("#SBATCH --mem", "#SBATCH --cpus"))]
+
+
+def test_memory_and_cpus_default_from_the_limits() -> None:
+    limited = SpawnerSettings.model_validate({"mem_limit": "1.5G", "cpu_limit": 1.2})
+    assert requests(limited)["req_memory"] == "1536M" and requests(limited)["req_nprocs"] == "2"
+    script = render_script(limited, VALUES)
+    assert "#SBATCH --mem=1536M" in script and "#SBATCH --cpus-per-task=2" in script
+    explicit = SpawnerSettings.model_validate({"mem_limit": "1G", "cpu_limit": 1, "batch": {"req_memory": "3G",
+                                                                                           "req_nprocs": "4"}})
+    assert requests(explicit)["req_memory"] == "3G" and requests(explicit)["req_nprocs"] == "4"
+
+
+def test_a_value_with_a_line_break_never_reaches_a_script() -> None:
+    with pytest.raises(BatchError, match="line break"):
+        render_script(config(req_partition="debug\nrm -rf ~"), VALUES)
+    with pytest.raises(BatchError, match="homedir"):
+        render_script(config(), {**VALUES, "homedir": "/home/x\n#SBATCH --uid=0"})
+
+
+def test_another_scheduler_by_configuration() -> None:
+    pbs = config(script="#PBS -N {job_name}\n#PBS -q {req_partition}\ncd {homedir}\n{cmd}\n", req_partition="work")
+    assert render_script(pbs, VALUES) == ("#PBS -N fh-alice-_-0123456789ab\n#PBS -q work\ncd /home/alice\n"
+                                          "/venv/bin/jupyterhub-singleuser --debug\n")
+    assert parse_job_id("1234.pbs-server\n", r"^(\S+)") == "1234.pbs-server"
+
+
+def test_job_id_of_sbatch_parsable() -> None:
+    pattern = BatchSettings().job_id_re
+    assert parse_job_id("42\n", pattern) == "42"
+    assert parse_job_id("42;cluster\n", pattern) == "42"
+    assert parse_job_id("", pattern) is None
+
+
+@pytest.mark.parametrize(("rc", "out", "err", "phase", "host"), [
+    (0, "PENDING n/a\n", "", "pending", None),
+    (0, "CONFIGURING n/a\n", "", "pending", None),
+    (0, "RUNNING node17\n", "", "running", "node17"),
+    (0, "COMPLETING node17\n", "", "running", "node17"),
+    (0, "COMPLETED node17\n", "", "ended", None),
+    (0, "FAILED node17\n", "", "ended", None),
+    (0, "CANCELLED node17\n", "", "ended", None),
+    (0, "", "", "ended", None),
+    (1, "", "slurm_load_jobs error: Invalid job id specified\n", "ended", None),
+    (1, "", "slurm_load_jobs error: Unable to contact slurm controller (connect failure)\n", "unknown", None),
+    (1, "", "sudo: unable to resolve host\n", "unknown", None),
+])
+def test_status_of_squeue(rc: int, out: str, err: str, phase: str, host: str | None) -> None:
+    status = parse_status(SLURM, rc, out, err)
+    assert (status.phase, status.host) == (phase, host)
+    assert status.text
+
+
+def test_wildcard_addresses() -> None:
+    assert is_wildcard("0.0.0.0") and is_wildcard("::") and is_wildcard("")
+    assert not is_wildcard("127.0.0.1") and not is_wildcard("10.1.2.3") and not is_wildcard("node1")
+
+
+def test_env_keep_of_jobs_refuses_the_hubs_secrets() -> None:
+    with pytest.raises(ValueError, match="secrets"):
+        BatchSettings(env_keep=["SLURM_CONF", "FLEETHUB_DATABASE_URL"])
