@@ -58,6 +58,12 @@ async def batch_hub(tmp_path: Path, nats_url: str, database_url: str, nats_names
             slurm.command("scancel", "-u", user, check=False)  # whatever a failed test left
 
 
+def job_outputs(account: pwd.struct_passwd) -> str:
+    """The output files of the user's jobs (for a failure's message)."""
+    return "\n".join(f"==== {p.name}\n{p.read_text(errors='replace')[-3000:]}"
+                     for p in sorted(Path(account.pw_dir).glob(".fleethub-*.log")))
+
+
 def processes_of(user: str) -> list[tuple[int, str]]:
     """(pid, command line) of the live processes of Unix account `user`."""
     uid = pwd.getpwnam(user).pw_uid
@@ -113,7 +119,7 @@ async def test_rest_api_spawn_is_a_slurm_job_of_the_user(tmp_path: Path, nats_ur
         for _ in range(int(os.environ.get("FLEETHUB_TEST_BATCH_SPAWNS", "1"))):
             t0 = time.monotonic()
             r = await client.post(f"/hub/api/users/{name}/server")
-            assert r.status_code == 201, f"{r.status_code} {r.text}\n{cluster.logs()}"
+            assert r.status_code == 201, f"{r.status_code} {r.text}\n{job_outputs(batch_user)}\n{cluster.logs()}"
             times.append(time.monotonic() - t0)
 
             # squeue: one job, the user's, named after the server and spawn, running on our node

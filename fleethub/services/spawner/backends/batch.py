@@ -291,7 +291,7 @@ class BatchBackend:
                 raise BatchError(f"batch job {job_id} {where} after {timeout:g}s ({status.text[:300]}); it is "
                                  "cancelled")
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
+            delay = min(delay * 2, 0.5)
 
     async def locate(self, state: dict[str, Any]) -> dict[str, Any] | None:
         """The running job of `state`; a queued one is waited for (up to spawner.start_timeout)."""
@@ -326,6 +326,7 @@ class BatchBackend:
                 raise BatchError(f"the scheduler did not answer for batch job {job_id}: {status.text[:300]}")
             if status.phase != "ended":
                 return True
+            log.info("batch job %s of %s is over: %s", job_id, state["job_name"], status.text[:300])
         return False
 
     async def stop(self, state: dict[str, Any]) -> None:
