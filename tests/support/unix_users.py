@@ -5,7 +5,8 @@ A test's user runs the venv's `jupyterhub-singleuser` (a Slurm job, a process of
 directory above the venv and above the interpreter it links to must be searchable by others. CI runs in a
 clone under a 0700 temp dir and our interpreter may live under /root: `traversable` adds o+x where it is
 missing and takes it away again afterwards (only the bit it added, so a mode changed meanwhile by someone
-else keeps their change).
+else keeps their change). Another process doing the same at the same time (two test sessions on one
+machine) can take the bit away under us: the machine's test sessions are meant to run one at a time.
 """
 
 from __future__ import annotations
@@ -59,26 +60,38 @@ def _ancestors(path: Path) -> list[Path]:
     return out
 
 
+_ADDED: dict[Path, int] = {}  # directories whose o+x this process added → how many holders need it
+
+
 @contextmanager
 def traversable(*paths: Path) -> Iterator[list[Path]]:
     """Make `paths` and every directory above them searchable by others (o+x) for the duration; yields the
-    directories changed. Afterwards each loses the bit again (only the bit that was added)."""
-    changed: list[Path] = []
+    directories changed. The bit is taken away again (only the bit that was added) when the last holder in
+    this process is done: overlapping users (a session fixture and a test's) never take it from each other.
+    """
+    held: list[Path] = []
     try:
         for path in paths:
             for directory in _ancestors(path):
-                if not directory.is_dir() or directory in changed:
+                if not directory.is_dir() or directory in held:
                     continue
-                mode = directory.stat().st_mode
-                if not mode & stat.S_IXOTH:
+                if directory not in _ADDED:
+                    mode = directory.stat().st_mode
+                    if mode & stat.S_IXOTH:
+                        continue
                     directory.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
-                    changed.append(directory)
-        yield changed
+                    _ADDED[directory] = 0
+                _ADDED[directory] += 1
+                held.append(directory)
+        yield held
     finally:
-        for directory in reversed(changed):
+        for directory in reversed(held):
+            _ADDED[directory] -= 1
+            if _ADDED[directory] > 0:
+                continue
+            del _ADDED[directory]
             try:
-                mode = directory.stat().st_mode
-                directory.chmod(stat.S_IMODE(mode) & ~stat.S_IXOTH)
+                directory.chmod(stat.S_IMODE(directory.stat().st_mode) & ~stat.S_IXOTH)
             except FileNotFoundError:
                 pass
 
