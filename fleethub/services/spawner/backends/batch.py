@@ -25,7 +25,8 @@ import shlex
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from enum import Enum, auto
+from typing import Any
 
 from fleethub.services.spawner.backends.base import ServerSpec
 from fleethub.shared.backend_settings import BatchSettings, parse_size
@@ -35,10 +36,18 @@ from fleethub.shared.settings import ServiceSettings, SpawnerSettings, kept_envi
 
 log = logging.getLogger(__name__)
 
-Phase = Literal["pending", "running", "ended", "unknown"]
 QUERY_EVERY = 1.0  # seconds a job's answered state is reused by poll (the readiness loop polls every 50 ms)
 _SCHED_KEYS = ("exec_prefix", "query_cmd", "cancel_cmd", "find_cmd", "state_pending_re", "state_running_re",
                "state_unknown_re", "state_gone_re", "host_re")
+
+
+class Phase(Enum):
+    """Where a job stands, as its query says."""
+
+    QUEUED = auto()
+    RUNNING = auto()
+    ENDED = auto()
+    UNKNOWN = auto()  # the scheduler did not answer
 
 
 class BatchError(Exception):
@@ -128,16 +137,16 @@ def parse_status(sched: Mapping[str, str], returncode: int, stdout: str, stderr:
     out = stdout.strip()
     text = out or stderr.strip()
     if re.search(sched["state_unknown_re"], f"{out}\n{stderr.strip()}", re.MULTILINE):
-        return JobStatus("unknown", None, text)
+        return JobStatus(Phase.UNKNOWN, None, text)
     if returncode != 0:
         gone = re.search(sched["state_gone_re"], f"{out}\n{stderr}")
-        return JobStatus("ended" if gone else "unknown", None, text)
+        return JobStatus(Phase.ENDED if gone else Phase.UNKNOWN, None, text)
     if re.search(sched["state_pending_re"], out):
-        return JobStatus("pending", None, text)
+        return JobStatus(Phase.QUEUED, None, text)
     if re.search(sched["state_running_re"], out):
         match = re.search(sched["host_re"], out)
-        return JobStatus("running", match.group(1) if match else None, text)
-    return JobStatus("ended", None, text or "no longer listed")
+        return JobStatus(Phase.RUNNING, match.group(1) if match else None, text)
+    return JobStatus(Phase.ENDED, None, text or "no longer listed")
 
 
 def is_wildcard(ip: str) -> bool:
@@ -275,18 +284,18 @@ class BatchBackend:
         delay = 0.1
         while True:
             status = await self._status(state, job_id)
-            if status.phase == "running":
+            if status.phase == Phase.RUNNING:
                 host = status.host or ""
                 await spec.progress(f"Batch job {job_id} running on {host or 'its node'}")
                 return {**state, "host": host}
-            if status.phase == "ended":
+            if status.phase == Phase.ENDED:
                 raise BatchError(f"batch job {job_id} ended before its server ran ({status.text[:300]}); "
                                  "the job's output file says why")
-            if status.phase == "pending" and said != "pending":
+            if status.phase == Phase.QUEUED and said != Phase.QUEUED:
                 await spec.progress(f"Batch job {job_id} queued")
-                said = "pending"
+                said = Phase.QUEUED
             if time.monotonic() > deadline:
-                where = ("still queued" if status.phase == "pending"
+                where = ("still queued" if status.phase == Phase.QUEUED
                          else "not seen running (the scheduler did not answer)")
                 raise BatchError(f"batch job {job_id} {where} after {timeout:g}s ({status.text[:300]}); it is "
                                  "cancelled")
@@ -299,11 +308,11 @@ class BatchBackend:
         for job_id in await self._jobs(state):
             while True:
                 status = await self._status(state, job_id)
-                if status.phase == "unknown":
+                if status.phase == Phase.UNKNOWN:
                     raise BatchError(f"the scheduler did not answer for batch job {job_id}: {status.text[:300]}")
-                if status.phase == "running":
+                if status.phase == Phase.RUNNING:
                     return {**state, "job_id": job_id, "host": status.host or ""}
-                if status.phase == "ended" or time.monotonic() > deadline:
+                if status.phase == Phase.ENDED or time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.5)
         return None
@@ -319,12 +328,12 @@ class BatchBackend:
         """Whether the job is queued or running; a scheduler that does not answer raises (never 'gone')."""
         for job_id in await self._jobs(state):
             seen = self._seen.get(job_id)
-            if seen is not None and time.monotonic() - seen[0] < QUERY_EVERY and seen[1].phase != "ended":
+            if seen is not None and time.monotonic() - seen[0] < QUERY_EVERY and seen[1].phase != Phase.ENDED:
                 return True
             status = await self._status(state, job_id)
-            if status.phase == "unknown":
+            if status.phase == Phase.UNKNOWN:
                 raise BatchError(f"the scheduler did not answer for batch job {job_id}: {status.text[:300]}")
-            if status.phase != "ended":
+            if status.phase != Phase.ENDED:
                 return True
             log.info("batch job %s of %s is over: %s", job_id, state["job_name"], status.text[:300])
         return False
@@ -341,7 +350,7 @@ class BatchBackend:
         timeout = self.settings.spawner.batch.cancel_timeout
         deadline = time.monotonic() + timeout
         for job_id in sorted(jobs):
-            while (status := await self._status(state, job_id)).phase != "ended":
+            while (status := await self._status(state, job_id)).phase != Phase.ENDED:
                 if time.monotonic() > deadline:
                     raise BatchError(f"batch job {job_id} still {status.text[:200]!r} {timeout:g}s after its "
                                      "cancel")

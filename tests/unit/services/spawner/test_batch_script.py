@@ -8,6 +8,7 @@ import pytest
 from fleethub.services.spawner.backends.base import ServerSpec
 from fleethub.services.spawner.backends.batch import (
     BatchError,
+    Phase,
     command,
     is_wildcard,
     job_name,
@@ -94,19 +95,19 @@ def test_job_id_of_sbatch_parsable() -> None:
 
 
 @pytest.mark.parametrize(("rc", "out", "err", "phase", "host"), [
-    (0, "PENDING n/a\n", "", "pending", None),
-    (0, "CONFIGURING n/a\n", "", "pending", None),
-    (0, "RUNNING node17\n", "", "running", "node17"),
-    (0, "COMPLETING node17\n", "", "running", "node17"),
-    (0, "COMPLETED node17\n", "", "ended", None),
-    (0, "FAILED node17\n", "", "ended", None),
-    (0, "CANCELLED node17\n", "", "ended", None),
-    (0, "", "", "ended", None),
-    (1, "", "slurm_load_jobs error: Invalid job id specified\n", "ended", None),
-    (1, "", "slurm_load_jobs error: Unable to contact slurm controller (connect failure)\n", "unknown", None),
-    (1, "", "sudo: unable to resolve host\n", "unknown", None),
+    (0, "PENDING n/a\n", "", Phase.QUEUED, None),
+    (0, "CONFIGURING n/a\n", "", Phase.QUEUED, None),
+    (0, "RUNNING node17\n", "", Phase.RUNNING, "node17"),
+    (0, "COMPLETING node17\n", "", Phase.RUNNING, "node17"),
+    (0, "COMPLETED node17\n", "", Phase.ENDED, None),
+    (0, "FAILED node17\n", "", Phase.ENDED, None),
+    (0, "CANCELLED node17\n", "", Phase.ENDED, None),
+    (0, "", "", Phase.ENDED, None),
+    (1, "", "slurm_load_jobs error: Invalid job id specified\n", Phase.ENDED, None),
+    (1, "", "slurm_load_jobs error: Unable to contact slurm controller (connect failure)\n", Phase.UNKNOWN, None),
+    (1, "", "sudo: unable to resolve host\n", Phase.UNKNOWN, None),
 ])
-def test_status_of_squeue(rc: int, out: str, err: str, phase: str, host: str | None) -> None:
+def test_status_of_squeue(rc: int, out: str, err: str, phase: Phase, host: str | None) -> None:
     status = parse_status(SLURM, rc, out, err)
     assert (status.phase, status.host) == (phase, host)
     assert status.text
