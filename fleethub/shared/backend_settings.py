@@ -95,7 +95,7 @@ class DockerSettings(_Section):
 
 DEFAULT_BATCH_SCRIPT = """#!/bin/bash
 #SBATCH --job-name={job_name}
-#SBATCH --output={homedir}/.fleethub-{job_name}.log
+#SBATCH --output={output_path}
 #SBATCH --chdir={homedir}
 #SBATCH --export=ALL
 {partition_line}{runtime_line}{memory_line}{nprocs_line}{options_line}
@@ -112,8 +112,14 @@ class BatchSettings(_Section):
     """
 
     script: str = Field(DEFAULT_BATCH_SCRIPT, description="Batch script template ({job_name}, {homedir}, "
-                                                          "{username}, {cmd}, {port}, {req_*} and the *_line "
-                                                          "fields: '#SBATCH --partition=...' when set).")
+                                                          "{username}, {cmd}, {port}, {output_path}, {req_*} and "
+                                                          "the *_line fields: '#SBATCH --partition=...' when set).")
+    output_path: str = Field("{homedir}/.fleethub-{job_name}.log",
+                             description="Where the job's output goes ({homedir}, {job_name}, {username}).")
+    output_cmd: str = Field("tail -c 1000 -- {output_path}",
+                            description="Prints the end of a job's output, run as the user (exec_prefix) when a "
+                                        "job ends before its server ran: the failed spawn's message shows it to "
+                                        "its user. '' to show nothing.")
     req_partition: str = Field("", description="Partition (queue) of the jobs.")
     req_runtime: str = Field("", description="Wall time of a job, e.g. '8:00:00'.")
     req_memory: str = Field("", description="Memory of a job, e.g. '4G'; default: spawner.mem_limit.")

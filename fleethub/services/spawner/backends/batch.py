@@ -54,6 +54,10 @@ class BatchError(Exception):
     """A scheduler command failed, or a job did not run; the message says which and why."""
 
 
+class JobEnded(BatchError):
+    """The job ended before its server ran."""
+
+
 @dataclass(frozen=True)
 class JobStatus:
     """What a query says of one job: its phase, its host once it runs, and the query's text (for messages)."""
@@ -78,6 +82,18 @@ def command(template: str, prefix: str, values: Mapping[str, str]) -> list[str]:
         return [word.format_map(values) for word in words]
     except (KeyError, IndexError, ValueError) as exc:
         raise BatchError(f"spawner.batch: cannot fill in {' '.join(words)!r}: {exc!r}") from None
+
+
+def fill(template: str, values: Mapping[str, str], setting: str) -> str:
+    """`template` with `values` filled in.
+
+    Raises:
+        BatchError: it names a value that does not exist (the message names the setting).
+    """
+    try:
+        return template.format_map(values)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise BatchError(f"spawner.batch.{setting}: cannot fill in {template!r}: {exc!r}") from None
 
 
 def job_name(spec: ServerSpec, template: str) -> str:
@@ -245,10 +261,10 @@ class BatchBackend:
         username = str(identity["username"])
         homedir = self._home(batch, username, spec)
         port = int(identity["port"])
-        script = render_script(config, {
-            "job_name": identity["job_name"], "homedir": homedir, "username": username, "port": str(port),
-            "cmd": shlex.join([*config.cmd, *config.args]),
-        })
+        names = {"job_name": str(identity["job_name"]), "homedir": homedir, "username": username}
+        output_path = fill(batch.output_path, names, "output_path")
+        script = render_script(config, {**names, "port": str(port), "output_path": output_path,
+                                        "cmd": shlex.join([*config.cmd, *config.args])})
         env = {**spec.env, **self._sched_env(batch),
                "JUPYTERHUB_SERVICE_URL": f"http://{identity['ip']}:{port}{spec.prefix}"}
         argv = command(batch.submit_cmd, batch.exec_prefix, {"username": username, "job_name": identity["job_name"]})
@@ -263,7 +279,22 @@ class BatchBackend:
                              f"{(err or out).strip()[:500]}")
         state = {**identity, "job_id": job_id}
         log.info("%s/%s: batch job %s submitted as %s", spec.user, spec.server_name, job_id, username)
-        return await self._until_running(spec, state)
+        try:
+            return await self._until_running(spec, state)
+        except JobEnded as exc:
+            raise BatchError(f"{exc}; {await self._output_tail(batch, username, output_path)}") from None
+
+    async def _output_tail(self, batch: BatchSettings, username: str, output_path: str) -> str:
+        """The end of a job's output as its user reads it (never as the worker: the file is the user's)."""
+        if not batch.output_cmd:
+            return f"its output is in {output_path}"
+        argv = command(batch.output_cmd, batch.exec_prefix, {"username": username, "output_path": output_path})
+        try:
+            rc, out, _ = await self._run(argv, self._sched_env(batch), timeout=batch.command_timeout)
+        except (TimeoutError, BatchError) as exc:
+            return f"its output ({output_path}) could not be read: {exc}"
+        text = out.strip() if rc == 0 else ""
+        return f"the end of its output ({output_path}):\n{text}" if text else f"its output is in {output_path}"
 
     def _home(self, batch: BatchSettings, username: str, spec: ServerSpec) -> str:
         if "{username}" not in batch.exec_prefix:  # jobs run as the worker's account
@@ -289,8 +320,7 @@ class BatchBackend:
                 await spec.progress(f"Batch job {job_id} running on {host or 'its node'}")
                 return {**state, "host": host}
             if status.phase == Phase.ENDED:
-                raise BatchError(f"batch job {job_id} ended before its server ran ({status.text[:300]}); "
-                                 "the job's output file says why")
+                raise JobEnded(f"batch job {job_id} ended before its server ran ({status.text[:300]})")
             if status.phase == Phase.QUEUED and said != Phase.QUEUED:
                 await spec.progress(f"Batch job {job_id} queued")
                 said = Phase.QUEUED

@@ -10,6 +10,7 @@ from fleethub.services.spawner.backends.batch import (
     BatchError,
     Phase,
     command,
+    fill,
     is_wildcard,
     job_name,
     parse_job_id,
@@ -22,7 +23,8 @@ from fleethub.shared.settings import SpawnerSettings
 
 SLURM = BatchSettings().model_dump()
 VALUES = {"job_name": "fh-alice-_-0123456789ab", "homedir": "/home/alice", "username": "alice",
-          "cmd": "/venv/bin/jupyterhub-singleuser --debug", "port": "40000"}
+          "cmd": "/venv/bin/jupyterhub-singleuser --debug", "port": "40000",
+          "output_path": "/home/alice/.fleethub-fh-alice-_-0123456789ab.log"}
 
 
 def config(**batch: str) -> SpawnerSettings:
@@ -39,6 +41,13 @@ def test_each_word_is_formatted_alone() -> None:
 def test_a_template_naming_an_unknown_value_says_which() -> None:
     with pytest.raises(BatchError, match=r"spawner\.batch.*jobid"):
         command("scancel {jobid}", "", {"job_id": "1"})
+
+
+def test_output_path_default_and_errors() -> None:
+    values = {"homedir": "/home/alice", "job_name": "fh-x", "username": "alice"}
+    assert fill(BatchSettings().output_path, values, "output_path") == "/home/alice/.fleethub-fh-x.log"
+    with pytest.raises(BatchError, match=r"spawner\.batch\.output_path"):
+        fill("{home}/x.log", values, "output_path")
 
 
 def test_job_name_is_one_safe_token_per_spawn() -> None:
