@@ -130,3 +130,17 @@ def test_wildcard_addresses() -> None:
 def test_env_keep_of_jobs_refuses_the_hubs_secrets() -> None:
     with pytest.raises(ValueError, match="secrets"):
         BatchSettings(env_keep=["SLURM_CONF", "FLEETHUB_DATABASE_URL"])
+
+
+def test_scheduler_commands_get_slurm_conf_and_the_allow_list_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fleethub.services.spawner.backends.batch import BatchBackend
+    from fleethub.shared.settings import load_settings
+
+    monkeypatch.setenv("SLURM_CONF", "/etc/slurm-test/slurm.conf")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "canary")
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    settings = load_settings(None, spawner={"backend": "batch", "batch": {"environment": {"SBATCH_ACCOUNT": "lab"}}})
+    env = BatchBackend(settings)._sched_env(settings.spawner.batch)
+    assert env["SLURM_CONF"] == "/etc/slurm-test/slurm.conf" and env["SBATCH_ACCOUNT"] == "lab"
+    assert env["LANG"] == "C.UTF-8"  # spawner.env_keep
+    assert "AWS_SECRET_ACCESS_KEY" not in env and not [k for k in env if k.startswith("FLEETHUB_")]
