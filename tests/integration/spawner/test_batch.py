@@ -3,9 +3,11 @@ jupyterhub-singleuser as a Slurm job of a real Unix account, through the REST AP
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pwd
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -21,12 +23,13 @@ import pytest
 from fleethub.shared.bus import Bus
 from fleethub.shared.events import ServerProgress, unwrap
 from fleethub.shared.net import free_port
-from tests.support.cluster import Cluster, ensure_user, mint_token, running_stack, wait_for
+from tests.support.cluster import FAKE_SERVER, Cluster, ensure_user, mint_token, running_stack, wait_for
 from tests.support.slurm import Slurm
 
 pytestmark = pytest.mark.integration
 
 SINGLEUSER = str(Path(sys.executable).parent / "jupyterhub-singleuser")
+FAKE_PYTHON = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
 PROFILES = [
     {"display_name": "Slurm", "slug": "slurm", "default": True},
     {"display_name": "Broken", "slug": "broken", "overrides": {"cmd": ["/nonexistent/fleethub-test-server"]}},
@@ -37,14 +40,14 @@ PROFILES = [
 
 @asynccontextmanager
 async def batch_hub(tmp_path: Path, nats_url: str, database_url: str, nats_namespace: str, slurm: Slurm,
-                    user: str) -> AsyncIterator[tuple[Cluster, httpx.AsyncClient]]:
+                    user: str, **spawner: Any) -> AsyncIterator[tuple[Cluster, httpx.AsyncClient]]:
     """A hub whose servers are Slurm jobs, and an API client of `user` (through the proxy)."""
     port = free_port()
     async with running_stack(
         tmp_path, nats_url, database_url, nats_namespace,
         api={"slow_spawn_timeout": 60, "slow_stop_timeout": 60, "allow_named_servers": True},
         spawner={"backend": "batch", "cmd": [SINGLEUSER], "start_timeout": 30, "http_timeout": 60,
-                 "batch": {"environment": slurm.env}, "profiles": PROFILES},
+                 "batch": {"environment": slurm.env}, "profiles": PROFILES, **spawner},
         proxy={"port": port, "upstream_timeout": 90},
     ) as cluster:
         try:
@@ -194,6 +197,46 @@ async def test_failed_starts_say_why(tmp_path: Path, nats_url: str, database_url
         assert slurm.live_jobs("%i") == [], "the queued job was not cancelled"
         messages = await progress_messages(cluster.settings, "waits")
         assert any(re.fullmatch(r"Batch job \d+ queued", m) for m in messages), messages
+
+
+async def test_the_job_of_a_killed_worker_is_adopted(tmp_path: Path, nats_url: str, database_url: str,
+                                                     nats_namespace: str, slurm: Slurm,
+                                                     batch_user: pwd.struct_passwd) -> None:
+    """A worker SIGKILLed while its job is queued or starting: another worker finds the job (by its name when
+    its id was never saved), keeps it, and the server becomes ready; one job, no second submit."""
+    name = batch_user.pw_name
+    # the fake server (standard library only, run by the system's Python): the test is about the adoption
+    async with batch_hub(tmp_path, nats_url, database_url, nats_namespace, slurm, name, lease_ttl=2,
+                         cmd=[FAKE_PYTHON, str(FAKE_SERVER)]) as (cluster, client):
+        start = asyncio.create_task(client.post(f"/hub/api/users/{name}/server"))
+        jobs = await wait_for(lambda: _live_jobs(slurm), timeout=30, interval=0.02, what="the job submitted")
+        worker = next(proc for service, proc in cluster.procs if service == "spawner")
+        worker.kill()
+        worker.wait()
+        job_id = jobs[0][0]
+        print(f"\nworker killed while job {job_id} was {jobs[0][1]}")
+        cluster.start("spawner")  # another worker: it adopts the row once the lease expired
+        r = await start
+        if r.status_code == 202:  # the api's wait ended before the adopter finished
+            await wait_for(lambda: _ready(client, name), timeout=60, what=f"ready\n{cluster.logs()}")
+        else:
+            assert r.status_code == 201, f"{r.status_code} {r.text}\n{job_outputs(batch_user)}\n{cluster.logs()}"
+        assert [j[0] for j in slurm.live_jobs("%i", "%T")] == [job_id], "the adopter submitted another job"
+        r = await client.get(f"/user/{name}/api")
+        assert r.status_code == 200, r.text
+        r = await client.delete(f"/hub/api/users/{name}/server")
+        assert r.status_code == 204, r.text
+        assert slurm.live_jobs("%i") == []
+        await wait_for(lambda: _none_left(name), timeout=10, what=f"{name}'s processes gone")
+
+
+async def _live_jobs(slurm: Slurm) -> list[list[str]]:
+    return slurm.live_jobs("%i", "%T")
+
+
+async def _ready(client: httpx.AsyncClient, name: str) -> bool:
+    model = (await client.get(f"/hub/api/users/{name}")).json()
+    return bool(model["servers"].get("", {}).get("ready"))
 
 
 def test_the_fixture_talks_to_our_cluster_only(slurm: Slurm) -> None:
