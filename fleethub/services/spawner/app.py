@@ -9,7 +9,7 @@ from fleethub.services.spawner.backends import load_backend
 from fleethub.services.spawner.consumers import command_handler, dead_letter_sink
 from fleethub.services.spawner.lifecycle import Worker
 from fleethub.services.spawner.managed import ManagedServices
-from fleethub.shared.bus.permissions import spawner_durable
+from fleethub.shared.bus.permissions import LEGACY_SPAWNER_DURABLE, spawner_durable
 from fleethub.shared.events import backend_commands_filter
 from fleethub.shared.profiles import served_backends
 from fleethub.shared.routes import serve_reconciliation
@@ -33,6 +33,10 @@ async def main(settings: ServiceSettings, stop: asyncio.Event) -> None:
         runtime.spawn(managed.run(), "managed-services")
         # the api's `POST /hub/api/proxy`: only the spawner may write routes
         await serve_reconciliation(runtime.bus, runtime.engine, runtime.sessions, settings.services)
+        if await runtime.bus.drop_durable("cmd", LEGACY_SPAWNER_DURABLE):
+            log.warning("deleted the command consumer of an older version (%r): commands are now taken per "
+                        "backend; commands still queued under the old subjects are not carried out",
+                        LEGACY_SPAWNER_DURABLE)
         log.info("spawner worker %s running (backends %s)", runtime.replica, ", ".join(served))
         # one durable per backend, shared by every worker serving it: a command reaches only workers that
         # can carry it out (a Slurm login node, a Docker host), and waits in the stream until one runs
