@@ -1,4 +1,4 @@
-"""Hub pages: home, the start form, stop, and spawn-pending."""
+"""Hub pages: home, the start form (profiles and backend options), stop, and spawn-pending."""
 
 from __future__ import annotations
 
@@ -8,16 +8,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleethub.services.api.access import HIDDEN, load_requester
 from fleethub.services.api.browser import check_form, form_xsrf, login_redirect, with_xsrf
-from fleethub.services.api.deps import DbSession, PageUser, Runtime
+from fleethub.services.api.deps import DbSession, PageUser, Runtime, Waiters
 from fleethub.services.api.models import AnyView
 from fleethub.services.api.pages import HomeState, error_page, home_page, pending_page, spawn_page
 from fleethub.services.api.queries import get_user, one_server_view
 from fleethub.services.api.servers import start_server, stop_server
-from fleethub.shared.errors import BadRequest, NotFound
+from fleethub.services.api.spawn_form import offered, offers_options, user_options_of
+from fleethub.shared.backend_options import configure_for
+from fleethub.shared.errors import BadRequest, ConfigError, NotFound
 from fleethub.shared.identity import Identity, validate_next
 from fleethub.shared.lifecycle import ServerStatus
 from fleethub.shared.names import server_prefix, url_escape
 from fleethub.shared.paths import checked_location
+from fleethub.shared.profiles import PROFILE_OPTION, resolve
 
 router = APIRouter()
 
@@ -62,8 +65,16 @@ async def home(request: Request, runtime: Runtime, session: DbSession, ident: Pa
     user = await get_user(session, ident.name)
     state = _state(await one_server_view(session, user, ""))
     xsrf = form_xsrf(request, runtime, ident)
-    page = home_page(ident.name, state, server_prefix(ident.name), xsrf, _pending_url(ident.name))
+    page = home_page(ident.name, state, server_prefix(ident.name), xsrf, _pending_url(ident.name),
+                     with_options=offers_options(runtime.settings.spawner))
     return with_xsrf(request, runtime, HTMLResponse(page), xsrf)
+
+
+def _form(request: Request, runtime: Runtime, ident: Identity, name: str, *, status: int = 200, error: str = "",
+          chosen: str | None = None) -> Response:
+    xsrf = form_xsrf(request, runtime, ident)
+    page = spawn_page(name, request.url.path, xsrf, offered(runtime.settings.spawner, chosen), error)
+    return with_xsrf(request, runtime, HTMLResponse(page, status_code=status), xsrf)
 
 
 @router.get("/hub/spawn")
@@ -79,8 +90,7 @@ async def spawn_form(request: Request, runtime: Runtime, session: DbSession, ide
         return RedirectResponse(checked_location(server_prefix(name)), status_code=302)
     if state is HomeState.PENDING:
         return RedirectResponse(checked_location(_pending_url(name)), status_code=302)
-    xsrf = form_xsrf(request, runtime, ident)
-    return with_xsrf(request, runtime, HTMLResponse(spawn_page(name, request.url.path, xsrf)), xsrf)
+    return _form(request, runtime, ident, name)
 
 
 @router.post("/hub/spawn")
@@ -90,10 +100,19 @@ async def spawn(request: Request, runtime: Runtime, session: DbSession, ident: P
     me = check_form(request, runtime, ident, xsrf)
     name = name or me.name
     await _may_start(request, session, me, name)
+    form = await request.form()
+    fields = {key: [v for v in form.getlist(key) if isinstance(v, str)] for key in form}
+    options = user_options_of(runtime.settings.spawner, fields)
+    try:  # the REST API's rules: an unknown profile or a refused option is a 400, and nothing starts
+        choice = resolve(runtime.settings.spawner, options, configure_for)
+    except (BadRequest, ConfigError) as exc:
+        chosen = options.get(PROFILE_OPTION)
+        return _form(request, runtime, me, name, status=exc.status, error=exc.message,
+                     chosen=chosen if isinstance(chosen, str) else None)
     async with session.begin():
         user = await get_user(session, name)
         try:
-            await start_server(session, runtime.settings, runtime.secret_key, user, "", None,
+            await start_server(session, runtime.settings, runtime.secret_key, user, "", choice.user_options,
                                announcer=runtime.announcer)
         except BadRequest:
             pass  # already running or stopping: the pending page shows where it is
@@ -113,7 +132,7 @@ async def stop(request: Request, runtime: Runtime, session: DbSession, ident: Pa
 @router.get("/hub/spawn-pending/{name}")
 @router.get("/hub/spawn-pending/{name}/{server_name}")
 async def spawn_pending(name: str, request: Request, runtime: Runtime, session: DbSession, ident: PageUser,
-                        server_name: str = "", next: str = "") -> Response:
+                        waiters: Waiters, server_name: str = "", next: str = "") -> Response:
     if ident is None:
         return login_redirect(request)
     if not (await load_requester(request, session, ident)).can("read:servers", name, server_name):
@@ -125,7 +144,8 @@ async def spawn_pending(name: str, request: Request, runtime: Runtime, session: 
         target = validate_next(next, runtime.settings.hub_public_url, default=prefix)  # dot segments: `prefix`
         return RedirectResponse(checked_location(target if target.startswith(prefix) else prefix), status_code=302)
     if state is HomeState.PENDING:
-        return HTMLResponse(pending_page("Spawning server..."), headers={"Cache-Control": "no-store"})
+        steps = waiters.progress(view.server.spawn_id) if view is not None and view.server.spawn_id else []
+        return HTMLResponse(pending_page("Spawning server...", progress=steps), headers={"Cache-Control": "no-store"})
     failed = view.current_state if view is not None else None
     if failed is not None and failed.status == ServerStatus.FAILED:
         return HTMLResponse(pending_page(f"Spawn failed: {failed.message}", refresh=False), status_code=500)
