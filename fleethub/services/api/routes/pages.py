@@ -12,9 +12,10 @@ from fleethub.services.api.deps import DbSession, PageUser, Runtime, Waiters
 from fleethub.services.api.models import AnyView
 from fleethub.services.api.pages import HomeState, error_page, home_page, pending_page, spawn_page
 from fleethub.services.api.queries import get_user, one_server_view
-from fleethub.services.api.servers import start_server, stop_server
+from fleethub.services.api.servers import check_display_name, check_named_server, lock_user, start_server, stop_server
 from fleethub.services.api.spawn_form import offered, offers_options, user_options_of
 from fleethub.shared.backend_options import configure_for
+from fleethub.shared.db.models import User
 from fleethub.shared.errors import BadRequest, ConfigError, NotFound
 from fleethub.shared.identity import Identity, validate_next
 from fleethub.shared.lifecycle import ServerStatus
@@ -32,12 +33,13 @@ def _state(view: AnyView | None) -> HomeState:
     return HomeState.READY if ready and pending is None else HomeState.PENDING if active else HomeState.STOPPED
 
 
-def _pending_url(name: str) -> str:
-    return f"/hub/spawn-pending/{url_escape(name)}"
+def _pending_url(name: str, server_name: str = "") -> str:
+    return f"/hub/spawn-pending/{url_escape(name)}" + (f"/{url_escape(server_name)}" if server_name else "")
 
 
-async def _may_start(request: Request, session: AsyncSession, ident: Identity, name: str) -> None:
-    allowed = (await load_requester(request, session, ident)).can("start:servers", name, "")
+async def _may_start(request: Request, session: AsyncSession, ident: Identity, name: str,
+                     server_name: str = "") -> None:
+    allowed = (await load_requester(request, session, ident)).can("start:servers", name, server_name)
     await session.rollback()  # the caller opens its own transaction
     if not allowed:
         raise NotFound(HIDDEN)
@@ -77,29 +79,50 @@ def _form(request: Request, runtime: Runtime, ident: Identity, name: str, *, sta
     return with_xsrf(request, runtime, HTMLResponse(page, status_code=status), xsrf)
 
 
+def _named_servers_on(runtime: Runtime, server_name: str) -> None:
+    if server_name and not runtime.settings.api.allow_named_servers:
+        raise NotFound("Named servers are not enabled.")
+
+
 @router.get("/hub/spawn")
 @router.get("/hub/spawn/{name}")
+@router.get("/hub/spawn/{name}/{server_name}")
 async def spawn_form(request: Request, runtime: Runtime, session: DbSession, ident: PageUser,
-                     name: str | None = None) -> Response:
+                     name: str | None = None, server_name: str = "") -> Response:
     if ident is None:
         return login_redirect(request)
+    _named_servers_on(runtime, server_name)
     name = name or ident.name
-    await _may_start(request, session, ident, name)
-    state = _state(await one_server_view(session, await get_user(session, name), ""))
+    await _may_start(request, session, ident, name, server_name)
+    state = _state(await one_server_view(session, await get_user(session, name), server_name))
     if state is HomeState.READY:
-        return RedirectResponse(checked_location(server_prefix(name)), status_code=302)
+        return RedirectResponse(checked_location(server_prefix(name, server_name)), status_code=302)
     if state is HomeState.PENDING:
-        return RedirectResponse(checked_location(_pending_url(name)), status_code=302)
+        return RedirectResponse(checked_location(_pending_url(name, server_name)), status_code=302)
     return _form(request, runtime, ident, name)
+
+
+async def _owner(session: AsyncSession, runtime: Runtime, name: str, server_name: str) -> tuple[User, str | None]:
+    """The user whose server starts, and a new named server's display name (the REST start's checks:
+    the user locked so the named-server limit holds under concurrent starts)."""
+    if not server_name:
+        return await get_user(session, name), None
+    user = await lock_user(session, name)
+    new = await one_server_view(session, user, server_name) is None
+    await check_named_server(session, runtime.settings, user, server_name, new=new)
+    return user, check_display_name(server_name) if new else None
 
 
 @router.post("/hub/spawn")
 @router.post("/hub/spawn/{name}")
+@router.post("/hub/spawn/{name}/{server_name}")
 async def spawn(request: Request, runtime: Runtime, session: DbSession, ident: PageUser,
-                name: str | None = None, xsrf: str = Form("", alias="_xsrf", max_length=500)) -> Response:
+                name: str | None = None, server_name: str = "",
+                xsrf: str = Form("", alias="_xsrf", max_length=500)) -> Response:
     me = check_form(request, runtime, ident, xsrf)
+    _named_servers_on(runtime, server_name)
     name = name or me.name
-    await _may_start(request, session, me, name)
+    await _may_start(request, session, me, name, server_name)
     form = await request.form()
     fields = {key: [v for v in form.getlist(key) if isinstance(v, str)] for key in form}
     options = user_options_of(runtime.settings.spawner, fields)
@@ -110,13 +133,16 @@ async def spawn(request: Request, runtime: Runtime, session: DbSession, ident: P
         return _form(request, runtime, me, name, status=exc.status, error=exc.message,
                      chosen=chosen if isinstance(chosen, str) else None)
     async with session.begin():
-        user = await get_user(session, name)
         try:
-            await start_server(session, runtime.settings, runtime.secret_key, user, "", choice.user_options,
-                               announcer=runtime.announcer)
+            user, display_name = await _owner(session, runtime, name, server_name)
+        except BadRequest as exc:  # a named server refused (its name, the limit): nothing written
+            return _form(request, runtime, me, name, status=exc.status, error=exc.message, chosen=choice.profile)
+        try:
+            await start_server(session, runtime.settings, runtime.secret_key, user, server_name, choice.user_options,
+                               announcer=runtime.announcer, display_name=display_name)
         except BadRequest:
             pass  # already running or stopping: the pending page shows where it is
-    return RedirectResponse(checked_location(_pending_url(name)), status_code=302)
+    return RedirectResponse(checked_location(_pending_url(name, server_name)), status_code=302)
 
 
 @router.post("/hub/stop")

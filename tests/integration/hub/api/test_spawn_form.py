@@ -30,7 +30,8 @@ PROFILES: list[dict[str, Any]] = [
 
 @pytest.fixture
 async def hub(tmp_path: Path, nats_url: str, database_url: str, nats_namespace: str) -> AsyncIterator[Hub]:
-    settings = hub_settings(tmp_path, nats_url, database_url, nats_namespace, spawner={"profiles": PROFILES})
+    settings = hub_settings(tmp_path, nats_url, database_url, nats_namespace, spawner={"profiles": PROFILES},
+                            api={"allow_named_servers": True, "named_server_limit_per_user": 1})
     async with running_hub(settings) as h:
         yield h
 
@@ -139,3 +140,20 @@ async def test_the_pending_page_lists_the_spawns_progress(hub: Hub) -> None:
     assert steps, page
     assert steps.group(1) == ("<li>Server requested</li><li>queued</li>"
                               "<li>creating container &lt;jupyter-alice&gt;</li>")
+
+
+async def test_a_named_server_through_the_form(hub: Hub) -> None:
+    c = hub.client
+    await hub.login(c, "alice")
+    page = await c.get("/hub/spawn/alice/gpu")
+    assert page.status_code == 200 and 'action="/hub/spawn/alice/gpu"' in page.text
+    r = await c.post("/hub/spawn/alice/gpu", data={"_xsrf": hub.xsrf(c), "profile": "big"})
+    assert r.status_code == 302 and r.headers["location"] == "/hub/spawn-pending/alice/gpu"
+    cmd = await hub.spawn_command()
+    assert (cmd.server_name, cmd.user_options) == ("gpu", {"profile": "big"})
+    assert (await c.get("/hub/spawn/alice/gpu")).headers["location"] == "/hub/spawn-pending/alice/gpu"
+    # the REST start's rules for named servers: a valid name, the per-user limit; the form says why
+    for name, why in (("Bad_Name", "Invalid server name"), ("second", "already has the maximum of 1 named")):
+        r = await c.post(f"/hub/spawn/alice/{name}", data={"_xsrf": hub.xsrf(c), "profile": "box"})
+        assert r.status_code == 400 and why in r.text and ("box", True) in _radios(r.text), r.text
+    assert await hub.commands(1, timeout=0.3) == []
