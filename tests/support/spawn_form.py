@@ -22,15 +22,17 @@ def _field(html: str, profile: str | None, option: str) -> str:
 
 
 async def spawn_through_form(client_or_page: httpx.AsyncClient | Page, *, profile: str | None = None,
-                             image: str | None = None, user: str | None = None, base_url: str = "",
-                             extra: dict[str, str] | None = None) -> httpx.Response | None:
-    """Open the spawn form (of `user`, default the logged-in one), choose `profile` and `image`, press Start.
+                             image: str | None = None, user: str | None = None, server: str = "",
+                             base_url: str = "", extra: dict[str, str] | None = None) -> httpx.Response | None:
+    """Open the spawn form (of `user`, default the logged-in one; of their named `server`, which needs
+    `user`), choose `profile` and `image`, press Start.
 
     An httpx client (logged in, its cookies holding the session) gets the POST's response (302 to the
     pending page, or 400 with the form and its message). A Playwright page (logged in) is left on the page
     the form leads to; `base_url` is the hub's public origin then. `extra` adds fields (httpx only).
     """
-    path = f"/hub/spawn/{user}" if user else "/hub/spawn"
+    assert user or not server, "a named server's form is /hub/spawn/<user>/<server>: give the user"
+    path = f"/hub/spawn/{user}" + (f"/{server}" if server else "") if user else "/hub/spawn"
     if isinstance(client_or_page, httpx.AsyncClient):
         form = await client_or_page.get(path)
         assert form.status_code == 200, (form.status_code, form.text[:500])

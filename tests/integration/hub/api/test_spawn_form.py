@@ -147,7 +147,8 @@ async def test_a_named_server_through_the_form(hub: Hub) -> None:
     await hub.login(c, "alice")
     page = await c.get("/hub/spawn/alice/gpu")
     assert page.status_code == 200 and 'action="/hub/spawn/alice/gpu"' in page.text
-    r = await c.post("/hub/spawn/alice/gpu", data={"_xsrf": hub.xsrf(c), "profile": "big"})
+    r = await spawn_through_form(c, user="alice", server="gpu", profile="big")
+    assert r is not None
     assert r.status_code == 302 and r.headers["location"] == "/hub/spawn-pending/alice/gpu"
     cmd = await hub.spawn_command()
     assert (cmd.server_name, cmd.user_options) == ("gpu", {"profile": "big"})
