@@ -30,7 +30,8 @@ def profiles(dump_dir: Path) -> list[dict[str, object]]:
                                                             "FAKE_ENV_DUMP": str(dump_dir / "small.json")}}},
         {"display_name": "Big", "slug": "big", "description": "more memory",
          "overrides": {"mem_limit": "2G", "cpu_limit": 2,
-                       "environment": {"SIZE": "big", "FAKE_ENV_DUMP": str(dump_dir / "big.json")}}},
+                       "environment": {"SIZE": "big", "FAKE_ENV_DUMP": str(dump_dir / "big.json"),
+                                       "FAKE_START_DELAY": "2"}}},  # time to see the pending page
     ]
 
 
@@ -54,6 +55,12 @@ async def test_a_profile_posted_through_the_form_starts_with_its_settings(cluste
         await log_in(browser, "alice", PASSWORDS["alice"])
         r = await spawn_through_form(browser, profile="big")
         assert r is not None and r.status_code == 302, r.text
+        # while the server comes up, the pending page lists the worker's progress messages
+        async def progress_shown() -> bool:
+            page = await browser.get("/hub/spawn-pending/alice")
+            return "<li>Server requested</li><li>Spawning server...</li>" in page.text
+
+        await wait_for(progress_shown, timeout=20, interval=0.1, what="the spawn's progress on the pending page")
         # the pending page reloads until the server is ready, then leads to it
         async def reached() -> httpx.Response | None:
             last, _ = await follow(browser, "/hub/spawn-pending/alice")
