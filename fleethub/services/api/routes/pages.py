@@ -20,7 +20,7 @@ from fleethub.shared.errors import BadRequest, ConfigError, NotFound
 from fleethub.shared.identity import Identity, validate_next
 from fleethub.shared.lifecycle import ServerStatus
 from fleethub.shared.names import server_prefix, url_escape
-from fleethub.shared.paths import checked_location
+from fleethub.shared.paths import checked_location, quote_path
 from fleethub.shared.profiles import PROFILE_OPTION, resolve
 
 router = APIRouter()
@@ -75,7 +75,8 @@ async def home(request: Request, runtime: Runtime, session: DbSession, ident: Pa
 def _form(request: Request, runtime: Runtime, ident: Identity, name: str, *, status: int = 200, error: str = "",
           chosen: str | None = None) -> Response:
     xsrf = form_xsrf(request, runtime, ident)
-    page = spawn_page(name, request.url.path, xsrf, offered(runtime.settings.spawner, chosen), error)
+    action = quote_path(request.url.path)  # decoded once by the server: posted back to this same path
+    page = spawn_page(name, action, xsrf, offered(runtime.settings.spawner, chosen), error)
     return with_xsrf(request, runtime, HTMLResponse(page, status_code=status), xsrf)
 
 

@@ -158,3 +158,15 @@ async def test_a_named_server_through_the_form(hub: Hub) -> None:
         r = await c.post(f"/hub/spawn/alice/{name}", data={"_xsrf": hub.xsrf(c), "profile": "box"})
         assert r.status_code == 400 and why in r.text and ("box", True) in _radios(r.text), r.text
     assert await hub.commands(1, timeout=0.3) == []
+
+
+async def test_the_form_posts_back_to_the_user_it_names(hub: Hub) -> None:
+    await hub.headers_for("a%2fb")  # a user whose name holds a percent sign
+    async with hub.new_client() as admin:
+        await hub.login(admin, "admin")
+        page = await admin.get("/hub/spawn/a%252fb")
+        assert page.status_code == 200 and 'action="/hub/spawn/a%252fb"' in page.text, page.text
+        r = await spawn_through_form(admin, user="a%252fb", profile="big")
+        assert r is not None and r.status_code == 302 and r.headers["location"] == "/hub/spawn-pending/a%252fb"
+    cmd = await hub.spawn_command()
+    assert (cmd.user, cmd.user_options) == ("a%2fb", {"profile": "big"})
