@@ -293,7 +293,8 @@ class Worker:
     async def _failed(self, key: ServerKey, spawn_id: str, state: dict[str, Any], message: str) -> None:
         """Record the spawn failed (under my lease) and tell the post-stop hook."""
         if await self._record(Transition.failed(key, spawn_id, worker=self.me, message=message)) is not None:
-            self.hooks.after_stop(StopInfo(key.user, key.server_name, spawn_id, state, "failed", message))
+            self.hooks.after_stop(StopInfo(key.user, key.server_name, spawn_id, state, ServerStatus.FAILED.value,
+                                           message))
 
     async def _stopped(self, row: leases.Row, reason: str, expected: frozenset[ServerStatus] = frozenset()) -> bool:
         """Record `row`'s server stopped (under my lease) and tell the post-stop hook; whether it was recorded."""
