@@ -91,9 +91,13 @@ class Hooks:
         name = spec.config.pre_spawn_hook
         if not name:
             return spec
+        timeout = spec.config.start_timeout
         try:
             hook = self._load(name, PRE_SPAWN)
-            result = await _call(hook, spec)
+            result = await asyncio.wait_for(_call(hook, spec), timeout)
+        except TimeoutError:
+            raise HookFailed(f"pre_spawn_hook {name} did not return within {timeout:g}s "
+                             "(spawner.start_timeout)") from None
         except Exception as exc:
             log.warning("pre_spawn_hook %s refused the spawn %s of %s/%s", name, spec.spawn_id, spec.user,
                         spec.server_name, exc_info=True)

@@ -44,6 +44,10 @@ def bare_failing_hook(spec: ServerSpec) -> None:
     raise KeyError
 
 
+async def slow_hook(spec: ServerSpec) -> None:
+    await asyncio.sleep(30)
+
+
 async def failing_post_stop(info: StopInfo) -> None:
     CALLS.append(info.reason)
     raise RuntimeError("cleanup service away")
@@ -78,6 +82,13 @@ async def test_an_async_hook_returning_none_keeps_the_spec() -> None:
 async def test_a_refusal_or_a_wrong_result_fails_the_spawn_with_a_message(hook: str, message: str) -> None:
     spec = _spec(f"{MOD}:{hook}")
     with pytest.raises(HookFailed, match=message):
+        await Hooks(spec.config).pre_spawn(spec)
+
+
+async def test_a_hook_that_does_not_return_fails_the_spawn_after_the_start_timeout() -> None:
+    spec = dataclasses.replace(_spec(f"{MOD}:slow_hook"),
+                               config=SpawnerSettings(pre_spawn_hook=f"{MOD}:slow_hook", start_timeout=0.2))
+    with pytest.raises(HookFailed, match=r"did not return within 0\.2s \(spawner\.start_timeout\)"):
         await Hooks(spec.config).pre_spawn(spec)
 
 
