@@ -3,7 +3,7 @@
 Each test is a real start against the real system (a process, a container, a Slurm job). A backend's test
 subclasses it (the class name starts with `Test`, so pytest collects it; this base does not) and gives:
 
-- `backend_name` (a name of `spawner.backends`, e.g. "local"), or overrides `make_backend`;
+- `backend_name` (a name of `spawner.backends`, e.g. "local"), or `worker_factory` (below);
 - the fixture `settings` (`ServiceSettings`: the `[spawner]` settings the backend runs with, its system's
   address; `data_dir` in a tmp dir);
 - `serve_cmd`: the server command (the real `jupyterhub-singleuser`, or a small HTTP server such as
@@ -25,9 +25,11 @@ file by default), the time limits below, and `worker_factory` ("module:function"
 when `load_backend(settings, backend_name)` does not build it.
 
 tests/integration/spawner/test_local_contract.py is the example (about 30 lines). A "worker" is a backend
-instance: `make_backend(settings)` again is another worker, which shares nothing
-in memory with the first. The adoption tests run the worker as a process of its own
-(tests/support/contract_worker.py) and SIGKILL it during a start.
+instance: `make_backend(settings)` again is another worker, which shares nothing in memory with the
+first. The adoption tests run the worker as a process of its own (tests/support/contract_worker.py, which
+builds the backend from the same settings and `backend_name` / `worker_factory`) and SIGKILL it during a
+start. A test of the contract set to None in a subclass is not collected (for a second subclass that
+repeats only some tests, e.g. with a slower real server).
 """
 
 from __future__ import annotations
