@@ -10,25 +10,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from fleethub.services.spawner import leases
 from fleethub.services.spawner.backends import Backend, ServerSpec
 from fleethub.services.spawner.env import server_env
+from fleethub.services.spawner.hooks import HookFailed, Hooks, StopInfo
 from fleethub.services.spawner.httpcheck import http_status
 from fleethub.services.spawner.propagation import Propagation
 from fleethub.services.spawner.routes import delete_route, put_route
 from fleethub.shared.backend_options import configure_for
 from fleethub.shared.bus import Decision
 from fleethub.shared.errors import BadRequest, ConfigError
-from fleethub.shared.events import ServerProgress, SpawnServer, StopServer
+from fleethub.shared.events import LEGACY_BACKEND, ServerProgress, SpawnServer, StopServer
 from fleethub.shared.faults import fault
 from fleethub.shared.lifecycle import DONE, ServerKey, ServerStatus, Transition, transition
 from fleethub.shared.names import encode_token, server_prefix
 from fleethub.shared.profiles import resolve
 from fleethub.shared.routes import reconcile_round, route_for
 from fleethub.shared.service import Runtime
+from fleethub.shared.settings import SpawnerSettings
 from fleethub.shared.transient import transient
 
 log = logging.getLogger(__name__)
@@ -66,9 +68,9 @@ class Worker:
     worker cut off from PostgreSQL stops acting before another may adopt its servers.
     """
 
-    def __init__(self, runtime: Runtime, backend: Backend) -> None:
+    def __init__(self, runtime: Runtime, backends: Mapping[str, Backend]) -> None:
         self.rt = runtime
-        self.backend = backend
+        self.backends = dict(backends)  # the backends this worker serves, by name
         self.me = runtime.replica
         self.ttl = runtime.settings.spawner.lease_ttl
         self.announcer = runtime.announcer
@@ -85,6 +87,19 @@ class Worker:
         self.handed_off: dict[ServerKey, float] = {}  # spawns I handed over (NATS unreachable), until when
         self.propagation = Propagation(runtime.bus)  # ready means reachable: every proxy node serves the route
         self._progress_sends: set[asyncio.Task[None]] = set()
+        self.hooks = Hooks(runtime.settings.spawner)  # pre_spawn_hook / post_stop_hook, checked at start
+
+    def backend_of(self, name: str) -> Backend:
+        """The backend `name` (a row's or a command's; empty: written before backends were recorded).
+
+        Raises:
+            SpawnFailed: this worker does not serve it (its commands and rows never reach this worker).
+        """
+        backend = self.backends.get(name or LEGACY_BACKEND)
+        if backend is None:
+            raise SpawnFailed(f"this worker does not serve the backend {name!r} (it serves "
+                              f"{', '.join(sorted(self.backends))})")
+        return backend
 
     async def _record(self, change: Transition) -> leases.Row | None:
         """Make `change` in a transaction of its own; the row as it now is, or None if it was refused."""
@@ -139,7 +154,8 @@ class Worker:
             if not await leases.is_desired(session, key, cmd.spawn_id):
                 log.warning("spawn %s for %s refused: no longer the requested spawn", cmd.spawn_id, key)
                 return Decision.ack()
-            claim = Transition.claim(key, cmd.spawn_id, worker=self.me, lease_ttl=self.ttl)
+            claim = Transition.claim(key, cmd.spawn_id, worker=self.me, lease_ttl=self.ttl,
+                                     backend=cmd.backend or LEGACY_BACKEND)
             claimed = await transition(session, claim, self.announcer) is not None
             row = None if claimed else await leases.get(session, key)
         if not claimed:
@@ -201,7 +217,6 @@ class Worker:
 
     async def _start(self, cmd: SpawnServer, heartbeat: Heartbeat, found: dict[str, Any] | None = None) -> None:
         """Start `cmd`'s server (or, given the state of one `found` running, finish its start)."""
-        s = self.rt.settings.spawner
         key = ServerKey(cmd.user, cmd.server_name)
         prefix = server_prefix(cmd.user, cmd.server_name)
         await self._progress(cmd, 0, "Server requested")
@@ -209,7 +224,7 @@ class Worker:
             choice = resolve(self.rt.settings.spawner, cmd.user_options, configure_for)
         except (BadRequest, ConfigError) as exc:  # the api checked the options: the settings changed since
             await self._fence(key, cmd.spawn_id)
-            await self._record(Transition.failed(key, cmd.spawn_id, worker=self.me, message=str(exc)))
+            await self._failed(key, cmd.spawn_id, {}, str(exc))
             return
 
         async def progress(message: str) -> None:
@@ -225,14 +240,17 @@ class Worker:
             config=choice.config, progress=progress,
         )
         state: dict[str, Any] = dict(found or {})
+        backend = self.backend_of(cmd.backend)
+        s = choice.config  # this spawn's timeouts: its profile may give a slow backend longer
         try:
             if not state:
+                spec = await self._pre_spawn(spec)
                 # the identity is recorded before anything exists, so an adopter can find what start makes
-                planned = self.backend.identity(spec)
+                planned = backend.identity(spec)
                 await self._save(key, cmd.spawn_id, planned)
                 state = planned
                 try:
-                    state = await asyncio.wait_for(self.backend.start(spec, planned), s.start_timeout)
+                    state = await asyncio.wait_for(backend.start(spec, planned), s.start_timeout)
                 except TimeoutError:
                     raise SpawnFailed(f"server did not start within {s.start_timeout:.0f}s") from None
                 except Exception as exc:  # whatever the backend raises, its start failed: say what it said
@@ -241,8 +259,8 @@ class Worker:
                 await self._save(key, cmd.spawn_id, state)
                 fault("spawner.after_state_saved")
             await self._progress(cmd, 50, "Spawning server...")
-            target = self.backend.target(state)
-            await self._wait_ready(f"{target}{prefix}api", state, heartbeat)
+            target = backend.target(state)
+            await self._wait_ready(f"{target}{prefix}api", backend, state, s, heartbeat)
             await self._fence(key, cmd.spawn_id)
             try:
                 # tried for about a lease: a NATS restart is ridden out, a partition of this worker alone
@@ -262,7 +280,7 @@ class Worker:
             # a stop for this spawn: end what was started; the stop records the outcome. Abandoned (fenced
             # off) or shut down: touch nothing, the worker that adopts the row finishes the spawn
             if state and key in self.cancelled_by_stop:
-                await asyncio.shield(self.backend.stop(state))
+                await asyncio.shield(backend.stop(state))
             raise
         except (Fenced, HandOff):
             raise
@@ -276,19 +294,40 @@ class Worker:
             log.warning("spawn of %s failed: %s", key, exc, exc_info=not isinstance(exc, SpawnFailed))
             await self._fence(key, cmd.spawn_id)
             if state:
-                await self.backend.stop(state)
+                await backend.stop(state)
             await delete_route(self.rt.bus, cmd.user, cmd.server_name)
-            await self._record(Transition.failed(key, cmd.spawn_id, worker=self.me, message=str(exc)))
+            await self._failed(key, cmd.spawn_id, state, str(exc))
 
-    async def _wait_ready(self, url: str, state: dict[str, Any], heartbeat: Heartbeat) -> None:
-        s = self.rt.settings.spawner
+    async def _pre_spawn(self, spec: ServerSpec) -> ServerSpec:
+        """`spec` as the spawn's `pre_spawn_hook` leaves it; a hook's refusal fails the spawn with its message."""
+        try:
+            return await self.hooks.pre_spawn(spec)
+        except HookFailed as exc:
+            raise SpawnFailed(str(exc)) from exc
+
+    async def _failed(self, key: ServerKey, spawn_id: str, state: dict[str, Any], message: str) -> None:
+        """Record the spawn failed (under my lease) and tell the post-stop hook."""
+        if await self._record(Transition.failed(key, spawn_id, worker=self.me, message=message)) is not None:
+            self.hooks.after_stop(StopInfo(key.user, key.server_name, spawn_id, state, ServerStatus.FAILED.value,
+                                           message))
+
+    async def _stopped(self, row: leases.Row, reason: str, expected: frozenset[ServerStatus] = frozenset()) -> bool:
+        """Record `row`'s server stopped (under my lease) and tell the post-stop hook; whether it was recorded."""
+        change = Transition.stopped(row.key, row.spawn_id, worker=self.me, reason=reason, expected=expected)
+        if await self._record(change) is None:
+            return False
+        self.hooks.after_stop(StopInfo(row.user, row.server_name, row.spawn_id, dict(row.state or {}), reason))
+        return True
+
+    async def _wait_ready(self, url: str, backend: Backend, state: dict[str, Any], s: SpawnerSettings,
+                          heartbeat: Heartbeat) -> None:
         deadline = time.monotonic() + s.http_timeout
         last_beat = time.monotonic()
         while True:
             status = await http_status(url, timeout=min(2.0, s.http_timeout))
             if status is not None and status < 500:
                 return
-            if not await self.backend.poll(state):
+            if not await backend.poll(state):
                 raise SpawnFailed("server process exited before answering HTTP")
             if time.monotonic() > deadline:
                 raise SpawnFailed(f"server did not answer HTTP within {s.http_timeout:.0f}s")
@@ -356,9 +395,9 @@ class Worker:
             await self._fence(row.key, row.spawn_id)
             await delete_route(self.rt.bus, row.user, row.server_name)
             if row.state:
-                await self.backend.stop(row.state)
+                await self.backend_of(row.backend).stop(row.state)
             fault("spawner.stop_after_backend_kill")
-            await self._record(Transition.stopped(row.key, row.spawn_id, worker=self.me, reason=reason))
+            await self._stopped(row, reason)
             log.info("%s stopped (%s)", row.key, reason)
         finally:
             self.working.discard(row.key)
@@ -408,7 +447,8 @@ class Worker:
             self.handed_off = {k: until for k, until in self.handed_off.items() if until > now}
             try:
                 async with self.rt.sessions() as session, session.begin():
-                    rows = await leases.adopt_expired(session, self.me, self.ttl, skip=self.handed_off.keys())
+                    rows = await leases.adopt_expired(session, self.me, self.ttl, self.backends.keys(),
+                                                      skip=self.handed_off.keys())
             except Exception as exc:
                 log.warning("adoption pass failed: %r", exc)
                 continue
@@ -422,9 +462,10 @@ class Worker:
                 task.add_done_callback(self._tasks.discard)
 
     async def _alive(self, row: leases.Row) -> bool:
-        if not row.state or not await self.backend.poll(row.state):
+        backend = self.backend_of(row.backend)
+        if not row.state or not await backend.poll(row.state):
             return False
-        status = await http_status(f"{self.backend.target(row.state)}{server_prefix(row.user, row.server_name)}api")
+        status = await http_status(f"{backend.target(row.state)}{server_prefix(row.user, row.server_name)}api")
         return status is not None and status < 500
 
     async def _adopt(self, row: leases.Row) -> None:
@@ -454,11 +495,13 @@ class Worker:
             if claimed is not None:
                 await self._finish_stop(claimed, "api")
             return
-        found = await self.backend.locate(row.state) if row.state else None
+        backend = self.backend_of(row.backend)
+        found = await backend.locate(row.state) if row.state else None
         if found is None and row.state:
             await self._fence(row.key, row.spawn_id)
-            await self.backend.stop(row.state)  # a half-made server (a zombie, a stuck container) goes first
-        cmd = SpawnServer(user=row.user, server_name=row.server_name, spawn_id=row.spawn_id, user_options=options)
+            await backend.stop(row.state)  # a half-made server (a zombie, a stuck container) goes first
+        cmd = SpawnServer(user=row.user, server_name=row.server_name, spawn_id=row.spawn_id, user_options=options,
+                          backend=row.backend)
         log.info("finishing the spawn %s of %s (%s)", row.spawn_id, row.key,
                  "its server runs" if found else "starting it")
         await self._run_spawn(cmd, _no_heartbeat, found)
@@ -467,14 +510,14 @@ class Worker:
         """Keep a running server that answers (its route put again); record one that died stopped."""
         if await self._alive(row):
             await self._fence(row.key, row.spawn_id)
-            target = self.backend.target(row.state)
+            target = self.backend_of(row.backend).target(row.state)
             await put_route(self.rt.bus, route_for(row.user, row.server_name, target, row.spawn_id))
             return
         await self._fence(row.key, row.spawn_id)
         if row.state:
-            await self.backend.stop(row.state)
+            await self.backend_of(row.backend).stop(row.state)
         await delete_route(self.rt.bus, row.user, row.server_name)
-        await self._record(Transition.stopped(row.key, row.spawn_id, worker=self.me, reason="exited"))
+        await self._stopped(row, "exited")
 
     async def poll_loop(self, interval: float = 2.0) -> None:
         """Notice servers of mine whose process exited."""
@@ -484,13 +527,12 @@ class Worker:
                 async with self.rt.sessions() as session:
                     rows = await leases.owned_running(session, self.me)
                 for row in rows:
-                    if row.state and await self.backend.poll(row.state):
+                    if row.state and await self.backend_of(row.backend).poll(row.state):
                         continue
                     await self._fence(row.key, row.spawn_id)
                     await delete_route(self.rt.bus, row.user, row.server_name)
-                    await self._record(Transition.stopped(row.key, row.spawn_id, worker=self.me, reason="exited",
-                                                          expected=frozenset({ServerStatus.RUNNING})))
-                    log.info("%s exited", row.key)
+                    if await self._stopped(row, "exited", expected=frozenset({ServerStatus.RUNNING})):
+                        log.info("%s exited", row.key)
             except Exception as exc:
                 log.warning("poll pass failed: %s", exc)
 
