@@ -312,7 +312,7 @@ class BatchBackend:
         deadline = time.monotonic() + timeout - min(2.0, timeout * 0.2)
         job_id = str(state["job_id"])
         said: Phase | None = None
-        delay = 0.1
+        submitted = time.monotonic()
         while True:
             status = await self._status(state, job_id)
             if status.phase == Phase.RUNNING:
@@ -329,8 +329,10 @@ class BatchBackend:
                          else "not seen running (the scheduler did not answer)")
                 raise BatchError(f"batch job {job_id} {where} after {timeout:g}s ({status.text[:300]}); it is "
                                  "cancelled")
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.5)
+            # a job usually runs within a second or two of its submit: look often then, rarely after (each
+            # look is a sudo and a squeue)
+            waited = time.monotonic() - submitted
+            await asyncio.sleep(0.1 if waited < 2 else 0.25 if waited < 10 else 0.5)
 
     async def locate(self, state: dict[str, Any]) -> dict[str, Any] | None:
         """The running job of `state`; a queued one is waited for (up to spawner.start_timeout)."""
