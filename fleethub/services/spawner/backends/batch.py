@@ -190,12 +190,15 @@ class BatchBackend:
         self.settings = settings
         self._seen: dict[str, tuple[float, JobStatus]] = {}  # job id → (when, status): poll's short memory
 
-    # the environment of a scheduler command: what reaches the scheduler (SLURM_CONF), never a server's token
+    @staticmethod
+    def _scheduler_vars(batch: BatchSettings) -> dict[str, str]:
+        """What the scheduler's commands need of the worker's environment (SLURM_CONF) and the settings."""
+        return {**kept_environment(batch.env_keep), **batch.environment}
+
     def _sched_env(self, batch: BatchSettings) -> dict[str, str]:
-        env = kept_environment(self.settings.spawner.env_keep)
-        env.update(kept_environment(batch.env_keep))
-        env.update(batch.environment)
-        return env
+        """The environment of a query, cancel or find: the allow list and the scheduler's variables, never a
+        server's token."""
+        return {**kept_environment(self.settings.spawner.env_keep), **self._scheduler_vars(batch)}
 
     async def _run(self, argv: list[str], env: dict[str, str], *, stdin: str | None = None,
                    timeout: float) -> tuple[int, str, str]:
@@ -227,12 +230,15 @@ class BatchBackend:
         try:
             return await self._run(argv, self._sched_env(batch), timeout=batch.command_timeout)
         except TimeoutError:
-            raise BatchError(f"{argv[0]} did not answer within {batch.command_timeout:g}s") from None
+            raise BatchError(f"{' '.join(argv)[:200]} did not answer within {batch.command_timeout:g}s") from None
 
     async def _status(self, state: Mapping[str, Any], job_id: str) -> JobStatus:
         rc, out, err = await self._sched(state, "query_cmd", {"job_id": job_id, "job_name": state["job_name"]})
         status = parse_status(state["sched"], rc, out, err)
-        self._seen[job_id] = (time.monotonic(), status)
+        if status.phase == Phase.ENDED:
+            self._seen.pop(job_id, None)
+        else:
+            self._seen[job_id] = (time.monotonic(), status)
         return status
 
     async def _find(self, state: Mapping[str, Any]) -> list[str]:
@@ -265,7 +271,7 @@ class BatchBackend:
         output_path = fill(batch.output_path, names, "output_path")
         script = render_script(config, {**names, "port": str(port), "output_path": output_path,
                                         "cmd": shlex.join([*config.cmd, *config.args])})
-        env = {**spec.env, **self._sched_env(batch),
+        env = {**spec.env, **self._scheduler_vars(batch),
                "JUPYTERHUB_SERVICE_URL": f"http://{identity['ip']}:{port}{spec.prefix}"}
         argv = command(batch.submit_cmd, batch.exec_prefix, {"username": username, "job_name": identity["job_name"]})
         try:
@@ -360,7 +366,7 @@ class BatchBackend:
         """Whether the job is queued or running; a scheduler that does not answer raises (never 'gone')."""
         for job_id in await self._jobs(state):
             seen = self._seen.get(job_id)
-            if seen is not None and time.monotonic() - seen[0] < QUERY_EVERY and seen[1].phase != Phase.ENDED:
+            if seen is not None and time.monotonic() - seen[0] < QUERY_EVERY:
                 return True
             status = await self._status(state, job_id)
             if status.phase == Phase.UNKNOWN:
