@@ -23,12 +23,15 @@ import pytest
 from fleethub.shared.bus import Bus
 from fleethub.shared.events import ServerProgress, unwrap
 from fleethub.shared.net import free_port
+from tests.support.browser import follow, log_in
 from tests.support.cluster import FAKE_SERVER, Cluster, ensure_user, mint_token, running_stack, wait_for
 from tests.support.slurm import Slurm
+from tests.support.spawn_form import spawn_through_form
 
 pytestmark = pytest.mark.integration
 
 SINGLEUSER = str(Path(sys.executable).parent / "jupyterhub-singleuser")
+PASSWORD = "batch-user-password-1"
 FAKE_PYTHON = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
 PROFILES = [
     {"display_name": "Slurm", "slug": "slurm", "default": True},
@@ -41,10 +44,12 @@ PROFILES = [
 @asynccontextmanager
 async def batch_hub(tmp_path: Path, nats_url: str, database_url: str, nats_namespace: str, slurm: Slurm,
                     user: str, **spawner: Any) -> AsyncIterator[tuple[Cluster, httpx.AsyncClient]]:
-    """A hub whose servers are Slurm jobs, and an API client of `user` (through the proxy)."""
+    """A hub whose servers are Slurm jobs, and an API client of `user` (through the proxy); `user` logs in
+    with the password `PASSWORD`."""
     port = free_port()
     async with running_stack(
-        tmp_path, nats_url, database_url, nats_namespace,
+        tmp_path, nats_url, database_url, nats_namespace, passwords={user: PASSWORD},
+        auth={"authenticator": "password"},
         api={"slow_spawn_timeout": 60, "slow_stop_timeout": 60, "allow_named_servers": True},
         spawner={"backend": "batch", "cmd": [SINGLEUSER], "start_timeout": 30, "http_timeout": 60,
                  "batch": {"environment": slurm.env}, "profiles": PROFILES, **spawner},
@@ -228,6 +233,33 @@ async def test_the_job_of_a_killed_worker_is_adopted(tmp_path: Path, nats_url: s
         assert r.status_code == 204, r.text
         assert slurm.live_jobs("%i") == []
         await wait_for(lambda: _none_left(name), timeout=10, what=f"{name}'s processes gone")
+
+
+async def test_the_spawn_form_starts_a_slurm_job_with_the_limits(tmp_path: Path, nats_url: str, database_url: str,
+                                                                  nats_namespace: str, slurm: Slurm,
+                                                                  batch_user: pwd.struct_passwd) -> None:
+    """The user logs in and presses Start in the spawn form with the Slurm profile: a job of theirs runs
+    with --mem and --cpus-per-task from mem_limit and cpu_limit, and the pending page leads to the server."""
+    name = batch_user.pw_name
+    async with batch_hub(tmp_path, nats_url, database_url, nats_namespace, slurm, name, mem_limit="300M",
+                         cpu_limit=0.5, cmd=[FAKE_PYTHON, str(FAKE_SERVER)]) as (cluster, client):
+        async with httpx.AsyncClient(base_url=str(client.base_url), timeout=30) as browser:
+            await log_in(browser, name, PASSWORD)
+            r = await spawn_through_form(browser, profile="slurm")
+            assert r is not None and r.status_code == 302, r.text
+
+            async def reached() -> httpx.Response | None:
+                last, _ = await follow(browser, f"/hub/spawn-pending/{name}")
+                return last if last.url.path.startswith(f"/user/{name}/") and last.status_code == 200 else None
+
+            served = await wait_for(reached, timeout=60, interval=0.2, what=f"the server\n{cluster.logs()}")
+            assert served.json()["user"] == name
+            assert slurm.live_jobs("%u", "%T", "%m", "%C") == [[name, "RUNNING", "300M", "1"]]
+            model = (await client.get(f"/hub/api/users/{name}")).json()
+            assert model["servers"][""]["user_options"] == {"profile": "slurm"}
+            r = await client.delete(f"/hub/api/users/{name}/server")
+            assert r.status_code == 204, r.text
+            assert slurm.live_jobs("%i") == []
 
 
 async def _live_jobs(slurm: Slurm) -> list[list[str]]:
