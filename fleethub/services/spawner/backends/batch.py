@@ -323,6 +323,8 @@ class BatchBackend:
             status = await self._status(state, job_id)
             if status.phase == Phase.RUNNING:
                 host = status.host or ""
+                log.info("batch job %s of %s running on %s after %.2fs", job_id, state["job_name"], host,
+                         time.monotonic() - submitted)
                 await spec.progress(f"Batch job {job_id} running on {host or 'its node'}")
                 return {**state, "host": host}
             if status.phase == Phase.ENDED:
