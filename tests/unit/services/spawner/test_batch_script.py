@@ -144,3 +144,14 @@ def test_scheduler_commands_get_slurm_conf_and_the_allow_list_only(monkeypatch: 
     assert env["SLURM_CONF"] == "/etc/slurm-test/slurm.conf" and env["SBATCH_ACCOUNT"] == "lab"
     assert env["LANG"] == "C.UTF-8"  # spawner.env_keep
     assert "AWS_SECRET_ACCESS_KEY" not in env and not [k for k in env if k.startswith("FLEETHUB_")]
+
+
+def test_the_proxy_target_is_the_listen_address_or_the_jobs_node() -> None:
+    from fleethub.services.spawner.backends.batch import BatchBackend
+    from fleethub.shared.settings import load_settings
+
+    backend = BatchBackend(load_settings(None))
+    assert backend.target({"ip": "127.0.0.1", "port": 40000, "host": "node17"}) == "http://127.0.0.1:40000"
+    assert backend.target({"ip": "0.0.0.0", "port": 40000, "host": "node17"}) == "http://node17:40000"
+    with pytest.raises(BatchError, match="no host yet"):
+        backend.target({"ip": "0.0.0.0", "port": 40000, "job_id": "7"})
