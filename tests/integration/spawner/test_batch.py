@@ -109,7 +109,7 @@ async def progress_messages(settings: Any, server_name: str = "") -> list[str]:
         info = await bus.js.stream_info(bus.names.evt_stream)
         out = []
         for seq in range(info.state.first_seq, info.state.last_seq + 1):
-            event = unwrap((await bus.js.get_msg(bus.names.evt_stream, seq)).data, "evt")[1]
+            event = unwrap((await bus.js.get_msg(bus.names.evt_stream, seq)).data or b"", "evt")[1]
             if isinstance(event, ServerProgress) and event.server_name == server_name:
                 out.append(event.message)
         return out
@@ -246,7 +246,7 @@ async def test_the_spawn_form_starts_a_slurm_job_with_the_limits(tmp_path: Path,
         async with httpx.AsyncClient(base_url=str(client.base_url), timeout=30) as browser:
             await log_in(browser, name, PASSWORD)
             r = await spawn_through_form(browser, profile="slurm")
-            assert r is not None and r.status_code == 302, r.text
+            assert r is not None and r.status_code == 302, r and r.text
 
             async def reached() -> httpx.Response | None:
                 last, _ = await follow(browser, f"/hub/spawn-pending/{name}")
