@@ -20,9 +20,13 @@ from typing import Any
 import httpx
 import pytest
 
+from fleethub.services.spawner.backends import ServerSpec, load_backend
+from fleethub.services.spawner.env import server_env
 from fleethub.shared.bus import Bus
-from fleethub.shared.events import ServerProgress, unwrap
+from fleethub.shared.events import ServerProgress, new_id, unwrap
+from fleethub.shared.names import server_prefix
 from fleethub.shared.net import free_port
+from fleethub.shared.settings import load_settings
 from tests.support.browser import follow, log_in
 from tests.support.cluster import FAKE_SERVER, Cluster, ensure_user, mint_token, running_stack, wait_for
 from tests.support.slurm import Slurm
@@ -260,6 +264,38 @@ async def test_the_spawn_form_starts_a_slurm_job_with_the_limits(tmp_path: Path,
             r = await client.delete(f"/hub/api/users/{name}/server")
             assert r.status_code == 204, r.text
             assert slurm.live_jobs("%i") == []
+
+
+async def test_a_start_cancelled_while_queued_leaves_a_job_that_stop_finds(tmp_path: Path, slurm: Slurm,
+                                                                           batch_user: pwd.struct_passwd) -> None:
+    """A stop while the job is queued cancels the worker's start before the job id is saved: another worker's
+    stop, given the identity alone, finds the job by its name and cancels it."""
+    name = batch_user.pw_name
+    settings = load_settings(None, data_dir=tmp_path / "data", spawner={
+        "backend": "batch", "cmd": [FAKE_PYTHON, str(FAKE_SERVER)],
+        "batch": {"environment": slurm.env, "req_partition": "closed"}})
+    backend = load_backend(settings, "batch")
+    messages: list[str] = []
+
+    async def progress(message: str) -> None:
+        messages.append(message)
+
+    spawn_id = new_id()
+    spec = ServerSpec(user=name, server_name="", spawn_id=spawn_id, prefix=server_prefix(name),
+                      env=server_env(settings, "k" * 32, name, "", spawn_id), config=settings.spawner,
+                      progress=progress)
+    identity = backend.identity(spec)
+    start = asyncio.create_task(backend.start(spec, identity))
+
+    async def queued() -> bool:
+        return any(m.endswith(" queued") for m in messages)
+
+    await wait_for(queued, timeout=20, what="the job queued")
+    start.cancel()
+    await asyncio.gather(start, return_exceptions=True)
+    assert [j[1:] for j in slurm.live_jobs("%i", "%j", "%T")] == [[identity["job_name"], "PENDING"]]
+    await load_backend(settings, "batch").stop(identity)
+    assert slurm.live_jobs("%i") == []
 
 
 async def _live_jobs(slurm: Slurm) -> list[list[str]]:
