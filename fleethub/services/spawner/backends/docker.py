@@ -14,6 +14,8 @@ host chosen in `identity`; on any other network it listens on port 8888 of the c
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from string import ascii_lowercase, digits
 from typing import Any
 
@@ -23,6 +25,7 @@ from fleethub.services.spawner.backends.local import MARKER_VAR, marker_of
 from fleethub.shared.backend_settings import DockerSettings, parse_size
 from fleethub.shared.errors import ConfigError
 from fleethub.shared.net import free_port
+from fleethub.shared.private import open_private, private_dir
 from fleethub.shared.service import reachable_host
 from fleethub.shared.settings import ServiceSettings, SpawnerSettings
 
@@ -159,7 +162,8 @@ class DockerBackend:
         port = free_port(ip if ip not in ("", "::") else "0.0.0.0") if host_network else CONTAINER_PORT
         return {"name": container_name(d.name_template, spec.user, spec.server_name), "user": spec.user,
                 "server": spec.server_name, "spawn_id": spec.spawn_id, "ip": ip, "port": port,
-                "network": d.network_name, "remove": d.remove}
+                "network": d.network_name, "remove": d.remove,
+                "log_path": str(spec.log_path) if spec.log_path is not None else None}
 
     async def start(self, spec: ServerSpec, identity: dict[str, Any]) -> dict[str, Any]:
         name = str(identity["name"])
@@ -182,10 +186,10 @@ class DockerBackend:
             state = {**identity, "id": cid}
             if identity["network"] != "host":
                 info = await self.engine.inspect(cid)
-                ip = _network_ip(info or {}, str(identity["network"]))
-                if ip is None:
+                address = _network_ip(info or {}, str(identity["network"]))
+                if address is None:
                     raise ContainerError(f"container {name} has no address on network {identity['network']!r}")
-                state["ip"] = ip
+                state["address"] = address
             return state
         except EngineUnreachable as exc:
             raise ContainerError(str(exc)) from None
@@ -214,11 +218,11 @@ class DockerBackend:
             return None
         found = {**state, "id": info["Id"]}
         if state.get("network", "host") != "host":
-            found["ip"] = _network_ip(info, str(state["network"])) or state["ip"]
+            found["address"] = _network_ip(info, str(state["network"])) or state.get("address")
         return found
 
     def target(self, state: dict[str, Any]) -> str:
-        ip = str(state["ip"])
+        ip = str(state.get("address") or state["ip"])
         if ip in ("0.0.0.0", "", "::"):
             ip = self.engine.address.hostname or reachable_host()
         return f"http://{ip}:{state['port']}"
@@ -229,8 +233,7 @@ class DockerBackend:
             return False
         if _running(info):
             return True
-        if state.get("remove", True):  # its server is over: nothing of it stays
-            await self.engine.remove(str(info["Id"]))
+        await self._dispose(info, state)  # its server is over
         return False
 
     async def stop(self, state: dict[str, Any]) -> None:
@@ -238,5 +241,38 @@ class DockerBackend:
         if info is None:
             return
         await self.engine.stop(str(info["Id"]), STOP_GRACE)
-        if state.get("remove", True):
-            await self.engine.remove(str(info["Id"]))
+        await self._dispose(info, state)
+
+    async def _dispose(self, info: dict[str, Any], state: dict[str, Any]) -> None:
+        """Remove the stopped container if `remove` is on, its output first kept in the spawn's log file
+        (where the user reads why a server failed, as with the `local` backend)."""
+        if not state.get("remove", True):
+            return  # the container keeps its own output (`docker logs`)
+        if state.get("log_path"):
+            try:
+                output = await self.engine.logs(str(info["Id"]))
+                after = await self.engine.inspect(str(info["Id"]))
+            except EngineError as exc:
+                log.warning("could not keep the output of container %s: %s", state["name"], exc)
+            else:
+                _append_log(Path(str(state["log_path"])), output, str(state["name"]), after or info)
+        await self.engine.remove(str(info["Id"]))
+
+
+def _append_log(path: Path, output: bytes, name: str, info: dict[str, Any]) -> None:
+    """Append a removed container's output and how it ended to the spawn's log file (mode 0600).
+
+    Plain blocking calls: a write of at most a few hundred kilobytes to the local disk.
+    """
+    status = info.get("State") or {}
+    ended = f"container {name} exited with code {status.get('ExitCode')}"
+    if status.get("OOMKilled"):
+        ended += " (killed: out of memory, spawner.mem_limit)"
+    if status.get("Error"):
+        ended += f": {status['Error']}"
+    private_dir(path.parent)
+    fd = open_private(path)
+    try:
+        os.write(fd, output + f"[fleethub] {ended}\n".encode())
+    finally:
+        os.close(fd)

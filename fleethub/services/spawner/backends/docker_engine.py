@@ -18,6 +18,8 @@ import httpx
 
 CONNECT_TIMEOUT = 5.0
 """Seconds to reach the engine; a socket that does not answer is an engine that cannot be reached."""
+LOG_TAIL = 2000
+"""Lines of a container's output kept when it is removed."""
 
 
 class EngineError(Exception):
@@ -143,12 +145,33 @@ class Engine:
             if exc.status != 404:
                 raise
 
+    async def logs(self, ref: str, tail: int = LOG_TAIL) -> bytes:
+        """The last `tail` lines the container wrote (stdout and stderr, in order)."""
+        response = await self._request("GET", f"/containers/{ref}/logs",
+                                       params={"stdout": "true", "stderr": "true", "tail": str(tail)})
+        if response.headers.get("content-type", "").startswith("application/vnd.docker.multiplexed-stream"):
+            return demultiplex(response.content)
+        info = await self.inspect(ref)  # older engines do not say: a container without a TTY multiplexes
+        tty = bool(((info or {}).get("Config") or {}).get("Tty"))
+        return response.content if tty else demultiplex(response.content)
+
     async def find(self, labels: dict[str, str]) -> list[dict[str, Any]]:
         """The containers (running or not) carrying all of `labels`."""
         filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
         response = await self._request("GET", "/containers/json",
                                        params={"all": "true", "filters": json.dumps(filters)})
         return [dict(c) for c in response.json()]
+
+
+def demultiplex(data: bytes) -> bytes:
+    """The payload of the Engine's multiplexed log stream: frames of an 8-byte header (stream, 0, 0, 0,
+    big-endian size) and that many bytes."""
+    out, i = bytearray(), 0
+    while i + 8 <= len(data):
+        size = int.from_bytes(data[i + 4:i + 8], "big")
+        out += data[i + 8:i + 8 + size]
+        i += 8 + size
+    return bytes(out)
 
 
 def _message(response: httpx.Response) -> str:
