@@ -19,6 +19,7 @@ import pytest
 
 from fleethub.services.spawner.backends.base import ServerSpec
 from fleethub.services.spawner.backends.docker import ContainerError, DockerBackend
+from fleethub.services.spawner.backends.docker_engine import EngineUnreachable
 from fleethub.services.spawner.env import server_env
 from fleethub.services.spawner.httpcheck import http_status
 from fleethub.shared.names import server_prefix
@@ -214,5 +215,9 @@ async def test_an_unreachable_engine_fails_the_start_with_a_message(tmp_path: Pa
     settings = load_settings(None, spawner={"backend": "docker", "docker": {"host": f"unix://{sock}"}})
     backend = DockerBackend(settings)
     spec = make_spec(settings, "nobody")
+    identity = backend.identity(spec)
     with pytest.raises(ContainerError, match=f"cannot reach the Docker engine at unix://{sock}"):
-        await backend.start(spec, backend.identity(spec))
+        await backend.start(spec, identity)
+    await backend.stop(identity)  # the engine made nothing: the worker's stop after the failure returns
+    with pytest.raises(EngineUnreachable, match="cannot reach"):  # another worker cannot know: it says so
+        await DockerBackend(settings).poll(identity)

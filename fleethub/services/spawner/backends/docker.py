@@ -154,6 +154,7 @@ class DockerBackend:
             self.engine = Engine(parse_address(text))
         except ValueError as exc:
             raise ConfigError(f"spawner.docker.host: {exc}") from None
+        self._not_created: set[str] = set()  # spawns whose start failed before the engine made anything
 
     def identity(self, spec: ServerSpec) -> dict[str, Any]:
         d: DockerSettings = spec.config.docker
@@ -167,11 +168,15 @@ class DockerBackend:
 
     async def start(self, spec: ServerSpec, identity: dict[str, Any]) -> dict[str, Any]:
         name = str(identity["name"])
+        creating = False
         try:
             await spec.progress(f"Creating container {name}")
             await self._clear(name, spec)
+            creating = True
             try:
                 cid = await self.engine.create(name, create_request(spec, identity))
+            except EngineUnreachable:
+                raise
             except EngineError as exc:
                 if exc.status == 404:
                     raise ContainerError(
@@ -192,6 +197,9 @@ class DockerBackend:
                 state["address"] = address
             return state
         except EngineUnreachable as exc:
+            if not creating or not exc.sent:
+                # the engine made nothing: the stop that follows a failed start need not reach it either
+                self._not_created.add(spec.spawn_id)
             raise ContainerError(str(exc)) from None
 
     async def _clear(self, name: str, spec: ServerSpec) -> None:
@@ -237,6 +245,9 @@ class DockerBackend:
         return False
 
     async def stop(self, state: dict[str, Any]) -> None:
+        if state.get("spawn_id") in self._not_created:
+            self._not_created.discard(state["spawn_id"])
+            return
         info = await self._find(state)
         if info is None:
             return

@@ -31,10 +31,12 @@ class EngineError(Exception):
 
 
 class EngineUnreachable(EngineError):
-    """The engine did not answer at its address."""
+    """The engine did not answer at its address. `sent`: the request may have reached it (a timeout after
+    it was written) — False when no connection was made, so the engine did nothing."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, sent: bool) -> None:
         super().__init__(0, message)
+        self.sent = sent
 
 
 @dataclass(frozen=True)
@@ -100,9 +102,11 @@ class Engine:
                 response = await client.request(method, url, params=params, json=body)
         except httpx.TimeoutException as exc:
             raise EngineUnreachable(f"the Docker engine at {self.address.text} did not answer "
-                                    f"{method} {path} in time ({type(exc).__name__})") from None
+                                    f"{method} {path} in time ({type(exc).__name__})",
+                                    sent=not isinstance(exc, httpx.ConnectTimeout)) from None
         except httpx.TransportError as exc:
-            raise EngineUnreachable(f"cannot reach the Docker engine at {self.address.text}: {exc}") from None
+            raise EngineUnreachable(f"cannot reach the Docker engine at {self.address.text}: {exc}",
+                                    sent=not isinstance(exc, httpx.ConnectError)) from None
         if response.status_code >= 400:
             raise EngineError(response.status_code, _message(response))
         return response
