@@ -129,6 +129,26 @@ def _wait_ready(proc: subprocess.Popen[bytes], socket: Path, log: Path, timeout:
     raise RuntimeError(f"dockerd did not answer within {timeout:.0f}s: {log.read_text()[-2000:]}")
 
 
+def _reap_shims() -> None:
+    """Reap the containerd shims re-parented to this process (when a test made it a subreaper) that exited
+    with their containers: only those, whose exit statuses nobody else waits for."""
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            comm = Path(f"/proc/{entry}/comm").read_text().strip()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if fields[0] == "Z" and int(fields[1]) == me and comm.startswith("containerd-shim"):
+            try:
+                os.waitpid(int(entry), os.WNOHANG)
+            except ChildProcessError:
+                pass
+
+
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -181,5 +201,6 @@ def running_dockerd() -> Iterator[Dockerd]:
         except Exception:
             pass  # an engine that does not answer is stopped all the same
         _stop(proc)
+        _reap_shims()
         _unmount_under(root)
         shutil.rmtree(root, ignore_errors=True)
