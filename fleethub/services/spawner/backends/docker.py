@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from string import ascii_lowercase, digits
 from typing import Any
@@ -38,6 +39,9 @@ CONTAINER_PORT = 8888
 """The port a server listens on inside its container when it is not on the host's network."""
 STOP_GRACE = 5
 """Seconds a server has to exit after SIGTERM before the engine kills it."""
+POLL_REUSE = 1.0
+"""Seconds a poll that saw the container run is trusted without asking the engine again: the readiness
+wait polls every `spawner.poll_interval` (50 ms), and an inspect costs about 2 ms of CPU."""
 
 _SAFE = frozenset(ascii_lowercase + digits)
 
@@ -155,6 +159,7 @@ class DockerBackend:
         except ValueError as exc:
             raise ConfigError(f"spawner.docker.host: {exc}") from None
         self._not_created: set[str] = set()  # spawns whose start failed before the engine made anything
+        self._seen_running: dict[tuple[str, str], float] = {}  # (name, spawn id) → when a poll saw it run
 
     def identity(self, spec: ServerSpec) -> dict[str, Any]:
         d: DockerSettings = spec.config.docker
@@ -236,15 +241,21 @@ class DockerBackend:
         return f"http://{ip}:{state['port']}"
 
     async def poll(self, state: dict[str, Any]) -> bool:
-        info = await self._find(state)
-        if info is None:
-            return False
-        if _running(info):
+        key = (str(state["name"]), str(state["spawn_id"]))
+        now = time.monotonic()
+        if now - self._seen_running.get(key, -POLL_REUSE) < POLL_REUSE:
             return True
-        await self._dispose(info, state)  # its server is over
+        info = await self._find(state)
+        if info is not None and _running(info):
+            self._seen_running[key] = now
+            return True
+        self._seen_running.pop(key, None)
+        if info is not None:
+            await self._dispose(info, state)  # its server is over
         return False
 
     async def stop(self, state: dict[str, Any]) -> None:
+        self._seen_running.pop((str(state.get("name")), str(state.get("spawn_id"))), None)
         if state.get("spawn_id") in self._not_created:
             self._not_created.discard(state["spawn_id"])
             return
