@@ -1,7 +1,8 @@
-"""The docker backend end to end: a spawn through the REST API, carried out by a real spawner worker in a
-container of a real engine, the real jupyterhub-singleuser reached through the proxy, stopped through the
-API with nothing left; an image chosen among the allowed ones, one not allowed refused; an engine that
-cannot be reached fails the spawn with a message the user reads in the progress stream."""
+"""The docker backend end to end: spawns through the REST API and through the spawn form, carried out by a
+real spawner worker in a container of a real engine, the real jupyterhub-singleuser reached through the
+proxy (by the form's user through the hub's OAuth, into JupyterLab), stopped through the API with nothing
+left; an image chosen among the allowed ones, one not allowed refused (400); an engine that cannot be
+reached fails the spawn with a message the user reads."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ import httpx
 import pytest
 
 from fleethub.shared.net import free_port
+from tests.support.browser import follow, log_in
 from tests.support.cluster import Cluster, ensure_user, mint_token, running_stack, wait_for
 from tests.support.dockerd import Dockerd, runtime_volumes, singleuser_command
+from tests.support.spawn_form import spawn_through_form
 
 pytestmark = pytest.mark.integration
 
@@ -50,17 +53,21 @@ async def _progress(api: httpx.AsyncClient, user: str) -> list[dict[str, Any]]:
     return events
 
 
+PASSWORDS = {"dana": "dana-password-1"}
+
+
 @pytest.fixture
 async def stack(tmp_path: Path, nats_url: str, database_url: str, nats_namespace: str,
                 dockerd: Dockerd) -> AsyncIterator[Cluster]:
-    # the spawner worker is started by the test, once it follows the progress stream
+    # the spawner worker is started by the test, once it follows the first spawn's progress stream
     async with running_stack(tmp_path, nats_url, database_url, nats_namespace, log_level="INFO",
-                             start=("auth", "api", "proxy"), api={"slow_spawn_timeout": 0.5},
+                             start=("auth", "api", "proxy"), passwords=PASSWORDS,
+                             auth={"authenticator": "password"}, api={"slow_spawn_timeout": 0.5},
                              spawner=_spawner(dockerd), proxy={"port": free_port()}) as cluster:
         yield cluster
 
 
-async def test_a_spawn_through_the_api_runs_in_a_container_reached_through_the_proxy(
+async def test_spawns_through_the_api_and_the_form_run_in_containers_reached_through_the_proxy(
         stack: Cluster, dockerd: Dockerd) -> None:
     async with await _admin(stack, "dana") as api:
         refused = await api.post("/hub/api/users/dana/server", json={"image": "evil/miner:latest"})
@@ -92,6 +99,32 @@ async def test_a_spawn_through_the_api_runs_in_a_container_reached_through_the_p
         assert stopped.status_code in (202, 204), stopped.text
         await wait_for(lambda: _gone(dockerd, "jupyter-dana"), timeout=30, what="the container removed")
         assert (await api.get("/user/dana/api", follow_redirects=False)).status_code != 200
+        await wait_for(lambda: _no_server(api, "dana"), timeout=30, what="dana's server recorded stopped")
+
+        # the same through the spawn form, as a browser: log in, choose the image, follow to the server
+        async with httpx.AsyncClient(base_url=str(api.base_url), timeout=60) as browser:
+            await log_in(browser, "dana", PASSWORDS["dana"])
+            bad = await spawn_through_form(browser, image="evil/miner:latest")
+            assert bad is not None and bad.status_code == 400 and "is not allowed" in bad.text
+            posted = await spawn_through_form(browser, image="Test image")
+            assert posted is not None and posted.status_code == 302, posted.text
+
+            async def reached() -> httpx.Response | None:
+                last, _ = await follow(browser, "/hub/spawn-pending/dana")
+                return last if last.url.path.startswith("/user/dana/") and last.status_code == 200 else None
+
+            # through the proxy and the hub's OAuth to JupyterLab in the container
+            served = await wait_for(reached, timeout=60, interval=0.3, what=f"dana's server\n{stack.logs()}")
+            assert "jupyterlab" in served.text.lower(), served.url
+        info = dockerd.inspect("jupyter-dana")
+        assert info is not None and info["State"]["Running"]  # type: ignore[index]
+        assert info["Config"]["Image"] == dockerd.image  # type: ignore[index]
+        assert (await api.delete("/hub/api/users/dana/server")).status_code in (202, 204)
+        await wait_for(lambda: _gone(dockerd, "jupyter-dana"), timeout=30, what="the container removed")
+
+
+async def _no_server(api: httpx.AsyncClient, user: str) -> bool:
+    return (await api.get(f"/hub/api/users/{user}")).json()["servers"] == {}
 
 
 async def _gone(dockerd: Dockerd, name: str) -> bool:
