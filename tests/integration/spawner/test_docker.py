@@ -81,7 +81,9 @@ async def test_the_real_singleuser_runs_in_its_container(dockerd: Dockerd, hub_a
     user = unique_user("ann")
     settings = docker_settings(
         dockerd, hub_api_url, mem_limit="1G", cpu_limit=1.5, mem_guarantee="128M", cpu_guarantee=0.25,
-        docker={"volumes": {**runtime_volumes(), f"{tmp_path}/homes/{{username}}": "/srv/{username}"}},
+        docker={"volumes": {**runtime_volumes(), f"{tmp_path}/homes/{{username}}": "/srv/{username}"},
+                "extra_create_kwargs": {"WorkingDir": "/tmp", "Labels": {"team": "data"}},
+                "extra_host_config": {"ShmSize": 32 * 1024**2}},
     )
     backend = DockerBackend(settings)
     progress: list[str] = []
@@ -98,7 +100,8 @@ async def test_the_real_singleuser_runs_in_its_container(dockerd: Dockerd, hub_a
     info = dockerd.inspect(f"jupyter-{user}.lab")
     assert info is not None and info["Id"] == state["id"] and info["Name"] == f"/jupyter-{user}.lab"
     assert info["Config"]["Labels"] == {"fleethub.user": user, "fleethub.server": "lab",  # type: ignore[index]
-                                        "fleethub.spawn_id": spec.spawn_id}
+                                        "fleethub.spawn_id": spec.spawn_id, "team": "data"}
+    assert info["Config"]["WorkingDir"] == "/tmp" and info["HostConfig"]["ShmSize"] == 32 * 1024**2  # type: ignore[index]
     host = info["HostConfig"]
     assert host["NetworkMode"] == "host"  # type: ignore[index]
     assert host["Memory"] == 1024**3 and host["NanoCpus"] == 1_500_000_000  # type: ignore[index]
@@ -221,3 +224,38 @@ async def test_an_unreachable_engine_fails_the_start_with_a_message(tmp_path: Pa
     await backend.stop(identity)  # the engine made nothing: the worker's stop after the failure returns
     with pytest.raises(EngineUnreachable, match="cannot reach"):  # another worker cannot know: it says so
         await DockerBackend(settings).poll(identity)
+
+
+async def _relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        writer.close()
+
+
+async def test_an_engine_reached_over_tcp(dockerd: Dockerd, hub_api_url: str) -> None:
+    """`tcp://host:port` (DOCKER_HOST style): the engine's socket relayed on a loopback port."""
+
+    async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_unix_connection(str(dockerd.socket))
+        await asyncio.gather(_relay(reader, up_writer), _relay(up_reader, writer))
+
+    relay = await asyncio.start_server(forward, "127.0.0.1", 0)
+    port = relay.sockets[0].getsockname()[1]
+    try:
+        settings = docker_settings(dockerd, hub_api_url, fake=True, docker={"host": f"tcp://127.0.0.1:{port}"})
+        backend = DockerBackend(settings)
+        user = unique_user("tcp")
+        spec = make_spec(settings, user)
+        state = await backend.start(spec, backend.identity(spec))
+        await wait_answers(backend, state, spec.prefix)
+        assert dockerd.inspect(state["name"])["Id"] == state["id"]  # type: ignore[index]
+        await backend.stop(state)
+        assert _ours(dockerd, user) == []
+    finally:
+        relay.close()
+        await relay.wait_closed()
