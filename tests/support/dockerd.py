@@ -3,7 +3,7 @@
 dockerd runs with no iptables and no bridge (host networking only), vfs storage and its own data root,
 exec root, pid file and containerd namespaces, so it shares nothing with an engine the machine may run
 (never /var/run/docker.sock; DOCKER_HOST is never set). The image is imported from a root filesystem
-built here (no registry): a near-empty tree with `bin`, `lib`, `lib64`, `sbin` linked into `usr/`, whose
+built here (no registry): a near-empty tree with `bin`, `lib`, `lib64` linked into `usr/`, whose
 servers run the host's Python and this venv's `jupyterhub-singleuser` through read-only bind mounts
 (`runtime_volumes`).
 """
@@ -83,14 +83,16 @@ def _rootfs_tar() -> bytes:
     """The image's root filesystem as a tar: directories, the usr/ links, passwd and group."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name in ("usr", "etc", "tmp", "proc", "sys", "dev", "root", "home", "home/jovyan", "srv", "run"):
+        # sbin is a directory of its own: the engine mounts its init (HostConfig Init) at /sbin/docker-init,
+        # which it could not create through a link into the read-only /usr
+        for name in ("usr", "etc", "tmp", "proc", "sys", "dev", "root", "home", "home/jovyan", "srv", "run", "sbin"):
             info = tarfile.TarInfo(name)
             info.type = tarfile.DIRTYPE
             info.mode = 0o1777 if name == "tmp" else 0o755
             if name == "home/jovyan":
                 info.uid = info.gid = 1000
             tar.addfile(info)
-        for name in ("bin", "lib", "lib64", "sbin"):
+        for name in ("bin", "lib", "lib64"):
             info = tarfile.TarInfo(name)
             info.type = tarfile.SYMTYPE
             info.linkname = f"usr/{name}"

@@ -30,17 +30,15 @@ class TestDockerContract(BackendContract):
         volumes = {**runtime_volumes(), str(FAKE_SERVER.parent): f"{FAKE_SERVER.parent}:ro"}
         return load_settings(None, data_dir=tmp_path / "data", spawner={
             "backend": "docker",
-            "docker": {"host": dockerd.host, "image": dockerd.image, "volumes": volumes},
+            "docker": {"host": dockerd.host, "image": dockerd.image, "volumes": volumes,
+                       # the engine's init (tini) as PID 1 hands the stop's SIGTERM to any server: a bare PID 1
+                       # ignores a signal it has no handler for yet, and would die only at the SIGKILL, 5 s later
+                       "extra_host_config": {"Init": True}},
         })
 
     @pytest.fixture
     def user(self) -> str:
         return f"contract-{secrets.token_hex(3)}"  # one engine for the session: a name of its own per test
-
-    def silent_cmd(self) -> list[str]:
-        # PID 1 of a container ignores a signal it installs no handler for: this one ends on the stop's
-        # SIGTERM (jupyterhub-singleuser does) rather than at its SIGKILL, the stop's grace period later
-        return ["/bin/sh", "-c", "trap 'exit 0' TERM; sleep 300 & wait"]
 
     def _containers(self, identity: dict[str, Any]) -> list[dict[str, Any]]:
         info = self.engine.inspect(str(identity["name"]))
