@@ -67,8 +67,8 @@ def container_name(template: str, user: str, server: str) -> str:
     """The container of `user`'s server `server`: `template` with `{username}`, `{servername}` and
     `{servername_suffix}` (`.<server>`, or nothing for the default server) filled in, escaped.
 
-    The suffix starts with `.`, which no escaped name holds, so `alice` + `x` and a user whose escaped
-    name is `alice-x` never share a container.
+    The suffix starts with `.`, which no escaped name holds, so user `a-b` (escaped `a-2db`) and user `a`'s
+    server `2db` never share a container.
     """
     user_part, server_part = escape(user), escape(server)
     return _fill(template, {"username": user_part, "servername": server_part,
