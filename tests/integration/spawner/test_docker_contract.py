@@ -14,7 +14,7 @@ import pytest
 from fleethub.shared.settings import ServiceSettings, load_settings
 from tests.support.backend_contract import BackendContract
 from tests.support.cluster import FAKE_SERVER
-from tests.support.dockerd import Dockerd, runtime_volumes
+from tests.support.dockerd import Dockerd, runtime_volumes, singleuser_command
 
 pytestmark = pytest.mark.integration
 
@@ -56,3 +56,28 @@ class TestDockerContract(BackendContract):
         with self.engine.client() as c:
             for container in self._containers(identity):
                 c.delete(f"/containers/{container['Id']}", params={"force": "true"})
+
+
+class TestDockerContractSingleuser(TestDockerContract):
+    """The contract's tests that start a server, with the real `jupyterhub-singleuser` in the container (its
+    hub: the contract's stand-in of the hub API, reached over the host's network). It takes seconds to answer
+    on our shared machine, so only reaching it and adopting it after a worker's SIGKILL are repeated."""
+
+    serve_cmd: ClassVar[list[str]] = singleuser_command()
+    ready_timeout: ClassVar[float] = 40.0
+    test_identity_and_state_are_json_without_secrets = None
+    test_stop_never_started_and_double_stop = None
+    test_dies_after_ready_polls_false = None
+    test_failing_start_says_why = None  # these two run no serve_cmd
+    test_start_timeout_leaves_nothing = None
+    test_adopt_after_worker_killed_before_reporting = None
+    test_killed_from_outside_polls_false = None
+
+    @pytest.fixture
+    def settings(self, tmp_path: Path, dockerd: Dockerd, hub_api_url: str) -> ServiceSettings:
+        TestDockerContract.engine = dockerd
+        return load_settings(None, data_dir=tmp_path / "data", spawner={
+            "backend": "docker", "hub_api_url": hub_api_url,
+            "docker": {"host": dockerd.host, "image": dockerd.image, "volumes": runtime_volumes(),
+                       "extra_host_config": {"Init": True}},
+        })
