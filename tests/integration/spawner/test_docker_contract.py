@@ -61,10 +61,12 @@ class TestDockerContract(BackendContract):
 class TestDockerContractSingleuser(TestDockerContract):
     """The contract's tests that start a server, with the real `jupyterhub-singleuser` in the container (its
     hub: the contract's stand-in of the hub API, reached over the host's network). It takes seconds to answer
-    on our shared machine, so only reaching it and adopting it after a worker's SIGKILL are repeated."""
+    on our shared machine, so only its adoption after a worker's SIGKILL is repeated (test_docker.py starts,
+    reaches and stops it)."""
 
     serve_cmd: ClassVar[list[str]] = singleuser_command()
     ready_timeout: ClassVar[float] = 40.0
+    test_start_reach_stop = None
     test_identity_and_state_are_json_without_secrets = None
     test_stop_never_started_and_double_stop = None
     test_dies_after_ready_polls_false = None
