@@ -9,7 +9,6 @@ from API 1.24 on: the fields it sends and reads exist in all of them.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -142,7 +141,8 @@ class Engine:
                 raise
 
     async def remove(self, ref: str) -> None:
-        """Remove the container (killed if it runs) and its anonymous volumes; gone is no error."""
+        """Remove the container (killed if it runs) and its anonymous volumes (named ones, such as a user's
+        `volumes` entry, stay); gone is no error."""
         try:
             await self._request("DELETE", f"/containers/{ref}", params={"force": "true", "v": "true"})
         except EngineError as exc:
@@ -158,13 +158,6 @@ class Engine:
         info = await self.inspect(ref)  # older engines do not say: a container without a TTY multiplexes
         tty = bool(((info or {}).get("Config") or {}).get("Tty"))
         return response.content if tty else demultiplex(response.content)
-
-    async def find(self, labels: dict[str, str]) -> list[dict[str, Any]]:
-        """The containers (running or not) carrying all of `labels`."""
-        filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
-        response = await self._request("GET", "/containers/json",
-                                       params={"all": "true", "filters": json.dumps(filters)})
-        return [dict(c) for c in response.json()]
 
 
 def demultiplex(data: bytes) -> bytes:

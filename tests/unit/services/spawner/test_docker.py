@@ -14,7 +14,7 @@ from fleethub.services.spawner.backends.docker import (
     resources,
     volume_binds,
 )
-from fleethub.services.spawner.backends.docker_engine import parse_address
+from fleethub.services.spawner.backends.docker_engine import demultiplex, parse_address
 from fleethub.shared.backend_options import configure_docker
 from fleethub.shared.errors import BadRequest, ConfigError
 from fleethub.shared.profiles import resolve
@@ -70,6 +70,13 @@ def test_an_empty_cmd_runs_the_images_own() -> None:
     config = SpawnerSettings.model_validate({"docker": {"cmd": []}})
     spec = ServerSpec(user="u", server_name="", spawn_id="s", prefix="/user/u/", env={}, config=config)
     assert "Cmd" not in create_request(spec, {"ip": "127.0.0.1", "port": 1})
+
+
+def test_the_log_stream_is_demultiplexed() -> None:
+    frames = b"".join(bytes([kind, 0, 0, 0]) + len(text).to_bytes(4, "big") + text
+                      for kind, text in ((1, b"out line\n"), (2, b"err line\n"), (1, b"")))
+    assert demultiplex(frames) == b"out line\nerr line\n"
+    assert demultiplex(frames[:-3]) == b"out line\nerr line\n"  # a cut header is ignored
 
 
 def test_engine_addresses() -> None:
