@@ -10,6 +10,7 @@ servers run the host's Python and this venv's `jupyterhub-singleuser` through re
 
 from __future__ import annotations
 
+import ctypes
 import io
 import os
 import shutil
@@ -27,6 +28,7 @@ from pathlib import Path
 import httpx
 
 DOCKERD = "/usr/sbin/dockerd"
+PR_SET_PDEATHSIG = 1
 IMAGE = "fleethub-test/singleuser:1"
 PASSWD = "root:x:0:0:root:/root:/bin/sh\njovyan:x:1000:1000::/home/jovyan:/bin/sh\n"
 GROUP = "root:x:0:\njovyan:x:1000:\n"
@@ -176,6 +178,7 @@ def running_dockerd() -> Iterator[Dockerd]:
     env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
     if not any(Path(d, "containerd").exists() for d in env["PATH"].split(":")):
         env["PATH"] += ":/usr/sbin:/usr/bin:/sbin:/bin"
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork: the child only calls it
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [DOCKERD, "--iptables=false", "--ip6tables=false", "--bridge=none", "--storage-driver=vfs",
@@ -183,6 +186,9 @@ def running_dockerd() -> Iterator[Dockerd]:
              "--pidfile", str(root / "dockerd.pid"), "-H", f"unix://{socket}",
              "--containerd-namespace", namespace, "--containerd-plugins-namespace", f"{namespace}-plugins"],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+            # a test process killed outright (no teardown) takes its engine along: SIGTERM when it dies, and
+            # dockerd stops its containers on the way out
+            preexec_fn=lambda: prctl(PR_SET_PDEATHSIG, signal.SIGTERM),
         )
     try:
         _wait_ready(proc, socket, log)
