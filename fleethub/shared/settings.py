@@ -188,6 +188,10 @@ class ApiSettings(ListenSettings):
     )
 
 
+WORKER_ONLY = (("docker", "host"), ("batch", "environment"), ("batch", "env_keep"))
+"""Settings of how a spawner worker reaches its backend's system: the worker's own, never a profile's."""
+
+
 class SpawnerSettings(_Section):
     """The spawner workers and their backend."""
 
@@ -265,6 +269,12 @@ class SpawnerSettings(_Section):
         for profile in value:
             if "profiles" in profile.overrides or "backends" in profile.overrides:
                 raise ValueError(f"profile {profile.key()!r}: overrides cannot change profiles or backends")
+            for section, key in WORKER_ONLY:
+                if isinstance(profile.overrides.get(section), dict) and key in profile.overrides[section]:
+                    raise ValueError(
+                        f"profile {profile.key()!r}: spawner.{section}.{key} is how a worker reaches its system "
+                        f"(polls and stops use the worker's own): set it in [spawner.{section}] of the workers "
+                        "serving that backend, not in a profile")
         return value
 
     @model_validator(mode="after")

@@ -70,6 +70,9 @@ def test_workers_serve_the_named_backends() -> None:
     ([{"display_name": "A", "overrides": {"no_such": 1}}], "profile 'a' overrides: no_such"),
     ([{"display_name": "A", "overrides": {"backends": ["x"]}}], "cannot change profiles or backends"),
     ([{"display_name": "A", "slug": "Not A Slug"}], "is not a slug"),
+    ([{"display_name": "A", "overrides": {"docker": {"host": "tcp://x:2375"}}}], "spawner.docker.host is how a worker"),
+    ([{"display_name": "A", "overrides": {"batch": {"environment": {"SLURM_CONF": "/x"}}}}],
+     "set it in \\[spawner.batch\\]"),
 ])
 def test_bad_profiles_are_refused_at_load(profiles: list[dict[str, object]], message: str) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -271,7 +271,7 @@ class BatchBackend:
         output_path = fill(batch.output_path, names, "output_path")
         script = render_script(config, {**names, "port": str(port), "output_path": output_path,
                                         "cmd": shlex.join([*config.cmd, *config.args])})
-        env = {**spec.env, **self._scheduler_vars(batch),
+        env = {**spec.env, **self._scheduler_vars(self.settings.spawner.batch),  # the worker's way to its scheduler
                "JUPYTERHUB_SERVICE_URL": f"http://{identity['ip']}:{port}{spec.prefix}"}
         argv = command(batch.submit_cmd, batch.exec_prefix, {"username": username, "job_name": identity["job_name"]})
         try:
