@@ -31,7 +31,6 @@ import shutil
 import signal
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from fleethub.services.spawner.asuser import PATH_VAR
@@ -89,6 +88,16 @@ def _expand_home(path: str, home: str) -> str:
     return home + path[1:] if path == "~" or path.startswith("~/") else path
 
 
+def _checked(pw: pwd.struct_passwd, user: str) -> Account:
+    """The account of `pw`, if a server may run as it (a stat on the local disk: no thread hand-off)."""
+    if pw.pw_uid == 0:
+        raise AccountRefused(f"refusing to run the server of {user!r} as root: account {pw.pw_name!r} has uid 0")
+    if not os.path.isdir(pw.pw_dir):
+        raise AccountRefused(f"the home directory {pw.pw_dir} of account {pw.pw_name!r} does not exist")
+    return Account(name=pw.pw_name, uid=pw.pw_uid, gid=pw.pw_gid, groups=os.getgrouplist(pw.pw_name, pw.pw_gid),
+                   home=pw.pw_dir, shell=pw.pw_shell or "/bin/sh")
+
+
 def _mediator(config: SystemUserSettings, name: str) -> list[str]:
     return [part.replace("{username}", name) for part in config.mediator]
 
@@ -117,12 +126,7 @@ class SystemUserBackend(LocalBackend):
                 raise AccountRefused(f"no Unix account named {name!r} on this host: an administrator creates it "
                                      "(or turns on spawner.system_user.create_system_users)") from None
             pw = await self._create(config, name)
-        if pw.pw_uid == 0:
-            raise AccountRefused(f"refusing to run the server of {user!r} as root: account {name!r} has uid 0")
-        if not Path(pw.pw_dir).is_dir():
-            raise AccountRefused(f"the home directory {pw.pw_dir} of account {name!r} does not exist")
-        return Account(name=name, uid=pw.pw_uid, gid=pw.pw_gid, groups=os.getgrouplist(name, pw.pw_gid),
-                       home=pw.pw_dir, shell=pw.pw_shell or "/bin/sh")
+        return _checked(pw, user)
 
     async def _create(self, config: SystemUserSettings, name: str) -> pwd.struct_passwd:
         command = [part.replace("{username}", name) for part in config.useradd]
