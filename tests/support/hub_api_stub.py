@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import jupyterhub
+from jupyterhub import __version__ as JUPYTERHUB_VERSION  # type: ignore[import-untyped]
 
 
 @dataclass
@@ -28,12 +28,12 @@ def _handler(stub: HubApiStub) -> type[BaseHTTPRequestHandler]:
             body = json.dumps(data).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
-            self.send_header("X-JupyterHub-Version", jupyterhub.__version__)
+            self.send_header("X-JupyterHub-Version", JUPYTERHUB_VERSION)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
 
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        def do_GET(self) -> None:
             if self.path.rstrip("/").endswith("/hub/api/user"):
                 token = self.headers.get("Authorization", "").removeprefix("token ").removeprefix("Bearer ")
                 name = stub.tokens.get(token)
@@ -43,13 +43,13 @@ def _handler(stub: HubApiStub) -> type[BaseHTTPRequestHandler]:
                 self._answer(200, {"kind": "user", "name": name, "admin": False, "groups": [], "session_id": None,
                                    "scopes": [f"access:servers!user={name}", f"read:users:name!user={name}"]})
                 return
-            self._answer(200, {"version": jupyterhub.__version__})
+            self._answer(200, {"version": JUPYTERHUB_VERSION})
 
-        def do_POST(self) -> None:  # noqa: N802 (activity reports)
+        def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
             self._answer(200, {})
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (http.server's name)
+        def log_message(self, format: str, *args: object) -> None:
             pass
 
     return Handler

@@ -114,7 +114,7 @@ def grant_traverse(paths: Iterable[Path], *, readable: Iterable[Path] = ()) -> I
         for root in readable:
             if Path(root).is_file():
                 _loosen(Path(root), stat.S_IROTH, changed)
-            for here, dirs, files in os.walk(root):
+            for here, _dirs, files in os.walk(root):
                 _loosen(Path(here), stat.S_IROTH | stat.S_IXOTH, changed)
                 for name in files:
                     entry = Path(here) / name
