@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from fleethub.shared.names import server_key
+from fleethub.shared.names import encode_token, server_key
 
 
 def utcnow() -> datetime:
@@ -41,16 +41,29 @@ class Message(BaseModel):
         return self.TYPE
 
 
+LEGACY_BACKEND = "local"
+"""The backend of a command that names none (written before commands carried one): the only one then."""
+
+
+def backend_token(backend: str) -> str:
+    """The subject token of backend `backend` (its name encoded; an import path has dots)."""
+    return encode_token(backend or LEGACY_BACKEND)
+
+
 class ServerCommand(Message):
-    """A command addressed to one server; its subject carries the encoded user and server names."""
+    """A command addressed to one server; its subject carries the backend that runs the server and the
+    encoded user and server names: `<ns>.cmd.<backend>.<type>.<user>.<server>`, so the workers of one
+    backend take only its commands (`backend_commands_filter`)."""
 
     KIND: ClassVar[str] = "cmd"
 
     user: str = Field(description="Owner of the server.")
     server_name: str = Field("", description="Server name; empty for the default server.")
+    backend: str = Field("", description="The spawner backend that runs (or is to run) the server; "
+                                         "empty: 'local'.")
 
     def subject_tail(self) -> str:
-        return f"{self.TYPE}.{server_key(self.user, self.server_name)}"
+        return f"{backend_token(self.backend)}.{self.TYPE}.{server_key(self.user, self.server_name)}"
 
 
 class SpawnServer(ServerCommand):
@@ -282,7 +295,7 @@ def subject_of(message: Message, namespace: str) -> str:
 def subject_filter(model: type[Message], namespace: str) -> str:
     """The subject filter matching every message of `model`."""
     if issubclass(model, ServerCommand):
-        return f"{namespace}.{model.KIND}.{model.TYPE}.*.*"
+        return f"{namespace}.{model.KIND}.*.{model.TYPE}.*.*"
     return f"{namespace}.{model.KIND}.{model.TYPE}"
 
 
@@ -299,6 +312,11 @@ def server_events_filter(namespace: str) -> str:
 def commands_filter(namespace: str) -> str:
     """The filter matching every command."""
     return f"{namespace}.cmd.>"
+
+
+def backend_commands_filter(namespace: str, backend: str) -> str:
+    """The filter matching every command for the servers of `backend`."""
+    return f"{namespace}.cmd.{backend_token(backend)}.>"
 
 
 def wrap(message: Message, msg_id: str | None = None) -> Envelope:

@@ -138,6 +138,7 @@ class Transition:
     url: str | None = None
     target: str | None = None
     state: Mapping[str, Any] | None = None
+    backend: str | None = None
     events: tuple[Message, ...] = field(default=(), repr=False)
 
     def __post_init__(self) -> None:
@@ -162,10 +163,11 @@ class Transition:
     # --- the moves the spawner makes -------------------------------------------------------------
 
     @classmethod
-    def claim(cls, key: ServerKey, spawn_id: str, *, worker: str, lease_ttl: float) -> Transition:
-        """A new spawn takes the server (absent, or done with another spawn): `pending`, leased to `worker`."""
+    def claim(cls, key: ServerKey, spawn_id: str, *, worker: str, lease_ttl: float, backend: str) -> Transition:
+        """A new spawn takes the server (absent, or done with another spawn): `pending`, leased to `worker`,
+        run by `backend` (only that backend's workers adopt the row)."""
         return cls(key=key, spawn_id=spawn_id, to=ServerStatus.PENDING, guard=Guard.NEW_SPAWN, worker=worker,
-                   lease_ttl=lease_ttl)
+                   lease_ttl=lease_ttl, backend=backend)
 
     @classmethod
     def tombstone(cls, key: ServerKey, spawn_id: str) -> Transition:
@@ -246,12 +248,12 @@ class Request:
 
     @classmethod
     def start(cls, key: ServerKey, spawn_id: str, *, user_options: Mapping[str, Any], expected_spawn: str | None,
-              expected: frozenset[DesiredState] = frozenset(DesiredState), display_name: str | None = None,
-              server_id: int | None = None) -> Request:
+              backend: str, expected: frozenset[DesiredState] = frozenset(DesiredState),
+              display_name: str | None = None, server_id: int | None = None) -> Request:
         """Desired `running` under the new `spawn_id`, replacing `expected_spawn`: sends `SpawnServer` with
-        `user_options`, which the row records with it."""
+        `user_options` to the workers of `backend`; the row records both with it."""
         command = SpawnServer(user=key.user, server_name=key.server_name, spawn_id=spawn_id,
-                              user_options=dict(user_options))
+                              user_options=dict(user_options), backend=backend)
         return cls(key=key, to=DesiredState.RUNNING, expected=expected, expected_spawn=expected_spawn,
                    command=command, server_id=server_id, display_name=display_name)
 
@@ -259,12 +261,13 @@ class Request:
     def stop(cls, key: ServerKey, spawn_id: str | None, *, reason: str,
              expected: frozenset[DesiredState] = frozenset({DesiredState.RUNNING}),
              expected_spawn: str | Literal[_Same.SPAWN] | None = _Same.SPAWN,
-             server_id: int | None = None) -> Request:
+             server_id: int | None = None, backend: str = "") -> Request:
         """Desired `stopped`, sending `StopServer` of `spawn_id` for `reason` (None: no spawn runs, nothing is
-        sent). The row is expected to hold `spawn_id` unless `expected_spawn` names another (an older spawn
-        still runs: the row holds a newer one, or none)."""
+        sent) to the workers of `backend` (default: the backend the row records). The row is expected to hold
+        `spawn_id` unless `expected_spawn` names another (an older spawn still runs: the row holds a newer one,
+        or none)."""
         command = None if spawn_id is None else StopServer(user=key.user, server_name=key.server_name,
-                                                           spawn_id=spawn_id, reason=reason)
+                                                           spawn_id=spawn_id, reason=reason, backend=backend)
         return cls(key=key, to=DesiredState.STOPPED, expected=expected,
                    expected_spawn=spawn_id if expected_spawn is _Same.SPAWN else expected_spawn,
                    command=command, server_id=server_id)
@@ -311,7 +314,10 @@ async def transition(session: AsyncSession, change: Transition | Request,
     messages: tuple[Message, ...]
     if isinstance(change, Request):
         row = await session.scalar(_request_statement(Server, User, change), execution_options=refresh)
-        messages = () if change.command is None else (change.command,)
+        command = change.command
+        if isinstance(command, StopServer) and not command.backend and row is not None and row.backend:
+            command = command.model_copy(update={"backend": row.backend})  # to the workers running it
+        messages = () if command is None else (command,)
     else:
         row = await session.scalar(_statement(ServerState, change), execution_options=refresh)
         messages = change.events
@@ -330,6 +336,8 @@ def _columns(change: Transition) -> dict[str, Any]:
     cols: dict[str, Any] = {"status": change.to}
     if change.guard in _UPSERTS:
         cols["spawn_id"] = change.spawn_id
+    if change.backend is not None:
+        cols["backend"] = change.backend
     if change.lease_ttl is not None:
         cols |= {"worker_id": change.worker, "lease_expires": func.now() + timedelta(seconds=change.lease_ttl)}
     if change.to is ServerStatus.PENDING:
@@ -374,7 +382,8 @@ def _request_statement(table: type[Server], users: type[User], change: Request) 
     cols: dict[str, Any] = {"desired": change.to}
     if isinstance(change.command, SpawnServer):
         spawn = change.command
-        cols |= {"spawn_id": spawn.spawn_id, "user_options": spawn.user_options, "requested_at": spawn.requested_at}
+        cols |= {"spawn_id": spawn.spawn_id, "user_options": spawn.user_options, "requested_at": spawn.requested_at,
+                 "backend": spawn.backend}
         if change.display_name is not None:
             cols["display_name"] = change.display_name
     if change.server_id is not None:

@@ -79,7 +79,8 @@ async def test_f1_the_restarted_replica_publishes_its_outbox(tmp_path: Path, nat
         assert await api.wait_exit() == -9
         async with stack.engine.connect() as conn:
             unpublished = (await conn.execute(text(
-                "SELECT count(*) FROM outbox WHERE published_at IS NULL AND subject LIKE '%.cmd.spawn.%'"))).scalar()
+                "SELECT count(*) FROM outbox WHERE published_at IS NULL "
+                "AND subject LIKE '%.cmd.local.spawn.%'"))).scalar()
         assert unpublished == 1
         assert await stack.server_state("alice") is None  # no worker has heard of it
 

@@ -67,7 +67,7 @@ async def _stop_commands(settings: ServiceSettings, user: str) -> int:
         async with engine.connect() as conn:
             return int((await conn.execute(text(
                 "SELECT count(*) FROM outbox o, servers s JOIN users u ON u.id = s.user_id "
-                "WHERE u.name = :user AND s.name = '' AND o.subject LIKE '%.cmd.stop.%' "
+                "WHERE u.name = :user AND s.name = '' AND o.subject LIKE '%.cmd.local.stop.%' "
                 "AND o.payload LIKE '%' || s.spawn_id || '%'"), {"user": user})).scalar_one())
     finally:
         await engine.dispose()

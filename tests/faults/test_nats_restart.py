@@ -231,7 +231,7 @@ async def test_duplicate_spawn_commands_have_one_effect(workers: Cluster, own_na
 async def _drained(bus: Bus) -> bool:
     """Whether the spawner consumer has taken and settled everything the command stream holds."""
     last = (await bus.js.stream_info(bus.names.cmd_stream)).state.last_seq
-    info = await bus.js.consumer_info(bus.names.cmd_stream, "spawner")
+    info = await bus.js.consumer_info(bus.names.cmd_stream, "spawner-local")
     return bool(info.num_pending == 0 and info.num_ack_pending == 0 and info.delivered.stream_seq >= last)
 
 

@@ -77,7 +77,7 @@ class Stack:
 
     async def settled(self, durable: str) -> bool:
         """Whether the consumer has nothing pending and nothing unacknowledged."""
-        stream = self.bus.names.cmd_stream if durable == "spawner" else self.bus.names.evt_stream
+        stream = self.bus.names.cmd_stream if durable.startswith("spawner-") else self.bus.names.evt_stream
         info = await self.bus.js.consumer_info(stream, durable)
         return bool(info.num_pending == 0 and info.num_ack_pending == 0)
 
@@ -128,12 +128,13 @@ async def test_poison_spawn_is_dead_lettered_and_its_user_sees_why(stack: Stack)
 
         started = await api.post("/hub/api/users/alice/server")
         assert started.status_code == 202, started.text
-        letters = await wait_for(lambda: stack.letters("spawner"), timeout=60, what=f"a dead letter\n{cluster.logs()}")
+        letters = await wait_for(lambda: stack.letters("spawner-local"), timeout=60,
+                                 what=f"a dead letter\n{cluster.logs()}")
         assert len(letters) == 1
         letter = letters[0]
         assert letter.num_delivered == MAX_FAILURES
         assert "FaultInjected" in letter.reason and f"handler failed {MAX_FAILURES} times" in letter.reason
-        assert letter.subject == f"{stack.ns}.cmd.spawn.alice._" or letter.subject.startswith(f"{stack.ns}.cmd.spawn.")
+        assert letter.subject == f"{stack.ns}.cmd.local.spawn.alice._"
         assert json.loads(letter.payload)["data"]["user"] == "alice"
 
         # the server is failed, with the reason, as the API and the progress stream tell the user
@@ -145,7 +146,7 @@ async def test_poison_spawn_is_dead_lettered_and_its_user_sees_why(stack: Stack)
         assert progress.status_code == 200
         assert "Spawn failed" in progress.text and "FaultInjected" in progress.text, progress.text
         # the message was settled for good: nothing pending, nothing unacknowledged (no endless redelivery)
-        await wait_for(lambda: stack.settled("spawner"), timeout=10, what="the spawner consumer settled")
+        await wait_for(lambda: stack.settled("spawner-local"), timeout=10, what="the spawner consumer settled")
     log = (cluster.log_dir / "spawner-0.log").read_text(errors="replace")
     assert log.count("fault injected at spawner.handle_spawn") <= MAX_FAILURES + 1
 
@@ -164,10 +165,10 @@ async def test_nul_name_on_the_bus_is_dead_lettered_and_the_queue_goes_on(stack:
     good = SpawnServer(user="alice", spawn_id=new_id())
     await stack.desire(good)
     await wait_for(_running(stack, "alice"), timeout=60, what=f"alice running\n{stack.cluster.logs()}")
-    letters = await wait_for(lambda: stack.letters("spawner"), timeout=60, what="the dead letter")
+    letters = await wait_for(lambda: stack.letters("spawner-local"), timeout=60, what="the dead letter")
     assert len(letters) == 1 and letters[0].num_delivered == MAX_FAILURES
     assert "\x00" not in letters[0].reason  # escaped: recording can not fail on the input that poisoned it
-    await wait_for(lambda: stack.settled("spawner"), timeout=10, what="the spawner consumer settled")
+    await wait_for(lambda: stack.settled("spawner-local"), timeout=10, what="the spawner consumer settled")
     assert stack.cluster.procs[0][1].poll() is None  # the worker did not crash
 
 
@@ -175,7 +176,7 @@ def _malformed(ns: str) -> list[tuple[str, bytes]]:
     """(subject, body) of every malformed command of F18."""
     spawn = wrap(SpawnServer(user="mallory", spawn_id=new_id()))
     good = spawn.model_dump(mode="json")
-    subject = f"{ns}.cmd.spawn.mallory._"
+    subject = f"{ns}.cmd.local.spawn.mallory._"
     big = {**good, "data": {**good["data"], "user_options": {"pad": "x" * (1000 * 1000)}}}
     return [
         (subject, b"{not json"),
@@ -183,8 +184,8 @@ def _malformed(ns: str) -> list[tuple[str, bytes]]:
         (subject, json.dumps({k: v for k, v in good.items() if k != "data"}).encode()),
         (subject, json.dumps({**good, "data": {**good["data"], "spawn_id": 12, "user": ["x"]}}).encode()),
         (subject, json.dumps(big).encode()),  # about 1 MB; also for another user than its subject names
-        (f"{ns}.cmd.spawn.alice._", json.dumps(good).encode()),  # the subject names alice, the payload mallory
-        (f"{ns}.cmd.spawn.%%%.zz", json.dumps(good).encode()),  # a name that does not decode
+        (f"{ns}.cmd.local.spawn.alice._", json.dumps(good).encode()),  # the subject names alice, the payload mallory
+        (f"{ns}.cmd.local.spawn.%%%.zz", json.dumps(good).encode()),  # a name that does not decode
     ]
 
 
@@ -197,7 +198,7 @@ async def test_malformed_commands_are_dead_lettered_at_once(stack: Stack) -> Non
     good = SpawnServer(user="carol", spawn_id=new_id())
     await stack.desire(good)
     await wait_for(_running(stack, "carol"), timeout=60, what=f"carol running\n{stack.cluster.logs()}")
-    letters = await wait_for(lambda: _at_least(stack, "spawner", len(bad)), timeout=30, what="the dead letters")
+    letters = await wait_for(lambda: _at_least(stack, "spawner-local", len(bad)), timeout=30, what="the dead letters")
     assert len(letters) == len(bad)
     assert all(r.reason.startswith("malformed: ") and r.num_delivered == 1 for r in letters), \
         [(r.reason, r.num_delivered) for r in letters]
@@ -206,7 +207,7 @@ async def test_malformed_commands_are_dead_lettered_at_once(stack: Stack) -> Non
     reasons = " | ".join(r.reason for r in letters)
     assert "unknown version 99" in reasons and "subject does not match" in reasons
     assert await stack.state("mallory") is None
-    await wait_for(lambda: stack.settled("spawner"), timeout=10, what="the spawner consumer settled")
+    await wait_for(lambda: stack.settled("spawner-local"), timeout=10, what="the spawner consumer settled")
     assert stack.cluster.procs[0][1].poll() is None
 
 

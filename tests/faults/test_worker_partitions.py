@@ -140,7 +140,7 @@ async def test_f15_nats_cut_off_from_a_worker_with_a_spawn_in_flight(
         crash = await stack.row("crash")
         assert crash is not None
         # the command the cut worker holds comes back to the other one after AckWait (30 s): a no-op
-        consumer = "spawner"
+        consumer = "spawner-local"
 
         async def settled() -> bool:
             info = await stack.bus.js.consumer_info(stack.bus.names.cmd_stream, consumer)

@@ -16,7 +16,7 @@ import pytest
 from fleethub.shared.bus import Bus, BusError, Credentials, RoutesApplied, inbox_prefix
 from fleethub.shared.bus.applied import applied_subject
 from fleethub.shared.bus.natsconfig import new_seed, write_private
-from fleethub.shared.bus.permissions import API_DURABLES, IDENTITIES, SERVICES, SPAWNER_DURABLE
+from fleethub.shared.bus.permissions import API_DURABLES, IDENTITIES, SERVICES, spawner_durable
 from fleethub.shared.events import (
     ActivityReported,
     RegistryEntry,
@@ -72,7 +72,7 @@ async def world(secure: SecureNats) -> AsyncIterator[World]:
         await bus["auth"].registry.put(RegistryEntry(service="auth", replica="a1", url="http://127.0.0.1:40101"))
         await bus["api"].registry.put(RegistryEntry(service="api", replica="b1", url="http://127.0.0.1:40102"))
         # the spawner's durable on the command stream, and the api's on the events stream, as they bind them
-        for stream, durable, who, filt in ((bus["api"].names.cmd_stream, SPAWNER_DURABLE, "spawner",
+        for stream, durable, who, filt in ((bus["api"].names.cmd_stream, spawner_durable("local"), "spawner",
                                             commands_filter(NS)),
                                            *((bus["api"].names.evt_stream, d, "api", events_filter(NS))
                                              for d in API_DURABLES)):
@@ -158,15 +158,15 @@ async def test_only_the_api_and_the_culler_send_commands(world: World, who: str,
 
 async def test_the_culler_may_send_a_stop_but_not_a_spawn(world: World) -> None:
     before = await world.cmd_messages()
-    assert await world.raw["culler"].try_publish(f"{NS}.cmd.spawn.bob._")
-    assert not await world.raw["culler"].try_publish(f"{NS}.cmd.stop.bob._", headers={"Nats-Msg-Id": "c1"})
+    assert await world.raw["culler"].try_publish(f"{NS}.cmd.local.spawn.bob._")
+    assert not await world.raw["culler"].try_publish(f"{NS}.cmd.local.stop.bob._", headers={"Nats-Msg-Id": "c1"})
     assert await world.cmd_messages() == before + 1
 
 
 @pytest.mark.parametrize("who", [i for i in IDENTITIES if i != "spawner"])
 async def test_nobody_but_the_spawner_pulls_commands(world: World, who: str) -> None:
     names = world.bus["api"].names
-    subject = f"$JS.API.CONSUMER.MSG.NEXT.{names.cmd_stream}.{SPAWNER_DURABLE}"
+    subject = f"$JS.API.CONSUMER.MSG.NEXT.{names.cmd_stream}.{spawner_durable('local')}"
     assert await world.raw[who].try_publish(subject, json.dumps({"batch": 1, "expires": 100_000_000}).encode())
     # nor bind a consumer of its own on the command stream
     assert await world.raw[who].try_publish(f"$JS.API.CONSUMER.DURABLE.CREATE.{names.cmd_stream}.mine")

@@ -113,7 +113,7 @@ async def db(database_url: str) -> AsyncIterator[Db]:
 
 
 def _claim(spawn_id: str = "s1", worker: str = "w1") -> Transition:
-    return Transition.claim(KEY, spawn_id, worker=worker, lease_ttl=30)
+    return Transition.claim(KEY, spawn_id, worker=worker, lease_ttl=30, backend="local")
 
 
 def _ready(spawn_id: str = "s1", worker: str = "w1") -> Transition:
@@ -211,7 +211,8 @@ async def test_a_stop_takes_a_running_server_or_an_expired_lease_never_a_live_st
 
 
 def _start(spawn_id: str, expected_spawn: str | None = None, **kw: Any) -> Request:
-    return Request.start(KEY, spawn_id, user_options={"size": "l"}, expected_spawn=expected_spawn, **kw)
+    return Request.start(KEY, spawn_id, user_options={"size": "l"}, expected_spawn=expected_spawn, backend="local",
+                         **kw)
 
 
 async def test_a_start_is_one_update_its_command_enqueued_and_the_held_row_refreshed(db: Db) -> None:

@@ -198,7 +198,7 @@ async def test_streams_declared_before_batches_take_them_after_an_upgrade(relayi
     an operator turned it off on meanwhile is published to one message at a time again, nothing lost."""
     bus, names = relaying.bus, relaying.bus.names
     assert bus.stream_of(f"{relaying.namespace}.evt.user.created") == names.evt_stream
-    assert bus.stream_of(f"{relaying.namespace}.cmd.spawn.a._") == names.cmd_stream
+    assert bus.stream_of(f"{relaying.namespace}.cmd.local.spawn.a._") == names.cmd_stream
     assert bus.stream_of(f"{relaying.namespace}.nowhere.x") is None
     assert bus.stream_of("other.evt.user.created") is None
     info = await bus.js.stream_info(names.evt_stream)
@@ -277,7 +277,7 @@ async def test_the_migration_gives_unpublished_rows_the_service_that_wrote_them(
     """Rows left unpublished by the previous version get the origin of the service that writes them."""
     migration = importlib.import_module("fleethub.shared.db.migrations.versions.0005_outbox_origin")
     engine = make_engine(database_url, pool_size=1)
-    cases = {"fh.cmd.spawn.alice._": "api", "fh.cmd.stop.alice._": "api", "fh.evt.server.ready": "spawner",
+    cases = {"fh.cmd.local.spawn.alice._": "api", "fh.cmd.local.stop.alice._": "api", "fh.evt.server.ready": "spawner",
              "fh.evt.server.progress": "spawner", "fh.evt.user.logged_in": "auth", "fh.evt.user.logged_out": "auth",
              "fh.evt.user.created": "api", "fh.evt.access.changed": "api", "fh.evt.hub.shutdown": "api"}
     try:

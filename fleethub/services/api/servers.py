@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleethub.services.api.models import Pending, ServerView
 from fleethub.services.api.queries import one_server_view
+from fleethub.shared.backend_options import configure_for
 from fleethub.shared.db.locks import AdvisoryLock, xact_lock
 from fleethub.shared.db.models import ApiToken, GroupMember, Server, ServerState, Share, ShareCode, User
 from fleethub.shared.errors import BadRequest, Conflict, NotFound, TooManyRequests
@@ -33,6 +34,7 @@ from fleethub.shared.lifecycle import (
 )
 from fleethub.shared.names import server_prefix, storable
 from fleethub.shared.outbox import enqueue
+from fleethub.shared.profiles import resolve
 from fleethub.shared.rbac import access_changed
 from fleethub.shared.security import hash_token, server_token
 from fleethub.shared.settings import ServiceSettings
@@ -250,7 +252,8 @@ async def start_server(session: AsyncSession, settings: ServiceSettings, secret_
     `display_name`, when given, is stored once the start is accepted.
 
     Raises:
-        BadRequest: already running, or stopping.
+        BadRequest: already running, or stopping; or the options name an unknown profile, or one its backend
+            refuses (a disallowed image).
         TooManyRequests: a hub-wide limit is reached.
     """
     await session.execute(
@@ -273,7 +276,10 @@ async def start_server(session: AsyncSession, settings: ServiceSettings, secret_
     spawn_id = new_id()
     srv = view.server
     options = user_options if user_options is not None else srv.user_options or {}  # None: the previous ones
-    request = Request.start(ServerKey(user.name, server_name), spawn_id, user_options=options,
+    # the profile and backend the options choose, checked before anything is sent: a bad one is a 400
+    choice = resolve(settings.spawner, options, configure_for)
+    request = Request.start(ServerKey(user.name, server_name), spawn_id, user_options=choice.user_options,
+                            backend=choice.backend,
                             expected=frozenset({DesiredState(srv.desired)}), expected_spawn=srv.spawn_id,
                             display_name=display_name if server_name else None, server_id=srv.id)
     moved = await transition(session, request, announcer)
@@ -431,9 +437,11 @@ async def stop_server(session: AsyncSession, user: User, server_name: str, reaso
     if stopping is None and srv.desired == DesiredState.STOPPED:
         return None  # nothing to record, nothing to stop
     # a repeated stop is harmless: the spawner's handler is idempotent by spawn id
+    # to the workers of the backend running it (recorded by its worker; else the one its start chose)
+    backend = view.state.backend if view.state is not None and view.state.spawn_id == stopping else ""
     request = Request.stop(ServerKey(user.name, server_name), stopping, reason=reason,
                            expected=frozenset({DesiredState(srv.desired)}), expected_spawn=srv.spawn_id,
-                           server_id=srv.id)
+                           server_id=srv.id, backend=backend)
     moved = await transition(session, request, announcer)
     assert moved is not None, "the row is locked: it is as read"
     return stopping

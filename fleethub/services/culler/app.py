@@ -63,13 +63,14 @@ async def _stop(runtime: Runtime, server: RunningServer, announcer: Announcer) -
     """
     if server.recorded:
         async with runtime.sessions() as session, session.begin():
-            request = Request.stop(server.key, server.spawn_id, reason="culler")
+            request = Request.stop(server.key, server.spawn_id, reason="culler", backend=server.backend)
             return await transition(session, request, announcer) is not None
     # no `servers` row holds this spawn (none at all, or one of a newer spawn): no desired state to record, but
     # the server runs; one message id per spawn makes culler replicas and repeated passes collapse on the bus
     log.warning("culling %s: spawn %s has no servers row; sending its stop directly", server.key, server.spawn_id)
     await runtime.bus.publish(
-        StopServer(user=server.user, server_name=server.server_name, spawn_id=server.spawn_id, reason="culler"),
+        StopServer(user=server.user, server_name=server.server_name, spawn_id=server.spawn_id, reason="culler",
+                   backend=server.backend),
         msg_id=f"cull-{server.spawn_id}",
     )
     return True

@@ -22,6 +22,7 @@ class RunningServer:
     started: datetime | None
     last_activity: datetime | None
     recorded: bool = True  # its `servers` row holds this spawn (False: it has none, or one of another spawn)
+    backend: str = ""  # the backend running it: its stop goes to that backend's workers
 
     @property
     def key(self) -> ServerKey:
@@ -62,6 +63,7 @@ async def running_servers(session: AsyncSession) -> list[RunningServer]:
             ServerState.started,
             Server.last_activity,
             func.coalesce(Server.spawn_id == ServerState.spawn_id, False),
+            ServerState.backend,
         )
         .select_from(ServerState)
         .join(User, User.name == ServerState.user_name, isouter=True)

@@ -9,7 +9,9 @@ from fleethub.services.spawner.backends import load_backend
 from fleethub.services.spawner.consumers import command_handler, dead_letter_sink
 from fleethub.services.spawner.lifecycle import Worker
 from fleethub.services.spawner.managed import ManagedServices
-from fleethub.shared.events import commands_filter
+from fleethub.shared.bus.permissions import LEGACY_SPAWNER_DURABLE, spawner_durable
+from fleethub.shared.events import backend_commands_filter
+from fleethub.shared.profiles import served_backends
 from fleethub.shared.routes import serve_reconciliation
 from fleethub.shared.service import open_runtime, run_async
 from fleethub.shared.settings import ServiceSettings
@@ -18,9 +20,10 @@ log = logging.getLogger(__name__)
 
 
 async def main(settings: ServiceSettings, stop: asyncio.Event) -> None:
-    backend = load_backend(settings)
+    served = served_backends(settings.spawner)
+    backends = {name: load_backend(settings, name) for name in served}
     async with open_runtime(settings, "spawner", exit_on_bus_closed=True) as runtime:
-        worker = Worker(runtime, backend)
+        worker = Worker(runtime, backends)
         await worker.propagation.start()  # hear the proxy nodes before the first spawn needs them
         for loop, name in ((worker.renew_loop(), "renew"), (worker.fence_loop(), "fence"),
                            (worker.adopt_loop(), "adopt"), (worker.poll_loop(), "poll"),
@@ -30,21 +33,30 @@ async def main(settings: ServiceSettings, stop: asyncio.Event) -> None:
         runtime.spawn(managed.run(), "managed-services")
         # the api's `POST /hub/api/proxy`: only the spawner may write routes
         await serve_reconciliation(runtime.bus, runtime.engine, runtime.sessions, settings.services)
-        log.info("spawner worker %s running (backend %s)", runtime.replica, settings.spawner.backend)
-        consume = runtime.spawn(
-            runtime.bus.consume(
-                durable="spawner",
-                filter_subject=commands_filter(settings.nats_namespace),
-                kind="cmd",
-                handler=command_handler(worker),
-                dead_letter=dead_letter_sink(worker),
-                concurrency=settings.spawner.max_concurrent,
-                stop=stop,
-            ),
-            "consume",
-        )
+        if await runtime.bus.drop_durable("cmd", LEGACY_SPAWNER_DURABLE):
+            log.warning("deleted the command consumer of an older version (%r): commands are now taken per "
+                        "backend; commands still queued under the old subjects are not carried out",
+                        LEGACY_SPAWNER_DURABLE)
+        log.info("spawner worker %s running (backends %s)", runtime.replica, ", ".join(served))
+        # one durable per backend, shared by every worker serving it: a command reaches only workers that
+        # can carry it out (a Slurm login node, a Docker host), and waits in the stream until one runs
+        consumers = [
+            runtime.spawn(
+                runtime.bus.consume(
+                    durable=spawner_durable(name),
+                    filter_subject=backend_commands_filter(settings.nats_namespace, name),
+                    kind="cmd",
+                    handler=command_handler(worker),
+                    dead_letter=dead_letter_sink(worker),
+                    concurrency=settings.spawner.max_concurrent,
+                    stop=stop,
+                ),
+                f"consume {name}",
+            )
+            for name in served
+        ]
         await stop.wait()
-        await asyncio.wait([consume], timeout=5)
+        await asyncio.wait(consumers, timeout=5)
         await managed.stop_all()  # managed services stop with their worker; another worker starts them
         # servers keep running: another worker (or this one, restarted) adopts them when the lease expires
 

@@ -14,7 +14,7 @@ from fleethub.services.spawner import leases
 from fleethub.services.spawner.lifecycle import Worker
 from fleethub.shared import deadletters
 from fleethub.shared.bus import DeadLetter, DeadLetterSink, Decision, Delivery, Handler
-from fleethub.shared.events import SpawnServer, StopServer
+from fleethub.shared.events import LEGACY_BACKEND, SpawnServer, StopServer
 from fleethub.shared.faults import fault
 from fleethub.shared.lifecycle import ServerKey, ServerStatus, Transition, transition
 from fleethub.shared.names import storable
@@ -55,7 +55,8 @@ async def _fail_spawn(session: AsyncSession, worker: Worker, cmd: SpawnServer, r
     if not await leases.is_desired(session, key, cmd.spawn_id):
         return
     me, ttl = worker.me, worker.ttl
-    claimed = await transition(session, Transition.claim(key, cmd.spawn_id, worker=me, lease_ttl=ttl),
+    claimed = await transition(session, Transition.claim(key, cmd.spawn_id, worker=me, lease_ttl=ttl,
+                                                         backend=cmd.backend or LEGACY_BACKEND),
                                worker.announcer)
     if claimed is None:
         row = await leases.get(session, key)
@@ -67,7 +68,7 @@ async def _fail_spawn(session: AsyncSession, worker: Worker, cmd: SpawnServer, r
         if taken is None:
             return  # a live worker is starting it: its outcome stands
         if taken.state:
-            await worker.backend.stop(taken.state)
+            await worker.backend_of(taken.backend).stop(taken.state)
     message = deadletters.storable_text(f"the spawner could not handle this spawn: {reason}")
     await transition(session, Transition.failed(key, cmd.spawn_id, worker=me, message=message), worker.announcer)
     log.warning("spawn %s of %s marked failed: its command is a dead letter", cmd.spawn_id, key)

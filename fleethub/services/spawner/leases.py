@@ -33,6 +33,7 @@ class Row:
     lease_live: bool
     url: str | None
     target: str | None
+    backend: str = ""
 
     @property
     def key(self) -> ServerKey:
@@ -48,8 +49,7 @@ def _live() -> ColumnElement[bool]:
 def row_of(r: ServerState, *, live: bool) -> Row:
     """The snapshot of an ORM row, `live` telling whether its lease is (as PostgreSQL judged it)."""
     return Row(r.user_name, r.server_name, r.spawn_id, ServerStatus(r.status), dict(r.state or {}), r.worker_id,
-               bool(live),
-               r.url, r.target)
+               bool(live), r.url, r.target, r.backend)
 
 
 def _key(key: ServerKey) -> Any:
@@ -160,11 +160,12 @@ async def renew(session: AsyncSession, me: str, ttl: float, working: Collection[
     return int(r.rowcount or 0)  # type: ignore[attr-defined]
 
 
-async def adopt_expired(session: AsyncSession, me: str, ttl: float, limit: int = 50,
+async def adopt_expired(session: AsyncSession, me: str, ttl: float, backends: Collection[str], limit: int = 50,
                         skip: Collection[ServerKey] = ()) -> list[Row]:
-    """Take over rows whose lease expired (their worker died); never the same row as another worker, nor
-    the rows of `skip` (spawns this worker handed over: it can not finish them itself)."""
-    conditions = [ServerState.status.in_(ACTIVE), ServerState.lease_expires < func.now()]
+    """Take over rows of `backends` whose lease expired (their worker died); never the same row as another
+    worker, nor the rows of `skip` (spawns this worker handed over: it can not finish them itself)."""
+    conditions = [ServerState.status.in_(ACTIVE), ServerState.lease_expires < func.now(),
+                  ServerState.backend.in_(list(backends))]
     if skip:
         conditions.append(tuple_(ServerState.user_name, ServerState.server_name)
                           .not_in([(k.user, k.server_name) for k in skip]))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from fleethub.services.spawner import leases
@@ -22,13 +22,14 @@ from fleethub.services.spawner.routes import delete_route, put_route
 from fleethub.shared.backend_options import configure_for
 from fleethub.shared.bus import Decision
 from fleethub.shared.errors import BadRequest, ConfigError
-from fleethub.shared.events import ServerProgress, SpawnServer, StopServer
+from fleethub.shared.events import LEGACY_BACKEND, ServerProgress, SpawnServer, StopServer
 from fleethub.shared.faults import fault
 from fleethub.shared.lifecycle import DONE, ServerKey, ServerStatus, Transition, transition
 from fleethub.shared.names import encode_token, server_prefix
 from fleethub.shared.profiles import resolve
 from fleethub.shared.routes import reconcile_round, route_for
 from fleethub.shared.service import Runtime
+from fleethub.shared.settings import SpawnerSettings
 from fleethub.shared.transient import transient
 
 log = logging.getLogger(__name__)
@@ -66,9 +67,9 @@ class Worker:
     worker cut off from PostgreSQL stops acting before another may adopt its servers.
     """
 
-    def __init__(self, runtime: Runtime, backend: Backend) -> None:
+    def __init__(self, runtime: Runtime, backends: Mapping[str, Backend]) -> None:
         self.rt = runtime
-        self.backend = backend
+        self.backends = dict(backends)  # the backends this worker serves, by name
         self.me = runtime.replica
         self.ttl = runtime.settings.spawner.lease_ttl
         self.announcer = runtime.announcer
@@ -85,6 +86,18 @@ class Worker:
         self.handed_off: dict[ServerKey, float] = {}  # spawns I handed over (NATS unreachable), until when
         self.propagation = Propagation(runtime.bus)  # ready means reachable: every proxy node serves the route
         self._progress_sends: set[asyncio.Task[None]] = set()
+
+    def backend_of(self, name: str) -> Backend:
+        """The backend `name` (a row's or a command's; empty: written before backends were recorded).
+
+        Raises:
+            SpawnFailed: this worker does not serve it (its commands and rows never reach this worker).
+        """
+        backend = self.backends.get(name or LEGACY_BACKEND)
+        if backend is None:
+            raise SpawnFailed(f"this worker does not serve the backend {name!r} (it serves "
+                              f"{', '.join(sorted(self.backends))})")
+        return backend
 
     async def _record(self, change: Transition) -> leases.Row | None:
         """Make `change` in a transaction of its own; the row as it now is, or None if it was refused."""
@@ -139,7 +152,8 @@ class Worker:
             if not await leases.is_desired(session, key, cmd.spawn_id):
                 log.warning("spawn %s for %s refused: no longer the requested spawn", cmd.spawn_id, key)
                 return Decision.ack()
-            claim = Transition.claim(key, cmd.spawn_id, worker=self.me, lease_ttl=self.ttl)
+            claim = Transition.claim(key, cmd.spawn_id, worker=self.me, lease_ttl=self.ttl,
+                                     backend=cmd.backend or LEGACY_BACKEND)
             claimed = await transition(session, claim, self.announcer) is not None
             row = None if claimed else await leases.get(session, key)
         if not claimed:
@@ -201,7 +215,6 @@ class Worker:
 
     async def _start(self, cmd: SpawnServer, heartbeat: Heartbeat, found: dict[str, Any] | None = None) -> None:
         """Start `cmd`'s server (or, given the state of one `found` running, finish its start)."""
-        s = self.rt.settings.spawner
         key = ServerKey(cmd.user, cmd.server_name)
         prefix = server_prefix(cmd.user, cmd.server_name)
         await self._progress(cmd, 0, "Server requested")
@@ -225,14 +238,16 @@ class Worker:
             config=choice.config, progress=progress,
         )
         state: dict[str, Any] = dict(found or {})
+        backend = self.backend_of(cmd.backend)
+        s = choice.config  # this spawn's timeouts: its profile may give a slow backend longer
         try:
             if not state:
                 # the identity is recorded before anything exists, so an adopter can find what start makes
-                planned = self.backend.identity(spec)
+                planned = backend.identity(spec)
                 await self._save(key, cmd.spawn_id, planned)
                 state = planned
                 try:
-                    state = await asyncio.wait_for(self.backend.start(spec, planned), s.start_timeout)
+                    state = await asyncio.wait_for(backend.start(spec, planned), s.start_timeout)
                 except TimeoutError:
                     raise SpawnFailed(f"server did not start within {s.start_timeout:.0f}s") from None
                 except Exception as exc:  # whatever the backend raises, its start failed: say what it said
@@ -241,8 +256,8 @@ class Worker:
                 await self._save(key, cmd.spawn_id, state)
                 fault("spawner.after_state_saved")
             await self._progress(cmd, 50, "Spawning server...")
-            target = self.backend.target(state)
-            await self._wait_ready(f"{target}{prefix}api", state, heartbeat)
+            target = backend.target(state)
+            await self._wait_ready(f"{target}{prefix}api", backend, state, s, heartbeat)
             await self._fence(key, cmd.spawn_id)
             try:
                 # tried for about a lease: a NATS restart is ridden out, a partition of this worker alone
@@ -262,7 +277,7 @@ class Worker:
             # a stop for this spawn: end what was started; the stop records the outcome. Abandoned (fenced
             # off) or shut down: touch nothing, the worker that adopts the row finishes the spawn
             if state and key in self.cancelled_by_stop:
-                await asyncio.shield(self.backend.stop(state))
+                await asyncio.shield(backend.stop(state))
             raise
         except (Fenced, HandOff):
             raise
@@ -276,19 +291,19 @@ class Worker:
             log.warning("spawn of %s failed: %s", key, exc, exc_info=not isinstance(exc, SpawnFailed))
             await self._fence(key, cmd.spawn_id)
             if state:
-                await self.backend.stop(state)
+                await backend.stop(state)
             await delete_route(self.rt.bus, cmd.user, cmd.server_name)
             await self._record(Transition.failed(key, cmd.spawn_id, worker=self.me, message=str(exc)))
 
-    async def _wait_ready(self, url: str, state: dict[str, Any], heartbeat: Heartbeat) -> None:
-        s = self.rt.settings.spawner
+    async def _wait_ready(self, url: str, backend: Backend, state: dict[str, Any], s: SpawnerSettings,
+                          heartbeat: Heartbeat) -> None:
         deadline = time.monotonic() + s.http_timeout
         last_beat = time.monotonic()
         while True:
             status = await http_status(url, timeout=min(2.0, s.http_timeout))
             if status is not None and status < 500:
                 return
-            if not await self.backend.poll(state):
+            if not await backend.poll(state):
                 raise SpawnFailed("server process exited before answering HTTP")
             if time.monotonic() > deadline:
                 raise SpawnFailed(f"server did not answer HTTP within {s.http_timeout:.0f}s")
@@ -356,7 +371,7 @@ class Worker:
             await self._fence(row.key, row.spawn_id)
             await delete_route(self.rt.bus, row.user, row.server_name)
             if row.state:
-                await self.backend.stop(row.state)
+                await self.backend_of(row.backend).stop(row.state)
             fault("spawner.stop_after_backend_kill")
             await self._record(Transition.stopped(row.key, row.spawn_id, worker=self.me, reason=reason))
             log.info("%s stopped (%s)", row.key, reason)
@@ -408,7 +423,8 @@ class Worker:
             self.handed_off = {k: until for k, until in self.handed_off.items() if until > now}
             try:
                 async with self.rt.sessions() as session, session.begin():
-                    rows = await leases.adopt_expired(session, self.me, self.ttl, skip=self.handed_off.keys())
+                    rows = await leases.adopt_expired(session, self.me, self.ttl, self.backends.keys(),
+                                                      skip=self.handed_off.keys())
             except Exception as exc:
                 log.warning("adoption pass failed: %r", exc)
                 continue
@@ -422,9 +438,10 @@ class Worker:
                 task.add_done_callback(self._tasks.discard)
 
     async def _alive(self, row: leases.Row) -> bool:
-        if not row.state or not await self.backend.poll(row.state):
+        backend = self.backend_of(row.backend)
+        if not row.state or not await backend.poll(row.state):
             return False
-        status = await http_status(f"{self.backend.target(row.state)}{server_prefix(row.user, row.server_name)}api")
+        status = await http_status(f"{backend.target(row.state)}{server_prefix(row.user, row.server_name)}api")
         return status is not None and status < 500
 
     async def _adopt(self, row: leases.Row) -> None:
@@ -454,11 +471,13 @@ class Worker:
             if claimed is not None:
                 await self._finish_stop(claimed, "api")
             return
-        found = await self.backend.locate(row.state) if row.state else None
+        backend = self.backend_of(row.backend)
+        found = await backend.locate(row.state) if row.state else None
         if found is None and row.state:
             await self._fence(row.key, row.spawn_id)
-            await self.backend.stop(row.state)  # a half-made server (a zombie, a stuck container) goes first
-        cmd = SpawnServer(user=row.user, server_name=row.server_name, spawn_id=row.spawn_id, user_options=options)
+            await backend.stop(row.state)  # a half-made server (a zombie, a stuck container) goes first
+        cmd = SpawnServer(user=row.user, server_name=row.server_name, spawn_id=row.spawn_id, user_options=options,
+                          backend=row.backend)
         log.info("finishing the spawn %s of %s (%s)", row.spawn_id, row.key,
                  "its server runs" if found else "starting it")
         await self._run_spawn(cmd, _no_heartbeat, found)
@@ -467,12 +486,12 @@ class Worker:
         """Keep a running server that answers (its route put again); record one that died stopped."""
         if await self._alive(row):
             await self._fence(row.key, row.spawn_id)
-            target = self.backend.target(row.state)
+            target = self.backend_of(row.backend).target(row.state)
             await put_route(self.rt.bus, route_for(row.user, row.server_name, target, row.spawn_id))
             return
         await self._fence(row.key, row.spawn_id)
         if row.state:
-            await self.backend.stop(row.state)
+            await self.backend_of(row.backend).stop(row.state)
         await delete_route(self.rt.bus, row.user, row.server_name)
         await self._record(Transition.stopped(row.key, row.spawn_id, worker=self.me, reason="exited"))
 
@@ -484,7 +503,7 @@ class Worker:
                 async with self.rt.sessions() as session:
                     rows = await leases.owned_running(session, self.me)
                 for row in rows:
-                    if row.state and await self.backend.poll(row.state):
+                    if row.state and await self.backend_of(row.backend).poll(row.state):
                         continue
                     await self._fence(row.key, row.spawn_id)
                     await delete_route(self.rt.bus, row.user, row.server_name)

@@ -10,6 +10,7 @@ from typing import Any
 
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from fleethub.shared.bus import applied as acks
 from fleethub.shared.bus import consume as consuming
@@ -162,6 +163,14 @@ class Bus:
         if dead_letter is not None:
             consumer = dataclasses.replace(consumer, dead_letter=dead_letter)
         await consuming.consume(self.connection, consumer, handler, stop=stop, bound=bound)
+
+    async def drop_durable(self, kind: str, durable: str) -> bool:
+        """Delete the durable consumer `durable` of the `kind` ("cmd" or "evt") stream; False if there was none."""
+        stream = self.names.cmd_stream if kind == "cmd" else self.names.evt_stream
+        try:
+            return bool(await self.js.delete_consumer(stream, durable))
+        except NotFoundError:
+            return False
 
     async def subscribe_events(self, subject: str, callback: Callable[[Envelope, Message], Awaitable[None]]) -> Any:
         """A core (non-durable) subscription to events, for in-process waiters; at-most-once by design."""

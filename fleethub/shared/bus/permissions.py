@@ -34,6 +34,7 @@ from fleethub.shared.events import (
     UserLoggedIn,
     UserLoggedOut,
     UserUpdated,
+    backend_token,
     subject_filter,
 )
 
@@ -44,7 +45,14 @@ IDENTITIES = (*SERVICES, EVENTS_IDENTITY)
 # the api's durable consumers on the events stream and the spawner's on the command stream: nobody
 # else may bind, change, pull from or delete them (the api's consumers table is checked against these)
 API_DURABLES = ("api-activity", "api-server-events")
-SPAWNER_DURABLE = "spawner"
+LEGACY_SPAWNER_DURABLE = "spawner"
+"""The one durable of every command before commands were routed per backend: deleted by a worker at start
+(its filter, every command, overlaps the per-backend ones, which a work-queue stream refuses)."""
+
+
+def spawner_durable(backend: str) -> str:
+    """The durable consumer of the commands of `backend` (shared by every worker serving it)."""
+    return f"spawner-{backend_token(backend)}"
 # the core request the api sends for `POST /hub/api/proxy`; a spawner worker answers it
 RECONCILE_SUBJECT = "{ns}.rpc.routes.reconcile"
 
@@ -143,7 +151,8 @@ TABLE: dict[str, Grant] = {
         does="consumes commands; publishes server events; the only writer of routes; answers reconciliation "
              "requests; follows the proxy nodes' acknowledgements of the routes they serve",
         publish=(*_events(ServerProgress, ServerReady, ServerStopped, ServerFailed), *_stream_info("{CMD}"),
-                 *_stream_info("{EVT}"), *_durable("{CMD}", SPAWNER_DURABLE), "$KV.{ROUTES}.>",
+                 *_stream_info("{EVT}"), *_durable("{CMD}", "*"),
+                 f"$JS.API.CONSUMER.DELETE.{{CMD}}.{LEGACY_SPAWNER_DURABLE}", "$KV.{ROUTES}.>",
                  *_kv_read("{ROUTES}")),
         subscribe=(RECONCILE_SUBJECT, APPLIED_SUBJECT, *SHUTDOWN),
         responses=True,

@@ -224,6 +224,8 @@ class Server(Base):
     display_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
     requested_at: Mapped[datetime | None] = mapped_column(TZ, nullable=True)
     last_activity: Mapped[datetime | None] = mapped_column(TZ, nullable=True)
+    backend: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    """The backend of the spawn (its profile's), set by a start; its stop goes to that backend's workers."""
 
 
 class Share(Base):
@@ -269,6 +271,8 @@ class ServerState(Base):
     server_name: Mapped[str] = mapped_column(String(255), primary_key=True)
     spawn_id: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16))  # pending | running | stopping | stopped | failed
+    backend: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    """The backend running the spawn: only its workers adopt the row."""
     url: Mapped[str | None] = mapped_column(Text, nullable=True)
     target: Mapped[str | None] = mapped_column(Text, nullable=True)
     state: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)

@@ -17,6 +17,8 @@ from fleethub.shared.events import (
     SpawnServer,
     StopServer,
     UnknownMessage,
+    backend_commands_filter,
+    backend_token,
     subject_filter,
     subject_of,
     unwrap,
@@ -29,11 +31,15 @@ DOCS = Path(__file__).resolve().parents[3] / "docs"
 
 def test_subjects_are_derived() -> None:
     spawn = SpawnServer(user="a.b", server_name="", spawn_id="s1")
-    assert subject_of(spawn, "fh") == "fh.cmd.spawn.a_2Eb._"
-    assert subject_of(StopServer(user="x", server_name="gpu"), "t1") == "t1.cmd.stop.x.gpu"
+    assert subject_of(spawn, "fh") == "fh.cmd.local.spawn.a_2Eb._"  # no backend named: the legacy one
+    assert subject_of(StopServer(user="x", server_name="gpu", backend="batch"), "t1") == "t1.cmd.batch.stop.x.gpu"
+    # a backend named by import path is one token
+    plugin = SpawnServer(user="a", spawn_id="s1", backend="my.pkg:Spawner")
+    assert subject_of(plugin, "fh").split(".")[2] == backend_token("my.pkg:Spawner") == "my_2Epkg_3ASpawner"
+    assert subject_of(plugin, "fh").startswith(backend_commands_filter("fh", "my.pkg:Spawner")[:-1])
     ready = ServerReady(user="a", spawn_id="s", url="/user/a/", target="http://x")
     assert subject_of(ready, "fh") == "fh.evt.server.ready"
-    assert subject_filter(SpawnServer, "fh") == "fh.cmd.spawn.*.*"
+    assert subject_filter(SpawnServer, "fh") == "fh.cmd.*.spawn.*.*"
 
 
 def test_round_trip_every_message_type() -> None:

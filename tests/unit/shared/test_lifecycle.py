@@ -67,7 +67,7 @@ def test_every_other_transition_is_refused(src: ServerStatus, to: ServerStatus) 
 
 
 def test_the_spawners_moves_expect_what_the_table_allows() -> None:
-    assert Transition.claim(KEY, "s1", worker="w1", lease_ttl=30).expected == DONE
+    assert Transition.claim(KEY, "s1", worker="w1", lease_ttl=30, backend="local").expected == DONE
     assert Transition.tombstone(KEY, "s1").expected == DONE
     assert Transition.stopping(KEY, "s1", worker="w1", lease_ttl=30).expected == ACTIVE
     assert Transition.ready(KEY, "s1", worker="w1", url="/u/", target="http://t", state={}).expected == {S.PENDING}
@@ -85,7 +85,7 @@ def test_moves_announce_their_outcome_and_nothing_else() -> None:
     assert isinstance(stopped, ServerStopped) and stopped.reason == "culler"
     [failed] = Transition.failed(KEY, "s1", worker="w1", message="boom").events
     assert isinstance(failed, ServerFailed) and failed.message == "boom"
-    assert Transition.claim(KEY, "s1", worker="w1", lease_ttl=30).events == ()
+    assert Transition.claim(KEY, "s1", worker="w1", lease_ttl=30, backend="local").events == ()
     assert Transition.tombstone(KEY, "s1").events == ()
     assert Transition.stopping(KEY, "s1", worker="w1", lease_ttl=30).events == ()
 
@@ -113,7 +113,8 @@ def test_server_key() -> None:
 
 def test_each_desired_state_sends_its_command() -> None:
     assert set(COMMANDS) == set(DesiredState)
-    start = Request.start(KEY, "s2", user_options={"size": "l"}, expected_spawn="s1", display_name="GPU")
+    start = Request.start(KEY, "s2", user_options={"size": "l"}, expected_spawn="s1", display_name="GPU",
+                          backend="local")
     assert (start.to, start.expected, start.expected_spawn, start.display_name) == (D.RUNNING, frozenset(D), "s1",
                                                                                     "GPU")
     assert isinstance(start.command, SpawnServer)
