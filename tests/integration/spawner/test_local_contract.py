@@ -1,0 +1,54 @@
+"""The `local` backend passes the backend contract (tests/support/backend_contract.py)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from fleethub.services.spawner.backends.local import MARKER_VAR
+from fleethub.shared.procs import pid_alive, signal_group
+from fleethub.shared.settings import ServiceSettings, load_settings
+from tests.support.backend_contract import BackendContract
+from tests.support.cluster import FAKE_SERVER
+
+pytestmark = pytest.mark.integration
+
+
+def marked(marker: str) -> list[int]:
+    """Every live process on this machine carrying `marker` (the server and anything it started)."""
+    needle = f"{MARKER_VAR}={marker}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            environ = Path(f"/proc/{entry}/environ").read_bytes()
+        except OSError:
+            continue
+        if needle in environ.split(b"\0") and pid_alive(int(entry)):
+            found.append(int(entry))
+    return found
+
+
+class TestLocalContract(BackendContract):
+    backend_name = "local"
+    serve_cmd: ClassVar[list[str]] = [sys.executable, str(FAKE_SERVER)]
+
+    @pytest.fixture
+    def settings(self, tmp_path: Path) -> ServiceSettings:
+        return load_settings(None, data_dir=tmp_path / "data", spawner={"ip": "127.0.0.1"})
+
+    async def kill_server(self, state: dict[str, Any]) -> None:
+        signal_group(int(state["pid"]), signal.SIGKILL)
+
+    async def leftovers(self, identity: dict[str, Any]) -> list[str]:
+        return [f"process {pid} carrying {MARKER_VAR}={identity['marker']}" for pid in marked(identity["marker"])]
+
+    async def remove_leftovers(self, identity: dict[str, Any]) -> None:
+        for pid in marked(identity["marker"]):
+            signal_group(pid, signal.SIGKILL)
