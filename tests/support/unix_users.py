@@ -7,6 +7,8 @@ Needs root, `useradd`/`userdel` (Debian `passwd`) and, for the mediator, `sudo` 
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import pwd
 import secrets
@@ -19,6 +21,9 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+from fleethub.shared.procs import pid_alive
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -88,54 +93,95 @@ def unix_user(prefix: str = "fhu", *, groups: Iterable[str] = ()) -> Iterator[pw
             subprocess.run(["groupdel", group], capture_output=True)
 
 
-def _loosen(path: Path, bits: int, changed: dict[Path, int]) -> None:
+GRANTS = Path("/run/fleethub-test-grants.json")
+"""Who holds which loosened mode, machine-wide: test sessions that run at once (two suites, two checkouts)
+share ancestors such as /root, and the first to finish must not take a bit another one still needs."""
+
+
+@contextmanager
+def _grants() -> Iterator[dict[str, dict[str, Any]]]:
+    """The registry of loosened modes (path -> {"mode": original, "holders": [pid, ...]}), under a lock."""
+    with open(GRANTS.with_suffix(".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            registry: dict[str, dict[str, Any]] = json.loads(GRANTS.read_text()) if GRANTS.exists() else {}
+        except ValueError:
+            registry = {}
+        for entry in registry.values():  # holders that died without releasing
+            entry["holders"] = [pid for pid in entry["holders"] if pid_alive(pid)]
+        yield registry
+        GRANTS.write_text(json.dumps(registry))
+
+
+def _loosen(path: Path, bits: int, registry: dict[str, dict[str, Any]], changed: dict[Path, int]) -> None:
     mode = stat.S_IMODE(path.lstat().st_mode)
-    if mode & bits != bits:
-        changed.setdefault(path, mode)
-        path.chmod(mode | bits)
+    entry = registry.get(str(path))
+    if entry is None and mode & bits == bits:
+        return
+    if entry is None:
+        entry = registry[str(path)] = {"mode": mode, "holders": []}
+    entry["holders"].append(os.getpid())
+    changed.setdefault(path, entry["mode"])
+    path.chmod(mode | bits)
+
+
+def _release(changed: dict[Path, int]) -> None:
+    with _grants() as registry:
+        for path in changed:
+            entry = registry.get(str(path))
+            if entry is None:
+                continue
+            if os.getpid() in entry["holders"]:
+                entry["holders"].remove(os.getpid())
+            if not entry["holders"]:
+                del registry[str(path)]
+                try:
+                    path.chmod(entry["mode"])
+                except FileNotFoundError:
+                    pass
 
 
 @contextmanager
 def grant_traverse(paths: Iterable[Path], *, readable: Iterable[Path] = ()) -> Iterator[dict[Path, int]]:
     """Let any account reach `paths` and read the trees `readable`, for the duration; every mode changed is
-    restored on exit. Yields what was changed (path → its old mode).
+    restored on exit (by the last holder, when test sessions run at once: `GRANTS`). Yields what was
+    changed (path → its original mode).
 
     `paths`: o+x on every ancestor directory (and on the path itself when it is a directory) — a clone under
-    a 0700 temporary directory is otherwise out of a test account's reach. `readable`: o+r on the files and
-    o+rx on the directories of those trees (a venv installed under umask 077).
+    a 0700 temporary directory, or an interpreter under /root, is otherwise out of a test account's reach.
+    `readable`: o+r on the files and o+rx on the directories of those trees (a venv made under umask 077).
     """
     changed: dict[Path, int] = {}
     try:
-        for path in paths:
-            path = Path(path).absolute()
-            chain = [*reversed(path.parents), path] if path.is_dir() else list(reversed(path.parents))
-            for directory in chain:
-                _loosen(directory, stat.S_IXOTH, changed)
-        for root in readable:
-            if Path(root).is_file():
-                _loosen(Path(root), stat.S_IROTH, changed)
-            for here, _dirs, files in os.walk(root):
-                _loosen(Path(here), stat.S_IROTH | stat.S_IXOTH, changed)
-                for name in files:
-                    entry = Path(here) / name
-                    if not entry.is_symlink():
-                        _loosen(entry, stat.S_IROTH, changed)
+        with _grants() as registry:
+            for path in paths:
+                path = Path(path).absolute()
+                chain = [*reversed(path.parents), path] if path.is_dir() else list(reversed(path.parents))
+                for directory in chain:
+                    _loosen(directory, stat.S_IXOTH, registry, changed)
+            for root in readable:
+                if Path(root).is_file():
+                    _loosen(Path(root), stat.S_IROTH, registry, changed)
+                for here, _dirs, files in os.walk(root):
+                    _loosen(Path(here), stat.S_IROTH | stat.S_IXOTH, registry, changed)
+                    for name in files:
+                        entry = Path(here) / name
+                        if not entry.is_symlink():
+                            _loosen(entry, stat.S_IROTH, registry, changed)
         yield changed
     finally:
-        for path, mode in changed.items():
-            try:
-                path.chmod(mode)
-            except FileNotFoundError:
-                pass
+        _release(changed)
 
 
 @contextmanager
-def venv_reachable() -> Iterator[dict[Path, int]]:
+def venv_reachable(*extra: Path) -> Iterator[dict[Path, int]]:
     """`grant_traverse` for this interpreter, its venv and this checkout's `fleethub` package (an editable
-    install): what an account needs to run `jupyterhub-singleuser` and the as-user helper from here."""
+    install), and the files `extra`: what an account needs to run `jupyterhub-singleuser`, the as-user
+    helper or a test's server script from here."""
     venv = Path(sys.prefix)
     real = Path(os.path.realpath(sys.executable))
-    with grant_traverse([venv, real, REPO / "fleethub"], readable=[venv, REPO / "fleethub"]) as changed:
+    reach = [venv, real, REPO / "fleethub", *extra]
+    with grant_traverse(reach, readable=[venv, REPO / "fleethub", *extra]) as changed:
         yield changed
 
 

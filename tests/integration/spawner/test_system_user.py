@@ -25,10 +25,10 @@ from fleethub.services.spawner.env import server_env
 from fleethub.services.spawner.marks import MARKER_VAR
 from fleethub.shared.events import new_id
 from fleethub.shared.names import encode_token, server_prefix
-from fleethub.shared.procs import pid_alive
 from fleethub.shared.settings import ServiceSettings, load_settings
 from tests.support.cluster import FAKE_SERVER
 from tests.support.hub_api_stub import HubApiStub, hub_api_stub
+from tests.support.procfs import environ, marked, status_ids
 from tests.support.unix_users import (
     grant_traverse,
     remove_account,
@@ -51,7 +51,7 @@ MODES = {"direct": [], "sudo": SUDO}
 def reachable() -> Iterator[None]:
     require_root_tools("sudo", "visudo", "groupadd")
     assert SINGLEUSER, "jupyterhub-singleuser is not installed next to this Python (pip install -e '.[test]')"
-    with venv_reachable():
+    with venv_reachable(FAKE_SERVER):
         yield
 
 
@@ -113,34 +113,6 @@ async def start_ready(backend: Backend, spec: ServerSpec, started: list[tuple[Ba
                 log = spec.log_path.read_text(errors="replace") if spec.log_path and spec.log_path.exists() else ""
                 pytest.fail(f"the server did not answer {url}; its log:\n{log[-3000:]}")
             await asyncio.sleep(0.1)
-
-
-def status_ids(pid: int) -> dict[str, list[int]]:
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("Uid", "Gid", "Groups"):
-            out[key] = [int(v) for v in value.split()]
-    return out
-
-
-def environ(pid: int) -> dict[str, str]:
-    items = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    return dict(item.decode().split("=", 1) for item in items if b"=" in item)
-
-
-def marked(marker: str) -> list[int]:
-    """Every live process carrying `marker`, whoever runs it (found here, not through the backend)."""
-    needle = f"{MARKER_VAR}={marker}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if needle in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0") and pid_alive(int(entry)):
-                    found.append(int(entry))
-            except OSError:
-                continue
-    return found
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -48,6 +48,7 @@ HELPER = [sys.executable, "-I", "-m", "fleethub.services.spawner.asuser"]
 """The as-user helper as the mediator runs it (the worker's own interpreter; name it in sudoers)."""
 
 STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
+MEDIATOR_WAIT = 10.0  # seconds a start waits for the mediator's server to show (sudo + helper: ~0.1 s)
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,31}$")
 
 
@@ -159,6 +160,7 @@ class SystemUserBackend(LocalBackend):
             argv = [*_mediator(config, account.name), *HELPER, "exec", "--", *command]
             proc = await self._spawn(spec, argv, env, cwd="/")
             self._mediators[str(identity["marker"])] = proc
+            await self._until_found(state, proc)
             return state
         if not self.root:
             raise AccountRefused("the worker is not root and spawner.system_user.mediator is empty: it cannot "
@@ -166,6 +168,16 @@ class SystemUserBackend(LocalBackend):
         proc = await self._spawn(spec, command, env, cwd=account.home, user=account.uid, group=account.gid,
                                  extra_groups=account.groups)
         return {**state, "pid": proc.pid}
+
+    async def _until_found(self, state: dict[str, Any], mediator: asyncio.subprocess.Process) -> None:
+        """Return once the server the mediator starts can be found from its identity (another worker's
+        `locate` after mine died), or the mediator ended (a failed start: its log says why)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + MEDIATOR_WAIT
+        while mediator.returncode is None and loop.time() < deadline:
+            if await self._server_pids(state):
+                return
+            await asyncio.sleep(0.02 if self.root else 0.1)
 
     # --- finding the server: marker and uid ------------------------------------------------------
 
@@ -255,15 +267,22 @@ class SystemUserBackend(LocalBackend):
             return
         uid = self._uid(state)
         for pid in await self._server_pids(state):
-            await end_group(pid, STOP_GRACE)
-            child = self._children.get(pid)
-            if child is not None:
-                try:
-                    await asyncio.wait_for(child.wait(), 5)
-                except TimeoutError:
-                    pass
+            await self._end_group(pid)
+        # a mediator (sudo, root's) whose command has not exec'd the server yet: TERM, which sudo relays
+        for pid in marked_processes(marker, uid=0):
+            await self._end_group(pid, whole=False)
         for pid in marked_processes(marker, uid=uid, leaders=False):  # kernels, in sessions of their own
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
+                pass
+
+    async def _end_group(self, pid: int, *, whole: bool = True) -> None:
+        """End `pid` (its process group if `whole`), and wait for it if it is my child."""
+        await end_group(pid, STOP_GRACE, group=whole)
+        child = self._children.get(pid)
+        if child is not None:
+            try:
+                await asyncio.wait_for(child.wait(), 5)
+            except TimeoutError:
                 pass
