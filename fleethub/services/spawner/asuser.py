@@ -2,8 +2,11 @@
 own Unix account, through `spawner.system_user.mediator` (`sudo -n -E -u alice -- python -I -m
 fleethub.services.spawner.asuser …`), as SudoSpawner's `sudospawner` does.
 
-    exec -- CMD ARG...   start a server: PATH restored (sudo resets it), cwd the account's home, a session
-                         of its own, then exec CMD (never as root)
+    exec [--as UID:GID:GROUPS] -- CMD ARG...
+                         start a server: as UID, GID and the comma-separated GROUPS when given (the
+                         worker is root and starts it directly: an event loop such as uvloop cannot
+                         switch users itself), PATH restored (sudo resets it), cwd the account's home, a
+                         session of its own, then exec CMD (never as root)
     find MARKER          print the pids (JSON) of this account's session leaders carrying MARKER
     end MARKER GRACE     SIGTERM their process groups, SIGKILL after GRACE seconds, then SIGKILL every
                          process of this account still carrying MARKER (kernels in sessions of their own)
@@ -27,7 +30,20 @@ PATH_VAR = "FH_SERVER_PATH"
 """The server's PATH, carried past the mediator (sudo replaces PATH with its secure_path)."""
 
 
-def _exec(argv: list[str]) -> int:
+def _become(spec: str) -> None:
+    uid, gid, groups = spec.split(":")
+    os.setgroups([int(g) for g in groups.split(",") if g])
+    os.setgid(int(gid))
+    os.setuid(int(uid))
+
+
+def _exec(argv: list[str], become: str | None) -> int:
+    if become is not None:
+        try:
+            _become(become)
+        except (OSError, ValueError) as exc:
+            print(f"fleethub: cannot switch to the account ({become}): {exc}", file=sys.stderr)
+            return 126
     if os.getuid() == 0 or os.geteuid() == 0:
         print("fleethub: refusing to run a user server as root (the mediator ran it as uid 0)", file=sys.stderr)
         return 126
@@ -70,15 +86,17 @@ def _end(marker: str, grace: float) -> None:
 
 def main(argv: list[str]) -> int:
     """Run one action (see the module docstring); its exit status."""
-    if len(argv) >= 2 and argv[0] == "exec" and argv[1] == "--" and len(argv) > 2:
-        return _exec(argv[2:])
+    if argv[:1] == ["exec"] and "--" in argv and argv[-1] != "--":
+        options, command = argv[1:argv.index("--")], argv[argv.index("--") + 1:]
+        if options in ([], ) or (len(options) == 2 and options[0] == "--as"):
+            return _exec(command, options[1] if options else None)
     if len(argv) == 2 and argv[0] == "find":
         print(json.dumps(marked_processes(argv[1], uid=os.getuid())))
         return 0
     if len(argv) == 3 and argv[0] == "end":
         _end(argv[1], float(argv[2]))
         return 0
-    print("usage: asuser exec -- CMD... | find MARKER | end MARKER GRACE", file=sys.stderr)
+    print("usage: asuser exec [--as UID:GID:GROUPS] -- CMD... | find MARKER | end MARKER GRACE", file=sys.stderr)
     return 2
 
 

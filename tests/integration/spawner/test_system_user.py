@@ -18,15 +18,19 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from fleethub.services.spawner.backends import Backend, ServerSpec, load_backend
 from fleethub.services.spawner.backends.system_user import AccountRefused
 from fleethub.services.spawner.env import server_env
 from fleethub.services.spawner.marks import MARKER_VAR
+from fleethub.shared.db.engine import make_engine, make_sessionmaker
+from fleethub.shared.db.models import ServerState
 from fleethub.shared.events import new_id
 from fleethub.shared.names import encode_token, server_prefix
+from fleethub.shared.net import free_port
 from fleethub.shared.settings import ServiceSettings, load_settings
-from tests.support.cluster import FAKE_SERVER
+from tests.support.cluster import FAKE_SERVER, ensure_user, mint_token, running_stack, wait_for
 from tests.support.hub_api_stub import HubApiStub, hub_api_stub
 from tests.support.procfs import environ, marked, status_ids
 from tests.support.unix_users import (
@@ -335,3 +339,78 @@ def test_grant_traverse_restores_every_mode(tmp_path: Path) -> None:
         assert closed in changed and private in changed
     assert stat.S_IMODE(closed.stat().st_mode) == 0o700
     assert stat.S_IMODE(private.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_through_the_rest_api_and_the_proxy(mode: str, tmp_path: Path, nats_url: str, database_url: str,
+                                                  nats_namespace: str, account: pwd.struct_passwd) -> None:
+    """A whole hub (real processes) with the system-user backend: a spawn through the REST API, the real
+    server reached through the proxy as the account; a user without an account gets a failed spawn that
+    says why; a stop leaves nothing."""
+    name, ghost = account.pw_name, unique_name("fhnone")
+    async with running_stack(tmp_path, nats_url, database_url, nats_namespace,
+                             start=("auth", "api", "proxy", "spawner"), proxy={"port": free_port()},
+                             spawner={"backend": "system-user", "cmd": [SINGLEUSER], "notebook_dir": "~",
+                                      "system_user": {"mediator": MODES[mode]}}) as cluster:
+        settings = cluster.settings
+        engine = make_engine(settings.require_database_url(), pool_size=1)
+        sessions = make_sessionmaker(engine)
+        base = f"http://127.0.0.1:{settings.proxy.port}"
+
+        async def row(user: str) -> ServerState | None:
+            async with sessions() as s:
+                return (await s.execute(select(ServerState).where(ServerState.user_name == user))).scalar()
+
+        try:
+            await cluster.wait_hub()
+            headers = {}
+            for user in (name, ghost):
+                await ensure_user(settings, user)
+                headers[user] = {"Authorization": f"token {mint_token(settings, user)}"}
+            async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+                t0 = time.monotonic()
+                started = await client.post(f"/hub/api/users/{name}/server", headers=headers[name])
+                assert started.status_code in (201, 202), started.text
+
+                async def ready() -> bool:
+                    model = (await client.get(f"/hub/api/users/{name}", headers=headers[name])).json()
+                    return bool(model["servers"].get("", {}).get("ready"))
+
+                await wait_for(ready, timeout=90, what=f"{name}'s server ready\n{cluster.logs()}")
+                print(f"\n{mode}: POST to ready {time.monotonic() - t0:.2f}s")
+                reached = await client.get(f"/user/{name}/api")
+                assert reached.status_code == 200 and "version" in reached.json(), reached.text
+
+                running = await row(name)
+                assert running is not None and running.status == "running" and running.backend == "system-user"
+                pid = int((await load_backend(settings, "system-user").locate(running.state) or {})["pid"])
+                assert status_ids(pid)["Uid"] == [account.pw_uid] * 4
+                assert environ(pid)["JUPYTERHUB_ROOT_DIR"] == account.pw_dir
+                assert os.readlink(f"/proc/{pid}/cwd") == account.pw_dir
+
+                why = f"no Unix account named {ghost!r} on this host"
+                refused = await client.post(f"/hub/api/users/{ghost}/server", headers=headers[ghost])
+                # failed within the api's slow_spawn_timeout: JupyterHub's 500 "Spawn failed: …"; else later
+                assert refused.status_code in (500, 202), refused.text
+                if refused.status_code == 500:
+                    assert why in refused.json()["message"]
+
+                async def failed() -> ServerState | None:
+                    found = await row(ghost)
+                    return found if found is not None and found.status == "failed" else None
+
+                failure = await wait_for(failed, timeout=30, what=f"{ghost}'s spawn failed\n{cluster.logs()}")
+                assert why in failure.message
+
+                stopped = await client.delete(f"/hub/api/users/{name}/server", headers=headers[name])
+                assert stopped.status_code in (202, 204), stopped.text
+
+                async def gone() -> bool:
+                    found = await row(name)
+                    return found is not None and found.status == "stopped"
+
+                await wait_for(gone, timeout=30, what=f"{name}'s server stopped\n{cluster.logs()}")
+                assert marked(running.state["marker"]) == [], "nothing of the server is left"
+                assert (await client.get(f"/user/{name}/api")).status_code != 200
+        finally:
+            await engine.dispose()

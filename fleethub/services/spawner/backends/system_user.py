@@ -5,8 +5,9 @@ opened by the worker and handed to the server as its output, so the log dir stay
 account's uid, gid, supplementary groups (`os.getgrouplist`), `HOME`, `USER`, `SHELL` and the home as cwd.
 Two ways to become the user:
 
-- directly, when the worker is root and `mediator` is empty: the process is created with `user=`,
-  `group=`, `extra_groups=`;
+- directly, when the worker is root and `mediator` is empty: the as-user helper
+  (`fleethub.services.spawner.asuser`) is started in the home, in a session of its own, and sets the
+  groups, gid and uid before it execs the server (asyncio's `user=`/`group=` are not in uvloop);
 - through `mediator` (SudoSpawner's model, e.g. `sudo -n -E -u {username} --`), so the worker need not
   be root: the mediator runs the as-user helper (`fleethub.services.spawner.asuser`), which restores
   PATH, enters the home, starts a session and execs the server. `-E` is needed: sudo's `env_reset` would
@@ -112,7 +113,7 @@ class SystemUserBackend(LocalBackend):
         if not self.root and not settings.spawner.system_user.mediator:
             raise ConfigError("spawner.system_user.mediator is empty and the worker is not root: set a mediator "
                               "(e.g. ['sudo', '-n', '-E', '-u', '{username}', '--']) or run the worker as root")
-        self._mediators: dict[str, asyncio.subprocess.Process] = {}  # marker → the mediator I started
+        self._starting: dict[str, asyncio.subprocess.Process] = {}  # marker → the process I started
 
     def identity(self, spec: ServerSpec) -> dict[str, Any]:
         account = spec.config.system_user.username_map.get(spec.user, spec.user)
@@ -158,16 +159,19 @@ class SystemUserBackend(LocalBackend):
             if "PATH" in env:
                 env[PATH_VAR] = env["PATH"]
             argv = [*_mediator(config, account.name), *HELPER, "exec", "--", *command]
-            proc = await self._spawn(spec, argv, env, cwd="/")
-            self._mediators[str(identity["marker"])] = proc
-            await self._until_found(state, proc)
-            return state
-        if not self.root:
+            cwd = "/"
+        elif self.root:
+            # the helper drops to the account before its exec (asyncio's user=/group= are not in every loop)
+            groups = ",".join(str(g) for g in account.groups)
+            argv = [*HELPER, "exec", "--as", f"{account.uid}:{account.gid}:{groups}", "--", *command]
+            cwd = account.home
+        else:
             raise AccountRefused("the worker is not root and spawner.system_user.mediator is empty: it cannot "
                                  f"run a server as {account.name!r}")
-        proc = await self._spawn(spec, command, env, cwd=account.home, user=account.uid, group=account.gid,
-                                 extra_groups=account.groups)
-        return {**state, "pid": proc.pid}
+        proc = await self._spawn(spec, argv, env, cwd=cwd)
+        self._starting[str(identity["marker"])] = proc
+        await self._until_found(state, proc)
+        return state if config.mediator else {**state, "pid": proc.pid}
 
     async def _until_found(self, state: dict[str, Any], mediator: asyncio.subprocess.Process) -> None:
         """Return once the server the mediator starts can be found from its identity (another worker's
@@ -222,11 +226,12 @@ class SystemUserBackend(LocalBackend):
             self._found.pop(marker, None)
         return found
 
-    def _mediating(self, marker: str) -> asyncio.subprocess.Process | None:
-        """The mediator I started for `marker`, while it runs (it ends when its server does)."""
-        proc = self._mediators.get(marker)
+    def _mine(self, marker: str) -> asyncio.subprocess.Process | None:
+        """The process I started for `marker` (the helper that becomes the server, or the mediator, which
+        waits for it), while it runs: mine before it has dropped to the account or exec'd the server."""
+        proc = self._starting.get(marker)
         if proc is not None and proc.returncode is not None:
-            del self._mediators[marker]
+            del self._starting[marker]
             return None
         return proc
 
@@ -238,8 +243,8 @@ class SystemUserBackend(LocalBackend):
         return {**state, "pid": pids[0], "uid": uid}
 
     async def poll(self, state: dict[str, Any]) -> bool:
-        if self._mediating(str(state.get("marker"))) is not None:
-            return True  # not yet past the helper's exec, or running: sudo waits for its command
+        if self._mine(str(state.get("marker"))) is not None:
+            return True  # not yet past the helper's exec, or running (sudo waits for its command)
         return bool(await self._server_pids(state))
 
     async def stop(self, state: dict[str, Any]) -> None:
@@ -251,12 +256,12 @@ class SystemUserBackend(LocalBackend):
         while True:
             await self._end(state, marker)
             # a stop right after start may come before the helper's exec: end what appears until the
-            # mediator, which waits for its command, is gone
-            mediator = self._mediating(marker)
-            if mediator is None or loop.time() > deadline:
+            # process I started (the server, or the mediator waiting for it) is gone
+            mine = self._mine(marker)
+            if mine is None or loop.time() > deadline:
                 break
             try:
-                await asyncio.wait_for(asyncio.shield(mediator.wait()), 0.2)
+                await asyncio.wait_for(asyncio.shield(mine.wait()), 0.2)
             except TimeoutError:
                 continue
         self._found.pop(marker, None)
