@@ -341,21 +341,31 @@ def test_grant_traverse_restores_every_mode(tmp_path: Path) -> None:
     assert stat.S_IMODE(private.stat().st_mode) == 0o600
 
 
-@pytest.mark.parametrize("mode", MODES)
-async def test_through_the_rest_api_and_the_proxy(mode: str, tmp_path: Path, nats_url: str, database_url: str,
+PROFILES = [{"display_name": f"As my account ({mode})", "slug": mode, "default": mode == "direct",
+             "backend": "system-user", "overrides": {"system_user": {"mediator": mediator}}}
+            for mode, mediator in MODES.items()]
+
+
+async def test_through_the_rest_api_and_the_proxy(tmp_path: Path, nats_url: str, database_url: str,
                                                   nats_namespace: str, account: pwd.struct_passwd) -> None:
-    """A whole hub (real processes) with the system-user backend: a spawn through the REST API, the real
-    server reached through the proxy as the account; a user without an account gets a failed spawn that
-    says why; a stop leaves nothing."""
-    name, ghost = account.pw_name, unique_name("fhnone")
+    """A whole hub (real processes) whose profiles start servers directly and through sudo: spawns through
+    the REST API, the real servers reached through the proxy as their accounts; a user without an account
+    gets a failed spawn that says why; a stop leaves nothing."""
+    ghost = unique_name("fhnone")
+    with unix_user("fhs") as second:
+        await _rest_api_and_proxy(tmp_path, nats_url, database_url, nats_namespace, account, second, ghost)
+
+
+async def _rest_api_and_proxy(tmp_path: Path, nats_url: str, database_url: str, nats_namespace: str,
+                              account: pwd.struct_passwd, second: pwd.struct_passwd, ghost: str) -> None:
     async with running_stack(tmp_path, nats_url, database_url, nats_namespace,
                              start=("auth", "api", "proxy", "spawner"), proxy={"port": free_port()},
                              spawner={"backend": "system-user", "cmd": [SINGLEUSER], "notebook_dir": "~",
-                                      "system_user": {"mediator": MODES[mode]}}) as cluster:
+                                      "profiles": PROFILES}) as cluster:
         settings = cluster.settings
         engine = make_engine(settings.require_database_url(), pool_size=1)
         sessions = make_sessionmaker(engine)
-        base = f"http://127.0.0.1:{settings.proxy.port}"
+        accounts = {"direct": account, "sudo": second}
 
         async def row(user: str) -> ServerState | None:
             async with sessions() as s:
@@ -364,29 +374,35 @@ async def test_through_the_rest_api_and_the_proxy(mode: str, tmp_path: Path, nat
         try:
             await cluster.wait_hub()
             headers = {}
-            for user in (name, ghost):
+            for user in (account.pw_name, second.pw_name, ghost):
                 await ensure_user(settings, user)
                 headers[user] = {"Authorization": f"token {mint_token(settings, user)}"}
-            async with httpx.AsyncClient(base_url=base, timeout=30) as client:
-                t0 = time.monotonic()
-                started = await client.post(f"/hub/api/users/{name}/server", headers=headers[name])
-                assert started.status_code in (201, 202), started.text
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.proxy.port}", timeout=30) as client:
+                for mode, pw in accounts.items():
+                    name = pw.pw_name
+                    t0 = time.monotonic()
+                    started = await client.post(f"/hub/api/users/{name}/server", json={"profile": mode},
+                                                headers=headers[name])
+                    assert started.status_code in (201, 202), started.text
 
-                async def ready() -> bool:
-                    model = (await client.get(f"/hub/api/users/{name}", headers=headers[name])).json()
-                    return bool(model["servers"].get("", {}).get("ready"))
+                    async def ready(name: str = name) -> bool:
+                        model = (await client.get(f"/hub/api/users/{name}", headers=headers[name])).json()
+                        return bool(model["servers"].get("", {}).get("ready"))
 
-                await wait_for(ready, timeout=90, what=f"{name}'s server ready\n{cluster.logs()}")
-                print(f"\n{mode}: POST to ready {time.monotonic() - t0:.2f}s")
-                reached = await client.get(f"/user/{name}/api")
-                assert reached.status_code == 200 and "version" in reached.json(), reached.text
+                    await wait_for(ready, timeout=90, what=f"{name}'s server ready\n{cluster.logs()}")
+                    print(f"\n{mode}: POST to ready {time.monotonic() - t0:.2f}s")
+                    reached = await client.get(f"/user/{name}/api")
+                    assert reached.status_code == 200 and "version" in reached.json(), reached.text
 
-                running = await row(name)
-                assert running is not None and running.status == "running" and running.backend == "system-user"
-                pid = int((await load_backend(settings, "system-user").locate(running.state) or {})["pid"])
-                assert status_ids(pid)["Uid"] == [account.pw_uid] * 4
-                assert environ(pid)["JUPYTERHUB_ROOT_DIR"] == account.pw_dir
-                assert os.readlink(f"/proc/{pid}/cwd") == account.pw_dir
+                    running = await row(name)
+                    assert running is not None and running.status == "running" and running.backend == "system-user"
+                    pid = int((await load_backend(settings, "system-user").locate(running.state) or {})["pid"])
+                    assert status_ids(pid)["Uid"] == [pw.pw_uid] * 4
+                    assert environ(pid)["JUPYTERHUB_ROOT_DIR"] == pw.pw_dir
+                    assert os.readlink(f"/proc/{pid}/cwd") == pw.pw_dir
+                    parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                    via_sudo = Path(f"/proc/{parent}/comm").read_text().strip() == "sudo"
+                    assert via_sudo == (mode == "sudo"), f"{mode}: the server's parent is {parent}"
 
                 why = f"no Unix account named {ghost!r} on this host"
                 refused = await client.post(f"/hub/api/users/{ghost}/server", headers=headers[ghost])
@@ -402,15 +418,19 @@ async def test_through_the_rest_api_and_the_proxy(mode: str, tmp_path: Path, nat
                 failure = await wait_for(failed, timeout=30, what=f"{ghost}'s spawn failed\n{cluster.logs()}")
                 assert why in failure.message
 
-                stopped = await client.delete(f"/hub/api/users/{name}/server", headers=headers[name])
-                assert stopped.status_code in (202, 204), stopped.text
+                for pw in accounts.values():
+                    name = pw.pw_name
+                    before = await row(name)
+                    assert before is not None
+                    stopped = await client.delete(f"/hub/api/users/{name}/server", headers=headers[name])
+                    assert stopped.status_code in (202, 204), stopped.text
 
-                async def gone() -> bool:
-                    found = await row(name)
-                    return found is not None and found.status == "stopped"
+                    async def gone(name: str = name) -> bool:
+                        found = await row(name)
+                        return found is not None and found.status == "stopped"
 
-                await wait_for(gone, timeout=30, what=f"{name}'s server stopped\n{cluster.logs()}")
-                assert marked(running.state["marker"]) == [], "nothing of the server is left"
-                assert (await client.get(f"/user/{name}/api")).status_code != 200
+                    await wait_for(gone, timeout=30, what=f"{name}'s server stopped\n{cluster.logs()}")
+                    assert marked(before.state["marker"]) == [], "nothing of the server is left"
+                    assert (await client.get(f"/user/{name}/api")).status_code != 200
         finally:
             await engine.dispose()
