@@ -40,6 +40,16 @@ def owner(pid: int) -> int | None:
     return None
 
 
+def start_time(pid: int) -> int | None:
+    """When `pid` started (clock ticks since boot, world-readable): a pid with the same start time is the
+    same process, not a reused pid."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(raw[raw.rindex(")") + 2:].split()[19])
+
+
 def marked_processes(marker: str, *, uid: int | None = None, leaders: bool = True) -> list[int]:
     """The live processes on this machine that carry `marker` (and belong wholly to `uid`, if given).
 

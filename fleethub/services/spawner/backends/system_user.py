@@ -37,7 +37,7 @@ from typing import Any
 from fleethub.services.spawner.asuser import PATH_VAR
 from fleethub.services.spawner.backends.base import ServerSpec
 from fleethub.services.spawner.backends.local import LocalBackend
-from fleethub.services.spawner.marks import carries, marked_processes, owner
+from fleethub.services.spawner.marks import carries, marked_processes, owner, start_time
 from fleethub.shared.backend_settings import SystemUserSettings
 from fleethub.shared.errors import ConfigError
 from fleethub.shared.procs import end_group, pid_alive
@@ -46,7 +46,8 @@ from fleethub.shared.settings import ServiceSettings
 log = logging.getLogger(__name__)
 
 HELPER = [sys.executable, "-I", "-m", "fleethub.services.spawner.asuser"]
-"""The as-user helper as the mediator runs it (the worker's own interpreter; name it in sudoers)."""
+"""The as-user helper (the worker's own interpreter; name it in sudoers). `-I` matters: started as root in
+the user's home (direct mode), it must not import from there (cwd, PYTHONPATH, user site)."""
 
 STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
 MEDIATOR_WAIT = 10.0  # seconds a start waits for the mediator's server to show (sudo + helper: ~0.1 s)
@@ -114,6 +115,7 @@ class SystemUserBackend(LocalBackend):
             raise ConfigError("spawner.system_user.mediator is empty and the worker is not root: set a mediator "
                               "(e.g. ['sudo', '-n', '-E', '-u', '{username}', '--']) or run the worker as root")
         self._starting: dict[str, asyncio.subprocess.Process] = {}  # marker → the process I started
+        self._seen: dict[str, tuple[int, int]] = {}  # marker → (pid, start time) the as-user helper found
 
     def identity(self, spec: ServerSpec) -> dict[str, Any]:
         account = spec.config.system_user.username_map.get(spec.user, spec.user)
@@ -219,7 +221,17 @@ class SystemUserBackend(LocalBackend):
                 return [pid]
             found = marked_processes(marker, uid=uid)
         else:
+            # what the helper found before, if that process still runs (same start time: not a reused pid) as
+            # the account: a poll of an adopted server costs no sudo
+            seen = self._seen.get(marker)
+            if seen is not None and start_time(seen[0]) == seen[1] and owner(seen[0]) == uid:
+                return [seen[0]]
             found = [int(p) for p in json.loads(await self._as_user(state, "find", marker))]
+            began = start_time(found[0]) if found else None
+            if began is not None:
+                self._seen[marker] = (found[0], began)
+            else:
+                self._seen.pop(marker, None)
         if found:
             self._found[marker] = found[0]
         else:
@@ -265,6 +277,7 @@ class SystemUserBackend(LocalBackend):
             except TimeoutError:
                 continue
         self._found.pop(marker, None)
+        self._seen.pop(marker, None)
 
     async def _end(self, state: dict[str, Any], marker: str) -> None:
         if not self.root:
