@@ -1,17 +1,20 @@
-"""The as-user helper of the `system-user` backend: what a worker that is not root has done as the server's
-own Unix account, through `spawner.system_user.mediator` (`sudo -n -E -u alice -- python -I -m
-fleethub.services.spawner.asuser …`), as SudoSpawner's `sudospawner` does.
+"""The as-user helper of the `system-user` backend: it starts every server as its account (run by a root
+worker with `--as`, or through `spawner.system_user.mediator`: `sudo -n -E -u alice -- python -I -m
+fleethub.services.spawner.asuser …`, as SudoSpawner's `sudospawner`), and finds and ends the account's
+servers for a worker that is not root.
 
     exec [--as UID:GID:GROUPS] -- CMD ARG...
                          start a server: as UID, GID and the comma-separated GROUPS when given (the
                          worker is root and starts it directly: an event loop such as uvloop cannot
-                         switch users itself), PATH restored (sudo resets it), cwd the account's home, a
-                         session of its own, then exec CMD (never as root)
+                         switch users itself), the environment as the worker gave it (sudo resets
+                         PATH and adds SUDO_*), cwd the account's home, a session of its own, then
+                         exec CMD (never as root)
     find MARKER          print the pids (JSON) of this account's session leaders carrying MARKER
     end MARKER GRACE     SIGTERM their process groups, SIGKILL after GRACE seconds, then SIGKILL every
                          process of this account still carrying MARKER (kernels in sessions of their own)
 
-Standard library only besides `marks`/`procs`: it runs for every poll of a server another worker started.
+Standard library only besides `marks`/`procs`: it starts fast (each start, and a non-root worker's look
+for a server another worker started).
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ from fleethub.shared.procs import pid_alive, signal_group
 
 PATH_VAR = "FH_SERVER_PATH"
 """The server's PATH, carried past the mediator (sudo replaces PATH with its secure_path)."""
+
+KEEP_VAR = "FH_SERVER_ENV"
+"""The names of the server's environment (comma-separated; names only): what the mediator added goes."""
 
 
 def _become(spec: str) -> None:
@@ -50,6 +56,11 @@ def _exec(argv: list[str], become: str | None) -> int:
     path = os.environ.pop(PATH_VAR, None)
     if path is not None:
         os.environ["PATH"] = path
+    keep = os.environ.pop(KEEP_VAR, None)
+    if keep is not None:  # the server's environment is what the worker gave, not what sudo added (SUDO_*, TERM)
+        wanted = set(keep.split(","))
+        for name in [name for name in os.environ if name not in wanted]:
+            del os.environ[name]
     home = os.environ.get("HOME") or pwd.getpwuid(os.getuid()).pw_dir
     try:
         os.chdir(home)

@@ -30,7 +30,7 @@ from fleethub.shared.events import new_id
 from fleethub.shared.names import encode_token, server_prefix
 from fleethub.shared.net import free_port
 from fleethub.shared.settings import ServiceSettings, load_settings
-from tests.support.cluster import FAKE_SERVER, ensure_user, mint_token, running_stack, wait_for
+from tests.support.cluster import FAKE_SERVER, ensure_user, mint_token, outside_allow_list, running_stack, wait_for
 from tests.support.hub_api_stub import HubApiStub, hub_api_stub
 from tests.support.procfs import environ, marked, status_ids
 from tests.support.unix_users import (
@@ -148,7 +148,7 @@ async def test_server_runs_as_the_account(mode: str, tmp_path: Path, hub_api: Hu
     assert (env["HOME"], env["USER"], env["SHELL"]) == (home, name, "/bin/bash")
     assert env["JUPYTERHUB_ROOT_DIR"] == str(notebooks), "notebook_dir with ~ and {username}"
     assert env[MARKER_VAR] == state["marker"]
-    assert "FLEETHUB_SETTINGS_JSON" not in env
+    assert outside_allow_list(env, settings, {"LOGNAME"}) == [], "only the allow list, the account and the contract"
 
     # what the server itself can do, through Jupyter's contents API
     token = spec.env["JUPYTERHUB_API_TOKEN"]

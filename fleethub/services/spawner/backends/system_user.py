@@ -34,7 +34,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from fleethub.services.spawner.asuser import PATH_VAR
+from fleethub.services.spawner.asuser import KEEP_VAR, PATH_VAR
 from fleethub.services.spawner.backends.base import ServerSpec
 from fleethub.services.spawner.backends.local import LocalBackend
 from fleethub.services.spawner.marks import carries, marked_processes, owner, start_time
@@ -160,6 +160,7 @@ class SystemUserBackend(LocalBackend):
             command[0] = shutil.which(command[0], path=env.get("PATH")) or command[0]
             if "PATH" in env:
                 env[PATH_VAR] = env["PATH"]
+            env[KEEP_VAR] = ",".join(name for name in env if name not in (PATH_VAR,))
             argv = [*_mediator(config, account.name), *HELPER, "exec", "--", *command]
             cwd = "/"
         elif self.root:
