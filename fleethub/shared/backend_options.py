@@ -5,15 +5,23 @@ takes the options (`fleethub.shared.profiles.resolve` with `configure_for`): a d
 not a failed spawn. The built-in backends' rules are here; a third-party backend (entry point or import
 path) may give its class a `configure(config, user_options) -> config` classmethod (raising ValueError
 to refuse) and it is used the same way.
+
+The spawn form (`/hub/spawn`) is made here too: `options_form(config, prefix=...)` gives a backend's
+fields as HTML (the docker backend: a select of `allowed_images`; a third-party class may have an
+`options_form` classmethod of the same signature), and `options_from_form` turns the posted fields into
+`user_options`. When the form offers several profiles, each profile's fields are named
+`<slug>:<option>` (two docker profiles would otherwise both post `image`); only the chosen profile's
+fields are kept, with the prefix taken off.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
+from html import escape
 from typing import TYPE_CHECKING, Any
 
 from fleethub.shared.plugins import load_plugin
-from fleethub.shared.profiles import Configure
+from fleethub.shared.profiles import PROFILE_OPTION, Configure
 
 if TYPE_CHECKING:
     from fleethub.shared.settings import SpawnerSettings
@@ -62,3 +70,73 @@ def configure_for(name: str) -> Configure | None:
     cls = load_plugin(ENTRY_POINT_GROUP, name, {}, "spawner backend")
     configure = getattr(cls, "configure", None)
     return configure if callable(configure) else None
+
+
+OptionsForm = Callable[..., str]
+"""`options_form(config, *, prefix="") -> html`: a backend's fields in the spawn form, each field named
+`prefix + option`; "" when the backend offers nothing under these settings. Every value must be escaped."""
+
+FIELD_SEP = ":"
+
+
+def docker_options_form(config: SpawnerSettings, *, prefix: str = "") -> str:
+    """A select of `docker.allowed_images` (by display name; the configured image chosen), or "" if there
+    are none to choose from."""
+    allowed = config.docker.allowed_images
+    if not allowed:
+        return ""
+    options = "".join(
+        f'<option value="{escape(name, quote=True)}"{" selected" if image == config.docker.image else ""}>'
+        f"{escape(name)} ({escape(image)})</option>"
+        for name, image in allowed.items()
+    )
+    name = escape(prefix + "image", quote=True)
+    return f'<label>Image <select name="{name}">{options}</select></label>'
+
+
+_BUILTIN_FORMS: dict[str, OptionsForm | None] = {
+    "local": None, "system-user": None, "docker": docker_options_form, "batch": None,
+}
+
+
+def options_form_for(name: str) -> OptionsForm | None:
+    """The spawn-form fields of backend `name` (None: it offers none); a third-party backend's class
+    gives them with an `options_form` classmethod.
+
+    Raises:
+        ConfigError: no backend of that name.
+    """
+    if name in _BUILTIN_FORMS:
+        return _BUILTIN_FORMS[name]
+    cls = load_plugin(ENTRY_POINT_GROUP, name, {}, "spawner backend")
+    form = getattr(cls, "options_form", None)
+    return form if callable(form) else None
+
+
+def field_prefix(slug: str) -> str:
+    """How the fields of profile `slug` are named in a form offering several profiles."""
+    return f"{slug}{FIELD_SEP}"
+
+
+def options_from_form(fields: Mapping[str, list[str]], *, profiles: Collection[str],
+                      default: str) -> dict[str, Any]:
+    """`user_options` of a posted spawn form: `profile` and the chosen profile's fields.
+
+    A field posted once becomes a string, one posted several times a list of strings (JupyterHub's
+    default `options_from_form` keeps every field a list; a string is what the REST API's clients send
+    and what the backends' rules expect). Fields named `_...` (the XSRF token) are not options; a field
+    `<slug>:<option>` of another profile than the chosen one (`profile`, else `default`) is dropped.
+    """
+    chosen = fields.get(PROFILE_OPTION) or [""]
+    slug = chosen[0] or default
+    options: dict[str, Any] = {}
+    for key, values in fields.items():
+        if key.startswith("_") or not values:
+            continue
+        owner, sep, option = key.partition(FIELD_SEP)
+        if sep and owner in profiles:
+            if owner != slug or not option:
+                continue
+            key = option
+        options[key] = values[0] if len(values) == 1 else list(values)
+    return options

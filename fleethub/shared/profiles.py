@@ -107,7 +107,9 @@ def resolve(spawner: SpawnerSettings, user_options: Mapping[str, Any],
         ConfigError: a profile's overrides are not valid settings.
     """
     profiles = profiles_of(spawner)
-    wanted = user_options.get(PROFILE_OPTION)
+    # with no profiles configured, `profile` is an option like any other (a client's own), as JupyterHub's
+    # spawners take options they do not know
+    wanted = user_options.get(PROFILE_OPTION) if spawner.profiles else None
     if wanted is None or wanted == "":
         profile = default_profile(spawner)
     else:
@@ -129,5 +131,7 @@ def resolve(spawner: SpawnerSettings, user_options: Mapping[str, Any],
             config = configure(config, user_options)
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
-    options = {**user_options, PROFILE_OPTION: profile.key()}
+    # the chosen profile is recorded with the options (its slug), so a later change of the default does not
+    # change what this spawn was; with no profiles configured the options stay exactly as the client sent them
+    options = {**user_options, PROFILE_OPTION: profile.key()} if spawner.profiles else dict(user_options)
     return Choice(profile=profile.key(), backend=backend, config=config, user_options=options)

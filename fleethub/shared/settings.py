@@ -231,11 +231,14 @@ class SpawnerSettings(_Section):
     cpu_limit: float | None = Field(None, gt=0, description="CPUs a server may use; exported as CPU_LIMIT.")
     cpu_guarantee: float | None = Field(None, gt=0, description="CPUs guaranteed to a server; CPU_GUARANTEE.")
     pre_spawn_hook: str | None = Field(
-        None, description="Called before a server starts, with its spec (may return a changed one): an entry "
-                          "point of 'fleethub.hooks' or an import path 'module:function'.",
+        None, description="Called in the spawner worker before a server starts, with its ServerSpec (may return "
+                          "a changed one; an exception fails the spawn with its message): an entry point of "
+                          "'fleethub.hooks' or an import path 'module:function'.",
     )
     post_stop_hook: str | None = Field(
-        None, description="Called after a server stopped: an entry point of 'fleethub.hooks' or 'module:function'.",
+        None, description="Called in the spawner worker after a server stopped, exited or failed, with a "
+                          "StopInfo (user, server, spawn id, state, reason); its exception is logged: an entry "
+                          "point of 'fleethub.hooks' or 'module:function'.",
     )
     profiles: list[Profile] = Field(default_factory=list, description="[[spawner.profiles]]: what the spawn "
                                                                       "form offers; none: one implicit profile.")

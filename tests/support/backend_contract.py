@@ -3,7 +3,7 @@
 Each test is a real start against the real system (a process, a container, a Slurm job). A backend's test
 subclasses it (the class name starts with `Test`, so pytest collects it; this base does not) and gives:
 
-- `backend_name` (a name of `spawner.backends`, e.g. "local"), or overrides `make_backend`;
+- `backend_name` (a name of `spawner.backends`, e.g. "local"), or `worker_factory` (below);
 - the fixture `settings` (`ServiceSettings`: the `[spawner]` settings the backend runs with, its system's
   address; `data_dir` in a tmp dir);
 - `serve_cmd`: the server command (the real `jupyterhub-singleuser`, or a small HTTP server such as
@@ -15,6 +15,9 @@ subclasses it (the class name starts with `Test`, so pytest collects it; this ba
 - `remove_leftovers(identity)`: end those by the system's own means (`kill`, `docker rm -f`, `scancel`):
   the cleanup after a test whose backend did not stop its server, so a failing test leaks nothing.
 
+A real `jupyterhub-singleuser` asks the hub's API for its version before it listens: the contract's fixture
+`hub_api_url` answers that (put it in `spawner.hub_api_url`).
+
 Optional: the fixture `user` (a user the system knows: a Unix account), `failing_cmd` (exits at once
 printing `FAIL_TEXT`), `silent_cmd` (runs and never listens), `dying_cmd(after)` (answers, then exits
 `after` seconds later), `server_output(spec, state)` (where a user reads the server's output: its log
@@ -22,9 +25,11 @@ file by default), the time limits below, and `worker_factory` ("module:function"
 when `load_backend(settings, backend_name)` does not build it.
 
 tests/integration/spawner/test_local_contract.py is the example (about 30 lines). A "worker" is a backend
-instance: `make_backend(settings)` again is another worker, which shares nothing
-in memory with the first. The adoption tests run the worker as a process of its own
-(tests/support/contract_worker.py) and SIGKILL it during a start.
+instance: `make_backend(settings)` again is another worker, which shares nothing in memory with the
+first. The adoption tests run the worker as a process of its own (tests/support/contract_worker.py, which
+builds the backend from the same settings and `backend_name` / `worker_factory`) and SIGKILL it during a
+start. A test of the contract set to None in a subclass is not collected (for a second subclass that
+repeats only some tests, e.g. with a slower real server).
 """
 
 from __future__ import annotations
@@ -34,9 +39,11 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -54,6 +61,32 @@ WORKER = Path(__file__).with_name("contract_worker.py")
 REPO = Path(__file__).resolve().parents[2]
 SECRET_KEY = "contract-secret-key-" + "k" * 24
 FAIL_TEXT = "contract: the notebook directory /nonexistent/contract does not exist"
+
+
+class _HubApi(BaseHTTPRequestHandler):
+    """The hub's API as far as a lone `jupyterhub-singleuser` asks it: its version check at start (it waits
+    for an answer, and exits after 5 failures) and activity reports."""
+
+    protocol_version = "HTTP/1.1"
+
+    def _answer(self) -> None:
+        from jupyterhub import __version__
+
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        body = json.dumps({"version": __version__}).encode()
+        self.send_response(200)
+        self.send_header("X-JupyterHub-Version", __version__)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
 
 
 @dataclass
@@ -91,6 +124,21 @@ class BackendContract:
     @pytest.fixture
     def user(self) -> str:
         return "contract-user"
+
+    @pytest.fixture
+    def hub_api_url(self) -> Iterator[str]:
+        """A stand-in of the hub's API on 127.0.0.1 for a real `jupyterhub-singleuser` (set
+        `spawner.hub_api_url` to it in `settings`): it answers the server's version check and activity."""
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _HubApi)
+        server.daemon_threads = True
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}/hub/api"
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join()
 
     async def kill_server(self, state: dict[str, Any]) -> None:
         raise NotImplementedError
@@ -199,7 +247,9 @@ class BackendContract:
                 output = await self.server_output(spec, state)
                 pytest.fail(f"the server exited before answering {url}; its output:\n{output[-2000:]}")
             if time.monotonic() > deadline:
-                pytest.fail(f"the server did not answer {url} within {self.ready_timeout:g}s")
+                output = await self.server_output(spec, state)
+                pytest.fail(f"the server did not answer {url} within {self.ready_timeout:g}s; its output:\n"
+                            f"{output[-2000:]}")
             await asyncio.sleep(0.1)
 
     async def _polls_false_within(self, backend: Backend, state: dict[str, Any], seconds: float) -> float:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Collection
 from types import TracebackType
 from typing import NamedTuple, Self
@@ -21,7 +21,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from fleethub.shared.db.models import ServerState
 from fleethub.shared.db.outage import database_unavailable
-from fleethub.shared.events import Envelope, Message, ServerEvent, ServerFailed, ServerReady, ServerStopped
+from fleethub.shared.events import (
+    Envelope,
+    Message,
+    ServerEvent,
+    ServerFailed,
+    ServerProgress,
+    ServerReady,
+    ServerStopped,
+)
 from fleethub.shared.lifecycle import ServerStatus
 
 
@@ -50,6 +58,9 @@ POLL = 0.5  # the first fallback read of PostgreSQL; each next one waits twice a
 POLL_MAX = 2.0  # an event lost by the core subscription costs at most this; a storm's waiters read less
 # progress events of one spawn are few; a listener that stops reading loses progress, never an outcome
 _MAX_QUEUED = 256
+# the spawn-pending page's memory of progress: the last steps of the spawns this replica saw start
+_PROGRESS_SPAWNS = 4096
+_PROGRESS_STEPS = 20
 
 
 def outcome_of(message: ServerEvent) -> Result | None:
@@ -100,12 +111,31 @@ class Waiters:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
         self._listeners: dict[str, set[Listener]] = defaultdict(set)
+        self._progress: OrderedDict[str, list[str]] = OrderedDict()
 
     async def on_event(self, envelope: Envelope, message: Message) -> None:
         if not isinstance(message, ServerEvent):
             return
+        self._note_progress(message)
         for listener in tuple(self._listeners.get(message.spawn_id, ())):
             listener.put(message)
+
+    def _note_progress(self, message: ServerEvent) -> None:
+        if isinstance(message, ServerProgress):
+            steps = self._progress.setdefault(message.spawn_id, [])
+            self._progress.move_to_end(message.spawn_id)
+            if message.message and message.message not in steps[-1:]:
+                steps.append(message.message)
+                del steps[:-_PROGRESS_STEPS]
+            while len(self._progress) > _PROGRESS_SPAWNS:
+                self._progress.popitem(last=False)
+        elif outcome_of(message) is not None:
+            self._progress.pop(message.spawn_id, None)
+
+    def progress(self, spawn_id: str) -> list[str]:
+        """The progress messages of `spawn_id` this replica has seen, oldest first (its core subscription
+        sees every spawn's; empty once an outcome arrived, or for a spawn that began before it started)."""
+        return list(self._progress.get(spawn_id, ()))
 
     def listen(self, spawn_id: str) -> Listener:
         """Start receiving the events of `spawn_id`; the caller must `close()` the listener."""

@@ -16,6 +16,7 @@ from typing import Any
 from fleethub.services.spawner import leases
 from fleethub.services.spawner.backends import Backend, ServerSpec
 from fleethub.services.spawner.env import server_env
+from fleethub.services.spawner.hooks import HookFailed, Hooks, StopInfo
 from fleethub.services.spawner.httpcheck import http_status
 from fleethub.services.spawner.propagation import Propagation
 from fleethub.services.spawner.routes import delete_route, put_route
@@ -86,6 +87,7 @@ class Worker:
         self.handed_off: dict[ServerKey, float] = {}  # spawns I handed over (NATS unreachable), until when
         self.propagation = Propagation(runtime.bus)  # ready means reachable: every proxy node serves the route
         self._progress_sends: set[asyncio.Task[None]] = set()
+        self.hooks = Hooks(runtime.settings.spawner)  # pre_spawn_hook / post_stop_hook, checked at start
 
     def backend_of(self, name: str) -> Backend:
         """The backend `name` (a row's or a command's; empty: written before backends were recorded).
@@ -222,7 +224,7 @@ class Worker:
             choice = resolve(self.rt.settings.spawner, cmd.user_options, configure_for)
         except (BadRequest, ConfigError) as exc:  # the api checked the options: the settings changed since
             await self._fence(key, cmd.spawn_id)
-            await self._record(Transition.failed(key, cmd.spawn_id, worker=self.me, message=str(exc)))
+            await self._failed(key, cmd.spawn_id, {}, str(exc))
             return
 
         async def progress(message: str) -> None:
@@ -242,6 +244,7 @@ class Worker:
         s = choice.config  # this spawn's timeouts: its profile may give a slow backend longer
         try:
             if not state:
+                spec = await self._pre_spawn(spec)
                 # the identity is recorded before anything exists, so an adopter can find what start makes
                 planned = backend.identity(spec)
                 await self._save(key, cmd.spawn_id, planned)
@@ -293,7 +296,28 @@ class Worker:
             if state:
                 await backend.stop(state)
             await delete_route(self.rt.bus, cmd.user, cmd.server_name)
-            await self._record(Transition.failed(key, cmd.spawn_id, worker=self.me, message=str(exc)))
+            await self._failed(key, cmd.spawn_id, state, str(exc))
+
+    async def _pre_spawn(self, spec: ServerSpec) -> ServerSpec:
+        """`spec` as the spawn's `pre_spawn_hook` leaves it; a hook's refusal fails the spawn with its message."""
+        try:
+            return await self.hooks.pre_spawn(spec)
+        except HookFailed as exc:
+            raise SpawnFailed(str(exc)) from exc
+
+    async def _failed(self, key: ServerKey, spawn_id: str, state: dict[str, Any], message: str) -> None:
+        """Record the spawn failed (under my lease) and tell the post-stop hook."""
+        if await self._record(Transition.failed(key, spawn_id, worker=self.me, message=message)) is not None:
+            self.hooks.after_stop(StopInfo(key.user, key.server_name, spawn_id, state, ServerStatus.FAILED.value,
+                                           message))
+
+    async def _stopped(self, row: leases.Row, reason: str, expected: frozenset[ServerStatus] = frozenset()) -> bool:
+        """Record `row`'s server stopped (under my lease) and tell the post-stop hook; whether it was recorded."""
+        change = Transition.stopped(row.key, row.spawn_id, worker=self.me, reason=reason, expected=expected)
+        if await self._record(change) is None:
+            return False
+        self.hooks.after_stop(StopInfo(row.user, row.server_name, row.spawn_id, dict(row.state or {}), reason))
+        return True
 
     async def _wait_ready(self, url: str, backend: Backend, state: dict[str, Any], s: SpawnerSettings,
                           heartbeat: Heartbeat) -> None:
@@ -373,7 +397,7 @@ class Worker:
             if row.state:
                 await self.backend_of(row.backend).stop(row.state)
             fault("spawner.stop_after_backend_kill")
-            await self._record(Transition.stopped(row.key, row.spawn_id, worker=self.me, reason=reason))
+            await self._stopped(row, reason)
             log.info("%s stopped (%s)", row.key, reason)
         finally:
             self.working.discard(row.key)
@@ -493,7 +517,7 @@ class Worker:
         if row.state:
             await self.backend_of(row.backend).stop(row.state)
         await delete_route(self.rt.bus, row.user, row.server_name)
-        await self._record(Transition.stopped(row.key, row.spawn_id, worker=self.me, reason="exited"))
+        await self._stopped(row, "exited")
 
     async def poll_loop(self, interval: float = 2.0) -> None:
         """Notice servers of mine whose process exited."""
@@ -507,9 +531,8 @@ class Worker:
                         continue
                     await self._fence(row.key, row.spawn_id)
                     await delete_route(self.rt.bus, row.user, row.server_name)
-                    await self._record(Transition.stopped(row.key, row.spawn_id, worker=self.me, reason="exited",
-                                                          expected=frozenset({ServerStatus.RUNNING})))
-                    log.info("%s exited", row.key)
+                    if await self._stopped(row, "exited", expected=frozenset({ServerStatus.RUNNING})):
+                        log.info("%s exited", row.key)
             except Exception as exc:
                 log.warning("poll pass failed: %s", exc)
 

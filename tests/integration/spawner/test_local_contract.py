@@ -52,3 +52,22 @@ class TestLocalContract(BackendContract):
     async def remove_leftovers(self, identity: dict[str, Any]) -> None:
         for pid in marked(identity["marker"]):
             signal_group(pid, signal.SIGKILL)
+
+
+class TestLocalContractSingleuser(TestLocalContract):
+    """The contract's tests that start a server, with the real `jupyterhub-singleuser` (its hub: the
+    contract's stand-in of the hub API). It takes 4-5 s to answer on our shared machine, so the tests that
+    show nothing more with it than with the stand-in server above are left out (None: not collected)."""
+
+    serve_cmd: ClassVar[list[str]] = [str(Path(sys.executable).with_name("jupyterhub-singleuser"))]
+    test_identity_and_state_are_json_without_secrets = None
+    test_stop_never_started_and_double_stop = None
+    test_dies_after_ready_polls_false = None
+    test_failing_start_says_why = None  # these two run no serve_cmd
+    test_start_timeout_leaves_nothing = None
+    test_adopt_after_worker_killed_before_reporting = None
+    test_killed_from_outside_polls_false = None
+
+    @pytest.fixture
+    def settings(self, tmp_path: Path, hub_api_url: str) -> ServiceSettings:
+        return load_settings(None, data_dir=tmp_path / "data", spawner={"ip": "127.0.0.1", "hub_api_url": hub_api_url})

@@ -1,4 +1,4 @@
-"""Hub pages: home, the start form, stop, and spawn-pending."""
+"""Hub pages: home, the start form (profiles and backend options), stop, and spawn-pending."""
 
 from __future__ import annotations
 
@@ -8,16 +8,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleethub.services.api.access import HIDDEN, load_requester
 from fleethub.services.api.browser import check_form, form_xsrf, login_redirect, with_xsrf
-from fleethub.services.api.deps import DbSession, PageUser, Runtime
+from fleethub.services.api.deps import DbSession, PageUser, Runtime, Waiters
 from fleethub.services.api.models import AnyView
 from fleethub.services.api.pages import HomeState, error_page, home_page, pending_page, spawn_page
 from fleethub.services.api.queries import get_user, one_server_view
-from fleethub.services.api.servers import start_server, stop_server
-from fleethub.shared.errors import BadRequest, NotFound
+from fleethub.services.api.servers import check_display_name, check_named_server, lock_user, start_server, stop_server
+from fleethub.services.api.spawn_form import offered, offers_options, user_options_of
+from fleethub.shared.backend_options import configure_for
+from fleethub.shared.db.models import User
+from fleethub.shared.errors import BadRequest, ConfigError, NotFound
 from fleethub.shared.identity import Identity, validate_next
 from fleethub.shared.lifecycle import ServerStatus
 from fleethub.shared.names import server_prefix, url_escape
-from fleethub.shared.paths import checked_location
+from fleethub.shared.paths import checked_location, quote_path
+from fleethub.shared.profiles import PROFILE_OPTION, resolve
 
 router = APIRouter()
 
@@ -29,12 +33,13 @@ def _state(view: AnyView | None) -> HomeState:
     return HomeState.READY if ready and pending is None else HomeState.PENDING if active else HomeState.STOPPED
 
 
-def _pending_url(name: str) -> str:
-    return f"/hub/spawn-pending/{url_escape(name)}"
+def _pending_url(name: str, server_name: str = "") -> str:
+    return f"/hub/spawn-pending/{url_escape(name)}" + (f"/{url_escape(server_name)}" if server_name else "")
 
 
-async def _may_start(request: Request, session: AsyncSession, ident: Identity, name: str) -> None:
-    allowed = (await load_requester(request, session, ident)).can("start:servers", name, "")
+async def _may_start(request: Request, session: AsyncSession, ident: Identity, name: str,
+                     server_name: str = "") -> None:
+    allowed = (await load_requester(request, session, ident)).can("start:servers", name, server_name)
     await session.rollback()  # the caller opens its own transaction
     if not allowed:
         raise NotFound(HIDDEN)
@@ -62,42 +67,83 @@ async def home(request: Request, runtime: Runtime, session: DbSession, ident: Pa
     user = await get_user(session, ident.name)
     state = _state(await one_server_view(session, user, ""))
     xsrf = form_xsrf(request, runtime, ident)
-    page = home_page(ident.name, state, server_prefix(ident.name), xsrf, _pending_url(ident.name))
+    page = home_page(ident.name, state, server_prefix(ident.name), xsrf, _pending_url(ident.name),
+                     with_options=offers_options(runtime.settings.spawner))
     return with_xsrf(request, runtime, HTMLResponse(page), xsrf)
+
+
+def _form(request: Request, runtime: Runtime, ident: Identity, name: str, *, status: int = 200, error: str = "",
+          chosen: str | None = None) -> Response:
+    xsrf = form_xsrf(request, runtime, ident)
+    action = quote_path(request.url.path)  # decoded once by the server: posted back to this same path
+    page = spawn_page(name, action, xsrf, offered(runtime.settings.spawner, chosen), error)
+    return with_xsrf(request, runtime, HTMLResponse(page, status_code=status), xsrf)
+
+
+def _named_servers_on(runtime: Runtime, server_name: str) -> None:
+    if server_name and not runtime.settings.api.allow_named_servers:
+        raise NotFound("Named servers are not enabled.")
 
 
 @router.get("/hub/spawn")
 @router.get("/hub/spawn/{name}")
+@router.get("/hub/spawn/{name}/{server_name}")
 async def spawn_form(request: Request, runtime: Runtime, session: DbSession, ident: PageUser,
-                     name: str | None = None) -> Response:
+                     name: str | None = None, server_name: str = "") -> Response:
     if ident is None:
         return login_redirect(request)
+    _named_servers_on(runtime, server_name)
     name = name or ident.name
-    await _may_start(request, session, ident, name)
-    state = _state(await one_server_view(session, await get_user(session, name), ""))
+    await _may_start(request, session, ident, name, server_name)
+    state = _state(await one_server_view(session, await get_user(session, name), server_name))
     if state is HomeState.READY:
-        return RedirectResponse(checked_location(server_prefix(name)), status_code=302)
+        return RedirectResponse(checked_location(server_prefix(name, server_name)), status_code=302)
     if state is HomeState.PENDING:
-        return RedirectResponse(checked_location(_pending_url(name)), status_code=302)
-    xsrf = form_xsrf(request, runtime, ident)
-    return with_xsrf(request, runtime, HTMLResponse(spawn_page(name, request.url.path, xsrf)), xsrf)
+        return RedirectResponse(checked_location(_pending_url(name, server_name)), status_code=302)
+    return _form(request, runtime, ident, name)
+
+
+async def _owner(session: AsyncSession, runtime: Runtime, name: str, server_name: str) -> tuple[User, str | None]:
+    """The user whose server starts, and a new named server's display name (the REST start's checks:
+    the user locked so the named-server limit holds under concurrent starts)."""
+    if not server_name:
+        return await get_user(session, name), None
+    user = await lock_user(session, name)
+    new = await one_server_view(session, user, server_name) is None
+    await check_named_server(session, runtime.settings, user, server_name, new=new)
+    return user, check_display_name(server_name) if new else None
 
 
 @router.post("/hub/spawn")
 @router.post("/hub/spawn/{name}")
+@router.post("/hub/spawn/{name}/{server_name}")
 async def spawn(request: Request, runtime: Runtime, session: DbSession, ident: PageUser,
-                name: str | None = None, xsrf: str = Form("", alias="_xsrf", max_length=500)) -> Response:
+                name: str | None = None, server_name: str = "",
+                xsrf: str = Form("", alias="_xsrf", max_length=500)) -> Response:
     me = check_form(request, runtime, ident, xsrf)
+    _named_servers_on(runtime, server_name)
     name = name or me.name
-    await _may_start(request, session, me, name)
+    await _may_start(request, session, me, name, server_name)
+    form = await request.form()
+    fields = {key: [v for v in form.getlist(key) if isinstance(v, str)] for key in form}
+    options = user_options_of(runtime.settings.spawner, fields)
+    try:  # the REST API's rules: an unknown profile or a refused option is a 400, and nothing starts
+        choice = resolve(runtime.settings.spawner, options, configure_for)
+    except (BadRequest, ConfigError) as exc:
+        chosen = options.get(PROFILE_OPTION)
+        return _form(request, runtime, me, name, status=exc.status, error=exc.message,
+                     chosen=chosen if isinstance(chosen, str) else None)
     async with session.begin():
-        user = await get_user(session, name)
         try:
-            await start_server(session, runtime.settings, runtime.secret_key, user, "", None,
-                               announcer=runtime.announcer)
+            user, display_name = await _owner(session, runtime, name, server_name)
+        except BadRequest as exc:  # a named server refused (its name, the limit): nothing written
+            return _form(request, runtime, me, name, status=exc.status, error=exc.message, chosen=choice.profile)
+        try:
+            await start_server(session, runtime.settings, runtime.secret_key, user, server_name, choice.user_options,
+                               announcer=runtime.announcer, display_name=display_name)
         except BadRequest:
             pass  # already running or stopping: the pending page shows where it is
-    return RedirectResponse(checked_location(_pending_url(name)), status_code=302)
+    return RedirectResponse(checked_location(_pending_url(name, server_name)), status_code=302)
 
 
 @router.post("/hub/stop")
@@ -113,7 +159,7 @@ async def stop(request: Request, runtime: Runtime, session: DbSession, ident: Pa
 @router.get("/hub/spawn-pending/{name}")
 @router.get("/hub/spawn-pending/{name}/{server_name}")
 async def spawn_pending(name: str, request: Request, runtime: Runtime, session: DbSession, ident: PageUser,
-                        server_name: str = "", next: str = "") -> Response:
+                        waiters: Waiters, server_name: str = "", next: str = "") -> Response:
     if ident is None:
         return login_redirect(request)
     if not (await load_requester(request, session, ident)).can("read:servers", name, server_name):
@@ -125,7 +171,8 @@ async def spawn_pending(name: str, request: Request, runtime: Runtime, session: 
         target = validate_next(next, runtime.settings.hub_public_url, default=prefix)  # dot segments: `prefix`
         return RedirectResponse(checked_location(target if target.startswith(prefix) else prefix), status_code=302)
     if state is HomeState.PENDING:
-        return HTMLResponse(pending_page("Spawning server..."), headers={"Cache-Control": "no-store"})
+        steps = waiters.progress(view.server.spawn_id) if view is not None and view.server.spawn_id else []
+        return HTMLResponse(pending_page("Spawning server...", progress=steps), headers={"Cache-Control": "no-store"})
     failed = view.current_state if view is not None else None
     if failed is not None and failed.status == ServerStatus.FAILED:
         return HTMLResponse(pending_page(f"Spawn failed: {failed.message}", refresh=False), status_code=500)

@@ -73,7 +73,7 @@ def _stopped(request: Request, runtime: Runtime, ident: Identity, name: str, ser
     if _wants_json(request, path):
         return JSONResponse({"status": 424, "message": message}, status_code=424)
     xsrf = form_xsrf(request, runtime, ident)
-    page = stopped_page(target, f"/hub/spawn/{url_escape(name)}", xsrf)
+    page = stopped_page(target, spawn_url, xsrf)
     return with_xsrf(request, runtime, HTMLResponse(page, status_code=424), xsrf)
 
 

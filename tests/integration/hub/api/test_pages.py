@@ -73,6 +73,10 @@ async def test_spawn_page_and_failures(hub: Hub) -> None:
     await _set_state(hub, "alice", cmd.spawn_id, "failed", "no <such> image")
     r = await c.get("/hub/spawn-pending/alice")
     assert r.status_code == 500 and "no &lt;such&gt; image" in r.text and "refresh" not in r.text
+    # named servers are off on this hub: no form for them, nothing started
+    assert (await c.get("/hub/spawn/alice/gpu")).status_code == 404
+    assert (await c.post("/hub/spawn/alice/gpu", data={"_xsrf": hub.xsrf(c)})).status_code == 404
+    assert await hub.commands(1, timeout=0.3) == []
     # an admin may start someone else's server from the page
     async with hub.new_client() as admin:
         await hub.login(admin, "admin")

@@ -154,7 +154,7 @@ async def test_user_model_reflects_server_state(hub: Hub) -> None:
         server = (await s.execute(select(Server).join(User).where(User.name == "bob"))).scalar_one()
         assert server.desired == "running" and server.user_options == {"size": "s"}
         outbox = (await s.execute(select(OutboxMessage.subject))).scalars().all()
-    assert any(".cmd.spawn.bob._" in subject for subject in outbox)
+    assert any(".cmd.local.spawn.bob._" in subject for subject in outbox)
     model = (await c.get("/hub/api/users/bob", headers=admin)).json()
     srv = model["servers"][""]
     assert model["pending"] == "spawn" and model["server"] is None

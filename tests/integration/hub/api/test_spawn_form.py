@@ -1,0 +1,172 @@
+"""The spawn form (`/hub/spawn`): the profiles and each backend's options offered, the user_options a
+posted form makes, refused choices (400, nothing started) and the pending page's progress messages."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fleethub.shared.events import ServerProgress, SpawnServer
+from tests.support.hub import Hub, hub_settings, running_hub
+from tests.support.spawn_form import spawn_through_form
+
+pytestmark = pytest.mark.integration
+
+PROFILES: list[dict[str, Any]] = [
+    {"display_name": "Small <this machine>", "slug": "small", "description": "1 GB & one core", "default": True,
+     "overrides": {"mem_limit": "1G", "environment": {"SIZE": "small"}}},
+    {"display_name": "Big", "slug": "big", "description": "4 GB, two cores",
+     "overrides": {"mem_limit": "4G", "cpu_limit": 2, "environment": {"SIZE": "big"}}},
+    {"display_name": "Container", "slug": "box", "backend": "docker",
+     "overrides": {"docker": {"image": "fh/base:1",
+                              "allowed_images": {"Base": "fh/base:1", "Science <x>": "fh/science:2"}}}},
+]
+
+
+@pytest.fixture
+async def hub(tmp_path: Path, nats_url: str, database_url: str, nats_namespace: str) -> AsyncIterator[Hub]:
+    settings = hub_settings(tmp_path, nats_url, database_url, nats_namespace, spawner={"profiles": PROFILES},
+                            api={"allow_named_servers": True, "named_server_limit_per_user": 1})
+    async with running_hub(settings) as h:
+        yield h
+
+
+def _radios(html: str) -> list[tuple[str, bool]]:
+    return [(m.group(1), bool(m.group(2)))
+            for m in re.finditer(r'<input type="radio" name="profile" value="([^"]+)"[^>]*?( checked)?>', html)]
+
+
+async def test_the_form_offers_each_profile_and_the_docker_images(hub: Hub) -> None:
+    c = hub.client
+    await hub.login(c, "alice")
+    home = await c.get("/hub/home")  # something to choose: "Start" leads to the form, it does not start
+    assert '<a href="/hub/spawn">Start my server</a>' in home.text
+    page = await c.get("/hub/spawn")
+    assert page.status_code == 200
+    assert _radios(page.text) == [("small", True), ("big", False), ("box", False)]
+    text = page.text
+    # every configured value is escaped
+    assert "Small &lt;this machine&gt;" in text and "<this machine>" not in text
+    assert "1 GB &amp; one core" in text and "4 GB, two cores" in text
+    select = re.search(r'<select name="box:image">(.*?)</select>', text)
+    assert select, text
+    assert re.findall(r'<option value="([^"]*)"( selected)?>', select.group(1)) == [
+        ("Base", " selected"), ("Science &lt;x&gt;", "")]
+    assert text.count("<select") == 1  # the local profiles take no options
+    assert await hub.commands(1, timeout=0.3) == []  # showing the form starts nothing
+
+
+async def test_posting_a_profile_starts_it_with_its_options_recorded(hub: Hub) -> None:
+    c = hub.client
+    await hub.login(c, "alice")
+    r = await spawn_through_form(c, profile="big", extra={"small:image": "ignored", "note": "kept"})
+    assert r is not None and r.status_code == 302 and r.headers["location"] == "/hub/spawn-pending/alice"
+    cmd = await hub.spawn_command()
+    # the chosen profile's fields only; a field posted once is a string
+    assert cmd.user_options == {"profile": "big", "note": "kept"}
+    model = (await c.get("/hub/api/users/alice", headers=await hub.headers_for("alice"))).json()
+    assert model["servers"][""]["user_options"] == {"profile": "big", "note": "kept"}
+
+
+async def test_posting_the_docker_profile_with_an_image(hub: Hub) -> None:
+    c = hub.client
+    await hub.login(c, "alice")
+    r = await spawn_through_form(c, profile="box", image="Science <x>")
+    assert r is not None and r.status_code == 302
+    cmd = await hub.spawn_command()
+    assert cmd.user_options == {"profile": "box", "image": "Science <x>"}
+
+
+async def test_no_profile_posted_is_the_default_one(hub: Hub) -> None:
+    c = hub.client
+    await hub.login(c, "alice")
+    r = await c.post("/hub/spawn", data={"_xsrf": hub.xsrf(c)})
+    assert r.status_code == 302
+    assert (await hub.spawn_command()).user_options == {"profile": "small"}
+
+
+async def test_refused_choices_show_the_form_again_and_start_nothing(hub: Hub) -> None:
+    c = hub.client
+    await hub.login(c, "alice")
+    r = await spawn_through_form(c, profile="<huge>")
+    assert r is not None and r.status_code == 400 and r.headers["content-type"].startswith("text/html")
+    assert "unknown profile &#x27;&lt;huge&gt;&#x27;; this hub offers: small, big, box" in r.text
+    assert "<huge>" not in r.text and "Traceback" not in r.text
+    assert _radios(r.text) == [("small", True), ("big", False), ("box", False)]  # the form, to choose again
+    r = await spawn_through_form(c, profile="box", image="evil/miner:latest")
+    assert r is not None and r.status_code == 400
+    assert "image &#x27;evil/miner:latest&#x27; is not allowed; choose one of: Base, Science &lt;x&gt;" in r.text
+    assert ("box", True) in _radios(r.text)  # the choice is kept
+    # another profile's field is not this one's option
+    r = await spawn_through_form(c, profile="big", extra={"box:image": "evil/miner:latest"})
+    assert r is not None and r.status_code == 302
+    (cmd,) = await hub.commands(5, timeout=1.0)  # only the last one started
+    assert isinstance(cmd, SpawnServer) and cmd.user_options == {"profile": "big"}
+
+
+async def test_the_form_needs_the_sessions_xsrf_token(hub: Hub) -> None:
+    c = hub.client
+    await hub.login(c, "alice")
+    assert (await c.post("/hub/spawn", data={"profile": "big"})).status_code == 403
+    assert (await c.post("/hub/spawn", data={"profile": "big", "_xsrf": "x.y"})).status_code == 403
+    async with hub.new_client() as other:  # another session's token is not this one's
+        await hub.login(other, "admin")
+        r = await c.post("/hub/spawn", data={"profile": "big", "_xsrf": hub.xsrf(other)})
+        assert r.status_code == 403
+    assert await hub.commands(1, timeout=0.3) == []
+
+
+async def test_the_pending_page_lists_the_spawns_progress(hub: Hub) -> None:
+    c = hub.client
+    await hub.login(c, "alice")
+    r = await spawn_through_form(c, profile="box", image="Base")
+    assert r is not None and r.status_code == 302
+    cmd = await hub.spawn_command()
+    for step in ("Server requested", "queued", "creating container <jupyter-alice>"):
+        await hub.bus.publish(ServerProgress(user="alice", server_name="", spawn_id=cmd.spawn_id, progress=50,
+                                             message=step))
+    page = ""
+    for _ in range(100):  # the api's core subscription delivers them
+        page = (await c.get("/hub/spawn-pending/alice")).text
+        if "creating container" in page:
+            break
+        await asyncio.sleep(0.05)
+    steps = re.search(r'<ol class="progress">(.*?)</ol>', page)
+    assert steps, page
+    assert steps.group(1) == ("<li>Server requested</li><li>queued</li>"
+                              "<li>creating container &lt;jupyter-alice&gt;</li>")
+
+
+async def test_a_named_server_through_the_form(hub: Hub) -> None:
+    c = hub.client
+    await hub.login(c, "alice")
+    page = await c.get("/hub/spawn/alice/gpu")
+    assert page.status_code == 200 and 'action="/hub/spawn/alice/gpu"' in page.text
+    r = await spawn_through_form(c, user="alice", server="gpu", profile="big")
+    assert r is not None
+    assert r.status_code == 302 and r.headers["location"] == "/hub/spawn-pending/alice/gpu"
+    cmd = await hub.spawn_command()
+    assert (cmd.server_name, cmd.user_options) == ("gpu", {"profile": "big"})
+    assert (await c.get("/hub/spawn/alice/gpu")).headers["location"] == "/hub/spawn-pending/alice/gpu"
+    # the REST start's rules for named servers: a valid name, the per-user limit; the form says why
+    for name, why in (("Bad_Name", "Invalid server name"), ("second", "already has the maximum of 1 named")):
+        r = await c.post(f"/hub/spawn/alice/{name}", data={"_xsrf": hub.xsrf(c), "profile": "box"})
+        assert r.status_code == 400 and why in r.text and ("box", True) in _radios(r.text), r.text
+    assert await hub.commands(1, timeout=0.3) == []
+
+
+async def test_the_form_posts_back_to_the_user_it_names(hub: Hub) -> None:
+    await hub.headers_for("a%2fb")  # a user whose name holds a percent sign
+    async with hub.new_client() as admin:
+        await hub.login(admin, "admin")
+        page = await admin.get("/hub/spawn/a%252fb")
+        assert page.status_code == 200 and 'action="/hub/spawn/a%252fb"' in page.text, page.text
+        r = await spawn_through_form(admin, user="a%252fb", profile="big")
+        assert r is not None and r.status_code == 302 and r.headers["location"] == "/hub/spawn-pending/a%252fb"
+    cmd = await hub.spawn_command()
+    assert (cmd.user, cmd.user_options) == ("a%2fb", {"profile": "big"})
