@@ -74,3 +74,22 @@ class TestSystemUserSudoContract(SystemUserContract):
     """The worker starts servers through sudo and the as-user helper."""
 
     mediator: ClassVar[list[str]] = ["sudo", "-n", "-E", "-u", "{username}", "--"]
+
+
+class TestSystemUserSudoContractSingleuser(TestSystemUserSudoContract):
+    """Start, reach, stop and adoption after a killed worker with the real `jupyterhub-singleuser` (through
+    sudo, its hub the contract's stand-in); the rest shows nothing more with it than with the small server."""
+
+    serve_cmd: ClassVar[list[str]] = [str(Path(sys.executable).with_name("jupyterhub-singleuser"))]
+    test_identity_and_state_are_json_without_secrets = None
+    test_stop_never_started_and_double_stop = None
+    test_dies_after_ready_polls_false = None
+    test_failing_start_says_why = None
+    test_start_timeout_leaves_nothing = None
+    test_adopt_after_worker_killed_before_reporting = None
+    test_killed_from_outside_polls_false = None
+
+    @pytest.fixture
+    def settings(self, tmp_path: Path, hub_api_url: str) -> ServiceSettings:
+        return load_settings(None, data_dir=tmp_path / "data", spawner={
+            "ip": "127.0.0.1", "hub_api_url": hub_api_url, "system_user": {"mediator": self.mediator}})
