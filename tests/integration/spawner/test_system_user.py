@@ -30,9 +30,11 @@ from fleethub.shared.events import new_id
 from fleethub.shared.names import encode_token, server_prefix
 from fleethub.shared.net import free_port
 from fleethub.shared.settings import ServiceSettings, load_settings
+from tests.support.browser import log_in
 from tests.support.cluster import FAKE_SERVER, ensure_user, mint_token, outside_allow_list, running_stack, wait_for
 from tests.support.hub_api_stub import HubApiStub, hub_api_stub
 from tests.support.procfs import environ, marked, status_ids
+from tests.support.spawn_form import spawn_through_form
 from tests.support.unix_users import (
     grant_traverse,
     remove_account,
@@ -348,9 +350,10 @@ PROFILES = [{"display_name": f"As my account ({mode})", "slug": mode, "default":
 
 async def test_through_the_rest_api_and_the_proxy(tmp_path: Path, nats_url: str, database_url: str,
                                                   nats_namespace: str, account: pwd.struct_passwd) -> None:
-    """A whole hub (real processes) whose profiles start servers directly and through sudo: spawns through
-    the REST API, the real servers reached through the proxy as their accounts; a user without an account
-    gets a failed spawn that says why; a stop leaves nothing."""
+    """A whole hub (real processes) whose profiles start servers directly and through sudo: one spawn
+    through the REST API, one through the spawn form (a logged-in browser), the real servers reached
+    through the proxy as their accounts; a user without an account gets a failed spawn that says why; a
+    stop leaves nothing."""
     ghost = unique_name("fhnone")
     with unix_user("fhs") as second:
         await _rest_api_and_proxy(tmp_path, nats_url, database_url, nats_namespace, account, second, ghost)
@@ -358,8 +361,10 @@ async def test_through_the_rest_api_and_the_proxy(tmp_path: Path, nats_url: str,
 
 async def _rest_api_and_proxy(tmp_path: Path, nats_url: str, database_url: str, nats_namespace: str,
                               account: pwd.struct_passwd, second: pwd.struct_passwd, ghost: str) -> None:
+    password = "form-password-" + unique_name()
     async with running_stack(tmp_path, nats_url, database_url, nats_namespace,
                              start=("auth", "api", "proxy", "spawner"), proxy={"port": free_port()},
+                             passwords={second.pw_name: password}, auth={"authenticator": "password"},
                              spawner={"backend": "system-user", "cmd": [SINGLEUSER], "notebook_dir": "~",
                                       "profiles": PROFILES}) as cluster:
         settings = cluster.settings
@@ -377,13 +382,20 @@ async def _rest_api_and_proxy(tmp_path: Path, nats_url: str, database_url: str, 
             for user in (account.pw_name, second.pw_name, ghost):
                 await ensure_user(settings, user)
                 headers[user] = {"Authorization": f"token {mint_token(settings, user)}"}
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.proxy.port}", timeout=30) as client:
+            base = f"http://127.0.0.1:{settings.proxy.port}"
+            async with httpx.AsyncClient(base_url=base, timeout=30) as client, \
+                    httpx.AsyncClient(base_url=base, timeout=30) as browser:
                 for mode, pw in accounts.items():
                     name = pw.pw_name
                     t0 = time.monotonic()
-                    started = await client.post(f"/hub/api/users/{name}/server", json={"profile": mode},
-                                                headers=headers[name])
-                    assert started.status_code in (201, 202), started.text
+                    if mode == "direct":
+                        started = await client.post(f"/hub/api/users/{name}/server", json={"profile": mode},
+                                                    headers=headers[name])
+                        assert started.status_code in (201, 202), started.text
+                    else:
+                        await log_in(browser, name, password)
+                        posted = await spawn_through_form(browser, profile=mode)
+                        assert posted is not None and posted.status_code == 302, posted
 
                     async def ready(name: str = name) -> bool:
                         model = (await client.get(f"/hub/api/users/{name}", headers=headers[name])).json()
@@ -391,7 +403,7 @@ async def _rest_api_and_proxy(tmp_path: Path, nats_url: str, database_url: str, 
 
                     await wait_for(ready, timeout=90, what=f"{name}'s server ready\n{cluster.logs()}")
                     print(f"\n{mode}: POST to ready {time.monotonic() - t0:.2f}s")
-                    reached = await client.get(f"/user/{name}/api")
+                    reached = await (client if mode == "direct" else browser).get(f"/user/{name}/api")
                     assert reached.status_code == 200 and "version" in reached.json(), reached.text
 
                     running = await row(name)
