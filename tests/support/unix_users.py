@@ -201,3 +201,16 @@ def sudoers_rule(text: str) -> Iterator[Path]:
     finally:
         tmp.unlink(missing_ok=True)
         path.unlink(missing_ok=True)
+
+
+def python_paths() -> list[Path]:
+    """What an account must reach to run this interpreter and venv: the venv, the real binary, its
+    standard library (for `traversable`)."""
+    return [Path(sys.prefix), Path(os.path.realpath(sys.executable)), Path(sys.base_prefix) / "lib"]
+
+
+@contextmanager
+def traversable(*paths: Path) -> Iterator[dict[Path, int]]:
+    """`grant_traverse(paths)`: o+x on `paths` and every directory above them, for the duration."""
+    with grant_traverse(paths) as changed:
+        yield changed
