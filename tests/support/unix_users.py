@@ -17,6 +17,7 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -93,7 +94,7 @@ def unix_user(prefix: str = "fhu", *, groups: Iterable[str] = ()) -> Iterator[pw
             subprocess.run(["groupdel", group], capture_output=True)
 
 
-GRANTS = Path("/run/fleethub-test-grants.json")
+GRANTS = Path("/run" if os.access("/run", os.W_OK) else tempfile.gettempdir()) / "fleethub-test-grants.json"
 """Who holds which loosened mode, machine-wide: test sessions that run at once (two suites, two checkouts)
 share ancestors such as /root, and the first to finish must not take a bit another one still needs."""
 
