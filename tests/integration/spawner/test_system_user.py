@@ -121,6 +121,13 @@ async def start_ready(backend: Backend, spec: ServerSpec, started: list[tuple[Ba
             await asyncio.sleep(0.1)
 
 
+def cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""  # gone meanwhile
+
+
 @pytest.mark.parametrize("mode", MODES)
 async def test_server_runs_as_the_account(mode: str, tmp_path: Path, hub_api: HubApiStub, account: pwd.struct_passwd,
                                           backends: list[tuple[Backend, dict[str, Any]]]) -> None:
@@ -160,6 +167,15 @@ async def test_server_runs_as_the_account(mode: str, tmp_path: Path, hub_api: Hu
         put = await client.put(f"{api}/hello.txt", json={"type": "file", "format": "text", "content": "hi\n"})
         assert put.status_code == 201, put.text
         denied = await client.get(f"{api}/root-only.txt", params={"content": "1"})
+        kernel = await client.post(f"{backend.target(state)}{spec.prefix}api/kernels", json={"name": "python3"})
+        assert kernel.status_code == 201, kernel.text
+        deadline = time.monotonic() + 30
+        sudo = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])  # or the test, unmarked
+        while not any(b"ipykernel" in cmdline(p) for p in marked(state["marker"])):
+            assert time.monotonic() < deadline, "no kernel process showed"
+            await asyncio.sleep(0.1)
+    for other in set(marked(state["marker"])) - {pid, sudo}:  # the kernel (and the like) as the account too
+        assert status_ids(other)["Uid"] == [account.pw_uid] * 4
     written = notebooks / "hello.txt"
     assert written.read_text() == "hi\n" and written.stat().st_uid == account.pw_uid
     assert denied.status_code == 403, f"the user's server read root's 0600 file: {denied.status_code} {denied.text}"
@@ -167,7 +183,7 @@ async def test_server_runs_as_the_account(mode: str, tmp_path: Path, hub_api: Hu
 
     await backend.stop(state)
     assert not await backend.poll(state)
-    assert marked(state["marker"]) == [], "nothing carrying the marker is left"
+    assert marked(state["marker"]) == [], "nothing carrying the marker is left (the kernel neither)"
 
 
 async def test_refusals_say_why(tmp_path: Path, hub_api: HubApiStub, reachable: None) -> None:
