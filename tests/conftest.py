@@ -15,13 +15,16 @@ import shutil
 import tempfile
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
 from fleethub.shared.embedded import EmbeddedNats, EmbeddedPostgres
+
+if TYPE_CHECKING:
+    from tests.support.dockerd import Dockerd
 
 
 def _docker_answers() -> bool:
@@ -183,3 +186,22 @@ def nats_url(nats_server_url: str) -> str:
 def repo_root() -> Path:
     """The repository's top directory."""
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def dockerd() -> Iterator[Dockerd]:
+    """A private Docker Engine (Debian's dockerd, host networking only) with the test image imported
+    (`tests.support.dockerd`); started once, stopped and removed at the end of the session."""
+    from tests.support.dockerd import running_dockerd
+
+    with running_dockerd() as engine:
+        yield engine
+
+
+@pytest.fixture(scope="session")
+def hub_api_url() -> Iterator[str]:
+    """The URL of a stand-in hub API that a real jupyterhub-singleuser tested alone checks at start."""
+    from tests.support.hub_api_stub import hub_api_stub
+
+    with hub_api_stub() as url:
+        yield url

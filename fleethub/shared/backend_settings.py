@@ -8,6 +8,7 @@ which holds them under `[spawner]`.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
@@ -88,22 +89,32 @@ class DockerSettings(_Section):
     )
     name_template: str = Field(
         "jupyter-{username}{servername_suffix}",
-        description="Container name ({username}, {servername}, {servername_suffix} = '-<server>' or '') — "
-                    "deterministic, so an adopting worker finds a container whose worker died.",
+        description="Container name ({username}, {servername} escaped to lower-case letters, digits and '-'; "
+                    "{servername_suffix} = '.<server>' or '') — deterministic: it is the container's identity, "
+                    "so an adopting worker finds a container whose worker died.",
     )
-    cmd: list[str] | None = Field(None, description="The server command in the container; default spawner.cmd.")
+    cmd: list[str] | None = Field(None, description="The server command in the container (spawner.args "
+                                                    "appended); default spawner.cmd; [] the image's own command.")
     volumes: dict[str, str] = Field(
         default_factory=dict,
-        description="Host path -> container path ('path:ro' for read-only), {username} filled in in both.",
+        description="Host path or volume name -> container path ('path:ro' for read-only), {username} "
+                    "(escaped as in name_template) filled in in both.",
     )
     network_name: str = Field("host", description="Network of the containers; 'host': the host's network.")
     remove: bool = Field(True, description="Remove a container once its server stops.")
     extra_create_kwargs: dict[str, Any] = Field(
-        default_factory=dict, description="Extra fields of the Engine's container create request."
+        default_factory=dict,
+        description="Extra fields of the Engine API's container create request, by their API names "
+                    "({User = '1000:100', WorkingDir = '/srv'}); HostConfig and Labels are merged with "
+                    "fleethub's (its own labels win).",
     )
     extra_host_config: dict[str, Any] = Field(
         default_factory=dict, description="Extra fields of the container's HostConfig."
     )
+
+    def engine_address(self) -> str:
+        """`host`, else `$DOCKER_HOST`, else the engine's local socket."""
+        return self.host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
 
 
 DEFAULT_BATCH_SCRIPT = """#!/bin/bash

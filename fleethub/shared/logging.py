@@ -49,7 +49,7 @@ def setup_logging(level: str, service: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("uvicorn.access", "alembic"):
+    for noisy in ("uvicorn.access", "alembic", "httpx"):  # httpx: a line per Engine API call (docker backend)
         logging.getLogger(noisy).setLevel(logging.WARNING)
     for name in ("uvicorn", "uvicorn.error", "nats", "sqlalchemy", "alembic"):
         lg = logging.getLogger(name)

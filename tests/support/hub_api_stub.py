@@ -1,6 +1,10 @@
-"""A stand-in for the hub's REST API that a real `jupyterhub-singleuser` talks to (`GET
-$JUPYTERHUB_API_URL/` for `X-JupyterHub-Version` at start, `GET …/user` to check a token, activity posts):
-for tests of a backend alone, without a hub."""
+"""A stand-in for the hub's REST API that a real jupyterhub-singleuser talks to when tested alone.
+
+jupyterhub-singleuser asks the hub's API once before it listens (and exits when nothing answers), then
+posts activity now and then: this answers both (200, `X-JupyterHub-Version`) on a free port of 127.0.0.1,
+in a thread of the test process. With `hub_api_with_tokens`, it also answers the server's check of a
+token (`GET …/user`) for the tokens a test registers, so the server's own API can be used.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from jupyterhub import __version__ as JUPYTERHUB_VERSION  # type: ignore[import-untyped]
+import jupyterhub
 
 
 @dataclass
@@ -24,30 +28,34 @@ class HubApiStub:
 
 def _handler(stub: HubApiStub) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def _answer(self, status: int, data: object) -> None:
+        protocol_version = "HTTP/1.1"
+
+        def _send(self, status: int, data: object) -> None:
             body = json.dumps(data).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
-            self.send_header("X-JupyterHub-Version", JUPYTERHUB_VERSION)
+            self.send_header("X-JupyterHub-Version", jupyterhub.__version__)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
 
-        def do_GET(self) -> None:
-            if self.path.rstrip("/").endswith("/hub/api/user"):
+        def _answer(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(length)
+            if self.command == "GET" and self.path.split("?")[0].rstrip("/").endswith("/hub/api/user"):
                 token = self.headers.get("Authorization", "").removeprefix("token ").removeprefix("Bearer ")
                 name = stub.tokens.get(token)
                 if name is None:
-                    self._answer(403, {"status": 403, "message": "unknown token"})
-                    return
-                self._answer(200, {"kind": "user", "name": name, "admin": False, "groups": [], "session_id": None,
-                                   "scopes": [f"access:servers!user={name}", f"read:users:name!user={name}"]})
+                    self._send(403, {"status": 403, "message": "unknown token"})
+                else:
+                    self._send(200, {"kind": "user", "name": name, "admin": False, "groups": [],
+                                     "session_id": None,
+                                     "scopes": [f"access:servers!user={name}", f"read:users:name!user={name}"]})
                 return
-            self._answer(200, {"version": JUPYTERHUB_VERSION})
+            self._send(200, {"version": jupyterhub.__version__})
 
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            self._answer(200, {})
+        do_GET = do_POST = _answer
 
         def log_message(self, format: str, *args: object) -> None:
             pass
@@ -56,16 +64,25 @@ def _handler(stub: HubApiStub) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def hub_api_stub() -> Iterator[HubApiStub]:
-    """Serve the stand-in on a free loopback port; `.url` is its `hub_api_url` (…/hub/api)."""
+def hub_api_with_tokens() -> Iterator[HubApiStub]:
+    """Serve the stand-in; `.url` is its API URL (`http://127.0.0.1:<port>/hub/api`), `.tokens` what it
+    accepts."""
     stub = HubApiStub()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(stub))
+    server.daemon_threads = True
     stub.url = f"http://127.0.0.1:{server.server_address[1]}/hub/api"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, name="hub-api-stub", daemon=True)
     thread.start()
     try:
         yield stub
     finally:
         server.shutdown()
         server.server_close()
-        thread.join()
+        thread.join(5)
+
+
+@contextmanager
+def hub_api_stub() -> Iterator[str]:
+    """Serve the stand-in; yields its API URL (`http://127.0.0.1:<port>/hub/api`)."""
+    with hub_api_with_tokens() as stub:
+        yield stub.url

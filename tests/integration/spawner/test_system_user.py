@@ -32,7 +32,7 @@ from fleethub.shared.net import free_port
 from fleethub.shared.settings import ServiceSettings, load_settings
 from tests.support.browser import log_in
 from tests.support.cluster import FAKE_SERVER, ensure_user, mint_token, outside_allow_list, running_stack, wait_for
-from tests.support.hub_api_stub import HubApiStub, hub_api_stub
+from tests.support.hub_api_stub import HubApiStub, hub_api_with_tokens
 from tests.support.procfs import environ, marked, status_ids
 from tests.support.spawn_form import spawn_through_form
 from tests.support.unix_users import (
@@ -63,7 +63,7 @@ def reachable() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def hub_api(reachable: None) -> Iterator[HubApiStub]:
-    with hub_api_stub() as stub:
+    with hub_api_with_tokens() as stub:
         yield stub
 
 
