@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import jupyterhub
+import jupyterhub  # type: ignore[import-untyped]
 
 
 @dataclass
