@@ -41,24 +41,37 @@ class _Section(BaseModel):
 
 
 class SystemUserSettings(_Section):
-    """`[spawner.system_user]`: each server runs as its user's own Unix account."""
+    """`[spawner.system_user]`: each server runs as its user's own Unix account (never root)."""
 
     mediator: list[str] = Field(
         default_factory=list,
-        description="Command prefix that runs the server as the user when the worker is not root, each item "
-                    "formatted with {username} (SudoSpawner's model), e.g. ['sudo', '-n', '-E', '-u', "
-                    "'{username}', '--']; empty: the worker (root) switches uid/gid itself.",
+        description="Command prefix that runs a command as the user, each item formatted with {username} "
+                    "(SudoSpawner's model), e.g. ['sudo', '-n', '-E', '-u', '{username}', '--']: the worker need "
+                    "not be root. It runs the as-user helper `<the worker's python> -I -m "
+                    "fleethub.services.spawner.asuser …` (start, find, end), so sudoers grants exactly that, with "
+                    "SETENV (-E keeps JUPYTERHUB_* and FH_SERVER_ID, which env_reset drops). Empty: the worker "
+                    "(root) starts servers as the user itself.",
     )
     create_system_users: bool = Field(
         False, description="Create a missing Unix account (useradd) instead of refusing the spawn."
     )
     username_map: dict[str, str] = Field(
-        default_factory=dict, description="Hub user name -> Unix account name, for hub names that are not Unix names."
+        default_factory=dict,
+        description="Hub user name -> Unix account name, for hub names that are not Unix names (those are "
+                    "refused without a mapping).",
     )
     useradd: list[str] = Field(
         default_factory=lambda: ["useradd", "--create-home", "--shell", "/bin/bash", "--", "{username}"],
         description="Command creating a missing account when create_system_users is on ({username} filled in).",
     )
+
+    @field_validator("mediator")
+    @classmethod
+    def _mediator_names_the_user(cls, value: list[str]) -> list[str]:
+        if value and not any("{username}" in part for part in value):
+            raise ValueError("the mediator must name the account to run as with {username} "
+                             "(e.g. ['sudo', '-n', '-E', '-u', '{username}', '--'])")
+        return value
 
 
 class DockerSettings(_Section):

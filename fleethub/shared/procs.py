@@ -135,9 +135,11 @@ def signal_group(pid: int, sig: int) -> None:
             pass
 
 
-async def end_group(pid: int, grace: float = 5.0) -> None:
-    """SIGTERM the group of `pid`, wait up to `grace` seconds, then SIGKILL it; reap it if it is ours."""
-    signal_group(pid, signal.SIGTERM)
+async def end_group(pid: int, grace: float = 5.0, *, group: bool = True) -> None:
+    """SIGTERM the group of `pid` (`pid` alone if not `group`), wait up to `grace` seconds, then SIGKILL it;
+    reap it if it is ours."""
+    send = signal_group if group else _signal_one
+    send(pid, signal.SIGTERM)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + grace
     while loop.time() < deadline:
@@ -145,12 +147,19 @@ async def end_group(pid: int, grace: float = 5.0) -> None:
         if not pid_alive(pid):
             return
         await asyncio.sleep(0.05)
-    signal_group(pid, signal.SIGKILL)
+    send(pid, signal.SIGKILL)
     for _ in range(100):
         _try_reap(pid)
         if not pid_alive(pid):
             return
         await asyncio.sleep(0.02)
+
+
+def _signal_one(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def _try_reap(pid: int) -> None:

@@ -1,104 +1,217 @@
-"""Real Unix accounts for tests (`useradd` / `userdel -r`), and the directory modes that let them run this
-venv's Python.
+"""Real Unix accounts for tests: created with `useradd`, removed with `userdel -r` whatever the outcome,
+with names unique per test; `grant_traverse`, which lets such an account run this checkout's Python
+(CI clones into a 0700 `mktemp -d`); a sudoers rule that exists for one test.
 
-A test's user runs the venv's `jupyterhub-singleuser` (a Slurm job, a process of its own account), so every
-directory above the venv and above the interpreter it links to must be searchable by others. CI runs in a
-clone under a 0700 temp dir and our interpreter may live under /root: `traversable` adds o+x where it is
-missing and takes it away again afterwards (only the bit it added, so a mode changed meanwhile by someone
-else keeps their change). Another process doing the same at the same time (two test sessions on one
-machine) can take the bit away under us: the machine's test sessions are meant to run one at a time.
+Needs root, `useradd`/`userdel` (Debian `passwd`) and, for the mediator, `sudo` and `visudo`.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import pwd
 import secrets
 import shutil
+import signal
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-INSTALL = "apt-get install passwd sudo (useradd, userdel, sudo)"
+from fleethub.shared.procs import pid_alive
 
-
-def _run(*argv: str) -> None:
-    done = subprocess.run(list(argv), capture_output=True, text=True, timeout=60)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()}")
+REPO = Path(__file__).resolve().parents[2]
 
 
-@contextmanager
-def unix_user(prefix: str = "fhu") -> Iterator[pwd.struct_passwd]:
-    """A new Unix account (a fresh name, its own group, a home directory), removed with its home and any
-    process left of it afterwards.
-
-    Raises:
-        RuntimeError: we are not root, or useradd is missing (the message says what to install).
-    """
-    if os.geteuid() != 0:
-        raise RuntimeError("tests with Unix accounts run as root (useradd)")
-    if shutil.which("useradd") is None or shutil.which("userdel") is None:
-        raise RuntimeError(f"tests with Unix accounts need useradd and userdel: {INSTALL}")
-    name = f"{prefix}{secrets.token_hex(4)}"
-    _run("useradd", "--create-home", "--user-group", "--shell", "/bin/bash", "--", name)
-    try:
-        yield pwd.getpwnam(name)
-    finally:
-        subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True, timeout=30)
-        _run("userdel", "--remove", "--", name)
+def require_root_tools(*tools: str) -> None:
+    """Fail (never skip) when the test cannot run here: not root, or a tool missing."""
+    assert os.geteuid() == 0, "these tests create Unix accounts: run them as root (CI runs as root)"
+    missing = [tool for tool in ("useradd", "userdel", *tools) if shutil.which(tool) is None]
+    assert not missing, f"missing {missing}: apt-get install passwd sudo"
 
 
-def _ancestors(path: Path) -> list[Path]:
-    out = []
-    for parent in [path, *path.parents]:
-        if parent != Path("/"):
-            out.append(parent)
-    return out
+def unique_name(prefix: str = "fhu") -> str:
+    """A fresh account name (valid for useradd, 13 characters)."""
+    return f"{prefix}{secrets.token_hex(5)}"
 
 
-_ADDED: dict[Path, int] = {}  # directories whose o+x this process added → how many holders need it
-
-
-@contextmanager
-def traversable(*paths: Path) -> Iterator[list[Path]]:
-    """Make `paths` and every directory above them searchable by others (o+x) for the duration; yields the
-    directories changed. The bit is taken away again (only the bit that was added) when the last holder in
-    this process is done: overlapping users (a session fixture and a test's) never take it from each other.
-    """
-    held: list[Path] = []
-    try:
-        for path in paths:
-            for directory in _ancestors(path):
-                if not directory.is_dir() or directory in held:
-                    continue
-                if directory not in _ADDED:
-                    mode = directory.stat().st_mode
-                    if mode & stat.S_IXOTH:
-                        continue
-                    directory.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
-                    _ADDED[directory] = 0
-                _ADDED[directory] += 1
-                held.append(directory)
-        yield held
-    finally:
-        for directory in reversed(held):
-            _ADDED[directory] -= 1
-            if _ADDED[directory] > 0:
+def kill_account_processes(uid: int) -> None:
+    """SIGKILL every process of `uid` (userdel refuses an account in use)."""
+    for _ in range(50):
+        left = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
                 continue
-            del _ADDED[directory]
             try:
-                directory.chmod(stat.S_IMODE(directory.stat().st_mode) & ~stat.S_IXOTH)
-            except FileNotFoundError:
-                pass
+                if os.stat(f"/proc/{entry}").st_uid == uid:
+                    os.kill(int(entry), signal.SIGKILL)
+                    left.append(int(entry))
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+        if not left:
+            return
+        time.sleep(0.05)
+
+
+def remove_account(name: str) -> None:
+    """Remove account `name`, its home and its processes (no error if it does not exist)."""
+    try:
+        pw = pwd.getpwnam(name)
+    except KeyError:
+        return
+    kill_account_processes(pw.pw_uid)
+    done = subprocess.run(["userdel", "-r", "-f", name], capture_output=True, text=True)
+    if done.returncode not in (0, 12):  # 12: the home could not be removed (already gone)
+        raise RuntimeError(f"userdel {name} exited {done.returncode}: {done.stderr}")
+
+
+@contextmanager
+def unix_user(prefix: str = "fhu", *, groups: Iterable[str] = ()) -> Iterator[pwd.struct_passwd]:
+    """A new account with a home (mode 0700) and a login shell, removed on exit; `groups`: extra groups
+    (created, and removed on exit)."""
+    require_root_tools()
+    name = unique_name(prefix)
+    made_groups: list[str] = []
+    try:
+        for group in groups:
+            subprocess.run(["groupadd", group], check=True, capture_output=True)
+            made_groups.append(group)
+        extra = ["--groups", ",".join(made_groups)] if made_groups else []
+        subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", *extra, "--", name],
+                       check=True, capture_output=True)
+        pw = pwd.getpwnam(name)
+        os.chmod(pw.pw_dir, 0o700)
+        yield pw
+    finally:
+        remove_account(name)
+        for group in made_groups:
+            subprocess.run(["groupdel", group], capture_output=True)
+
+
+GRANTS = Path("/run" if os.access("/run", os.W_OK) else tempfile.gettempdir()) / "fleethub-test-grants.json"
+"""Who holds which loosened mode, machine-wide: test sessions that run at once (two suites, two checkouts)
+share ancestors such as /root, and the first to finish must not take a bit another one still needs."""
+
+
+@contextmanager
+def _grants() -> Iterator[dict[str, dict[str, Any]]]:
+    """The registry of loosened modes (path -> {"mode": original, "holders": [pid, ...]}), under a lock."""
+    with open(GRANTS.with_suffix(".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            registry: dict[str, dict[str, Any]] = json.loads(GRANTS.read_text()) if GRANTS.exists() else {}
+        except ValueError:
+            registry = {}
+        for entry in registry.values():  # holders that died without releasing
+            entry["holders"] = [pid for pid in entry["holders"] if pid_alive(pid)]
+        yield registry
+        GRANTS.write_text(json.dumps(registry))
+
+
+def _loosen(path: Path, bits: int, registry: dict[str, dict[str, Any]], changed: dict[Path, int]) -> None:
+    mode = stat.S_IMODE(path.lstat().st_mode)
+    entry = registry.get(str(path))
+    if entry is None and mode & bits == bits:
+        return
+    if entry is None:
+        entry = registry[str(path)] = {"mode": mode, "holders": []}
+    entry["holders"].append(os.getpid())
+    changed.setdefault(path, entry["mode"])
+    path.chmod(mode | bits)
+
+
+def _release(changed: dict[Path, int]) -> None:
+    with _grants() as registry:
+        for path in changed:
+            entry = registry.get(str(path))
+            if entry is None:
+                continue
+            if os.getpid() in entry["holders"]:
+                entry["holders"].remove(os.getpid())
+            if not entry["holders"]:
+                del registry[str(path)]
+                try:
+                    path.chmod(entry["mode"])
+                except FileNotFoundError:
+                    pass
+
+
+@contextmanager
+def grant_traverse(paths: Iterable[Path], *, readable: Iterable[Path] = ()) -> Iterator[dict[Path, int]]:
+    """Let any account reach `paths` and read the trees `readable`, for the duration; every mode changed is
+    restored on exit (by the last holder, when test sessions run at once: `GRANTS`). Yields what was
+    changed (path → its original mode).
+
+    `paths`: o+x on every ancestor directory (and on the path itself when it is a directory) — a clone under
+    a 0700 temporary directory, or an interpreter under /root, is otherwise out of a test account's reach.
+    `readable`: o+r on the files and o+rx on the directories of those trees (a venv made under umask 077).
+    """
+    changed: dict[Path, int] = {}
+    try:
+        with _grants() as registry:
+            for path in paths:
+                path = Path(path).absolute()
+                chain = [*reversed(path.parents), path] if path.is_dir() else list(reversed(path.parents))
+                for directory in chain:
+                    _loosen(directory, stat.S_IXOTH, registry, changed)
+            for root in readable:
+                if Path(root).is_file():
+                    _loosen(Path(root), stat.S_IROTH, registry, changed)
+                for here, _dirs, files in os.walk(root):
+                    _loosen(Path(here), stat.S_IROTH | stat.S_IXOTH, registry, changed)
+                    for name in files:
+                        entry = Path(here) / name
+                        if not entry.is_symlink():
+                            _loosen(entry, stat.S_IROTH, registry, changed)
+        yield changed
+    finally:
+        _release(changed)
+
+
+@contextmanager
+def venv_reachable(*extra: Path) -> Iterator[dict[Path, int]]:
+    """`grant_traverse` for this interpreter, its venv and this checkout's `fleethub` package (an editable
+    install), and the files `extra`: what an account needs to run `jupyterhub-singleuser`, the as-user
+    helper or a test's server script from here."""
+    venv = Path(sys.prefix)
+    real = Path(os.path.realpath(sys.executable))
+    reach = [venv, real, REPO / "fleethub", *extra]
+    with grant_traverse(reach, readable=[venv, REPO / "fleethub", *extra]) as changed:
+        yield changed
+
+
+@contextmanager
+def sudoers_rule(text: str) -> Iterator[Path]:
+    """`text` as a file of /etc/sudoers.d (checked with visudo) for the duration."""
+    require_root_tools("sudo", "visudo")
+    path = Path("/etc/sudoers.d") / f"fleethub-test-{secrets.token_hex(4)}"
+    tmp = path.with_name("." + path.name)  # sudo ignores names with a dot
+    tmp.write_text(text)
+    tmp.chmod(0o440)
+    try:
+        check = subprocess.run(["visudo", "-cf", str(tmp)], capture_output=True, text=True)
+        assert check.returncode == 0, f"sudoers rule refused by visudo: {check.stdout}{check.stderr}\n{text}"
+        os.replace(tmp, path)
+        yield path
+    finally:
+        tmp.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
 
 
 def python_paths() -> list[Path]:
-    """The directories a user must traverse to run this interpreter and venv (its bin, its real binary,
-    its standard library)."""
-    venv_bin = Path(sys.executable).parent
-    real = Path(os.path.realpath(sys.executable)).parent
-    return [venv_bin, real, Path(sys.base_prefix) / "lib", Path(sys.prefix)]
+    """What an account must reach to run this interpreter and venv: the venv, the real binary, its
+    standard library (for `traversable`)."""
+    return [Path(sys.prefix), Path(os.path.realpath(sys.executable)), Path(sys.base_prefix) / "lib"]
+
+
+@contextmanager
+def traversable(*paths: Path) -> Iterator[dict[Path, int]]:
+    """`grant_traverse(paths)`: o+x on `paths` and every directory above them, for the duration."""
+    with grant_traverse(paths) as changed:
+        yield changed

@@ -195,6 +195,7 @@ SHAPED: dict[str, Any] = {
     "custom_scopes.subscopes": ["custom:walk:read"],
     "spawner.mem_limit": "3G",
     "spawner.mem_guarantee": "1.5G",
+    "spawner.system_user.mediator": ["sudo", "-n", "-E", "-u", "{username}", "--"],
     "spawner.profiles.slug": "walk-profile",
     "spawner.profiles.overrides": {"cpu_limit": 2.0, "docker": {"image": "walk/image"}},
 }

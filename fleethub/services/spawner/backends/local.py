@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fleethub.services.spawner.backends.base import ServerSpec
+from fleethub.services.spawner.marks import MARKER_VAR, carries, marked_processes
 from fleethub.shared.names import encode_token
 from fleethub.shared.net import free_port
 from fleethub.shared.private import open_private, private_dir
@@ -27,8 +28,7 @@ from fleethub.shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
-MARKER_VAR = "FH_SERVER_ID"
-"""The environment variable that marks a user server's process with its identity."""
+__all__ = ["MARKER_VAR", "LocalBackend", "marker_of"]
 
 
 def marker_of(spec: ServerSpec) -> str:
@@ -36,46 +36,22 @@ def marker_of(spec: ServerSpec) -> str:
     return f"{encode_token(spec.user)}.{encode_token(spec.server_name)}.{spec.spawn_id}"
 
 
-def _carries(pid: int, marker: str) -> bool | None:
-    """Whether process `pid` carries `marker` (None: its environment cannot be read)."""
-    try:
-        environ = Path(f"/proc/{pid}/environ").read_bytes()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    except OSError:
-        return None
-    return f"{MARKER_VAR}={marker}".encode() in environ.split(b"\0")
-
-
-def marked_processes(marker: str) -> list[int]:
-    """The live session leaders on this machine that carry `marker`: the server of that spawn, if it runs."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        pid = int(entry)
-        try:
-            if os.getsid(pid) != pid:
-                continue
-        except OSError:
-            continue
-        if _carries(pid, marker) and pid_alive(pid):
-            found.append(pid)
-    return found
-
-
-def _log_and_cwd(spec: ServerSpec, env: dict[str, str]) -> tuple[int, str | None]:
-    """The server's output (its log file, opened for appending) and working directory (its HOME, if it exists).
+def _log_fd(spec: ServerSpec) -> int:
+    """The server's output: its log file, opened for appending by the worker (the log dir stays the hub's).
 
     Plain blocking calls: a directory check and an open on the local disk take microseconds, less than a
     hand-off to a thread would.
     """
-    out: int = asyncio.subprocess.DEVNULL
-    if spec.log_path is not None:
-        private_dir(spec.log_path.parent)  # the servers' logs are their users' business alone
-        out = open_private(spec.log_path)
+    if spec.log_path is None:
+        return asyncio.subprocess.DEVNULL
+    private_dir(spec.log_path.parent)  # the servers' logs are their users' business alone
+    return open_private(spec.log_path)
+
+
+def _home_dir(env: dict[str, str]) -> str | None:
+    """The server's working directory: its HOME, if it exists."""
     home = env.get("HOME", "")
-    return out, home if home and Path(home).is_dir() else None
+    return home if home and Path(home).is_dir() else None
 
 
 class LocalBackend:
@@ -103,16 +79,27 @@ class LocalBackend:
         ip = spec.config.ip
         return {"ip": ip, "port": free_port(ip), "marker": marker_of(spec)}
 
+    def _env(self, spec: ServerSpec, identity: dict[str, Any]) -> dict[str, str]:
+        """The server's environment: `spec.env`, where it listens, and its marker."""
+        return {**spec.env, "JUPYTERHUB_SERVICE_URL": f"http://{identity['ip']}:{identity['port']}{spec.prefix}",
+                MARKER_VAR: str(identity["marker"])}
+
     async def start(self, spec: ServerSpec, identity: dict[str, Any]) -> dict[str, Any]:
-        ip, port = identity["ip"], int(identity["port"])
-        env = {**spec.env, "JUPYTERHUB_SERVICE_URL": f"http://{ip}:{port}{spec.prefix}",
-               MARKER_VAR: str(identity["marker"])}
-        out, cwd = _log_and_cwd(spec, env)
-        command = self._command(spec)
+        env = self._env(spec, identity)
+        proc = await self._spawn(spec, self._command(spec), env, cwd=_home_dir(env))
+        return {**identity, "pid": proc.pid}
+
+    async def _spawn(self, spec: ServerSpec, command: list[str], env: dict[str, str], *, cwd: str | None,
+                     **popen: Any) -> asyncio.subprocess.Process:
+        """Run `command` in a session of its own, output to the spawn's log; reaped in the background.
+
+        `popen`: more arguments of the process's creation (`user`, `group`, `extra_groups`).
+        """
+        out = _log_fd(spec)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *command, env=env, cwd=cwd, stdout=out, stderr=asyncio.subprocess.STDOUT,
-                stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
+                stdin=asyncio.subprocess.DEVNULL, start_new_session=True, **popen,
             )
         except OSError as exc:  # the exec failed: name the command (the error alone says only "No such file")
             raise OSError(f"cannot run the server command {command[0]!r}: {exc.strerror or exc}") from exc
@@ -122,7 +109,7 @@ class LocalBackend:
         self._children[proc.pid] = proc
         # wait in the background so the child never stays a zombie
         asyncio.get_running_loop().create_task(self._reap(proc))
-        return {**identity, "pid": proc.pid}
+        return proc
 
     async def _reap(self, proc: asyncio.subprocess.Process) -> None:
         try:
@@ -143,7 +130,7 @@ class LocalBackend:
         child = self._children.get(pid)
         if child is not None:
             return [pid] if child.returncode is None else []
-        if pid > 0 and pid_alive(pid) and (marker is None or _carries(pid, str(marker)) is not False):
+        if pid > 0 and pid_alive(pid) and (marker is None or carries(pid, str(marker)) is not False):
             return [pid]
         if not marker:
             return []
