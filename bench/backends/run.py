@@ -45,10 +45,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _p in (str(ROOT / "bench" / "proxy"), str(ROOT / "bench" / "api"), str(ROOT)):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
 
 import httpx
+from others import Others  # bench/api's: CPU of processes not the bench's (a shared machine)
 
 from fleethub.shared.net import free_port
 from tests.support.cluster import Cluster, ensure_user, mint_token, running_stack
@@ -173,8 +175,10 @@ class Bench:
         """Spawn, reach, stop `backend`'s user once; the timings and what went wrong."""
         user, client = self.users[backend], self.clients[backend]
         out: dict[str, Any] = {"backend": backend, "problems": []}
+        others = Others()
         t0 = time.perf_counter()
         r = await client.post(f"/hub/api/users/{user}/server", json={"profile": backend})
+        t_all = t0
         ready = time.perf_counter() - t0
         out["post_status"] = r.status_code
         if r.status_code == 201:
@@ -196,6 +200,7 @@ class Bench:
             await asyncio.sleep(0.02)
         else:
             out["stop_s"] = time.perf_counter() - t0
+        out["others_cores"] = others.used() / (time.perf_counter() - t_all)
         if r.status_code not in (202, 204):
             out["problems"].append(f"DELETE answered {r.status_code}: {r.text[:300]}")
         deadline = time.monotonic() + 30
@@ -285,6 +290,9 @@ def render(record: dict[str, Any]) -> str:
         "- *DELETE → stopped*: `DELETE /hub/api/users/<u>/server` (the api waits up to `slow_stop_timeout`) until "
         "the user's model lists no server. What the backend leaves (processes of the account, the container, "
         "the Slurm job) is checked after each stop, untimed.",
+        "- *other processes' CPU*: CPU time of processes that are neither the bench nor its descendants (other "
+        "work on this shared machine), from the POST to the stopped state, divided by that time (bench/api's "
+        "`others.py`); above about 0.1 the figures are understated.",
         "- local: the worker's own account (root); system-user: a Unix account made for the run, started by the "
         "root worker directly (no sudo mediator); docker: a private dockerd (host networking, vfs storage), "
         "the image imported from a local root filesystem, the venv bind-mounted; batch: a private one-node "
@@ -294,8 +302,8 @@ def render(record: dict[str, Any]) -> str:
         f"{record['quiet_note']}",
         "",
         "| backend | POST → ready median (s) | min | max | DELETE → stopped median (s) | min | max | rounds ok | "
-        "cold POST → ready (s) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "cold POST → ready (s) | other processes' CPU (cores, median) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for backend in BACKENDS:
         mine = [r for r in timed if r["backend"] == backend]
@@ -304,14 +312,17 @@ def render(record: dict[str, Any]) -> str:
         ok = sum(1 for r in mine if not r["problems"])
         cold = [f"{r['ready_s']:.2f}" for r in record["results"] if r["warmup"] and r["backend"] == backend
                 and "ready_s" in r]
+        others = [r["others_cores"] for r in mine if "others_cores" in r]
+        busy = f"{statistics.median(others):.2f}" if others else "—"
         lines.append(f"| {backend} | {' | '.join(_cell(ready))} | {' | '.join(_cell(stop))} | {ok}/{len(mine)} | "
-                     f"{', '.join(cold) or '—'} |")
+                     f"{', '.join(cold) or '—'} | {busy} |")
     lines += ["", "Every round, in order (s, POST → ready / DELETE → stopped):", ""]
     for n in sorted({r["round"] for r in record["results"]}):
         cells = [f"{r['backend']} {r.get('ready_s', float('nan')):.2f} / {r.get('stop_s', float('nan')):.2f}"
                  for r in record["results"] if r["round"] == n]
         tag = " (warm-up)" if any(r["warmup"] for r in record["results"] if r["round"] == n) else ""
         lines.append(f"- round {n}{tag}: {'; '.join(cells)}")
+    lines += ["", f"Whole run (set-up, rounds, tear-down): {record['wall_s']:.0f} s."]
     lines += ["", "Machine: " + ", ".join(f"{k} {v}" for k, v in facts.items()) + "."]
     problems = [f"round {r['round']}, {r['backend']}: {p}" for r in record["results"] for p in r["problems"]]
     problems += record["notes"]
@@ -349,6 +360,7 @@ def main() -> int:
                               "notes": [], "quiet_note": plan.quiet_note}
     record["load_before"] = load()
     record["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="fleethub-bench-backends-"))
     workdir.chmod(0o711)
     try:
@@ -374,6 +386,7 @@ def main() -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     record["load_after"] = load()
+    record["wall_s"] = time.monotonic() - started
     text = render(record)
     print(text)
     if plan.out:
