@@ -13,12 +13,15 @@ Each round, for each backend in turn (the order rotates from round to round, so 
 answers 201 when the server is ready (timed: POST → ready); `GET /user/<u>/api` through the proxy (must be
 200); `DELETE /hub/api/users/<u>/server` (also waited for by the api), then the user's model polled until it
 lists no server (timed: DELETE → stopped); then, untimed, what the backend left is checked (no process of
-the account, no container, no Slurm job). `--warmup` rounds come first and are reported apart (cold start).
+the account, no container, no Slurm job). `--warmup` rounds come first and are reported apart (cold
+start). Before each spawn the bench waits up to `--quiet-wait` seconds for other processes on the machine
+to be quiet (bench/api's way on a shared machine).
 
 Prints the markdown report (median, min, max per backend; load average before and after; machine facts)
 and writes it (`--out`, default bench/backends/results.md).
 
-    python bench/backends/run.py [--rounds 5] [--warmup 1] [--out FILE.md] [--json FILE] [--keep]
+    python bench/backends/run.py [--rounds 5] [--warmup 1] [--quiet-wait 30] [--note TEXT] [--out FILE.md]
+                                 [--json FILE] [--keep]
 """
 
 from __future__ import annotations
@@ -142,6 +145,19 @@ def server_processes(user: str) -> list[int]:
             except OSError:
                 continue
     return out
+
+
+async def quiet_window(wait: float, window: float = 2.0, limit: float = 0.15) -> float | None:
+    """Wait up to `wait` seconds for a `window`-second stretch in which other processes use under `limit`
+    cores; the seconds waited, or None when no such stretch came (then the spawn runs anyway)."""
+    t0 = time.monotonic()
+    while True:
+        others = Others()
+        await asyncio.sleep(window)
+        if others.used() / window < limit:
+            return time.monotonic() - t0
+        if time.monotonic() - t0 >= wait:
+            return None
 
 
 class Bench:
@@ -292,18 +308,20 @@ def render(record: dict[str, Any]) -> str:
         "the Slurm job) is checked after each stop, untimed.",
         "- *other processes' CPU*: CPU time of processes that are neither the bench nor its descendants (other "
         "work on this shared machine), from the POST to the stopped state, divided by that time (bench/api's "
-        "`others.py`); above about 0.1 the figures are understated.",
+        "`others.py`); above about 0.1 the figures are understated. Before each spawn the bench waits up to "
+        f"{plan['quiet_wait']:g} s for 2 s in which other processes use under 0.15 cores (*quiet before*: how "
+        "many spawns found such a window; the others ran anyway).",
         "- local: the worker's own account (root); system-user: a Unix account made for the run, started by the "
         "root worker directly (no sudo mediator); docker: a private dockerd (host networking, vfs storage), "
         "the image imported from a local root filesystem, the venv bind-mounted; batch: a private one-node "
         "Slurm (slurmctld, slurmd, munged), the job submitted with `sudo -E -u <account> sbatch`.",
         "",
         f"Load average (1, 5, 15 min) before the run: {record['load_before']}; after: {record['load_after']}. "
-        f"{record['quiet_note']}",
+        f"{record['note']}",
         "",
         "| backend | POST → ready median (s) | min | max | DELETE → stopped median (s) | min | max | rounds ok | "
-        "cold POST → ready (s) | other processes' CPU (cores, median) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "cold POST → ready (s) | other processes' CPU (cores, median) | quiet before |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for backend in BACKENDS:
         mine = [r for r in timed if r["backend"] == backend]
@@ -315,10 +333,12 @@ def render(record: dict[str, Any]) -> str:
         others = [r["others_cores"] for r in mine if "others_cores" in r]
         busy = f"{statistics.median(others):.2f}" if others else "—"
         lines.append(f"| {backend} | {' | '.join(_cell(ready))} | {' | '.join(_cell(stop))} | {ok}/{len(mine)} | "
-                     f"{', '.join(cold) or '—'} | {busy} |")
-    lines += ["", "Every round, in order (s, POST → ready / DELETE → stopped):", ""]
+                     f"{', '.join(cold) or '—'} | {busy} | "
+                     f"{sum(1 for r in mine if r.get('quiet_waited_s') is not None)}/{len(mine)} |")
+    lines += ["", "Every round, in order (s, POST → ready / DELETE → stopped, and other processes' CPU meanwhile):", ""]
     for n in sorted({r["round"] for r in record["results"]}):
-        cells = [f"{r['backend']} {r.get('ready_s', float('nan')):.2f} / {r.get('stop_s', float('nan')):.2f}"
+        cells = [f"{r['backend']} {r.get('ready_s', float('nan')):.2f} / {r.get('stop_s', float('nan')):.2f} "
+                 f"(others {r.get('others_cores', float('nan')):.2f} cores)"
                  for r in record["results"] if r["round"] == n]
         tag = " (warm-up)" if any(r["warmup"] for r in record["results"] if r["round"] == n) else ""
         lines.append(f"- round {n}{tag}: {'; '.join(cells)}")
@@ -335,7 +355,9 @@ async def rounds(bench: Bench, plan: argparse.Namespace) -> list[dict[str, Any]]
     for n in range(plan.warmup + plan.rounds):
         order = BACKENDS[n % len(BACKENDS):] + BACKENDS[:n % len(BACKENDS)]
         for backend in order:
+            waited = await quiet_window(plan.quiet_wait) if plan.quiet_wait > 0 else 0.0
             result = await bench.one(backend)
+            result["quiet_waited_s"] = waited
             result.update(round=n + 1, warmup=n < plan.warmup)
             results.append(result)
             say(f"round {n + 1}{' (warm-up)' if n < plan.warmup else ''} {backend}: "
@@ -344,20 +366,38 @@ async def rounds(bench: Bench, plan: argparse.Namespace) -> list[dict[str, Any]]
     return results
 
 
+def _shown_args() -> list[str]:
+    """The command's arguments without the --note text (it is printed in the report itself)."""
+    args, out = sys.argv[1:], []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--note":
+            skip = True
+        elif not arg.startswith("--note="):
+            out.append(arg)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds (each: one spawn per backend)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first (reported as cold starts)")
     parser.add_argument("--out", default=str(HERE / "results.md"), help="markdown output ('' for none)")
     parser.add_argument("--json", default="", help="every figure as JSON")
-    parser.add_argument("--quiet-note", default="", help="a sentence on the machine's load, for the report")
+    parser.add_argument("--quiet-wait", type=float, default=30.0,
+                        help="before each spawn, wait up to this many seconds for 2 s in which other processes "
+                             "use under 0.15 cores (0: do not wait)")
+    parser.add_argument("--note", default="", help="a sentence for the report (the machine's state, say)")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
     plan = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: the bench makes Unix accounts and starts dockerd, munged and Slurm")
+    command = "python bench/backends/run.py " + shlex.join(_shown_args())
     record: dict[str, Any] = {"plan": {"rounds": plan.rounds, "warmup": plan.warmup,
-                                       "command": "python bench/backends/run.py " + shlex.join(sys.argv[1:])},
-                              "notes": [], "quiet_note": plan.quiet_note}
+                                       "quiet_wait": plan.quiet_wait, "command": command},
+                              "notes": [], "note": plan.note}
     record["load_before"] = load()
     record["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     started = time.monotonic()
