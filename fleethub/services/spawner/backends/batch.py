@@ -37,6 +37,8 @@ from fleethub.shared.settings import ServiceSettings, SpawnerSettings, kept_envi
 log = logging.getLogger(__name__)
 
 QUERY_EVERY = 1.0  # seconds a job's answered state is reused by poll (the readiness loop polls every 50 ms)
+UNIX_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,31}$")
+"""A Unix account name a job may run as (system-user's rule: no `#uid`, no leading `-`)."""
 _SCHED_KEYS = ("exec_prefix", "query_cmd", "cancel_cmd", "find_cmd", "state_pending_re", "state_running_re",
                "state_unknown_re", "state_gone_re", "host_re")
 
@@ -303,13 +305,21 @@ class BatchBackend:
         return f"the end of its output ({output_path}):\n{text}" if text else f"its output is in {output_path}"
 
     def _home(self, batch: BatchSettings, username: str, spec: ServerSpec) -> str:
+        """The home of the account the job runs as; a name that is not a Unix account name (sudo's `#0` is
+        uid 0) and an account of uid 0 are refused: a hub user named `root` never gets a root job."""
         if "{username}" not in batch.exec_prefix:  # jobs run as the worker's account
             return spec.env.get("HOME", "/")
+        if not UNIX_NAME_RE.fullmatch(username) or username.isdigit():
+            raise BatchError(f"{username!r} is not a valid Unix account name to run {spec.user!r}'s batch job as "
+                             "(letters, digits, '.', '_', '-', up to 32): map it in spawner.system_user.username_map")
         try:
-            return pwd.getpwnam(username).pw_dir
+            pw = pwd.getpwnam(username)
         except KeyError:
             raise BatchError(f"there is no Unix account {username!r} to run {spec.user!r}'s batch job as (each "
                              "job runs as its user's own account)") from None
+        if pw.pw_uid == 0:
+            raise BatchError(f"refusing to run the batch job of {spec.user!r} as root: account {username!r} has uid 0")
+        return pw.pw_dir
 
     async def _until_running(self, spec: ServerSpec, state: dict[str, Any]) -> dict[str, Any]:
         """Wait for the job to run; report its queueing; give up a little before the worker's start timeout,
