@@ -339,3 +339,28 @@ async def test_a_superseded_spawn_starts_nothing(harness: Harness) -> None:
     await wait_for(lambda: _is(harness.status("hugo", "gpu"), "running"), timeout=20, what="running")
     assert await harness.row("hugo") is None and await harness.row("ivan") is None
     assert await harness.route("hugo") is None and await harness.route("ivan") is None
+
+
+FAILING_POLL = "tests.support.failing_poll_backend:PollFailsBackend"
+
+
+async def test_a_poll_that_raises_for_one_server_does_not_stop_the_others_being_polled(harness: Harness) -> None:
+    # one backend system stops answering for some servers (a Slurm controller down, a Docker engine away):
+    # the servers of another that exit are still noticed
+    harness.cluster.start("spawner", spawner={"backend": FAILING_POLL})
+    broken = [SpawnServer(user=f"broken{i}", server_name="", spawn_id=new_id(), backend=FAILING_POLL) for i in (1, 2)]
+    alice = SpawnServer(user="alice", server_name="", spawn_id=new_id(), backend=FAILING_POLL)
+    for cmd in [*broken, alice]:
+        await harness.spawn(cmd)
+        await wait_for(lambda c=cmd: _is(harness.status(c.user), "running"), timeout=20, what=f"{cmd.user} running")
+    (harness.settings.data_dir / "poll-fails").touch()
+    row = await harness.row("alice")
+    assert row is not None
+    os.kill(row.state["pid"], signal.SIGKILL)
+    await wait_for(lambda: _is(harness.status("alice"), "stopped"), timeout=10, what="alice's exit noticed")
+    assert await harness.route("alice") is None
+    for cmd in broken:  # what cannot be polled is left as it is (never recorded gone on a failed poll)
+        assert await harness.status(cmd.user) == "running"
+    for cmd in broken:
+        await harness.bus.publish(StopServer(user=cmd.user, spawn_id=cmd.spawn_id, backend=FAILING_POLL))
+        await wait_for(lambda c=cmd: _is(harness.status(c.user), "stopped"), what=f"{cmd.user} stopped")
