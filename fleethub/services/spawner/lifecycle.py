@@ -225,7 +225,9 @@ class Worker:
             choice = resolve(self.rt.settings.spawner, cmd.user_options, configure_for)
         except (BadRequest, ConfigError) as exc:  # the api checked the options: the settings changed since
             await self._fence(key, cmd.spawn_id)
-            await self._failed(key, cmd.spawn_id, {}, str(exc))
+            if found:  # an adopted spawn whose server runs (its profile removed since): it goes, never orphaned
+                await self.backend_of(cmd.backend).stop(found)
+            await self._failed(key, cmd.spawn_id, dict(found or {}), str(exc))
             return
 
         async def progress(message: str) -> None:
