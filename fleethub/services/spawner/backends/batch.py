@@ -178,8 +178,19 @@ def is_wildcard(ip: str) -> bool:
 
 
 def unix_account(config: SpawnerSettings, user: str) -> str:
-    """The Unix account a hub user's jobs run as (`system_user.username_map`, else the same name)."""
-    return config.system_user.username_map.get(user, user)
+    """The Unix account a hub user's jobs run as (`system_user.username_map`, else the same name).
+
+    Raises:
+        BatchError: jobs run as their users (`{username}` in exec_prefix) and this is not a valid Unix account
+            name (sudo reads `#0` as uid 0, `-x` as an option): it never reaches a command line, not even
+            the scheduler commands of a stop.
+    """
+    name = config.system_user.username_map.get(user, user)
+    runs_as_user = "{username}" in config.batch.exec_prefix  # else jobs run as the worker's account
+    if runs_as_user and (not UNIX_NAME_RE.fullmatch(name) or name.isdigit()):
+        raise BatchError(f"{name!r} is not a valid Unix account name to run {user!r}'s batch job as (letters, "
+                         "digits, '.', '_', '-', up to 32): map it in spawner.system_user.username_map")
+    return name
 
 
 # --- the backend ------------------------------------------------------------------------------------
@@ -309,9 +320,6 @@ class BatchBackend:
         uid 0) and an account of uid 0 are refused: a hub user named `root` never gets a root job."""
         if "{username}" not in batch.exec_prefix:  # jobs run as the worker's account
             return spec.env.get("HOME", "/")
-        if not UNIX_NAME_RE.fullmatch(username) or username.isdigit():
-            raise BatchError(f"{username!r} is not a valid Unix account name to run {spec.user!r}'s batch job as "
-                             "(letters, digits, '.', '_', '-', up to 32): map it in spawner.system_user.username_map")
         try:
             pw = pwd.getpwnam(username)
         except KeyError:

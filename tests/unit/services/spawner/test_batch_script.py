@@ -172,5 +172,11 @@ async def test_a_job_never_runs_as_root_or_as_a_sudo_uid(user: str, why: str) ->
         update={"submit_cmd": "true", "exec_prefix": "env FH_AS={username}"})})
     spec = ServerSpec(user=user, server_name="", spawn_id="s" * 20, prefix="/user/x/", env={}, config=config)
     backend = BatchBackend(settings)
-    with pytest.raises(BatchError, match=why):
+    with pytest.raises(BatchError, match=why):  # a bad name already in the identity (a stop's commands use it)
         await backend.start(spec, backend.identity(spec))
+
+
+def test_any_hub_name_when_jobs_run_as_the_worker() -> None:
+    from fleethub.services.spawner.backends.batch import unix_account
+
+    assert unix_account(config(exec_prefix=""), "a@b.example") == "a@b.example"
