@@ -531,8 +531,10 @@ class Worker:
                     rows = await leases.owned_running(session, self.me)
                 for row in rows:
                     try:  # one backend not answering (a scheduler, an engine) holds up no other server's poll
-                        if row.state and await asyncio.wait_for(self.backend_of(row.backend).poll(row.state),
-                                                                POLL_TIMEOUT):
+                        state = row.state
+                        alive: bool = bool(state) and await asyncio.wait_for(
+                            self.backend_of(row.backend).poll(dict(state or {})), POLL_TIMEOUT)
+                        if alive:
                             continue
                     except Exception as exc:  # the backend's own failure (a poll touches neither PostgreSQL nor NATS)
                         log.warning("poll of %s failed: %r", row.key, exc)
