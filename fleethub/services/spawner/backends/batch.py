@@ -19,6 +19,7 @@ import asyncio
 import ipaddress
 import logging
 import math
+import os
 import pwd
 import re
 import shlex
@@ -327,6 +328,9 @@ class BatchBackend:
                              "job runs as its user's own account)") from None
         if pw.pw_uid == 0:
             raise BatchError(f"refusing to run the batch job of {spec.user!r} as root: account {username!r} has uid 0")
+        if pw.pw_uid == os.geteuid():  # the job could read the worker's environment (database password, hub key)
+            raise BatchError(f"refusing to run the batch job of {spec.user!r} as the worker's own account "
+                             f"{username!r}: map the hub user to another account (spawner.system_user.username_map)")
         return pw.pw_dir
 
     async def _until_running(self, spec: ServerSpec, state: dict[str, Any]) -> dict[str, Any]:

@@ -95,6 +95,9 @@ def _checked(pw: pwd.struct_passwd, user: str) -> Account:
     """The account of `pw`, if a server may run as it (a stat on the local disk: no thread hand-off)."""
     if pw.pw_uid == 0:
         raise AccountRefused(f"refusing to run the server of {user!r} as root: account {pw.pw_name!r} has uid 0")
+    if pw.pw_uid == os.geteuid():  # it could read the worker's environment (database password, hub key)
+        raise AccountRefused(f"refusing to run the server of {user!r} as the worker's own account {pw.pw_name!r}: "
+                             "map the hub user to another account (spawner.system_user.username_map)")
     if not os.path.isdir(pw.pw_dir):
         raise AccountRefused(f"the home directory {pw.pw_dir} of account {pw.pw_name!r} does not exist")
     return Account(name=pw.pw_name, uid=pw.pw_uid, gid=pw.pw_gid, groups=os.getgrouplist(pw.pw_name, pw.pw_gid),
