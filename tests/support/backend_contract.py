@@ -398,10 +398,10 @@ class StartAndAdoptOnly:
     only start-reach-stop and adoption after a worker killed during its start: for a second run with a slower
     real server (`jupyterhub-singleuser`), where the other tests show nothing more than with the small one."""
 
-    test_identity_and_state_are_json_without_secrets = None
-    test_stop_never_started_and_double_stop = None
-    test_dies_after_ready_polls_false = None
-    test_failing_start_says_why = None  # these two run no serve_cmd
-    test_start_timeout_leaves_nothing = None
-    test_adopt_after_worker_killed_before_reporting = None
-    test_killed_from_outside_polls_false = None
+    test_identity_and_state_are_json_without_secrets: Any = None
+    test_stop_never_started_and_double_stop: Any = None
+    test_dies_after_ready_polls_false: Any = None
+    test_failing_start_says_why: Any = None  # these two run no serve_cmd
+    test_start_timeout_leaves_nothing: Any = None
+    test_adopt_after_worker_killed_before_reporting: Any = None
+    test_killed_from_outside_polls_false: Any = None
