@@ -5,27 +5,21 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.browser import chromium_page, submit_login
 from tests.support.cluster import Cluster
-from tests.support.spawn_form import PROFILE_PASSWORDS, profiles_stack, spawn_through_form
+from tests.support.spawn_form import PROFILE_PASSWORDS, spawn_through_form
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-async def cluster(tmp_path: Path, nats_url: str, database_url: str, nats_namespace: str) -> AsyncIterator[Cluster]:
-    async with profiles_stack(tmp_path, nats_url, database_url, nats_namespace) as c:
-        yield c
-
-
-async def test_choose_the_second_profile_and_reach_its_server_in_chromium(cluster: Cluster, tmp_path: Path) -> None:
-    base = f"http://127.0.0.1:{cluster.settings.proxy.port}"
-    await cluster.wait_hub()
+async def test_choose_the_second_profile_and_reach_its_server_in_chromium(
+        profiles_cluster: Cluster, tmp_path: Path) -> None:
+    base = f"http://127.0.0.1:{profiles_cluster.settings.proxy.port}"
+    await profiles_cluster.wait_hub()
     async with chromium_page() as page:
         await page.goto(f"{base}/hub/login")
         await submit_login(page, "alice", PROFILE_PASSWORDS["alice"])
