@@ -40,7 +40,7 @@ from fleethub.services.spawner.backends.local import LocalBackend
 from fleethub.services.spawner.marks import carries, marked_processes, owner, start_time
 from fleethub.shared.backend_settings import SystemUserSettings
 from fleethub.shared.errors import ConfigError
-from fleethub.shared.procs import end_group, pid_alive
+from fleethub.shared.procs import end_child, pid_alive
 from fleethub.shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -301,10 +301,4 @@ class SystemUserBackend(LocalBackend):
 
     async def _end_group(self, pid: int, *, whole: bool = True) -> None:
         """End `pid` (its process group if `whole`), and wait for it if it is my child."""
-        await end_group(pid, STOP_GRACE, group=whole)
-        child = self._children.get(pid)
-        if child is not None:
-            try:
-                await asyncio.wait_for(child.wait(), 5)
-            except TimeoutError:
-                pass
+        await end_child(pid, self._children.get(pid), STOP_GRACE, group=whole)
