@@ -30,7 +30,7 @@ from enum import Enum, auto
 from typing import Any
 
 from fleethub.services.spawner.backends.base import ServerSpec
-from fleethub.shared.backend_settings import BatchSettings, parse_size
+from fleethub.shared.backend_settings import BatchSettings, parse_size, uid_problem
 from fleethub.shared.names import encode_token
 from fleethub.shared.net import free_port
 from fleethub.shared.settings import ServiceSettings, SpawnerSettings, kept_environment
@@ -328,6 +328,9 @@ class BatchBackend:
                              "job runs as its user's own account)") from None
         if pw.pw_uid == 0:
             raise BatchError(f"refusing to run the batch job of {spec.user!r} as root: account {username!r} has uid 0")
+        problem = uid_problem(pw.pw_uid, spec.config.system_user.uid_range)
+        if problem is not None:
+            raise BatchError(f"refusing to run the batch job of {spec.user!r} as account {username!r}: it {problem}")
         if pw.pw_uid == os.geteuid():  # the job could read the worker's environment (database password, hub key)
             raise BatchError(f"refusing to run the batch job of {spec.user!r} as the worker's own account "
                              f"{username!r}: map the hub user to another account (spawner.system_user.username_map)")

@@ -161,6 +161,7 @@ def test_the_proxy_target_is_the_listen_address_or_the_jobs_node() -> None:
     ("root", "uid 0"),  # a hub user named as the superuser: `sudo -u root sbatch` would run the job as root
     ("#0", "not a valid Unix account name"),  # sudo's `-u #uid` syntax: uid 0 again
     ("-x", "not a valid Unix account name"),
+    ("daemon", "outside spawner.system_user.uid_range"),  # a system account (uid 1), as a hub user's name
 ])
 async def test_a_job_never_runs_as_root_or_as_a_sudo_uid(user: str, why: str) -> None:
     from fleethub.services.spawner.backends.batch import BatchBackend, BatchError
