@@ -13,7 +13,7 @@ import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -24,6 +24,7 @@ import pytest
 from fleethub.shared.embedded import EmbeddedNats, EmbeddedPostgres
 
 if TYPE_CHECKING:
+    from tests.support.cluster import Cluster
     from tests.support.dockerd import Dockerd
 
 
@@ -205,3 +206,13 @@ def hub_api_url() -> Iterator[str]:
 
     with hub_api_stub() as url:
         yield url
+
+
+@pytest.fixture
+async def profiles_cluster(tmp_path: Path, nats_url: str, database_url: str,
+                           nats_namespace: str) -> AsyncIterator[Cluster]:
+    """A whole hub offering the spawn-form tests' two profiles (`tests.support.spawn_form.profiles_stack`)."""
+    from tests.support.spawn_form import profiles_stack
+
+    async with profiles_stack(tmp_path, nats_url, database_url, nats_namespace) as cluster:
+        yield cluster

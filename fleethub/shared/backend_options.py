@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
 from html import escape
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fleethub.shared.plugins import load_plugin
 from fleethub.shared.profiles import PROFILE_OPTION, Configure
@@ -54,6 +54,23 @@ def configure_docker(config: SpawnerSettings, user_options: Mapping[str, Any]) -
     return config.model_copy(update={"docker": config.docker.model_copy(update={"image": image})})
 
 
+_F = TypeVar("_F")
+
+
+def _builtin_or_plugin(name: str, builtin: dict[str, _F | None], attr: str) -> _F | None:
+    """`builtin[name]` for a backend of ours; for a third-party backend, its class's callable `attr` (None
+    when it has none).
+
+    Raises:
+        ConfigError: no backend of that name.
+    """
+    if name in builtin:
+        return builtin[name]
+    cls = load_plugin(ENTRY_POINT_GROUP, name, {}, "spawner backend")
+    found = getattr(cls, attr, None)
+    return found if callable(found) else None
+
+
 _BUILTIN_CONFIGURE: dict[str, Configure | None] = {
     "local": None, "system-user": None, "docker": configure_docker, "batch": None,
 }
@@ -65,11 +82,7 @@ def configure_for(name: str) -> Configure | None:
     Raises:
         ConfigError: no backend of that name.
     """
-    if name in _BUILTIN_CONFIGURE:
-        return _BUILTIN_CONFIGURE[name]
-    cls = load_plugin(ENTRY_POINT_GROUP, name, {}, "spawner backend")
-    configure = getattr(cls, "configure", None)
-    return configure if callable(configure) else None
+    return _builtin_or_plugin(name, _BUILTIN_CONFIGURE, "configure")
 
 
 OptionsForm = Callable[..., str]
@@ -106,11 +119,7 @@ def options_form_for(name: str) -> OptionsForm | None:
     Raises:
         ConfigError: no backend of that name.
     """
-    if name in _BUILTIN_FORMS:
-        return _BUILTIN_FORMS[name]
-    cls = load_plugin(ENTRY_POINT_GROUP, name, {}, "spawner backend")
-    form = getattr(cls, "options_form", None)
-    return form if callable(form) else None
+    return _builtin_or_plugin(name, _BUILTIN_FORMS, "options_form")
 
 
 def field_prefix(slug: str) -> str:

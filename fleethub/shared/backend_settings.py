@@ -19,6 +19,15 @@ _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
+def uid_problem(uid: int, uid_range: tuple[int, int]) -> str | None:
+    """Why an account of `uid` may not run a user's server (None: it may)."""
+    low, high = uid_range
+    if low <= uid < high:
+        return None
+    return (f"has uid {uid}, outside spawner.system_user.uid_range [{low}, {high}): a system account, not a "
+            "user's (map the hub user to the user's own account in spawner.system_user.username_map)")
+
+
 def parse_size(value: str | int | None) -> int | None:
     """Bytes of a size as JupyterHub's `mem_limit` takes it: an integer, or a number with K, M, G or T
     (powers of 1024: "512M", "1.5G").
@@ -59,6 +68,12 @@ class SystemUserSettings(_Section):
         default_factory=dict,
         description="Hub user name -> Unix account name, for hub names that are not Unix names (those are "
                     "refused without a mapping).",
+    )
+    uid_range: tuple[int, int] = Field(
+        (1000, 60000),
+        description="The uids a server may run as: from the first to below the second (login.defs' UID_MIN and "
+                    "UID_MAX). Accounts outside (postgres, slurm, nobody: system accounts) are refused, so a hub "
+                    "user named after one never gets its server. Applies to system-user and batch.",
     )
     useradd: list[str] = Field(
         default_factory=lambda: ["useradd", "--create-home", "--shell", "/bin/bash", "--", "{username}"],

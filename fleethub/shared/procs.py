@@ -155,6 +155,18 @@ async def end_group(pid: int, grace: float = 5.0, *, group: bool = True) -> None
         await asyncio.sleep(0.02)
 
 
+async def end_child(pid: int, child: asyncio.subprocess.Process | None, grace: float = 5.0, *,
+                    group: bool = True) -> None:
+    """`end_group(pid, grace, group=group)`, then wait (up to 5 s) for `child`, the asyncio handle of `pid`
+    when this process started it, so its transport is closed."""
+    await end_group(pid, grace, group=group)
+    if child is not None:
+        try:
+            await asyncio.wait_for(child.wait(), 5)
+        except TimeoutError:
+            pass
+
+
 def _signal_one(pid: int, sig: int) -> None:
     try:
         os.kill(pid, sig)

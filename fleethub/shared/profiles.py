@@ -10,6 +10,7 @@ With no profiles configured there is one implicit profile, `default`, on `spawne
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,9 @@ if TYPE_CHECKING:
     from fleethub.shared.settings import SpawnerSettings
 
 PROFILE_OPTION = "profile"
+MAX_OPTIONS_BYTES = 64 * 1024
+"""The largest `user_options` (as JSON) a start takes: its spawn command must stay well within the bus's
+command limit (256 KiB) and NATS's max_payload (1 MiB), or it would never be carried out."""
 IMPLICIT = "default"
 
 
@@ -103,9 +107,13 @@ def resolve(spawner: SpawnerSettings, user_options: Mapping[str, Any],
     `configure_for(backend)` gives the backend class's `configure` (None: it takes no options).
 
     Raises:
-        BadRequest: an unknown profile, or options the backend refuses.
+        BadRequest: an unknown profile, options the backend refuses, or options larger than
+            `MAX_OPTIONS_BYTES`.
         ConfigError: a profile's overrides are not valid settings.
     """
+    size = len(json.dumps(user_options, ensure_ascii=False, default=str).encode())
+    if size > MAX_OPTIONS_BYTES:  # the command carrying them must fit the bus (COMMAND_MAX_BYTES, max_payload)
+        raise BadRequest(f"user_options too large: {size} bytes (the limit is {MAX_OPTIONS_BYTES})")
     profiles = profiles_of(spawner)
     # with no profiles configured, `profile` is an option like any other (a client's own), as JupyterHub's
     # spawners take options they do not know

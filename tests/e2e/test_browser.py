@@ -12,25 +12,20 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import async_playwright
 
 from fleethub.shared.net import free_port
+from tests.support.browser import chromium_page, submit_login
 from tests.support.cluster import Cluster, running_stack
 
 pytestmark = pytest.mark.integration
 
 PASSWORDS = {"alice": "alice-password-1"}
 SINGLEUSER = shutil.which("jupyterhub-singleuser", path=str(Path(sys.executable).parent))
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# as root, on a machine without outside network: no sandbox, and no background calls home
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture
 async def cluster(tmp_path: Path, nats_url: str, database_url: str, nats_namespace: str) -> AsyncIterator[Cluster]:
     assert SINGLEUSER, "jupyterhub-singleuser is not installed next to this Python"
-    assert Path(CHROMIUM).exists(), "Chromium is not installed (.ci/run installs Debian's chromium)"
     (tmp_path / "alice").mkdir()
     (tmp_path / "alice" / "notes-of-alice.txt").write_text("hi")
     async with running_stack(
@@ -45,37 +40,28 @@ async def cluster(tmp_path: Path, nats_url: str, database_url: str, nats_namespa
 async def test_log_in_start_and_use_jupyterlab_in_chromium(cluster: Cluster, tmp_path: Path) -> None:
     base = f"http://127.0.0.1:{cluster.settings.proxy.port}"
     await cluster.wait_hub()
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = await browser.new_page()
-            t0 = time.monotonic()
-            await page.goto(f"{base}/hub/")
-            assert "/hub/login" in page.url
-            await page.fill("#username", "alice")
-            await page.fill("#password", "wrong-password")
-            await page.click("input[type=submit]")
-            assert "/hub/login" in page.url and await page.locator(".err").count() == 1  # refused, with a message
-            await page.fill("#username", "alice")
-            await page.fill("#password", PASSWORDS["alice"])
-            await page.click("input[type=submit]")
-            await page.wait_for_url(re.compile(r".*/hub/home$"))
-            assert "Your server is stopped" in await page.content()
-            # the login cookie is HttpOnly: scripts on any page cannot read it
-            assert "jupyterhub-hub-login" not in await page.evaluate("document.cookie")
+    async with chromium_page() as page:
+        t0 = time.monotonic()
+        await page.goto(f"{base}/hub/")
+        assert "/hub/login" in page.url
+        await submit_login(page, "alice", "wrong-password")
+        assert "/hub/login" in page.url and await page.locator(".err").count() == 1  # refused, with a message
+        await submit_login(page, "alice", PASSWORDS["alice"])
+        await page.wait_for_url(re.compile(r".*/hub/home$"))
+        assert "Your server is stopped" in await page.content()
+        # the login cookie is HttpOnly: scripts on any page cannot read it
+        assert "jupyterhub-hub-login" not in await page.evaluate("document.cookie")
 
-            await page.click("input[value='Start my server']")
-            # the pending page reloads itself until the server is ready, then JupyterLab loads via OAuth
-            await page.wait_for_url(re.compile(r".*/user/alice/lab.*"), timeout=90_000)
-            await page.wait_for_selector("#jp-main-dock-panel", timeout=90_000)
-            await page.get_by_text("notes-of-alice.txt").first.wait_for(timeout=60_000)
-            to_lab = time.monotonic() - t0
-            await page.screenshot(path=str(tmp_path / "jupyterlab.png"))
+        await page.click("input[value='Start my server']")
+        # the pending page reloads itself until the server is ready, then JupyterLab loads via OAuth
+        await page.wait_for_url(re.compile(r".*/user/alice/lab.*"), timeout=90_000)
+        await page.wait_for_selector("#jp-main-dock-panel", timeout=90_000)
+        await page.get_by_text("notes-of-alice.txt").first.wait_for(timeout=60_000)
+        to_lab = time.monotonic() - t0
+        await page.screenshot(path=str(tmp_path / "jupyterlab.png"))
 
-            # signing out of the hub ends the hub session: the hub's pages ask for a login again
-            await page.goto(f"{base}/hub/logout")
-            await page.goto(f"{base}/hub/home")
-            assert "/hub/login" in page.url
-        finally:
-            await browser.close()
+        # signing out of the hub ends the hub session: the hub's pages ask for a login again
+        await page.goto(f"{base}/hub/logout")
+        await page.goto(f"{base}/hub/home")
+        assert "/hub/login" in page.url
     print(f"\nChromium: /hub/ → logged in → started → JupyterLab showing the user's files in {to_lab:.1f} s")

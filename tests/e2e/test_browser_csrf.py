@@ -16,7 +16,7 @@ from playwright.async_api import async_playwright
 
 from fleethub.services.auth.xsrf import PRESESSION_COOKIE
 from fleethub.shared.net import free_port
-from tests.e2e.test_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.support.cluster import Cluster, running_stack
 
 pytestmark = pytest.mark.integration

@@ -5,58 +5,33 @@ from __future__ import annotations
 
 import json
 import re
-import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import async_playwright
 
-from fleethub.shared.net import free_port
-from tests.e2e.test_browser import CHROMIUM, CHROMIUM_ARGS
-from tests.integration.hub.api.test_spawn_form_worker import profiles
-from tests.support.cluster import FAKE_SERVER, Cluster, running_stack
-from tests.support.spawn_form import spawn_through_form
+from tests.support.browser import chromium_page, submit_login
+from tests.support.cluster import Cluster
+from tests.support.spawn_form import PROFILE_PASSWORDS, spawn_through_form
 
 pytestmark = pytest.mark.integration
 
-PASSWORDS = {"alice": "alice-password-1"}
 
-
-@pytest.fixture
-async def cluster(tmp_path: Path, nats_url: str, database_url: str, nats_namespace: str) -> AsyncIterator[Cluster]:
-    assert Path(CHROMIUM).exists(), "Chromium is not installed (.ci/run installs Debian's chromium)"
-    async with running_stack(
-        tmp_path, nats_url, database_url, nats_namespace, passwords=PASSWORDS,
-        auth={"authenticator": "password"}, api={"slow_spawn_timeout": 1},
-        spawner={"cmd": [sys.executable, str(FAKE_SERVER)], "profiles": profiles(tmp_path)},
-        proxy={"port": free_port()},
-    ) as c:
-        yield c
-
-
-async def test_choose_the_second_profile_and_reach_its_server_in_chromium(cluster: Cluster, tmp_path: Path) -> None:
-    base = f"http://127.0.0.1:{cluster.settings.proxy.port}"
-    await cluster.wait_hub()
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = await browser.new_page()
-            await page.goto(f"{base}/hub/login")
-            await page.fill("#username", "alice")
-            await page.fill("#password", PASSWORDS["alice"])
-            await page.click("input[type=submit]")
-            await page.wait_for_url(re.compile(r".*/hub/home$"))
-            await page.click("text=Start my server")  # profiles to choose from: the form, nothing started yet
-            await page.wait_for_url(re.compile(r".*/hub/spawn$"))
-            assert await page.is_checked('input[name="profile"][value="small"]')  # the default one
-            assert await page.locator("text=more memory").count() == 1
-            await spawn_through_form(page, profile="big", base_url=base)
-            # the pending page reloads itself until the server is ready, then leads to it
-            await page.wait_for_url(re.compile(r".*/user/alice/.*"), timeout=60_000)
-            await page.get_by_text('"user": "alice"').wait_for(timeout=30_000)
-        finally:
-            await browser.close()
+async def test_choose_the_second_profile_and_reach_its_server_in_chromium(
+        profiles_cluster: Cluster, tmp_path: Path) -> None:
+    base = f"http://127.0.0.1:{profiles_cluster.settings.proxy.port}"
+    await profiles_cluster.wait_hub()
+    async with chromium_page() as page:
+        await page.goto(f"{base}/hub/login")
+        await submit_login(page, "alice", PROFILE_PASSWORDS["alice"])
+        await page.wait_for_url(re.compile(r".*/hub/home$"))
+        await page.click("text=Start my server")  # profiles to choose from: the form, nothing started yet
+        await page.wait_for_url(re.compile(r".*/hub/spawn$"))
+        assert await page.is_checked('input[name="profile"][value="small"]')  # the default one
+        assert await page.locator("text=more memory").count() == 1
+        await spawn_through_form(page, profile="big", base_url=base)
+        # the pending page reloads itself until the server is ready, then leads to it
+        await page.wait_for_url(re.compile(r".*/user/alice/.*"), timeout=60_000)
+        await page.get_by_text('"user": "alice"').wait_for(timeout=30_000)
     env = json.loads((tmp_path / "big.json").read_text())
     assert env["SIZE"] == "big" and env["MEM_LIMIT"] == str(2 * 1024**3)
     assert not (tmp_path / "small.json").exists()

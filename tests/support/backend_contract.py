@@ -15,8 +15,8 @@ subclasses it (the class name starts with `Test`, so pytest collects it; this ba
 - `remove_leftovers(identity)`: end those by the system's own means (`kill`, `docker rm -f`, `scancel`):
   the cleanup after a test whose backend did not stop its server, so a failing test leaks nothing.
 
-A real `jupyterhub-singleuser` asks the hub's API for its version before it listens: the contract's fixture
-`hub_api_url` answers that (put it in `spawner.hub_api_url`).
+A real `jupyterhub-singleuser` asks the hub's API for its version before it listens: the session fixture
+`hub_api_url` (tests/conftest.py, tests/support/hub_api_stub.py) answers that (put it in `spawner.hub_api_url`).
 
 Optional: the fixture `user` (a user the system knows: a Unix account), `failing_cmd` (exits at once
 printing `FAIL_TEXT`), `silent_cmd` (runs and never listens), `dying_cmd(after)` (answers, then exits
@@ -39,11 +39,9 @@ import json
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -61,32 +59,6 @@ WORKER = Path(__file__).with_name("contract_worker.py")
 REPO = Path(__file__).resolve().parents[2]
 SECRET_KEY = "contract-secret-key-" + "k" * 24
 FAIL_TEXT = "contract: the notebook directory /nonexistent/contract does not exist"
-
-
-class _HubApi(BaseHTTPRequestHandler):
-    """The hub's API as far as a lone `jupyterhub-singleuser` asks it: its version check at start (it waits
-    for an answer, and exits after 5 failures) and activity reports."""
-
-    protocol_version = "HTTP/1.1"
-
-    def _answer(self) -> None:
-        from jupyterhub import __version__
-
-        length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
-        body = json.dumps({"version": __version__}).encode()
-        self.send_response(200)
-        self.send_header("X-JupyterHub-Version", __version__)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_GET = do_POST = _answer
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
 
 @dataclass
@@ -124,21 +96,6 @@ class BackendContract:
     @pytest.fixture
     def user(self) -> str:
         return "contract-user"
-
-    @pytest.fixture
-    def hub_api_url(self) -> Iterator[str]:
-        """A stand-in of the hub's API on 127.0.0.1 for a real `jupyterhub-singleuser` (set
-        `spawner.hub_api_url` to it in `settings`): it answers the server's version check and activity."""
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _HubApi)
-        server.daemon_threads = True
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-        thread.start()
-        try:
-            yield f"http://127.0.0.1:{server.server_address[1]}/hub/api"
-        finally:
-            server.shutdown()
-            server.server_close()
-            thread.join()
 
     async def kill_server(self, state: dict[str, Any]) -> None:
         raise NotImplementedError
@@ -434,3 +391,17 @@ class BackendContract:
                                                               started: Started, tmp_path: Path) -> None:
         await self._adopt_after_kill(settings, user, started, tmp_path, "returned")
 
+
+
+class StartAndAdoptOnly:
+    """Put first in a contract subclass's bases (`class TestXSingleuser(StartAndAdoptOnly, TestX)`) to collect
+    only start-reach-stop and adoption after a worker killed during its start: for a second run with a slower
+    real server (`jupyterhub-singleuser`), where the other tests show nothing more than with the small one."""
+
+    test_identity_and_state_are_json_without_secrets: Any = None
+    test_stop_never_started_and_double_stop: Any = None
+    test_dies_after_ready_polls_false: Any = None
+    test_failing_start_says_why: Any = None  # these two run no serve_cmd
+    test_start_timeout_leaves_nothing: Any = None
+    test_adopt_after_worker_killed_before_reporting: Any = None
+    test_killed_from_outside_polls_false: Any = None

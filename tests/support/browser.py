@@ -1,12 +1,22 @@
-"""A browser-like client's steps against a hub through its proxy: the login form, redirects followed."""
+"""A browser-like client's steps against a hub through its proxy: the login form, redirects followed; and a
+real Chromium page (Playwright) for the end-to-end tests."""
 
 from __future__ import annotations
 
 import re
+import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 
 import httpx
+from playwright.async_api import Page, async_playwright
 
 XSRF_FIELD = re.compile(r'name="_xsrf" value="([^"]+)"')
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# as root, on a machine without outside network: no sandbox, and no background calls home
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
 
 
 async def log_in(browser: httpx.AsyncClient, user: str, password: str) -> None:
@@ -28,3 +38,22 @@ async def follow(browser: httpx.AsyncClient, start: str | httpx.Response,
         seen.append(url)
         r = await browser.get(url)
     return r, seen
+
+
+@asynccontextmanager
+async def chromium_page() -> AsyncIterator[Page]:
+    """A page of a fresh headless Chromium, closed with its browser at the end."""
+    assert Path(CHROMIUM).exists(), "Chromium is not installed (.ci/run installs Debian's chromium)"
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield await browser.new_page()
+        finally:
+            await browser.close()
+
+
+async def submit_login(page: Page, user: str, password: str) -> None:
+    """Fill in the login form `page` shows and submit it."""
+    await page.fill("#username", user)
+    await page.fill("#password", password)
+    await page.click("input[type=submit]")

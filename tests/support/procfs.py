@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 from pathlib import Path
 
 from fleethub.services.spawner.marks import MARKER_VAR
@@ -37,3 +38,21 @@ def marked(marker: str) -> list[int]:
             except OSError:
                 continue
     return found
+
+
+def processes_of(user: str) -> list[tuple[int, str]]:
+    """(pid, command line) of the live processes of Unix account `user`."""
+    uid = pwd.getpwnam(user).pw_uid
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{entry}").st_uid != uid:
+                continue
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if cmdline:  # a zombie has none
+            out.append((int(entry), cmdline))
+    return out

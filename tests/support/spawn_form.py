@@ -8,10 +8,17 @@ profile, `<slug>:image` with several).
 from __future__ import annotations
 
 import re
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 from playwright.async_api import Page
+
+from fleethub.shared.net import free_port
+from tests.support.cluster import FAKE_SERVER, Cluster, running_stack
 
 XSRF_FIELD = re.compile(r'name="_xsrf" value="([^"]+)"')
 
@@ -53,3 +60,34 @@ async def spawn_through_form(client_or_page: httpx.AsyncClient | Page, *, profil
         await page.select_option(f'select[name="{_field(html, profile, "image")}"]', image)
     await page.click('#spawn_form input[type="submit"]')
     return None
+
+
+PROFILE_PASSWORDS = {"alice": "alice-password-1"}
+
+
+def profiles(dump_dir: Path) -> list[dict[str, object]]:
+    """Two profiles on the local backend, told apart by their environment and memory limit."""
+    return [
+        {"display_name": "Small", "slug": "small", "default": True,
+         "overrides": {"mem_limit": "512M", "environment": {"SIZE": "small",
+                                                            "FAKE_ENV_DUMP": str(dump_dir / "small.json")}}},
+        {"display_name": "Big", "slug": "big", "description": "more memory",
+         "overrides": {"mem_limit": "2G", "cpu_limit": 2,
+                       "environment": {"SIZE": "big", "FAKE_ENV_DUMP": str(dump_dir / "big.json"),
+                                       "FAKE_START_DELAY": "2"}}},  # time to see the pending page
+    ]
+
+
+@asynccontextmanager
+async def profiles_stack(tmp_path: Path, nats_url: str, database_url: str,
+                         nats_namespace: str) -> AsyncIterator[Cluster]:
+    """A whole hub (real processes, a local spawner worker running the small fake server) offering
+    `profiles(tmp_path)`: each server dumps its environment to `<slug>.json` in `tmp_path`. alice logs in
+    with `PROFILE_PASSWORDS`."""
+    async with running_stack(
+        tmp_path, nats_url, database_url, nats_namespace, passwords=PROFILE_PASSWORDS,
+        auth={"authenticator": "password"}, api={"slow_spawn_timeout": 1},
+        spawner={"cmd": [sys.executable, str(FAKE_SERVER)], "profiles": profiles(tmp_path)},
+        proxy={"port": free_port()},
+    ) as c:
+        yield c

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 Heartbeat = Callable[[], Awaitable[None]]
 
 HANDOFF_HOLD = 3  # leases during which a worker leaves a spawn it handed over to the others
+POLL_TIMEOUT = 30.0  # seconds one server's poll may take in the poll loop (a hung engine holds up no other)
 RETRY_DELAY = 0.5  # seconds before a command another worker (or my own in-flight task) is on comes back
 
 
@@ -224,7 +225,9 @@ class Worker:
             choice = resolve(self.rt.settings.spawner, cmd.user_options, configure_for)
         except (BadRequest, ConfigError) as exc:  # the api checked the options: the settings changed since
             await self._fence(key, cmd.spawn_id)
-            await self._failed(key, cmd.spawn_id, {}, str(exc))
+            if found:  # an adopted spawn whose server runs (its profile removed since): it goes, never orphaned
+                await self.backend_of(cmd.backend).stop(found)
+            await self._failed(key, cmd.spawn_id, dict(found or {}), str(exc))
             return
 
         async def progress(message: str) -> None:
@@ -527,8 +530,15 @@ class Worker:
                 async with self.rt.sessions() as session:
                     rows = await leases.owned_running(session, self.me)
                 for row in rows:
-                    if row.state and await self.backend_of(row.backend).poll(row.state):
-                        continue
+                    try:  # one backend not answering (a scheduler, an engine) holds up no other server's poll
+                        state = row.state
+                        alive: bool = bool(state) and await asyncio.wait_for(
+                            self.backend_of(row.backend).poll(dict(state or {})), POLL_TIMEOUT)
+                        if alive:
+                            continue
+                    except Exception as exc:  # the backend's own failure (a poll touches neither PostgreSQL nor NATS)
+                        log.warning("poll of %s failed: %r", row.key, exc)
+                        continue  # never recorded gone on a failed poll: tried again next pass
                     await self._fence(row.key, row.spawn_id)
                     await delete_route(self.rt.bus, row.user, row.server_name)
                     if await self._stopped(row, "exited", expected=frozenset({ServerStatus.RUNNING})):

@@ -29,6 +29,7 @@ from fleethub.shared.net import free_port
 from fleethub.shared.settings import load_settings
 from tests.support.browser import follow, log_in
 from tests.support.cluster import FAKE_SERVER, Cluster, ensure_user, mint_token, running_stack, wait_for
+from tests.support.procfs import processes_of
 from tests.support.slurm import Slurm
 from tests.support.spawn_form import spawn_through_form
 
@@ -74,24 +75,6 @@ def job_outputs(account: pwd.struct_passwd) -> str:
     """The output files of the user's jobs (for a failure's message)."""
     return "\n".join(f"==== {p.name}\n{p.read_text(errors='replace')[-3000:]}"
                      for p in sorted(Path(account.pw_dir).glob(".fleethub-*.log")))
-
-
-def processes_of(user: str) -> list[tuple[int, str]]:
-    """(pid, command line) of the live processes of Unix account `user`."""
-    uid = pwd.getpwnam(user).pw_uid
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            if os.stat(f"/proc/{entry}").st_uid != uid:
-                continue
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if cmdline:  # a zombie has none
-            out.append((int(entry), cmdline))
-    return out
 
 
 def in_any_command_line(text: str) -> bool:

@@ -15,8 +15,9 @@ import pytest
 
 from fleethub.services.spawner.backends import ServerSpec
 from fleethub.shared.settings import ServiceSettings, load_settings
-from tests.support.backend_contract import BackendContract
+from tests.support.backend_contract import BackendContract, StartAndAdoptOnly
 from tests.support.cluster import FAKE_SERVER
+from tests.support.procfs import processes_of
 from tests.support.slurm import Slurm
 
 pytestmark = pytest.mark.integration
@@ -25,18 +26,12 @@ pytestmark = pytest.mark.integration
 def job_processes(user: str, job_name: str) -> list[int]:
     """The live processes of `user` that belong to the Slurm job `job_name` (SLURM_JOB_NAME in their
     environment: slurmstepd sets it in every process of a batch job)."""
-    uid = pwd.getpwnam(user).pw_uid
     marker = f"SLURM_JOB_NAME={job_name}".encode()
     out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for pid, _ in processes_of(user):
         try:
-            if os.stat(f"/proc/{entry}").st_uid != uid:
-                continue
-            if marker in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0") and \
-                    Path(f"/proc/{entry}/cmdline").read_bytes():
-                out.append(int(entry))
+            if marker in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                out.append(pid)
         except OSError:
             continue
     return out
@@ -89,18 +84,11 @@ class TestBatchContract(BackendContract):
         return path.read_text(errors="replace") if path.exists() else ""
 
 
-class TestBatchContractSingleuser(TestBatchContract):
+class TestBatchContractSingleuser(StartAndAdoptOnly, TestBatchContract):
     """Start-reach-stop and adoption after a worker SIGKILL again with the real `jupyterhub-singleuser` as the
     job (its hub: the contract's stand-in of the hub API); the other tests show nothing more with it."""
 
     serve_cmd: ClassVar[list[str]] = [str(Path(sys.executable).with_name("jupyterhub-singleuser"))]
-    test_identity_and_state_are_json_without_secrets = None
-    test_stop_never_started_and_double_stop = None
-    test_dies_after_ready_polls_false = None
-    test_failing_start_says_why = None
-    test_start_timeout_leaves_nothing = None
-    test_adopt_after_worker_killed_before_reporting = None
-    test_killed_from_outside_polls_false = None
 
     @pytest.fixture
     def settings(self, tmp_path: Path, slurm: Slurm, hub_api_url: str) -> ServiceSettings:

@@ -104,6 +104,11 @@ async def test_the_real_singleuser_runs_in_its_container(dockerd: Dockerd, hub_a
     assert info["Config"]["WorkingDir"] == "/tmp" and info["HostConfig"]["ShmSize"] == 32 * 1024**2  # type: ignore[index]
     host = info["HostConfig"]
     assert host["NetworkMode"] == "host"  # type: ignore[index]
+    # no raw sockets: on the host's network a container's root could otherwise capture the loopback traffic
+    # of every other server, the proxy and the hub (cookies, tokens)
+    status = Path(f"/proc/{info['State']['Pid']}/status").read_text()  # type: ignore[index]
+    cap_eff = int(next(line.split()[1] for line in status.splitlines() if line.startswith("CapEff:")), 16)
+    assert not cap_eff & (1 << 13), f"CAP_NET_RAW in the container's effective set ({cap_eff:#x})"
     assert host["Memory"] == 1024**3 and host["NanoCpus"] == 1_500_000_000  # type: ignore[index]
     assert host["MemoryReservation"] == 128 * 1024**2 and host["CpuShares"] == 256  # type: ignore[index]
     mounts = {m["Destination"]: m for m in info["Mounts"]}  # type: ignore[attr-defined]

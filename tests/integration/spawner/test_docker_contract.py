@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import pytest
 
 from fleethub.shared.settings import ServiceSettings, load_settings
-from tests.support.backend_contract import BackendContract
+from tests.support.backend_contract import BackendContract, StartAndAdoptOnly
 from tests.support.cluster import FAKE_SERVER
 from tests.support.dockerd import Dockerd, runtime_volumes, singleuser_command
 
@@ -58,7 +58,7 @@ class TestDockerContract(BackendContract):
                 c.delete(f"/containers/{container['Id']}", params={"force": "true"})
 
 
-class TestDockerContractSingleuser(TestDockerContract):
+class TestDockerContractSingleuser(StartAndAdoptOnly, TestDockerContract):
     """The contract's tests that start a server, with the real `jupyterhub-singleuser` in the container (its
     hub: the contract's stand-in of the hub API, reached over the host's network). It takes seconds to answer
     on our shared machine, so only its adoption after a worker's SIGKILL is repeated (test_docker.py starts,
@@ -67,13 +67,6 @@ class TestDockerContractSingleuser(TestDockerContract):
     serve_cmd: ClassVar[list[str]] = singleuser_command()
     ready_timeout: ClassVar[float] = 40.0
     test_start_reach_stop = None
-    test_identity_and_state_are_json_without_secrets = None
-    test_stop_never_started_and_double_stop = None
-    test_dies_after_ready_polls_false = None
-    test_failing_start_says_why = None  # these two run no serve_cmd
-    test_start_timeout_leaves_nothing = None
-    test_adopt_after_worker_killed_before_reporting = None
-    test_killed_from_outside_polls_false = None
 
     @pytest.fixture
     def settings(self, tmp_path: Path, dockerd: Dockerd, hub_api_url: str) -> ServiceSettings:

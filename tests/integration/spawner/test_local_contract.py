@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 from pathlib import Path
@@ -11,28 +10,13 @@ from typing import Any, ClassVar
 import pytest
 
 from fleethub.services.spawner.backends.local import MARKER_VAR
-from fleethub.shared.procs import pid_alive, signal_group
+from fleethub.shared.procs import signal_group
 from fleethub.shared.settings import ServiceSettings, load_settings
-from tests.support.backend_contract import BackendContract
+from tests.support.backend_contract import BackendContract, StartAndAdoptOnly
 from tests.support.cluster import FAKE_SERVER
+from tests.support.procfs import marked
 
 pytestmark = pytest.mark.integration
-
-
-def marked(marker: str) -> list[int]:
-    """Every live process on this machine carrying `marker` (the server and anything it started)."""
-    needle = f"{MARKER_VAR}={marker}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            environ = Path(f"/proc/{entry}/environ").read_bytes()
-        except OSError:
-            continue
-        if needle in environ.split(b"\0") and pid_alive(int(entry)):
-            found.append(int(entry))
-    return found
 
 
 class TestLocalContract(BackendContract):
@@ -54,19 +38,12 @@ class TestLocalContract(BackendContract):
             signal_group(pid, signal.SIGKILL)
 
 
-class TestLocalContractSingleuser(TestLocalContract):
+class TestLocalContractSingleuser(StartAndAdoptOnly, TestLocalContract):
     """The contract's tests that start a server, with the real `jupyterhub-singleuser` (its hub: the
     contract's stand-in of the hub API). It takes 4-5 s to answer on our shared machine, so the tests that
     show nothing more with it than with the stand-in server above are left out (None: not collected)."""
 
     serve_cmd: ClassVar[list[str]] = [str(Path(sys.executable).with_name("jupyterhub-singleuser"))]
-    test_identity_and_state_are_json_without_secrets = None
-    test_stop_never_started_and_double_stop = None
-    test_dies_after_ready_polls_false = None
-    test_failing_start_says_why = None  # these two run no serve_cmd
-    test_start_timeout_leaves_nothing = None
-    test_adopt_after_worker_killed_before_reporting = None
-    test_killed_from_outside_polls_false = None
 
     @pytest.fixture
     def settings(self, tmp_path: Path, hub_api_url: str) -> ServiceSettings:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from fleethub.shared.bus import Bus
@@ -339,3 +339,57 @@ async def test_a_superseded_spawn_starts_nothing(harness: Harness) -> None:
     await wait_for(lambda: _is(harness.status("hugo", "gpu"), "running"), timeout=20, what="running")
     assert await harness.row("hugo") is None and await harness.row("ivan") is None
     assert await harness.route("hugo") is None and await harness.route("ivan") is None
+
+
+FAILING_POLL = "tests.support.failing_poll_backend:PollFailsBackend"
+
+
+async def test_a_poll_that_raises_for_one_server_does_not_stop_the_others_being_polled(harness: Harness) -> None:
+    # one backend system stops answering for some servers (a Slurm controller down, a Docker engine away):
+    # the servers of another that exit are still noticed
+    harness.cluster.start("spawner", spawner={"backend": FAILING_POLL})
+    broken = [SpawnServer(user=f"broken{i}", server_name="", spawn_id=new_id(), backend=FAILING_POLL) for i in (1, 2)]
+    alice = SpawnServer(user="alice", server_name="", spawn_id=new_id(), backend=FAILING_POLL)
+    for cmd in [*broken, alice]:
+        await harness.spawn(cmd)
+        await wait_for(lambda c=cmd: _is(harness.status(c.user), "running"), timeout=20, what=f"{cmd.user} running")
+    (harness.settings.data_dir / "poll-fails").touch()
+    row = await harness.row("alice")
+    assert row is not None
+    os.kill(row.state["pid"], signal.SIGKILL)
+    await wait_for(lambda: _is(harness.status("alice"), "stopped"), timeout=10, what="alice's exit noticed")
+    assert await harness.route("alice") is None
+    for cmd in broken:  # what cannot be polled is left as it is (never recorded gone on a failed poll)
+        assert await harness.status(cmd.user) == "running"
+    for cmd in broken:
+        await harness.bus.publish(StopServer(user=cmd.user, spawn_id=cmd.spawn_id, backend=FAILING_POLL))
+        await wait_for(lambda c=cmd: _is(harness.status(c.user), "stopped"), what=f"{cmd.user} stopped")
+
+
+async def test_an_adopted_spawn_whose_profile_was_removed_fails_and_leaves_no_server(harness: Harness) -> None:
+    # the worker dies once the server runs and its state is saved; the profile is then removed from the
+    # settings: the adopter cannot finish that spawn, and must not leave its server running unowned
+    profiles = [{"display_name": "Keep", "slug": "keep", "default": True},
+                {"display_name": "Gone", "slug": "gone", "overrides": {"environment": {"SIZE": "gone"}}}]
+    first = harness.cluster.start("spawner", spawner={"profiles": profiles},
+                                  extra_env={"FLEETHUB_FAULT": "spawner.after_state_saved:kill"})
+    cmd = SpawnServer(user="alice", server_name="", spawn_id=new_id(), user_options={"profile": "gone"})
+    await harness.desire(cmd.user, cmd.server_name, cmd.spawn_id)
+    async with harness.sessions() as s, s.begin():  # the options, as the api records them with the spawn
+        await s.execute(update(Server).where(Server.spawn_id == cmd.spawn_id).values(user_options=cmd.user_options))
+    await harness.bus.publish(cmd)
+    await wait_for(lambda: _exited(first), timeout=20, what="the first worker killed at its crash point")
+    row = await harness.row("alice")
+    assert row is not None and row.status == "pending" and row.state.get("pid"), row
+    pid = row.state["pid"]
+    assert pid_alive(pid)
+    harness.cluster.start("spawner", spawner={"profiles": profiles[:1]})
+    await wait_for(lambda: _is(harness.status("alice"), "failed"), timeout=20, what="the adopted spawn failed")
+    row = await harness.row("alice")
+    assert row is not None and "gone" in (row.message or ""), row.message
+    await wait_for(lambda: _gone(pid), what="the server of the removed profile ended")
+    assert await harness.route("alice") is None
+
+
+async def _exited(proc: Any) -> bool:
+    return proc.poll() is not None

@@ -462,3 +462,53 @@ async def _rest_api_and_proxy(tmp_path: Path, nats_url: str, database_url: str, 
                     assert (await client.get(f"/user/{name}/api")).status_code != 200
         finally:
             await engine.dispose()
+
+
+OWN_ACCOUNT_SCRIPT = r"""
+import asyncio, json, sys
+from pathlib import Path
+from fleethub.services.spawner.backends import ServerSpec, load_backend
+from fleethub.services.spawner.env import server_env
+from fleethub.shared.names import server_prefix
+from fleethub.shared.settings import load_settings
+
+async def main(job):
+    settings = load_settings(None, data_dir=Path(job["data_dir"]), spawner=job["spawner"])
+    user, spawn_id = job["user"], job["spawn_id"]
+    spec = ServerSpec(user=user, server_name="", spawn_id=spawn_id, prefix=server_prefix(user, ""),
+                      env=server_env(settings, "k" * 40, user, "", spawn_id), config=settings.spawner,
+                      log_path=Path(job["data_dir"]) / "server.log")
+    backend = load_backend(settings, "system-user")
+    identity = backend.identity(spec)
+    try:
+        state = await backend.start(spec, identity)
+    except Exception as exc:
+        print(json.dumps({"refused": str(exc)}), flush=True)
+        return
+    await backend.stop(state)
+    print(json.dumps({"started": state}), flush=True)
+
+asyncio.run(main(json.loads(sys.argv[1])))
+"""
+
+
+async def test_a_worker_that_is_not_root_never_runs_a_server_as_its_own_account(
+        tmp_path: Path, hub_api: HubApiStub) -> None:
+    # a hub user named as the worker's account (or mapped to it): its server would read the worker's own
+    # environment (database password, hub key) in /proc; refused even where sudoers would let it through
+    with unix_user("fhw") as hub:
+        helper = f"{sys.executable} -I -m fleethub.services.spawner.asuser *"
+        with sudoers_rule(f"{hub.pw_name} ALL=(ALL) NOPASSWD:SETENV: {helper}\n"):
+            data = Path(hub.pw_dir) / "data"
+            job = {"data_dir": str(data), "user": hub.pw_name, "spawn_id": new_id(),
+                   "spawner": {"ip": "127.0.0.1", "hub_api_url": hub_api.url, "cmd": [SINGLEUSER],
+                               "system_user": {"mediator": SUDO}}}
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", OWN_ACCOUNT_SCRIPT, json.dumps(job), user=hub.pw_uid, group=hub.pw_gid,
+                extra_groups=[], cwd=hub.pw_dir, env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": hub.pw_dir},
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            out, err = await asyncio.wait_for(proc.communicate(), 90)
+            assert out, f"the worker failed: {err.decode()[-3000:]}"
+            result = json.loads(out)
+            assert "refused" in result, result
+            assert "the worker's own account" in result["refused"], result

@@ -15,7 +15,7 @@ import pytest
 
 from fleethub.shared.procs import signal_group
 from fleethub.shared.settings import ServiceSettings, load_settings
-from tests.support.backend_contract import BackendContract
+from tests.support.backend_contract import BackendContract, StartAndAdoptOnly
 from tests.support.cluster import FAKE_SERVER
 from tests.support.procfs import marked, status_ids
 from tests.support.unix_users import require_root_tools, unix_user, venv_reachable
@@ -76,18 +76,11 @@ class TestSystemUserSudoContract(SystemUserContract):
     mediator: ClassVar[list[str]] = ["sudo", "-n", "-E", "-u", "{username}", "--"]
 
 
-class TestSystemUserSudoContractSingleuser(TestSystemUserSudoContract):
+class TestSystemUserSudoContractSingleuser(StartAndAdoptOnly, TestSystemUserSudoContract):
     """Start, reach, stop and adoption after a killed worker with the real `jupyterhub-singleuser` (through
     sudo, its hub the contract's stand-in); the rest shows nothing more with it than with the small server."""
 
     serve_cmd: ClassVar[list[str]] = [str(Path(sys.executable).with_name("jupyterhub-singleuser"))]
-    test_identity_and_state_are_json_without_secrets = None
-    test_stop_never_started_and_double_stop = None
-    test_dies_after_ready_polls_false = None
-    test_failing_start_says_why = None
-    test_start_timeout_leaves_nothing = None
-    test_adopt_after_worker_killed_before_reporting = None
-    test_killed_from_outside_polls_false = None
 
     @pytest.fixture
     def settings(self, tmp_path: Path, hub_api_url: str) -> ServiceSettings:

@@ -194,6 +194,7 @@ SHAPED: dict[str, Any] = {
     "roles.services": ["walk-svc"],
     "custom_scopes.subscopes": ["custom:walk:read"],
     "spawner.mem_limit": "3G",
+    "spawner.system_user.uid_range": (500, 65000),
     "spawner.mem_guarantee": "1.5G",
     "spawner.system_user.mediator": ["sudo", "-n", "-E", "-u", "{username}", "--"],
     "spawner.profiles.slug": "walk-profile",

@@ -19,7 +19,7 @@ from fleethub.shared.db.models import User
 from fleethub.shared.errors import BadRequest, ConfigError, NotFound
 from fleethub.shared.identity import Identity, validate_next
 from fleethub.shared.lifecycle import ServerStatus
-from fleethub.shared.names import server_prefix, url_escape
+from fleethub.shared.names import server_prefix, storable, url_escape
 from fleethub.shared.paths import checked_location, quote_path
 from fleethub.shared.profiles import PROFILE_OPTION, resolve
 
@@ -128,6 +128,8 @@ async def spawn(request: Request, runtime: Runtime, session: DbSession, ident: P
     fields = {key: [v for v in form.getlist(key) if isinstance(v, str)] for key in form}
     options = user_options_of(runtime.settings.spawner, fields)
     try:  # the REST API's rules: an unknown profile or a refused option is a 400, and nothing starts
+        if not all(storable(key) and all(storable(v) for v in values) for key, values in fields.items()):
+            raise BadRequest("The form holds a character that cannot be stored (NUL)")
         choice = resolve(runtime.settings.spawner, options, configure_for)
     except (BadRequest, ConfigError) as exc:
         chosen = options.get(PROFILE_OPTION)

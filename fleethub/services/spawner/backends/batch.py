@@ -19,6 +19,7 @@ import asyncio
 import ipaddress
 import logging
 import math
+import os
 import pwd
 import re
 import shlex
@@ -29,7 +30,7 @@ from enum import Enum, auto
 from typing import Any
 
 from fleethub.services.spawner.backends.base import ServerSpec
-from fleethub.shared.backend_settings import BatchSettings, parse_size
+from fleethub.shared.backend_settings import BatchSettings, parse_size, uid_problem
 from fleethub.shared.names import encode_token
 from fleethub.shared.net import free_port
 from fleethub.shared.settings import ServiceSettings, SpawnerSettings, kept_environment
@@ -37,6 +38,8 @@ from fleethub.shared.settings import ServiceSettings, SpawnerSettings, kept_envi
 log = logging.getLogger(__name__)
 
 QUERY_EVERY = 1.0  # seconds a job's answered state is reused by poll (the readiness loop polls every 50 ms)
+UNIX_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,31}$")
+"""A Unix account name a job may run as (system-user's rule: no `#uid`, no leading `-`)."""
 _SCHED_KEYS = ("exec_prefix", "query_cmd", "cancel_cmd", "find_cmd", "state_pending_re", "state_running_re",
                "state_unknown_re", "state_gone_re", "host_re")
 
@@ -176,8 +179,19 @@ def is_wildcard(ip: str) -> bool:
 
 
 def unix_account(config: SpawnerSettings, user: str) -> str:
-    """The Unix account a hub user's jobs run as (`system_user.username_map`, else the same name)."""
-    return config.system_user.username_map.get(user, user)
+    """The Unix account a hub user's jobs run as (`system_user.username_map`, else the same name).
+
+    Raises:
+        BatchError: jobs run as their users (`{username}` in exec_prefix) and this is not a valid Unix account
+            name (sudo reads `#0` as uid 0, `-x` as an option): it never reaches a command line, not even
+            the scheduler commands of a stop.
+    """
+    name = config.system_user.username_map.get(user, user)
+    runs_as_user = "{username}" in config.batch.exec_prefix  # else jobs run as the worker's account
+    if runs_as_user and (not UNIX_NAME_RE.fullmatch(name) or name.isdigit()):
+        raise BatchError(f"{name!r} is not a valid Unix account name to run {user!r}'s batch job as (letters, "
+                         "digits, '.', '_', '-', up to 32): map it in spawner.system_user.username_map")
+    return name
 
 
 # --- the backend ------------------------------------------------------------------------------------
@@ -303,13 +317,24 @@ class BatchBackend:
         return f"the end of its output ({output_path}):\n{text}" if text else f"its output is in {output_path}"
 
     def _home(self, batch: BatchSettings, username: str, spec: ServerSpec) -> str:
+        """The home of the account the job runs as; a name that is not a Unix account name (sudo's `#0` is
+        uid 0) and an account of uid 0 are refused: a hub user named `root` never gets a root job."""
         if "{username}" not in batch.exec_prefix:  # jobs run as the worker's account
             return spec.env.get("HOME", "/")
         try:
-            return pwd.getpwnam(username).pw_dir
+            pw = pwd.getpwnam(username)
         except KeyError:
             raise BatchError(f"there is no Unix account {username!r} to run {spec.user!r}'s batch job as (each "
                              "job runs as its user's own account)") from None
+        if pw.pw_uid == 0:
+            raise BatchError(f"refusing to run the batch job of {spec.user!r} as root: account {username!r} has uid 0")
+        problem = uid_problem(pw.pw_uid, spec.config.system_user.uid_range)
+        if problem is not None:
+            raise BatchError(f"refusing to run the batch job of {spec.user!r} as account {username!r}: it {problem}")
+        if pw.pw_uid == os.geteuid():  # the job could read the worker's environment (database password, hub key)
+            raise BatchError(f"refusing to run the batch job of {spec.user!r} as the worker's own account "
+                             f"{username!r}: map the hub user to another account (spawner.system_user.username_map)")
+        return pw.pw_dir
 
     async def _until_running(self, spec: ServerSpec, state: dict[str, Any]) -> dict[str, Any]:
         """Wait for the job to run; report its queueing; give up a little before the worker's start timeout,

@@ -114,8 +114,11 @@ def create_request(spec: ServerSpec, identity: dict[str, Any]) -> dict[str, Any]
     """The body of the container create request of `spec`'s server."""
     d = spec.config.docker
     cmd = [*(d.cmd if d.cmd is not None else spec.config.cmd), *spec.config.args]
+    # no raw sockets (the engine grants CAP_NET_RAW by default): on the host's network a container's root could
+    # capture the loopback traffic of the proxy, the hub and every other server (cookies, tokens); on a
+    # shared network, spoof its neighbours. `extra_host_config` may set CapDrop otherwise.
     host_config: dict[str, Any] = {"NetworkMode": d.network_name, "Binds": volume_binds(d.volumes, spec.user),
-                                   **resources(spec.config)}
+                                   "CapDrop": ["NET_RAW"], **resources(spec.config)}
     body: dict[str, Any] = {"Image": d.image, **({"Cmd": cmd} if cmd else {})}
     body.update(d.extra_create_kwargs)
     body["Env"] = [*body.get("Env", []),

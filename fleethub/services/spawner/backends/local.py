@@ -22,7 +22,7 @@ from fleethub.services.spawner.marks import MARKER_VAR, carries, marked_processe
 from fleethub.shared.names import encode_token
 from fleethub.shared.net import free_port
 from fleethub.shared.private import open_private, private_dir
-from fleethub.shared.procs import end_group, pid_alive
+from fleethub.shared.procs import end_child, pid_alive
 from fleethub.shared.service import reachable_host
 from fleethub.shared.settings import ServiceSettings
 
@@ -150,11 +150,5 @@ class LocalBackend:
 
     async def stop(self, state: dict[str, Any]) -> None:
         for pid in self._pids(state):
-            await end_group(pid)
-            child = self._children.get(pid)
-            if child is not None:
-                try:
-                    await asyncio.wait_for(child.wait(), 5)
-                except TimeoutError:
-                    pass
+            await end_child(pid, self._children.get(pid))
         self._found.pop(str(state.get("marker")), None)

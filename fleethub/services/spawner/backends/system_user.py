@@ -38,9 +38,9 @@ from fleethub.services.spawner.asuser import KEEP_VAR, PATH_VAR
 from fleethub.services.spawner.backends.base import ServerSpec
 from fleethub.services.spawner.backends.local import LocalBackend
 from fleethub.services.spawner.marks import carries, marked_processes, owner, start_time
-from fleethub.shared.backend_settings import SystemUserSettings
+from fleethub.shared.backend_settings import SystemUserSettings, uid_problem
 from fleethub.shared.errors import ConfigError
-from fleethub.shared.procs import end_group, pid_alive
+from fleethub.shared.procs import end_child, pid_alive
 from fleethub.shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -91,10 +91,16 @@ def _expand_home(path: str, home: str) -> str:
     return home + path[1:] if path == "~" or path.startswith("~/") else path
 
 
-def _checked(pw: pwd.struct_passwd, user: str) -> Account:
+def _checked(pw: pwd.struct_passwd, user: str, uid_range: tuple[int, int]) -> Account:
     """The account of `pw`, if a server may run as it (a stat on the local disk: no thread hand-off)."""
     if pw.pw_uid == 0:
         raise AccountRefused(f"refusing to run the server of {user!r} as root: account {pw.pw_name!r} has uid 0")
+    problem = uid_problem(pw.pw_uid, uid_range)
+    if problem is not None:
+        raise AccountRefused(f"refusing to run the server of {user!r} as account {pw.pw_name!r}: it {problem}")
+    if pw.pw_uid == os.geteuid():  # it could read the worker's environment (database password, hub key)
+        raise AccountRefused(f"refusing to run the server of {user!r} as the worker's own account {pw.pw_name!r}: "
+                             "map the hub user to another account (spawner.system_user.username_map)")
     if not os.path.isdir(pw.pw_dir):
         raise AccountRefused(f"the home directory {pw.pw_dir} of account {pw.pw_name!r} does not exist")
     return Account(name=pw.pw_name, uid=pw.pw_uid, gid=pw.pw_gid, groups=os.getgrouplist(pw.pw_name, pw.pw_gid),
@@ -130,7 +136,7 @@ class SystemUserBackend(LocalBackend):
                 raise AccountRefused(f"no Unix account named {name!r} on this host: an administrator creates it "
                                      "(or turns on spawner.system_user.create_system_users)") from None
             pw = await self._create(config, name)
-        return _checked(pw, user)
+        return _checked(pw, user, config.uid_range)
 
     async def _create(self, config: SystemUserSettings, name: str) -> pwd.struct_passwd:
         command = [part.replace("{username}", name) for part in config.useradd]
@@ -298,10 +304,4 @@ class SystemUserBackend(LocalBackend):
 
     async def _end_group(self, pid: int, *, whole: bool = True) -> None:
         """End `pid` (its process group if `whole`), and wait for it if it is my child."""
-        await end_group(pid, STOP_GRACE, group=whole)
-        child = self._children.get(pid)
-        if child is not None:
-            try:
-                await asyncio.wait_for(child.wait(), 5)
-            except TimeoutError:
-                pass
+        await end_child(pid, self._children.get(pid), STOP_GRACE, group=whole)

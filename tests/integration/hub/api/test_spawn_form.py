@@ -170,3 +170,43 @@ async def test_the_form_posts_back_to_the_user_it_names(hub: Hub) -> None:
         assert r is not None and r.status_code == 302 and r.headers["location"] == "/hub/spawn-pending/a%252fb"
     cmd = await hub.spawn_command()
     assert (cmd.user, cmd.user_options) == ("a%2fb", {"profile": "big"})
+
+
+async def test_a_form_field_postgresql_cannot_store_is_a_400_and_starts_nothing(hub: Hub) -> None:
+    c = hub.client
+    await hub.login(c, "alice")
+    for extra in ({"note": "a\x00b"}, {"no\x00te": "x"}):
+        r = await spawn_through_form(c, profile="big", extra=extra)
+        assert r is not None and r.status_code == 400, (extra, r.status_code, r.text[:300])
+        assert "Traceback" not in r.text and ("big", True) in _radios(r.text)
+    assert await hub.commands(1, timeout=0.3) == []
+    model = (await c.get("/hub/api/users/alice", headers=await hub.headers_for("alice"))).json()
+    assert model["servers"] == {}
+
+
+async def test_a_huge_form_is_refused_and_starts_nothing(hub: Hub) -> None:
+    c = hub.client
+    await hub.login(c, "alice")
+    r = await spawn_through_form(c, profile="big", extra={"note": "x" * (2 * 1024 * 1024)})
+    assert r is not None and r.status_code in (400, 413), (r.status_code, r.text[:300])
+    assert "x" * 100 not in r.text
+    assert await hub.commands(1, timeout=0.3) == []
+
+
+async def test_options_too_large_for_a_command_are_a_400_and_hold_up_nobody(hub: Hub) -> None:
+    # a command over the bus's limits was accepted, then never carried out (a spawn pending forever), or, near
+    # 1 MiB, never published: the outbox relay stopped at it and every other user's command waited behind it
+    c = hub.client
+    alice = await hub.headers_for("alice")
+    for size in (300_000, 1_048_480):
+        r = await c.post("/hub/api/users/alice/server", headers=alice, json={"user_options": {"n": "x" * size}})
+        assert r.status_code == 400 and "user_options" in r.json()["message"], (size, r.status_code, r.text[:300])
+    await hub.login(c, "alice")
+    r = await spawn_through_form(c, profile="big", extra={"note": "x" * 300_000})
+    assert r is not None and r.status_code == 400 and "x" * 100 not in r.text, (r.status_code, r.text[:300])
+    model = (await c.get("/hub/api/users/alice", headers=alice)).json()
+    assert model["servers"] == {}
+    r = await c.post("/hub/api/users/bob/server", headers=await hub.headers_for("bob"), json={})
+    assert r.status_code in (201, 202)
+    (cmd,) = await hub.commands(1, timeout=5)
+    assert isinstance(cmd, SpawnServer) and cmd.user == "bob"

@@ -5,54 +5,26 @@ the options are recorded with the profile's slug."""
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from fleethub.shared.net import free_port
 from tests.support.browser import follow, log_in
-from tests.support.cluster import FAKE_SERVER, Cluster, mint_token, running_stack, wait_for
-from tests.support.spawn_form import spawn_through_form
+from tests.support.cluster import Cluster, mint_token, wait_for
+from tests.support.spawn_form import PROFILE_PASSWORDS, spawn_through_form
 
 pytestmark = pytest.mark.integration
 
-PASSWORDS = {"alice": "alice-password-1"}
 
-
-def profiles(dump_dir: Path) -> list[dict[str, object]]:
-    """Two profiles on the local backend, told apart by their environment and memory limit."""
-    return [
-        {"display_name": "Small", "slug": "small", "default": True,
-         "overrides": {"mem_limit": "512M", "environment": {"SIZE": "small",
-                                                            "FAKE_ENV_DUMP": str(dump_dir / "small.json")}}},
-        {"display_name": "Big", "slug": "big", "description": "more memory",
-         "overrides": {"mem_limit": "2G", "cpu_limit": 2,
-                       "environment": {"SIZE": "big", "FAKE_ENV_DUMP": str(dump_dir / "big.json"),
-                                       "FAKE_START_DELAY": "2"}}},  # time to see the pending page
-    ]
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path, nats_url: str, database_url: str, nats_namespace: str) -> AsyncIterator[Cluster]:
-    async with running_stack(
-        tmp_path, nats_url, database_url, nats_namespace, passwords=PASSWORDS,
-        auth={"authenticator": "password"}, api={"slow_spawn_timeout": 1},
-        spawner={"cmd": [sys.executable, str(FAKE_SERVER)], "profiles": profiles(tmp_path)},
-        proxy={"port": free_port()},
-    ) as c:
-        yield c
-
-
-async def test_a_profile_posted_through_the_form_starts_with_its_settings(cluster: Cluster, tmp_path: Path) -> None:
-    await cluster.wait_hub()
-    base = f"http://127.0.0.1:{cluster.settings.proxy.port}"
-    token = mint_token(cluster.settings, "alice")
+async def test_a_profile_posted_through_the_form_starts_with_its_settings(
+        profiles_cluster: Cluster, tmp_path: Path) -> None:
+    await profiles_cluster.wait_hub()
+    base = f"http://127.0.0.1:{profiles_cluster.settings.proxy.port}"
+    token = mint_token(profiles_cluster.settings, "alice")
     api = {"Authorization": f"token {token}"}
     async with httpx.AsyncClient(base_url=base, timeout=30) as browser:
-        await log_in(browser, "alice", PASSWORDS["alice"])
+        await log_in(browser, "alice", PROFILE_PASSWORDS["alice"])
         r = await spawn_through_form(browser, profile="big")
         assert r is not None and r.status_code == 302, r.text
         # while the server comes up, the pending page lists the worker's progress messages
@@ -66,7 +38,7 @@ async def test_a_profile_posted_through_the_form_starts_with_its_settings(cluste
             last, _ = await follow(browser, "/hub/spawn-pending/alice")
             return last if last.url.path.startswith("/user/alice/") and last.status_code == 200 else None
 
-        served = await wait_for(reached, timeout=30, interval=0.2, what=f"alice's server\n{cluster.logs()}")
+        served = await wait_for(reached, timeout=30, interval=0.2, what=f"alice's server\n{profiles_cluster.logs()}")
         assert served.json()["user"] == "alice"
         env = json.loads((tmp_path / "big.json").read_text())
         assert env["SIZE"] == "big" and env["MEM_LIMIT"] == str(2 * 1024**3) and env["CPU_LIMIT"] == "2"

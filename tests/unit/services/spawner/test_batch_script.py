@@ -155,3 +155,29 @@ def test_the_proxy_target_is_the_listen_address_or_the_jobs_node() -> None:
     assert backend.target({"ip": "0.0.0.0", "port": 40000, "host": "node17"}) == "http://node17:40000"
     with pytest.raises(BatchError, match="no host yet"):
         backend.target({"ip": "0.0.0.0", "port": 40000, "job_id": "7"})
+
+
+@pytest.mark.parametrize(("user", "why"), [
+    ("root", "uid 0"),  # a hub user named as the superuser: `sudo -u root sbatch` would run the job as root
+    ("#0", "not a valid Unix account name"),  # sudo's `-u #uid` syntax: uid 0 again
+    ("-x", "not a valid Unix account name"),
+    ("daemon", "outside spawner.system_user.uid_range"),  # a system account (uid 1), as a hub user's name
+])
+async def test_a_job_never_runs_as_root_or_as_a_sudo_uid(user: str, why: str) -> None:
+    from fleethub.services.spawner.backends.batch import BatchBackend, BatchError
+    from fleethub.shared.settings import load_settings
+
+    settings = load_settings(None)
+    # the submit command would succeed: only the account check stands between the user and a root job
+    config = settings.spawner.model_copy(update={"batch": settings.spawner.batch.model_copy(
+        update={"submit_cmd": "true", "exec_prefix": "env FH_AS={username}"})})
+    spec = ServerSpec(user=user, server_name="", spawn_id="s" * 20, prefix="/user/x/", env={}, config=config)
+    backend = BatchBackend(settings)
+    with pytest.raises(BatchError, match=why):  # a bad name already in the identity (a stop's commands use it)
+        await backend.start(spec, backend.identity(spec))
+
+
+def test_any_hub_name_when_jobs_run_as_the_worker() -> None:
+    from fleethub.services.spawner.backends.batch import unix_account
+
+    assert unix_account(config(exec_prefix=""), "a@b.example") == "a@b.example"

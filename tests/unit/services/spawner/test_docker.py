@@ -64,6 +64,7 @@ def test_volumes_limits_and_the_create_request() -> None:
     host = body["HostConfig"]
     assert host["NetworkMode"] == "host" and host["ShmSize"] == 1024 and host["Memory"] == 1024**3
     assert host["Binds"] == ["/data/bob:/home/bob/data:ro", "vol-bob:/srv"]
+    assert host["CapDrop"] == ["NET_RAW"]  # no capture of the host's loopback traffic
 
 
 def test_an_empty_cmd_runs_the_images_own() -> None:

@@ -49,3 +49,17 @@ def test_the_helper_never_execs_as_root(capsys: pytest.CaptureFixture[str]) -> N
     assert as_root.returncode == 126 and "refusing" in as_root.stderr, as_root
     assert asuser.main(["exec", "--as", "nonsense", "--", "/bin/true"]) == 126
     assert asuser.main(["bogus"]) == 2
+
+
+@pytest.mark.parametrize("account", ["daemon", "nobody"])
+def test_system_accounts_never_run_a_users_server(account: str) -> None:
+    import pwd
+
+    from fleethub.services.spawner.backends.system_user import _checked
+
+    pw = pwd.getpwnam(account)  # uid 1 and 65534 on Debian: outside the default [1000, 60000)
+    with pytest.raises(AccountRefused, match=rf"account '{account}': it has uid {pw.pw_uid}, outside "
+                                             r"spawner.system_user.uid_range \[1000, 60000\)"):
+        _checked(pw, account, SystemUserSettings().uid_range)
+    if os.path.isdir(pw.pw_dir):  # (nobody's home does not exist: refused for that too)
+        assert _checked(pw, account, (0, 70000)).uid == pw.pw_uid  # a site whose users have low uids says so
