@@ -7,6 +7,7 @@ Needs root, `useradd`/`userdel` (Debian `passwd`) and, for the mediator, `sudo` 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -108,14 +109,21 @@ def _grants() -> Iterator[dict[str, dict[str, Any]]]:
             registry: dict[str, dict[str, Any]] = json.loads(GRANTS.read_text()) if GRANTS.exists() else {}
         except ValueError:
             registry = {}
-        for entry in registry.values():  # holders that died without releasing
+        for key, entry in list(registry.items()):  # holders that died without releasing
             entry["holders"] = [pid for pid in entry["holders"] if pid_alive(pid)]
+            if not entry["holders"]:  # nobody holds it any more: its mode is restored now
+                del registry[key]
+                with contextlib.suppress(FileNotFoundError):
+                    Path(key).chmod(entry["mode"])
         yield registry
         GRANTS.write_text(json.dumps(registry))
 
 
 def _loosen(path: Path, bits: int, registry: dict[str, dict[str, Any]], changed: dict[Path, int]) -> None:
     mode = stat.S_IMODE(path.lstat().st_mode)
+    if path in changed:  # this grant holds it already (an ancestor of several of its paths): one hold, one release
+        path.chmod(mode | bits)
+        return
     entry = registry.get(str(path))
     if entry is None and mode & bits == bits:
         return
