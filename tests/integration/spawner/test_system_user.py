@@ -260,7 +260,9 @@ async def test_a_marker_faked_by_another_account_is_not_the_server(
             fake.wait()
 
 
-WORKER_SCRIPT = r"""
+# a worker's first steps in a process of its own (job: JSON on argv[1]): its settings, the spawn's spec, the
+# system-user backend and the identity it plans; each script below goes on from there
+WORKER_HEAD = r"""
 import asyncio, json, sys, time
 from pathlib import Path
 import httpx
@@ -277,7 +279,9 @@ async def main(job):
                       log_path=Path(job["data_dir"]) / "server.log")
     backend = load_backend(settings, "system-user")
     identity = backend.identity(spec)
-    t0 = time.monotonic()
+"""
+
+WORKER_SCRIPT = WORKER_HEAD + r"""    t0 = time.monotonic()
     state = await backend.start(spec, identity)
     url = backend.target(state) + spec.prefix + "api"
     async with httpx.AsyncClient() as client:
@@ -464,23 +468,7 @@ async def _rest_api_and_proxy(tmp_path: Path, nats_url: str, database_url: str, 
             await engine.dispose()
 
 
-OWN_ACCOUNT_SCRIPT = r"""
-import asyncio, json, sys
-from pathlib import Path
-from fleethub.services.spawner.backends import ServerSpec, load_backend
-from fleethub.services.spawner.env import server_env
-from fleethub.shared.names import server_prefix
-from fleethub.shared.settings import load_settings
-
-async def main(job):
-    settings = load_settings(None, data_dir=Path(job["data_dir"]), spawner=job["spawner"])
-    user, spawn_id = job["user"], job["spawn_id"]
-    spec = ServerSpec(user=user, server_name="", spawn_id=spawn_id, prefix=server_prefix(user, ""),
-                      env=server_env(settings, "k" * 40, user, "", spawn_id), config=settings.spawner,
-                      log_path=Path(job["data_dir"]) / "server.log")
-    backend = load_backend(settings, "system-user")
-    identity = backend.identity(spec)
-    try:
+OWN_ACCOUNT_SCRIPT = WORKER_HEAD + r"""    try:
         state = await backend.start(spec, identity)
     except Exception as exc:
         print(json.dumps({"refused": str(exc)}), flush=True)
