@@ -25,7 +25,7 @@ The JSON Schemas in `docs/events/` are the contract for external consumers: fiel
 
 | name | kind | holds |
 |---|---|---|
-| `<NS>_CMD` | stream, work-queue retention, file storage, discard new, 2 min duplicate window, atomic batches allowed | commands `<ns>.cmd.>`; one durable pull consumer `spawner` shared by every spawner worker |
+| `<NS>_CMD` | stream, work-queue retention, file storage, discard new, 2 min duplicate window, atomic batches allowed | commands `<ns>.cmd.<backend>.<type>.<user>.<server>`; one durable pull consumer per backend (`spawner-<backend>`, filter `<ns>.cmd.<backend>.>`) shared by the workers serving that backend |
 | `<NS>_EVENTS` | stream, limits retention (7 days), file storage, 2 min duplicate window, atomic batches allowed | events `<ns>.evt.>`; attach your own durable consumer (as the `events` identity, below) |
 | `<ns>_routes` | KV bucket, history 1 | the route table: key `user.<user>.<server>`, value `Route` |
 | `<ns>_registry` | KV bucket, TTL 6 s, memory | live auth/api replicas: key `<service>.<replica>`, value `RegistryEntry` |
