@@ -15,25 +15,23 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    PlainSerializer,
-    SecretStr,
-    SerializationInfo,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from fleethub.shared.authenticator_settings import (
+    GitHubSettings,
+    LdapSettings,
+    OAuthSettings,
+    PamSettings,
+    PasswordSettings,
+)
 from fleethub.shared.backend_settings import BatchSettings, DockerSettings, Profile, SystemUserSettings, parse_size
 from fleethub.shared.errors import BadRequest, ConfigError
 from fleethub.shared.names import normalize_username
 from fleethub.shared.scopes import allowed_scope_problem
+from fleethub.shared.secret import _REVEAL_SECRETS, Secret
 
 ENV_PREFIX = "FLEETHUB_"
 NESTED_DELIMITER = "__"
@@ -49,24 +47,6 @@ FAULT_VAR = ENV_PREFIX + "FAULT"
 # JupyterHub's LocalProcessSpawner.env_keep (jupyterhub 6.1; the base Spawner keeps only JUPYTERHUB_SINGLEUSER_APP)
 ENV_KEEP_DEFAULT = ("CONDA_DEFAULT_ENV", "CONDA_ROOT", "JUPYTERHUB_SINGLEUSER_APP", "LANG", "LC_ALL",
                     "LD_LIBRARY_PATH", "PATH", "PYTHONPATH", "VIRTUAL_ENV")
-
-_REVEAL_SECRETS = "reveal_secrets"  # serialization context key: only `settings_json` sets it
-
-
-def _secret_json(value: SecretStr, info: SerializationInfo) -> str:
-    context = info.context
-    if isinstance(context, dict) and context.get(_REVEAL_SECRETS):
-        return value.get_secret_value()
-    return str(value)  # masked, as pydantic dumps a SecretStr
-
-
-Secret = Annotated[SecretStr, PlainSerializer(_secret_json, when_used="json")]
-"""A `SecretStr` masked in every JSON dump except the one `settings_json` makes for a child process.
-
-Every secret setting has this type: a plain `SecretStr` would reach the child masked (the round-trip
-test in tests/unit/shared/test_settings.py fails for it).
-"""
-
 
 def crypt_key_bytes(text: str) -> bytes:
     """The 32 raw bytes of an `auth.crypt_key` key, given as JupyterHub accepts it: base64 (44 characters,
@@ -111,7 +91,9 @@ class ListenSettings(_Section):
 class AuthSettings(ListenSettings):
     """The auth service: authenticators, login/logout, sessions."""
 
-    authenticator: str = Field("password", description="Authenticator: 'password' or 'dummy' (or an entry point).")
+    authenticator: str = Field(
+        "password", description="Authenticator: 'password', 'oauth', 'github', 'ldap', 'pam', 'dummy' "
+                                "(development only), an entry point of fleethub.authenticators, or 'module:Class'.")
     dummy_password: Secret | None = Field(
         None, description="Shared password of the dummy authenticator (development only; required to use it)."
     )
@@ -163,6 +145,40 @@ class AuthSettings(ListenSettings):
         300.0, gt=0, description="Longest wait of one client address.")
     throttle_forget_seconds: float = Field(
         3600.0, gt=0, description="Failures older than this (with none since) are forgotten.")
+
+    allow_all: bool | None = Field(
+        None, description="Everyone who authenticates may log in (JupyterHub 5's allow_all); default: true "
+                          "for 'dummy' without allowed_users, else false.")
+    allow_existing_users: bool | None = Field(
+        None, description="Users already in the hub's database (made through the API or an earlier login) may "
+                          "log in; default: true when allowed_users is set, else false (JupyterHub 5's rule).")
+    allowed_groups: list[str] = Field(
+        default_factory=list, description="Members of these groups (as the authenticator reports them) may log in.")
+    admin_groups: list[str] = Field(
+        default_factory=list, description="Members of these groups (as the authenticator reports them) are admins.")
+    manage_groups: bool = Field(
+        False, description="The authenticator's groups are the user's hub groups: created and synced at every "
+                           "login and refresh (the API then refuses to change memberships).")
+    auto_login: bool = Field(
+        False, description="The login page sends the browser straight to the provider (redirect authenticators).")
+    enable_auth_state: bool = Field(
+        False, description="Keep what the authenticator knows of a user (tokens, attributes) in auth_state, "
+                           "encrypted with crypt_key, and hand it to the spawner before every spawn.")
+    refresh_pre_spawn: bool = Field(
+        False, description="Refresh the user's authentication (e.g. an OAuth token) before every spawn; a user "
+                           "whose refresh fails must log in again before the spawn goes ahead.")
+    auth_refresh_age: float = Field(
+        300.0, ge=0, description="Seconds after which a logged-in user's authentication is refreshed in the "
+                                 "background (0: never).")
+    post_auth_hook: str | None = Field(
+        None, description="Called after every successful authentication, before the allow rules: an entry point "
+                          "of fleethub.hooks or 'module:function' taking (authenticator, user) and returning the "
+                          "user (changed or not) or None to refuse.")
+    oauth: OAuthSettings = Field(default_factory=OAuthSettings, description="[auth.oauth] section.")
+    github: GitHubSettings = Field(default_factory=GitHubSettings, description="[auth.github] section.")
+    ldap: LdapSettings = Field(default_factory=LdapSettings, description="[auth.ldap] section.")
+    pam: PamSettings = Field(default_factory=PamSettings, description="[auth.pam] section.")
+    password: PasswordSettings = Field(default_factory=PasswordSettings, description="[auth.password] section.")
 
     @field_validator("admin_users", "allowed_users", "blocked_users")
     @classmethod

@@ -30,6 +30,7 @@ from fleethub.services.api.routes import (
 )
 from fleethub.services.api.users import reseal_auth_states
 from fleethub.services.api.waiters import Waiters
+from fleethub.shared.authenticators import load_authenticator
 from fleethub.shared.crypt import AuthStateCrypt
 from fleethub.shared.events import (
     AccessChanged,
@@ -54,6 +55,8 @@ from fleethub.shared.settings import ServiceSettings
 
 def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> FastAPI:
     """The api app; `advertise_url` is registered for the proxies (None: not registered, e.g. in tests)."""
+    # the api checks the credentials of token requests and refreshes users before spawns (refresh_pre_spawn)
+    authenticator = load_authenticator(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[ApiState]:
@@ -89,10 +92,12 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
                 settle_heap()  # a service process (not an app inside tests): see settle_heap
             try:
                 yield {"runtime": runtime, "waiters": waiters, "token_cache": cache, "scope_cache": scope_cache,
-                       "fast_reads": fast_reads, "token_use": token_use, "crypt": crypt}
+                       "fast_reads": fast_reads, "token_use": token_use, "crypt": crypt,
+                       "authenticator": authenticator}
             finally:
                 await token_use.flush()
                 fast_reads.close()
+                await authenticator.close()
 
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None, telemetry=NO_TELEMETRY)
     install_error_handlers(app)

@@ -11,6 +11,7 @@ from fleethub.services.api.activity import TokenUse
 from fleethub.services.api.credentials import api_identity, page_identity
 from fleethub.services.api.fastread import FastReads
 from fleethub.services.api.waiters import Waiters as _Waiters
+from fleethub.shared.authenticators import Authenticator
 from fleethub.shared.crypt import AuthStateCrypt
 from fleethub.shared.errors import Forbidden
 from fleethub.shared.http import DbSession, ReadSession, RuntimeDep
@@ -31,6 +32,7 @@ class ApiState(TypedDict):
     fast_reads: FastReads
     token_use: TokenUse
     crypt: AuthStateCrypt
+    authenticator: Authenticator
 
 
 async def _waiters(request: Request) -> _Waiters:

@@ -8,10 +8,12 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from fleethub.services.auth.deps import AuthState
-from fleethub.services.auth.routes import login, oauth, signup
-from fleethub.shared.authenticators import load_authenticator
+from fleethub.services.auth.routes import login, oauth, redirect, signup
+from fleethub.shared.authenticators import load_authenticator, warn_without_allow_rule
+from fleethub.shared.crypt import AuthStateCrypt
 from fleethub.shared.events import RegistryEntry
 from fleethub.shared.http import NO_TELEMETRY, CommonHeaders, install_error_handlers
+from fleethub.shared.logins import PostAuthHook
 from fleethub.shared.registry import announce
 from fleethub.shared.service import advertise_url as advertise_url_of
 from fleethub.shared.service import bind_socket, open_runtime, serve_app, settle_heap
@@ -21,6 +23,9 @@ from fleethub.shared.settings import ServiceSettings
 def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> FastAPI:
     """The auth app; `advertise_url` is registered for the proxies (None: not registered, e.g. in tests)."""
     authenticator = load_authenticator(settings)  # a bad name fails here, before serving
+    post_auth = PostAuthHook(settings)
+    crypt = AuthStateCrypt(settings.auth.crypt_keys)
+    warn_without_allow_rule(authenticator)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[AuthState]:
@@ -29,12 +34,16 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
                 entry = RegistryEntry(service="auth", replica=runtime.replica, url=advertise_url)
                 runtime.spawn(announce(runtime.bus, entry), "registry")
                 settle_heap()  # a service process (not an app inside tests): see settle_heap
-            yield {"runtime": runtime, "authenticator": authenticator}
+            try:
+                yield {"runtime": runtime, "authenticator": authenticator, "crypt": crypt, "post_auth": post_auth}
+            finally:
+                await authenticator.close()
 
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None, telemetry=NO_TELEMETRY)
     install_error_handlers(app)
     app.add_middleware(CommonHeaders)
     app.include_router(login.router)
+    app.include_router(redirect.router)
     app.include_router(signup.router)
     app.include_router(oauth.router)
     return app

@@ -7,10 +7,12 @@ from typing import Annotated, TypedDict
 from fastapi import Depends, Request
 
 from fleethub.shared.authenticators import Authenticator
+from fleethub.shared.crypt import AuthStateCrypt
 from fleethub.shared.http import DbSession, RuntimeDep
+from fleethub.shared.logins import PostAuthHook
 from fleethub.shared.service import Runtime as _Runtime
 
-__all__ = ["AuthState", "AuthenticatorDep", "DbSession", "Runtime"]
+__all__ = ["AuthState", "AuthenticatorDep", "CryptDep", "DbSession", "PostAuthDep", "Runtime"]
 
 
 class AuthState(TypedDict):
@@ -18,6 +20,8 @@ class AuthState(TypedDict):
 
     runtime: _Runtime
     authenticator: Authenticator
+    crypt: AuthStateCrypt
+    post_auth: PostAuthHook
 
 
 async def _authenticator(request: Request) -> Authenticator:
@@ -25,5 +29,17 @@ async def _authenticator(request: Request) -> Authenticator:
     return authenticator
 
 
+async def _crypt(request: Request) -> AuthStateCrypt:
+    crypt: AuthStateCrypt = request.state.crypt
+    return crypt
+
+
+async def _post_auth(request: Request) -> PostAuthHook:
+    hook: PostAuthHook = request.state.post_auth
+    return hook
+
+
 Runtime = RuntimeDep
 AuthenticatorDep = Annotated[Authenticator, Depends(_authenticator)]
+CryptDep = Annotated[AuthStateCrypt, Depends(_crypt)]
+PostAuthDep = Annotated[PostAuthHook, Depends(_post_auth)]

@@ -34,12 +34,19 @@ def _error(error: str) -> str:
     return f'<p class="err">{escape(error)}</p>' if error else ""
 
 
-def login_page(xsrf: str, next_url: str, *, error: str = "", username: str = "", signup: bool = False) -> str:
-    """The login form; `next_url` must already be validated (it is also escaped here)."""
-    action = f"/hub/login?next={quote(next_url, safe='/')}"
+def login_page(xsrf: str, next_url: str, *, error: str = "", username: str = "", signup: bool = False,
+               login_service: str = "") -> str:
+    """The login form, or (`login_service` set: a redirect login) the "Sign in with …" button; `next_url` must
+    already be validated (it is also escaped here)."""
+    query = f"?next={quote(next_url, safe='/')}"
+    if login_service:
+        href = escape(f"/hub/oauth_login{query}", quote=True)
+        return _page("Sign in", f"<h1>Sign in</h1>{_error(error)}"
+                     f'<p><a class="button" id="login-button" href="{href}">'
+                     f"Sign in with {escape(login_service)}</a></p>")
     link = '<p><a href="/hub/signup">Create an account</a></p>' if signup else ""
     return _page("Sign in", f"<h1>Sign in</h1>{_error(error)}"
-                 f"{_form(action, xsrf, username, 'Sign in', 'current-password')}{link}")
+                 f"{_form(f'/hub/login{query}', xsrf, username, 'Sign in', 'current-password')}{link}")
 
 
 def signup_page(xsrf: str, *, error: str = "", username: str = "", done: str = "") -> str:
@@ -51,9 +58,11 @@ def signup_page(xsrf: str, *, error: str = "", username: str = "", done: str = "
                  f"{_form('/hub/signup', xsrf, username, 'Create account', 'new-password')}")
 
 
-def error_page(status: int, message: str) -> str:
-    """An error of the auth pages (an OAuth request that can not be honoured)."""
-    return _page(str(status), f"<h1>{status}</h1>{_error(message)}<p><a href=\"/hub/home\">Home</a></p>")
+def error_page(status: int, message: str, *, retry: bool = False) -> str:
+    """An error of the auth pages (an OAuth request that can not be honoured, a refused login); `retry`:
+    offer to sign in again (as another user)."""
+    link = '<a href="/hub/login">Sign in again</a>' if retry else '<a href="/hub/home">Home</a>'
+    return _page(str(status), f"<h1>{status}</h1>{_error(message)}<p>{link}</p>")
 
 
 def consent_page(xsrf: str, what: str, fields: dict[str, str]) -> str:

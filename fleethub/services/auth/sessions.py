@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from fleethub.shared.accounts import ensure_user
+from fleethub.shared.authenticators import AuthUser
+from fleethub.shared.crypt import AuthStateCrypt
 from fleethub.shared.db.models import ApiToken, LoginSession, User
 from fleethub.shared.events import UserLoggedIn, UserLoggedOut, utcnow
 from fleethub.shared.identity import create_login_session, end_login_session
+from fleethub.shared.logins import record_user
 from fleethub.shared.outbox import enqueue
 from fleethub.shared.settings import ServiceSettings
 
@@ -21,20 +23,21 @@ class Login:
 
     cookie: str
     session_id: str
+    name: str
 
 
-async def log_in(session: AsyncSession, settings: ServiceSettings, name: str, authenticator: str) -> Login:
-    """Record a successful login of `name`: user row (admin per `auth.admin_users`), session, event."""
-    admins = set(settings.auth.admin_users)  # normalized when settings load
-    # admin_users grants admin; users outside it keep whatever admin flag the API gave them
-    user_id = await ensure_user(session, name, True if name in admins else None)
+async def log_in(session: AsyncSession, settings: ServiceSettings, crypt: AuthStateCrypt, user: AuthUser,
+                 admin: bool | None, authenticator: str) -> Login:
+    """Record a successful, allowed login of `user`: its row (`admin`: the rules' flag, None: as it is), its
+    auth_state and groups (`fleethub.shared.logins.record_user`), a session and the event."""
+    user_id = await record_user(session, settings, crypt, user, admin)
     # expired sessions are never read again; drop this user's while we are here
     await session.execute(
         delete(LoginSession).where(LoginSession.user_id == user_id, LoginSession.expires_at < utcnow())
     )
     cookie, sid = await create_login_session(session, user_id, settings.auth.cookie_max_age_days)
-    enqueue(session, UserLoggedIn(name=name, authenticator=authenticator), settings.nats_namespace, origin="auth")
-    return Login(cookie, sid)
+    enqueue(session, UserLoggedIn(name=user.name, authenticator=authenticator), settings.nats_namespace, origin="auth")
+    return Login(cookie, sid, user.name)
 
 
 async def log_out(session: AsyncSession, settings: ServiceSettings, cookie: str | None) -> str | None:

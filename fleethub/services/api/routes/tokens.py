@@ -15,8 +15,8 @@ from fleethub.services.api.models import token_model
 from fleethub.services.api.queries import get_user
 from fleethub.services.api.schemas import TokenCreate, parse_body
 from fleethub.services.api.tokens import create_token, get_token, list_tokens, revoke_token
-from fleethub.shared.authenticators import allowed, load_authenticator
-from fleethub.shared.errors import BadRequest, Forbidden, TooManyRequests
+from fleethub.shared.authenticators import Authenticator, LoginRefused, as_user, decide
+from fleethub.shared.errors import BadRequest, Forbidden, NotFound, TooManyRequests
 from fleethub.shared.http import client_address
 from fleethub.shared.identity import Identity, TokenCache
 from fleethub.shared.names import normalize_username
@@ -44,12 +44,17 @@ async def _credentials(request: Request, runtime: Runtime, session: AsyncSession
         if wait:
             message, seconds = retry_message(wait)
             raise TooManyRequests(message, retry_after=seconds)
-    authenticator = load_authenticator(runtime.settings)
-    async with session.begin():  # the user row stays locked (no rename or delete) while we read it
-        who = await authenticator.authenticate(session, body.auth.username, body.auth.password)
-        user = await get_user(session, who) if who == name and allowed(runtime.settings, who) else None
-        if user is not None:
-            await succeeded(session, attempt)
+    authenticator: Authenticator = request.state.authenticator
+    try:
+        async with session.begin():  # the user row stays locked (no rename or delete) while we read it
+            who = as_user(authenticator, await authenticator.authenticate(session, body.auth.username,
+                                                                          body.auth.password))
+            ok = who is not None and who.name == name and decide(authenticator, who, exists=True).allowed
+            user = await get_user(session, name) if ok else None
+            if user is not None:
+                await succeeded(session, attempt)
+    except (LoginRefused, NotFound):  # a redirect login has no password to check; or no such user
+        user = None
     if user is None:
         if runtime.settings.auth.login_throttle:
             async with session.begin():

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from fleethub.services.auth.deps import AuthenticatorDep, DbSession, Runtime
+from fleethub.services.auth.deps import AuthenticatorDep, CryptDep, DbSession, PostAuthDep, Runtime
 from fleethub.services.auth.pages import login_page
-from fleethub.services.auth.sessions import log_in, log_out
+from fleethub.services.auth.sessions import Login, log_in, log_out
 from fleethub.services.auth.xsrf import anonymous_form, check_anonymous_form, clear_presession_cookie
-from fleethub.shared.authenticators import allowed
+from fleethub.shared.authenticators import Authenticator, AuthUser, LoginRefused, as_user, decide
+from fleethub.shared.crypt import AuthStateCrypt
 from fleethub.shared.errors import BadRequest
 from fleethub.shared.health import health_report
 from fleethub.shared.http import client_address
@@ -26,6 +29,7 @@ from fleethub.shared.identity import (
     set_xsrf_cookie,
     validate_next,
 )
+from fleethub.shared.logins import PostAuthHook, user_exists
 from fleethub.shared.names import normalize_username
 from fleethub.shared.throttle import Attempt, admit, failed, retry_message, succeeded
 
@@ -34,19 +38,34 @@ router = APIRouter()
 EXPIRED_FORM = "Your session expired or the form was not sent from this site; please try again."
 
 
-def _form_page(request: Request, runtime: Runtime, next_url: str, status: int = 200, error: str = "",
-               username: str = "") -> Response:
-    signup = runtime.settings.auth.open_signup
+def _form_page(request: Request, runtime: Runtime, authenticator: Authenticator, next_url: str, status: int = 200,
+               error: str = "", username: str = "") -> Response:
+    auth = runtime.settings.auth
+    signup = auth.open_signup or (authenticator.name == "password" and auth.password.enable_signup)
+    service = login_service(authenticator)
     return anonymous_form(request, runtime, lambda xsrf: login_page(xsrf, next_url, error=error, username=username,
-                                                                    signup=signup), status)
+                                                                    signup=signup, login_service=service), status)
+
+
+def login_service(authenticator: Authenticator) -> str:
+    """The name on the "Sign in with …" button of a redirect login ('' for a form login)."""
+    return authenticator.login_service if authenticator.redirects else ""
+
+
+def oauth_login_url(next_url: str) -> str:
+    """Where the login button of a redirect login leads."""
+    return f"/hub/oauth_login?next={quote(next_url, safe='/')}"
 
 
 @router.get("/hub/login")
-async def login_form(request: Request, runtime: Runtime, session: DbSession, next: str = "") -> Response:
+async def login_form(request: Request, runtime: Runtime, session: DbSession, authenticator: AuthenticatorDep,
+                     next: str = "") -> Response:
     next_url = validate_next(next, runtime.settings.hub_public_url)
     if await identity_from_cookie(session, request.cookies.get(LOGIN_COOKIE)) is not None:
         return RedirectResponse(next_url, status_code=302)
-    return _form_page(request, runtime, next_url)
+    if authenticator.redirects and runtime.settings.auth.auto_login:
+        return RedirectResponse(oauth_login_url(next_url), status_code=302)
+    return _form_page(request, runtime, authenticator, next_url)
 
 
 @router.post("/hub/login")
@@ -55,6 +74,8 @@ async def login(
     runtime: Runtime,
     session: DbSession,
     authenticator: AuthenticatorDep,
+    crypt: CryptDep,
+    post_auth: PostAuthDep,
     username: str = Form("", max_length=1000),
     password: str = Form("", max_length=1000),
     xsrf: str = Form("", alias="_xsrf", max_length=500),
@@ -65,35 +86,68 @@ async def login(
     refused = check_anonymous_form(request, runtime.secret_key, settings.hub_public_url, xsrf)
     if refused is not None:
         log.warning("login form refused: %s", refused)
-        return _form_page(request, runtime, next_url, 403, EXPIRED_FORM)
+        return _form_page(request, runtime, authenticator, next_url, 403, EXPIRED_FORM)
     try:
         attempt = Attempt(normalize_username(username), client_address(request))
     except BadRequest as exc:
-        return _form_page(request, runtime, next_url, 400, exc.message)
-    if (throttled := await _throttled(request, runtime, session, attempt, next_url, username)) is not None:
+        return _form_page(request, runtime, authenticator, next_url, 400, exc.message)
+    throttled = await _throttled(request, runtime, session, authenticator, attempt, next_url, username)
+    if throttled is not None:
         return throttled
-    async with session.begin():
-        # one transaction: the password's user row stays locked (no rename or delete) until the session exists
-        name = await authenticator.authenticate(session, username, password)
-        done = await log_in(session, settings, name, authenticator.name) if name and allowed(settings, name) else None
-        if done is not None:
-            await succeeded(session, attempt)
-    if name is None or done is None:
+    if authenticator.redirects:
+        return RedirectResponse(oauth_login_url(next_url), status_code=303)
+    try:
+        async with session.begin():
+            # one transaction: the password's user row stays locked (no rename or delete) until the session exists
+            answer = await authenticator.authenticate(session, username, password)
+            outcome = await complete_login(request, runtime, session, authenticator, crypt, post_auth,
+                                           as_user(authenticator, answer))
+            if isinstance(outcome, Login):
+                await succeeded(session, attempt)
+    except LoginRefused as exc:
         await _failed(runtime, session, attempt)
-        log.info("failed login for %r", username[:64])
-        return _form_page(request, runtime, next_url, 403, "Invalid username or password", username[:255])
+        log.info("login of %r refused by the authenticator: %s", username[:64], exc.message)
+        return _form_page(request, runtime, authenticator, next_url, exc.status, exc.message, username[:255])
+    if not isinstance(outcome, Login):
+        await _failed(runtime, session, attempt)
+        log.info("failed login for %r: %s", username[:64], outcome)
+        return _form_page(request, runtime, authenticator, next_url, 403, "Invalid username or password",
+                          username[:255])
+    return logged_in(runtime, outcome, next_url)
+
+
+async def complete_login(request: Request, runtime: Runtime, session: AsyncSession, authenticator: Authenticator,
+                         crypt: AuthStateCrypt, post_auth: PostAuthHook, user: AuthUser | None) -> Login | str:
+    """After the authenticator accepted `user` (None: it refused): the post-auth hook, the allow rules, and
+    the login recorded in `session`'s transaction. The new login, or why it was refused (for the log)."""
+    if user is None:
+        return "wrong credentials"
+    hooked = await post_auth(authenticator, user)
+    if hooked is None:
+        return f"{user.name}: refused by auth.post_auth_hook"
+    user = as_user(authenticator, hooked)
+    if user is None:
+        return "auth.post_auth_hook returned an invalid user name"
+    verdict = decide(authenticator, user, exists=await user_exists(session, user.name))
+    if not verdict.allowed:
+        return f"{user.name}: {verdict.reason}"
+    return await log_in(session, runtime.settings, crypt, user, verdict.admin, authenticator.name)
+
+
+def logged_in(runtime: Runtime, done: Login, next_url: str) -> Response:
+    """The answer to a successful login: the cookies, and on to `next_url`."""
     runtime.relay.kick()
-    secure = secure_cookies(settings.hub_public_url)
+    secure = secure_cookies(runtime.settings.hub_public_url)
     response = RedirectResponse(next_url, status_code=302)
-    set_login_cookies(response, done.cookie, done.session_id, settings.auth.cookie_max_age_days, secure)
+    set_login_cookies(response, done.cookie, done.session_id, runtime.settings.auth.cookie_max_age_days, secure)
     set_xsrf_cookie(response, new_xsrf(runtime.secret_key, done.session_id), secure)  # bound to the new session
     clear_presession_cookie(response)
-    log.info("user %s logged in", name)
+    log.info("user %s logged in", done.name)
     return response
 
 
-async def _throttled(request: Request, runtime: Runtime, session: DbSession, attempt: Attempt, next_url: str,
-                     username: str) -> Response | None:
+async def _throttled(request: Request, runtime: Runtime, session: DbSession, authenticator: Authenticator,
+                     attempt: Attempt, next_url: str, username: str) -> Response | None:
     """The 429 page if this name or address must wait (the password is then not checked), else None."""
     if not runtime.settings.auth.login_throttle:
         return None
@@ -103,7 +157,7 @@ async def _throttled(request: Request, runtime: Runtime, session: DbSession, att
         return None
     message, seconds = retry_message(wait)
     log.info("throttled login for %r from %s", username[:64], attempt.client)
-    page = _form_page(request, runtime, next_url, 429, message, username[:255])
+    page = _form_page(request, runtime, authenticator, next_url, 429, message, username[:255])
     page.headers["Retry-After"] = str(seconds)
     return page
 

@@ -12,7 +12,6 @@ from fleethub.services.auth.pages import signup_page
 from fleethub.services.auth.routes.login import EXPIRED_FORM
 from fleethub.services.auth.xsrf import anonymous_form, check_anonymous_form
 from fleethub.shared.accounts import create_account
-from fleethub.shared.authenticators import allowed
 from fleethub.shared.errors import FleethubError, NotFound
 
 log = logging.getLogger(__name__)
@@ -54,8 +53,8 @@ async def signup(
     try:
         async with session.begin():
             name = await create_account(session, username, password)
-            admins = set(runtime.settings.auth.admin_users)
-            if not allowed(runtime.settings, name) or name in admins:  # raising rolls the account back
+            auth = runtime.settings.auth
+            if name in auth.blocked_users or name in auth.admin_users:  # raising rolls the account back
                 raise FleethubError("This user name may not sign up.", status=403)
     except FleethubError as exc:
         return _page(request, runtime, exc.status, exc.message, username[:255])

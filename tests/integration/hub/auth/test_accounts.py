@@ -195,7 +195,8 @@ async def test_login_holds_off_a_rename_until_it_is_recorded(hub: Hub) -> None:
     admin = await hub.headers_for("admin", admin=True)
     async with hub.sessions() as login:
         await login.begin()
-        assert await PasswordAuthenticator(hub.settings).authenticate(login, "frank", "frank-password") == "frank"
+        found = await PasswordAuthenticator(hub.settings).authenticate(login, "frank", "frank-password")
+        assert found is not None and found.name == "frank"
         rename = asyncio.create_task(hub.client.patch("/hub/api/users/frank", json={"name": "frank2"}, headers=admin))
         await asyncio.sleep(0.5)
         assert not rename.done()  # FOR KEY SHARE on frank's row holds off the change of its unique name

@@ -140,11 +140,17 @@ async def test_dummy_authenticator(tmp_path: Path, nats_url: str, database_url: 
 
 
 async def test_allowed_users(tmp_path: Path, nats_url: str, database_url: str, nats_namespace: str) -> None:
-    settings = hub_settings(tmp_path, nats_url, database_url, nats_namespace, auth={"allowed_users": ["Bob"]})
+    strict = {"allowed_users": ["Bob"], "allow_existing_users": False}
+    settings = hub_settings(tmp_path, nats_url, database_url, nats_namespace, auth=strict)
     async with running_hub(settings) as hub:
-        assert (await hub.login(hub.client, "alice")).status_code == 403
+        r = await hub.login(hub.client, "alice")  # a password account, but not in the list
+        assert r.status_code == 403 and "Invalid username or password" in r.text
         async with hub.new_client() as other:
             assert (await hub.login(other, "admin")).status_code == 302  # admins are always allowed
+    # JupyterHub 5's default with allowed_users: users the hub already has are let in too
+    settings = hub_settings(tmp_path, nats_url, database_url, nats_namespace, auth={"allowed_users": ["Bob"]})
+    async with running_hub(settings) as hub:
+        assert (await hub.login(hub.client, "alice")).status_code == 302
 
 
 async def test_secure_cookies_behind_https(tmp_path: Path, nats_url: str, database_url: str,
