@@ -6,8 +6,6 @@ its environment variable. Option names follow JupyterHub's where the meaning is 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
 import ipaddress
 import json
@@ -31,7 +29,7 @@ from fleethub.shared.backend_settings import BatchSettings, DockerSettings, Prof
 from fleethub.shared.errors import BadRequest, ConfigError
 from fleethub.shared.names import normalize_username
 from fleethub.shared.scopes import allowed_scope_problem
-from fleethub.shared.secret import _REVEAL_SECRETS, Secret
+from fleethub.shared.secret import _REVEAL_SECRETS, Secret, crypt_key_bytes
 
 ENV_PREFIX = "FLEETHUB_"
 NESTED_DELIMITER = "__"
@@ -47,32 +45,6 @@ FAULT_VAR = ENV_PREFIX + "FAULT"
 # JupyterHub's LocalProcessSpawner.env_keep (jupyterhub 6.1; the base Spawner keeps only JUPYTERHUB_SINGLEUSER_APP)
 ENV_KEEP_DEFAULT = ("CONDA_DEFAULT_ENV", "CONDA_ROOT", "JUPYTERHUB_SINGLEUSER_APP", "LANG", "LC_ALL",
                     "LD_LIBRARY_PATH", "PATH", "PYTHONPATH", "VIRTUAL_ENV")
-
-def crypt_key_bytes(text: str) -> bytes:
-    """The 32 raw bytes of an `auth.crypt_key` key, given as JupyterHub accepts it: base64 (44 characters,
-    URL-safe or standard alphabet), hex (64 characters), or 32 characters as they are.
-
-    Raises:
-        ValueError: not 32 bytes in any of those forms (the message never repeats the key).
-    """
-    text = text.strip()
-    raw = text.encode()
-    if len(raw) == 44:
-        try:
-            decoded = base64.b64decode(raw.replace(b"-", b"+").replace(b"_", b"/"), validate=True)
-        except binascii.Error:
-            decoded = b""
-        if len(decoded) == 32:
-            return decoded
-    elif len(raw) == 64:
-        try:
-            return bytes.fromhex(text)
-        except ValueError:
-            pass
-    if len(raw) != 32:
-        raise ValueError("is not 32 bytes, base64 (44 characters) or hex (64 characters) encoded")
-    return raw
-
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -25,16 +25,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleethub.shared.errors import BadRequest
 from fleethub.shared.names import normalize_username
 from fleethub.shared.settings import ServiceSettings
-
-if TYPE_CHECKING:
-    from fleethub.services.spawner.backends.base import ServerSpec
 
 
 @dataclass(frozen=True)
@@ -150,8 +147,9 @@ class Authenticator:
         log in again: their login sessions end)."""
         return True
 
-    async def pre_spawn_start(self, user: AuthUser, spec: ServerSpec) -> ServerSpec | None:
-        """In the spawner worker, before the backend plans the server: a changed spec (e.g. environment
+    async def pre_spawn_start(self, user: AuthUser, spec: Any) -> Any:
+        """In the spawner worker, before the backend plans the server: `spec` is the spawn's `ServerSpec`
+        (fleethub.services.spawner.backends); return a changed one (`dataclasses.replace(spec, env=...)`, e.g.
         from `user.auth_state`) or None to leave it. An exception fails the spawn with its message."""
         return None
 
