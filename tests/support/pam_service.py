@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 
 import pamela
 
@@ -113,7 +114,7 @@ def threads_in_pam() -> int:
     here = pamela.authenticate.__code__
     count = 0
     for frame in sys._current_frames().values():
-        walk = frame
+        walk: FrameType | None = frame
         while walk is not None and walk.f_code is not here:
             walk = walk.f_back
         count += walk is not None
