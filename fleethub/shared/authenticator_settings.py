@@ -4,9 +4,10 @@ ldapauthenticator, JupyterHub's PAMAuthenticator, NativeAuthenticator) where the
 
 from __future__ import annotations
 
+import codecs
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fleethub.shared.secret import Secret
 
@@ -89,11 +90,25 @@ class PamSettings(_Section):
     """`[auth.pam]`: the host's Unix accounts through PAM (JupyterHub's PAMAuthenticator)."""
 
     service: str = Field("login", description="PAM service (a file in /etc/pam.d) that checks the password.")
-    open_sessions: bool = Field(False, description="Open a PAM session at login and close it at logout.")
+    open_sessions: bool = Field(
+        False, description="Open a PAM session at login and close it at logout (/hub/logout; a session that expires "
+                           "or ends otherwise is not closed).")
     check_account: bool = Field(True, description="Also run PAM's account check (expired or locked accounts).")
     admin_groups: list[str] = Field(default_factory=list, description="Members of these Unix groups are admins.")
     allowed_groups: list[str] = Field(default_factory=list, description="Members of these Unix groups may log in.")
     encoding: str = Field("utf8", description="Encoding of user names and passwords handed to PAM.")
+    max_concurrent: int = Field(
+        4, ge=1, le=64, description="PAM calls in flight at once (each holds a thread, a failed password 2–3 s "
+                                    "with pam_faildelay); further logins wait for a free one.")
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown encoding {value!r}") from None
+        return value
 
 
 class PasswordSettings(_Section):

@@ -153,5 +153,15 @@ class Authenticator:
         from `user.auth_state`) or None to leave it. An exception fails the spawn with its message."""
         return None
 
+    async def logged_in(self, name: str) -> None:
+        """After a login of `name` was recorded (the auth service, form and redirect logins alike): what the
+        authenticator does when a login session begins (PAM: open a session). Errors are logged; the login
+        stands."""
+
+    async def logged_out(self, name: str) -> None:
+        """After `/hub/logout` ended one of `name`'s login sessions: the counterpart of `logged_in` (PAM: close
+        the session). Sessions that expire, or end by a refresh or an admin, do not come here. Errors are
+        logged; the logout stands."""
+
     async def close(self) -> None:
         """Release what the authenticator holds (HTTP clients, connections)."""

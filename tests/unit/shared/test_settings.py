@@ -198,6 +198,7 @@ SHAPED: dict[str, Any] = {
     "spawner.mem_guarantee": "1.5G",
     "spawner.system_user.mediator": ["sudo", "-n", "-E", "-u", "{username}", "--"],
     "spawner.profiles.slug": "walk-profile",
+    "auth.pam.encoding": "latin-1",
     "spawner.profiles.overrides": {"cpu_limit": 2.0, "docker": {"image": "walk/image"}},
 }
 DICT_KEYS = {"custom_scopes": "custom:walk:read"}

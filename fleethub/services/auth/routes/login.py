@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -113,6 +114,7 @@ async def login(
         log.info("failed login for %r: %s", username[:64], outcome)
         return _form_page(request, runtime, authenticator, next_url, 403, "Invalid username or password",
                           username[:255])
+    await tell_authenticator(authenticator.logged_in, outcome.name)
     return logged_in(runtime, outcome, next_url)
 
 
@@ -132,6 +134,15 @@ async def complete_login(request: Request, runtime: Runtime, session: AsyncSessi
     if not verdict.allowed:
         return f"{user.name}: {verdict.reason}"
     return await log_in(session, runtime.settings, crypt, user, verdict.admin, authenticator.name)
+
+
+async def tell_authenticator(hook: Callable[[str], Awaitable[None]], name: str) -> None:
+    """Run the authenticator's `logged_in` / `logged_out` for `name` once the login or logout is committed; its
+    errors are logged, the login or logout stands."""
+    try:
+        await hook(name)
+    except Exception:
+        log.exception("the authenticator's %s failed for %s", hook.__name__, name)
 
 
 def logged_in(runtime: Runtime, done: Login, next_url: str) -> Response:
@@ -169,12 +180,13 @@ async def _failed(runtime: Runtime, session: DbSession, attempt: Attempt) -> Non
 
 
 @router.get("/hub/logout")
-async def logout(request: Request, runtime: Runtime, session: DbSession) -> Response:
+async def logout(request: Request, runtime: Runtime, session: DbSession, authenticator: AuthenticatorDep) -> Response:
     async with session.begin():
         name = await log_out(session, runtime.settings, request.cookies.get(LOGIN_COOKIE))
     if name is not None:
         runtime.relay.kick()
         log.info("user %s logged out", name)
+        await tell_authenticator(authenticator.logged_out, name)
     response = RedirectResponse("/hub/login", status_code=302)
     clear_login_cookies(response, secure_cookies(runtime.settings.hub_public_url))
     return response

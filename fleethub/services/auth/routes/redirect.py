@@ -24,7 +24,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from fleethub.services.auth.deps import AuthenticatorDep, CryptDep, DbSession, PostAuthDep, Runtime
 from fleethub.services.auth.pages import error_page
-from fleethub.services.auth.routes.login import complete_login, logged_in
+from fleethub.services.auth.routes.login import complete_login, logged_in, tell_authenticator
 from fleethub.services.auth.sessions import Login
 from fleethub.shared.authenticators import Authenticator, LoginRefused, as_user
 from fleethub.shared.identity import secure_cookies, validate_next
@@ -132,6 +132,7 @@ async def oauth_callback(request: Request, runtime: Runtime, session: DbSession,
         log.info("login refused: %s", outcome)
         return _error(403, f"User {user.name} is not allowed to use this hub. Ask its administrators for access, "
                            "or sign in as someone else.")
+    await tell_authenticator(authenticator.logged_in, outcome.name)
     response = logged_in(runtime, outcome, validate_next(str(kept.get("n") or ""), runtime.settings.hub_public_url))
     response.delete_cookie(STATE_COOKIE, path="/hub/")
     return response
