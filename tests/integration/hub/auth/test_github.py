@@ -8,6 +8,7 @@ import html
 import json
 import re
 import secrets
+import socket
 import statistics
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -20,6 +21,7 @@ import httpx
 import pytest
 from sqlalchemy import select, text
 
+from fleethub.shared.authenticators import AuthUser, LoginRefused
 from fleethub.shared.authenticators.github import GitHubAuthenticator
 from fleethub.shared.crypt import AuthStateCrypt
 from fleethub.shared.db.models import Group, GroupMember, User
@@ -46,18 +48,30 @@ def github() -> Iterator[GitHubStandin]:
         yield standin
 
 
+SettingsFactory = Callable[..., ServiceSettings]
+
+
 @pytest.fixture
-def make_hub(tmp_path: Path, nats_url: str, database_url: str, nats_namespace: str,
-             github: GitHubStandin) -> HubFactory:
-    """A hub logging in with GitHub: `make_hub(auth={...}, **github_section)`."""
+def settings_for(tmp_path: Path, nats_url: str, database_url: str, nats_namespace: str,
+                 github: GitHubStandin) -> SettingsFactory:
+    """Settings of a hub logging in with GitHub: `settings_for(auth={...}, **github_section)`."""
+
+    def make(auth: dict[str, Any] | None = None, **section: Any) -> ServiceSettings:
+        github_section = {"client_id": HUB_APP.client_id, "client_secret": HUB_APP.client_secret,
+                          "github_url": github.url, **section}
+        return hub_settings(tmp_path, nats_url, database_url, nats_namespace,
+                            auth={"authenticator": "github", "github": github_section, **(auth or {})})
+
+    return make
+
+
+@pytest.fixture
+def make_hub(settings_for: SettingsFactory) -> HubFactory:
+    """A running hub logging in with GitHub: `make_hub(auth={...}, **github_section)`."""
 
     @asynccontextmanager
     async def make(auth: dict[str, Any] | None = None, **section: Any) -> AsyncIterator[Hub]:
-        github_section = {"client_id": HUB_APP.client_id, "client_secret": HUB_APP.client_secret,
-                          "github_url": github.url, **section}
-        settings = hub_settings(tmp_path, nats_url, database_url, nats_namespace,
-                                auth={"authenticator": "github", "github": github_section, **(auth or {})})
-        async with running_hub(settings) as hub:
+        async with running_hub(settings_for(auth, **section)) as hub:
             yield hub
 
     return make
@@ -208,6 +222,40 @@ async def test_refused_codes(make_hub: HubFactory) -> None:
             assert r.status_code == 400 and "GitHub sent no authorization code" in r.text
 
 
+async def test_codes_are_bound_to_pkce_and_redirect_uri(settings_for: SettingsFactory,
+                                                         github: GitHubStandin) -> None:
+    auth = GitHubAuthenticator(settings_for(allowed_organizations=["fleet"]))
+    try:
+        redirect = await auth.authorize_url(CALLBACK, "state-1")
+        code = _code(await authorize(redirect.url, "bob"))
+        with pytest.raises(LoginRefused, match="code_verifier does not match") as refused:
+            await auth.callback({"code": code, "state": "state-1"}, {"code_verifier": "x" * 64}, CALLBACK)
+        assert refused.value.status == 403
+        with pytest.raises(LoginRefused, match="bad_verification_code"):  # spent by that attempt
+            await auth.callback({"code": code}, redirect.keep, CALLBACK)
+        redirect = await auth.authorize_url(CALLBACK, "state-2")
+        code = _code(await authorize(redirect.url, "bob"))
+        with pytest.raises(LoginRefused, match="redirect_uri_mismatch") as refused:
+            await auth.callback({"code": code}, redirect.keep, f"{CALLBACK}/elsewhere")
+        assert refused.value.status == 502 and "administrators" in refused.value.message
+        redirect = await auth.authorize_url(CALLBACK, "state-3")
+        user = await auth.callback({"code": _code(await authorize(redirect.url, "bob"))}, redirect.keep, CALLBACK)
+        assert user.name == "bob" and user.allowed is True and user.groups is None
+    finally:
+        await auth.close()
+    # what the token endpoint says to a client that does not ask for JSON (authlib asks)
+    async with httpx.AsyncClient() as client:
+        r = await client.post(f"{github.url}/login/oauth/access_token",
+                              data={"client_id": HUB_APP.client_id, "client_secret": HUB_APP.client_secret,
+                                    "code": "unknown"})
+    assert r.headers["content-type"].startswith("application/x-www-form-urlencoded")
+    assert parse_qs(r.text)["error"] == ["bad_verification_code"]
+
+
+def _code(callback_url: str) -> str:
+    return parse_qs(urlsplit(callback_url).query)["code"][0]
+
+
 async def test_wrong_client_secret(make_hub: HubFactory) -> None:
     async with make_hub(client_secret="not-the-secret", allowed_organizations=["fleet"]) as hub:
         r = await sign_in(hub.client, "Alice")
@@ -246,6 +294,19 @@ async def test_auth_state_is_sealed_and_refresh_sees_revocation(make_hub: HubFac
             assert await authenticator.refresh_user(user) is False
         finally:
             await authenticator.close()
+
+
+async def test_refresh_keeps_the_session_while_github_is_away(settings_for: SettingsFactory) -> None:
+    with socket.socket() as closed:  # bound, never listening: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        away = f"http://127.0.0.1:{closed.getsockname()[1]}"
+        auth = GitHubAuthenticator(settings_for(github_url=away))
+        try:
+            user = AuthUser("bob", auth_state={"access_token": "gho_whatever"})
+            assert await auth.refresh_user(user) is True
+            assert await auth.refresh_user(AuthUser("bob")) is True  # nothing stored to check
+        finally:
+            await auth.close()
 
 
 async def test_login_time(make_hub: HubFactory, capsys: pytest.CaptureFixture[str]) -> None:
