@@ -103,7 +103,8 @@ class GitHubAuthenticator(Authenticator):
 
     def _http(self) -> AsyncOAuth2Client:
         """One client per process (made at first use, closed by `close`): the code exchange goes through
-        authlib; API calls go through it too with `withhold_token` and the user's token as a header."""
+        authlib; API calls go through it too with `withhold_token` and the user's token as a header (authlib
+        remembers the last token it fetched on the client: it never signs a request here)."""
         if self._client is None:
             s = self.section
             self._client = AsyncOAuth2Client(
@@ -138,7 +139,10 @@ class GitHubAuthenticator(Authenticator):
                 **extra))
         except OAuthError as exc:
             raise _refusal(self.login_service, exc.error, exc.description) from None
-        except ValueError:  # not a JSON object (an HTML error page)
+        except httpx.HTTPStatusError as exc:  # an error status without a JSON body (a proxy's or gateway's page)
+            raise LoginRefused(f"{self.login_service}'s token endpoint answered HTTP {exc.response.status_code}; "
+                               "please try again later.", 502) from None
+        except ValueError:  # 200 but not a JSON object
             raise LoginRefused(f"{self.login_service}'s token endpoint did not answer with a token.", 502) from None
         if not isinstance(token.get("access_token"), str) or not token["access_token"]:
             raise LoginRefused(f"{self.login_service} answered without an access token.", 502)
@@ -231,8 +235,11 @@ class GitHubAuthenticator(Authenticator):
         """
         url: str | None = f"{self.github_api}{path}?per_page=100"
         items: list[dict[str, Any]] = []
-        for _ in range(MAX_PAGES):
+        for page in range(MAX_PAGES + 1):
             if url is None:
+                break
+            if page == MAX_PAGES:
+                log.warning("GitHub lists more than %d pages of %s: the rest is not looked at", MAX_PAGES, what)
                 break
             r = await self.api(token, url)
             body = _json(r)

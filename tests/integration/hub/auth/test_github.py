@@ -165,7 +165,7 @@ async def test_allowed_organizations_by_team(make_hub: HubFactory) -> None:
 
 
 async def test_without_organizations_only_the_hub_rules_admit(make_hub: HubFactory) -> None:
-    async with make_hub(auth={"allowed_users": ["carol"]}) as hub:
+    async with make_hub(auth={"allowed_users": ["carol"]}, basic_auth=True) as hub:  # credentials in HTTP Basic
         url = await start(hub.client)
         assert parse_qs(urlsplit(url).query)["scope"] == ["read:user"]  # no read:org when nothing needs it
         assert (await hub.client.get(await authorize(url, "carol"))).status_code == 302
