@@ -5,11 +5,15 @@ ldapauthenticator, JupyterHub's PAMAuthenticator, NativeAuthenticator) where the
 from __future__ import annotations
 
 import codecs
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fleethub.shared.secret import Secret
+
+# GitHub organization names: letters, digits, hyphens; team slugs also '_' and '.'
+_ORG_TEAM = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,38}(:[A-Za-z0-9][A-Za-z0-9._-]{0,99})?")
 
 
 class _Section(BaseModel):
@@ -46,16 +50,33 @@ class OAuthSettings(_Section):
 
 
 class GitHubSettings(OAuthSettings):
-    """`[auth.github]`: GitHub (or GitHub Enterprise) as the OAuth provider (oauthenticator's GitHubOAuthenticator)."""
+    """`[auth.github]`: GitHub (or GitHub Enterprise Server) as the OAuth provider, through an OAuth app
+    (oauthenticator's GitHubOAuthenticator). `allowed_groups` and `admin_groups` name organizations ('org')
+    and teams ('org:team-slug') as `allowed_organizations` does."""
 
     github_url: str = Field("https://github.com", description="GitHub's web address (authorize and token URLs).")
-    github_api: str = Field("https://api.github.com", description="GitHub's API address (user, orgs, teams).")
+    github_api: str = Field(
+        "", description="GitHub's REST API (user, orgs, teams); default https://api.github.com for github.com, "
+                        "else <github_url>/api/v3 (GitHub Enterprise Server).")
     allowed_organizations: list[str] = Field(
         default_factory=list,
-        description="Members of these organizations ('org') or teams ('org:team') may log in.")
-    populate_teams_in_auth_state: bool = Field(False, description="Keep the user's teams in auth_state.")
+        description="Members of these organizations ('org') or teams ('org:team-slug') may log in "
+                    "('read:org' is then asked for).")
+    populate_teams_in_auth_state: bool = Field(
+        False, description="Keep the user's teams (GitHub's team objects) in auth_state['teams'].")
     username_claim: str = Field("login", description="Field of GitHub's user model that is the user name.")
     login_service: str = Field("GitHub", description="Shown on the login button: 'Sign in with …'.")
+    basic_auth: bool = Field(
+        False, description="Send the client credentials to the token endpoint with HTTP Basic (GitHub's "
+                           "documented way, the default, is in the body).")
+
+    @field_validator("allowed_organizations", "allowed_groups", "admin_groups")
+    @classmethod
+    def _org_or_team(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            if not _ORG_TEAM.fullmatch(entry):
+                raise ValueError(f"{entry!r} is not an organization ('org') or a team ('org:team-slug')")
+        return value
 
 
 class LdapSettings(_Section):

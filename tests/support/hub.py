@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from fleethub.services.api.app import create_app as create_api
 from fleethub.services.api.app import with_fast_reads
 from fleethub.services.auth.app import create_app as create_auth
+from fleethub.services.proxy.routing import AUTH_PREFIXES  # the paths proxies send to auth replicas
 from fleethub.shared.accounts import set_password
 from fleethub.shared.bus import Bus
 from fleethub.shared.db.engine import make_engine, make_sessionmaker
@@ -28,8 +29,6 @@ from fleethub.shared.settings import ServiceSettings, load_settings
 from tests.support.cluster import migrated
 
 BASE_URL = "http://127.0.0.1:8000"
-# the paths proxies send to auth replicas (everything else under /hub/ goes to api)
-AUTH_PREFIXES = ("/hub/login", "/hub/logout", "/hub/signup", "/hub/oauth_callback", "/hub/api/oauth2/")
 PASSWORDS = {"admin": "admin-password", "alice": "alice-password", "mallory": "mallory-password"}
 XSRF_FIELD = re.compile(r'name="_xsrf" value="([^"]+)"')
 

@@ -200,6 +200,9 @@ SHAPED: dict[str, Any] = {
     "spawner.profiles.slug": "walk-profile",
     "auth.pam.encoding": "latin-1",
     "spawner.profiles.overrides": {"cpu_limit": 2.0, "docker": {"image": "walk/image"}},
+    "auth.github.allowed_organizations": ["walk-org", "walk-org:walk-team"],  # 'org' or 'org:team' only
+    "auth.github.allowed_groups": ["walk-org:walk-users"],
+    "auth.github.admin_groups": ["walk-org:walk-admins"],
 }
 DICT_KEYS = {"custom_scopes": "custom:walk:read"}
 
