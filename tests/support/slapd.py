@@ -9,7 +9,9 @@ The directory (`BASE`):
   `cn=staff` (posixGroup, memberUid bob).
 - `cn=reader,<BASE>`: a read-only search account (`READER`, `READER_PASSWORD`).
 
-Anonymous clients may bind (authenticate) but not search: a DN lookup needs the search account. With
+Anonymous clients may bind (authenticate) but not search: a DN lookup needs the search account. As some
+directories do, a bind with a DN and an empty password succeeds (an unauthenticated bind, RFC 4513 5.1.2),
+so a client that sent one would take it for a good password. With
 `tls=True` the server also speaks StartTLS on its ldap:// port and LDAPS on a second port, with a
 certificate for 127.0.0.1 signed by a test CA (`tests.support.certs`).
 """
@@ -55,6 +57,7 @@ modulepath /usr/lib/ldap
 moduleload back_mdb
 pidfile {run}/slapd.pid
 argsfile {run}/slapd.args
+allow bind_anon_dn
 {tls}
 database mdb
 maxsize 33554432
