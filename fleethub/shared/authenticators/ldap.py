@@ -190,8 +190,8 @@ class LdapAuthenticator(Authenticator):
             # each request is one small write awaiting its answer: without this, Nagle's algorithm holds the
             # first one after a TLS handshake for the server's delayed ACK (about 40 ms a login)
             conn.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if c.tls_strategy == "before_bind":
-                conn.start_tls()
+            if c.tls_strategy == "before_bind" and not conn.start_tls():  # never bind without it
+                raise LDAPStartTLSError("StartTLS was not started")
         except BaseException:
             conn.unbind()
             raise

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from fleethub.shared.authenticators import AuthUser, decide, load_authenticator
+from fleethub.shared.authenticators import AuthUser, LoginRefused, decide, load_authenticator
 from fleethub.shared.authenticators.ldap import LdapAuthenticator
 from fleethub.shared.authenticators.rules import has_allow_rule
 from fleethub.shared.errors import ConfigError
@@ -72,3 +72,12 @@ def test_group_dns_stay_out_of_the_name_rules() -> None:
     assert verdict.allowed and verdict.admin is False
     assert decide(named, AuthUser("carol", groups=["admins"]), exists=False).admin is True
     assert not has_allow_rule(_ldap())
+
+
+async def test_a_missing_ca_file_is_a_clear_error(caplog: pytest.LogCaptureFixture) -> None:
+    ldap = _ldap(server_port=free_port(), tls_ca_file="/nonexistent/ca.pem")
+    session: Any = None
+    with pytest.raises(LoginRefused) as refused:
+        await ldap.authenticate(session, "alice", "alice-pw")
+    assert refused.value.status == 503 and "try again later" in refused.value.message
+    assert "/nonexistent/ca.pem is not a readable file" in caplog.text
