@@ -5,6 +5,7 @@ admin groups; auth_state sealed at rest; state, replay, client-secret and ID-tok
 from __future__ import annotations
 
 import base64
+import html
 import json
 import statistics
 import time
@@ -44,10 +45,11 @@ def provider() -> Iterator[OidcProvider]:
 
 def oauth_hub_settings(tmp_path: Path, nats_url: str, database_url: str, nats_namespace: str,
                        provider: OidcProvider, **oauth: Any) -> ServiceSettings:
+    extra = oauth.pop("auth", {})
     auth = {"authenticator": "oauth", "crypt_key": [CRYPT_KEY], "enable_auth_state": True, "manage_groups": True,
             "oauth": provider.settings(scope=["openid", "email", "profile", "groups"], allowed_groups=["staff"],
                                        admin_groups=["hub-admins"], login_service="Test OIDC", **oauth)}
-    auth.update(oauth.pop("auth", {}))
+    auth.update(extra)
     return hub_settings(tmp_path, nats_url, database_url, nats_namespace, auth=auth)
 
 
@@ -160,8 +162,9 @@ async def test_wrong_client_secret_gets_a_clear_page(tmp_path: Path, nats_url: s
                                   client_secret="not-the-secret")
     async with running_hub(settings) as hub, browser(hub) as bob:
         r = await log_in(bob, "bob")
-        assert r.status_code == 502 and "refused the hub's credentials (invalid_client)" in r.text
-        assert "client id and secret" in r.text and "not-the-secret" not in r.text
+        page = html.unescape(r.text)
+        assert r.status_code == 502 and "refused the hub's credentials (invalid_client)" in page
+        assert "client id and secret" in page and "not-the-secret" not in page
     assert "not-the-secret" not in caplog.text and "auth.oauth.client_id" in caplog.text
 
 
@@ -270,14 +273,14 @@ async def test_refresh_user(hub: Hub, provider: OidcProvider) -> None:
         assert new["access_token"] != state["access_token"] and new["expires_at"] > time.time()
         assert new["refresh_token"] and new["oauth_user"]["sub"] == "alice" and fresh.groups == ["staff", "hub-admins"]
         assert await authenticator.fetch_userdata(new["access_token"]) is not None
-        # not expired by its clock, but the provider no longer takes it: refreshed too
-        await provider.revoke(new["access_token"], "access_token")
-        again = await authenticator.refresh_user(fresh)
+        # not expired by its clock, but the provider does not know it (as after a restart): refreshed too
+        unknown = fresh.with_(auth_state={**new, "access_token": "an-access-token-the-provider-never-issued"})
+        again = await authenticator.refresh_user(unknown)
         assert isinstance(again, AuthUser) and again.auth_state is not None
         assert again.auth_state["access_token"] not in (new["access_token"], state["access_token"])
-        # the refresh token revoked as well: the user must log in again
-        await provider.revoke(again.auth_state["access_token"], "access_token")
+        # the refresh token revoked (the provider revokes its grant's tokens with it): log in again
         await provider.revoke(again.auth_state["refresh_token"], "refresh_token")
+        assert await authenticator.fetch_userdata(again.auth_state["access_token"]) is None
         assert await authenticator.refresh_user(again) is False
         no_refresh = {**state, "refresh_token": None, "expires_at": int(time.time()) - 10}
         assert await authenticator.refresh_user(user.with_(auth_state=no_refresh)) is False
