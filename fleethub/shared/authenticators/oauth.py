@@ -138,6 +138,9 @@ class OAuthAuthenticator(Authenticator):
     async def _load_endpoints(self) -> Endpoints:
         c = self.config
         meta: dict[str, Any] = await self._discover(c.issuer.rstrip("/")) if c.issuer else {}
+        if not (c.userdata_url or meta.get("userinfo_endpoint") or c.userdata_from_id_token):
+            raise LoginRefused("the provider's OpenID configuration names no user info endpoint (set "
+                               f"{self.section_name}.userdata_url or userdata_from_id_token)", 502)
         algorithms = tuple(a for a in meta.get("id_token_signing_alg_values_supported") or ("RS256",)
                            if a in ASYMMETRIC)
         return Endpoints(
@@ -191,6 +194,10 @@ class OAuthAuthenticator(Authenticator):
         if not code:
             raise LoginRefused(f"{self.login_service} sent no authorization code back; please sign in again.", 400)
         endpoints = await self.endpoints()
+        if "iss" in params and endpoints.issuer and params["iss"].rstrip("/") != endpoints.issuer.rstrip("/"):
+            # RFC 9207: the answer comes from another provider than the one asked (a mix-up attack)
+            raise LoginRefused(f"The sign-in answer did not come from {self.login_service}; please sign in again.",
+                               400)
         extra = {"code_verifier": kept["code_verifier"]} if kept.get("code_verifier") else {}
         try:
             answer = await self.client.fetch_token(endpoints.token, grant_type="authorization_code", code=code,

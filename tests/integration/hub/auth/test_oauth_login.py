@@ -227,6 +227,9 @@ async def test_id_token_checks(tmp_path: Path, nats_url: str, database_url: str,
             with pytest.raises(LoginRefused, match="did not accept the sign-in code"):  # another PKCE verifier
                 await authenticator.callback(params, {**kept, "code_verifier": "x" * 64}, CALLBACK)
             params, kept = await authorized_code(authenticator, client, "bob")
+            assert params["iss"] == provider.issuer
+            with pytest.raises(LoginRefused, match="did not come from"):  # RFC 9207: another provider's answer
+                await authenticator.callback({**params, "iss": "https://other.example.org"}, kept, CALLBACK)
             user = await authenticator.callback(params, kept, CALLBACK)
             assert user.name == "bob" and user.groups == ["staff"] and user.admin is False
             assert user.auth_state is not None
