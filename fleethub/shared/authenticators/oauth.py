@@ -72,7 +72,7 @@ class OAuthAuthenticator(Authenticator):
         self.config = self.section(settings)
         self.login_service = self.config.login_service
         self.oauth_callback_url = self.config.oauth_callback_url  # read by /hub/oauth_callback
-        self._check_config()
+        self.check_config()
         self._client: AsyncOAuth2Client | None = None
         self._endpoints: Endpoints | None = None
         self._keys: KeySet | None = None
@@ -82,7 +82,8 @@ class OAuthAuthenticator(Authenticator):
         """This authenticator's settings section."""
         return settings.auth.oauth
 
-    def _check_config(self) -> None:
+    def check_config(self) -> None:
+        """Fail at start on settings that cannot work (no I/O); a subclass with other needs overrides it."""
         c, s = self.config, self.section_name
         if not c.client_id:
             raise ConfigError(f"{s}.client_id must be set for the {self.name} authenticator")
