@@ -119,11 +119,11 @@ async def sync_groups(session: AsyncSession, settings: ServiceSettings, user_id:
         )).scalars().all()
         for g in created:
             enqueue(session, GroupChanged(name=g, change="created"), ns, origin="api")
-    ids = dict((await session.execute(select(Group.name, Group.id).where(Group.name.in_(wanted)))).tuples().all())
-    current = dict((await session.execute(
+    ids = {g: i for g, i in (await session.execute(select(Group.name, Group.id).where(Group.name.in_(wanted))))}
+    current = {g: i for g, i in (await session.execute(
         select(Group.name, Group.id).join(GroupMember, GroupMember.group_id == Group.id)
         .where(GroupMember.user_id == user_id)
-    )).tuples().all())
+    ))}
     add = [g for g in wanted if g not in current and g in ids]
     remove = [g for g in current if g not in ids]
     if add:
