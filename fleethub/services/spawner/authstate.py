@@ -28,6 +28,8 @@ class SpawnAuth:
         self.enabled = settings.auth.enable_auth_state
         self.crypt = AuthStateCrypt(settings.auth.crypt_keys)
         self.who = f"the {authenticator.name or type(authenticator).__name__} authenticator's pre_spawn_start"
+        # the built-ins leave the spec alone: then a spawn without auth_state costs nothing here
+        self.idle = not self.enabled and type(authenticator).pre_spawn_start is Authenticator.pre_spawn_start
 
     async def user(self, sessions: async_sessionmaker[AsyncSession], name: str) -> AuthUser:
         """`name` with admin flag, groups and auth_state as stored (one query); only the name while auth_state
@@ -51,6 +53,8 @@ class SpawnAuth:
             HookFailed: `pre_spawn_start` raised (its message), took longer than `spawner.start_timeout`, or
                 returned something other than None or a spec of the same server.
         """
+        if self.idle:
+            return spec
         user = await self.user(sessions, spec.user)
         spec = dataclasses.replace(spec, auth_state=user.auth_state)
         timeout = spec.config.start_timeout
