@@ -14,7 +14,7 @@ import inspect
 import logging
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -68,7 +68,8 @@ async def record_user(session: AsyncSession, settings: ServiceSettings, crypt: A
                       admin: bool | None) -> int:
     """Create or update `user`'s row in `session`'s transaction: the admin flag (None: as it is), the
     auth_state (with `auth.enable_auth_state`, sealed with the first key), the groups (with
-    `auth.manage_groups` and groups known). Announces what changed; returns the user's id."""
+    `auth.manage_groups` and groups known), and `auth_refreshed` (now). Announces what changed; returns the
+    user's id."""
     ns = settings.nats_namespace
     row = (await session.execute(
         select(User.id, User.admin).where(User.name == user.name).with_for_update()
@@ -86,8 +87,10 @@ async def record_user(session: AsyncSession, settings: ServiceSettings, crypt: A
             await session.execute(update(User).where(User.id == user_id).values(admin=admin))
             enqueue(session, UserUpdated(name=user.name, admin=admin), ns, origin="api")
             access_changed(session, ns, users=[user.name])
+    changes: dict[str, Any] = {"auth_refreshed": func.now()}  # authenticated just now
     if settings.auth.enable_auth_state and user.auth_state is not None:
-        await session.execute(update(User).where(User.id == user_id).values(auth_state=crypt.seal(user.auth_state)))
+        changes["auth_state"] = crypt.seal(user.auth_state)
+    await session.execute(update(User).where(User.id == user_id).values(**changes))
     if settings.auth.manage_groups and user.groups is not None:
         await sync_groups(session, settings, user_id, user.name, user.groups)
     return int(user_id)
@@ -116,11 +119,11 @@ async def sync_groups(session: AsyncSession, settings: ServiceSettings, user_id:
         )).scalars().all()
         for g in created:
             enqueue(session, GroupChanged(name=g, change="created"), ns, origin="api")
-    ids = dict((await session.execute(select(Group.name, Group.id).where(Group.name.in_(wanted)))).all())
-    current = dict((await session.execute(
+    ids = {g: i for g, i in (await session.execute(select(Group.name, Group.id).where(Group.name.in_(wanted))))}
+    current = {g: i for g, i in (await session.execute(
         select(Group.name, Group.id).join(GroupMember, GroupMember.group_id == Group.id)
         .where(GroupMember.user_id == user_id)
-    )).all())
+    ))}
     add = [g for g in wanted if g not in current and g in ids]
     remove = [g for g in current if g not in ids]
     if add:

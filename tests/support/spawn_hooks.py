@@ -38,3 +38,9 @@ def record_stop(info: StopInfo) -> None:
         f.write(json.dumps(dataclasses.asdict(info)) + "\n")
     if info.user.startswith("crash"):
         raise RuntimeError("post_stop_hook failed on purpose")
+
+
+def saw_auth_state(spec: ServerSpec) -> ServerSpec:
+    """The server gets `HOOK_SAW_TOKEN`: the token of the auth_state the hook was handed ("none" without one)."""
+    token = (spec.auth_state or {}).get("token", "none")
+    return dataclasses.replace(spec, env={**spec.env, "HOOK_SAW_TOKEN": str(token)})

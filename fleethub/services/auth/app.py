@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from fleethub.services.auth.deps import AuthState
+from fleethub.services.auth.refresh import Refresher, interval
 from fleethub.services.auth.routes import login, oauth, redirect, signup
 from fleethub.shared.authenticators import load_authenticator, warn_without_allow_rule
 from fleethub.shared.crypt import AuthStateCrypt
@@ -30,6 +31,8 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[AuthState]:
         async with open_runtime(settings, "auth", pool_size=5, exit_on_shutdown=advertise_url is not None) as runtime:
+            if interval(settings.auth.auth_refresh_age) is not None:  # auth_refresh_age = 0: no background refresh
+                runtime.spawn(Refresher(runtime, authenticator, crypt).run(), "auth-refresh")
             if advertise_url:
                 entry = RegistryEntry(service="auth", replica=runtime.replica, url=advertise_url)
                 runtime.spawn(announce(runtime.bus, entry), "registry")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from fleethub.services.spawner.backends import load_backend
 from fleethub.services.spawner.consumers import command_handler, dead_letter_sink
 from fleethub.services.spawner.lifecycle import Worker
 from fleethub.services.spawner.managed import ManagedServices
+from fleethub.shared.authenticators import load_authenticator
 from fleethub.shared.bus.permissions import LEGACY_SPAWNER_DURABLE, spawner_durable
 from fleethub.shared.events import backend_commands_filter
 from fleethub.shared.profiles import served_backends
@@ -22,8 +24,11 @@ log = logging.getLogger(__name__)
 async def main(settings: ServiceSettings, stop: asyncio.Event) -> None:
     served = served_backends(settings.spawner)
     backends = {name: load_backend(settings, name) for name in served}
-    async with open_runtime(settings, "spawner", exit_on_bus_closed=True) as runtime:
-        worker = Worker(runtime, backends)
+    authenticator = load_authenticator(settings)  # for its pre_spawn_start; a bad name fails here
+    async with open_runtime(settings, "spawner", exit_on_bus_closed=True) as runtime, \
+            contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(authenticator.close)
+        worker = Worker(runtime, backends, authenticator)
         await worker.propagation.start()  # hear the proxy nodes before the first spawn needs them
         for loop, name in ((worker.renew_loop(), "renew"), (worker.fence_loop(), "fence"),
                            (worker.adopt_loop(), "adopt"), (worker.poll_loop(), "poll"),

@@ -6,10 +6,11 @@ importable there, and it sees the worker's privileges. A hook may be a plain fun
 so a slow one does not hold up the worker's other spawns) or a coroutine function (awaited in the worker's
 event loop: it must not block).
 
-- `pre_spawn_hook(spec: ServerSpec)`: called before the backend plans the server (`Backend.identity`); it
-  may return a changed `ServerSpec` (`dataclasses.replace(spec, env={**spec.env, ...})`) or None (the spec as
-  it was). An exception fails the spawn with its message. The hook of a spawn is its effective setting (a
-  profile may override it).
+- `pre_spawn_hook(spec: ServerSpec)`: called before the backend plans the server (`Backend.identity`), after
+  the authenticator's `pre_spawn_start` (so `spec.auth_state` holds the user's decrypted auth_state with
+  `auth.enable_auth_state`); it may return a changed `ServerSpec`
+  (`dataclasses.replace(spec, env={**spec.env, ...})`) or None (the spec as it was). An exception fails the
+  spawn with its message. The hook of a spawn is its effective setting (a profile may override it).
 - `post_stop_hook(info: StopInfo)`: called once after a server stopped — by a stop, because it exited, or
   because its spawn failed — with the user, server name, spawn id, the backend's state and the reason. It
   runs in the background: an exception is logged, and the stop never waits for it.
@@ -53,6 +54,22 @@ class StopInfo:
     """Why it stopped: the stop's reason ("api", "culled", ...), "exited", or "failed"."""
     message: str | None = field(default=None)
     """The failure's message, for reason "failed"."""
+
+
+def checked_spec(result: Any, spec: ServerSpec, who: str) -> ServerSpec:
+    """What a hook (or the authenticator's `pre_spawn_start`) returned for `spec`, as the spec to go on with.
+
+    Raises:
+        HookFailed: neither None nor a spec of the same server.
+    """
+    if result is None:
+        return spec
+    if not isinstance(result, ServerSpec):
+        raise HookFailed(f"{who} returned a {type(result).__name__}, not a ServerSpec or None")
+    changed = [f for f in _FIXED if getattr(result, f) != getattr(spec, f)]
+    if changed:
+        raise HookFailed(f"{who} changed the spawn's {', '.join(changed)}, which it may not")
+    return result
 
 
 async def _call(hook: Callable[..., Any], arg: Any) -> Any:
@@ -102,14 +119,7 @@ class Hooks:
             log.warning("pre_spawn_hook %s refused the spawn %s of %s/%s", name, spec.spawn_id, spec.user,
                         spec.server_name, exc_info=True)
             raise HookFailed(str(exc) or type(exc).__name__) from exc
-        if result is None:
-            return spec
-        if not isinstance(result, ServerSpec):
-            raise HookFailed(f"pre_spawn_hook {name} returned a {type(result).__name__}, not a ServerSpec or None")
-        changed = [f for f in _FIXED if getattr(result, f) != getattr(spec, f)]
-        if changed:
-            raise HookFailed(f"pre_spawn_hook {name} changed the spawn's {', '.join(changed)}, which it may not")
-        return result
+        return checked_spec(result, spec, f"pre_spawn_hook {name}")
 
     def after_stop(self, info: StopInfo) -> None:
         """Run the post-stop hook for `info` in the background (nothing when none is set)."""

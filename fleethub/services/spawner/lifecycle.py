@@ -14,12 +14,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from fleethub.services.spawner import leases
+from fleethub.services.spawner.authstate import SpawnAuth
 from fleethub.services.spawner.backends import Backend, ServerSpec
 from fleethub.services.spawner.env import server_env
 from fleethub.services.spawner.hooks import HookFailed, Hooks, StopInfo
 from fleethub.services.spawner.httpcheck import http_status
 from fleethub.services.spawner.propagation import Propagation
 from fleethub.services.spawner.routes import delete_route, put_route
+from fleethub.shared.authenticators import Authenticator
 from fleethub.shared.backend_options import configure_for
 from fleethub.shared.bus import Decision
 from fleethub.shared.errors import BadRequest, ConfigError
@@ -69,7 +71,7 @@ class Worker:
     worker cut off from PostgreSQL stops acting before another may adopt its servers.
     """
 
-    def __init__(self, runtime: Runtime, backends: Mapping[str, Backend]) -> None:
+    def __init__(self, runtime: Runtime, backends: Mapping[str, Backend], authenticator: Authenticator) -> None:
         self.rt = runtime
         self.backends = dict(backends)  # the backends this worker serves, by name
         self.me = runtime.replica
@@ -89,6 +91,7 @@ class Worker:
         self.propagation = Propagation(runtime.bus)  # ready means reachable: every proxy node serves the route
         self._progress_sends: set[asyncio.Task[None]] = set()
         self.hooks = Hooks(runtime.settings.spawner)  # pre_spawn_hook / post_stop_hook, checked at start
+        self.auth = SpawnAuth(runtime.settings, authenticator)  # auth_state and pre_spawn_start
 
     def backend_of(self, name: str) -> Backend:
         """The backend `name` (a row's or a command's; empty: written before backends were recorded).
@@ -302,9 +305,10 @@ class Worker:
             await self._failed(key, cmd.spawn_id, state, str(exc))
 
     async def _pre_spawn(self, spec: ServerSpec) -> ServerSpec:
-        """`spec` as the spawn's `pre_spawn_hook` leaves it; a hook's refusal fails the spawn with its message."""
+        """`spec` with the user's auth_state, as the authenticator's `pre_spawn_start` and then the spawn's
+        `pre_spawn_hook` leave it; a refusal of either fails the spawn with its message."""
         try:
-            return await self.hooks.pre_spawn(spec)
+            return await self.hooks.pre_spawn(await self.auth.prepare(self.rt.sessions, spec))
         except HookFailed as exc:
             raise SpawnFailed(str(exc)) from exc
 

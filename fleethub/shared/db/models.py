@@ -42,6 +42,8 @@ class User(Base):
     created: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
     last_activity: Mapped[datetime | None] = mapped_column(TZ, nullable=True)
     auth_state: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)
+    auth_refreshed: Mapped[datetime | None] = mapped_column(TZ, nullable=True)
+    """When the user's authentication was last checked: at login and at each `refresh_user` (revision 0009)."""
 
 
 # in the order GET /users?sort=last_activity reads it (either way), so a page needs no sort

@@ -31,6 +31,7 @@ from fleethub.services.api.paging import page_of, page_response
 from fleethub.services.api.schemas import parse_body
 from fleethub.shared.errors import BadRequest, Forbidden
 from fleethub.shared.http import read_json
+from fleethub.shared.settings import ServiceSettings
 
 router = APIRouter(prefix="/hub/api")
 
@@ -52,10 +53,23 @@ async def get_groups(request: Request, req: CurrentUser, session: DbSession, off
     return page_response(request, page, [m for v in views if (m := model_for(req, v))], total)
 
 
+MANAGED = "Group membership is managed by the authenticator (auth.manage_groups)"
+
+
+def _unmanaged(settings: ServiceSettings, users: list[str] | None = None) -> None:
+    """Refuse a change of memberships while the authenticator is their source of truth (`auth.manage_groups`):
+    adding or removing members, or creating a group with members. Groups themselves may still be made
+    (for roles and shares, before anyone's login brings members) and deleted. `users`: the members a new
+    group would get; None: a change of an existing group's members."""
+    if settings.auth.manage_groups and (users is None or users):
+        raise BadRequest(MANAGED)
+
+
 @router.post("/groups", status_code=201)
 async def post_groups(request: Request, req: CurrentUser, runtime: Runtime, session: DbSession) -> list[dict[str, Any]]:
     req.require("admin:groups")  # hub-wide: a filtered admin:groups may not create arbitrary groups
     body = await parse_body(request, GroupsCreate, required=True)
+    _unmanaged(runtime.settings, body.users or [])
     async with session.begin():
         created = await create_groups(session, runtime.settings.nats_namespace, body.groups, body.users)
     runtime.relay.kick()
@@ -76,6 +90,7 @@ async def post_one(name: str, request: Request, req: CurrentUser, runtime: Runti
     req.require("admin:groups", group=name)
     check_group_name(name)
     body = await parse_body(request, GroupCreate, required=False)
+    _unmanaged(runtime.settings, body.users or [])
     async with session.begin():
         (created,) = await create_groups(session, runtime.settings.nats_namespace, [name], body.users)
     runtime.relay.kick()
@@ -104,6 +119,7 @@ async def change_members(name: str, request: Request, req: CurrentUser, runtime:
     """POST adds the body's users to the group, DELETE removes them; both answer the Group model."""
     req.require("groups", group=name)
     check_group_name(name)
+    _unmanaged(runtime.settings)
     adding = request.method == "POST"
     users = await _members_body(request, "add" if adding else "delete")
     change = add_members if adding else remove_members

@@ -12,11 +12,12 @@ from fleethub.services.api.deps import DbSession, PageUser, Runtime, Waiters
 from fleethub.services.api.models import AnyView
 from fleethub.services.api.pages import HomeState, error_page, home_page, pending_page, spawn_page
 from fleethub.services.api.queries import get_user, one_server_view
+from fleethub.services.api.refresh import refresh_before_spawn
 from fleethub.services.api.servers import check_display_name, check_named_server, lock_user, start_server, stop_server
 from fleethub.services.api.spawn_form import offered, offers_options, user_options_of
 from fleethub.shared.backend_options import configure_for
 from fleethub.shared.db.models import User
-from fleethub.shared.errors import BadRequest, ConfigError, NotFound
+from fleethub.shared.errors import BadRequest, ConfigError, Forbidden, NotFound
 from fleethub.shared.identity import Identity, validate_next
 from fleethub.shared.lifecycle import ServerStatus
 from fleethub.shared.names import server_prefix, storable, url_escape
@@ -135,6 +136,13 @@ async def spawn(request: Request, runtime: Runtime, session: DbSession, ident: P
         chosen = options.get(PROFILE_OPTION)
         return _form(request, runtime, me, name, status=exc.status, error=exc.message,
                      chosen=chosen if isinstance(chosen, str) else None)
+    try:
+        await refresh_before_spawn(runtime, session, request.state.authenticator, request.state.crypt, name)
+    except Forbidden as exc:  # the owner's login expired (their sessions ended): mine → log in again
+        if me.name == name:
+            return login_redirect(request)
+        return _form(request, runtime, me, name, status=exc.status, error=f"{name}: {exc.message}",
+                     chosen=choice.profile)
     async with session.begin():
         try:
             user, display_name = await _owner(session, runtime, name, server_name)

@@ -22,6 +22,7 @@ from fleethub.services.api.deps import CurrentUser, Runtime, Waiters
 from fleethub.services.api.models import AnyView, ServerView, server_model
 from fleethub.services.api.progress import ProgressStream, open_progress
 from fleethub.services.api.queries import get_user, one_server_view
+from fleethub.services.api.refresh import refresh_before_spawn
 from fleethub.services.api.schemas import ServerStop, parse_body
 from fleethub.services.api.servers import (
     ServerRequest,
@@ -114,6 +115,7 @@ async def _start(name: str, server_name: ServerName, request: Request, req: Curr
     if server_name and not settings.api.allow_named_servers:
         raise BadRequest("Named servers are not enabled.")
     body = server_request_from(await read_json(request))
+    await refresh_before_spawn(runtime, session, request.state.authenticator, request.state.crypt, name)
     async with session.begin():
         display_name = None
         if server_name:

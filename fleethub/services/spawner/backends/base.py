@@ -62,6 +62,10 @@ class ServerSpec:
     """The effective `[spawner]` settings of this spawn: its profile's overrides and options applied."""
     progress: Progress = _no_progress
     """Where the backend reports how the start goes ("queued", "pulling image", ...)."""
+    auth_state: dict[str, Any] | None = field(default=None, repr=False)
+    """The user's auth_state, decrypted (with `auth.enable_auth_state`; else None), as the authenticator's
+    `pre_spawn_start` and the `pre_spawn_hook` saw it. A secret: never logged (left out of the spec's repr),
+    never put into the identity or state a backend returns (those are stored in plain)."""
 
 
 class Backend(Protocol):
