@@ -29,7 +29,8 @@ from tests.support.cluster import migrated
 
 BASE_URL = "http://127.0.0.1:8000"
 # the paths proxies send to auth replicas (everything else under /hub/ goes to api)
-AUTH_PREFIXES = ("/hub/login", "/hub/logout", "/hub/signup", "/hub/oauth_callback", "/hub/api/oauth2/")
+AUTH_PREFIXES = ("/hub/login", "/hub/logout", "/hub/signup", "/hub/change-password", "/hub/oauth_callback",
+                 "/hub/api/oauth2/")
 PASSWORDS = {"admin": "admin-password", "alice": "alice-password", "mallory": "mallory-password"}
 XSRF_FIELD = re.compile(r'name="_xsrf" value="([^"]+)"')
 
