@@ -104,13 +104,10 @@ class AuthSettings(ListenSettings):
         default_factory=list, description="If not empty, only these users (and admins) may log in."
     )
     blocked_users: list[str] = Field(default_factory=list, description="Users who may never log in.")
-    open_signup: bool = Field(
-        False, description="Let anyone create a password account at /hub/signup, usable at once (no approval; "
-                           "[auth.password] enable_signup: an admin approves each).")
-    initial_admin_password_file: Path | None = Field(
-        None, description="A file only its owner may read (0600) holding the first password of every "
-                          "admin_users entry without a password account; read by the auth service at start, "
-                          "never overwriting an existing account (password authenticator only).")
+    open_signup: bool = Field(False, description="Let anyone create a password account at /hub/signup.")
+    initial_admin_password_file: Path | None = Field(None, description=(
+        "A 0600 file whose first line becomes the password of every admin_users entry without a password "
+        "account, when the auth service starts (an existing account is never changed)."))
     cookie_max_age_days: float = Field(14.0, gt=0, description="Lifetime of the hub login cookie and session.")
     crypt_key: list[Secret] = Field(
         default_factory=list,

@@ -4,8 +4,9 @@ of JupyterHub's API).
 - With `admin:users` on the user (only a real admin for an admin), the password is set without the old one,
   the account created if the user has none, and every login session of the user ends (a reset is what one
   does when an account may be in the wrong hands). API tokens the user made stay: revoke them separately.
-- A user changing their own needs `users` on themselves and `old_password`; their other login sessions end,
-  the one asking keeps going. Guesses of the old password are throttled as logins are.
+- A user changing their own needs `tokens` on themselves (a credential that could mint the user a full token
+  anyway: the login cookie or a token of the user's own, not a server's) and `old_password`; their other
+  login sessions end, the one asking keeps going. Guesses of the old password are throttled as logins are.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def _admin_reset(req: Requester, name: str, body: PasswordSet) -> bool:
         return True
     if not req.is_user(name):
         req.require("admin:users", user=name)  # the 403 (or 404) JupyterHub would answer
-    req.require("users", user=name)
+    req.require("tokens", user=name)
     if body.old_password is None:
         raise Forbidden("Changing your own password needs old_password, your current password")
     return False
