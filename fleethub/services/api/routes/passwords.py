@@ -4,6 +4,7 @@ of JupyterHub's API).
 - With `admin:users` on the user (only a real admin for an admin), the password is set without the old one,
   the account created if the user has none, and every login session of the user ends (a reset is what one
   does when an account may be in the wrong hands). API tokens the user made stay: revoke them separately.
+  A sign-up waiting for approval stays waiting (`/hub/api/signups` approves it).
 - A user changing their own needs `tokens` on themselves (a credential that could mint the user a full token
   anyway: the login cookie or a token of the user's own, not a server's) and `old_password`; their other
   login sessions end, the one asking keeps going. Guesses of the old password are throttled as logins are.

@@ -38,6 +38,7 @@ async def test_change_password_page_end_to_end(hub: Hub) -> None:
         assert r.status_code == 302 and r.headers["location"] == "/hub/login?next=/hub/change-password"
         for c in (browser, elsewhere):
             assert (await hub.login(c, "alice")).status_code == 302
+        assert 'href="/hub/change-password"' in (await browser.get("/hub/home")).text
         token = await _form_token(browser)
         assert token == hub.xsrf(browser)  # the session's own _xsrf cookie
         r = await _change(browser, "alice-password", "alice-new-pw-1", "alice-new-pw-2", xsrf=token)
