@@ -1,4 +1,4 @@
-"""The `fleethub` command: `up`, `run SERVICE`, `migrate`, `token USER`, `nats-config --out DIR`."""
+"""The `fleethub` command: `up`, `run SERVICE`, `migrate`, `token USER`, `passwd USER`, `nats-config --out DIR`."""
 
 from __future__ import annotations
 
@@ -81,6 +81,13 @@ def cmd_token(args: argparse.Namespace) -> int:
     return token(args)
 
 
+def cmd_passwd(args: argparse.Namespace) -> int:
+    """Set a password account's password (prompted, from stdin, or generated)."""
+    from fleethub.passwd import passwd
+
+    return passwd(args)
+
+
 def cmd_nats_config(args: argparse.Namespace) -> int:
     """Write the NATS seeds and authorization block for an external NATS server."""
     from fleethub.up import nats_config
@@ -115,6 +122,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--note", default="fleethub token", help="note stored with the token")
     common(p)
     p.set_defaults(func=cmd_token)
+
+    p = sub.add_parser("passwd", help="set USER's password (password authenticator; the user is created if missing)")
+    p.add_argument("user")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--stdin", action="store_true",
+                        help="read the password from one line of standard input (the default when it is no terminal)")
+    source.add_argument("--generate", action="store_true", help="generate a password and print it on the last line")
+    p.add_argument("--admin", action="store_true", help="also make USER an admin")
+    common(p)
+    p.set_defaults(func=cmd_passwd)
 
     p = sub.add_parser("nats-config", help="write NATS credentials (one nkey seed per service) and the "
                                           "nats-server authorization block for an external NATS")

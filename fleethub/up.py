@@ -1,4 +1,5 @@
-"""`fleethub up` (everything on one machine) and `fleethub token` (a new API token for a user)."""
+"""`fleethub up` (everything on one machine), `fleethub token` (a new API token for a user) and how such
+a command finds the database."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import contextlib
 import fcntl
 import json
 import os
-import secrets
 import signal
 import ssl
 import subprocess
@@ -77,6 +77,7 @@ async def _prepare_database(settings: ServiceSettings, admin: str) -> str | None
     from fleethub.shared.db.engine import make_engine, make_sessionmaker
     from fleethub.shared.db.migrate import migrate
     from fleethub.shared.db.models import Account, User
+    from fleethub.shared.passwords import generate_password
 
     engine = make_engine(settings.require_database_url(), pool_size=1)
     try:
@@ -96,8 +97,8 @@ async def _prepare_database(settings: ServiceSettings, admin: str) -> str | None
                 select(Account.id).join(User, User.id == Account.user_id).where(User.name == admin))).scalar()
             if exists is not None:
                 return None
-            password = secrets.token_urlsafe(12)
-            await set_password(session, admin, password)
+            password = generate_password(settings.auth.password)
+            await set_password(session, admin, password, rules=settings.auth.password)
             return password
     finally:
         await engine.dispose()
@@ -281,29 +282,31 @@ async def _mint_token(database_url: str, user: str, note: str) -> str:
         await engine.dispose()
 
 
-def token(args: argparse.Namespace) -> int:
-    """Print a new API token for an existing user, on the last line of the output."""
+def database_url(settings: ServiceSettings, stack: contextlib.ExitStack) -> str:
+    """The database of a command run beside `fleethub up` (`fleethub token`, `fleethub passwd`): the configured
+    URL, else the embedded PostgreSQL of the data dir — the running one, or started for the command (stopped
+    when `stack` closes)."""
     from fleethub.shared.embedded import EmbeddedPostgres
     from fleethub.shared.procs import pid_alive
 
-    settings = _load(args)
+    if "database_url" in settings.model_fields_set:
+        return settings.require_database_url()
     data_dir = settings.data_dir.resolve()
+    runtime_file = data_dir / RUNTIME_FILE
+    runtime = json.loads(runtime_file.read_text()) if runtime_file.exists() else None
+    if runtime is not None and pid_alive(int(runtime["pid"])):
+        return str(runtime["database_url"])
+    if (data_dir / "pg").exists():
+        pg = stack.enter_context(EmbeddedPostgres(data_dir / "pg"))
+        return load_settings(None, database_url=pg.url).require_database_url()
+    raise ConfigError(f"no fleethub database in {data_dir}: run `fleethub up` first or set FLEETHUB_DATABASE_URL")
+
+
+def token(args: argparse.Namespace) -> int:
+    """Print a new API token for an existing user, on the last line of the output."""
+    settings = _load(args)
     with contextlib.ExitStack() as stack:
-        if "database_url" in settings.model_fields_set:
-            url = settings.require_database_url()
-        else:
-            runtime_file = data_dir / RUNTIME_FILE
-            runtime = json.loads(runtime_file.read_text()) if runtime_file.exists() else None
-            if runtime is not None and pid_alive(int(runtime["pid"])):
-                url = runtime["database_url"]
-            elif (data_dir / "pg").exists():
-                pg = stack.enter_context(EmbeddedPostgres(data_dir / "pg"))
-                url = load_settings(None, database_url=pg.url).require_database_url()
-            else:
-                raise ConfigError(
-                    f"no fleethub database in {data_dir}: run `fleethub up` first or set FLEETHUB_DATABASE_URL"
-                )
-        print(asyncio.run(_mint_token(url, args.user, args.note)))
+        print(asyncio.run(_mint_token(database_url(settings, stack), args.user, args.note)))
     return 0
 
 

@@ -15,7 +15,6 @@ SCRYPT_N = 2**14
 SCRYPT_R = 8
 SCRYPT_P = 1
 _SCRYPT_PREFIX = "scrypt"
-MIN_PASSWORD_LENGTH = 8
 
 
 def new_token() -> str:

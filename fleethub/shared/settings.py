@@ -77,6 +77,9 @@ class AuthSettings(ListenSettings):
     )
     blocked_users: list[str] = Field(default_factory=list, description="Users who may never log in.")
     open_signup: bool = Field(False, description="Let anyone create a password account at /hub/signup.")
+    initial_admin_password_file: Path | None = Field(None, description=(
+        "A 0600 file whose first line becomes the password of every admin_users entry without a password "
+        "account, when the auth service starts (an existing account is never changed)."))
     cookie_max_age_days: float = Field(14.0, gt=0, description="Lifetime of the hub login cookie and session.")
     crypt_key: list[Secret] = Field(
         default_factory=list,

@@ -1,8 +1,9 @@
 """Login throttling: after repeated failed password attempts, a user name or a client address has to wait.
 
-Every place that checks a password (auth's `/hub/login`, the api's token request with an `auth` body)
-asks `admit` first, in a transaction of its own. The state is in PostgreSQL (`login_throttle`), so every
-replica counts into the same rows: spraying replicas gains nothing.
+Every place that checks a password (auth's `/hub/login` and `/hub/change-password`, the api's token request
+with an `auth` body) asks `admit` first, in a transaction of its own; `/hub/signup` does too, per client
+address. The state is in PostgreSQL (`login_throttle`), so every replica counts into the same rows: spraying
+replicas gains nothing.
 
 - An attempt is counted *before* its password is checked, so a burst of parallel guesses is counted in
   full; a failure (`failed`) then starts the wait again from its answer. While a wait runs, nothing is
@@ -32,6 +33,7 @@ from fleethub.shared.settings import AuthSettings
 
 USER = "user"
 CLIENT = "client"
+SIGNUP = "signup"  # sign-ups of one client address (`/hub/signup`), counted apart from its logins
 _CLEANUP_CHANCE = 0.01  # one attempt in a hundred deletes the forgotten rows
 
 
@@ -41,9 +43,14 @@ class Attempt:
 
     user: str
     client: str
+    signup: bool = False
+    """A sign-up rather than a login: counted for the client address alone (every sign-up counts, none is
+    taken back), with the client's allowance and cap."""
 
     def keys(self) -> list[tuple[str, str]]:
         """The throttle rows it counts in, in lock order."""
+        if self.signup:
+            return [(SIGNUP, self.client[:255])]
         return [(CLIENT, self.client[:255]), (USER, self.user[:255])]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
 import shutil
 import signal
 import stat
@@ -88,6 +89,23 @@ def token(data_dir: Path, user: str) -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
+def passwd(data_dir: Path, user: str, password: str) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "fleethub", "passwd", user, "--stdin", "--data-dir", str(data_dir)],
+        env=env_without_fleethub(), input=f"{password}\n", capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def form_login(base: str, user: str, password: str) -> int:
+    """The status of a login through the form (302 when it worked)."""
+    with httpx.Client(base_url=base, timeout=15) as browser:
+        m = re.search(r'name="_xsrf" value="([^"]+)"', browser.get("/hub/login").text)
+        assert m
+        data = {"username": user, "password": password, "_xsrf": m.group(1)}
+        return browser.post("/hub/login", data=data).status_code
+
+
 def leftover_processes(data_dir: Path) -> list[str]:
     found = []
     for entry in os.listdir("/proc"):
@@ -135,6 +153,9 @@ def test_up_runs_everything_and_keeps_state_across_restarts(data_root: Path) -> 
             assert r.status_code == 200 and set(r.json()) == {"put", "deleted"}, r.text
             assert c.get("/hub/api/user").json()["name"] == "admin"
             assert c.post("/hub/api/users", json={"usernames": ["alice", "bob"]}).status_code == 201
+            passwd(data_dir, "alice", "alice-secret-pw")  # while `up` runs: its database, then the form
+            assert form_login(base, "alice", "alice-secret-pw") == 302
+            assert form_login(base, "admin", password) == 302
             for user in ("alice", "bob"):
                 t0 = time.monotonic()
                 r = c.post(f"/hub/api/users/{user}/server")

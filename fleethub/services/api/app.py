@@ -21,9 +21,11 @@ from fleethub.services.api.routes import (
     hub_services,
     info,
     pages,
+    passwords,
     proxy,
     servers,
     shares,
+    signups,
     tokens,
     user_redirect,
     users,
@@ -102,8 +104,8 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None, telemetry=NO_TELEMETRY)
     install_error_handlers(app)
     app.add_middleware(CommonHeaders)
-    for module in (info, users, tokens, authorizations, servers, groups, shares, hub_services, activity, proxy,
-                   pages, user_redirect, accept_share):
+    for module in (info, users, passwords, signups, tokens, authorizations, servers, groups, shares, hub_services,
+                   activity, proxy, pages, user_redirect, accept_share):
         app.include_router(module.router)
     return app
 

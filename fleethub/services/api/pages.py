@@ -39,9 +39,9 @@ class HomeState(enum.StrEnum):
 
 
 def home_page(user: str, state: HomeState, server_url: str, xsrf: str, pending_url: str, *,
-              with_options: bool = False) -> str:
+              with_options: bool = False, change_password: bool = False) -> str:
     """The user's home: the default server's state with start/stop buttons (`with_options`: "Start" leads
-    to the spawn form)."""
+    to the spawn form; `change_password`: a link to the password authenticator's change-password page)."""
     if state is HomeState.READY:
         actions = (f'<a href="{escape(server_url, quote=True)}">Open my server</a> '
                    + _button("/hub/stop", "Stop my server", xsrf))
@@ -51,8 +51,9 @@ def home_page(user: str, state: HomeState, server_url: str, xsrf: str, pending_u
         actions = '<a href="/hub/spawn">Start my server</a>'
     else:
         actions = _button("/hub/spawn", "Start my server", xsrf)
+    password = '<a href="/hub/change-password">Change password</a> ' if change_password else ""
     return _page("Home", f"<h1>{escape(user)}</h1><p>Your server is {escape(state)}.</p><p>{actions}</p>"
-                         '<p><a href="/hub/logout">Sign out</a></p>')
+                         f'<p>{password}<a href="/hub/logout">Sign out</a></p>')
 
 
 @dataclass(frozen=True)

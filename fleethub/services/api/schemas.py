@@ -39,6 +39,16 @@ class Credentials(BaseModel):
     password: StrictStr = Field(max_length=1024)
 
 
+class PasswordSet(BaseModel):
+    """`PUT /users/{name}/password` (a fleethub extension): the new password, and the current one when a user
+    changes their own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    password: StrictStr = Field(max_length=1000)
+    old_password: StrictStr | None = Field(None, max_length=1000)
+
+
 class TokenCreate(BaseModel):
     """`POST /users/{name}/tokens`: `expires_in` is an integer (a float is refused, as JupyterHub does)."""
 

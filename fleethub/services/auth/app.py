@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from fleethub.services.auth.deps import AuthState
+from fleethub.services.auth.first_admin import create_first_admins
 from fleethub.services.auth.refresh import Refresher, interval
-from fleethub.services.auth.routes import login, oauth, redirect, signup
+from fleethub.services.auth.routes import change_password, login, oauth, redirect, signup
 from fleethub.shared.authenticators import load_authenticator, warn_without_allow_rule
 from fleethub.shared.crypt import AuthStateCrypt
 from fleethub.shared.events import RegistryEntry
@@ -31,6 +32,7 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[AuthState]:
         async with open_runtime(settings, "auth", pool_size=5, exit_on_shutdown=advertise_url is not None) as runtime:
+            await create_first_admins(runtime.sessions, settings)  # before serving: a bad file stops the start
             if interval(settings.auth.auth_refresh_age) is not None:  # auth_refresh_age = 0: no background refresh
                 runtime.spawn(Refresher(runtime, authenticator, crypt).run(), "auth-refresh")
             if advertise_url:
@@ -48,6 +50,7 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
     app.include_router(login.router)
     app.include_router(redirect.router)
     app.include_router(signup.router)
+    app.include_router(change_password.router)
     app.include_router(oauth.router)
     return app
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from html import escape
 from urllib.parse import quote
 
+EXPIRED_FORM = "Your session expired or the form was not sent from this site; please try again."
 _STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:28em;margin:4em auto}"
     "label,input{display:block;width:100%;margin:.3em 0}.err{color:#b00}"
@@ -49,13 +50,36 @@ def login_page(xsrf: str, next_url: str, *, error: str = "", username: str = "",
                  f"{_form(f'/hub/login{query}', xsrf, username, 'Sign in', 'current-password')}{link}")
 
 
-def signup_page(xsrf: str, *, error: str = "", username: str = "", done: str = "") -> str:
-    """The sign-up form (open_signup), or its confirmation."""
+def signup_page(xsrf: str, *, error: str = "", username: str = "", done: str = "", pending: bool = False) -> str:
+    """The sign-up form, or its confirmation (`pending`: the account waits for an admin's approval)."""
+    if done and pending:
+        return _page("Account requested", f"<h1>Account requested</h1><p>The account {escape(done)} waits for an "
+                     "administrator's approval; you can sign in once it is approved.</p>")
     if done:
         return _page("Account created", f"<h1>Account created</h1><p>{escape(done)} can now "
                      '<a href="/hub/login">sign in</a>.</p>')
     return _page("Create an account", f"<h1>Create an account</h1>{_error(error)}"
                  f"{_form('/hub/signup', xsrf, username, 'Create account', 'new-password')}")
+
+
+def _password_field(field: str, label: str, autocomplete: str) -> str:
+    return (f'<label for="{field}">{escape(label)}</label><input id="{field}" name="{field}" type="password" '
+            f'autocomplete="{autocomplete}" required maxlength="1000">')
+
+
+def change_password_page(xsrf: str, username: str, *, error: str = "", done: bool = False) -> str:
+    """The logged-in user's change-password form (the current password, the new one twice), or its confirmation."""
+    if done:
+        return _page("Password changed", "<h1>Password changed</h1><p>Your password was changed; your other "
+                     'sessions were signed out.</p><p><a href="/hub/home">Home</a></p>')
+    return _page("Change password", f"<h1>Change password</h1><p>Signed in as <b>{escape(username)}</b></p>"
+                 f'{_error(error)}<form method="post" action="/hub/change-password">'
+                 f'<input type="hidden" name="_xsrf" value="{escape(xsrf, quote=True)}">'
+                 f"{_password_field('old_password', 'Current password', 'current-password')}"
+                 f"{_password_field('password', 'New password', 'new-password')}"
+                 f"{_password_field('password_again', 'New password again', 'new-password')}"
+                 '<input type="submit" value="Change password"></form>'
+                 '<p><a href="/hub/home">Cancel</a></p>')
 
 
 def error_page(status: int, message: str, *, retry: bool = False) -> str:

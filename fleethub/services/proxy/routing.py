@@ -8,8 +8,8 @@ from fleethub.services.proxy.replicas import Replicas
 from fleethub.services.proxy.table import Origin, RouteTable
 
 # served by auth replicas; every other /hub/ path is served by api replicas
-AUTH_PREFIXES = ("/hub/login", "/hub/logout", "/hub/signup", "/hub/oauth_login", "/hub/oauth_callback",
-                 "/hub/api/oauth2/")
+AUTH_PREFIXES = ("/hub/login", "/hub/logout", "/hub/signup", "/hub/change-password", "/hub/oauth_login",
+                 "/hub/oauth_callback", "/hub/api/oauth2/")
 
 
 @dataclass(frozen=True, slots=True)

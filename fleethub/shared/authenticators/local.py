@@ -7,17 +7,20 @@ import hmac
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleethub.shared.accounts import check_password
-from fleethub.shared.authenticators.base import Authenticator, AuthUser
+from fleethub.shared.authenticators.base import Authenticator, AuthUser, LoginRefused
 from fleethub.shared.errors import ConfigError
 from fleethub.shared.names import legacy_username
 from fleethub.shared.settings import ServiceSettings
+
+PENDING_APPROVAL = "Your account is waiting for an administrator's approval."
 
 
 class PasswordAuthenticator(Authenticator):
     """Accounts in PostgreSQL, scrypt-hashed; unknown names cost as much time as known ones. While
     `auth.allowed_users` is empty, an approved account is itself an allow rule: someone with the right to
     make accounts made it (an admin, `fleethub passwd`, an approved sign-up). With allowed_users set, the
-    list (and allow_existing_users) decides."""
+    list (and allow_existing_users) decides. A sign-up waiting for approval is refused with a message saying
+    so, only when its password was right (a wrong one gets the usual answer, so nothing is revealed)."""
 
     name = "password"
     stored_names = True
@@ -33,7 +36,11 @@ class PasswordAuthenticator(Authenticator):
             return None
         legacy = legacy_username(username)  # a row made before NFKC normalization keeps its name
         found = await check_password(session, [name] if legacy == name else [name, legacy], password)
-        return AuthUser(found, allowed=self.grants_access or None) if found else None
+        if found is None:
+            return None
+        if not found.approved:
+            raise LoginRefused(PENDING_APPROVAL, 403)
+        return AuthUser(found.name, allowed=self.grants_access or None)
 
 
 class DummyAuthenticator(Authenticator):

@@ -77,3 +77,16 @@ def test_nats_requires_credentials_and_each_service_has_only_its_own_seed(compos
         assert mount["source"] == "nats-keys" and mount["read_only"], name
         assert mount["volume"]["subpath"] == f"{name}.nk", name
         assert mount["target"] == services[name]["environment"]["FLEETHUB_NATS_NKEY_FILE"], name
+
+
+def test_the_first_admin_password_reaches_auth_alone_as_a_private_file(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    auth = services["auth"]
+    (secret,) = auth["secrets"]
+    path = auth["environment"]["FLEETHUB_AUTH__INITIAL_ADMIN_PASSWORD_FILE"]
+    assert path == f"/run/secrets/{secret['target']}"
+    # 0600 and owned by the image's user: what the auth service demands of the file (first_admin.py)
+    assert secret["mode"] == 0o600 and secret["uid"] == "1000" and secret["gid"] == "1000"
+    assert "--uid 1000 fleethub" in (COMPOSE.parent / "Dockerfile").read_text()
+    assert compose["secrets"][secret["source"]] == {"environment": "FLEETHUB_ADMIN_PASSWORD"}
+    assert [name for name, svc in services.items() if "secrets" in svc] == ["auth"]

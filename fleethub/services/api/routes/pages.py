@@ -69,7 +69,8 @@ async def home(request: Request, runtime: Runtime, session: DbSession, ident: Pa
     state = _state(await one_server_view(session, user, ""))
     xsrf = form_xsrf(request, runtime, ident)
     page = home_page(ident.name, state, server_prefix(ident.name), xsrf, _pending_url(ident.name),
-                     with_options=offers_options(runtime.settings.spawner))
+                     with_options=offers_options(runtime.settings.spawner),
+                     change_password=runtime.settings.auth.authenticator == "password")
     return with_xsrf(request, runtime, HTMLResponse(page), xsrf)
 
 

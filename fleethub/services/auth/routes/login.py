@@ -12,7 +12,8 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleethub.services.auth.deps import AuthenticatorDep, CryptDep, DbSession, PostAuthDep, Runtime
-from fleethub.services.auth.pages import login_page
+from fleethub.services.auth.pages import EXPIRED_FORM, login_page
+from fleethub.services.auth.routes.signup import signup_enabled
 from fleethub.services.auth.sessions import Login, log_in, log_out
 from fleethub.services.auth.xsrf import anonymous_form, check_anonymous_form, clear_presession_cookie
 from fleethub.shared.authenticators import Authenticator, AuthUser, LoginRefused, as_user, decide
@@ -36,13 +37,11 @@ from fleethub.shared.throttle import Attempt, admit, failed, retry_message, succ
 
 log = logging.getLogger(__name__)
 router = APIRouter()
-EXPIRED_FORM = "Your session expired or the form was not sent from this site; please try again."
 
 
 def _form_page(request: Request, runtime: Runtime, authenticator: Authenticator, next_url: str, status: int = 200,
                error: str = "", username: str = "") -> Response:
-    auth = runtime.settings.auth
-    signup = auth.open_signup or (authenticator.name == "password" and auth.password.enable_signup)
+    signup = signup_enabled(runtime.settings.auth)
     service = login_service(authenticator)
     return anonymous_form(request, runtime, lambda xsrf: login_page(xsrf, next_url, error=error, username=username,
                                                                     signup=signup, login_service=service), status)

@@ -54,11 +54,11 @@ def test_no_user_route_is_served_before_the_table_is_loaded() -> None:
 
 
 def test_hub_paths_are_split_between_auth_and_api_by_whole_segments() -> None:
-    for path in ("/hub/login", "/hub/login/", "/hub/logout", "/hub/signup", "/hub/oauth_callback",
-                 "/hub/api/oauth2/authorize", "/hub/api/oauth2/token"):
+    for path in ("/hub/login", "/hub/login/", "/hub/logout", "/hub/signup", "/hub/change-password",
+                 "/hub/oauth_callback", "/hub/api/oauth2/authorize", "/hub/api/oauth2/token"):
         assert hub_service(path) == "auth", path
-    for path in ("/hub/", "/hub", "/hub/loginx", "/hub/api/users", "/hub/api/oauth2", "/hub/home",
-                 "/hub/user/alice/login", "/hub/spawn/login"):
+    for path in ("/hub/", "/hub", "/hub/loginx", "/hub/change-passwordx", "/hub/api/users", "/hub/api/oauth2",
+                 "/hub/home", "/hub/user/alice/login", "/hub/spawn/login"):
         assert hub_service(path) == "api", path
     empty = Replicas()
     decision = route("/hub/api/users", b"/hub/api/users", RouteTable(), empty)
