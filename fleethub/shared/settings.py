@@ -154,6 +154,10 @@ class AuthSettings(ListenSettings):
     ldap: LdapSettings = Field(default_factory=LdapSettings, description="[auth.ldap] section.")
     pam: PamSettings = Field(default_factory=PamSettings, description="[auth.pam] section.")
     password: PasswordSettings = Field(default_factory=PasswordSettings, description="[auth.password] section.")
+    extra: dict[str, Any] = Field(
+        default_factory=dict, description="Settings of a third-party authenticator, under keys of its own "
+                                          "([auth.extra], FLEETHUB_AUTH__EXTRA__<KEY>): it reads "
+                                          "settings.auth.extra; fleethub does not check them.")
 
     @field_validator("admin_users", "allowed_users", "blocked_users")
     @classmethod

@@ -125,15 +125,8 @@ class LdapAuthenticator(Authenticator):
     def grants_access(self) -> bool:
         return bool(self.config.allowed_groups)
 
-    @property
-    def allowed_groups(self) -> list[str]:
-        """`auth.allowed_groups` (names) only: `[auth.ldap]` allowed_groups are DNs, checked at login."""
-        return list(self.settings.auth.allowed_groups)
-
-    @property
-    def admin_groups(self) -> list[str]:
-        """`auth.admin_groups` (names) only: `[auth.ldap]` admin_groups are DNs, checked at login."""
-        return list(self.settings.auth.admin_groups)
+    # allowed_groups/admin_groups (the rules' group *names*) stay the base's, `[auth]`'s alone: `[auth.ldap]`'s
+    # are group DNs, checked against the directory at login
 
     async def authenticate(self, session: AsyncSession, username: str, password: str) -> AuthUser | None:
         if not password:  # an empty password would make an unauthenticated bind, which "succeeds"

@@ -1,7 +1,8 @@
 """A form login whose password is a time-based one-time code (TOTP, RFC 6238: HMAC-SHA1, 30-second steps,
 six digits), checked against each user's enrolled secret.
 
-The secrets live in a JSON file named by `FLEETHUB_TOTP_SECRETS`: {"user name": "BASE32 SECRET", ...}, the
+The secrets live in a JSON file named by the setting `[auth.extra] totp_secrets_file` (environment
+`FLEETHUB_AUTH__EXTRA__TOTP_SECRETS_FILE`): {"user name": "BASE32 SECRET", ...}, the
 same secret the user's authenticator app was given (as a QR code). The file is read at every login, so users
 are enrolled or removed without a restart; it must be readable by the auth service alone. Being in the file is
 this authenticator's allow rule (`AuthUser.allowed`).
@@ -16,7 +17,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -28,7 +28,7 @@ from fleethub.shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
-SECRETS_VAR = "FLEETHUB_TOTP_SECRETS"
+SECRETS_SETTING = "totp_secrets_file"
 STEP = 30  # seconds a code lasts
 DIGITS = 6
 DRIFT = 1  # steps of clock difference accepted either way (a code typed just as it changed)
@@ -62,9 +62,10 @@ class TotpAuthenticator(Authenticator):
 
     def __init__(self, settings: ServiceSettings) -> None:
         super().__init__(settings)
-        path = os.environ.get(SECRETS_VAR)
-        if not path:
-            raise ConfigError(f"{SECRETS_VAR} must name the JSON file of the users' TOTP secrets")
+        path = settings.auth.extra.get(SECRETS_SETTING)  # a third-party authenticator's own keys live there
+        if not isinstance(path, str) or not path:
+            raise ConfigError(f"auth.extra.{SECRETS_SETTING} (FLEETHUB_AUTH__EXTRA__{SECRETS_SETTING.upper()}) "
+                              "must name the JSON file of the users' TOTP secrets")
         self._path = Path(path)
         self._last_used: dict[str, int] = {}  # replay guard: a code is spent once used
 

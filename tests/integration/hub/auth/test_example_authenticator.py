@@ -41,7 +41,7 @@ def installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     secrets = tmp_path / "totp.json"
     secrets.write_text(json.dumps({"ada": SECRET_B32, "bo": "not base32 !"}))
     monkeypatch.syspath_prepend(str(site))
-    monkeypatch.setenv("FLEETHUB_TOTP_SECRETS", str(secrets))
+    monkeypatch.setenv("FLEETHUB_AUTH__EXTRA__TOTP_SECRETS_FILE", str(secrets))  # [auth.extra], from the environment
     try:
         yield importlib.import_module("fleethub_totp")
     finally:
