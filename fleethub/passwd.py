@@ -38,9 +38,10 @@ def _read_password(args: argparse.Namespace, settings: ServiceSettings, name: st
 
 
 async def _set(url: str, settings: ServiceSettings, name: str, password: str, admin: bool) -> int:
-    from fleethub.shared.accounts import end_sessions, set_password
+    from fleethub.shared.accounts import set_password
     from fleethub.shared.db.engine import make_engine, make_sessionmaker
     from fleethub.shared.db.migrate import ensure_migrated
+    from fleethub.shared.logins import end_logins
 
     engine = make_engine(url, pool_size=1)
     try:
@@ -48,7 +49,7 @@ async def _set(url: str, settings: ServiceSettings, name: str, password: str, ad
         async with make_sessionmaker(engine)() as session, session.begin():
             user_id = await set_password(session, name, password, rules=settings.auth.password,
                                          admin=True if admin else None)
-            return await end_sessions(session, user_id)
+            return await end_logins(session, settings.nats_namespace, user_id, normalize_username(name))
     except OSError as exc:
         raise ConfigError(f"cannot reach the database (FLEETHUB_DATABASE_URL): {exc}") from None
     finally:

@@ -12,12 +12,12 @@ import functools
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleethub.shared.authenticator_settings import PasswordSettings
-from fleethub.shared.db.models import Account, ApiToken, LoginSession, OAuthCode, User
+from fleethub.shared.db.models import Account, User
 from fleethub.shared.errors import Conflict
 from fleethub.shared.names import normalize_username
 from fleethub.shared.passwords import check_password_rules
@@ -150,19 +150,6 @@ async def password_is(session: AsyncSession, user_id: int, password: str) -> boo
     stored = (await session.execute(select(Account.password_hash).where(Account.user_id == user_id))).scalar()
     ok = await asyncio.to_thread(verify_password, password, stored or _decoy_hash())
     return ok and stored is not None
-
-
-async def end_sessions(session: AsyncSession, user_id: int, keep: str | None = None) -> int:
-    """End every login session of user `user_id` but `keep` (a session id), with the tokens and OAuth codes
-    issued to them (as a logout does); returns how many sessions ended. API tokens the user made stay."""
-    ended = list((await session.execute(
-        delete(LoginSession).where(LoginSession.user_id == user_id, LoginSession.session_id != (keep or ""))
-        .returning(LoginSession.session_id)
-    )).scalars())
-    if ended:
-        await session.execute(delete(ApiToken).where(ApiToken.user_id == user_id, ApiToken.session_id.in_(ended)))
-        await session.execute(delete(OAuthCode).where(OAuthCode.user_id == user_id, OAuthCode.session_id.in_(ended)))
-    return len(ended)
 
 
 async def pending_signups(session: AsyncSession) -> list[Pending]:

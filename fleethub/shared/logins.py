@@ -20,8 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleethub.shared.authenticators.base import Authenticator, AuthUser
 from fleethub.shared.crypt import AuthStateCrypt
-from fleethub.shared.db.models import Group, GroupMember, User
-from fleethub.shared.events import GroupChanged, UserCreated, UserUpdated
+from fleethub.shared.db.models import ApiToken, Group, GroupMember, LoginSession, OAuthCode, User
+from fleethub.shared.events import GroupChanged, TokenRevoked, UserCreated, UserLoggedOut, UserUpdated
 from fleethub.shared.outbox import enqueue
 from fleethub.shared.plugins import load_callable
 from fleethub.shared.rbac import access_changed
@@ -147,3 +147,29 @@ async def stored_user(session: AsyncSession, crypt: AuthStateCrypt, name: str) -
         select(Group.name).join(GroupMember, GroupMember.group_id == Group.id).where(GroupMember.user_id == row[0])
     )).scalars().all()
     return AuthUser(name, admin=bool(row[1]), groups=sorted(groups), auth_state=crypt.open(row[2], name))
+
+
+async def end_logins(session: AsyncSession, namespace: str, user_id: int, name: str, *, keep: str | None = None,
+                     only: str | None = None) -> int:
+    """End login sessions of user `user_id` (`name`) in `session`'s transaction: every one but `keep`, or
+    only the session `only`; with them the tokens and OAuth codes issued to them (their servers' OAuth
+    tokens, CVE-2021-41247). API tokens the user made stay. Announces the revoked tokens (every api
+    replica forgets them at once) and the logout; returns how many sessions ended."""
+    if only is not None:
+        sids = [only]
+    else:
+        sids = list((await session.execute(
+            delete(LoginSession).where(LoginSession.user_id == user_id, LoginSession.session_id != (keep or ""))
+            .returning(LoginSession.session_id)
+        )).scalars())
+    if not sids:
+        return 0
+    tokens = (await session.execute(
+        delete(ApiToken).where(ApiToken.user_id == user_id, ApiToken.session_id.in_(sids)).returning(ApiToken.id)
+    )).scalars().all()
+    await session.execute(delete(OAuthCode).where(OAuthCode.user_id == user_id, OAuthCode.session_id.in_(sids)))
+    for token_id in tokens:
+        enqueue(session, TokenRevoked(token_id=token_id, user=name), namespace, origin="api")
+    enqueue(session, UserLoggedOut(name=name), namespace, origin="auth")
+    return len(sids)
+

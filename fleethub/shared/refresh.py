@@ -12,15 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleethub.shared.authenticators import Authenticator, AuthUser, decide
 from fleethub.shared.crypt import AuthStateCrypt
-from fleethub.shared.db.models import ApiToken, LoginSession, User
-from fleethub.shared.events import TokenRevoked, UserLoggedOut
-from fleethub.shared.logins import record_user
-from fleethub.shared.outbox import enqueue
+from fleethub.shared.db.models import User
+from fleethub.shared.logins import end_logins, record_user
 from fleethub.shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -51,24 +49,6 @@ async def ask(authenticator: Authenticator, user: AuthUser) -> AuthUser | bool:
     raise RefreshFailed(f"refresh_user answered a {type(answer).__name__}, not a bool or an AuthUser")
 
 
-async def end_sessions(session: AsyncSession, settings: ServiceSettings, user_id: int, name: str) -> int:
-    """End every login session of the user in `session`'s transaction, with the tokens issued to them
-    (their servers' OAuth tokens); announces the revoked tokens and the logout. Returns how many ended."""
-    sids = (await session.execute(
-        delete(LoginSession).where(LoginSession.user_id == user_id).returning(LoginSession.session_id)
-    )).scalars().all()
-    if not sids:
-        return 0
-    ns = settings.nats_namespace
-    tokens = (await session.execute(
-        delete(ApiToken).where(ApiToken.user_id == user_id, ApiToken.session_id.in_(sids)).returning(ApiToken.id)
-    )).scalars().all()
-    for token_id in tokens:  # every api replica forgets them at once, not after its cache's TTL
-        enqueue(session, TokenRevoked(token_id=token_id, user=name), ns, origin="api")
-    enqueue(session, UserLoggedOut(name=name), ns, origin="auth")
-    return len(sids)
-
-
 async def apply(session: AsyncSession, settings: ServiceSettings, crypt: AuthStateCrypt, authenticator: Authenticator,
                 user: AuthUser, answer: AuthUser | bool) -> bool:
     """Record `refresh_user`'s `answer` for `user` (as stored) in `session`'s transaction; whether the user's
@@ -90,6 +70,6 @@ async def apply(session: AsyncSession, settings: ServiceSettings, crypt: AuthSta
             await record_user(session, settings, crypt, answer, decide(authenticator, answer, exists=True).admin)
             return True
         log.info("user %s is in auth.blocked_users: a refresh does not keep their login", user.name)
-    ended = await end_sessions(session, settings, user_id, user.name)
+    ended = await end_logins(session, settings.nats_namespace, user_id, user.name)
     log.info("the authentication of user %s expired: %d login session(s) ended", user.name, ended)
     return False

@@ -9,10 +9,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleethub.shared.authenticators import AuthUser
 from fleethub.shared.crypt import AuthStateCrypt
-from fleethub.shared.db.models import ApiToken, LoginSession, User
-from fleethub.shared.events import UserLoggedIn, UserLoggedOut, utcnow
+from fleethub.shared.db.models import LoginSession, User
+from fleethub.shared.events import UserLoggedIn, utcnow
 from fleethub.shared.identity import create_login_session, end_login_session
-from fleethub.shared.logins import record_user
+from fleethub.shared.logins import end_logins, record_user
 from fleethub.shared.outbox import enqueue
 from fleethub.shared.settings import ServiceSettings
 
@@ -46,10 +46,8 @@ async def log_out(session: AsyncSession, settings: ServiceSettings, cookie: str 
     if ended is None:
         return None
     user_id, sid = ended
-    # tokens tagged with this session (OAuth tokens of the user's servers) end with it (CVE-2021-41247)
-    await session.execute(delete(ApiToken).where(ApiToken.user_id == user_id, ApiToken.session_id == sid))
     name = (await session.execute(select(User.name).where(User.id == user_id))).scalar()
     if name is None:
         return None
-    enqueue(session, UserLoggedOut(name=name), settings.nats_namespace, origin="auth")
+    await end_logins(session, settings.nats_namespace, user_id, name, only=sid)
     return str(name)

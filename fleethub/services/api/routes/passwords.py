@@ -20,9 +20,10 @@ from fleethub.services.api.access import Requester
 from fleethub.services.api.deps import CurrentUser, DbSession, Runtime
 from fleethub.services.api.queries import get_user
 from fleethub.services.api.schemas import PasswordSet, parse_body
-from fleethub.shared.accounts import end_sessions, password_is, set_password_of
+from fleethub.shared.accounts import password_is, set_password_of
 from fleethub.shared.errors import Forbidden, NotFound, TooManyRequests
 from fleethub.shared.http import client_address
+from fleethub.shared.logins import end_logins
 from fleethub.shared.throttle import Attempt, admit, failed, retry_message, succeeded
 
 router = APIRouter(prefix="/hub/api")
@@ -66,7 +67,7 @@ async def put_password(name: str, request: Request, req: CurrentUser, runtime: R
             wrong = False
             await set_password_of(session, user.id, user.name, body.password, auth.password)
             keep = req.ident.session_id if req.is_user(name) else None  # one's own change keeps one's session
-            ended = await end_sessions(session, user.id, keep=keep)
+            ended = await end_logins(session, runtime.settings.nats_namespace, user.id, user.name, keep=keep)
             if throttle:
                 await succeeded(session, attempt)
     if wrong:

@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fleethub.services.auth.deps import AuthenticatorDep, DbSession, Runtime
 from fleethub.services.auth.pages import EXPIRED_FORM, change_password_page
 from fleethub.services.auth.xsrf import foreign_post
-from fleethub.shared.accounts import end_sessions, password_is, set_password_of
+from fleethub.shared.accounts import password_is, set_password_of
 from fleethub.shared.authenticators import Authenticator
 from fleethub.shared.errors import BadRequest, NotFound
 from fleethub.shared.http import client_address
@@ -30,6 +30,7 @@ from fleethub.shared.identity import (
     set_xsrf_cookie,
     xsrf_valid,
 )
+from fleethub.shared.logins import end_logins
 from fleethub.shared.throttle import Attempt, admit, failed, retry_message, succeeded
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,8 @@ async def change_password(
                     await failed(session, auth, attempt)
                 return _page(request, runtime, ident, 403, "The current password is not right.")
             await set_password_of(session, ident.user_id, ident.name, password, auth.password)
-            ended = await end_sessions(session, ident.user_id, keep=ident.session_id)
+            ended = await end_logins(session, runtime.settings.nats_namespace, ident.user_id, ident.name,
+                                     keep=ident.session_id)
             await succeeded(session, attempt)
     except BadRequest as exc:
         return _page(request, runtime, ident, 400, exc.message)
