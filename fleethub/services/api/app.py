@@ -53,12 +53,14 @@ from fleethub.shared.registry import announce
 from fleethub.shared.service import advertise_url as advertise_url_of
 from fleethub.shared.service import bind_socket, open_runtime, serve_app, settle_heap
 from fleethub.shared.settings import ServiceSettings
+from fleethub.shared.templating import Templates
 
 
 def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> FastAPI:
     """The api app; `advertise_url` is registered for the proxies (None: not registered, e.g. in tests)."""
     # the api checks the credentials of token requests and refreshes users before spawns (refresh_pre_spawn)
     authenticator = load_authenticator(settings)
+    templates = Templates(settings)  # a template error in template_paths shows at the first render
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[ApiState]:
@@ -95,7 +97,7 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
             try:
                 yield {"runtime": runtime, "waiters": waiters, "token_cache": cache, "scope_cache": scope_cache,
                        "fast_reads": fast_reads, "token_use": token_use, "crypt": crypt,
-                       "authenticator": authenticator}
+                       "authenticator": authenticator, "templates": templates}
             finally:
                 await token_use.flush()
                 fast_reads.close()

@@ -18,6 +18,7 @@ from fleethub.shared.http import DbSession, ReadSession, RuntimeDep
 from fleethub.shared.identity import Identity, TokenCache
 from fleethub.shared.rbac import ScopeCache
 from fleethub.shared.service import Runtime as _Runtime
+from fleethub.shared.templating import Templates
 
 __all__ = ["ApiState", "Crypt", "CurrentUser", "DbSession", "PageUser", "ReadSession", "Runtime", "Waiters"]
 
@@ -33,6 +34,7 @@ class ApiState(TypedDict):
     token_use: TokenUse
     crypt: AuthStateCrypt
     authenticator: Authenticator
+    templates: Templates
 
 
 async def _waiters(request: Request) -> _Waiters:

@@ -20,6 +20,7 @@ from fleethub.shared.registry import announce
 from fleethub.shared.service import advertise_url as advertise_url_of
 from fleethub.shared.service import bind_socket, open_runtime, serve_app, settle_heap
 from fleethub.shared.settings import ServiceSettings
+from fleethub.shared.templating import Templates
 
 
 def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> FastAPI:
@@ -40,7 +41,8 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
                 runtime.spawn(announce(runtime.bus, entry), "registry")
                 settle_heap()  # a service process (not an app inside tests): see settle_heap
             try:
-                yield {"runtime": runtime, "authenticator": authenticator, "crypt": crypt, "post_auth": post_auth}
+                yield {"runtime": runtime, "authenticator": authenticator, "crypt": crypt, "post_auth": post_auth,
+                       "templates": Templates(settings)}
             finally:
                 await authenticator.close()
 

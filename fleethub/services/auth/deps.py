@@ -11,6 +11,7 @@ from fleethub.shared.crypt import AuthStateCrypt
 from fleethub.shared.http import DbSession, RuntimeDep
 from fleethub.shared.logins import PostAuthHook
 from fleethub.shared.service import Runtime as _Runtime
+from fleethub.shared.templating import Templates
 
 __all__ = ["AuthState", "AuthenticatorDep", "CryptDep", "DbSession", "PostAuthDep", "Runtime"]
 
@@ -22,6 +23,7 @@ class AuthState(TypedDict):
     authenticator: Authenticator
     crypt: AuthStateCrypt
     post_auth: PostAuthHook
+    templates: Templates
 
 
 async def _authenticator(request: Request) -> Authenticator:
