@@ -16,6 +16,7 @@ from fleethub.services.api.fastread import FastReads, FastUserRead
 from fleethub.services.api.routes import (
     accept_share,
     activity,
+    admin_page,
     authorizations,
     groups,
     hub_services,
@@ -26,6 +27,7 @@ from fleethub.services.api.routes import (
     servers,
     shares,
     signups,
+    static_files,
     tokens,
     user_redirect,
     users,
@@ -107,7 +109,7 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
     install_error_handlers(app)
     app.add_middleware(CommonHeaders)
     for module in (info, users, passwords, signups, tokens, authorizations, servers, groups, shares, hub_services,
-                   activity, proxy, pages, user_redirect, accept_share):
+                   activity, proxy, pages, user_redirect, accept_share, admin_page, static_files):
         app.include_router(module.router)
     return app
 
