@@ -33,7 +33,8 @@ async def admin(request: Request, runtime: Runtime, session: DbSession, ident: P
     await session.rollback()
     settings = runtime.settings
     # which servers the admin may open: the page's script matches these against each user and server
-    access = sorted(str(s) for s in req.scopes if s.name == ACCESS_SCOPE)
+    held = [s for s in req.scopes if s.name == ACCESS_SCOPE]
+    access = [ACCESS_SCOPE] if any(s.kind is None for s in held) else sorted(str(s) for s in held)
     xsrf = form_xsrf(request, runtime, ident)
     page = templates(request).render(
         "admin.html", nav=nav, me=ident.name, access_scopes=access,
