@@ -13,6 +13,7 @@
     me: root.dataset.me || "",
     access: JSON.parse(root.dataset.access || "[]"),
     signups: root.dataset.signups === "true",
+    named: root.dataset.namedServers === "true",
     spawnForm: root.dataset.spawnForm === "true",
     pageSize: Number(root.dataset.pageSize) || 50,
   };
@@ -74,16 +75,18 @@
     el.classList.toggle("ok", kind === "ok");
   }
 
-  /** Run `work` with `button` disabled; a failure is said in `out` with the API's message. */
+  /** Run `work` once at a time per button (marked aria-disabled meanwhile: a disabled button would lose the
+   * keyboard focus); a failure is said in `out` with the API's message. */
   async function busy(button, out, work) {
-    if (button) button.disabled = true;
+    if (button && button.getAttribute("aria-disabled") === "true") return undefined;
+    if (button) button.setAttribute("aria-disabled", "true");
     try {
       return await work();
     } catch (exc) {
       say(out, exc.message, "error");
       return undefined;
     } finally {
-      if (button && button.isConnected) button.disabled = false;
+      if (button) button.removeAttribute("aria-disabled");
     }
   }
 
@@ -93,7 +96,7 @@
     const key = active && old.contains(active) ? active.dataset.key : null;
     old.replaceWith(fresh);
     if (!key) return;
-    const usable = (el) => el && !el.hidden && !el.disabled;
+    const usable = (el) => el && !el.disabled && el.checkVisibility();
     const firstIn = (el) => el && [...el.querySelectorAll("button, a[href]")].find(usable);
     const same = fresh.querySelector(`[data-key="${CSS.escape(key)}"]`);
     const server = key.includes(":") ? fresh.querySelector(`[data-server="${CSS.escape(key.slice(key.indexOf(":") + 1))}"]`) : null;
@@ -231,6 +234,10 @@
       el.setAttribute("aria-label", text);
     }
     del.hidden = user.name === cfg.me; // the API refuses it anyway ("Cannot delete yourself!")
+    const newServer = field(row, "new-server");
+    newServer.hidden = !cfg.named;
+    newServer.querySelector("input").setAttribute("aria-label", `Name of a new server of ${user.name}`);
+    newServer.querySelector("button").setAttribute("aria-label", `Start a new server of ${user.name}`);
     return row;
   }
 
@@ -294,20 +301,22 @@
     }
   }
 
+  const serverTitle = (user, server) => (server ? `${user}'s server ${server}` : `${user}'s server`);
+
   async function startServer(user, server, button, out) {
-    say(out, `Starting ${user}'s ${server ? `server ${server}` : "server"}…`);
+    say(out, `Starting ${serverTitle(user, server)}…`);
     await busy(button, out, async () => {
       const { status } = await api("POST", serverPath(user, server));
-      say(out, status === 201 ? `${user}'s server is running.` : `${user}'s server is starting.`);
+      say(out, `${serverTitle(user, server)} is ${status === 201 ? "running" : "starting"}.`);
     });
     await refreshUser(user);
   }
 
   async function stopServer(user, server, button, out) {
-    say(out, `Stopping ${user}'s ${server ? `server ${server}` : "server"}…`);
+    say(out, `Stopping ${serverTitle(user, server)}…`);
     await busy(button, out, async () => {
       const { status } = await api("DELETE", serverPath(user, server));
-      say(out, status === 204 ? `${user}'s server is stopped.` : `${user}'s server is stopping.`);
+      say(out, `${serverTitle(user, server)} is ${status === 204 ? "stopped" : "stopping"}.`);
     });
     await refreshUser(user);
   }
@@ -379,6 +388,21 @@
     };
     const act = actions[button.dataset.action];
     if (act) act();
+  });
+
+  userBody.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const form = event.target;
+    const row = form.closest("tr");
+    if (form.dataset.form !== "new-server" || !row) return;
+    const user = row.dataset.user;
+    const server = form.elements.server.value.trim();
+    if (!server) return;
+    if (cfg.spawnForm) { // options to choose first: the spawn form (a GET starts nothing)
+      window.location.assign(`/hub/spawn/${seg(user)}/${seg(server)}`);
+      return;
+    }
+    await startServer(user, server, form.querySelector("button"), field(row, "msg"));
   });
 
   let typing = null;
