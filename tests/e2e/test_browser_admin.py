@@ -90,7 +90,8 @@ async def test_admin_panel_in_chromium(cluster: Cluster, tmp_path: Path) -> None
         await page.get_by_role("textbox", name="Name of a new server of alice").fill("lab")
         await page.keyboard.press("Enter")
         await _state(page, "alice", "running", "lab")
-        assert await alice.get_by_role("link", name="Open alice's server lab").get_attribute("href") == "/user/alice/lab/"
+        lab = alice.get_by_role("link", name="Open alice's server lab")
+        assert await lab.get_attribute("href") == "/user/alice/lab/"
         await page.get_by_role("button", name="Stop alice's server lab").click()
         await _state(page, "alice", "stopped", "lab")
         await page.get_by_role("button", name="Delete alice's server lab").click()
