@@ -80,12 +80,12 @@ async def test_static_files_stay_inside_their_folder(hub: Hub) -> None:
 
 @pytest.fixture
 async def helpdesk_hub(tmp_path: Path, nats_url: str, database_url: str, nats_namespace: str) -> AsyncIterator[Hub]:
-    """A hub where alice holds admin-ui through a role, with access to admin's servers only; the password
-    authenticator is not used (no sign-ups to approve); named servers on."""
+    """A hub where alice holds admin-ui through a role, with access to admin's servers only; named servers on;
+    group memberships managed by the authenticator."""
     roles = [{"name": "helpdesk", "scopes": ["admin-ui", "list:users", "access:servers!user=admin"],
               "users": ["alice"]}]
     settings = hub_settings(tmp_path, nats_url, database_url, nats_namespace, roles=roles,
-                            api={"allow_named_servers": True})
+                            api={"allow_named_servers": True}, auth={"manage_groups": True})
     async with running_hub(settings) as hub:
         yield hub
 
@@ -98,6 +98,16 @@ async def test_a_role_with_admin_ui_opens_it_and_says_which_servers_it_may_open(
     data = _data(page.text)
     assert data["me"] == "alice" and data["named-servers"] == "true"
     assert sorted(json.loads(data["access"])) == ["access:servers!user=admin", "access:servers!user=alice"]
+    assert "Group memberships come from the authenticator" in page.text
+    # what the panel's membership edits then meet: the API's refusal, whose message the page shows
+    xsrf = {"X-XSRFToken": hub.xsrf(hub.client)}
+    admin = await hub.headers_for("admin", admin=True)
+    assert (await hub.client.post("/hub/api/groups/physics", headers=admin)).status_code == 201
+    refused = await hub.client.post("/hub/api/groups/physics/users", json={"users": ["alice"]}, headers=admin)
+    assert refused.status_code == 400 and "auth.manage_groups" in refused.json()["message"]
+    # alice's role lets her see the panel, not change users: the API says so to her script
+    made = await hub.client.post("/hub/api/users", json={"usernames": ["zed"]}, headers=xsrf)
+    assert made.status_code == 403 and "admin:users" in made.json()["message"]
 
 
 async def test_names_are_escaped(hub: Hub) -> None:
