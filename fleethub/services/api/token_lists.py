@@ -17,6 +17,23 @@ EXPIRY_CHOICES = (("Never", 0), ("1 hour", 3600), ("1 day", 86400), ("1 week", 7
 
 
 @dataclass(frozen=True)
+class TokenRow:
+    """An API token as the page shows it (read out of its row: the page renders after the transaction)."""
+
+    id: str  # the API's id, "a17"
+    note: str
+    scopes: list[str]
+    created: datetime
+    last_activity: datetime | None
+    expires_at: datetime | None
+
+    @classmethod
+    def of(cls, token: ApiToken) -> TokenRow:
+        return cls(f"a{token.id}", token.note, list(token.scopes or []), token.created, token.last_activity,
+                   token.expires_at)
+
+
+@dataclass(frozen=True)
 class Authorization:
     """An OAuth client the user let in: all its unexpired tokens of the user, as one row."""
 
@@ -32,7 +49,7 @@ class Authorization:
 class TokenLists:
     """The page's two tables, most recently used first (as JupyterHub's page orders them)."""
 
-    api_tokens: list[ApiToken]
+    api_tokens: list[TokenRow]
     authorizations: list[Authorization]
 
 
@@ -89,4 +106,4 @@ async def token_lists(session: AsyncSession, settings: ServiceSettings, user: Us
                       token_id=f"a{group[0].id}", tokens=len(group))
         for cid, group in by_client.items()  # in the order of their most recently used token
     ]
-    return TokenLists([t for t in tokens if not (t.kind == "oauth" and t.client_id)], authorizations)
+    return TokenLists([TokenRow.of(t) for t in tokens if not (t.kind == "oauth" and t.client_id)], authorizations)
