@@ -95,6 +95,9 @@ async def test_request_use_and_revoke_tokens_on_the_token_page(cluster: Cluster,
             await page.evaluate("window.scrollTo(0, document.querySelector('#token-form button[type=submit]')"
                                 ".getBoundingClientRect().top + window.scrollY - 24)")
             await page.screenshot(path=str(SCREENSHOT))
+            await page.set_viewport_size({"width": 390, "height": 800})  # a phone: the lists scroll in their boxes
+            assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+            await page.set_viewport_size({"width": 1280, "height": 800})
 
             # revoked on the page (keyboard): the same call is then refused
             revoke = row.get_by_role("button", name="Revoke")
