@@ -28,6 +28,7 @@ from fleethub.services.api.routes import (
     shares,
     signups,
     static_files,
+    token_page,
     tokens,
     user_redirect,
     users,
@@ -109,7 +110,7 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
     install_error_handlers(app)
     app.add_middleware(CommonHeaders)
     for module in (info, users, passwords, signups, tokens, authorizations, servers, groups, shares, hub_services,
-                   activity, proxy, pages, user_redirect, accept_share, admin_page, static_files):
+                   activity, proxy, pages, user_redirect, accept_share, admin_page, token_page, static_files):
         app.include_router(module.router)
     return app
 
