@@ -56,17 +56,18 @@ def limit_note(settings: ServiceSettings, count: int) -> str:
 async def _page(request: Request, runtime: Runtime, session: AsyncSession, ident: Identity, *,
                 status: int = 200, error: str = "", new_name: str = "") -> Response:
     user = await get_user(session, ident.name)
-    servers = home_servers(user.name, (await server_views(session, [user])).get(user.id, []))
+    name = user.name
+    servers = home_servers(name, (await server_views(session, [user])).get(user.id, []))
     nav = await nav_for(request, session, ident)
     await session.rollback()  # reads only: nothing held while the page renders
     settings = runtime.settings
     xsrf = form_xsrf(request, runtime, ident)
     page = templates(request).render(
-        "home.html", nav=nav, user=user.name, servers=servers, xsrf=xsrf, now=utcnow(), ago=ago,
+        "home.html", nav=nav, user=name, servers=servers, xsrf=xsrf, now=utcnow(), ago=ago,
         named_servers=settings.api.allow_named_servers, limit=settings.api.named_server_limit_per_user,
         limit_note=limit_note(settings, len(servers.named)), limit_full=_full(settings, len(servers.named)),
-        with_options=offers_options(settings.spawner), iso=iso, q=url_escape, placeholder=placeholder_row(user.name),
-        api_url=f"/hub/api/users/{url_escape(user.name)}", spawn_url=f"/hub/spawn/{url_escape(user.name)}",
+        with_options=offers_options(settings.spawner), iso=iso, q=url_escape, placeholder=placeholder_row(name),
+        api_url=f"/hub/api/users/{url_escape(name)}", spawn_url=f"/hub/spawn/{url_escape(name)}",
         error=error, new_name=new_name,
     )
     response = HTMLResponse(page, status_code=status, headers={"Cache-Control": "no-store"})
