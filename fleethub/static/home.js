@@ -21,6 +21,7 @@
   var epoch = 0;                          // bumped by each action: a poll begun before it is stale
   var pollFailed = false;
   var inFlight = 0;                       // actions under way: their rows show what they expect
+  var announced = {};                     // servers whose start or stop was announced: say when it is done
 
   function xsrfToken() {
     var m = document.cookie.match(/(?:^|;\s*)_xsrf=([^;]*)/);
@@ -136,15 +137,23 @@
     }
   }
 
+  function settled(name, state) {
+    if (!(name in announced) || state === "starting" || state === "stopping") return;
+    delete announced[name];
+    say((name ? name : "Your server") + " is " + state + ".");
+  }
+
   function apply(model) {
     var servers = model.servers || {};
     rows().forEach(function (el) {
       var name = el.dataset.server;
       if (name in servers) {
         showState(el, stateOf(servers[name]));
+        settled(name, stateOf(servers[name]));
         showActivity(el, servers[name].last_activity);
       } else if (name === "") {
         showState(el, "stopped");
+        settled(name, "stopped");
       } else {
         el.remove();  // deleted elsewhere
       }
@@ -197,11 +206,13 @@
   var actions = {
     start: function (row, name) {
       showState(row, "starting");
+      announced[name] = true;
       say("Starting " + name + "…");
       return call("POST", serverPath(name), {});
     },
     stop: function (row, name) {
       showState(row, "stopping");
+      announced[name] = true;
       say("Stopping " + (name || "your server") + "…");
       return call("DELETE", serverPath(name));
     },
@@ -235,6 +246,7 @@
     showState(row, "starting");
     showActivity(row, null);
     say("Creating " + name + "…");
+    announced[name] = true;
     return call("POST", serverPath(name), {}).then(function () {
       input.value = "";
       say("Created " + name + ": starting…");

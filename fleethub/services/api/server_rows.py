@@ -9,16 +9,18 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from fleethub.services.api.models import INACTIVE, AnyView, Pending, ReportedStatus
+from fleethub.shared.lifecycle import ServerStatus
 from fleethub.shared.names import server_prefix, url_escape
 
 
 class RowState(enum.StrEnum):
-    """A server's state on the home page."""
+    """A server's state on the home page; its words are the lifecycle's, and "starting" for a spawn under
+    way (requested or pending)."""
 
-    RUNNING = "running"
+    RUNNING = ServerStatus.RUNNING.value
     STARTING = "starting"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
+    STOPPING = ServerStatus.STOPPING.value
+    STOPPED = ServerStatus.STOPPED.value
 
 
 def row_state(status: ReportedStatus) -> RowState:
