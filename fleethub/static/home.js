@@ -90,6 +90,8 @@
     el.dataset.state = state;
     var word = el.querySelector("[data-field=state]");
     if (word) word.textContent = state;
+    var sentence = el.querySelector("[data-field=sentence]");
+    if (sentence) sentence.textContent = "Your server is " + state + ".";
     Array.prototype.forEach.call(el.querySelectorAll("[data-show]"), function (part) {
       part.hidden = part.dataset.show.split(" ").indexOf(state) < 0;
     });

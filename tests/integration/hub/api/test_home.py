@@ -91,7 +91,7 @@ async def test_home_without_named_servers(hub: Hub) -> None:
     await hub.login(c, "alice")
     home = await c.get("/hub/home")
     assert home.status_code == 200 and home.headers["cache-control"] == "no-store"
-    assert "Your server is | stopped" in visible(home.text, "")
+    assert "Your server is stopped." in visible(home.text, "")
     assert "Start my server" in visible(home.text, "") and "Open my server" not in visible(home.text, "")
     assert 'id="named-servers"' not in home.text and "New server" not in home.text
     assert "Sign out" in home.text and "Change password" in home.text  # the navigation bar
@@ -129,7 +129,7 @@ async def test_create_stop_and_delete_named_servers_with_the_forms(named: Hub) -
     row = visible(home.text, "gpu")
     assert "running" in row and "Open gpu" in row and "Stop gpu" in row and "Delete gpu" not in row
     assert 'href="/user/alice/gpu/" aria-label="Open gpu"' in home.text
-    assert "Your server is | stopped" in visible(home.text, "")  # the default server is another one
+    assert "Your server is stopped." in visible(home.text, "")  # the default server is another one
 
     r = await c.post("/hub/home/servers/gpu/stop", data={"_xsrf": xsrf})
     assert r.status_code == 303 and r.headers["location"] == "/hub/home"
