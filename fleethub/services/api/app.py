@@ -19,6 +19,7 @@ from fleethub.services.api.routes import (
     admin_page,
     authorizations,
     groups,
+    home,
     hub_services,
     info,
     pages,
@@ -110,7 +111,8 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
     install_error_handlers(app)
     app.add_middleware(CommonHeaders)
     for module in (info, users, passwords, signups, tokens, authorizations, servers, groups, shares, hub_services,
-                   activity, proxy, pages, user_redirect, accept_share, admin_page, token_page, static_files):
+                   activity, proxy, pages, user_redirect, accept_share, admin_page, token_page, home,
+                   static_files):
         app.include_router(module.router)
     return app
 

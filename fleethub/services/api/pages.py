@@ -38,24 +38,6 @@ class HomeState(enum.StrEnum):
     STOPPED = ServerStatus.STOPPED.value
 
 
-def home_page(user: str, state: HomeState, server_url: str, xsrf: str, pending_url: str, *,
-              with_options: bool = False, change_password: bool = False) -> str:
-    """The user's home: the default server's state with start/stop buttons (`with_options`: "Start" leads
-    to the spawn form; `change_password`: a link to the password authenticator's change-password page)."""
-    if state is HomeState.READY:
-        actions = (f'<a href="{escape(server_url, quote=True)}">Open my server</a> '
-                   + _button("/hub/stop", "Stop my server", xsrf))
-    elif state is HomeState.PENDING:
-        actions = f'<a href="{escape(pending_url, quote=True)}">Starting…</a>'
-    elif with_options:  # something to choose first: the form (a GET shows it, nothing starts)
-        actions = '<a href="/hub/spawn">Start my server</a>'
-    else:
-        actions = _button("/hub/spawn", "Start my server", xsrf)
-    password = '<a href="/hub/change-password">Change password</a> ' if change_password else ""
-    return _page("Home", f"<h1>{escape(user)}</h1><p>Your server is {escape(state)}.</p><p>{actions}</p>"
-                         f'<p>{password}<a href="/hub/logout">Sign out</a></p>')
-
-
 @dataclass(frozen=True)
 class ProfileChoice:
     """One profile of the spawn form; `fields` is its backend's HTML, escaped by whoever made it."""
@@ -106,15 +88,6 @@ def pending_page(message: str, *, refresh: bool = True, progress: Sequence[str] 
     log = f'<ol class="progress">{steps}</ol>' if steps else ""
     return _page("Starting", f"<h1>Your server is starting</h1><p{cls}>{escape(message)}</p>{log}"
                              '<p><a href="/hub/home">Home</a></p>', refresh="1" if refresh else "")
-
-
-def stopped_page(path: str, action: str, xsrf: str) -> str:
-    """A request for a server that is not running: offer to start it."""
-    return _page(
-        "Server not running",
-        f"<h1>Server not running</h1><p>The server at {escape(path)} is not running.</p>"
-        + _button(action, "Start it", xsrf),
-    )
 
 
 ERROR_MESSAGES = {

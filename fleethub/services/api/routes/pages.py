@@ -1,4 +1,4 @@
-"""Hub pages: home, the start form (profiles and backend options), stop, and spawn-pending."""
+"""Hub pages: the start form (profiles and backend options), stop, and spawn-pending (home: routes/home.py)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from fleethub.services.api.access import HIDDEN, load_requester
 from fleethub.services.api.browser import check_form, form_xsrf, login_redirect, with_xsrf
 from fleethub.services.api.deps import DbSession, PageUser, Runtime, Waiters
 from fleethub.services.api.models import AnyView
-from fleethub.services.api.pages import HomeState, error_page, home_page, pending_page, spawn_page
+from fleethub.services.api.pages import HomeState, error_page, pending_page, spawn_page
 from fleethub.services.api.queries import get_user, one_server_view
 from fleethub.services.api.refresh import refresh_before_spawn
 from fleethub.services.api.servers import check_display_name, check_named_server, lock_user, start_server, stop_server
-from fleethub.services.api.spawn_form import offered, offers_options, user_options_of
+from fleethub.services.api.spawn_form import offered, user_options_of
 from fleethub.shared.backend_options import configure_for
 from fleethub.shared.db.models import User
 from fleethub.shared.errors import BadRequest, ConfigError, Forbidden, NotFound
@@ -59,19 +59,6 @@ async def proxy_error(status: int, url: str = "") -> Response:
         raise BadRequest("Error pages exist for statuses 400-599")
     page = error_page(status, url[:2000])
     return HTMLResponse(page, status_code=status, headers={"Cache-Control": "no-store"})
-
-
-@router.get("/hub/home")
-async def home(request: Request, runtime: Runtime, session: DbSession, ident: PageUser) -> Response:
-    if ident is None:
-        return login_redirect(request)
-    user = await get_user(session, ident.name)
-    state = _state(await one_server_view(session, user, ""))
-    xsrf = form_xsrf(request, runtime, ident)
-    page = home_page(ident.name, state, server_prefix(ident.name), xsrf, _pending_url(ident.name),
-                     with_options=offers_options(runtime.settings.spawner),
-                     change_password=runtime.settings.auth.authenticator == "password")
-    return with_xsrf(request, runtime, HTMLResponse(page), xsrf)
 
 
 def _form(request: Request, runtime: Runtime, ident: Identity, name: str, *, status: int = 200, error: str = "",

@@ -19,8 +19,9 @@ from fleethub.services.api.access import HIDDEN, load_requester
 from fleethub.services.api.browser import form_xsrf, login_redirect, with_xsrf
 from fleethub.services.api.deps import DbSession, PageUser, Runtime
 from fleethub.services.api.models import INACTIVE, AnyView
-from fleethub.services.api.pages import stopped_page
+from fleethub.services.api.page_context import nav_for, templates
 from fleethub.services.api.queries import get_user, server_views
+from fleethub.services.api.spawn_form import offers_options
 from fleethub.shared.errors import BadRequest, FleethubError, Forbidden, NotFound
 from fleethub.shared.identity import Identity
 from fleethub.shared.names import server_prefix, url_escape
@@ -66,14 +67,18 @@ async def _back_to_server(request: Request, session: DbSession, target: str) -> 
     return RedirectResponse(checked_location(f"{target}?{urlencode(query)}"), status_code=302)
 
 
-def _stopped(request: Request, runtime: Runtime, ident: Identity, name: str, server: str, target: str,
-             path: str) -> Response:
+async def _stopped(request: Request, runtime: Runtime, session: DbSession, ident: Identity, name: str, server: str,
+                   target: str, path: str) -> Response:
     spawn_url = f"/hub/spawn/{url_escape(name)}" + (f"/{url_escape(server)}" if server else "")
     message = f"JupyterHub server no longer running at {target}. Restart the server at {spawn_url}"
     if _wants_json(request, path):
         return JSONResponse({"status": 424, "message": message}, status_code=424)
+    nav = await nav_for(request, session, ident)
+    await session.rollback()
     xsrf = form_xsrf(request, runtime, ident)
-    page = stopped_page(target, spawn_url, xsrf)
+    page = templates(request).render(
+        "not_running.html", nav=nav, owner=name, own=name == ident.name, server_name=server, target=target,
+        spawn_url=spawn_url, xsrf=xsrf, with_options=offers_options(runtime.settings.spawner))
     return with_xsrf(request, runtime, HTMLResponse(page, status_code=424), xsrf)
 
 
@@ -102,7 +107,7 @@ async def user_redirect(name: str, request: Request, runtime: Runtime, session: 
     if active:
         spawn_pending = f"/hub/spawn-pending/{url_escape(name)}" + (f"/{url_escape(server)}" if server else "")
         return RedirectResponse(f"{spawn_pending}?next={quote(target, safe='/')}", status_code=303)
-    return _stopped(request, runtime, ident, name, server, target, inner)
+    return await _stopped(request, runtime, session, ident, name, server, target, inner)
 
 
 @router.get("/hub/user-redirect/{path:path}")
