@@ -26,6 +26,7 @@ from fleethub.services.api.routes import (
     servers,
     shares,
     signups,
+    static_files,
     tokens,
     user_redirect,
     users,
@@ -107,7 +108,7 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
     install_error_handlers(app)
     app.add_middleware(CommonHeaders)
     for module in (info, users, passwords, signups, tokens, authorizations, servers, groups, shares, hub_services,
-                   activity, proxy, pages, user_redirect, accept_share):
+                   activity, proxy, pages, user_redirect, accept_share, static_files):
         app.include_router(module.router)
     return app
 
