@@ -112,6 +112,7 @@ class Waiters:
         self._sessions = sessions
         self._listeners: dict[str, set[Listener]] = defaultdict(set)
         self._progress: OrderedDict[str, list[str]] = OrderedDict()
+        self._percent: dict[str, int] = {}  # the furthest progress of the spawns in `_progress`
 
     async def on_event(self, envelope: Envelope, message: Message) -> None:
         if not isinstance(message, ServerEvent):
@@ -127,15 +128,21 @@ class Waiters:
             if message.message and message.message not in steps[-1:]:
                 steps.append(message.message)
                 del steps[:-_PROGRESS_STEPS]
+            self._percent[message.spawn_id] = max(message.progress, self._percent.get(message.spawn_id, 0))
             while len(self._progress) > _PROGRESS_SPAWNS:
-                self._progress.popitem(last=False)
+                self._percent.pop(self._progress.popitem(last=False)[0], None)
         elif outcome_of(message) is not None:
             self._progress.pop(message.spawn_id, None)
+            self._percent.pop(message.spawn_id, None)
 
     def progress(self, spawn_id: str) -> list[str]:
         """The progress messages of `spawn_id` this replica has seen, oldest first (its core subscription
         sees every spawn's; empty once an outcome arrived, or for a spawn that began before it started)."""
         return list(self._progress.get(spawn_id, ()))
+
+    def percent(self, spawn_id: str) -> int:
+        """How far `spawn_id` went by the progress events this replica has seen (0-100; 0 when none)."""
+        return self._percent.get(spawn_id, 0)
 
     def listen(self, spawn_id: str) -> Listener:
         """Start receiving the events of `spawn_id`; the caller must `close()` the listener."""

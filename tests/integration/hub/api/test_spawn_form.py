@@ -95,12 +95,12 @@ async def test_refused_choices_show_the_form_again_and_start_nothing(hub: Hub) -
     await hub.login(c, "alice")
     r = await spawn_through_form(c, profile="<huge>")
     assert r is not None and r.status_code == 400 and r.headers["content-type"].startswith("text/html")
-    assert "unknown profile &#x27;&lt;huge&gt;&#x27;; this hub offers: small, big, box" in r.text
+    assert "unknown profile &#39;&lt;huge&gt;&#39;; this hub offers: small, big, box" in r.text
     assert "<huge>" not in r.text and "Traceback" not in r.text
     assert _radios(r.text) == [("small", True), ("big", False), ("box", False)]  # the form, to choose again
     r = await spawn_through_form(c, profile="box", image="evil/miner:latest")
     assert r is not None and r.status_code == 400
-    assert "image &#x27;evil/miner:latest&#x27; is not allowed; choose one of: Base, Science &lt;x&gt;" in r.text
+    assert "image &#39;evil/miner:latest&#39; is not allowed; choose one of: Base, Science &lt;x&gt;" in r.text
     assert ("box", True) in _radios(r.text)  # the choice is kept
     # another profile's field is not this one's option
     r = await spawn_through_form(c, profile="big", extra={"box:image": "evil/miner:latest"})
