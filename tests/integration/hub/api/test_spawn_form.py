@@ -14,6 +14,7 @@ import pytest
 from fleethub.shared.events import ServerProgress, SpawnServer
 from tests.support.hub import Hub, hub_settings, running_hub
 from tests.support.spawn_form import spawn_through_form
+from tests.support.spawns import mark
 
 pytestmark = pytest.mark.integration
 
@@ -140,6 +141,22 @@ async def test_the_pending_page_lists_the_spawns_progress(hub: Hub) -> None:
     assert steps, page
     assert steps.group(1) == ("<li>Server requested</li><li>queued</li>"
                               "<li>creating container &lt;jupyter-alice&gt;</li>")
+
+
+async def test_a_failed_start_tries_again_through_the_form(hub: Hub) -> None:
+    c = hub.client
+    await hub.login(c, "alice")
+    r = await spawn_through_form(c, profile="big")
+    assert r is not None and r.status_code == 302
+    cmd = await hub.spawn_command()
+    await mark(hub, "alice", "", cmd.spawn_id, "failed", "out of <memory>", started=False)
+    page = await c.get("/hub/spawn-pending/alice")
+    assert page.status_code == 500 and "Spawn failed: out of &lt;memory&gt;" in page.text
+    # something to choose: "Try again" is the form again (a link: nothing starts before a choice)
+    assert '<a class="button" id="try-again" href="/hub/spawn/alice">Try again</a>' in page.text
+    assert 'method="post"' not in page.text
+    form = await c.get("/hub/spawn/alice")
+    assert form.status_code == 200 and ("small", True) in _radios(form.text)
 
 
 async def test_a_named_server_through_the_form(hub: Hub) -> None:
