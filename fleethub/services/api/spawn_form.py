@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from markupsafe import Markup
@@ -26,7 +26,7 @@ class ProfileChoice:
     display_name: str
     description: str
     checked: bool
-    fields: Markup = Markup("")
+    fields: Markup = field(default_factory=Markup)
 
 
 def _fields(spawner: SpawnerSettings, backend: str, overrides: Mapping[str, Any], prefix: str) -> Markup:

@@ -96,13 +96,22 @@ async def test_the_progress_stream_takes_the_pages_cookie_and_xsrf_token(hub: Hu
     page = (await c.get("/hub/spawn-pending/alice")).text
     url = _attr(page, "spawn-pending", "data-progress-url")
     cookies = "; ".join(f"{k}={v}" for k, v in c.cookies.items())
-    async with replica(hub) as (app, _, _):
+    async with replica(hub) as (app, state, _):
+        # steps before the page's script opened the stream are sent first (a page opened mid-spawn), once
+        for pct, step in ((0, "Server requested"), (25, "pulling")):
+            await hub.bus.publish(ServerProgress(user="alice", spawn_id=cmd.spawn_id, progress=pct, message=step))
+
+        async def seen_by_the_replica() -> bool:
+            return len(state["waiters"].steps(cmd.spawn_id)) == 2
+
+        await wait_for(seen_by_the_replica, timeout=10, what="the steps seen by the replica")
         # what spawn_pending.js opens: the page's URL with the `_xsrf` cookie's token, the browser's cookies
         stream = Streamed(app, f"{url}?_xsrf={hub.xsrf(c)}", {"cookie": cookies, "accept": "text/event-stream"})
         assert await stream.start() == 200 and stream.headers["content-type"] == "text/event-stream"
         assert await stream.event() == {"progress": 0, "message": "Server requested"}
-        await hub.bus.publish(ServerProgress(user="alice", spawn_id=cmd.spawn_id, progress=40, message="pulling"))
-        assert await stream.event() == {"progress": 40, "message": "pulling"}
+        assert await stream.event() == {"progress": 25, "message": "pulling"}
+        await hub.bus.publish(ServerProgress(user="alice", spawn_id=cmd.spawn_id, progress=40, message="starting"))
+        assert await stream.event() == {"progress": 40, "message": "starting"}
         await stream.hang_up()
     # the cookie alone, or another session's token, is not enough (cross-site pages can send the cookie)
     assert (await c.get(url)).status_code == 403
@@ -158,7 +167,8 @@ async def test_a_named_server_of_an_escaped_user(hub: Hub) -> None:
         # the stream the page names is that server's
         await mark(hub, "a%2fb<", "gpu", cmd.spawn_id, "failed", "no", started=False)
         r = await admin.get(_attr(page, "spawn-pending", "data-progress-url"), params={"_xsrf": hub.xsrf(admin)})
-        assert r.status_code == 200 and r.text == 'data: {"progress": 100, "failed": true, "message": "Spawn failed: no"}\n\n'
+        assert r.status_code == 200
+        assert r.text == 'data: {"progress": 100, "failed": true, "message": "Spawn failed: no"}\n\n'
 
 
 async def test_a_stopping_server_has_no_progress_to_follow(hub: Hub) -> None:
