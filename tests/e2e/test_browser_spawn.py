@@ -93,42 +93,49 @@ async def _bar(page: Page) -> float:
     return value
 
 
-async def test_the_bar_moves_with_each_step_then_the_server_opens(cluster: Cluster, tmp_path: Path) -> None:
+async def test_spawn_pages_in_chromium(cluster: Cluster, tmp_path: Path) -> None:
+    # one stack for the three (each start of one costs 10-20 s); each flow has its own user and browser page
     base = f"http://127.0.0.1:{cluster.settings.proxy.port}"
-    data_dir = cluster.settings.data_dir
-    (data_dir / "gates").mkdir(parents=True, exist_ok=True)
+    (cluster.settings.data_dir / "gates").mkdir(parents=True, exist_ok=True)
     await cluster.wait_hub()
-    recorded: list[tuple[float, str]] = []
     async with chromium() as browser:
-        page = await browser.new_page(viewport=VIEWPORT)
-        await page.expose_function("recordBar", lambda value, path: recorded.append((value, path)))
-        await page.add_init_script(RECORD_BAR)
-        await _log_in(page, base, "gatedann")
-        await page.goto(f"{base}/hub/spawn")
-        # the options form: each profile a labelled radio, the container's images a select
-        await expect(page.get_by_label("Small")).to_be_checked()
-        await expect(page.get_by_text("4 GB of memory, two cores, for bigger data.")).to_be_visible()
-        await expect(page.locator('select[name="container:image"] option')).to_have_count(2)
-        await page.get_by_label("Large").focus()
-        await page.screenshot(path=str(tmp_path / "spawn.png"))
-        _keep(tmp_path, "spawn.png")
-        await page.keyboard.press("Space")  # keyboard only: the focused radio chosen, Enter submits
-        await expect(page.get_by_label("Large")).to_be_checked()
-        await page.keyboard.press("Enter")
-        await page.wait_for_url(re.compile(r".*/hub/spawn-pending/gatedann$"))
-        log = page.locator("#progress-log li")
-        values: list[float] = []
-        for n, step in enumerate(STEPS):  # the start waits at each step until the test lets it go on
-            await expect(log.last).to_have_text(step)
-            values.append(await _bar(page))
-            assert page.url.endswith("/hub/spawn-pending/gatedann")
-            if n == 1:
-                await page.screenshot(path=str(tmp_path / "spawn-pending.png"))
-                _keep(tmp_path, "spawn-pending.png")
-            gate(data_dir, "gatedann", n).touch()
-        assert values == sorted(values) and len(set(values)) == len(STEPS) and 0 < values[0], values
-        await page.wait_for_url(re.compile(r".*/user/gatedann/$"), timeout=WAIT)
-        await page.get_by_text('"user": "gatedann"').wait_for(timeout=WAIT)
+        await _the_bar_moves_with_each_step_then_the_server_opens(browser, base, cluster.settings.data_dir, tmp_path)
+        await _a_failed_start_shows_its_message_and_try_again(browser, base, cluster.settings.data_dir)
+        await _without_javascript_the_page_reloads_to_the_server(browser, base)
+
+
+async def _the_bar_moves_with_each_step_then_the_server_opens(browser: Browser, base: str, data_dir: Path,
+                                                              tmp_path: Path) -> None:
+    recorded: list[tuple[float, str]] = []
+    page = await browser.new_page(viewport=VIEWPORT)
+    await page.expose_function("recordBar", lambda value, path: recorded.append((value, path)))
+    await page.add_init_script(RECORD_BAR)
+    await _log_in(page, base, "gatedann")
+    await page.goto(f"{base}/hub/spawn")
+    # the options form: each profile a labelled radio, the container's images a select
+    await expect(page.get_by_label("Small")).to_be_checked()
+    await expect(page.get_by_text("4 GB of memory, two cores, for bigger data.")).to_be_visible()
+    await expect(page.locator('select[name="container:image"] option')).to_have_count(2)
+    await page.get_by_label("Large").focus()
+    await page.screenshot(path=str(tmp_path / "spawn.png"))
+    _keep(tmp_path, "spawn.png")
+    await page.keyboard.press("Space")  # keyboard only: the focused radio chosen, Enter submits
+    await expect(page.get_by_label("Large")).to_be_checked()
+    await page.keyboard.press("Enter")
+    await page.wait_for_url(re.compile(r".*/hub/spawn-pending/gatedann$"))
+    log = page.locator("#progress-log li")
+    values: list[float] = []
+    for n, step in enumerate(STEPS):  # the start waits at each step until the test lets it go on
+        await expect(log.last).to_have_text(step)
+        values.append(await _bar(page))
+        assert page.url.endswith("/hub/spawn-pending/gatedann")
+        if n == 1:
+            await page.screenshot(path=str(tmp_path / "spawn-pending.png"))
+            _keep(tmp_path, "spawn-pending.png")
+        gate(data_dir, "gatedann", n).touch()
+    assert values == sorted(values) and len(set(values)) == len(STEPS) and 0 < values[0], values
+    await page.wait_for_url(re.compile(r".*/user/gatedann/$"), timeout=WAIT)
+    await page.get_by_text('"user": "gatedann"').wait_for(timeout=WAIT)
     # the bar only ever went forward, on the pending page, up to 100 before the browser left it
     on_page = [value for value, path in recorded if path == "/hub/spawn-pending/gatedann"]
     assert [value for value, _ in recorded] == on_page, recorded
@@ -136,40 +143,33 @@ async def test_the_bar_moves_with_each_step_then_the_server_opens(cluster: Clust
     assert len(set(on_page)) >= len(STEPS) + 1, recorded
 
 
-async def test_a_failed_start_shows_its_message_and_try_again(cluster: Cluster, tmp_path: Path) -> None:
-    base = f"http://127.0.0.1:{cluster.settings.proxy.port}"
-    await cluster.wait_hub()
-    async with chromium() as browser:
-        page = await browser.new_page(viewport=VIEWPORT)
-        await _log_in(page, base, "failingbo")
-        await spawn_through_form(page, profile="small", base_url=base)
-        await page.wait_for_url(re.compile(r".*/hub/spawn-pending/failingbo$"))
-        await expect(page.locator("#progress-log li").last).to_have_text(STEPS[0])
-        (cluster.settings.data_dir / "gates").mkdir(parents=True, exist_ok=True)
-        gate(cluster.settings.data_dir, "failingbo", 0).touch()  # the start fails after its first step
-        failure = f"Spawn failed: {FAILURE.format(user='failingbo')}"
-        await expect(page.locator("#spawn-error")).to_have_text(failure, timeout=WAIT)  # text: the markup shown
-        await expect(page.locator("#spawn-failed")).to_be_visible()
-        await expect(page.get_by_role("heading", level=1)).to_have_text("failingbo's server did not start")
-        await expect(page.locator("#progress-log li").last).to_have_text(failure)
-        assert await page.title() == "Start failed · fleethub"
-        again = page.get_by_role("link", name="Try again")
-        await expect(again).to_be_focused()
-        await page.keyboard.press("Enter")  # back to the form (profiles to choose), nothing started
-        await page.wait_for_url(re.compile(r".*/hub/spawn/failingbo$"))
-        await expect(page.get_by_label("Small")).to_be_checked()
+async def _a_failed_start_shows_its_message_and_try_again(browser: Browser, base: str, data_dir: Path) -> None:
+    page = await browser.new_page(viewport=VIEWPORT)
+    await _log_in(page, base, "failingbo")
+    await spawn_through_form(page, profile="small", base_url=base)
+    await page.wait_for_url(re.compile(r".*/hub/spawn-pending/failingbo$"))
+    await expect(page.locator("#progress-log li").last).to_have_text(STEPS[0])
+    gate(data_dir, "failingbo", 0).touch()  # the start fails after its first step
+    failure = f"Spawn failed: {FAILURE.format(user='failingbo')}"
+    await expect(page.locator("#spawn-error")).to_have_text(failure, timeout=WAIT)  # text: the markup shown
+    await expect(page.locator("#spawn-failed")).to_be_visible()
+    await expect(page.get_by_role("heading", level=1)).to_have_text("failingbo's server did not start")
+    await expect(page.locator("#progress-log li").last).to_have_text(failure)
+    assert await page.title() == "Start failed · fleethub"
+    again = page.get_by_role("link", name="Try again")
+    await expect(again).to_be_focused()
+    await page.keyboard.press("Enter")  # back to the form (profiles to choose), nothing started
+    await page.wait_for_url(re.compile(r".*/hub/spawn/failingbo$"))
+    await expect(page.get_by_label("Small")).to_be_checked()
 
 
-async def test_without_javascript_the_page_reloads_to_the_server(cluster: Cluster) -> None:
-    base = f"http://127.0.0.1:{cluster.settings.proxy.port}"
-    await cluster.wait_hub()
-    async with chromium() as browser:
-        page = await browser.new_page(viewport=VIEWPORT, java_script_enabled=False)
-        pending: list[int] = []
-        page.on("response", lambda r: pending.append(r.status) if "/hub/spawn-pending/" in r.url else None)
-        await _log_in(page, base, "plainpat")
-        await spawn_through_form(page, profile="small", base_url=base)
-        await page.wait_for_url(re.compile(r".*/user/plainpat/$"), timeout=WAIT)
-        await page.get_by_text('"user": "plainpat"').wait_for(timeout=WAIT)
+async def _without_javascript_the_page_reloads_to_the_server(browser: Browser, base: str) -> None:
+    page = await browser.new_page(viewport=VIEWPORT, java_script_enabled=False)
+    pending: list[int] = []
+    page.on("response", lambda r: pending.append(r.status) if "/hub/spawn-pending/" in r.url else None)
+    await _log_in(page, base, "plainpat")
+    await spawn_through_form(page, profile="small", base_url=base)
+    await page.wait_for_url(re.compile(r".*/user/plainpat/$"), timeout=WAIT)
+    await page.get_by_text('"user": "plainpat"').wait_for(timeout=WAIT)
     # the server took 3 s: the page was shown, reloaded itself (every 2 s), then was sent on to the server
     assert pending.count(200) >= 2 and pending[-1] == 302, pending

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 from fastapi import APIRouter, Form, Request
@@ -178,6 +179,14 @@ def _progress_url(name: str, server_name: str) -> str:
     return f"/hub/api/users/{url_escape(name)}/{server}/progress"
 
 
+class PendingPage(enum.StrEnum):
+    """What the spawn-pending page shows (`state` in spawn_pending.html)."""
+
+    STARTING = "starting"  # the bar and the messages, followed live by spawn_pending.js
+    STOPPING = ServerStatus.STOPPING.value
+    FAILED = ServerStatus.FAILED.value
+
+
 @dataclass(frozen=True)
 class Retry:
     """The pending page's "Try again": back to the spawn form when it has choices, else a start (POST)."""
@@ -213,10 +222,10 @@ async def spawn_pending(name: str, request: Request, runtime: Runtime, session: 
     failed = view.current_state if view is not None else None
     if state is HomeState.PENDING and view is not None:
         spawn_id = view.server.spawn_id or ""
-        page, status = "stopping" if view.status.pending == Pending.STOP else "starting", 200
+        page, status = PendingPage.STOPPING if view.status.pending == Pending.STOP else PendingPage.STARTING, 200
         percent, steps, message = waiters.percent(spawn_id), waiters.progress(spawn_id), ""
     elif failed is not None and failed.status == ServerStatus.FAILED:
-        page, status, percent, steps, message = "failed", 500, 100, [], f"Spawn failed: {failed.message}"
+        page, status, percent, steps, message = PendingPage.FAILED, 500, 100, [], f"Spawn failed: {failed.message}"
     else:
         return RedirectResponse("/hub/home", status_code=302)
     xsrf = form_xsrf(request, runtime, ident)
