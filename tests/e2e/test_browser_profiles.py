@@ -29,7 +29,7 @@ async def test_choose_the_second_profile_and_reach_its_server_in_chromium(
         assert await page.is_checked('input[name="profile"][value="small"]')  # the default one
         assert await page.locator("text=more memory").count() == 1
         await spawn_through_form(page, profile="big", base_url=base)
-        # the pending page reloads itself until the server is ready, then leads to it
+        # the pending page follows the start's progress, then leads to the server
         await page.wait_for_url(re.compile(r".*/user/alice/.*"), timeout=60_000)
         await page.get_by_text('"user": "alice"').wait_for(timeout=30_000)
     env = json.loads((tmp_path / "big.json").read_text())

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
-from dataclasses import dataclass
 from html import escape
 
 from fleethub.shared.lifecycle import ServerStatus
@@ -38,56 +36,6 @@ class HomeState(enum.StrEnum):
     STOPPED = ServerStatus.STOPPED.value
 
 
-@dataclass(frozen=True)
-class ProfileChoice:
-    """One profile of the spawn form; `fields` is its backend's HTML, escaped by whoever made it."""
-
-    slug: str
-    display_name: str
-    description: str
-    checked: bool
-    fields: str = ""
-
-
-def _profile(choice: ProfileChoice, *, radio: bool) -> str:
-    slug = escape(choice.slug, quote=True)
-    if radio:
-        control = (f'<input type="radio" name="profile" value="{slug}" id="profile-{slug}"'
-                   f'{" checked" if choice.checked else ""}> ')
-    else:  # the only one: nothing to choose, the slug still names it
-        control = f'<input type="hidden" name="profile" value="{slug}">'
-    desc = f'<p class="desc">{escape(choice.description)}</p>' if choice.description else ""
-    fields = f'<div class="fields">{choice.fields}</div>' if choice.fields else ""
-    target = f' for="profile-{slug}"' if radio else ""
-    return (f'<label class="profile"{target}>{control}<strong>{escape(choice.display_name)}</strong>'
-            f"</label>{desc}{fields}")
-
-
-def spawn_page(user: str, action: str, xsrf: str, profiles: Sequence[ProfileChoice] = (), error: str = "") -> str:
-    """A confirmation before starting (a GET never starts anything: it could come from another site); with
-    profiles or backend options to choose, the options form, and `error` when a choice was refused."""
-    err = f'<p class="err">{escape(error)}</p>' if error else ""
-    title = f"<h1>Start {escape(user)}'s server</h1>{err}"
-    if len(profiles) <= 1 and not any(p.fields for p in profiles):
-        return _page("Start server", title + _button(action, "Start", xsrf))
-    choices = "".join(_profile(p, radio=len(profiles) > 1) for p in profiles)
-    form = (
-        f'<form method="post" action="{escape(action, quote=True)}" id="spawn_form">'
-        f'<input type="hidden" name="_xsrf" value="{escape(xsrf, quote=True)}">'
-        f"<fieldset><legend>Server options</legend>{choices}</fieldset>"
-        '<input type="submit" value="Start"></form>'
-    )
-    return _page("Start server", title + form)
-
-
-def pending_page(message: str, *, refresh: bool = True, progress: Sequence[str] = ()) -> str:
-    """Shown while a server starts; reloads every second until it is ready (or shows the failure), with the
-    spawn's progress messages so far ("queued", "creating container")."""
-    cls = "" if refresh else ' class="err"'
-    steps = "".join(f"<li>{escape(step)}</li>" for step in progress)
-    log = f'<ol class="progress">{steps}</ol>' if steps else ""
-    return _page("Starting", f"<h1>Your server is starting</h1><p{cls}>{escape(message)}</p>{log}"
-                             '<p><a href="/hub/home">Home</a></p>', refresh="1" if refresh else "")
 
 
 ERROR_MESSAGES = {

@@ -9,7 +9,8 @@ core subscription missed is found by polling `server_states`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections import Counter
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -18,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from fleethub.services.api.models import Pending, ServerView
 from fleethub.services.api.queries import one_server_view
 from fleethub.services.api.servers import label
-from fleethub.services.api.waiters import Listener, Outcome, Result, Waiters, outcome_of
+from fleethub.services.api.waiters import Listener, Outcome, Result, Step, Waiters, outcome_of
 from fleethub.shared.db.models import Server, ServerState, User
 from fleethub.shared.errors import BadRequest, NotFound
 from fleethub.shared.events import ServerProgress
@@ -28,6 +29,7 @@ from fleethub.shared.names import server_prefix, storable
 KEEPALIVE = 8.0  # seconds of silence before JupyterHub's keep-alive blank line
 POLL = 2.0  # seconds between database checks for an outcome the subscription missed
 REQUESTED: dict[str, Any] = {"progress": 0, "message": "Server requested"}
+_REQUESTED_STEP = Step(0, "Server requested")
 
 Event = dict[str, Any]
 
@@ -48,11 +50,15 @@ def failed_event(outcome: Outcome, message: str) -> Event:
 class ProgressStream:
     """The events one client gets; `events()` yields None when a keep-alive is due."""
 
-    def __init__(self, waiters: Waiters, listener: Listener | None, url: str, first: Event) -> None:
+    def __init__(self, waiters: Waiters, listener: Listener | None, url: str, first: Event,
+                 replay: Sequence[Step] = ()) -> None:
         self._waiters = waiters
         self._listener = listener  # None: `first` is the terminal event
         self._url = url
         self._first = first
+        # the steps this replica saw before the stream opened (a page opened mid-spawn sees them all); one that
+        # arrived while the stream was opening is also in the listener's queue, and sent once
+        self._replay = [step for step in replay if step != _REQUESTED_STEP]
 
     def close(self) -> None:
         """Stop listening (idempotent); the stream's owner calls it however the response ends."""
@@ -68,6 +74,9 @@ class ProgressStream:
             listener = self._listener
             if listener is None:
                 return
+            replayed = Counter(self._replay)
+            for step in self._replay:
+                yield {"progress": step.progress, "message": step.message}
             loop = asyncio.get_running_loop()
             last_sent = loop.time()
             next_poll = last_sent + POLL
@@ -80,7 +89,10 @@ class ProgressStream:
                         return
                     if isinstance(message, ServerProgress):
                         event = {"progress": message.progress, "message": message.message}
-                        if event != REQUESTED:  # the spawner's own first step, sent already
+                        step = Step(message.progress, message.message)
+                        if replayed[step] > 0:
+                            replayed[step] -= 1
+                        elif event != REQUESTED:  # the spawner's own first step, sent already
                             yield event
                             last_sent = loop.time()
                 now = loop.time()
@@ -143,7 +155,8 @@ async def open_progress(session: AsyncSession, waiters: Waiters, user: User, ser
                 continue
             if view.status.pending == Pending.SPAWN:
                 keep = True
-                return ProgressStream(waiters, listener, server_prefix(user.name, server_name), REQUESTED)
+                return ProgressStream(waiters, listener, server_prefix(user.name, server_name), REQUESTED,
+                                      waiters.steps(listener.spawn_id))
             return ProgressStream(waiters, None, "", _settled(user, server_name, view))
         finally:
             if not keep:

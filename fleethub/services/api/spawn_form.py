@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from fleethub.services.api.pages import ProfileChoice
+from markupsafe import Markup
+
 from fleethub.shared.backend_options import field_prefix, options_form_for, options_from_form
 from fleethub.shared.errors import ConfigError
 from fleethub.shared.profiles import backend_of, default_profile, profiles_of, with_overrides
@@ -16,15 +18,28 @@ from fleethub.shared.settings import SpawnerSettings
 log = logging.getLogger(__name__)
 
 
-def _fields(spawner: SpawnerSettings, backend: str, overrides: Mapping[str, Any], prefix: str) -> str:
+@dataclass(frozen=True)
+class ProfileChoice:
+    """One profile of the spawn form (`spawn.html`); `fields` is its backend's HTML."""
+
+    slug: str
+    display_name: str
+    description: str
+    checked: bool
+    fields: Markup = field(default_factory=Markup)
+
+
+def _fields(spawner: SpawnerSettings, backend: str, overrides: Mapping[str, Any], prefix: str) -> Markup:
     try:
         config = with_overrides(spawner, overrides)
         form = options_form_for(backend)
-        return form(config, prefix=prefix) if form is not None else ""
+        # the one HTML the template does not escape: a backend's `options_form` escapes its own values
+        # (its contract, `OptionsForm`), and only it knows which of its markup is markup
+        return Markup(form(config, prefix=prefix)) if form is not None else Markup("")
     except (ValueError, ConfigError) as exc:
         # the start of this profile says what is wrong (resolve raises it); the form still offers the others
         log.warning("no options form for backend %r: %s", backend, exc)
-        return ""
+        return Markup("")
 
 
 def offered(spawner: SpawnerSettings, chosen: str | None = None) -> list[ProfileChoice]:

@@ -63,6 +63,13 @@ _PROGRESS_SPAWNS = 4096
 _PROGRESS_STEPS = 20
 
 
+class Step(NamedTuple):
+    """One progress event of a spawn, as the spawn-pending page and a progress stream replay it."""
+
+    progress: int
+    message: str
+
+
 def outcome_of(message: ServerEvent) -> Result | None:
     """The result an outcome event announces, None for progress."""
     outcome = OUTCOME.get(type(message))
@@ -111,7 +118,7 @@ class Waiters:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
         self._listeners: dict[str, set[Listener]] = defaultdict(set)
-        self._progress: OrderedDict[str, list[str]] = OrderedDict()
+        self._progress: OrderedDict[str, list[Step]] = OrderedDict()
 
     async def on_event(self, envelope: Envelope, message: Message) -> None:
         if not isinstance(message, ServerEvent):
@@ -124,18 +131,26 @@ class Waiters:
         if isinstance(message, ServerProgress):
             steps = self._progress.setdefault(message.spawn_id, [])
             self._progress.move_to_end(message.spawn_id)
-            if message.message and message.message not in steps[-1:]:
-                steps.append(message.message)
+            if message.message and all(message.message != step.message for step in steps[-1:]):
+                steps.append(Step(message.progress, message.message))
                 del steps[:-_PROGRESS_STEPS]
             while len(self._progress) > _PROGRESS_SPAWNS:
                 self._progress.popitem(last=False)
         elif outcome_of(message) is not None:
             self._progress.pop(message.spawn_id, None)
 
-    def progress(self, spawn_id: str) -> list[str]:
-        """The progress messages of `spawn_id` this replica has seen, oldest first (its core subscription
-        sees every spawn's; empty once an outcome arrived, or for a spawn that began before it started)."""
+    def steps(self, spawn_id: str) -> list[Step]:
+        """The progress of `spawn_id` this replica has seen, oldest first (its core subscription sees every
+        spawn's; empty once an outcome arrived, or for a spawn that began before it started)."""
         return list(self._progress.get(spawn_id, ()))
+
+    def progress(self, spawn_id: str) -> list[str]:
+        """The messages of `steps(spawn_id)`."""
+        return [step.message for step in self._progress.get(spawn_id, ())]
+
+    def percent(self, spawn_id: str) -> int:
+        """How far `spawn_id` went by `steps(spawn_id)` (0-100; 0 when none)."""
+        return max((step.progress for step in self._progress.get(spawn_id, ())), default=0)
 
     def listen(self, spawn_id: str) -> Listener:
         """Start receiving the events of `spawn_id`; the caller must `close()` the listener."""

@@ -233,8 +233,14 @@ class Worker:
             await self._failed(key, cmd.spawn_id, dict(found or {}), str(exc))
             return
 
+        reported = 0
+
         async def progress(message: str) -> None:
-            await self._progress(cmd, 50, message)
+            # a backend reports steps, not percentages: each one halves what is left below 50 (25, 38, 44, ...),
+            # where "Spawning server..." takes over once its start returned, so the page's bar moves with each
+            nonlocal reported
+            reported += 1
+            await self._progress(cmd, 50 - (50 >> reported), message)
 
         spec = ServerSpec(
             user=cmd.user, server_name=cmd.server_name, spawn_id=cmd.spawn_id, prefix=prefix,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import enum
+from dataclasses import dataclass
+
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -9,12 +12,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from fleethub.services.api.access import HIDDEN, load_requester
 from fleethub.services.api.browser import check_form, form_xsrf, login_redirect, with_xsrf
 from fleethub.services.api.deps import DbSession, PageUser, Runtime, Waiters
-from fleethub.services.api.models import AnyView
-from fleethub.services.api.pages import HomeState, error_page, pending_page, spawn_page
+from fleethub.services.api.models import AnyView, Pending
+from fleethub.services.api.page_context import nav_for, templates
+from fleethub.services.api.pages import HomeState, error_page
 from fleethub.services.api.queries import get_user, one_server_view
 from fleethub.services.api.refresh import refresh_before_spawn
 from fleethub.services.api.servers import check_display_name, check_named_server, lock_user, start_server, stop_server
-from fleethub.services.api.spawn_form import offered, user_options_of
+from fleethub.services.api.spawn_form import offered, offers_options, user_options_of
 from fleethub.shared.backend_options import configure_for
 from fleethub.shared.db.models import User
 from fleethub.shared.errors import BadRequest, ConfigError, Forbidden, NotFound
@@ -61,11 +65,13 @@ async def proxy_error(status: int, url: str = "") -> Response:
     return HTMLResponse(page, status_code=status, headers={"Cache-Control": "no-store"})
 
 
-def _form(request: Request, runtime: Runtime, ident: Identity, name: str, *, status: int = 200, error: str = "",
-          chosen: str | None = None) -> Response:
+async def _form(request: Request, runtime: Runtime, session: AsyncSession, ident: Identity, name: str, *,
+                server_name: str = "", status: int = 200, error: str = "", chosen: str | None = None) -> Response:
     xsrf = form_xsrf(request, runtime, ident)
-    action = quote_path(request.url.path)  # decoded once by the server: posted back to this same path
-    page = spawn_page(name, action, xsrf, offered(runtime.settings.spawner, chosen), error)
+    page = templates(request).render(
+        "spawn.html", nav=await nav_for(request, session, ident), owner=name, server_name=server_name,
+        action=quote_path(request.url.path),  # decoded once by the server: posted back to this same path
+        xsrf=xsrf, profiles=offered(runtime.settings.spawner, chosen), error=error)
     return with_xsrf(request, runtime, HTMLResponse(page, status_code=status), xsrf)
 
 
@@ -89,7 +95,7 @@ async def spawn_form(request: Request, runtime: Runtime, session: DbSession, ide
         return RedirectResponse(checked_location(server_prefix(name, server_name)), status_code=302)
     if state is HomeState.PENDING:
         return RedirectResponse(checked_location(_pending_url(name, server_name)), status_code=302)
-    return _form(request, runtime, ident, name)
+    return await _form(request, runtime, session, ident, name, server_name=server_name)
 
 
 async def _owner(session: AsyncSession, runtime: Runtime, name: str, server_name: str) -> tuple[User, str | None]:
@@ -122,20 +128,21 @@ async def spawn(request: Request, runtime: Runtime, session: DbSession, ident: P
         choice = resolve(runtime.settings.spawner, options, configure_for)
     except (BadRequest, ConfigError) as exc:
         chosen = options.get(PROFILE_OPTION)
-        return _form(request, runtime, me, name, status=exc.status, error=exc.message,
-                     chosen=chosen if isinstance(chosen, str) else None)
+        return await _form(request, runtime, session, me, name, server_name=server_name, status=exc.status,
+                           error=exc.message, chosen=chosen if isinstance(chosen, str) else None)
     try:
         await refresh_before_spawn(runtime, session, request.state.authenticator, request.state.crypt, name)
     except Forbidden as exc:  # the owner's login expired (their sessions ended): mine → log in again
         if me.name == name:
             return login_redirect(request)
-        return _form(request, runtime, me, name, status=exc.status, error=f"{name}: {exc.message}",
-                     chosen=choice.profile)
+        return await _form(request, runtime, session, me, name, server_name=server_name, status=exc.status,
+                           error=f"{name}: {exc.message}", chosen=choice.profile)
     async with session.begin():
         try:
             user, display_name = await _owner(session, runtime, name, server_name)
         except BadRequest as exc:  # a named server refused (its name, the limit): nothing written
-            return _form(request, runtime, me, name, status=exc.status, error=exc.message, chosen=choice.profile)
+            return await _form(request, runtime, session, me, name, server_name=server_name, status=exc.status,
+                               error=exc.message, chosen=choice.profile)
         try:
             await start_server(session, runtime.settings, runtime.secret_key, user, server_name, choice.user_options,
                                announcer=runtime.announcer, display_name=display_name)
@@ -154,6 +161,38 @@ async def stop(request: Request, runtime: Runtime, session: DbSession, ident: Pa
     return RedirectResponse("/hub/home", status_code=302)
 
 
+def _progress_url(name: str, server_name: str) -> str:
+    server = f"servers/{url_escape(server_name)}" if server_name else "server"
+    return f"/hub/api/users/{url_escape(name)}/{server}/progress"
+
+
+class PendingPage(enum.StrEnum):
+    """What the spawn-pending page shows (`state` in spawn_pending.html)."""
+
+    STARTING = "starting"  # the bar and the messages, followed live by spawn_pending.js
+    STOPPING = ServerStatus.STOPPING.value
+    FAILED = ServerStatus.FAILED.value
+
+
+@dataclass(frozen=True)
+class Retry:
+    """The pending page's "Try again": back to the spawn form when it has choices, else a start (POST)."""
+
+    url: str
+    post: bool
+
+
+def _retry(runtime: Runtime, name: str, server_name: str) -> Retry:
+    url = f"/hub/spawn/{url_escape(name)}" + (f"/{url_escape(server_name)}" if server_name else "")
+    return Retry(url, post=not offers_options(runtime.settings.spawner))
+
+
+def _ready_target(runtime: Runtime, next_url: str, prefix: str) -> str:
+    """Where a ready server's pending page leads: `next` when it is inside the server, else the server."""
+    target = validate_next(next_url, runtime.settings.hub_public_url, default=prefix)  # dot segments: `prefix`
+    return checked_location(target if target.startswith(prefix) else prefix)
+
+
 @router.get("/hub/spawn-pending/{name}")
 @router.get("/hub/spawn-pending/{name}/{server_name}")
 async def spawn_pending(name: str, request: Request, runtime: Runtime, session: DbSession, ident: PageUser,
@@ -166,12 +205,20 @@ async def spawn_pending(name: str, request: Request, runtime: Runtime, session: 
     prefix = server_prefix(name, server_name)
     state = _state(view)
     if state is HomeState.READY:
-        target = validate_next(next, runtime.settings.hub_public_url, default=prefix)  # dot segments: `prefix`
-        return RedirectResponse(checked_location(target if target.startswith(prefix) else prefix), status_code=302)
-    if state is HomeState.PENDING:
-        steps = waiters.progress(view.server.spawn_id) if view is not None and view.server.spawn_id else []
-        return HTMLResponse(pending_page("Spawning server...", progress=steps), headers={"Cache-Control": "no-store"})
+        return RedirectResponse(_ready_target(runtime, next, prefix), status_code=302)
     failed = view.current_state if view is not None else None
-    if failed is not None and failed.status == ServerStatus.FAILED:
-        return HTMLResponse(pending_page(f"Spawn failed: {failed.message}", refresh=False), status_code=500)
-    return RedirectResponse("/hub/home", status_code=302)
+    if state is HomeState.PENDING and view is not None:
+        spawn_id = view.server.spawn_id or ""
+        page, status = PendingPage.STOPPING if view.status.pending == Pending.STOP else PendingPage.STARTING, 200
+        percent, steps, message = waiters.percent(spawn_id), waiters.progress(spawn_id), ""
+    elif failed is not None and failed.status == ServerStatus.FAILED:
+        page, status, percent, steps, message = PendingPage.FAILED, 500, 100, [], f"Spawn failed: {failed.message}"
+    else:
+        return RedirectResponse("/hub/home", status_code=302)
+    xsrf = form_xsrf(request, runtime, ident)
+    html = templates(request).render(
+        "spawn_pending.html", nav=await nav_for(request, session, ident), owner=name, server_name=server_name,
+        state=page, message=message, percent=percent, steps=steps, progress_url=_progress_url(name, server_name),
+        next_url=_ready_target(runtime, next, prefix), retry=_retry(runtime, name, server_name), xsrf=xsrf)
+    return with_xsrf(request, runtime, HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"}),
+                     xsrf)

@@ -14,6 +14,7 @@ import pytest
 from fleethub.shared.events import ServerProgress, SpawnServer
 from tests.support.hub import Hub, hub_settings, running_hub
 from tests.support.spawn_form import spawn_through_form
+from tests.support.spawns import mark
 
 pytestmark = pytest.mark.integration
 
@@ -95,12 +96,12 @@ async def test_refused_choices_show_the_form_again_and_start_nothing(hub: Hub) -
     await hub.login(c, "alice")
     r = await spawn_through_form(c, profile="<huge>")
     assert r is not None and r.status_code == 400 and r.headers["content-type"].startswith("text/html")
-    assert "unknown profile &#x27;&lt;huge&gt;&#x27;; this hub offers: small, big, box" in r.text
+    assert "unknown profile &#39;&lt;huge&gt;&#39;; this hub offers: small, big, box" in r.text
     assert "<huge>" not in r.text and "Traceback" not in r.text
     assert _radios(r.text) == [("small", True), ("big", False), ("box", False)]  # the form, to choose again
     r = await spawn_through_form(c, profile="box", image="evil/miner:latest")
     assert r is not None and r.status_code == 400
-    assert "image &#x27;evil/miner:latest&#x27; is not allowed; choose one of: Base, Science &lt;x&gt;" in r.text
+    assert "image &#39;evil/miner:latest&#39; is not allowed; choose one of: Base, Science &lt;x&gt;" in r.text
     assert ("box", True) in _radios(r.text)  # the choice is kept
     # another profile's field is not this one's option
     r = await spawn_through_form(c, profile="big", extra={"box:image": "evil/miner:latest"})
@@ -140,6 +141,22 @@ async def test_the_pending_page_lists_the_spawns_progress(hub: Hub) -> None:
     assert steps, page
     assert steps.group(1) == ("<li>Server requested</li><li>queued</li>"
                               "<li>creating container &lt;jupyter-alice&gt;</li>")
+
+
+async def test_a_failed_start_tries_again_through_the_form(hub: Hub) -> None:
+    c = hub.client
+    await hub.login(c, "alice")
+    r = await spawn_through_form(c, profile="big")
+    assert r is not None and r.status_code == 302
+    cmd = await hub.spawn_command()
+    await mark(hub, "alice", "", cmd.spawn_id, "failed", "out of <memory>", started=False)
+    page = await c.get("/hub/spawn-pending/alice")
+    assert page.status_code == 500 and "Spawn failed: out of &lt;memory&gt;" in page.text
+    # something to choose: "Try again" is the form again (a link: nothing starts before a choice)
+    assert '<a class="button" id="try-again" href="/hub/spawn/alice">Try again</a>' in page.text
+    assert 'method="post"' not in page.text
+    form = await c.get("/hub/spawn/alice")
+    assert form.status_code == 200 and ("small", True) in _radios(form.text)
 
 
 async def test_a_named_server_through_the_form(hub: Hub) -> None:
