@@ -133,13 +133,13 @@ class Templates:
             enable_async=False,
         )
         self.template_vars = dict(pages.template_vars)
-        self.env.globals.update(
-            static_url=static_url,
-            logo_url=logo_url(pages),
-            nav=None,
-            announcement=None,
+        self.env.globals.update({
+            "nav": None,
+            "announcement": None,
             **self.template_vars,
-        )
+            "static_url": static_url,  # ours win over a template var of the same name
+            "logo_url": logo_url(pages),
+        })
         for name in deployment.list_templates():  # fail at start, not at a visitor's first page
             try:
                 self.env.get_template(name)
