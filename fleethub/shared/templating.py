@@ -18,6 +18,7 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 from functools import cache
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,14 @@ def static_version(path: str) -> str | None:
     return file_version(file.read_bytes()) if file.is_file() else None
 
 
+def http_reason(status: int) -> str:
+    """The reason phrase of an HTTP status ("Service Unavailable"), '' for an unknown one."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
 def static_url(path: str) -> str:
     """The URL of a packaged static file, with a version that changes with its content (long caching)."""
     return f"{STATIC_PREFIX}{path}?v={static_version(path) or '0'}"
@@ -138,6 +147,7 @@ class Templates:
             "announcement": None,
             **self.template_vars,
             "static_url": static_url,  # ours win over a template var of the same name
+            "http_reason": http_reason,
             "logo_url": logo_url(pages),
         })
         for name in deployment.list_templates():  # fail at start, not at a visitor's first page

@@ -43,7 +43,7 @@ async def test_no_listing_no_dot_files_no_escape(hub: Hub) -> None:
         r = await hub.client.get(path, headers={"Accept": "text/html"})
         assert r.status_code == 404, (path, r.status_code)
         assert "templating" not in r.text and "[project]" not in r.text and "root:" not in r.text
-        assert 'id="error-title">404</h1>' in r.text  # the error page, as a browser sees it
+        assert 'id="error-title">404 Not Found</h1>' in r.text  # the error page, as a browser sees it
     assert (await hub.client.get("/hub/logo")).status_code == 404  # no logo_file
 
 

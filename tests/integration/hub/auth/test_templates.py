@@ -81,7 +81,7 @@ async def test_error_messages_render_inert(hub: Hub) -> None:
     r = await hub.login(hub.client, '"><script>', "whatever1")
     assert r.status_code == 403 and 'value="&#34;&gt;&lt;script&gt;"' in r.text and "<script>" not in r.text
     r = await hub.client.get("/hub/nowhere/<script>", headers={"Accept": "text/html"})
-    assert r.status_code == 404 and 'id="error-title">404</h1>' in r.text and "<script>" not in r.text
+    assert r.status_code == 404 and 'id="error-title">404 Not Found</h1>' in r.text and "<script>" not in r.text
 
 
 async def test_a_template_that_fails_is_a_500_naming_it(tmp_path: Path, settings: ServiceSettings,
@@ -94,7 +94,7 @@ async def test_a_template_that_fails_is_a_500_naming_it(tmp_path: Path, settings
         with caplog.at_level(logging.ERROR):
             r = await hub.client.get("/hub/login")
         assert r.status_code == 500 and TEMPLATE_FAILED.replace("'", "&#39;") in r.text
-        assert 'id="error-title">500</h1>' in r.text  # the built-in error page, which works
+        assert 'id="error-title">500 Internal Server Error</h1>' in r.text  # the built-in error page, which works
         assert "page template login.html failed to render: UndefinedError: 'no_such_var' is undefined" in caplog.text
 
 

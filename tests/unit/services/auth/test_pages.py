@@ -50,5 +50,5 @@ def test_pages_of_a_logged_in_user_show_the_nav() -> None:
 def test_error_page() -> None:
     t = _templates()
     page = error_page(t, 403, "<i>no</i>", retry=True)
-    assert "<h1 id=\"error-title\">403</h1>" in page and "&lt;i&gt;no&lt;/i&gt;" in page
+    assert '<h1 id="error-title">403 Forbidden</h1>' in page and "&lt;i&gt;no&lt;/i&gt;" in page
     assert 'href="/hub/login">Sign in again' in page
