@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Page
+from playwright.async_api import Page, ViewportSize
 
 from fleethub.shared.net import free_port
 from fleethub.shared.procs import become_subreaper
@@ -31,7 +31,7 @@ LOGO = (b'<svg xmlns="http://www.w3.org/2000/svg" width="140" height="28" viewBo
         b'<rect width="28" height="28" rx="6" fill="#2457c5"/><circle cx="14" cy="14" r="6" fill="#fff"/>'
         b'<text x="36" y="20" font-family="sans-serif" font-size="16" font-weight="700" fill="#1d2430" '
         b'textLength="100" lengthAdjust="spacingAndGlyphs">Example Lab</text></svg>')
-SIZE = {"width": 1280, "height": 800}
+SIZE: ViewportSize = {"width": 1280, "height": 800}
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 
