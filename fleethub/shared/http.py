@@ -39,6 +39,7 @@ from fleethub.shared.errors import (
 )
 from fleethub.shared.names import storable
 from fleethub.shared.service import Runtime
+from fleethub.shared.templating import Nav, TemplateFailed, Templates
 
 log = logging.getLogger(__name__)
 
@@ -173,11 +174,23 @@ def error_response(request: Request, status: int, message: str, headers: dict[st
     message = message.encode("utf-8", "backslashreplace").decode("utf-8")
     if wants_json(request):
         return JSONResponse({"status": status, "message": message}, status_code=status, headers=headers)
-    body = (
+    return HTMLResponse(error_html(request, status, message), status_code=status, headers=headers)
+
+
+def error_html(request: Request, status: int, message: str, url: str = "", nav: Nav | None = None) -> str:
+    """An error page: the service's `error.html` template (`fleethub.shared.templating`) with `url` (the
+    address that failed, if any) and `nav` (the user's navigation bar, None: none), or a bare page when
+    there are no templates (outside the lifespan) or the template itself fails (logged there)."""
+    templates: Templates | None = getattr(request.state, "templates", None)
+    if templates is not None:
+        try:
+            return templates.render("error.html", status=status, message=message, url=url, retry=False, nav=nav)
+        except TemplateFailed:
+            pass
+    return (
         f"<!doctype html><html><head><meta charset=utf-8><title>{status}</title></head><body>"
         f"<h1>{status}</h1><p>{html.escape(message)}</p><p><a href=\"/hub/home\">Home</a></p></body></html>"
     )
-    return HTMLResponse(body, status_code=status, headers=headers)
 
 
 def _validation_message(exc: RequestValidationError) -> str:

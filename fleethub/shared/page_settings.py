@@ -15,7 +15,9 @@ class PageSettings(BaseModel):
 
     template_paths: list[Path] = Field(
         default_factory=list, description="Directories searched for page templates before the built-in ones: "
-                                          "a file named like a built-in one (login.html, page.html, …) replaces it.")
+                                          "a file named like a built-in one (login.html, page.html, …) replaces it; "
+                                          "each must exist, and its templates compile, when api and auth start.")
     template_vars: dict[str, Any] = Field(
-        default_factory=dict, description="Extra variables every template sees (e.g. an announcement).")
+        default_factory=dict, description="Extra variables every template sees; `announcement` is shown on every "
+                                          "page, `announcement_<page>` (e.g. announcement_login) on that one.")
     logo_file: Path | None = Field(None, description="Image shown in the navigation bar instead of the name.")

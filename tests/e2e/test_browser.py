@@ -45,7 +45,7 @@ async def test_log_in_start_and_use_jupyterlab_in_chromium(cluster: Cluster, tmp
         await page.goto(f"{base}/hub/")
         assert "/hub/login" in page.url
         await submit_login(page, "alice", "wrong-password")
-        assert "/hub/login" in page.url and await page.locator(".err").count() == 1  # refused, with a message
+        assert "/hub/login" in page.url and await page.locator(".error").count() == 1  # refused, with a message
         await submit_login(page, "alice", PASSWORDS["alice"])
         await page.wait_for_url(re.compile(r".*/hub/home$"))
         assert "Your server is stopped" in await page.content()

@@ -28,7 +28,7 @@ from fleethub.services.api.routes import (
     servers,
     shares,
     signups,
-    static_files,
+    static,
     token_page,
     tokens,
     user_redirect,
@@ -64,7 +64,7 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
     """The api app; `advertise_url` is registered for the proxies (None: not registered, e.g. in tests)."""
     # the api checks the credentials of token requests and refreshes users before spawns (refresh_pre_spawn)
     authenticator = load_authenticator(settings)
-    templates = Templates(settings)  # a template error in template_paths shows at the first render
+    templates = Templates(settings)  # a missing template_paths directory or a template's syntax error fails here
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[ApiState]:
@@ -111,8 +111,7 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
     install_error_handlers(app)
     app.add_middleware(CommonHeaders)
     for module in (info, users, passwords, signups, tokens, authorizations, servers, groups, shares, hub_services,
-                   activity, proxy, pages, user_redirect, accept_share, admin_page, token_page, home,
-                   static_files):
+                   activity, proxy, pages, user_redirect, accept_share, admin_page, token_page, home, static):
         app.include_router(module.router)
     return app
 

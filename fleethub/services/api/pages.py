@@ -38,6 +38,7 @@ class HomeState(enum.StrEnum):
 
 
 
+# what the error page (error.html) says for a user server a proxy cannot reach, by status
 ERROR_MESSAGES = {
     404: "There is nothing at this address.",
     502: "The server at this address did not answer properly.",
@@ -45,11 +46,3 @@ ERROR_MESSAGES = {
     504: "The server at this address did not answer in time.",
 }
 
-
-def error_page(status: int, url: str) -> str:
-    """The page the proxy shows for a user server it cannot reach (configurable-http-proxy's error target)."""
-    message = ERROR_MESSAGES.get(status, "Something went wrong.")
-    where = f" <code>{escape(url)}</code>" if url else ""
-    return _page(f"{status}", f"<h1>{status}</h1><p class=err>{escape(message)}</p>"
-                              f"<p>Address:{where}</p><p><a href=\"/hub/home\">Go to your hub home</a> to start "
-                              "or restart your server.</p>")

@@ -28,6 +28,7 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
     authenticator = load_authenticator(settings)  # a bad name fails here, before serving
     post_auth = PostAuthHook(settings)
     crypt = AuthStateCrypt(settings.auth.crypt_keys)
+    templates = Templates(settings)  # a missing template_paths directory or a template's syntax error fails here
     warn_without_allow_rule(authenticator)
 
     @contextlib.asynccontextmanager
@@ -42,7 +43,7 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
                 settle_heap()  # a service process (not an app inside tests): see settle_heap
             try:
                 yield {"runtime": runtime, "authenticator": authenticator, "crypt": crypt, "post_auth": post_auth,
-                       "templates": Templates(settings)}
+                       "templates": templates}
             finally:
                 await authenticator.close()
 

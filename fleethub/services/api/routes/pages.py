@@ -14,7 +14,7 @@ from fleethub.services.api.browser import check_form, form_xsrf, login_redirect,
 from fleethub.services.api.deps import DbSession, PageUser, Runtime, Waiters
 from fleethub.services.api.models import AnyView, Pending
 from fleethub.services.api.page_context import nav_for, templates
-from fleethub.services.api.pages import HomeState, error_page
+from fleethub.services.api.pages import ERROR_MESSAGES, HomeState
 from fleethub.services.api.queries import get_user, one_server_view
 from fleethub.services.api.refresh import refresh_before_spawn
 from fleethub.services.api.servers import check_display_name, check_named_server, lock_user, start_server, stop_server
@@ -22,6 +22,7 @@ from fleethub.services.api.spawn_form import offered, offers_options, user_optio
 from fleethub.shared.backend_options import configure_for
 from fleethub.shared.db.models import User
 from fleethub.shared.errors import BadRequest, ConfigError, Forbidden, NotFound
+from fleethub.shared.http import error_html
 from fleethub.shared.identity import Identity, validate_next
 from fleethub.shared.lifecycle import ServerStatus
 from fleethub.shared.names import server_prefix, storable, url_escape
@@ -57,11 +58,13 @@ async def hub_root() -> Response:
 
 
 @router.get("/hub/error/{status}")
-async def proxy_error(status: int, url: str = "") -> Response:
-    """The page proxies show for a user server they cannot reach, with that status (CHP's error target)."""
+async def proxy_error(request: Request, session: DbSession, ident: PageUser, status: int, url: str = "") -> Response:
+    """The page proxies show for a user server they cannot reach, with that status (CHP's error target):
+    error.html with the address that failed, and the navigation of the user who looks."""
     if not 400 <= status <= 599:
         raise BadRequest("Error pages exist for statuses 400-599")
-    page = error_page(status, url[:2000])
+    nav = await nav_for(request, session, ident) if ident is not None else None
+    page = error_html(request, status, ERROR_MESSAGES.get(status, "Something went wrong."), url[:2000], nav=nav)
     return HTMLResponse(page, status_code=status, headers={"Cache-Control": "no-store"})
 
 

@@ -12,9 +12,10 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleethub.services.auth.deps import AuthenticatorDep, DbSession, Runtime
-from fleethub.services.auth.pages import EXPIRED_FORM, change_password_page
+from fleethub.services.auth.pages import EXPIRED_FORM, change_password_page, nav_for, templates
 from fleethub.services.auth.xsrf import foreign_post
 from fleethub.shared.accounts import password_is, set_password_of
 from fleethub.shared.authenticators import Authenticator
@@ -43,14 +44,15 @@ def _check_enabled(authenticator: Authenticator) -> None:
         raise NotFound("Passwords are not managed by this hub.")
 
 
-def _page(request: Request, runtime: Runtime, ident: Identity, status: int = 200, error: str = "",
-          done: bool = False) -> Response:
+async def _page(request: Request, runtime: Runtime, session: AsyncSession, ident: Identity, status: int = 200,
+                error: str = "", done: bool = False) -> Response:
     """The page, with the browser's `_xsrf` cookie if it belongs to this session, else a new one (set)."""
     cookie = request.cookies.get(XSRF_COOKIE)
     fresh = not xsrf_valid(runtime.secret_key, cookie, cookie, ident.session_id)
     token = new_xsrf(runtime.secret_key, ident.session_id) if fresh or cookie is None else cookie
-    response = HTMLResponse(change_password_page(token, ident.name, error=error, done=done), status_code=status,
-                            headers={"Cache-Control": "no-store"})
+    nav = await nav_for(session, runtime.settings, ident)
+    page = change_password_page(templates(request), token, nav, error=error, done=done)
+    response = HTMLResponse(page, status_code=status, headers={"Cache-Control": "no-store"})
     if fresh:
         set_xsrf_cookie(response, token, secure_cookies(runtime.settings.hub_public_url))
     return response
@@ -63,7 +65,7 @@ async def change_password_form(request: Request, runtime: Runtime, session: DbSe
     ident = await identity_from_cookie(session, request.cookies.get(LOGIN_COOKIE))
     if ident is None:
         return RedirectResponse(f"/hub/login?next={quote(PATH)}", status_code=302)
-    return _page(request, runtime, ident)
+    return await _page(request, runtime, session, ident)
 
 
 @router.post(PATH)
@@ -86,27 +88,27 @@ async def change_password(
     if foreign is not None or not xsrf_valid(runtime.secret_key, request.cookies.get(XSRF_COOKIE), xsrf,
                                              ident.session_id):
         log.warning("change-password form of %s refused: %s", ident.name, foreign or "XSRF token missing or wrong")
-        return _page(request, runtime, ident, 403, EXPIRED_FORM)
+        return await _page(request, runtime, session, ident, 403, EXPIRED_FORM)
     if password != password_again:
-        return _page(request, runtime, ident, 400, "The new passwords do not match.")
+        return await _page(request, runtime, session, ident, 400, "The new passwords do not match.")
     auth = runtime.settings.auth
     attempt = Attempt(ident.name, client_address(request))
     if auth.login_throttle:
         async with session.begin():
             wait = await admit(session, auth, attempt)
         if wait:
-            return _page(request, runtime, ident, 429, retry_message(wait)[0])
+            return await _page(request, runtime, session, ident, 429, retry_message(wait)[0])
     try:
         async with session.begin():
             if not await password_is(session, ident.user_id, old_password):
                 if auth.login_throttle:
                     await failed(session, auth, attempt)
-                return _page(request, runtime, ident, 403, "The current password is not right.")
+                return await _page(request, runtime, session, ident, 403, "The current password is not right.")
             await set_password_of(session, ident.user_id, ident.name, password, auth.password)
             ended = await end_logins(session, runtime.settings.nats_namespace, ident.user_id, ident.name,
                                      keep=ident.session_id)
             await succeeded(session, attempt)
     except BadRequest as exc:
-        return _page(request, runtime, ident, 400, exc.message)
+        return await _page(request, runtime, session, ident, 400, exc.message)
     log.info("user %s changed their password (%d other sessions ended)", ident.name, ended)
-    return _page(request, runtime, ident, done=True)
+    return await _page(request, runtime, session, ident, done=True)

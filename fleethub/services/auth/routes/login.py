@@ -12,7 +12,7 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleethub.services.auth.deps import AuthenticatorDep, CryptDep, DbSession, PostAuthDep, Runtime
-from fleethub.services.auth.pages import EXPIRED_FORM, login_page
+from fleethub.services.auth.pages import EXPIRED_FORM, login_page, templates
 from fleethub.services.auth.routes.signup import signup_enabled
 from fleethub.services.auth.sessions import Login, log_in, log_out
 from fleethub.services.auth.xsrf import anonymous_form, check_anonymous_form, clear_presession_cookie
@@ -43,7 +43,8 @@ def _form_page(request: Request, runtime: Runtime, authenticator: Authenticator,
                error: str = "", username: str = "") -> Response:
     signup = signup_enabled(runtime.settings.auth)
     service = login_service(authenticator)
-    return anonymous_form(request, runtime, lambda xsrf: login_page(xsrf, next_url, error=error, username=username,
+    t = templates(request)
+    return anonymous_form(request, runtime, lambda xsrf: login_page(t, xsrf, next_url, error=error, username=username,
                                                                     signup=signup, login_service=service), status)
 
 

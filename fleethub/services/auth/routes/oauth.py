@@ -32,7 +32,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleethub.services.auth.deps import DbSession, Runtime
-from fleethub.services.auth.pages import consent_page, error_page
+from fleethub.services.auth.pages import consent_page, error_page, nav_for, templates
 from fleethub.shared.db.models import CONFIG_TOKEN_KIND, ApiToken, HubServiceRow, OAuthCode, Server, User
 from fleethub.shared.events import utcnow
 from fleethub.shared.identity import (
@@ -132,8 +132,9 @@ async def find_client(session: AsyncSession, settings: ServiceSettings, secret_k
     return None
 
 
-def _error_page(status: int, message: str) -> HTMLResponse:
-    return HTMLResponse(error_page(status, message), status_code=status, headers={"Cache-Control": "no-store"})
+def _error_page(request: Request, status: int, message: str) -> HTMLResponse:
+    page = error_page(templates(request), status, message)
+    return HTMLResponse(page, status_code=status, headers={"Cache-Control": "no-store"})
 
 
 def _redirect_with(uri: str, **params: str) -> RedirectResponse:
@@ -173,16 +174,16 @@ async def _authorize(request: Request, runtime: Runtime, session: DbSession, par
     redirect_uri = params.get("redirect_uri", "")
     state = params.get("state", "")
     if any(len(v) > MAX_PARAM for v in params.values()):
-        return _error_page(400, "Authorization request too large")
+        return _error_page(request, 400, "Authorization request too large")
     ident = await identity_from_cookie(session, request.cookies.get(LOGIN_COOKIE))
     if ident is None:
         here = "/hub/api/oauth2/authorize?" + urlencode(params)
         return RedirectResponse("/hub/login?next=" + quote(here, safe=""), status_code=302)
     client = await find_client(session, runtime.settings, runtime.secret_key, cid)
     if client is None:
-        return _error_page(400, "Unknown OAuth client: it is not a running server or service")
+        return _error_page(request, 400, "Unknown OAuth client: it is not a running server or service")
     if redirect_uri != client.redirect_uri:  # never redirect to an unregistered URI
-        return _error_page(400, "The redirect_uri does not match the one registered for this client")
+        return _error_page(request, 400, "The redirect_uri does not match the one registered for this client")
     if params.get("response_type") != "code":
         return _redirect_with(redirect_uri, error="unsupported_response_type", state=state)
     challenge = params.get("code_challenge") or None
@@ -192,10 +193,12 @@ async def _authorize(request: Request, runtime: Runtime, session: DbSession, par
                               error_description="PKCE needs code_challenge_method=S256", state=state)
     if not await _may_access(session, ident, client):
         log.info("user %s refused access to %s", ident.name, client.what[:200])
-        return _error_page(403, f"You do not have access to {client.what}")
+        return _error_page(request, 403, f"You do not have access to {client.what}")
     if ident.user_id != client.owner_id and not client.no_confirm and not confirmed:  # ask first
         xsrf = new_xsrf(runtime.secret_key, ident.session_id)
-        response = HTMLResponse(consent_page(xsrf, client.what, params), headers={"Cache-Control": "no-store"})
+        page = consent_page(templates(request), xsrf, await nav_for(session, runtime.settings, ident), client.what,
+                            params)
+        response = HTMLResponse(page, headers={"Cache-Control": "no-store"})
         set_xsrf_cookie(response, xsrf, secure_cookies(runtime.settings.hub_public_url))
         return response
     return await _issue_code(session, request, ident, client, redirect_uri, state, challenge,
@@ -220,7 +223,7 @@ async def authorize_confirmed(request: Request, runtime: Runtime, session: DbSes
     submitted = str(form.get("_xsrf", ""))
     if ident is None or not xsrf_valid(runtime.secret_key, request.cookies.get(XSRF_COOKIE), submitted,
                                        ident.session_id):
-        return _error_page(403, "The authorization form expired or was not sent from this site")
+        return _error_page(request, 403, "The authorization form expired or was not sent from this site")
     return await _authorize(request, runtime, session, params, confirmed=True)
 
 

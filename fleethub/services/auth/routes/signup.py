@@ -9,7 +9,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 
 from fleethub.services.auth.deps import DbSession, Runtime
-from fleethub.services.auth.pages import EXPIRED_FORM, signup_page
+from fleethub.services.auth.pages import EXPIRED_FORM, signup_page, templates
 from fleethub.services.auth.xsrf import anonymous_form, check_anonymous_form
 from fleethub.shared.accounts import create_account
 from fleethub.shared.errors import FleethubError, NotFound
@@ -33,8 +33,9 @@ def _check_enabled(runtime: Runtime) -> None:
 
 def _page(request: Request, runtime: Runtime, status: int = 200, error: str = "", username: str = "",
           done: str = "", pending: bool = False) -> Response:
-    return anonymous_form(request, runtime, lambda xsrf: signup_page(xsrf, error=error, username=username, done=done,
-                                                                     pending=pending), status)
+    t = templates(request)
+    return anonymous_form(request, runtime, lambda xsrf: signup_page(t, xsrf, error=error, username=username,
+                                                                     done=done, pending=pending), status)
 
 
 @router.get("/hub/signup")

@@ -260,7 +260,7 @@ async def test_wrong_client_secret(make_hub: HubFactory) -> None:
     async with make_hub(client_secret="not-the-secret", allowed_organizations=["fleet"]) as hub:
         r = await sign_in(hub.client, "Alice")
         assert r.status_code == 502 and "jupyterhub-hub-login" not in r.cookies
-        assert "GitHub refused this hub&#x27;s credentials (incorrect_client_credentials" in r.text
+        assert "GitHub refused this hub's credentials (incorrect_client_credentials" in html.unescape(r.text)
         assert "administrators" in r.text and "not-the-secret" not in r.text
 
 

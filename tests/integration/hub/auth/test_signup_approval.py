@@ -14,7 +14,7 @@ from fleethub.shared.settings import ServiceSettings
 from tests.support.hub import XSRF_FIELD, Hub, hub_settings, running_hub
 
 pytestmark = pytest.mark.integration
-WAITING = "waiting for an administrator&#x27;s approval"  # as the login page renders it (escaped)
+WAITING = "waiting for an administrator&#39;s approval"  # as the login page renders it (escaped by Jinja2)
 
 
 @pytest.fixture
