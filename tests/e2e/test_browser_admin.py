@@ -1,7 +1,7 @@
 """The admin panel in a real browser (Chromium driven by Playwright), on a whole hub of real processes with a
 local spawner running the stand-in user server: an admin starts, opens and stops alice's server; adds users in
 batch, makes one admin, renames one, deletes one, searches; edits a group; approves a sign-up. Screenshot:
-docs/screenshots/admin.png (written there when FLEETHUB_UPDATE_SCREENSHOTS is set)."""
+docs/screenshots/admin.png (written there when FLEETHUB_SCREENSHOTS is set)."""
 
 from __future__ import annotations
 
@@ -172,6 +172,6 @@ async def test_admin_panel_in_chromium(cluster: Cluster, tmp_path: Path) -> None
         await _state(page, "alice", "stopped")
         await expect(page.get_by_role("button", name="Start alice's default server")).to_be_visible()
         await expect(opener).to_have_count(0)
-    if os.environ.get("FLEETHUB_UPDATE_SCREENSHOTS"):
+    if os.environ.get("FLEETHUB_SCREENSHOTS"):
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(tmp_path / "admin.png", SCREENSHOT)

@@ -2,7 +2,7 @@
 of real processes whose spawner backend reports its steps as progress (tests/support/progress_backend.py):
 the bar moves with each step before the browser is taken to the server; a failed start shows its message and
 "Try again"; without JavaScript the page reloads itself to the server. Screenshots (1280×800):
-docs/screenshots/spawn.png and spawn-pending.png (written there when FLEETHUB_UPDATE_SCREENSHOTS is set)."""
+docs/screenshots/spawn.png and spawn-pending.png (written there when FLEETHUB_SCREENSHOTS is set)."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ async def _log_in(page: Page, base: str, user: str) -> None:
 
 
 def _keep(tmp_path: Path, name: str) -> None:
-    if os.environ.get("FLEETHUB_UPDATE_SCREENSHOTS"):
+    if os.environ.get("FLEETHUB_SCREENSHOTS"):
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(tmp_path / name, SCREENSHOTS / name)
 

@@ -6,7 +6,9 @@ revoked there."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,7 +23,9 @@ from tests.support.cluster import Cluster, running_stack, wait_for
 pytestmark = pytest.mark.integration
 
 PASSWORDS = {"alice": "alice-password-1"}
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "screenshots" / "token.png"
+# docs/screenshots/ is rewritten only when asked (FLEETHUB_SCREENSHOTS=1); otherwise a scratch folder
+SCREENSHOT = (Path(__file__).resolve().parents[2] / "docs" / "screenshots" if os.environ.get("FLEETHUB_SCREENSHOTS")
+              else Path(tempfile.mkdtemp(prefix="fleethub-shots-"))) / "token.png"
 
 
 @pytest.fixture
