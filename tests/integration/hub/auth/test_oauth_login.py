@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import statistics
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -307,22 +306,3 @@ async def test_short_lived_access_tokens_are_refreshed_before_they_expire(
             assert refreshed.auth_state["access_token"] != user.auth_state["access_token"]
         finally:
             await authenticator.close()
-
-
-async def test_login_time(hub: Hub) -> None:
-    """Logins of a user the provider knows (its session and grant kept, so no form): from GET
-    /hub/oauth_login to the hub's cookie. Prints the median; asserts only that each login succeeded."""
-    async with browser(hub) as bob:
-        assert (await log_in(bob, "bob")).status_code == 302
-        times = []
-        for _ in range(10):
-            bob.cookies.delete("jupyterhub-hub-login", path="/hub/")
-            t0 = time.perf_counter()
-            r = await bob.get("/hub/oauth_login?next=/hub/home")
-            while not r.headers["location"].startswith("/hub/home"):
-                assert r.status_code in (302, 303), r.text
-                r = await bob.get(str(r.url.join(r.headers["location"])))
-            times.append(time.perf_counter() - t0)
-            assert bob.cookies.get("jupyterhub-hub-login", path="/hub/")
-    print(f"\noauth login (provider session kept, no forms): median {statistics.median(times) * 1000:.0f} ms "
-          f"of {len(times)}, min {min(times) * 1000:.0f} ms, max {max(times) * 1000:.0f} ms")
