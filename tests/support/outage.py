@@ -75,7 +75,7 @@ class Recorder:
 
     def note(self, what: str, r: httpx.Response) -> httpx.Response:
         self.answers.append(Answer(what, r.status_code, r.headers.get("retry-after"),
-                                   r.headers.get("content-type", ""), r.text[:500], time.monotonic()))
+                                   r.headers.get("content-type", ""), r.text[:4000], time.monotonic()))
         return r
 
     async def loop(self, what: str, request: Callable[[], Awaitable[httpx.Response]], pause: float = 0.05) -> None:
