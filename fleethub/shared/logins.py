@@ -139,14 +139,14 @@ async def sync_groups(session: AsyncSession, settings: ServiceSettings, user_id:
 
 
 async def stored_user(session: AsyncSession, crypt: AuthStateCrypt, name: str) -> AuthUser | None:
-    """The user `name` as stored (admin flag, groups, auth_state decrypted), for `refresh_user`."""
-    row = (await session.execute(select(User.id, User.admin, User.auth_state).where(User.name == name))).first()
+    """The user `name` as stored (admin flag, groups, auth_state decrypted), in one query: for
+    `refresh_user`, and for `pre_spawn_start` in a spawner worker (on a spawn's path)."""
+    groups = (select(func.array_agg(Group.name)).join(GroupMember, GroupMember.group_id == Group.id)
+              .where(GroupMember.user_id == User.id).scalar_subquery())
+    row = (await session.execute(select(User.admin, User.auth_state, groups).where(User.name == name))).first()
     if row is None:
         return None
-    groups = (await session.execute(
-        select(Group.name).join(GroupMember, GroupMember.group_id == Group.id).where(GroupMember.user_id == row[0])
-    )).scalars().all()
-    return AuthUser(name, admin=bool(row[1]), groups=sorted(groups), auth_state=crypt.open(row[2], name))
+    return AuthUser(name, admin=bool(row[0]), groups=sorted(row[2] or ()), auth_state=crypt.open(row[1], name))
 
 
 async def end_logins(session: AsyncSession, namespace: str, user_id: int, name: str, *, keep: str | None = None,

@@ -7,14 +7,13 @@ import asyncio
 import dataclasses
 import logging
 
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from fleethub.services.spawner.backends import ServerSpec
 from fleethub.services.spawner.hooks import HookFailed, checked_spec
 from fleethub.shared.authenticators import Authenticator, AuthUser
 from fleethub.shared.crypt import AuthStateCrypt
-from fleethub.shared.db.models import Group, GroupMember, User
+from fleethub.shared.logins import stored_user
 from fleethub.shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -36,15 +35,9 @@ class SpawnAuth:
         is off (no query: a spawn's cost stays as it was)."""
         if not self.enabled:
             return AuthUser(name)
-        groups = (select(func.array_agg(Group.name)).join(GroupMember, GroupMember.group_id == Group.id)
-                  .where(GroupMember.user_id == User.id).scalar_subquery())
         async with sessions() as session:
-            row = (await session.execute(
-                select(User.admin, User.auth_state, groups).where(User.name == name))).first()
-        if row is None:  # deleted meanwhile: the api stops its servers
-            return AuthUser(name)
-        return AuthUser(name, admin=bool(row[0]), groups=sorted(row[2] or ()),
-                        auth_state=self.crypt.open(row[1], name))
+            user = await stored_user(session, self.crypt, name)
+        return user or AuthUser(name)  # deleted meanwhile: the api stops its servers
 
     async def prepare(self, sessions: async_sessionmaker[AsyncSession], spec: ServerSpec) -> ServerSpec:
         """`spec` with the user's auth_state, as the authenticator's `pre_spawn_start` leaves it.
