@@ -1,4 +1,5 @@
-"""The `fleethub` command: `up`, `run SERVICE`, `migrate`, `token USER`, `passwd USER`, `nats-config --out DIR`."""
+"""The `fleethub` command: `up`, `run SERVICE`, `migrate`, `token USER`, `passwd USER`, `nats-config --out DIR`,
+`kube-secrets`."""
 
 from __future__ import annotations
 
@@ -95,6 +96,13 @@ def cmd_nats_config(args: argparse.Namespace) -> int:
     return nats_config(args)
 
 
+def cmd_kube_secrets(args: argparse.Namespace) -> int:
+    """Print the Secrets of deploy/kubernetes (new NATS seeds and keys) as YAML."""
+    from fleethub.kube import kube_secrets
+
+    return kube_secrets(args, _settings(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `fleethub` command."""
     parser = argparse.ArgumentParser(prog="fleethub", description="A multi-user Jupyter hub on NATS and PostgreSQL.")
@@ -139,6 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--namespace", default=None, help="namespace of the hub (default: from the configuration)")
     common(p)
     p.set_defaults(func=cmd_nats_config)
+
+    p = sub.add_parser("kube-secrets", help="print new Secrets for deploy/kubernetes (NATS seeds and their "
+                                           "authorization block, the hub's key, the first admin's password, "
+                                           "FLEETHUB_DATABASE_URL) as YAML for `kubectl apply -f -`")
+    p.add_argument("--k8s-namespace", default="fleethub", help="Kubernetes namespace of the hub (default: fleethub)")
+    p.add_argument("--nats-namespace", default=None, help="the hub's NATS namespace (default: from the configuration)")
+    common(p)
+    p.set_defaults(func=cmd_kube_secrets)
     return parser
 
 
