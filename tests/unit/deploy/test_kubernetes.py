@@ -54,6 +54,11 @@ def pod_spec(workload: Obj) -> Obj:
     return spec
 
 
+def pod_labels(workload: Obj) -> dict[str, str]:
+    labels: dict[str, str] = workload["spec"]["template"]["metadata"]["labels"]
+    return labels
+
+
 def containers(workload: Obj) -> list[Obj]:
     spec = pod_spec(workload)
     return [*spec.get("initContainers", []), *spec["containers"]]
@@ -99,9 +104,9 @@ def test_every_service_is_its_own_deployment_with_its_replicas(rendered: list[Ob
 
 
 def test_service_selectors_match_workload_pods(rendered: list[Obj]) -> None:
-    pods = [w["spec"]["template"]["metadata"]["labels"] for k in WORKLOADS for w in of_kind(rendered, k).values()]
+    pods = [pod_labels(w) for k in WORKLOADS for w in of_kind(rendered, k).values()]
     for workload in (w for k in WORKLOADS for w in of_kind(rendered, k).values()):
-        assert selects(workload["spec"]["selector"]["matchLabels"], workload["spec"]["template"]["metadata"]["labels"])
+        assert selects(workload["spec"]["selector"]["matchLabels"], pod_labels(workload))
     for name, svc in of_kind(rendered, "Service").items():
         matched = [labels for labels in pods if selects(svc["spec"]["selector"], labels)]
         assert matched, f"Service {name} selects no pods"
@@ -117,7 +122,7 @@ def test_service_target_ports_and_probe_ports_are_declared_port_names(rendered: 
                 assert probe in c, (workload["metadata"]["name"], probe)
                 assert c[probe]["httpGet"]["port"] in names, (workload["metadata"]["name"], probe)
     for name, svc in of_kind(rendered, "Service").items():
-        (target,) = [w for w in workloads if selects(svc["spec"]["selector"], w["spec"]["template"]["metadata"]["labels"])]
+        (target,) = [w for w in workloads if selects(svc["spec"]["selector"], pod_labels(w))]
         names = {p["name"] for c in pod_spec(target)["containers"] for p in c.get("ports", [])}
         for port in svc["spec"]["ports"]:
             assert port["targetPort"] in names, (name, port)
@@ -180,10 +185,9 @@ def test_pdbs_select_replicated_pods(rendered: list[Obj]) -> None:
     workloads = [w for k in WORKLOADS for w in of_kind(rendered, k).values()]
     covered = set()
     for name, pdb in of_kind(rendered, "PodDisruptionBudget").items():
-        (target,) = [w for w in workloads
-                     if selects(pdb["spec"]["selector"]["matchLabels"], w["spec"]["template"]["metadata"]["labels"])]
-        replicas = target["spec"]["replicas"]
-        allowed = replicas - pdb["spec"]["minAvailable"] if "minAvailable" in pdb["spec"] else pdb["spec"]["maxUnavailable"]
+        (target,) = [w for w in workloads if selects(pdb["spec"]["selector"]["matchLabels"], pod_labels(w))]
+        replicas, spec = target["spec"]["replicas"], pdb["spec"]
+        allowed = replicas - spec["minAvailable"] if "minAvailable" in spec else spec["maxUnavailable"]
         assert 1 <= allowed < replicas, f"{name}: a drain must be able to evict a pod, and never all"
         covered.add(target["metadata"]["name"])
     assert covered == {w["metadata"]["name"] for w in workloads if w["spec"]["replicas"] > 1}
