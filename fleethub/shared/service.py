@@ -96,7 +96,8 @@ async def open_runtime(settings: ServiceSettings, service: str, *, pool_size: in
     try:
         await ensure_migrated(engine)
         key = settings.secret_key.get_secret_value() if settings.secret_key else await load_secret_key(engine)
-        bus = Bus(settings.nats_url, settings.nats_namespace, replica, bus_credentials(settings, service))
+        bus = Bus(settings.nats_url, settings.nats_namespace, replica, bus_credentials(settings, service),
+                  replicas=settings.nats_replicas)
         bus.connection.exit_on_close = exit_on_shutdown if exit_on_bus_closed is None else exit_on_bus_closed
         await bus.connect()
         await bus.ensure_topology()

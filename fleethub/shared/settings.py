@@ -483,6 +483,8 @@ class ServiceSettings(BaseSettings):
     nats_namespace: str = Field(
         "fh", pattern=r"^[a-z][a-z0-9]{0,15}$", description="Prefix of every subject, stream and bucket."
     )
+    nats_replicas: int = Field(1, ge=1, le=5, description="Replicas of the hub's streams and buckets "
+                               "(in a JetStream cluster, e.g. 3; 1 on a single server).")
     nats_nkey_file: Path | None = Field(
         None,
         description="File (0600) holding this service's NATS nkey seed (`fleethub nats-config` writes one per "

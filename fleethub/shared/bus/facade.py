@@ -34,6 +34,7 @@ class Bus:
         credentials: the identity (its inbox prefix, and, with an nkey seed, what it declares or waits
             for: its row of `permissions.TABLE`), its nkey seed and TLS files; without a seed it declares
             everything (a server without authorization refuses nothing).
+        replicas: replicas of the streams and buckets it declares (`nats_replicas`).
 
     Attributes:
         routes: the route table (`RouteStore`).
@@ -43,10 +44,11 @@ class Bus:
         closed: set once the connection is closed for good.
     """
 
-    def __init__(self, servers: str, namespace: str, name: str, credentials: Credentials | None = None) -> None:
+    def __init__(self, servers: str, namespace: str, name: str, credentials: Credentials | None = None, *,
+                 replicas: int = 1) -> None:
         self.connection = Connection(servers, name, credentials)
         self.namespace = namespace
-        self.names = Names(namespace)
+        self.names = Names(namespace, replicas)
         identity, nkey = self.connection.credentials.identity, self.connection.credentials.nkey_file
         role = None
         # with credentials, the server lets an identity declare only what its grant says, so it waits for

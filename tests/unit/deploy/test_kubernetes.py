@@ -265,6 +265,7 @@ def test_nats_is_a_three_node_jetstream_cluster_with_the_services_keys(
     hub = tomllib.loads(of_kind(rendered, "ConfigMap")["fleethub-config"]["data"]["fleethub.toml"])
     assert hub["nats_url"] == f"nats://{'nats'}:4222" and "nats" in of_kind(rendered, "Service")
     assert f"namespace {hub['nats_namespace']!r}" in auth_conf
+    assert hub["nats_replicas"] == nats["spec"]["replicas"]  # the hub's streams on every node
 
 
 def test_kube_secrets_prints_yaml_and_names_a_missing_database_url(
