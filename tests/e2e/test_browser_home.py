@@ -5,6 +5,7 @@ docs/screenshots/home.png and not-running.png (1280×800)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -95,14 +96,17 @@ async def test_named_servers_on_the_home_page_in_chromium(cluster: Cluster) -> N
         assert await still_marked(page)
         await page.screenshot(path=str(SCREENSHOTS / "home.png"))
 
-        # the stopped named server's address: the not-running page names it, and "Start it" starts it
-        await page.goto(f"{base}/user/alice/gpu/lab")
+        # the stopped named server's address: the not-running page names it, and "Start it" starts that very
+        # server, then lands where the browser was going (path and query), not at the server's root
+        await page.goto(f"{base}/user/alice/gpu/lab/tree/a%20b.ipynb?kernel=py3&x=1")
         await expect(page.locator("h1")).to_have_text("Server not running")
         await expect(page.get_by_text("Your server gpu is not running.")).to_be_visible()
         await page.screenshot(path=str(SCREENSHOTS / "not-running.png"))
         await page.get_by_role("button", name="Start it").click()
-        await page.wait_for_url(f"{base}/user/alice/gpu/", timeout=WAIT)
-        await expect(page.get_by_text('"server": "gpu"')).to_be_visible()
+        await page.wait_for_url(f"{base}/user/alice/gpu/lab/tree/a%20b.ipynb?kernel=py3&x=1", timeout=WAIT)
+        landed = json.loads(await page.locator("body").inner_text())
+        assert (landed["server"], landed["path"], landed["query"]) == \
+            ("gpu", "/user/alice/gpu/lab/tree/a%20b.ipynb", "kernel=py3&x=1")
         await page.goto(f"{base}/hub/home")
         await expect(state_of(page, "gpu")).to_have_text("running")
         await expect(page.get_by_text("Your server is stopped.")).to_be_visible()  # not the default one
