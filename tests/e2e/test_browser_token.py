@@ -10,6 +10,7 @@ import os
 import re
 import tempfile
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -58,6 +59,7 @@ async def test_request_use_and_revoke_tokens_on_the_token_page(cluster: Cluster,
             await page.wait_for_url(f"{base}/hub/token")
 
             # alice lets the service know her (the hub's consent page), so it holds an OAuth token of hers
+            consented = datetime.now(UTC).replace(microsecond=0)
             await page.goto(f"{base}/services/whoami/")
             await page.locator("form[action$='/hub/api/oauth2/authorize'] [type=submit]").click()
             await page.wait_for_url(f"{base}/services/whoami/")
@@ -95,6 +97,9 @@ async def test_request_use_and_revoke_tokens_on_the_token_page(cluster: Cluster,
             assert me.status_code == 200 and me.json()["name"] == "alice"
             oauth_row = page.locator("#oauth-clients tbody tr", has_text="Service whoami")
             assert await oauth_row.count() == 1
+            # its last use is the service's check of alice's token (GET /hub/api/user), not "Never"
+            used = await oauth_row.locator("td").nth(2).locator("time").get_attribute("datetime")
+            assert used is not None and datetime.fromisoformat(used) >= consented, used
             # the picture for the docs: from the form's button down, the new token and both lists in view
             await page.evaluate("window.scrollTo(0, document.querySelector('#token-form button[type=submit]')"
                                 ".getBoundingClientRect().top + window.scrollY - 24)")
