@@ -75,7 +75,7 @@ OVERFLOW = """() => {
   const width = window.innerWidth;
   const wide = [...document.body.querySelectorAll("*")].filter((e) => {
     const box = e.getBoundingClientRect();
-    return box.width > 0 && box.right > width + 1 && !e.closest(".table-wrap");
+    return box.width > 0 && box.right > width + 1 && !(e.parentElement && e.parentElement.closest(".table-wrap"));
   }).map((e) => e.tagName.toLowerCase() + (e.id ? "#" + e.id : e.className ? "." + e.className : ""));
   return {scrollWidth: document.documentElement.scrollWidth, innerWidth: width, wide: wide.slice(0, 10)};
 }"""
