@@ -51,8 +51,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, pg_server_url: str, nats_ser
     database_url = _with_database(pg_server_url, database, scheme="postgresql+asyncpg")
     settings = load_settings(
         None, nats_url=nats_server_url, database_url=database_url, nats_namespace="t" + secrets.token_hex(5),
-        data_dir=tmp / "data", auth={"authenticator": "password", "admin_users": ["admin"]}, proxy={"port": free_port()},
-        api={"allow_named_servers": True},
+        data_dir=tmp / "data", auth={"authenticator": "password", "admin_users": ["admin"]},
+        proxy={"port": free_port()}, api={"allow_named_servers": True},
         pages={"template_paths": [tmp / "templates"], "logo_file": tmp / "logo.svg",
                "template_vars": {"announcement_login": "Maintenance on Sunday from 8:00 to 9:00."}})
     become_subreaper()
