@@ -138,7 +138,8 @@ async def test_keyboard_only_login_then_the_error_page(stack: Cluster, tmp_path:
 
 
 async def test_every_page_fits_a_phone(stack: Cluster) -> None:
-    """At 375×740 no page scrolls sideways (wide tables scroll inside their box), and the navigation works."""
+    """At 375×740 no page (login, home, spawn, token, admin, change password, not running) scrolls sideways
+    (wide tables scroll inside their box), and the navigation works."""
     base = _base(stack)
     await stack.wait_hub()
     async with httpx.AsyncClient(base_url=base) as client:  # the admin's named server and token, made by the API
@@ -162,7 +163,9 @@ async def test_every_page_fits_a_phone(stack: Cluster) -> None:
         await expect(page.locator('tr[data-server="a-long-server-name-for-phones"]')).to_have_count(1)
         await fits_the_width(page)
         for path, ready in (("/hub/spawn", "#spawn_form"), ("/hub/token", "#api-tokens tbody tr"),
-                            ("/hub/admin", '#user-table tr[data-user="alice"]')):
+                            ("/hub/admin", '#user-table tr[data-user="alice"]'),
+                            ("/hub/change-password", "form[action='/hub/change-password']"),
+                            ("/user/admin/lab/tree/a-notebook-with-a-long-name.ipynb", "form[action^='/hub/spawn/']")):
             await page.goto(f"{base}{path}")
             await page.locator(ready).first.wait_for()
             await fits_the_width(page)
