@@ -24,6 +24,7 @@
   var inFlight = 0;                       // actions under way: their rows show what they expect
   var announced = {};                     // servers whose start or stop was announced: say when it is done
   var streams = {};                       // server name -> the EventSource following its start
+  var MAX_STREAMS = 3;
 
   function xsrfToken() {
     var m = document.cookie.match(/(?:^|;\s*)_xsrf=([^;]*)/);
@@ -158,7 +159,9 @@
   function follow(el) {
     var name = el.dataset.server;
     if (el.dataset.state !== "starting") return unfollow(name);
-    if (streams[name] || !window.EventSource) return;
+    // at most MAX_STREAMS at once: a browser keeps ~6 connections per host over HTTP/1.1, and the page's
+    // own calls need some; further starts are followed by the (fast) polls
+    if (streams[name] || !window.EventSource || Object.keys(streams).length >= MAX_STREAMS) return;
     var source = new EventSource(serverPath(name) + "/progress?_xsrf=" + encodeURIComponent(xsrfToken()));
     streams[name] = source;
     source.onmessage = function (msg) {
