@@ -67,9 +67,14 @@ async def _back_to_server(request: Request, session: DbSession, target: str) -> 
     return RedirectResponse(checked_location(f"{target}?{urlencode(query)}"), status_code=302)
 
 
+# never carried on in `next` (an encoded query escapes the logs' scrubbing): our redirect count, and the
+# parameters that hold credentials (the names logging.py scrubs)
+_NOT_CARRIED = frozenset({"redirects", "token", "auth", "key", "code", "state", "_xsrf", "password", "client_secret"})
+
+
 def _asked(request: Request, target: str) -> str:
-    """Where the request was going: the server's path with its query (less our redirect count)."""
-    query = urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "redirects"])
+    """Where the request was going: the server's path with its query, less `_NOT_CARRIED`."""
+    query = urlencode([(k, v) for k, v in request.query_params.multi_items() if k.lower() not in _NOT_CARRIED])
     return f"{target}?{query}" if query else target
 
 
