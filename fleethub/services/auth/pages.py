@@ -62,7 +62,9 @@ def error_page(t: Templates, status: int, message: str, *, retry: bool = False, 
     return t.render("error.html", nav=nav, status=status, message=message, url="", retry=retry)
 
 
-def consent_page(t: Templates, xsrf: str, nav: Nav, what: str, fields: dict[str, str]) -> str:
+def consent_page(t: Templates, xsrf: str, nav: Nav, what: str, fields: dict[str, str],
+                 scopes: list[tuple[str, str]] | None = None) -> str:
     """Asks the user before identifying them to `what` (an OAuth client that is not their own server);
-    the form posts the authorization request back with the XSRF token."""
-    return t.render("oauth.html", nav=nav, xsrf=xsrf, what=what, fields=fields)
+    `scopes`: what its token would hold, each as (scope, its description); the form posts the authorization
+    request back with the XSRF token."""
+    return t.render("oauth.html", nav=nav, xsrf=xsrf, what=what, fields=fields, scopes=scopes or [])

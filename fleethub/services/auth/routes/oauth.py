@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleethub.services.auth.deps import DbSession, Runtime
 from fleethub.services.auth.pages import consent_page, error_page, nav_for, templates
+from fleethub.services.auth.scope_text import describe
 from fleethub.shared.db.models import CONFIG_TOKEN_KIND, ApiToken, HubServiceRow, OAuthCode, Server, User
 from fleethub.shared.events import utcnow
 from fleethub.shared.identity import (
@@ -196,8 +197,10 @@ async def _authorize(request: Request, runtime: Runtime, session: DbSession, par
         return _error_page(request, 403, f"You do not have access to {client.what}")
     if ident.user_id != client.owner_id and not client.no_confirm and not confirmed:  # ask first
         xsrf = new_xsrf(runtime.secret_key, ident.session_id)
+        custom = {name: spec.description for name, spec in runtime.settings.custom_scopes.items()}
+        granted = [(scope, describe(scope, custom)) for scope in client.scopes(ident.name, params.get("scope", ""))]
         page = consent_page(templates(request), xsrf, await nav_for(session, runtime.settings, ident), client.what,
-                            params)
+                            params, granted)
         response = HTMLResponse(page, headers={"Cache-Control": "no-store"})
         set_xsrf_cookie(response, xsrf, secure_cookies(runtime.settings.hub_public_url))
         return response
