@@ -57,8 +57,8 @@ def describe(scope: str, custom: dict[str, str] | None = None) -> str:
     """`scope` in words (`custom`: the descriptions of a hub's custom scopes); a filter says whose (a bare one
     such as `!user`: the user's own). An unknown name is shown as it is."""
     name, bang, flt = scope.partition("!")
-    words = (custom or {}).get(name) or WORDS.get(name) or name
-    words = words[:1].upper() + words[1:]
+    known = (custom or {}).get(name) or WORDS.get(name)
+    words = known[:1].upper() + known[1:] if known else name
     kind, _, value = flt.partition("=")
     if not bang or kind not in _KINDS:
         return words

@@ -51,7 +51,7 @@ from fleethub.shared.lifecycle import DesiredState
 from fleethub.shared.names import client_candidates, server_prefix
 from fleethub.shared.paths import checked_location
 from fleethub.shared.rbac import effective_scopes
-from fleethub.shared.scopes import held_for, parse
+from fleethub.shared.scopes import held_for, parse, token_scopes
 from fleethub.shared.security import hash_token, server_token, service_api_token
 from fleethub.shared.settings import ServiceSettings
 
@@ -156,6 +156,17 @@ async def _may_access(session: AsyncSession, ident: Identity, client: Client) ->
                     service=wanted.value if wanted.kind == "service" else None)
 
 
+async def _granted(session: AsyncSession, settings: ServiceSettings, ident: Identity,
+                   scopes: list[str]) -> list[tuple[str, str]]:
+    """Those of `scopes` a token of the user would hold (a token never holds more than its owner), each with
+    its description, for the consent page."""
+    subscopes = settings.custom_subscopes
+    held = await effective_scopes(session, ident, custom=subscopes)
+    words = {name: spec.description for name, spec in settings.custom_scopes.items()}
+    return [(scope, describe(scope, words)) for scope in scopes
+            if token_scopes([scope], held, ident.name, custom=subscopes)]
+
+
 async def _issue_code(session: AsyncSession, request: Request, ident: Identity, client: Client,
                       redirect_uri: str, state: str, challenge: str | None, requested: str) -> Response:
     code = secrets.token_urlsafe(32)
@@ -197,8 +208,7 @@ async def _authorize(request: Request, runtime: Runtime, session: DbSession, par
         return _error_page(request, 403, f"You do not have access to {client.what}")
     if ident.user_id != client.owner_id and not client.no_confirm and not confirmed:  # ask first
         xsrf = new_xsrf(runtime.secret_key, ident.session_id)
-        custom = {name: spec.description for name, spec in runtime.settings.custom_scopes.items()}
-        granted = [(scope, describe(scope, custom)) for scope in client.scopes(ident.name, params.get("scope", ""))]
+        granted = await _granted(session, runtime.settings, ident, client.scopes(ident.name, params.get("scope", "")))
         page = consent_page(templates(request), xsrf, await nav_for(session, runtime.settings, ident), client.what,
                             params, granted)
         response = HTMLResponse(page, headers={"Cache-Control": "no-store"})
