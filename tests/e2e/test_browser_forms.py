@@ -73,14 +73,16 @@ async def gallery(tmp_path: Path, nats_url: str, database_url: str, nats_namespa
 
 @pytest.fixture
 async def notebooks(tmp_path: Path, nats_url: str, database_url: str, nats_namespace: str) -> AsyncIterator[Cluster]:
-    """Users' servers are real jupyterhub-singleuser processes (they check who may use them with the hub)."""
+    """Users' servers are real jupyterhub-singleuser processes (they check who may use them with the hub), each
+    started 3 s late so that a start stays pending for a while."""
     assert SINGLEUSER, "jupyterhub-singleuser is not installed next to this Python"
     (tmp_path / "alice").mkdir()
     # sharing is granted, as in JupyterHub: alice may share her own servers
     sharer = {"name": "sharer", "scopes": ["shares!user", "read:users:name"], "users": ["alice"]}
     async for c in _stack(tmp_path, nats_url, database_url, nats_namespace, auth={"authenticator": "password"},
                           api={"slow_spawn_timeout": 1}, roles=[sharer],
-                          spawner={"cmd": [SINGLEUSER], "notebook_dir": str(tmp_path / "{username}"),
+                          spawner={"cmd": ["/bin/sh", "-c", f'sleep 3; exec "{SINGLEUSER}" --allow-root "$@"', "singleuser"],
+                                   "notebook_dir": str(tmp_path / "{username}"),
                                    "default_url": "/lab"}):
         yield c
 
