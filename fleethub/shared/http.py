@@ -67,6 +67,9 @@ _PAGE_HEADERS = [
     (b"x-frame-options", b"DENY"),
 ]
 
+# for a page served under the API's prefix (the OAuth consent page): its stylesheet loads, and no frame holds it
+PAGE_RESPONSE_HEADERS = {name.decode(): value.decode() for name, value in _PAGE_HEADERS}
+
 
 def _is_api(path: str) -> bool:
     return path == API_PREFIX or path.startswith(API_PREFIX + "/")

@@ -38,6 +38,8 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 SINGLEUSER = shutil.which("jupyterhub-singleuser", path=str(Path(sys.executable).parent))
 GALLERY_TOKEN = "gallery-service-token-0123456789abcdef"
 GALLERY_SCOPE = "custom:gallery:read"
+# as root, jupyterhub-singleuser needs --allow-root (fleethub adds it only when it runs the command itself)
+LATE_START = f'sleep 3; exec "{SINGLEUSER}" --allow-root "$@"'
 WAIT = 90_000  # ms: a start of jupyterhub-singleuser through the spawner worker and the proxy
 
 
@@ -81,9 +83,8 @@ async def notebooks(tmp_path: Path, nats_url: str, database_url: str, nats_names
     sharer = {"name": "sharer", "scopes": ["shares!user", "read:users:name"], "users": ["alice"]}
     async for c in _stack(tmp_path, nats_url, database_url, nats_namespace, auth={"authenticator": "password"},
                           api={"slow_spawn_timeout": 1}, roles=[sharer],
-                          spawner={"cmd": ["/bin/sh", "-c", f'sleep 3; exec "{SINGLEUSER}" --allow-root "$@"', "singleuser"],
-                                   "notebook_dir": str(tmp_path / "{username}"),
-                                   "default_url": "/lab"}):
+                          spawner={"cmd": ["/bin/sh", "-c", LATE_START, "singleuser"], "default_url": "/lab",
+                                   "notebook_dir": str(tmp_path / "{username}")}):
         yield c
 
 
@@ -220,8 +221,13 @@ async def test_the_consent_page_of_a_third_party_service(gallery: Cluster, datab
     async with chromium_page() as page:
         await page.set_viewport_size(SIZE)
         await page.goto(authorize)
-        await submit_login(page, "alice", PASSWORDS["alice"])
+        async with page.expect_response(lambda r: r.url.startswith(f"{base}/hub/api/oauth2/authorize?")) as shown:
+            await submit_login(page, "alice", PASSWORDS["alice"])
         await expect(page.get_by_role("heading", level=1)).to_have_text("Authorize access")
+        # a page, though under /hub/api: its stylesheet applies, and no other site may frame it (clickjacking)
+        headers = await (await shown.value).all_headers()
+        assert headers["x-frame-options"] == "DENY" and "frame-ancestors 'none'" in headers["content-security-policy"]
+        assert await page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(246, 247, 249)"
         await expect(page.locator("main")).to_contain_text("the service gallery asks to know who you are")
         listed = [text.strip() for text in await page.locator("#oauth-scopes li").all_inner_texts()]
         assert listed == [

@@ -36,6 +36,7 @@ from fleethub.services.auth.pages import consent_page, error_page, nav_for, temp
 from fleethub.services.auth.scope_text import describe
 from fleethub.shared.db.models import CONFIG_TOKEN_KIND, ApiToken, HubServiceRow, OAuthCode, Server, User
 from fleethub.shared.events import utcnow
+from fleethub.shared.http import PAGE_RESPONSE_HEADERS
 from fleethub.shared.identity import (
     LOGIN_COOKIE,
     SESSION_COOKIE,
@@ -135,7 +136,7 @@ async def find_client(session: AsyncSession, settings: ServiceSettings, secret_k
 
 def _error_page(request: Request, status: int, message: str) -> HTMLResponse:
     page = error_page(templates(request), status, message)
-    return HTMLResponse(page, status_code=status, headers={"Cache-Control": "no-store"})
+    return HTMLResponse(page, status_code=status, headers={"Cache-Control": "no-store", **PAGE_RESPONSE_HEADERS})
 
 
 def _redirect_with(uri: str, **params: str) -> RedirectResponse:
@@ -211,7 +212,7 @@ async def _authorize(request: Request, runtime: Runtime, session: DbSession, par
         granted = await _granted(session, runtime.settings, ident, client.scopes(ident.name, params.get("scope", "")))
         page = consent_page(templates(request), xsrf, await nav_for(session, runtime.settings, ident), client.what,
                             params, granted)
-        response = HTMLResponse(page, headers={"Cache-Control": "no-store"})
+        response = HTMLResponse(page, headers={"Cache-Control": "no-store", **PAGE_RESPONSE_HEADERS})
         set_xsrf_cookie(response, xsrf, secure_cookies(runtime.settings.hub_public_url))
         return response
     return await _issue_code(session, request, ident, client, redirect_uri, state, challenge,
