@@ -123,6 +123,8 @@ async def test_sign_up_approval_login_and_change_password(signups: Cluster, tmp_
         await page.wait_for_url(f"{base}/hub/signup")
         await expect(page.get_by_role("heading", level=1)).to_have_text("Create an account")
         await page.fill("#username", "dora")
+        await page.fill("#password", "dora-first-password")
+        await _screenshot(page, "signup.png", tmp_path)
         await page.fill("#password", "password")  # on the list of the most used ones
         await page.get_by_role("button", name="Create account").click()
         await expect(page.get_by_role("alert")).to_contain_text("Password is too common")
@@ -133,7 +135,6 @@ async def test_sign_up_approval_login_and_change_password(signups: Cluster, tmp_
         assert (await admin.get("/signups")).json() == []  # nothing was made of the refused ones
         assert (await admin.get("/users/dora")).status_code == 404
         await page.fill("#password", "dora-first-password")
-        await _screenshot(page, "signup.png", tmp_path)
         await page.get_by_role("button", name="Create account").click()
         await expect(page.get_by_role("heading", level=1)).to_have_text("Account requested")
         await expect(page.locator("main")).to_contain_text("dora")
@@ -172,6 +173,7 @@ async def test_sign_up_approval_login_and_change_password(signups: Cluster, tmp_
         # change password: the wrong current password is refused, with the message
         await page.goto(f"{base}/hub/change-password")
         await expect(page.get_by_role("heading", level=1)).to_have_text("Change password")
+        await _screenshot(page, "change-password.png", tmp_path)
         await page.fill("#old_password", "not-my-password")
         await page.fill("#password", "dora-second-password")
         await page.fill("#password_again", "dora-second-password")
@@ -188,7 +190,6 @@ async def test_sign_up_approval_login_and_change_password(signups: Cluster, tmp_
         await page.fill("#old_password", "dora-first-password")
         await page.fill("#password", "dora-second-password")
         await page.fill("#password_again", "dora-second-password")
-        await _screenshot(page, "change-password.png", tmp_path)
         await page.get_by_role("button", name="Change password").click()
         await expect(page.get_by_role("heading", level=1)).to_have_text("Password changed")
         assert (await _token_with_password(base, "dora", "dora-first-password")).status_code == 403
