@@ -2,8 +2,9 @@
 name, an admin's approval in the admin panel, then the login), the change-password form (a wrong current
 password, a forged form, then the new password at the next login), the OAuth consent page of a third-party
 service (its scopes in words; "Cancel" issues nothing, "Authorize" a code that buys a token), and the share
-invitation page (a bad code's error page; bob accepts alice's invitation and then uses her real
-jupyterhub-singleuser through the proxy) with the spawn-pending page at a phone's width before it.
+invitation page (bob accepts alice's invitation and then uses her real jupyterhub-singleuser through the
+proxy; a bad, a revoked and an expired code get the error page) with the spawn-pending page at a phone's
+width before it.
 Screenshots (1280×800): docs/screenshots/signup.png, change-password.png, consent.png, accept-share.png,
 written there when FLEETHUB_SCREENSHOTS is set."""
 
@@ -14,6 +15,7 @@ import re
 import shutil
 import sys
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -21,10 +23,10 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 from playwright.async_api import Page, ViewportSize, expect
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from fleethub.shared.db.models import OAuthCode
+from fleethub.shared.db.models import OAuthCode, ShareCode
 from fleethub.shared.net import free_port
 from tests.support.browser import PHONE, chromium_page, fits_the_width, submit_login
 from tests.support.cluster import Cluster, running_stack
@@ -265,14 +267,25 @@ async def test_the_consent_page_of_a_third_party_service(gallery: Cluster, datab
     assert await _codes(database_url) == 0  # the code was used up
 
 
-async def test_spawn_pending_on_a_phone_then_a_share_accepted(notebooks: Cluster, tmp_path: Path) -> None:
+async def _expire_share_codes(database_url: str) -> None:
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(update(ShareCode).values(expires_at=func.now() - timedelta(minutes=1)))
+    finally:
+        await engine.dispose()
+
+
+async def test_spawn_pending_on_a_phone_then_a_share_accepted(notebooks: Cluster, database_url: str,
+                                                              tmp_path: Path) -> None:
     base = _base(notebooks)
     alice = await _api(base, "alice")
     async with alice:
-        await _start_on_a_phone_then_share(base, alice, tmp_path)
+        await _start_on_a_phone_then_share(base, alice, database_url, tmp_path)
 
 
-async def _start_on_a_phone_then_share(base: str, alice: httpx.AsyncClient, tmp_path: Path) -> None:
+async def _start_on_a_phone_then_share(base: str, alice: httpx.AsyncClient, database_url: str,
+                                       tmp_path: Path) -> None:
     async with chromium_page() as page:
         # alice starts her server at a phone's width: the pending page's bar fits, no sideways scroll
         await page.set_viewport_size(PHONE)
@@ -327,8 +340,18 @@ async def _start_on_a_phone_then_share(base: str, alice: httpx.AsyncClient, tmp_
         assert r.status == 200, await r.text()
         shared = (await alice.get("/shares/alice/")).json()
         assert [item["user"]["name"] for item in shared["items"]] == ["bob"], shared
+        codes = (await alice.get("/share-codes/alice/")).json()["items"]
+        assert [c["exchange_count"] for c in codes] == [1], codes
         # a code alice revoked: the same link now shows the error page
         assert (await alice.delete("/share-codes/alice/", params={"code": code})).status_code == 204
         r = await page.goto(f"{base}{accept}")
         assert r is not None and r.status == 404
         await expect(page.locator("main")).to_contain_text("Share not found or expired")
+        # an expired code (its time moved back in the database): the error page too
+        r = await alice.post("/share-codes/alice/", json={"expires_in": 60})
+        assert r.status_code == 200, r.text
+        await _expire_share_codes(database_url)
+        shown = await page.goto(f"{base}{r.json()['accept_url']}")
+        assert shown is not None and shown.status == 404
+        await expect(page.locator("main")).to_contain_text("Share not found or expired")
+        assert (await alice.get("/shares/alice/")).json()["items"][0]["user"]["name"] == "bob"  # bob's share stays
