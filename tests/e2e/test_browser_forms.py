@@ -100,6 +100,13 @@ async def _screenshot(page: Page, name: str, tmp_path: Path) -> None:
     assert (folder / name).stat().st_size > 1000
 
 
+async def _fits_a_phone(page: Page) -> None:
+    """At 375×740 the page needs no sideways scroll; then back to the desktop size."""
+    await page.set_viewport_size(PHONE)
+    await fits_the_width(page)
+    await page.set_viewport_size(SIZE)
+
+
 async def _token_with_password(base: str, user: str, password: str) -> httpx.Response:
     """Ask for an API token with `user`'s password (JupyterHub's way for scripts): 201 when it is right."""
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
@@ -127,6 +134,7 @@ async def test_sign_up_approval_login_and_change_password(signups: Cluster, tmp_
         await page.fill("#username", "dora")
         await page.fill("#password", "dora-first-password")
         await _screenshot(page, "signup.png", tmp_path)
+        await _fits_a_phone(page)
         await page.fill("#password", "password")  # on the list of the most used ones
         await page.get_by_role("button", name="Create account").click()
         await expect(page.get_by_role("alert")).to_contain_text("Password is too common")
@@ -176,6 +184,7 @@ async def test_sign_up_approval_login_and_change_password(signups: Cluster, tmp_
         await page.goto(f"{base}/hub/change-password")
         await expect(page.get_by_role("heading", level=1)).to_have_text("Change password")
         await _screenshot(page, "change-password.png", tmp_path)
+        await _fits_a_phone(page)
         await page.fill("#old_password", "not-my-password")
         await page.fill("#password", "dora-second-password")
         await page.fill("#password_again", "dora-second-password")
@@ -241,6 +250,7 @@ async def test_the_consent_page_of_a_third_party_service(gallery: Cluster, datab
             f"See the pictures in your gallery {GALLERY_SCOPE}",
         ], listed  # not list:groups: alice does not hold it, so no token of hers may
         await _screenshot(page, "consent.png", tmp_path)
+        await _fits_a_phone(page)
 
         # Cancel: back home, and no code was issued
         await page.get_by_role("link", name="Cancel").click()
@@ -328,6 +338,7 @@ async def _start_on_a_phone_then_share(base: str, alice: httpx.AsyncClient, data
         await expect(page.locator("main")).to_contain_text("You (bob) have been invited to access alice's server")
         await expect(page.locator("main li code").first).to_have_text("access:servers!server=alice/")
         await _screenshot(page, "accept-share.png", tmp_path)
+        await _fits_a_phone(page)
         await page.get_by_role("button", name="Accept invitation").click()
         # alice's server sends bob through the hub's OAuth: he is asked before it may know him (not his own)
         await expect(page.get_by_role("heading", level=1)).to_have_text("Authorize access", timeout=WAIT)
