@@ -560,8 +560,8 @@ class Worker:
                         polled = time.monotonic()
                         alive: bool = bool(state) and await asyncio.wait_for(
                             self.backend_of(row.backend).poll(dict(state or {})), POLL_TIMEOUT)
-                        self.metrics.poll_duration.labels(status="running" if alive else "stopped").observe(
-                            time.monotonic() - polled)
+                        polled_as = ServerStatus.RUNNING if alive else ServerStatus.STOPPED  # JupyterHub's labels
+                        self.metrics.poll_duration.labels(status=polled_as).observe(time.monotonic() - polled)
                         if alive:
                             continue
                     except Exception as exc:  # the backend's own failure (a poll touches neither PostgreSQL nor NATS)
