@@ -159,15 +159,16 @@ def _start_service(name: str, settings: ServiceSettings, nkeys: Path | None) -> 
 
 def with_ops_listeners(settings: ServiceSettings) -> ServiceSettings:
     """`settings` with every service's operations listener on (`/metrics`, `/health/*`): a configured port
-    is kept, an unset or 0 one becomes a free port, fixed for the life of `fleethub up` (a restarted service
-    comes back on it, and runtime.json can say where each one is)."""
-    from fleethub.shared.net import free_port
+    is kept, an unset or 0 one becomes a free port below the ephemeral range (the api's and auth's own
+    listeners bind port 0 meanwhile), fixed for the life of `fleethub up` (a restarted service comes back
+    on it, and runtime.json can say where each one is)."""
+    from fleethub.shared.net import reserved_free_port
 
     ops = settings.ops.model_copy(deep=True)
     for name in SERVICE_ORDER:
         listen = ops.of(name)
         if not listen.port:
-            listen.port = free_port(listen.host)
+            listen.port = reserved_free_port(listen.host)
     return settings.model_copy(update={"ops": ops})
 
 

@@ -15,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fleethub.shared.embedded import EmbeddedNats
-from fleethub.shared.net import free_port
+from fleethub.shared.net import free_port, reserved_free_port
 from tests.support.cluster import FAKE_SERVER, Cluster, ensure_user, mint_token, running_stack, wait_for
 from tests.support.outage import own_nats
 
@@ -53,7 +53,8 @@ def labels_of(samples: Samples, name: str) -> list[dict[str, str]]:
 @pytest.fixture
 async def hub(tmp_path: Path, database_url: str) -> AsyncIterator[tuple[Cluster, EmbeddedNats]]:
     with own_nats(tmp_path / "nats") as nats:
-        ops = {name: {"port": free_port()} for name in SERVICES}
+        # below the ephemeral range: auth's own listener (port 0) can not take one before its service binds it
+        ops = {name: {"port": reserved_free_port()} for name in SERVICES}
         async with running_stack(
             tmp_path, nats.url, database_url, "met" + TAG, start=SERVICES,
             passwords={ALICE: PASSWORD},
