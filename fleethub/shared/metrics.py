@@ -17,7 +17,6 @@ from contextlib import contextmanager
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, Metric
-from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
 log = logging.getLogger(__name__)
@@ -109,8 +108,7 @@ class Metrics:
             px.register(self.proxy_collector)
 
     @contextmanager
-    def timed(self, histogram: Histogram | MetricWrapperBase, ok: str = "success",
-              failed: str = "failure") -> Iterator[None]:
+    def timed(self, histogram: Histogram, ok: str = "success", failed: str = "failure") -> Iterator[None]:
         """Observe the duration of the block in `histogram`, labelled `status=ok`, or `status=failed` if the
         block raised (a cancellation is not observed)."""
         start = time.monotonic()
@@ -119,9 +117,9 @@ class Metrics:
         except asyncio.CancelledError:
             raise
         except BaseException:
-            histogram.labels(status=failed).observe(time.monotonic() - start)  # type: ignore[attr-defined]
+            histogram.labels(status=failed).observe(time.monotonic() - start)
             raise
-        histogram.labels(status=ok).observe(time.monotonic() - start)  # type: ignore[attr-defined]
+        histogram.labels(status=ok).observe(time.monotonic() - start)
 
     async def exposition(self) -> bytes:
         """The text exposition, after refreshing the values read at scrape time (a refresher that fails or
