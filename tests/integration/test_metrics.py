@@ -14,6 +14,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from fleethub.shared.bus import Bus
 from fleethub.shared.embedded import EmbeddedNats
 from fleethub.shared.net import free_port, reserved_free_port
 from tests.support.cluster import FAKE_SERVER, Cluster, ensure_user, mint_token, running_stack, wait_for
@@ -150,6 +151,24 @@ async def test_metrics_after_a_spawn(hub: tuple[Cluster, EmbeddedNats]) -> None:
         assert value(spawner, "fleethub_command_redelivered", consumer="spawner-local") == 0
         nodes = labels_of(spawner, "fleethub_route_propagation_seconds_count")
         assert len(nodes) == 1 and nodes[0]["node"].startswith("proxy-"), nodes
+
+        # a malformed command: the worker gives up on it at once, and the api counts the dead letter
+        bus = Bus(cluster.settings.nats_url, cluster.settings.nats_namespace, "test-metrics")
+        await bus.connect()
+        try:
+            await bus.publish_raw(f"{cluster.settings.nats_namespace}.cmd.local.spawn.{ALICE}._", b"not json",
+                                  f"bad-{TAG}")
+        finally:
+            await bus.close()
+
+        async def dead_letter_counted() -> bool:
+            r = await client.get("/hub/metrics", headers=reader)
+            return value(parse(r.text), "fleethub_dead_letters") == 1
+
+        await wait_for(dead_letter_counted, timeout=30, what="the dead letter counted")
+        spawner = await scrape(client, cluster, "spawner")
+        assert value(spawner, "fleethub_command_queue_depth", consumer="spawner-local") == 0
+        assert value(spawner, "fleethub_command_in_flight", consumer="spawner-local") == 0
 
         proxy = await scrape(client, cluster, "proxy")
         node = nodes[0]["node"]
