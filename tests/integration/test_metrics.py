@@ -3,6 +3,7 @@ false while NATS is stopped and true again once it is back (real processes, NATS
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import sys
@@ -23,7 +24,7 @@ from tests.support.outage import own_nats
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 TAG = secrets.token_hex(3)
-ADMIN, ALICE = f"adm{TAG}", f"ali{TAG}"
+ADMIN, ALICE, BOB = f"adm{TAG}", f"ali{TAG}", f"bob{TAG}"  # bob's server exits at once: a failed spawn
 PASSWORD = "a long enough password 42"
 SERVICES = ("auth", "api", "spawner", "proxy", "culler")
 XSRF = re.compile(r'name="_xsrf" value="([^"]+)"')
@@ -59,7 +60,8 @@ async def hub(tmp_path: Path, database_url: str) -> AsyncIterator[tuple[Cluster,
         async with running_stack(
             tmp_path, nats.url, database_url, "met" + TAG, start=SERVICES,
             passwords={ALICE: PASSWORD},
-            spawner={"cmd": [sys.executable, str(FAKE_SERVER)]},
+            spawner={"cmd": [sys.executable, str(FAKE_SERVER)],
+                     "environment": {"FAKE_PLAN": json.dumps({BOB: {"FAKE_EXIT_CODE": "1"}})}},
             api={"port": free_port()},
             proxy={"port": free_port(), "activity_interval": 0.5},
             culler={"timeout": 3600},
@@ -129,8 +131,10 @@ async def test_metrics_after_a_spawn(hub: tuple[Cluster, EmbeddedNats]) -> None:
         assert {labels["period"] for labels in labels_of(api, "jupyterhub_active_users")} == {"24h", "7d", "30d"}
 
         async def alice_active() -> bool:  # her request to her server, once the proxy's activity batch is recorded
+            users = (await client.get("/hub/api/users", headers=admin)).json()
+            active = {u["name"] for u in users if u["last_activity"]}  # the admin's token use counts too
             r = await client.get("/hub/metrics", headers=reader)
-            return value(parse(r.text), "jupyterhub_active_users", period="30d") == 1
+            return ALICE in active and value(parse(r.text), "jupyterhub_active_users", period="30d") == len(active)
 
         await wait_for(alice_active, timeout=30, what="alice counted active")
         assert value(api, "fleethub_outbox_lag_seconds") >= 0
@@ -180,6 +184,36 @@ async def test_metrics_after_a_spawn(hub: tuple[Cluster, EmbeddedNats]) -> None:
         assert value(auth, "jupyterhub_login_duration_seconds_count", status="success") == 1
         assert value(auth, "jupyterhub_request_duration_seconds_count", method="POST", handler="/hub/login",
                      code="302") == 1
+
+        # a failed spawn and a stop
+        await ensure_user(cluster.settings, BOB)
+        r = await client.post(f"/hub/api/users/{BOB}/server", headers=admin)
+        assert r.status_code in (201, 202, 500), r.text
+
+        async def failure_observed() -> bool:
+            samples = await scrape(client, cluster, "spawner")
+            return ("jupyterhub_server_spawn_duration_seconds_count", frozenset({("status", "failure")})) in samples
+
+        await wait_for(failure_observed, timeout=60, what="bob's failed spawn observed")
+        r = await client.delete(f"/hub/api/users/{ALICE}/server", headers=admin)
+        assert r.status_code in (202, 204), r.text
+
+        async def stop_observed() -> bool:
+            samples = await scrape(client, cluster, "spawner")
+            return ("jupyterhub_server_stop_seconds_count", frozenset({("status", "success")})) in samples
+
+        await wait_for(stop_observed, timeout=60, what="alice's stop observed")
+        spawner = await scrape(client, cluster, "spawner")
+        assert value(spawner, "jupyterhub_server_spawn_duration_seconds_count", status="failure") == 1
+        assert value(spawner, "jupyterhub_server_spawn_duration_seconds_count", status="success") == 1
+        assert value(spawner, "jupyterhub_server_stop_seconds_count", status="success") == 1
+        assert value(spawner, "jupyterhub_proxy_delete_duration_seconds_count", status="success") >= 1
+
+        async def none_running() -> bool:
+            r = await client.get("/hub/metrics", headers=reader)
+            return value(parse(r.text), "jupyterhub_running_servers") == 0
+
+        await wait_for(none_running, timeout=30, what="no server running")
 
         culler = await scrape(client, cluster, "culler")
         assert ("jupyterhub_event_loop_interval_seconds_count", frozenset()) in culler
