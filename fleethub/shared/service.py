@@ -60,7 +60,7 @@ class Runtime:
     # sessions without a transaction (autocommit), for single-statement reads: no BEGIN/ROLLBACK round trips
     read_sessions: async_sessionmaker[AsyncSession] | None = None
     # this runtime's own metrics registry and readiness checks (`shared/metrics.py`, `shared/ops.py`)
-    metrics: Metrics = field(default_factory=lambda: Metrics("culler"))
+    metrics: Metrics = field(default_factory=lambda: Metrics(""))  # open_runtime gives the service its own
     readiness: Readiness = field(default_factory=Readiness)
     ops_port: int | None = None  # the operations listener's port (None: off)
 
