@@ -28,6 +28,7 @@ from fleethub.shared.authenticator_settings import (
 from fleethub.shared.backend_settings import BatchSettings, DockerSettings, Profile, SystemUserSettings, parse_size
 from fleethub.shared.errors import BadRequest, ConfigError
 from fleethub.shared.names import normalize_username
+from fleethub.shared.ops_settings import OpsSettings
 from fleethub.shared.page_settings import PageSettings
 from fleethub.shared.scopes import allowed_scope_problem
 from fleethub.shared.secret import _REVEAL_SECRETS, Secret, crypt_key_bytes
@@ -514,6 +515,7 @@ class ServiceSettings(BaseSettings):
     proxy: ProxySettings = Field(default_factory=ProxySettings, description="[proxy] section.")
     culler: CullerSettings = Field(default_factory=CullerSettings, description="[culler] section.")
     pages: PageSettings = Field(default_factory=PageSettings, description="[pages] section.")
+    ops: OpsSettings = Field(default_factory=OpsSettings, description="[ops.<service>] operations listeners.")
     services: list[HubService] = Field(default_factory=list, description="[[services]] entries.")
     roles: list[RoleSpec] = Field(default_factory=list, description="[[roles]] entries (JupyterHub's load_roles).")
     custom_scopes: dict[str, CustomScope] = Field(

@@ -229,11 +229,15 @@ async def consume(conn: Connection, consumer: PullConsumer, handler: Handler, *,
                 log.warning("consumer %s fetch failed (%s); re-binding", durable, exc)
                 await _drop_pull(sub)
                 sub = None
+                if bound is not None:
+                    bound.clear()  # not bound until the next pull_subscribe succeeds (readiness)
                 continue
             except Exception as exc:  # lost pull request, reconnect, deleted consumer: re-bind
                 log.warning("consumer %s fetch failed (%s); re-binding", durable, exc)
                 await _drop_pull(sub)
                 sub = None
+                if bound is not None:
+                    bound.clear()  # not bound until the next pull_subscribe succeeds (readiness)
                 continue
             flowing = bool(msgs)
             for msg in msgs:

@@ -62,6 +62,8 @@ class Bus:
         self.healthy = self.connection.healthy
         self.reconnected = self.connection.reconnected
         self.closed = self.connection.closed
+        # every durable consumer this connection runs, with an event set while it is bound (readiness)
+        self.consumers: dict[str, asyncio.Event] = {}
 
     @property
     def servers(self) -> list[str]:
@@ -164,7 +166,26 @@ class Bus:
                                 concurrency=concurrency, ack_wait=ack_wait, retry=retry or Retry())
         if dead_letter is not None:
             consumer = dataclasses.replace(consumer, dead_letter=dead_letter)
-        await consuming.consume(self.connection, consumer, handler, stop=stop, bound=bound)
+        bound = bound or asyncio.Event()
+        self.consumers[durable] = bound
+        try:
+            await consuming.consume(self.connection, consumer, handler, stop=stop, bound=bound)
+        finally:
+            bound.clear()
+
+    async def consumer_state(self, kind: str, durable: str) -> tuple[int, int, int]:
+        """The durable consumer's messages waiting, delivered but not settled, and redelivered (JetStream
+        consumer info: num_pending, num_ack_pending, num_redelivered).
+
+        Raises:
+            BusError: NATS did not answer.
+        """
+        from fleethub.shared.bus.kv import nats_errors
+
+        stream = self.names.cmd_stream if kind == "cmd" else self.names.evt_stream
+        with nats_errors(f"consumer info of {durable}"):
+            info = await self.js.consumer_info(stream, durable)
+        return int(info.num_pending or 0), int(info.num_ack_pending or 0), int(info.num_redelivered or 0)
 
     async def drop_durable(self, kind: str, durable: str) -> bool:
         """Delete the durable consumer `durable` of the `kind` ("cmd" or "evt") stream; False if there was none."""
