@@ -25,7 +25,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     from fleethub.shared.logging import setup_logging
 
-    setup_logging(settings.log_level, args.service)
+    setup_logging(settings.log_level, args.service, settings.log_format)
     if args.service != "proxy":  # the proxy needs no database
         asyncio.run(_check_schema(settings))
     module = importlib.import_module(f"fleethub.services.{args.service}.app")

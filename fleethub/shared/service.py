@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from fleethub.shared.bus import Bus, Credentials, relays_for
 from fleethub.shared.errors import ConfigError
 from fleethub.shared.lifecycle import Announcer
+from fleethub.shared.logging import bind_service
 from fleethub.shared.settings import ListenSettings, ServiceSettings
 
 if TYPE_CHECKING:  # imported where used: the proxy needs none of them, and starts ~0.7 s sooner without
@@ -90,6 +91,7 @@ async def open_runtime(settings: ServiceSettings, service: str, *, pool_size: in
     from fleethub.shared.outbox import OutboxRelay
 
     replica = replica_id(service)
+    bind_service(service, replica)  # this task and those it starts (consumers, relay, loops) log as this replica
     engine = make_engine(settings.require_database_url(), pool_size=pool_size)
     bus: Bus | None = None
     runtime: Runtime | None = None

@@ -54,6 +54,7 @@ from fleethub.shared.http import NO_TELEMETRY, CommonHeaders, install_error_hand
 from fleethub.shared.identity import TokenCache
 from fleethub.shared.rbac import ScopeCache
 from fleethub.shared.registry import announce
+from fleethub.shared.request_ids import RequestIds
 from fleethub.shared.service import advertise_url as advertise_url_of
 from fleethub.shared.service import bind_socket, open_runtime, serve_app, settle_heap
 from fleethub.shared.settings import ServiceSettings
@@ -110,6 +111,7 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None, telemetry=NO_TELEMETRY)
     install_error_handlers(app)
     app.add_middleware(CommonHeaders)
+    app.add_middleware(RequestIds, service="api")  # outermost: whatever answers, the request has its id
     for module in (info, users, passwords, signups, tokens, authorizations, servers, groups, shares, hub_services,
                    activity, proxy, pages, user_redirect, accept_share, admin_page, token_page, home, static):
         app.include_router(module.router)
@@ -117,8 +119,9 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
 
 
 def with_fast_reads(app: FastAPI) -> ASGIApp:
-    """The api app as served: behind `FastUserRead`, which answers the hot user read itself."""
-    return FastUserRead(app)
+    """The api app as served: behind `FastUserRead`, which answers the hot user read itself (with its request
+    id: the app's own `RequestIds` leaves a request that has one alone)."""
+    return RequestIds(FastUserRead(app), "api")
 
 
 def _forget(cache: TokenCache, scopes: ScopeCache) -> Callable[[Envelope, Message], Awaitable[None]]:

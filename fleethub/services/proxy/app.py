@@ -27,6 +27,7 @@ from fleethub.shared.bus import Bus
 from fleethub.shared.errors import BusError, ConfigError
 from fleethub.shared.events import ActivityReported, subject_filter
 from fleethub.shared.faults import fault
+from fleethub.shared.logging import bind_service
 from fleethub.shared.service import bind_socket, bus_credentials, exit_on_hub_shutdown, replica_id, run_async
 from fleethub.shared.settings import ServiceSettings
 
@@ -127,6 +128,7 @@ async def main(settings: ServiceSettings, stop: asyncio.Event, *, reuse_port: bo
     answer with a 503.
     """
     node_id = replica_id("proxy")
+    bind_service("proxy", node_id)
     conf = settings.proxy
     sock = bind_socket(conf.host, conf.port, listen=False, reuse_port=reuse_port)
     api_sock = None
