@@ -11,13 +11,7 @@ from typing import Any
 
 import pytest
 
-from fleethub.shared.logging import (
-    bind_service,
-    make_handler,
-    request_scope,
-    sane_request_id,
-    service_scope,
-)
+from fleethub.shared.logging import bind_service, make_handler, request_scope, sane_request_id, service_scope
 from fleethub.shared.request_ids import request_id_of
 
 
