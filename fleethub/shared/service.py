@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from fleethub.shared.bus import Bus, Credentials, relays_for
+from fleethub.shared.bus import Bus, Credentials, relays_for, replica_info
 from fleethub.shared.errors import ConfigError
 from fleethub.shared.lifecycle import Announcer
 from fleethub.shared.logging import bind_service
@@ -101,6 +101,7 @@ async def open_runtime(settings: ServiceSettings, service: str, *, pool_size: in
         bus = Bus(settings.nats_url, settings.nats_namespace, replica, bus_credentials(settings, service))
         bus.connection.exit_on_close = exit_on_shutdown if exit_on_bus_closed is None else exit_on_bus_closed
         await bus.connect()
+        await bus.answer_pings(replica_info(service, replica))  # `fleethub status` lists this replica
         await bus.ensure_topology()
         sessions = make_sessionmaker(engine)
         relay = OutboxRelay(sessions, bus, origin=service, also=relays_for(service))

@@ -23,7 +23,7 @@ from fleethub.services.proxy.server import ClientConnection
 from fleethub.services.proxy.tls import HANDSHAKE_TIMEOUT, RedirectConnection, https_origin, server_context
 from fleethub.services.proxy.upstream import Pool
 from fleethub.services.proxy.watch import Watcher
-from fleethub.shared.bus import Bus
+from fleethub.shared.bus import Bus, replica_info
 from fleethub.shared.errors import BusError, ConfigError
 from fleethub.shared.events import ActivityReported, subject_filter
 from fleethub.shared.faults import fault
@@ -150,6 +150,7 @@ async def main(settings: ServiceSettings, stop: asyncio.Event, *, reuse_port: bo
     bus = Bus(settings.nats_url, settings.nats_namespace, node_id, bus_credentials(settings, "proxy"))
     bus.connection.exit_on_close = True  # a process: closed for good, it stops and its supervisor restarts it
     await bus.connect(timeout=30)
+    await bus.answer_pings(replica_info("proxy", node_id))  # `fleethub status` lists this node
     tasks: list[asyncio.Task[None]] = []
     announcing: asyncio.Task[None] | None = None
     servers: list[asyncio.Server] = []
