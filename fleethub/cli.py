@@ -1,4 +1,5 @@
-"""The `fleethub` command: `up`, `run SERVICE`, `migrate`, `token USER`, `passwd USER`, `nats-config --out DIR`."""
+"""The `fleethub` command: `up`, `run SERVICE`, `migrate`, `token USER`, `passwd USER`, `nats-config --out DIR`,
+`status`."""
 
 from __future__ import annotations
 
@@ -95,6 +96,13 @@ def cmd_nats_config(args: argparse.Namespace) -> int:
     return nats_config(args)
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print a deployment's services, replicas, queues, dead letters and servers."""
+    from fleethub.status import status
+
+    return status(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `fleethub` command."""
     parser = argparse.ArgumentParser(prog="fleethub", description="A multi-user Jupyter hub on NATS and PostgreSQL.")
@@ -139,6 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--namespace", default=None, help="namespace of the hub (default: from the configuration)")
     common(p)
     p.set_defaults(func=cmd_nats_config)
+
+    p = sub.add_parser("status", help="print a deployment's services and replicas, queue depths, dead letters and "
+                                     "running servers (exit 1 if NATS or PostgreSQL cannot be reached)")
+    p.add_argument("--json", action="store_true", help="one JSON document instead of tables")
+    p.add_argument("--wait", type=float, default=1.0, help="seconds to wait for replicas to answer (default 1)")
+    common(p)
+    p.set_defaults(func=cmd_status)
     return parser
 
 
