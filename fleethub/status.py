@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 import time
 from datetime import datetime
@@ -30,6 +31,7 @@ from fleethub.shared.settings import ServiceSettings, load_settings
 SERVICES = ("auth", "api", "spawner", "proxy", "culler")
 STATUS_IDENTITY = "status"
 RECENT_DEAD_LETTERS = 5
+CONNECT_TIMEOUT = 5.0
 
 
 class ServerRow(BaseModel):
@@ -125,12 +127,14 @@ async def _from_bus(settings: ServiceSettings, nats_url: str, seed: Path | None,
                         tls_cert_file=settings.nats_tls_cert_file, tls_key_file=settings.nats_tls_key_file)
     bus = Bus(nats_url, settings.nats_namespace, f"status-{int(time.time())}", creds)
     try:
-        await bus.connect(timeout=3)
+        # bounded here: with unlimited reconnects, nats-py retries a refused first connection forever
+        await asyncio.wait_for(bus.connect(timeout=CONNECT_TIMEOUT), CONNECT_TIMEOUT)
         replicas = await bus.gather_replicas(wait)
         status.streams = await bus.stream_depths()
         status.nats_ok = True
-    except BusError as exc:
-        status.errors.append(scrub(f"cannot reach NATS (nats_url {nats_url}): {exc.message}"))
+    except (BusError, TimeoutError) as exc:
+        why = exc.message if isinstance(exc, BusError) else f"no connection within {CONNECT_TIMEOUT:.0f}s"
+        status.errors.append(scrub(f"cannot reach NATS (nats_url {nats_url}): {why}"))
         return
     finally:
         await bus.close()
@@ -205,6 +209,8 @@ def status(args: argparse.Namespace) -> int:
         overrides["data_dir"] = args.data_dir
     if args.wait <= 0 or args.wait > 30:
         raise ConfigError("--wait must be more than 0 and at most 30 seconds")
+    # the bus's own logs of a failing connection would repeat what the report says once
+    logging.getLogger("fleethub.shared.bus").setLevel(logging.CRITICAL)
     report = asyncio.run(gather(load_settings(args.config, **overrides), args.wait))
     if args.json:
         print(report.model_dump_json(indent=2))
