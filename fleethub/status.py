@@ -32,6 +32,8 @@ SERVICES = ("auth", "api", "spawner", "proxy", "culler")
 STATUS_IDENTITY = "status"
 RECENT_DEAD_LETTERS = 5
 CONNECT_TIMEOUT = 5.0
+REQUESTED = "requested"
+"""A server's status in the report while no worker has claimed its spawn yet."""
 
 
 class ServerRow(BaseModel):
@@ -176,7 +178,7 @@ async def _from_database(database_url: str, status: Status) -> None:
     for user, name, spawn_id, backend, state_spawn, state, state_backend, worker, started, url in rows:
         current = state is not None and state_spawn == spawn_id
         if not current and state not in live:
-            state = "requested"  # desired running, not yet claimed by a worker (or the claim is of an older spawn)
+            state = REQUESTED  # desired running, not yet claimed by a worker (or the claim is of an older spawn)
         status.servers.append(ServerRow(user=user, server=name, status=str(state), backend=state_backend or backend,
                                         worker=worker, started=started, url=url))
     status.dead_letters = int(count)

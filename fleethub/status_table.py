@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from fleethub.status import SERVICES, Status
+from fleethub.shared.lifecycle import ServerStatus
+from fleethub.status import REQUESTED, SERVICES, Status
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -47,7 +48,7 @@ def render(status: Status, now: float) -> str:
     if status.nats_ok:
         depths = [(c.stream, c.consumer, c.pending, c.ack_pending, c.redelivered, c.waiting) for c in status.consumers]
         out.append(", ".join(f"{s.stream}: {s.messages} messages" for s in status.streams))
-        out.append(table(("stream", "consumer", "pending", "ack pending", "redelivered", "waiting"), depths)
+        out.append(table(("stream", "consumer", "pending msgs", "ack pending", "redelivered", "waiting"), depths)
                    if depths else "no durable consumers")
     else:
         out.append("unknown: NATS unreachable")
@@ -62,8 +63,8 @@ def render(status: Status, now: float) -> str:
         out.append("unknown: PostgreSQL unreachable")
     out += ["", "SERVERS"]
     if status.database_ok:
-        running = sum(1 for s in status.servers if s.status == "running")
-        pending = sum(1 for s in status.servers if s.status in ("pending", "requested"))
+        running = sum(1 for s in status.servers if s.status == ServerStatus.RUNNING)
+        pending = sum(1 for s in status.servers if s.status in (ServerStatus.PENDING, REQUESTED))
         out.append(f"{running} running, {pending} pending, {len(status.servers)} in all")
         if status.servers:
             out.append(table(("user", "server", "status", "backend", "worker", "started", "url"),
