@@ -42,13 +42,12 @@ class ReplicaInfo(BaseModel):
     host: str = Field("", description="The host it runs on.")
     pid: int = Field(0, description="Its process id on that host.")
     started: float = Field(0.0, description="When it started (epoch seconds).")
-    detail: str = Field("", description="What else it says of itself (a spawner: its backends).")
 
 
-def replica_info(service: str, replica: str, detail: str = "") -> ReplicaInfo:
+def replica_info(service: str, replica: str) -> ReplicaInfo:
     """This process's answer as replica `replica` of `service`, started now."""
     return ReplicaInfo(service=service, replica=replica, host=socket.gethostname(), pid=os.getpid(),
-                       started=time.time(), detail=detail)
+                       started=time.time())
 
 
 async def answer_pings(conn: Connection, namespace: str, info: ReplicaInfo) -> Any:
