@@ -97,7 +97,8 @@ class ScrubbingFilter(logging.Filter):
 
 
 class ContextFilter(logging.Filter):
-    """Puts `service`, `replica` and `request_id` on each record, from the context (else the process's own)."""
+    """Puts `service`, `replica` and `request_id` (and `request_tag`, for text) on each record, from the context
+    (else the process's own)."""
 
     def __init__(self, service: str) -> None:
         super().__init__()
@@ -106,15 +107,16 @@ class ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         bound = _service.get()
         record.service, record.replica = bound if bound is not None else (self.service, "")
-        record.request_id = _request_id.get()
+        request_id = record.request_id = _request_id.get()
+        record.request_tag = f" [{request_id}]" if request_id else ""
         return True
 
 
 class TextFormatter(logging.Formatter):
-    """`time level service logger: message`, the exception text scrubbed too."""
+    """`time level service logger [request id]: message`, the exception text scrubbed too."""
 
     def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(service)s %(name)s: %(message)s")
+        super().__init__("%(asctime)s %(levelname)s %(service)s %(name)s%(request_tag)s: %(message)s")
 
     def formatException(self, ei: logging._SysExcInfoType) -> str:
         return scrub(super().formatException(ei), MAX_TRACEBACK)

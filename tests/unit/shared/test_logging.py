@@ -68,8 +68,11 @@ def test_text_format_scrubs_the_traceback() -> None:
         raise RuntimeError("GET /x?token=abcdef0123456789")
     except RuntimeError:
         logger.exception("boom")
+    with request_scope("req-7"):
+        logger.warning("inside")
     out = buffer.getvalue()
     assert " svc fleethub.test.text: boom" in out and "RuntimeError" in out and "abcdef0123456789" not in out
+    assert " WARNING svc fleethub.test.text [req-7]: inside" in out
 
 
 async def test_service_and_request_id_follow_the_context(capture: Any) -> None:
