@@ -58,6 +58,8 @@ from fleethub.shared.identity import TokenCache
 from fleethub.shared.rbac import ScopeCache
 from fleethub.shared.registry import announce
 from fleethub.shared.request_metrics import RequestTimer
+
+from fleethub.shared.request_ids import RequestIds
 from fleethub.shared.service import advertise_url as advertise_url_of
 from fleethub.shared.service import bind_socket, open_runtime, serve_app, settle_heap
 from fleethub.shared.settings import ServiceSettings
@@ -115,6 +117,7 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None, telemetry=NO_TELEMETRY)
     install_error_handlers(app)
     app.add_middleware(CommonHeaders)
+    app.add_middleware(RequestIds, service="api")  # outermost: whatever answers, the request has its id
     for module in (info, users, passwords, signups, tokens, authorizations, servers, groups, shares, hub_services,
                    activity, proxy, pages, user_redirect, accept_share, admin_page, token_page, home, static, metrics):
         app.include_router(module.router)
@@ -123,9 +126,10 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
 
 
 def with_fast_reads(app: FastAPI) -> ASGIApp:
-    """The api app as served: behind `FastUserRead`, which answers the hot user read itself, and the request
-    timer (`jupyterhub_request_duration_seconds`) in front of both."""
-    return RequestTimer(FastUserRead(app))
+    """The api app as served: behind `FastUserRead`, which answers the hot user read itself (with its request
+    id: the app's own `RequestIds` leaves a request that has one alone), and the request timer
+    (`jupyterhub_request_duration_seconds`) in front of both."""
+    return RequestIds(RequestTimer(FastUserRead(app)), "api")
 
 
 def _forget(cache: TokenCache, scopes: ScopeCache) -> Callable[[Envelope, Message], Awaitable[None]]:

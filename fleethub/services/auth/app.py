@@ -19,6 +19,8 @@ from fleethub.shared.http import NO_TELEMETRY, CommonHeaders, install_error_hand
 from fleethub.shared.logins import PostAuthHook
 from fleethub.shared.registry import announce
 from fleethub.shared.request_metrics import RequestTimer
+
+from fleethub.shared.request_ids import RequestIds
 from fleethub.shared.service import advertise_url as advertise_url_of
 from fleethub.shared.service import bind_socket, open_runtime, serve_app, settle_heap
 from fleethub.shared.settings import ServiceSettings
@@ -54,6 +56,7 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
     app.add_middleware(CommonHeaders)
     app.add_middleware(RequestTimer)
     app.include_router(probe_router())
+    app.add_middleware(RequestIds, service="auth")  # outermost: whatever answers, the request has its id
     app.include_router(login.router)
     app.include_router(redirect.router)
     app.include_router(signup.router)

@@ -23,12 +23,14 @@ from fleethub.services.proxy.server import ClientConnection
 from fleethub.services.proxy.tls import HANDSHAKE_TIMEOUT, RedirectConnection, https_origin, server_context
 from fleethub.services.proxy.upstream import Pool
 from fleethub.services.proxy.watch import Watcher
-from fleethub.shared.bus import Bus
+from fleethub.shared.bus import Bus, replica_info
 from fleethub.shared.errors import BusError, ConfigError
 from fleethub.shared.events import ActivityReported, subject_filter
 from fleethub.shared.faults import fault
 from fleethub.shared.metrics import Metrics
 from fleethub.shared.ops import Readiness, ops_listener
+
+from fleethub.shared.logging import bind_service
 from fleethub.shared.service import bind_socket, bus_credentials, exit_on_hub_shutdown, replica_id, run_async
 from fleethub.shared.settings import ServiceSettings
 
@@ -146,6 +148,7 @@ async def main(settings: ServiceSettings, stop: asyncio.Event, *, reuse_port: bo
     answer with a 503.
     """
     node_id = replica_id("proxy")
+    bind_service("proxy", node_id)
     conf = settings.proxy
     sock = bind_socket(conf.host, conf.port, listen=False, reuse_port=reuse_port)
     api_sock = None
@@ -168,6 +171,7 @@ async def main(settings: ServiceSettings, stop: asyncio.Event, *, reuse_port: bo
               replicas=settings.nats_replicas)
     bus.connection.exit_on_close = True  # a process: closed for good, it stops and its supervisor restarts it
     await bus.connect(timeout=30)
+    await bus.answer_pings(replica_info("proxy", node_id))  # `fleethub status` lists this node
     tasks: list[asyncio.Task[None]] = []
     announcing: asyncio.Task[None] | None = None
     servers: list[asyncio.Server] = []

@@ -14,6 +14,7 @@ from nats.js.errors import NotFoundError
 
 from fleethub.shared.bus import applied as acks
 from fleethub.shared.bus import consume as consuming
+from fleethub.shared.bus import presence
 from fleethub.shared.bus import publish as publishing
 from fleethub.shared.bus.connection import Connection, Credentials
 from fleethub.shared.bus.consume import DeadLetterSink, Handler, PullConsumer, Retry
@@ -217,6 +218,26 @@ class Bus:
         Returns the subscription (its `unsubscribe()` ends it).
         """
         return await consuming.serve(self.connection, subject, queue, answer)
+
+    async def answer_pings(self, info: presence.ReplicaInfo) -> Any:
+        """Answer `fleethub status`'s pings with `info` (see `presence`); returns the subscription."""
+        return await presence.answer_pings(self.connection, self.namespace, info)
+
+    async def gather_replicas(self, wait: float = 1.0) -> list[presence.ReplicaInfo]:
+        """The replicas that answer a status ping within `wait` seconds.
+
+        Raises:
+            BusError: NATS is away or refused the request.
+        """
+        return await presence.gather_replicas(self.connection, self.namespace, wait)
+
+    async def stream_depths(self) -> list[presence.StreamDepth]:
+        """The command and event streams' sizes and their durable consumers' backlogs.
+
+        Raises:
+            BusError: JetStream did not answer, or refused.
+        """
+        return await presence.stream_depths(self.connection, [self.names.cmd_stream, self.names.evt_stream])
 
     async def publish_applied(self, ack: acks.RoutesApplied) -> None:
         """A proxy node's acknowledgement of the route revision it serves (core, fire and forget)."""
