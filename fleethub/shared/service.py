@@ -22,10 +22,9 @@ from typing import TYPE_CHECKING, Any
 from fleethub.shared.bus import Bus, Credentials, relays_for, replica_info
 from fleethub.shared.errors import ConfigError
 from fleethub.shared.lifecycle import Announcer
+from fleethub.shared.logging import bind_service
 from fleethub.shared.metrics import Metrics
 from fleethub.shared.ops import Readiness, ops_listener
-
-from fleethub.shared.logging import bind_service
 from fleethub.shared.settings import ListenSettings, ServiceSettings
 
 if TYPE_CHECKING:  # imported where used: the proxy needs none of them, and starts ~0.7 s sooner without

@@ -57,9 +57,8 @@ from fleethub.shared.http import NO_TELEMETRY, CommonHeaders, install_error_hand
 from fleethub.shared.identity import TokenCache
 from fleethub.shared.rbac import ScopeCache
 from fleethub.shared.registry import announce
-from fleethub.shared.request_metrics import RequestTimer
-
 from fleethub.shared.request_ids import RequestIds
+from fleethub.shared.request_metrics import RequestTimer
 from fleethub.shared.service import advertise_url as advertise_url_of
 from fleethub.shared.service import bind_socket, open_runtime, serve_app, settle_heap
 from fleethub.shared.settings import ServiceSettings

@@ -18,9 +18,8 @@ from fleethub.shared.health import probe_router
 from fleethub.shared.http import NO_TELEMETRY, CommonHeaders, install_error_handlers
 from fleethub.shared.logins import PostAuthHook
 from fleethub.shared.registry import announce
-from fleethub.shared.request_metrics import RequestTimer
-
 from fleethub.shared.request_ids import RequestIds
+from fleethub.shared.request_metrics import RequestTimer
 from fleethub.shared.service import advertise_url as advertise_url_of
 from fleethub.shared.service import bind_socket, open_runtime, serve_app, settle_heap
 from fleethub.shared.settings import ServiceSettings

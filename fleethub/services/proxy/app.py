@@ -27,10 +27,9 @@ from fleethub.shared.bus import Bus, replica_info
 from fleethub.shared.errors import BusError, ConfigError
 from fleethub.shared.events import ActivityReported, subject_filter
 from fleethub.shared.faults import fault
+from fleethub.shared.logging import bind_service
 from fleethub.shared.metrics import Metrics
 from fleethub.shared.ops import Readiness, ops_listener
-
-from fleethub.shared.logging import bind_service
 from fleethub.shared.service import bind_socket, bus_credentials, exit_on_hub_shutdown, replica_id, run_async
 from fleethub.shared.settings import ServiceSettings
 
