@@ -37,6 +37,7 @@ from fleethub.services.api.routes import (
 from fleethub.services.api.users import reseal_auth_states
 from fleethub.services.api.waiters import Waiters
 from fleethub.shared.authenticators import load_authenticator
+from fleethub.shared.baseurl import BasePrefix
 from fleethub.shared.crypt import AuthStateCrypt
 from fleethub.shared.events import (
     AccessChanged,
@@ -110,15 +111,16 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None, telemetry=NO_TELEMETRY)
     install_error_handlers(app)
     app.add_middleware(CommonHeaders)
+    app.add_middleware(BasePrefix, base_url=settings.base_url)  # outermost: the app sees /hub/... paths
     for module in (info, users, passwords, signups, tokens, authorizations, servers, groups, shares, hub_services,
                    activity, proxy, pages, user_redirect, accept_share, admin_page, token_page, home, static):
         app.include_router(module.router)
     return app
 
 
-def with_fast_reads(app: FastAPI) -> ASGIApp:
+def with_fast_reads(app: FastAPI, base_url: str = "/") -> ASGIApp:
     """The api app as served: behind `FastUserRead`, which answers the hot user read itself."""
-    return FastUserRead(app)
+    return FastUserRead(app, base_url)
 
 
 def _forget(cache: TokenCache, scopes: ScopeCache) -> Callable[[Envelope, Message], Awaitable[None]]:
@@ -150,4 +152,4 @@ def _forget(cache: TokenCache, scopes: ScopeCache) -> Callable[[Envelope, Messag
 def run(settings: ServiceSettings) -> None:
     """Serve the api app until SIGINT/SIGTERM."""
     sock = bind_socket(settings.api.host, settings.api.port)
-    serve_app(with_fast_reads(create_app(settings, advertise_url_of(settings.api, sock))), sock, settings.log_level)
+    serve_app(with_fast_reads(create_app(settings, advertise_url_of(settings.api, sock)), settings.base_url), sock, settings.log_level)

@@ -12,6 +12,7 @@ from fleethub.services.auth.first_admin import create_first_admins
 from fleethub.services.auth.refresh import Refresher, interval
 from fleethub.services.auth.routes import change_password, login, oauth, redirect, signup
 from fleethub.shared.authenticators import load_authenticator, warn_without_allow_rule
+from fleethub.shared.baseurl import BasePrefix
 from fleethub.shared.crypt import AuthStateCrypt
 from fleethub.shared.events import RegistryEntry
 from fleethub.shared.http import NO_TELEMETRY, CommonHeaders, install_error_handlers
@@ -50,6 +51,7 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None, telemetry=NO_TELEMETRY)
     install_error_handlers(app)
     app.add_middleware(CommonHeaders)
+    app.add_middleware(BasePrefix, base_url=settings.base_url)  # outermost: the app sees /hub/... paths
     app.include_router(login.router)
     app.include_router(redirect.router)
     app.include_router(signup.router)
