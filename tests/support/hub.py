@@ -163,7 +163,8 @@ async def running_hub(settings: ServiceSettings) -> AsyncIterator[Hub]:
     await bus.connect()
     try:
         async with auth.router.lifespan_context(auth) as auth_state, api.router.lifespan_context(api) as api_state:
-            served_api = _with_state(with_fast_reads(api, settings.base_url), api_state)  # as `fleethub run api` serves it
+            # as `fleethub run api` serves it
+            served_api = _with_state(with_fast_reads(api, settings.base_url), api_state)
             transport = httpx.ASGITransport(app=dispatcher(_with_state(auth, auth_state), served_api,
                                                             settings.base_url))
             async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:

@@ -152,4 +152,5 @@ def _forget(cache: TokenCache, scopes: ScopeCache) -> Callable[[Envelope, Messag
 def run(settings: ServiceSettings) -> None:
     """Serve the api app until SIGINT/SIGTERM."""
     sock = bind_socket(settings.api.host, settings.api.port)
-    serve_app(with_fast_reads(create_app(settings, advertise_url_of(settings.api, sock)), settings.base_url), sock, settings.log_level)
+    app = create_app(settings, advertise_url_of(settings.api, sock))
+    serve_app(with_fast_reads(app, settings.base_url), sock, settings.log_level)
