@@ -94,7 +94,7 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
             token_use = TokenUse(runtime.sessions)
             runtime.spawn(token_use.run(), "token-activity")
             fast_reads = FastReads(runtime.engine, runtime.sessions, cache, scope_cache, token_use,
-                                   settings.custom_subscopes, crypt)
+                                   settings.custom_subscopes, crypt, base_url=settings.base_url)
             if advertise_url:  # last: traffic comes only once everything above is up
                 entry = RegistryEntry(service="api", replica=runtime.replica, url=advertise_url)
                 runtime.spawn(announce(runtime.bus, entry), "registry")

@@ -116,8 +116,9 @@ class FastReads:
 
     def __init__(self, engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession], tokens: TokenCache,
                  scopes: ScopeCache, token_use: TokenUse, custom: CustomSubscopes, crypt: AuthStateCrypt,
-                 connections: int = CONNECTIONS) -> None:
+                 connections: int = CONNECTIONS, *, base_url: str = "/") -> None:
         self.sessions = sessions
+        self.base_url = base_url
         self.crypt = crypt
         self.custom = custom
         self.token_use = token_use
@@ -195,7 +196,8 @@ class FastReads:
         def can(held: str, server_name: str | None) -> bool:
             return req.can(held, name, server_name)
 
-        model = user_model(user, views, can, crypt=self.crypt, include_stopped=include_stopped, links=links) or {}
+        model = user_model(user, views, can, crypt=self.crypt, base_url=self.base_url, include_stopped=include_stopped,
+                           links=links) or {}
         return json.dumps(model, ensure_ascii=False, separators=(",", ":")).encode()  # as JSONResponse renders
 
     async def _requester(self, scope: Scope) -> Requester | None:
