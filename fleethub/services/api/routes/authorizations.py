@@ -28,7 +28,8 @@ async def _owner_model(session: DbSession, req: Requester, ident: Identity, cryp
     if ident.kind == "service":
         row = await get_service(session, ident.name)
         fields = {f for scope, names in SERVICE_FIELDS.items() if req.can(scope, service=ident.name) for f in names}
-        return service_model(row, (await service_roles(session, [row]))[row.id], fields | {"kind", "name"})
+        return service_model(row, (await service_roles(session, [row]))[row.id], fields | {"kind", "name"},
+                             base_url=base_url)
     model = await model_for(session, req, await get_user(session, ident.name), crypt, base_url)
     return {"kind": "user", "name": ident.name, **model}  # the owner is always identified
 

@@ -49,7 +49,8 @@ async def whoami(req: CurrentUser, session: DbSession, crypt: Crypt, base_url: B
     if req.kind == "service":
         row = await get_service(session, req.name)
         fields = {f for scope, names in SERVICE_FIELDS.items() if req.can(scope, service=req.name) for f in names}
-        model = service_model(row, (await service_roles(session, [row]))[row.id], fields | {"kind", "name", "admin"})
+        model = service_model(row, (await service_roles(session, [row]))[row.id], fields | {"kind", "name", "admin"},
+                              base_url=base_url)
     else:
         user, views, links = await user_in_full(session, req.name)
         model = user_model(user, views, _can(req, user.name, identify=True), crypt=crypt, base_url=base_url,
