@@ -95,17 +95,19 @@ def public_location(base_url: str, location: str) -> str:
 
 
 def _inner_query(base_url: str, query: bytes) -> bytes:
-    """The query with its `next` in the apps' form: under the prefix → taken off; a path outside the
-    prefix → dropped (the page then goes to its default), so a `next` can never leave the hub's prefix."""
+    """The query with its `next` in the apps' form: a path under the prefix → taken off; a URL whose path
+    is outside the prefix → dropped (the page then goes to its default), so a `next` never leaves the
+    prefix. An absolute URL under the prefix stays as it is (its host is checked by `validate_next`)."""
     if b"next=" not in query:
         return query
     out: list[tuple[str, str]] = []
     for key, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
-        if key == "next" and value.startswith("/") and not value.startswith("//"):
-            inner = inner_path(base_url, value)
-            if inner is None:
+        if key == "next" and value:
+            parts = urlsplit(value)
+            if not under(base_url, parts.path or "/") or (not parts.netloc and not value.startswith("/")):
                 continue
-            value = inner
+            if not parts.scheme and not parts.netloc:
+                value = inner_path(base_url, value) or "/"
         out.append((key, value))
     return urlencode(out, quote_via=quote, safe="/").encode("latin-1")
 
