@@ -211,11 +211,11 @@ class EventStream(StreamingResponse):
 
 
 async def _progress(name: str, server_name: ServerName, req: CurrentUser, session: DbSession,
-                    waiters: Waiters) -> Response:
+                    waiters: Waiters, runtime: Runtime) -> Response:
     req.require("read:servers", user=name, server_name=server_name)
     async with session.begin():
         user = await get_user(session, name)
-        stream = await open_progress(session, waiters, user, server_name)
+        stream = await open_progress(session, waiters, user, server_name, base_url=runtime.settings.base_url)
     return EventStream(stream)
 
 
