@@ -83,7 +83,7 @@ def test_user_model_and_vertical_filtering() -> None:
     assert names_only == {"kind": "user", "name": "bob", "admin": False}
     assert user_model(_user(), [running], lambda scope, server: False, crypt=NO_KEYS, base_url="/") is None
     stopped = ServerView(_server("stopped"), None)
-    servers_only = user_model(_user(), [stopped], lambda scope, server: scope == "read:servers", 
+    servers_only = user_model(_user(), [stopped], lambda scope, server: scope == "read:servers",
                               crypt=NO_KEYS, base_url="/")
     assert servers_only == {"kind": "user", "name": "bob", "servers": {}}
     with_stopped = user_model(_user(), [stopped], lambda scope, server: scope == "read:servers", include_stopped=True,
