@@ -140,3 +140,20 @@ async def test_api_urls_and_the_servers_oauth_redirect_uri(hub: Hub) -> None:
         location = urlsplit(r.headers["location"])
         assert location.path == f"{HUB}/login"
         assert parse_qs(location.query)["next"][0].startswith(f"{HUB}/api/oauth2/authorize?")
+
+
+async def test_share_codes_and_pagination_links_under_the_prefix(hub: Hub) -> None:
+    admin = await hub.headers_for("admin", admin=True)
+    await hub.token_for("alice")
+    r = await hub.client.post(f"{HUB}/api/share-codes/alice/", json={}, headers=admin)
+    assert r.status_code == 200, r.text
+    assert r.json()["accept_url"].startswith(f"{HUB}/accept-share?code=")
+    assert r.json()["server"]["url"] == "/jhub/user/alice/"
+
+    await hub.headers_for("bob")  # a second user: two pages of one
+    r = await hub.client.get(f"{HUB}/api/users", params={"limit": 1},
+                             headers={**admin, "Accept": "application/jupyterhub-pagination+json"})
+    nxt = r.json()["_pagination"]["next"]
+    assert urlsplit(nxt["url"]).path == f"{HUB}/api/users", nxt  # followed verbatim by jupyterhub-idle-culler
+    assert (await hub.client.get(urlsplit(nxt["url"]).path + "?" + urlsplit(nxt["url"]).query,
+                                 headers=admin)).status_code == 200
