@@ -143,7 +143,7 @@ class Templates:
             enable_async=False,
         )
         self.template_vars = dict(pages.template_vars)
-        base_url = settings.base_url
+        base_url = self.base_url = settings.base_url
         logo = logo_url(pages)
         self.env.globals.update({
             "nav": None,
