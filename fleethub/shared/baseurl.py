@@ -94,20 +94,31 @@ def public_location(base_url: str, location: str) -> str:
     return urlunsplit(("", "", public_path(base_url, parts.path), query, parts.fragment))
 
 
+def inner_next(base_url: str, value: str) -> str | None:
+    """A `next` as the apps take it: a path under the prefix without it; None (refused: the page goes to its
+    default) for a URL whose path is outside the prefix, so a `next` never leaves it. An absolute URL under
+    the prefix stays as it is (its host is checked by `validate_next`)."""
+    if not value or not root(base_url):
+        return value
+    parts = urlsplit(value)
+    if not under(base_url, parts.path or "/") or (not parts.netloc and not value.startswith("/")):
+        return None
+    if not parts.scheme and not parts.netloc:
+        return inner_path(base_url, value) or "/"
+    return value
+
+
 def _inner_query(base_url: str, query: bytes) -> bytes:
-    """The query with its `next` in the apps' form: a path under the prefix → taken off; a URL whose path
-    is outside the prefix → dropped (the page then goes to its default), so a `next` never leaves the
-    prefix. An absolute URL under the prefix stays as it is (its host is checked by `validate_next`)."""
+    """The query with its `next` taken into the apps' form (`inner_next`), dropped when refused."""
     if b"next=" not in query:
         return query
     out: list[tuple[str, str]] = []
     for key, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
-        if key == "next" and value:
-            parts = urlsplit(value)
-            if not under(base_url, parts.path or "/") or (not parts.netloc and not value.startswith("/")):
+        if key == "next":
+            inner = inner_next(base_url, value)
+            if inner is None:
                 continue
-            if not parts.scheme and not parts.netloc:
-                value = inner_path(base_url, value) or "/"
+            value = inner
         out.append((key, value))
     return urlencode(out, quote_via=quote, safe="/").encode("latin-1")
 

@@ -157,3 +157,19 @@ async def test_share_codes_and_pagination_links_under_the_prefix(hub: Hub) -> No
     assert urlsplit(nxt["url"]).path == f"{HUB}/api/users", nxt  # followed verbatim by jupyterhub-idle-culler
     assert (await hub.client.get(urlsplit(nxt["url"]).path + "?" + urlsplit(nxt["url"]).query,
                                  headers=admin)).status_code == 200
+
+
+@pytest.mark.parametrize(("next_url", "expected"), [("/jhub/user/admin/lab", "/jhub/user/admin/lab"),
+                                                    ("/user/admin/lab", "/jhub/user/admin/")])
+async def test_accept_share_form_next_stays_under_the_prefix(hub: Hub, next_url: str, expected: str) -> None:
+    admin = await hub.headers_for("admin", admin=True)
+    code = (await hub.client.post(f"{HUB}/api/share-codes/admin/", json={}, headers=admin)).json()["code"]
+    async with hub.new_client() as browser:
+        await _log_in(browser, "alice")
+        page = await browser.get(f"{HUB}/accept-share", params={"code": code})
+        assert page.status_code == 200 and 'action="/jhub/hub/accept-share"' in page.text, page.text
+        m = XSRF_FIELD.search(page.text)
+        assert m
+        r = await browser.post(f"{HUB}/accept-share", data={"_xsrf": m.group(1), "code": code, "next": next_url})
+        assert r.status_code == 303, r.text
+        assert r.headers["location"] == expected  # outside the prefix: the shared server, its default
