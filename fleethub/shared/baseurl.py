@@ -152,9 +152,11 @@ class BasePrefix:
             return
         scope = dict(scope)
         scope["path"] = inner
-        raw = scope.get("raw_path")
-        if raw is not None:
-            scope["raw_path"] = raw[len(root(self.base_url)):] or b"/"
+        raw, prefix = scope.get("raw_path"), root(self.base_url).encode("ascii")
+        if raw is not None and raw.startswith(prefix):
+            scope["raw_path"] = raw[len(prefix):] or b"/"
+        elif raw is not None:  # the prefix %-encoded as sent: no raw form to keep (raw_path is optional)
+            del scope["raw_path"]
         scope["query_string"] = _inner_query(self.base_url, scope.get("query_string", b""))
 
         async def send_public(message: Message) -> None:

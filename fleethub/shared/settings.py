@@ -219,7 +219,7 @@ class SpawnerSettings(_Section):
     lease_ttl: float = Field(6.0, ge=1, description="Seconds a worker's lease on a server lasts without renewal.")
     max_concurrent: int = Field(64, ge=1, description="Commands one worker process handles at once.")
     hub_api_url: str | None = Field(
-        None, description="JUPYTERHUB_API_URL given to servers; default <public_url>/hub/api."
+        None, description="JUPYTERHUB_API_URL given to servers; default <public_url><base_url>hub/api."
     )
     backends: list[str] = Field(
         default_factory=list,
