@@ -173,3 +173,11 @@ async def test_accept_share_form_next_stays_under_the_prefix(hub: Hub, next_url:
         r = await browser.post(f"{HUB}/accept-share", data={"_xsrf": m.group(1), "code": code, "next": next_url})
         assert r.status_code == 303, r.text
         assert r.headers["location"] == expected  # outside the prefix: the shared server, its default
+
+
+async def test_not_running_page_under_the_prefix(hub: Hub) -> None:
+    async with hub.new_client() as browser:
+        await _log_in(browser, "alice")
+        page = await browser.get(f"{HUB}/user/alice/lab", headers={"Accept": "text/html"})
+        assert page.status_code == 424, page.text
+        assert 'action="/jhub/hub/spawn/alice"' in page.text and "<code>/jhub/user/alice/lab</code>" in page.text
