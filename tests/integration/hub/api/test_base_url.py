@@ -181,3 +181,15 @@ async def test_not_running_page_under_the_prefix(hub: Hub) -> None:
         page = await browser.get(f"{HUB}/user/alice/lab", headers={"Accept": "text/html"})
         assert page.status_code == 424, page.text
         assert 'action="/jhub/hub/spawn/alice"' in page.text and "<code>/jhub/user/alice/lab</code>" in page.text
+
+
+async def test_scripts_take_their_urls_from_the_page(hub: Hub) -> None:
+    async with hub.new_client() as browser:
+        await _log_in(browser, "admin")
+        admin = await browser.get(f"{HUB}/admin")
+        assert admin.status_code == 200
+        assert 'data-base-url="/jhub/"' in admin.text and 'src="/jhub/hub/static/admin.js?v=' in admin.text
+        token = await browser.get(f"{HUB}/token")
+        assert 'data-api="/jhub/hub/api/"' in token.text and 'src="/jhub/hub/static/token.js?v=' in token.text
+        script = await browser.get(f"{HUB}/static/admin.js")
+        assert script.status_code == 200 and '"/hub/' not in script.text and "`/hub/" not in script.text
