@@ -31,7 +31,7 @@ async def cluster(tmp_path: Path, nats_url: str, database_url: str, nats_namespa
     (tmp_path / "alice").mkdir()
     async with running_stack(
         tmp_path, nats_url, database_url, nats_namespace, passwords=PASSWORDS, base_url="/jhub/",
-        auth={"authenticator": "password"}, api={"slow_spawn_timeout": 1},
+        auth={"authenticator": "password", "admin_users": ["alice"]}, api={"slow_spawn_timeout": 1},
         spawner={"cmd": [SINGLEUSER], "notebook_dir": str(tmp_path / "{username}"), "default_url": "/lab"},
         proxy={"port": free_port()},
     ) as c:
@@ -89,8 +89,11 @@ async def test_jupyterlab_token_and_api_under_the_base_url(cluster: Cluster) -> 
         assert model["servers"][""]["progress_url"] == "/jhub/hub/api/users/alice/server/progress"
         assert (await client.get("/hub/api/user", headers=auth)).status_code == 404
 
-        # stopped through the API under the prefix; JupyterLab is gone from /jhub/user/alice/
+        # the admin panel's script calls the API under the prefix: it lists alice and her running server
+        await page.get_by_role("link", name="Admin").click()
+        await page.wait_for_url(f"{base}/jhub/hub/admin")
+        server = page.locator('#user-table tr[data-user="alice"] li[data-server=""] [data-field="state"]')
+        await server.wait_for()
+        # stopped through the API under the prefix
         stop = await client.delete("/jhub/hub/api/users/alice/server", headers=auth)
         assert stop.status_code in (202, 204), stop.text
-        await page.get_by_role("link", name="Home").click()
-        await page.wait_for_url(f"{base}/jhub/hub/home")
