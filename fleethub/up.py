@@ -104,7 +104,7 @@ async def _prepare_database(settings: ServiceSettings, admin: str) -> str | None
         await engine.dispose()
 
 
-READY_PATHS = ("/hub/api/", "/hub/login")  # served by the api and by auth
+READY_PATHS = ("hub/api/", "hub/login")  # served by the api and by auth, under the base_url
 
 
 def _local_probe(settings: ServiceSettings, path: str) -> tuple[urllib.request.Request, ssl.SSLContext | None]:
@@ -257,7 +257,7 @@ def up(args: argparse.Namespace) -> int:
             procs[name] = _start_service(name, settings, nkeys)
         url = settings.hub_public_url
         for path in READY_PATHS:  # the api and auth both registered and routed: the hub answers as a whole
-            probe, ctx = _local_probe(settings, path)
+            probe, ctx = _local_probe(settings, settings.base_url + path)
             _wait_http(probe, ctx, 60, procs)
         if settings.auth.authenticator == "password":
             # the password itself stays in its 0600 file: a log is read by more people, and kept longer
@@ -265,7 +265,8 @@ def up(args: argparse.Namespace) -> int:
         else:
             print(f"log in as '{admin}' with the {settings.auth.authenticator} authenticator's password", flush=True)
         print(f"API token: fleethub token {admin} --data-dir {data_dir}", flush=True)
-        print(f"fleethub is running at {url}/hub/ (ready in {time.monotonic() - started:.1f}s)", flush=True)
+        url += settings.base_url
+        print(f"fleethub is running at {url}hub/ (ready in {time.monotonic() - started:.1f}s)", flush=True)
 
         restarts: dict[str, list[float]] = {name: [] for name in procs}
         while not stopping:

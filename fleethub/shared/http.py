@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from fleethub.shared.baseurl import public_path
 from fleethub.shared.bus import bus_unavailable
 from fleethub.shared.db.outage import database_unavailable
 from fleethub.shared.errors import (
@@ -188,9 +189,10 @@ def error_html(request: Request, status: int, message: str, url: str = "", nav: 
             return templates.render("error.html", status=status, message=message, url=url, retry=False, nav=nav)
         except TemplateFailed:
             pass
+    home = public_path(templates.base_url if templates is not None else "/", "/hub/home")
     return (
         f"<!doctype html><html><head><meta charset=utf-8><title>{status}</title></head><body>"
-        f"<h1>{status}</h1><p>{html.escape(message)}</p><p><a href=\"/hub/home\">Home</a></p></body></html>"
+        f"<h1>{status}</h1><p>{html.escape(message)}</p><p><a href=\"{home}\">Home</a></p></body></html>"
     )
 
 

@@ -271,6 +271,24 @@ def test_up_with_a_custom_scope_in_the_config_file(data_root: Path) -> None:
     assert leftover_processes(data_dir) == []
 
 
+
+def test_up_under_a_base_url_prints_and_serves_the_prefixed_address(data_root: Path) -> None:
+    config = data_root / "fleethub.toml"
+    config.write_text('base_url = "/jhub"\n')  # the missing trailing slash is added
+    data_dir = data_root / "hub"
+    port = free_port()
+    proc, _, lines = start_up(data_dir, port, config)
+    try:
+        assert f"fleethub is running at http://127.0.0.1:{port}/jhub/hub/ " in lines[-1], lines[-1]
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=15) as c:
+            assert c.get("/jhub/hub/login").status_code == 200
+            assert c.get("/hub/login").status_code == 404  # outside the prefix: not the hub's
+            me = c.get("/jhub/hub/api/user", headers={"Authorization": f"token {token(data_dir, 'admin')}"})
+            assert me.status_code == 200 and me.json()["name"] == "admin", me.text
+    finally:
+        assert stop_up(proc) == 0
+    assert leftover_processes(data_dir) == []
+
 def _not_private(data_dir: Path) -> list[str]:
     """Entries under the data dir (itself included) that someone else than their owner could reach: every
     directory must be 0700 and every file 0600 (sockets: nothing for group or others), except the data dir

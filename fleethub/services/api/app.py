@@ -39,6 +39,7 @@ from fleethub.services.api.routes import (
 from fleethub.services.api.users import reseal_auth_states
 from fleethub.services.api.waiters import Waiters
 from fleethub.shared.authenticators import load_authenticator
+from fleethub.shared.baseurl import BasePrefix
 from fleethub.shared.crypt import AuthStateCrypt
 from fleethub.shared.events import (
     AccessChanged,
@@ -99,7 +100,7 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
             token_use = TokenUse(runtime.sessions)
             runtime.spawn(token_use.run(), "token-activity")
             fast_reads = FastReads(runtime.engine, runtime.sessions, cache, scope_cache, token_use,
-                                   settings.custom_subscopes, crypt)
+                                   settings.custom_subscopes, crypt, base_url=settings.base_url)
             if advertise_url:  # last: traffic comes only once everything above is up
                 entry = RegistryEntry(service="api", replica=runtime.replica, url=advertise_url)
                 runtime.spawn(announce(runtime.bus, entry), "registry")
@@ -116,6 +117,7 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None, telemetry=NO_TELEMETRY)
     install_error_handlers(app)
     app.add_middleware(CommonHeaders)
+    app.add_middleware(BasePrefix, base_url=settings.base_url)  # the app sees /hub/... paths
     app.add_middleware(RequestIds, service="api")  # outermost: whatever answers, the request has its id
     for module in (info, users, passwords, signups, tokens, authorizations, servers, groups, shares, hub_services,
                    activity, proxy, pages, user_redirect, accept_share, admin_page, token_page, home, static, metrics):
@@ -124,11 +126,11 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
     return app
 
 
-def with_fast_reads(app: FastAPI) -> ASGIApp:
+def with_fast_reads(app: FastAPI, base_url: str = "/") -> ASGIApp:
     """The api app as served: behind `FastUserRead`, which answers the hot user read itself (with its request
     id: the app's own `RequestIds` leaves a request that has one alone), and the request timer
     (`jupyterhub_request_duration_seconds`) in front of both."""
-    return RequestIds(RequestTimer(FastUserRead(app)), "api")
+    return RequestIds(RequestTimer(FastUserRead(app, base_url)), "api")
 
 
 def _forget(cache: TokenCache, scopes: ScopeCache) -> Callable[[Envelope, Message], Awaitable[None]]:
@@ -160,4 +162,5 @@ def _forget(cache: TokenCache, scopes: ScopeCache) -> Callable[[Envelope, Messag
 def run(settings: ServiceSettings) -> None:
     """Serve the api app until SIGINT/SIGTERM."""
     sock = bind_socket(settings.api.host, settings.api.port)
-    serve_app(with_fast_reads(create_app(settings, advertise_url_of(settings.api, sock))), sock, settings.log_level)
+    app = create_app(settings, advertise_url_of(settings.api, sock))
+    serve_app(with_fast_reads(app, settings.base_url), sock, settings.log_level)

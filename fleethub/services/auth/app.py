@@ -12,6 +12,7 @@ from fleethub.services.auth.first_admin import create_first_admins
 from fleethub.services.auth.refresh import Refresher, interval
 from fleethub.services.auth.routes import change_password, login, oauth, redirect, signup
 from fleethub.shared.authenticators import load_authenticator, warn_without_allow_rule
+from fleethub.shared.baseurl import BasePrefix
 from fleethub.shared.crypt import AuthStateCrypt
 from fleethub.shared.events import RegistryEntry
 from fleethub.shared.health import probe_router
@@ -55,6 +56,7 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
     app.add_middleware(CommonHeaders)
     app.add_middleware(RequestTimer)
     app.include_router(probe_router())
+    app.add_middleware(BasePrefix, base_url=settings.base_url)  # the app sees /hub/... paths
     app.add_middleware(RequestIds, service="auth")  # outermost: whatever answers, the request has its id
     app.include_router(login.router)
     app.include_router(redirect.router)

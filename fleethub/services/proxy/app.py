@@ -165,7 +165,8 @@ async def main(settings: ServiceSettings, stop: asyncio.Event, *, reuse_port: bo
     node = Node(port=port, upstream_timeout=timeout, pool=Pool(connect_timeout=min(CONNECT_TIMEOUT, timeout)),
                 trusted=trust_checker(conf.trusted_proxies),
                 hosts=allowed_hosts(settings, conf.host, port, tls=ssl_ctx is not None),
-                scheme=b"https" if ssl_ctx is not None else b"http", hsts=hsts_line(settings))
+                scheme=b"https" if ssl_ctx is not None else b"http", hsts=hsts_line(settings),
+                base_url=settings.base_url)
     bus = Bus(settings.nats_url, settings.nats_namespace, node_id, bus_credentials(settings, "proxy"),
               replicas=settings.nats_replicas)
     bus.connection.exit_on_close = True  # a process: closed for good, it stops and its supervisor restarts it

@@ -152,8 +152,9 @@ class Exchange:
         origin = self.client.node.replicas.choose("api")
         if origin is None:
             return False
-        req.target = b"/hub/error/503?url=" + quote_from_bytes(req.target, safe="/").encode("ascii")
-        req.path = "/hub/error/503"
+        root = self.client.node.base_url.rstrip("/")
+        req.target = f"{root}/hub/error/503?url=".encode("ascii") + quote_from_bytes(req.target, safe="/").encode()
+        req.path = f"{root}/hub/error/503"
         self.retried = True
         self._forward(Forward(origin, None, "api"))
         return True

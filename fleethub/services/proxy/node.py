@@ -38,6 +38,7 @@ class Node:
     seen: dict[str, float] = field(default_factory=dict)  # last activity per route key, every node's (route API)
     hosts: Hosts | None = None  # the Host values accepted (None: any)
     scheme: bytes = b"http"  # of the public port (X-Forwarded-Proto for untrusted clients)
+    base_url: str = "/"  # the hub's base_url: paths are routed with it taken off
     hsts: bytes = b""  # a Strict-Transport-Security line for the hub's own responses (https public URL)
     applied: int = 0  # the route bucket revision the served table holds (everything up to it applied)
     applied_changed: asyncio.Event = field(default_factory=asyncio.Event)  # set when `applied` moves

@@ -166,7 +166,8 @@ class ClientConnection(asyncio.Protocol):
         version = parser.get_http_version()
         req.keep_alive = version == "1.1" and parser.should_keep_alive()
         prepare(req, parser.get_method(), version, upgrade=parser.should_upgrade(), table=self.node.table,
-                replicas=self.node.replicas, host_ok=self._host_ok if self.node.hosts is not None else None)
+                replicas=self.node.replicas, host_ok=self._host_ok if self.node.hosts is not None else None,
+                base_url=self.node.base_url)
         if isinstance(req.decision, Forward) and req.decision.route_key is not None:
             self.node.activity.touch(req.decision.route_key)
         self.queue.append(req)

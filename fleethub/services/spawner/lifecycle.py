@@ -23,6 +23,7 @@ from fleethub.services.spawner.propagation import Propagation
 from fleethub.services.spawner.routes import delete_route, put_route
 from fleethub.shared.authenticators import Authenticator
 from fleethub.shared.backend_options import configure_for
+from fleethub.shared.baseurl import public_path
 from fleethub.shared.bus import Decision
 from fleethub.shared.errors import BadRequest, ConfigError
 from fleethub.shared.events import LEGACY_BACKEND, ServerProgress, SpawnServer, StopServer
@@ -227,7 +228,8 @@ class Worker:
     async def _start(self, cmd: SpawnServer, heartbeat: Heartbeat, found: dict[str, Any] | None = None) -> None:
         """Start `cmd`'s server (or, given the state of one `found` running, finish its start)."""
         key = ServerKey(cmd.user, cmd.server_name)
-        prefix = server_prefix(cmd.user, cmd.server_name)
+        # where the server serves (under the base_url; its route on the bus stays unprefixed)
+        prefix = public_path(self.rt.settings.base_url, server_prefix(cmd.user, cmd.server_name))
         began = time.monotonic()
         await self._progress(cmd, 0, "Server requested")
         try:
@@ -493,7 +495,8 @@ class Worker:
         backend = self.backend_of(row.backend)
         if not row.state or not await backend.poll(row.state):
             return False
-        status = await http_status(f"{backend.target(row.state)}{server_prefix(row.user, row.server_name)}api")
+        prefix = public_path(self.rt.settings.base_url, server_prefix(row.user, row.server_name))
+        status = await http_status(f"{backend.target(row.state)}{prefix}api")
         return status is not None and status < 500
 
     async def _adopt(self, row: leases.Row) -> None:

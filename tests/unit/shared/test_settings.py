@@ -183,6 +183,7 @@ SHAPED: dict[str, Any] = {
     "nats_namespace": "walk",
     "proxy.trusted_proxies": ["10.1.0.0/16", "::1"],
     "public_url": "https://hub.walk.example",  # https: proxy.ssl_cert (set by the walk) requires it
+    "base_url": "/walk/",
     "proxy.allowed_hosts": ["walk.example:8443"],
     "services.name": "walk-svc",
     "services.url": "http://127.0.0.1:9999",
