@@ -235,7 +235,7 @@ def _check_nats_is_locked(data_dir: Path) -> dict[str, bytes]:
     keys = data_dir / "nats-keys"
     assert keys.stat().st_mode & 0o777 == 0o700
     seeds = {p.name: p.read_bytes() for p in keys.glob("*.nk")}
-    assert set(seeds) == {f"{n}.nk" for n in ("auth", "api", "spawner", "proxy", "culler", "events")}
+    assert set(seeds) == {f"{n}.nk" for n in ("auth", "api", "spawner", "proxy", "culler", "events", "status")}
     assert all((keys / name).stat().st_mode & 0o777 == 0o600 for name in seeds)
     conf = (keys / "authorization.conf").read_text()
     assert all(seed.strip().decode() not in conf for seed in seeds.values())  # public keys only
