@@ -29,6 +29,7 @@ from fleethub.shared.backend_settings import BatchSettings, DockerSettings, Prof
 from fleethub.shared.errors import BadRequest, ConfigError
 from fleethub.shared.names import normalize_username
 from fleethub.shared.page_settings import PageSettings
+from fleethub.shared.webhook_settings import Webhooks
 from fleethub.shared.scopes import allowed_scope_problem
 from fleethub.shared.secret import _REVEAL_SECRETS, Secret, crypt_key_bytes
 
@@ -513,6 +514,7 @@ class ServiceSettings(BaseSettings):
     culler: CullerSettings = Field(default_factory=CullerSettings, description="[culler] section.")
     pages: PageSettings = Field(default_factory=PageSettings, description="[pages] section.")
     services: list[HubService] = Field(default_factory=list, description="[[services]] entries.")
+    webhooks: Webhooks = Field(default_factory=list, description="[[webhooks]] entries: events POSTed, signed.")
     roles: list[RoleSpec] = Field(default_factory=list, description="[[roles]] entries (JupyterHub's load_roles).")
     custom_scopes: dict[str, CustomScope] = Field(
         default_factory=dict, description="[custom_scopes] entries: scopes named custom:<name> that roles may grant."
