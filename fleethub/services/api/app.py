@@ -11,6 +11,7 @@ from starlette.types import ASGIApp
 from fleethub.services.api.activity import TokenUse
 from fleethub.services.api.config_sync import sync_config
 from fleethub.services.api.consumers import start_consumers
+from fleethub.services.api.webhooks import start_webhooks
 from fleethub.services.api.deps import ApiState
 from fleethub.services.api.fastread import FastReads, FastUserRead
 from fleethub.services.api.routes import (
@@ -82,6 +83,7 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
             # one core subscription per process resolves every waiting start/stop request
             await runtime.bus.subscribe_events(server_events_filter(settings.nats_namespace), waiters.on_event)
             await start_consumers(runtime)
+            await start_webhooks(runtime)
             cache = TokenCache()
             scope_cache = ScopeCache()
             # every replica forgets revoked tokens, deleted users and changed rights at once, not only

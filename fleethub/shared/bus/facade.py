@@ -148,6 +148,7 @@ class Bus:
         bound: asyncio.Event | None = None,
         dead_letter: DeadLetterSink | None = None,
         retry: Retry | None = None,
+        max_ack_pending: int | None = None,
     ) -> None:
         """Run a durable pull consumer until `stop` is set (or forever); `bound` is set once the durable
         exists on the server (with DeliverPolicy.NEW, what is published from then on is not missed).
@@ -156,10 +157,12 @@ class Bus:
         once); the handler's `Decision` acks, naks or terms it. A transient handler error naks with a
         growing delay (a command is never dropped for it); a malformed message, or one whose handler
         fails otherwise `retry.max_failures` times, is given to `dead_letter` and termed (see `consume`).
+        `max_ack_pending` 1 delivers in stream order (see `PullConsumer`).
         """
         stream = self.names.cmd_stream if kind == "cmd" else self.names.evt_stream
         consumer = PullConsumer(durable=durable, stream=stream, filter_subject=filter_subject, kind=kind,
-                                concurrency=concurrency, ack_wait=ack_wait, retry=retry or Retry())
+                                concurrency=concurrency, ack_wait=ack_wait, retry=retry or Retry(),
+                                max_ack_pending=max_ack_pending)
         if dead_letter is not None:
             consumer = dataclasses.replace(consumer, dead_letter=dead_letter)
         await consuming.consume(self.connection, consumer, handler, stop=stop, bound=bound)
