@@ -1,4 +1,5 @@
-"""The `fleethub` command: `up`, `run SERVICE`, `migrate`, `token USER`, `passwd USER`, `nats-config --out DIR`."""
+"""The `fleethub` command: `up`, `run SERVICE`, `migrate`, `token USER`, `passwd USER`, `nats-config --out DIR`,
+`events`."""
 
 from __future__ import annotations
 
@@ -139,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--namespace", default=None, help="namespace of the hub (default: from the configuration)")
     common(p)
     p.set_defaults(func=cmd_nats_config)
+
+    from fleethub.eventscli import add_parser
+
+    common(add_parser(sub))
     return parser
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 from nats.aio.client import Client as NatsClient
@@ -15,6 +16,7 @@ from nats.js.errors import NotFoundError
 from fleethub.shared.bus import applied as acks
 from fleethub.shared.bus import consume as consuming
 from fleethub.shared.bus import publish as publishing
+from fleethub.shared.bus import tail as tailing
 from fleethub.shared.bus.connection import Connection, Credentials
 from fleethub.shared.bus.consume import DeadLetterSink, Handler, PullConsumer, Retry
 from fleethub.shared.bus.permissions import TABLE
@@ -174,6 +176,12 @@ class Bus:
             return bool(await self.js.delete_consumer(stream, durable))
         except NotFoundError:
             return False
+
+    def tail_events(self, *, since: datetime | None, follow: bool) -> AsyncIterator[bytes]:
+        """The raw bodies of the stored events from `since` (None: the first), in order; with `follow`, on and
+        on as they are published (see `tail.tail`)."""
+        return tailing.tail(self.connection, self.names.evt_stream, f"{self.namespace}.evt.>", since=since,
+                            follow=follow)
 
     async def subscribe_events(self, subject: str, callback: Callable[[Envelope, Message], Awaitable[None]]) -> Any:
         """A core (non-durable) subscription to events, for in-process waiters; at-most-once by design."""
