@@ -30,8 +30,9 @@ async def tail(conn: Connection, stream: str, subject: str, *, since: datetime |
                                       idle_heartbeat=2.0)
     try:
         with nats_errors(f"reading stream {stream}"):
-            pending = (await sub.consumer_info()).num_pending
-        if not follow and pending == 0:
+            info = await sub.consumer_info()
+        # a push consumer's pending count leaves out what it already pushed to us: with those, none at all
+        if not follow and info.num_pending + (info.delivered.consumer_seq if info.delivered else 0) == 0:
             return
         while True:
             try:
