@@ -29,9 +29,9 @@ from fleethub.shared.backend_settings import BatchSettings, DockerSettings, Prof
 from fleethub.shared.errors import BadRequest, ConfigError
 from fleethub.shared.names import normalize_username
 from fleethub.shared.page_settings import PageSettings
-from fleethub.shared.webhook_settings import Webhooks
 from fleethub.shared.scopes import allowed_scope_problem
 from fleethub.shared.secret import _REVEAL_SECRETS, Secret, crypt_key_bytes
+from fleethub.shared.webhook_settings import Webhooks
 
 ENV_PREFIX = "FLEETHUB_"
 NESTED_DELIMITER = "__"

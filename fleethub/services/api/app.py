@@ -11,7 +11,6 @@ from starlette.types import ASGIApp
 from fleethub.services.api.activity import TokenUse
 from fleethub.services.api.config_sync import sync_config
 from fleethub.services.api.consumers import start_consumers
-from fleethub.services.api.webhooks import start_webhooks
 from fleethub.services.api.deps import ApiState
 from fleethub.services.api.fastread import FastReads, FastUserRead
 from fleethub.services.api.routes import (
@@ -37,6 +36,7 @@ from fleethub.services.api.routes import (
 )
 from fleethub.services.api.users import reseal_auth_states
 from fleethub.services.api.waiters import Waiters
+from fleethub.services.api.webhooks import start_webhooks
 from fleethub.shared.authenticators import load_authenticator
 from fleethub.shared.crypt import AuthStateCrypt
 from fleethub.shared.events import (

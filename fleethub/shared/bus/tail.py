@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -24,7 +24,7 @@ async def tail(conn: Connection, stream: str, subject: str, *, since: datetime |
     """
     config = ConsumerConfig(ack_policy=AckPolicy.NONE, filter_subject=subject, inactive_threshold=30.0,
                             deliver_policy=DeliverPolicy.ALL if since is None else DeliverPolicy.BY_START_TIME,
-                            opt_start_time=None if since is None else since.isoformat())
+                            opt_start_time=None if since is None else since.astimezone(UTC))
     with nats_errors(f"reading stream {stream}"):
         sub = await conn.js.subscribe(subject, stream=stream, ordered_consumer=True, config=config,
                                       idle_heartbeat=2.0)
@@ -32,7 +32,7 @@ async def tail(conn: Connection, stream: str, subject: str, *, since: datetime |
         with nats_errors(f"reading stream {stream}"):
             info = await sub.consumer_info()
         # a push consumer's pending count leaves out what it already pushed to us: with those, none at all
-        if not follow and info.num_pending + (info.delivered.consumer_seq if info.delivered else 0) == 0:
+        if not follow and (info.num_pending or 0) + (info.delivered.consumer_seq or 0 if info.delivered else 0) == 0:
             return
         while True:
             try:
