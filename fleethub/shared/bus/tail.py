@@ -39,7 +39,9 @@ async def tail(conn: Connection, stream: str, subject: str, *, since: datetime |
                 msg = await sub.next_msg(timeout=1.0)
             except (NatsTimeoutError, TimeoutError):
                 continue
-            if msg.data:  # heartbeats and flow control are handled (and left empty) by nats-py
+            # heartbeats and flow control are handled (and left empty) by nats-py; a start time past the
+            # last message makes some servers start at the first, so the time is checked here too
+            if msg.data and (since is None or msg.metadata.timestamp >= since):
                 yield bytes(msg.data)
             if not follow and msg.metadata.num_pending == 0:
                 return
