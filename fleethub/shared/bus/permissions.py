@@ -234,7 +234,8 @@ def grants(identity: str, names: Names | None, webhooks: tuple[str, ...] = ()) -
     if identity == "api":
         publish = (*publish, *_webhook_grants(webhooks))
     elif identity == EVENTS_IDENTITY:
-        deny = (*deny, *(s for s in _webhook_grants(webhooks) if "CONSUMER.INFO" not in s))
+        deny = (*deny, *(s for s in _webhook_grants(webhooks) if "CONSUMER.INFO" not in s),
+                *(f"$JS.API.CONSUMER.DELETE.{{EVT}}.{webhook_durable(w)}" for w in webhooks))
 
     def fill(patterns: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(dict.fromkeys(_fill(p, identity, names) for p in patterns))
