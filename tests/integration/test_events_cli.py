@@ -20,7 +20,7 @@ from fleethub.shared.bus import Bus
 from fleethub.shared.bus.natsconfig import seed_file
 from fleethub.shared.events import ServerReady, ServerStopped, SpawnServer, UserCreated
 from fleethub.shared.net import free_port
-from tests.support.cluster import env_without_fleethub
+from tests.support.cluster import env_without_fleethub, wait_for
 from tests.support.securenats import SecureNats, secure_nats
 
 pytestmark = pytest.mark.integration
@@ -132,3 +132,36 @@ async def test_bad_arguments_and_an_unreachable_nats_are_clear_errors(secure: Se
     # a server that refuses the credentials (none given, on an auth-enabled NATS) says so
     refused = _run(secure, "--timeout", "3")
     assert refused.returncode == 2 and "refused" in refused.stderr and "Traceback" not in refused.stderr, refused.stderr
+
+
+async def test_the_documented_consumer_example_reads_and_acks_as_the_events_account(
+        secure: SecureNats, spawner: Bus, repo_root: Path) -> None:
+    example = repo_root / "examples" / "events_consumer.py"
+    assert example.read_text().strip() in (repo_root / "docs" / "events.md").read_text()
+    env = {**env_without_fleethub(), "NATS_URL": secure.url, "FLEETHUB_NAMESPACE": NS,
+           "EVENTS_SEED": str(seed_file(secure.keys, "events"))}
+    proc = subprocess.Popen([sys.executable, str(example)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout is not None
+        loop = asyncio.get_running_loop()
+        first = await asyncio.wait_for(loop.run_in_executor(None, proc.stdout.readline), 30)
+        assert first.split()[1] == "user.created", first
+        env_ready = await spawner.publish(_ready("dee"))
+        line = await asyncio.wait_for(loop.run_in_executor(None, proc.stdout.readline), 30)
+        assert line.split()[:2] == [env_ready.id, "server.ready"], line
+
+        reader = secure.bus("events")  # the account may read its own consumer's state
+        await reader.connect()
+        try:
+            async def all_acked() -> bool:
+                info = await reader.js.consumer_info(reader.names.evt_stream, "my-audit")
+                return info.num_ack_pending == 0 and info.num_pending == 0
+
+            await wait_for(all_acked, timeout=10, what="the example's acks")
+        finally:
+            await reader.close()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert secure.violations() == [], secure.violations()
