@@ -50,8 +50,10 @@ async def spawner(secure: SecureNats) -> AsyncIterator[Bus]:
         await spawner.close()
 
 
-def _run(secure: SecureNats, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "fleethub", "events", *args], env=_env(secure.url),
+def _run(secure: SecureNats | str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`fleethub events ARGS` on `secure` (or on the NATS at a URL)."""
+    url = secure if isinstance(secure, str) else secure.url
+    return subprocess.run([sys.executable, "-m", "fleethub", "events", *args], env=_env(url),
                           capture_output=True, text=True, timeout=60)
 
 
@@ -122,11 +124,10 @@ async def test_follow_prints_new_events_until_ctrl_c(secure: SecureNats, spawner
 async def test_bad_arguments_and_an_unreachable_nats_are_clear_errors(secure: SecureNats) -> None:
     for args, message in ((("--since", "last tuesday"), "--since 'last tuesday': not an ISO time"),
                           (("--type", "server.redy"), "--type: no event type matches 'server.redy'"),
-                          (("--nkey-file", "/nonexistent/events.nk"), "--nkey-file /nonexistent/events.nk: no such file")):
+                          (("--nkey-file", "/nonexistent/ev.nk"), "--nkey-file /nonexistent/ev.nk: no such file")):
         out = _run(secure, *args)
         assert out.returncode == 2 and message in out.stderr and out.stdout == "", out.stderr
-    dead = subprocess.run([sys.executable, "-m", "fleethub", "events", "--timeout", "1"],
-                          env=_env(f"nats://127.0.0.1:{free_port()}"), capture_output=True, text=True, timeout=60)
+    dead = _run(f"nats://127.0.0.1:{free_port()}", "--timeout", "1")
     assert dead.returncode == 2 and "cannot reach NATS at nats://127.0.0.1:" in dead.stderr, dead.stderr
     assert "Traceback" not in dead.stderr
     # a server that refuses the credentials (none given, on an auth-enabled NATS) says so
