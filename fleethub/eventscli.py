@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import re
 import sys
 from datetime import UTC, datetime, timedelta
@@ -71,7 +72,8 @@ async def _print_events(args: argparse.Namespace, settings: ServiceSettings, url
     from fleethub.shared.eventtypes import type_matches
 
     since = parse_since(args.since) if args.since is not None else None
-    credentials = Credentials(identity="events", nkey_file=nkey, tls_ca_file=settings.nats_tls_ca_file)
+    credentials = Credentials(identity="events", nkey_file=nkey, tls_ca_file=settings.nats_tls_ca_file,
+                              tls_cert_file=settings.nats_tls_cert_file, tls_key_file=settings.nats_tls_key_file)
     bus = Bus(url, settings.nats_namespace, "fleethub-events-cli", credentials)
     try:
         # nats-py keeps trying a server that refuses connections: our own deadline makes it an error
@@ -110,7 +112,12 @@ def events(args: argparse.Namespace) -> int:
     url = _nats_url(settings)
     # stdout carries the events only; the bus's reconnect chatter stays out of stderr, its errors do not
     logging.basicConfig(level=logging.ERROR, format="fleethub events: %(message)s", stream=sys.stderr)
-    asyncio.run(_print_events(args, settings, url, _seed(args, settings)))
+    try:
+        asyncio.run(_print_events(args, settings, url, _seed(args, settings)))
+    except BrokenPipeError:  # `fleethub events | head`: the reader has had enough
+        # Python flushes stdout once more at exit: point it at /dev/null so that does not fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return 0
 
 

@@ -173,6 +173,7 @@ def test_up_runs_everything_and_keeps_state_across_restarts(data_root: Path) -> 
             while c.get("/user/alice/tree", follow_redirects=False).status_code != 302:
                 assert time.monotonic() < deadline, "alice's route still there"
                 time.sleep(0.05)
+        _check_events_account(data_dir, text)
         _check_no_violations(data_dir, lines)
     finally:
         assert stop_up(proc) == 0
@@ -226,6 +227,22 @@ def _check_nats_is_locked(data_dir: Path) -> dict[str, bytes]:
     conf = (keys / "authorization.conf").read_text()
     assert all(seed.strip().decode() not in conf for seed in seeds.values())  # public keys only
     return seeds
+
+
+def _check_events_account(data_dir: Path, text: str) -> None:
+    """`up` says where the read-only events account's seed is, and `fleethub events --data-dir` finds it and
+    the running hub's NATS by itself."""
+    seed = data_dir / "nats-keys" / "events.nk"
+    assert f"nkey seed {seed}" in text
+    out = subprocess.run(
+        [sys.executable, "-m", "fleethub", "events", "--data-dir", str(data_dir), "--type", "user.created",
+         "--type", "server.ready"],
+        env=env_without_fleethub(), capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    events = [json.loads(line) for line in out.stdout.splitlines()]
+    assert sorted(e["data"]["name"] for e in events if e["type"] == "user.created") == ["alice", "bob"]
+    assert sorted(e["data"]["user"] for e in events if e["type"] == "server.ready") == ["alice", "bob"]
 
 
 def _check_no_violations(data_dir: Path, lines: list[str]) -> None:
