@@ -1,6 +1,7 @@
-"""Webhooks end to end: every service a real process on an auth-enabled NATS (the api delivers the webhooks
-as its own identity), a real HTTP receiver on 127.0.0.1 that is down for 10 s while servers are spawned and
-stopped, and a receiver that always fails; checked against the events stream as `fleethub events` reads it."""
+"""Webhooks end to end: every service a real process on an auth-enabled NATS (two api replicas deliver the
+webhooks as the api identity), a real HTTP receiver on 127.0.0.1 that is down for 10 s while servers are
+spawned and stopped, and a receiver that always fails; checked against the events stream as `fleethub
+events` reads it."""
 
 from __future__ import annotations
 
@@ -78,7 +79,8 @@ async def cluster(tmp_path: Path, secure: SecureNats, database_url: str, receive
         proxy={"port": free_port()},
         webhooks=webhooks,
     ) as c:
-        for service in ("spawner", "proxy", "auth", "api"):
+        # two api replicas share each webhook's durable consumer: every event still goes out once
+        for service in ("spawner", "proxy", "auth", "api", "api"):
             c.start(service, nats_nkey_file=str(seed_file(secure.keys, service)))
         yield c
 
