@@ -12,16 +12,20 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
 from sqlalchemy import select
 
+from fleethub.services.api.webhooks import handler
+from fleethub.shared.bus import Decision, Delivery
 from fleethub.shared.bus.natsconfig import seed_file
 from fleethub.shared.db.engine import make_engine, make_sessionmaker
 from fleethub.shared.db.models import DeadLetterRow
+from fleethub.shared.events import UserCreated, wrap
 from fleethub.shared.net import free_port
+from fleethub.shared.webhook_settings import WebhookSettings
 from fleethub.shared.webhook_signature import EVENT_ID_HEADER, EVENT_TYPE_HEADER, SIGNATURE_HEADER, verify
 from tests.support.cluster import FAKE_SERVER, Cluster, env_without_fleethub, mint_token, running_stack, wait_for
 from tests.support.securenats import SecureNats, secure_nats
@@ -187,3 +191,18 @@ async def test_a_receiver_down_for_10s_gets_every_event_once_in_order_signed(
 
 async def _two(dead: Any) -> bool:
     return len(await dead()) == 2
+
+
+async def test_a_receiver_slower_than_the_timeout_is_a_failed_delivery() -> None:
+    # a 200 whose body drips a byte every 0.3 s for 3 s: each read is within httpx's per-read timeout (0.5 s),
+    # so a nak proves the whole POST was cut at the webhook's timeout
+    slow = Receiver(status=200, delay=3.0)
+    slow.start()
+    try:
+        hook = WebhookSettings.model_validate({"name": "slow", "url": slow.url, "secret": SECRET, "timeout": 0.5})
+        async with httpx.AsyncClient() as client:
+            delivery = Delivery(wrap(UserCreated(name="ann")), UserCreated(name="ann"), 1, cast(Any, None))
+            assert await handler(hook, client)(delivery) == Decision.nak(hook.backoff(1))
+        assert len(slow.snapshot()) == 1
+    finally:
+        slow.stop()

@@ -4,6 +4,7 @@ POST and answers a chosen status; it can be taken down and brought back on the s
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -19,16 +20,22 @@ class Received:
     body: bytes
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # a client that gave up mid-answer (a webhook's timeout) is what some tests do on purpose
+
+
 class Receiver:
     """Records POSTs to `http://127.0.0.1:<port>/…`, answering `status`; `stop()`/`start()` take it down
     and bring it back on the same port."""
 
-    def __init__(self, status: int = 204) -> None:
+    def __init__(self, status: int = 204, delay: float = 0.0) -> None:
         self.port = free_port()
         self.status = status
+        self.delay = delay  # seconds the answer's body takes, dripped in ten bytes
         self.received: list[Received] = []
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
+        self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -51,13 +58,17 @@ class Receiver:
                 with receiver._lock:
                     receiver.received.append(Received(self.path, dict(self.headers.items()), body))
                 self.send_response(receiver.status)
-                self.send_header("Content-Length", "0")
+                self.send_header("Content-Length", "10")
                 self.end_headers()
+                for _ in range(10):  # the body dripped over `delay` seconds, a byte at a time
+                    self.wfile.flush()
+                    time.sleep(receiver.delay / 10)
+                    self.wfile.write(b"k")
 
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server = _Server(("127.0.0.1", self.port), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 

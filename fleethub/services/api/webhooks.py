@@ -32,6 +32,9 @@ from fleethub.shared.webhook_signature import EVENT_ID_HEADER, EVENT_TYPE_HEADER
 
 log = logging.getLogger(__name__)
 USER_AGENT = "fleethub-webhooks/1"
+# a durable keeps the config it was created with, so its ack wait must outlast any `timeout` (at most 120 s)
+# a webhook may be given later; it only matters when a replica dies while delivering (redelivered then)
+ACK_WAIT = 150.0
 
 Post = Callable[[str, bytes, dict[str, str], float], Awaitable[int]]
 """POST a body with headers and a timeout; returns the HTTP status (raises on a network error)."""
@@ -70,7 +73,10 @@ def handler(hook: WebhookSettings, client: httpx.AsyncClient) -> Handler:
     """The consumer handler of `hook`, posting with `client` (redirects are not followed)."""
 
     async def post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
-        response = await client.post(url, content=body, headers=headers, timeout=timeout)
+        # httpx's timeout bounds each phase (connect, each read); a receiver dripping its answer is bounded
+        # by the whole (TimeoutError, an OSError: a failed delivery)
+        async with asyncio.timeout(timeout):
+            response = await client.post(url, content=body, headers=headers, timeout=timeout)
         return response.status_code
 
     async def handle(delivery: Delivery) -> Decision:
@@ -84,7 +90,7 @@ async def _run(runtime: Runtime, hook: WebhookSettings, bound: asyncio.Event) ->
         await runtime.bus.consume(
             durable=webhook_durable(hook.name), filter_subject=events_filter(runtime.settings.nats_namespace),
             kind="evt", handler=handler(hook, client), concurrency=1, max_ack_pending=1,
-            ack_wait=hook.timeout + 30, bound=bound, dead_letter=deadletters.sink(runtime.sessions))
+            ack_wait=ACK_WAIT, bound=bound, dead_letter=deadletters.sink(runtime.sessions))
 
 
 async def start_webhooks(runtime: Runtime, wait: float = 10.0) -> None:
