@@ -1,5 +1,5 @@
 """The `fleethub` command: `up`, `run SERVICE`, `migrate`, `token USER`, `passwd USER`, `nats-config --out DIR`,
-`events`."""
+`kube-secrets`, `status`, `events`."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     from fleethub.shared.logging import setup_logging
 
-    setup_logging(settings.log_level, args.service)
+    setup_logging(settings.log_level, args.service, settings.log_format)
     if args.service != "proxy":  # the proxy needs no database
         asyncio.run(_check_schema(settings))
     module = importlib.import_module(f"fleethub.services.{args.service}.app")
@@ -96,6 +96,19 @@ def cmd_nats_config(args: argparse.Namespace) -> int:
     return nats_config(args)
 
 
+def cmd_kube_secrets(args: argparse.Namespace) -> int:
+    """Print the Secrets of deploy/kubernetes (new NATS seeds and keys) as YAML."""
+    from fleethub.kube import kube_secrets
+
+    return kube_secrets(args, _settings(args))
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print a deployment's services, replicas, queues, dead letters and servers."""
+    from fleethub.status import status
+
+    return status(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `fleethub` command."""
     parser = argparse.ArgumentParser(prog="fleethub", description="A multi-user Jupyter hub on NATS and PostgreSQL.")
@@ -140,6 +153,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--namespace", default=None, help="namespace of the hub (default: from the configuration)")
     common(p)
     p.set_defaults(func=cmd_nats_config)
+
+    p = sub.add_parser("kube-secrets", help="print new Secrets for deploy/kubernetes (NATS seeds and their "
+                                           "authorization block, the hub's key, the first admin's password, "
+                                           "FLEETHUB_DATABASE_URL) as YAML for `kubectl apply -f -`")
+    p.add_argument("--k8s-namespace", default="fleethub", help="Kubernetes namespace of the hub (default: fleethub)")
+    p.add_argument("--nats-namespace", default=None, help="the hub's NATS namespace (default: from the configuration)")
+    common(p)
+    p.set_defaults(func=cmd_kube_secrets)
+
+    p = sub.add_parser("status", help="print a deployment's services and replicas, queue depths, dead letters and "
+                                     "running servers (exit 1 if NATS or PostgreSQL cannot be reached)")
+    p.add_argument("--json", action="store_true", help="one JSON document instead of tables")
+    p.add_argument("--wait", type=float, default=1.0, help="seconds to wait for replicas to answer (default 1)")
+    common(p)
+    p.set_defaults(func=cmd_status)
 
     from fleethub.eventscli import add_parser
 

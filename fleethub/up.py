@@ -157,6 +157,32 @@ def _start_service(name: str, settings: ServiceSettings, nkeys: Path | None) -> 
     return subprocess.Popen([sys.executable, "-m", "fleethub", "run", name], env=child_env(settings))
 
 
+def with_ops_listeners(settings: ServiceSettings) -> ServiceSettings:
+    """`settings` with every service's operations listener on (`/metrics`, `/health/*`): a configured port
+    is kept, an unset or 0 one becomes a free port below the ephemeral range (the api's and auth's own
+    listeners bind port 0 meanwhile), fixed for the life of `fleethub up` (a restarted service comes back
+    on it, and runtime.json can say where each one is)."""
+    from fleethub.shared.net import reserved_free_port
+
+    ops = settings.ops.model_copy(deep=True)
+    for name in SERVICE_ORDER:
+        listen = ops.of(name)
+        if not listen.port:
+            listen.port = reserved_free_port(listen.host)
+    return settings.model_copy(update={"ops": ops})
+
+
+def ops_urls(settings: ServiceSettings) -> dict[str, str]:
+    """Each service's operations listener, as runtime.json records it (a proxy of several workers: the first
+    worker's; worker i listens on port + i)."""
+    urls = {}
+    for name in SERVICE_ORDER:
+        listen = settings.ops.of(name)
+        host = f"[{listen.host}]" if ":" in listen.host else listen.host
+        urls[name] = f"http://{host}:{listen.port}"
+    return urls
+
+
 def _stop_all(procs: dict[str, subprocess.Popen[bytes]]) -> None:
     for proc in procs.values():
         if proc.poll() is None:
@@ -214,10 +240,12 @@ def up(args: argparse.Namespace) -> int:
             settings = load_settings(
                 args.config, **updates, auth={**settings.auth.model_dump(), "admin_users": [admin]}
             )
+        settings = with_ops_listeners(settings)
         password = asyncio.run(_prepare_database(settings, admin))
         if password is not None:
             write_private(data_dir / ADMIN_PASSWORD_FILE, password + "\n")
-        runtime = {"pid": os.getpid(), "database_url": settings.require_database_url(), "nats_url": settings.nats_url}
+        runtime = {"pid": os.getpid(), "database_url": settings.require_database_url(), "nats_url": settings.nats_url,
+                   "ops": ops_urls(settings)}
         write_private(data_dir / RUNTIME_FILE, json.dumps(runtime))
         stack.callback(lambda: (data_dir / RUNTIME_FILE).unlink(missing_ok=True))
 

@@ -41,7 +41,8 @@ Names in subjects and keys are encoded reversibly (`fleethub/shared/names.py`): 
 other UTF-8 byte becomes `_XX` (upper-case hex), and the empty server name (the default server) is `_`.
 
 Every message is JSON in an envelope (`id` — also the `Nats-Msg-Id` header —, `type`, `version`,
-`time`, `data`). Messages the outbox relay published together as one atomic batch (nats-server 2.12
+`time`, `data`, and `request_id`: the `X-Request-Id` of the HTTP request that caused it, carried from the
+request to its command and on to the events the command causes, or null). Messages the outbox relay published together as one atomic batch (nats-server 2.12
 and later) also carry `Nats-Batch-Id`, `Nats-Batch-Sequence` and, on the last, `Nats-Batch-Commit`;
 consumers need not look at them.
 

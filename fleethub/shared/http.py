@@ -69,7 +69,8 @@ _PAGE_HEADERS = [
 
 
 def _is_api(path: str) -> bool:
-    return path == API_PREFIX or path.startswith(API_PREFIX + "/")
+    # /hub/metrics is read by Prometheus, not a browser: API headers and JSON errors, as JupyterHub's
+    return path == API_PREFIX or path.startswith(API_PREFIX + "/") or path == "/hub/metrics"
 
 
 class CommonHeaders:

@@ -19,9 +19,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from fleethub.shared.bus import Bus, Credentials, relays_for
+from fleethub.shared.bus import Bus, Credentials, relays_for, replica_info
 from fleethub.shared.errors import ConfigError
 from fleethub.shared.lifecycle import Announcer
+from fleethub.shared.logging import bind_service
+from fleethub.shared.metrics import Metrics
+from fleethub.shared.ops import Readiness, ops_listener
 from fleethub.shared.settings import ListenSettings, ServiceSettings
 
 if TYPE_CHECKING:  # imported where used: the proxy needs none of them, and starts ~0.7 s sooner without
@@ -57,6 +60,10 @@ class Runtime:
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     # sessions without a transaction (autocommit), for single-statement reads: no BEGIN/ROLLBACK round trips
     read_sessions: async_sessionmaker[AsyncSession] | None = None
+    # this runtime's own metrics registry and readiness checks (`shared/metrics.py`, `shared/ops.py`)
+    metrics: Metrics = field(default_factory=lambda: Metrics(""))  # open_runtime gives the service its own
+    readiness: Readiness = field(default_factory=Readiness)
+    ops_port: int | None = None  # the operations listener's port (None: off)
 
     @property
     def announcer(self) -> Announcer:
@@ -87,27 +94,38 @@ async def open_runtime(settings: ServiceSettings, service: str, *, pool_size: in
     """
     from fleethub.shared.db.engine import make_engine, make_sessionmaker
     from fleethub.shared.db.migrate import ensure_migrated, load_secret_key
+    from fleethub.shared.health import database_ok
     from fleethub.shared.outbox import OutboxRelay
 
     replica = replica_id(service)
+    bind_service(service, replica)  # this task and those it starts (consumers, relay, loops) log as this replica
     engine = make_engine(settings.require_database_url(), pool_size=pool_size)
     bus: Bus | None = None
     runtime: Runtime | None = None
     try:
         await ensure_migrated(engine)
         key = settings.secret_key.get_secret_value() if settings.secret_key else await load_secret_key(engine)
-        bus = Bus(settings.nats_url, settings.nats_namespace, replica, bus_credentials(settings, service))
+        bus = Bus(settings.nats_url, settings.nats_namespace, replica, bus_credentials(settings, service),
+                  replicas=settings.nats_replicas)
         bus.connection.exit_on_close = exit_on_shutdown if exit_on_bus_closed is None else exit_on_bus_closed
         await bus.connect()
+        await bus.answer_pings(replica_info(service, replica))  # `fleethub status` lists this replica
         await bus.ensure_topology()
         sessions = make_sessionmaker(engine)
         relay = OutboxRelay(sessions, bus, origin=service, also=relays_for(service))
+        readiness = Readiness(bus.consumers)
+        readiness.add("database", lambda: database_ok(engine))
+        readiness.add("bus", _connected(bus))
         runtime = Runtime(settings, replica, engine, sessions, bus, key, relay,
-                          read_sessions=make_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT")))
+                          read_sessions=make_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT")),
+                          metrics=Metrics(service), readiness=readiness)
         runtime.spawn(relay.run(), "outbox-relay")
+        runtime.spawn(runtime.metrics.watch_event_loop(), "event-loop-watch")
         if exit_on_shutdown:
             await exit_on_hub_shutdown(bus, settings.nats_namespace)
-        yield runtime
+        async with ops_listener(settings.ops.of(service), runtime.metrics, readiness) as port:
+            runtime.ops_port = port
+            yield runtime
     finally:
         if runtime is not None:
             for task in runtime.tasks:
@@ -116,6 +134,13 @@ async def open_runtime(settings: ServiceSettings, service: str, *, pool_size: in
         if bus is not None:
             await bus.close()
         await engine.dispose()
+
+
+def _connected(bus: Bus) -> Callable[[], Awaitable[bool]]:
+    async def connected() -> bool:
+        return bus.healthy.is_set()
+
+    return connected
 
 
 async def exit_on_hub_shutdown(bus: Bus, namespace: str, *, proxy: bool = False) -> None:

@@ -1,6 +1,7 @@
-// fleethub's home page: keeps each server's state current (polling the user's model) and drives the
-// forms marked data-js through the REST API, so the page is not left. Without this script every
-// action is still a plain form; with it, the same markup is shown or hidden per state (data-show).
+// fleethub's home page: keeps each server's state current (polling the user's model, and following a
+// start under way on the API's progress stream) and drives the forms marked data-js through the REST
+// API, so the page is not left. Without this script every action is still a plain form; with it, the
+// same markup is shown or hidden per state (data-show).
 (function () {
   "use strict";
   var root = document.getElementById("home");
@@ -22,6 +23,8 @@
   var pollFailed = false;
   var inFlight = 0;                       // actions under way: their rows show what they expect
   var announced = {};                     // servers whose start or stop was announced: say when it is done
+  var streams = {};                       // server name -> the EventSource following its start
+  var MAX_STREAMS = 3;
 
   function xsrfToken() {
     var m = document.cookie.match(/(?:^|;\s*)_xsrf=([^;]*)/);
@@ -145,6 +148,39 @@
     say((name ? name : "Your server") + " is " + state + ".");
   }
 
+  function unfollow(name) {
+    if (!streams[name]) return;
+    streams[name].close();
+    delete streams[name];
+  }
+
+  // a start under way is followed on its progress stream (server-sent events, as on the pending page):
+  // its messages are shown, and its end (ready or failed) is fetched at once; meanwhile polls are slow
+  function follow(el) {
+    var name = el.dataset.server;
+    if (el.dataset.state !== "starting") return unfollow(name);
+    // at most MAX_STREAMS at once: a browser keeps ~6 connections per host over HTTP/1.1, and the page's
+    // own calls need some; further starts are followed by the (fast) polls
+    if (streams[name] || !window.EventSource || Object.keys(streams).length >= MAX_STREAMS) return;
+    var source = new EventSource(serverPath(name) + "/progress?_xsrf=" + encodeURIComponent(xsrfToken()));
+    streams[name] = source;
+    source.onmessage = function (msg) {
+      var event;
+      try { event = JSON.parse(msg.data); } catch (e) { return; }
+      if (name in announced && event.message) say((name || "Your server") + ": " + event.message, event.failed);
+      if (event.failed) delete announced[name];  // its message stays, not replaced by "… is stopped."
+      if (event.ready || event.failed) {
+        unfollow(name);
+        refresh();
+      }
+    };
+    source.onerror = function () {
+      if (source.readyState !== EventSource.CLOSED) return;  // cut off: the browser reconnects by itself
+      unfollow(name);  // refused (not starting any more) or gone: the polls follow it from now on
+      schedule(FAST);
+    };
+  }
+
   function apply(model) {
     var servers = model.servers || {};
     rows().forEach(function (el) {
@@ -169,11 +205,16 @@
         }
       });
     }
+    Object.keys(streams).forEach(function (name) { if (!findRow(name)) unfollow(name); });
+    rows().forEach(follow);
     updateCount();
   }
 
+  // a change the polls must watch closely: a stop, or a start no stream follows
   function changing() {
-    return rows().some(function (el) { return el.dataset.state === "starting" || el.dataset.state === "stopping"; });
+    return rows().some(function (el) {
+      return el.dataset.state === "stopping" || (el.dataset.state === "starting" && !streams[el.dataset.server]);
+    });
   }
 
   function schedule(delay) {
@@ -273,6 +314,9 @@
         epoch++;
         busy(form, false);
         updateCount();
+        // the field lost the focus while disabled: give it back, for the next name (unless the limit is reached)
+        var input = kind === "create" ? form.querySelector("input[name=server_name]") : null;
+        if (input && !input.disabled) input.focus();
         schedule(FAST);
       });
   });
@@ -281,6 +325,6 @@
     if (!document.hidden) refresh();
   });
 
-  rows().forEach(function (el) { showActivity(el); });
+  rows().forEach(function (el) { showActivity(el); follow(el); });
   schedule(changing() ? FAST : SLOW);
 })();

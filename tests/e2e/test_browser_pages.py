@@ -1,28 +1,31 @@
 """The pages' ground in a real browser (Chromium via Playwright), on one hub (auth, api, proxy) with a
 deployment's templates: its login.html (extending the built-in one) shows, with the logo and the
 stylesheet served by the api through the proxy; a keyboard alone logs in; the error page shows the user's
-navigation. Screenshots at 1280×800 go to docs/screenshots/ when FLEETHUB_SCREENSHOTS is set."""
+navigation; every page fits a phone's width (375×740). Screenshots at 1280×800 go to docs/screenshots/ when
+FLEETHUB_SCREENSHOTS is set."""
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
-from playwright.async_api import Page, ViewportSize
+from playwright.async_api import Page, ViewportSize, expect
 
 from fleethub.shared.net import free_port
 from fleethub.shared.procs import become_subreaper
 from fleethub.shared.settings import load_settings
 from tests.conftest import _admin_sql, _in_own_loop, _with_database
-from tests.support.browser import chromium_page
+from tests.support.browser import PHONE, chromium_page, fits_the_width, log_in
 from tests.support.cluster import Cluster, migrated, password_accounts
 
 pytestmark = pytest.mark.integration
 
-PASSWORDS = {"alice": "alice-password-1"}
+PASSWORDS = {"alice": "alice-password-1", "admin": "admin-password-1"}
 WELCOME = "Welcome to the Example Lab hub"
 LOGIN = """{% extends "templates/login.html" %}
 {% block login_message %}<p id="custom-welcome">""" + WELCOME + """</p>{% endblock %}
@@ -48,7 +51,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, pg_server_url: str, nats_ser
     database_url = _with_database(pg_server_url, database, scheme="postgresql+asyncpg")
     settings = load_settings(
         None, nats_url=nats_server_url, database_url=database_url, nats_namespace="t" + secrets.token_hex(5),
-        data_dir=tmp / "data", auth={"authenticator": "password"}, proxy={"port": free_port()},
+        data_dir=tmp / "data", auth={"authenticator": "password", "admin_users": ["admin"]},
+        proxy={"port": free_port()}, api={"allow_named_servers": True},
         pages={"template_paths": [tmp / "templates"], "logo_file": tmp / "logo.svg",
                "template_vars": {"announcement_login": "Maintenance on Sunday from 8:00 to 9:00."}})
     become_subreaper()
@@ -131,3 +135,43 @@ async def test_keyboard_only_login_then_the_error_page(stack: Cluster, tmp_path:
         assert await page.locator("[aria-label='Signed in as']").inner_text() == "alice"
         assert await page.locator("code").inner_text() == "/user/alice/lab"
         await _screenshot(page, "error.png", tmp_path)
+
+
+async def test_every_page_fits_a_phone(stack: Cluster) -> None:
+    """At 375×740 no page (login, home, spawn, token, admin, change password, not running) scrolls sideways
+    (wide tables scroll inside their box), and the navigation works."""
+    base = _base(stack)
+    await stack.wait_hub()
+    async with httpx.AsyncClient(base_url=base) as client:  # the admin's named server and token, made by the API
+        await log_in(client, "admin", PASSWORDS["admin"])
+        r = await client.post("/hub/api/users/admin/tokens", json={"auth": {"username": "admin",
+                                                                            "password": PASSWORDS["admin"]}})
+        auth = {"Authorization": f"token {r.json()['token']}"}
+        r = await client.put("/hub/api/users/admin/servers/a-long-server-name-for-phones", json={},
+                             headers=auth)
+        assert r.status_code == 201, r.text
+        r = await client.post("/hub/api/users/admin/tokens", headers=auth, json={"note": "a rather long note " * 4})
+        assert r.status_code == 201, r.text
+    async with chromium_page() as page:
+        await page.set_viewport_size(PHONE)
+        await page.goto(f"{base}/hub/login")
+        await fits_the_width(page)
+        await page.fill("#username", "admin")
+        await page.fill("#password", PASSWORDS["admin"])
+        await page.click("input[type=submit]")
+        await page.wait_for_url(f"{base}/hub/home")
+        await expect(page.locator('tr[data-server="a-long-server-name-for-phones"]')).to_have_count(1)
+        await fits_the_width(page)
+        for path, ready in (("/hub/spawn", "#spawn_form"), ("/hub/token", "#api-tokens tbody tr"),
+                            ("/hub/admin", '#user-table tr[data-user="alice"]'),
+                            ("/hub/change-password", "form[action='/hub/change-password']"),
+                            ("/user/admin/lab/tree/a-notebook-with-a-long-name.ipynb", "form[action^='/hub/spawn/']")):
+            await page.goto(f"{base}{path}")
+            await page.locator(ready).first.wait_for()
+            await fits_the_width(page)
+        # the navigation at that width: its links lead where they say
+        for name, path in (("Token", "/hub/token"), ("Home", "/hub/home"), ("Admin", "/hub/admin")):
+            await page.get_by_role("navigation", name="Hub").get_by_role("link", name=name, exact=True).click()
+            await page.wait_for_url(f"{base}{path}")
+        await page.get_by_role("navigation", name="Hub").get_by_role("link", name="Sign out").click()
+        await page.wait_for_url(re.compile(r".*/hub/login.*"))

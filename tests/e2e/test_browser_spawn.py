@@ -1,7 +1,8 @@
 """The spawn form and the spawn-pending page in a real browser (Chromium driven by Playwright), on a whole hub
 of real processes whose spawner backend reports its steps as progress (tests/support/progress_backend.py):
 the bar moves with each step before the browser is taken to the server; a failed start shows its message and
-"Try again"; without JavaScript the page reloads itself to the server. Screenshots (1280×800):
+"Try again"; without JavaScript the page reloads itself to the server, and a link into a stopped server
+starts it through the form and lands on that link. Screenshots (1280×800):
 docs/screenshots/spawn.png and spawn-pending.png (written there when FLEETHUB_SCREENSHOTS is set)."""
 
 from __future__ import annotations
@@ -168,8 +169,16 @@ async def _without_javascript_the_page_reloads_to_the_server(browser: Browser, b
     pending: list[int] = []
     page.on("response", lambda r: pending.append(r.status) if "/hub/spawn-pending/" in r.url else None)
     await _log_in(page, base, "plainpat")
-    await spawn_through_form(page, profile="small", base_url=base)
-    await page.wait_for_url(re.compile(r".*/user/plainpat/$"), timeout=WAIT)
-    await page.get_by_text('"user": "plainpat"').wait_for(timeout=WAIT)
+    # a link into the stopped server: "Start it" leads to the form, and the start lands on that link
+    await page.goto(f"{base}/user/plainpat/tree/notes.ipynb?kernel=py3")
+    await expect(page.get_by_text("Your default server is not running.")).to_be_visible()
+    await page.get_by_role("link", name="Start it").click()
+    await page.wait_for_url(re.compile(r".*/hub/spawn/plainpat\?next="))
+    await page.get_by_label("Small").check()
+    await page.get_by_role("button", name="Start", exact=True).click()
+    await page.wait_for_url(f"{base}/user/plainpat/tree/notes.ipynb?kernel=py3", timeout=WAIT)
+    landed = json.loads(await page.locator("body").inner_text())
+    assert (landed["user"], landed["path"], landed["query"]) == \
+        ("plainpat", "/user/plainpat/tree/notes.ipynb", "kernel=py3")
     # the server took 3 s: the page was shown, reloaded itself (every 2 s), then was sent on to the server
     assert pending.count(200) >= 2 and pending[-1] == 302, pending

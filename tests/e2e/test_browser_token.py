@@ -10,6 +10,7 @@ import os
 import re
 import tempfile
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -17,7 +18,7 @@ import pytest
 
 from fleethub.shared.net import free_port
 from tests.integration.test_hub_service import TOKEN, start_service
-from tests.support.browser import chromium_page, submit_login
+from tests.support.browser import chromium_page, submit_login, tab_to
 from tests.support.cluster import Cluster, running_stack, wait_for
 
 pytestmark = pytest.mark.integration
@@ -58,6 +59,7 @@ async def test_request_use_and_revoke_tokens_on_the_token_page(cluster: Cluster,
             await page.wait_for_url(f"{base}/hub/token")
 
             # alice lets the service know her (the hub's consent page), so it holds an OAuth token of hers
+            consented = datetime.now(UTC).replace(microsecond=0)
             await page.goto(f"{base}/services/whoami/")
             await page.locator("form[action$='/hub/api/oauth2/authorize'] [type=submit]").click()
             await page.wait_for_url(f"{base}/services/whoami/")
@@ -65,7 +67,7 @@ async def test_request_use_and_revoke_tokens_on_the_token_page(cluster: Cluster,
 
             # a token requested with the keyboard only: a refused scope first (the API's message shown)
             await page.goto(f"{base}/hub/token")
-            await page.focus("#token-note")
+            await tab_to(page, "token-note")  # from the top of the page, as a keyboard user gets there
             await page.keyboard.type("laptop <b>ci</b>")
             await page.keyboard.press("Tab")  # the expiry menu: one down from "Never" is "1 hour"
             await page.keyboard.press("ArrowDown")
@@ -74,8 +76,9 @@ async def test_request_use_and_revoke_tokens_on_the_token_page(cluster: Cluster,
             await page.keyboard.press("Enter")
             await page.locator("#token-error").filter(has_text="admin:users").wait_for()
             assert await page.locator("#token-result").is_hidden()
-            await page.fill("#token-scopes", "")
-            await page.focus("#token-scopes")
+            assert await page.evaluate("document.activeElement.id") == "token-scopes"  # back on the refused field
+            await page.keyboard.press("Control+A")
+            await page.keyboard.press("Delete")
             await page.keyboard.press("Enter")
             await page.locator("#token-result").wait_for()
             token = await page.input_value("#token-value")
@@ -93,8 +96,17 @@ async def test_request_use_and_revoke_tokens_on_the_token_page(cluster: Cluster,
             auth = {"Authorization": f"token {token}"}
             me = await api.get("/hub/api/user", headers=auth)
             assert me.status_code == 200 and me.json()["name"] == "alice"
+            # what the keyboard chose is what the hub stored: the note, and an expiry of one hour
+            mine = [t for t in (await api.get("/hub/api/users/alice/tokens", headers=auth)).json()["api_tokens"]
+                    if t["note"] == "laptop <b>ci</b>"]
+            assert len(mine) == 1 and mine[0]["expires_at"] is not None, mine
+            lifetime = datetime.fromisoformat(mine[0]["expires_at"]) - datetime.fromisoformat(mine[0]["created"])
+            assert 3590 <= lifetime.total_seconds() <= 3610, mine
             oauth_row = page.locator("#oauth-clients tbody tr", has_text="Service whoami")
             assert await oauth_row.count() == 1
+            # its last use is the service's check of alice's token (GET /hub/api/user), not "Never"
+            used = await oauth_row.locator("td").nth(2).locator("time").get_attribute("datetime")
+            assert used is not None and datetime.fromisoformat(used) >= consented, used
             # the picture for the docs: from the form's button down, the new token and both lists in view
             await page.evaluate("window.scrollTo(0, document.querySelector('#token-form button[type=submit]')"
                                 ".getBoundingClientRect().top + window.scrollY - 24)")

@@ -168,6 +168,7 @@ def test_up_runs_everything_and_keeps_state_across_restarts(data_root: Path) -> 
             for user in ("alice", "bob"):
                 r = c.get(f"/user/{user}/tree")
                 assert r.status_code == 200 and r.json()["user"] == user
+            _check_ops_listeners(data_dir)
             assert c.delete("/hub/api/users/alice/server").status_code in (202, 204)
             deadline = time.monotonic() + 15
             while c.get("/user/alice/tree", follow_redirects=False).status_code != 302:
@@ -202,6 +203,19 @@ def test_up_runs_everything_and_keeps_state_across_restarts(data_root: Path) -> 
     # with nothing running, `fleethub token` starts the embedded database itself
     assert token(data_dir, "admin") != tok
     assert leftover_processes(data_dir) == []
+
+
+def _check_ops_listeners(data_dir: Path) -> None:
+    """Every service's operations listener is on, recorded in runtime.json, and ready; the spawner's metrics
+    (read with its own NATS permissions: the consumer info of its durable) count the two spawns."""
+    ops = json.loads((data_dir / "runtime.json").read_text())["ops"]
+    assert set(ops) == {"auth", "api", "spawner", "proxy", "culler"}
+    for service, url in ops.items():
+        r = httpx.get(f"{url}/health/ready", timeout=15)
+        assert r.status_code == 200 and r.json()["status"] == "ready", (service, r.text)
+    metrics = httpx.get(f"{ops['spawner']}/metrics", timeout=15).text
+    assert 'jupyterhub_server_spawn_duration_seconds_count{status="success"} 2.0' in metrics
+    assert 'fleethub_command_queue_depth{consumer="spawner-local"} 0.0' in metrics
 
 
 def _check_nats_is_locked(data_dir: Path) -> dict[str, bytes]:

@@ -57,3 +57,36 @@ async def submit_login(page: Page, user: str, password: str) -> None:
     await page.fill("#username", user)
     await page.fill("#password", password)
     await page.click("input[type=submit]")
+
+
+async def tab_to(page: Page, element_id: str, limit: int = 60) -> int:
+    """Press Tab from where the focus is until the element `#element_id` has it, as a keyboard user does;
+    returns the presses. Fails if it is never reached (not focusable, hidden, or outside the tab order)."""
+    for presses in range(1, limit + 1):
+        await page.keyboard.press("Tab")
+        if await page.evaluate("document.activeElement && document.activeElement.id") == element_id:
+            return presses
+    raise AssertionError(f"#{element_id} not reached with {limit} presses of Tab")
+
+
+PHONE = {"width": 375, "height": 740}
+# what overflows the viewport sideways (scrollWidth wider than it), and any element reaching past its right edge
+OVERFLOW = """() => {
+  const width = window.innerWidth;
+  const wide = [...document.body.querySelectorAll("*")].filter((e) => {
+    const box = e.getBoundingClientRect();
+    return box.width > 0 && box.right > width + 1 && !(e.parentElement && e.parentElement.closest(".table-wrap"));
+  }).map((e) => e.tagName.toLowerCase() + (e.id ? "#" + e.id : e.className ? "." + e.className : ""));
+  return {scrollWidth: document.documentElement.scrollWidth, innerWidth: width, wide: wide.slice(0, 10)};
+}"""
+
+
+async def fits_the_width(page: Page) -> None:
+    """Assert the page needs no horizontal scroll at its viewport's width (wide tables scroll inside their
+    `.table-wrap` box) and its navigation links are all in view and usable."""
+    seen = await page.evaluate(OVERFLOW)
+    assert seen["scrollWidth"] <= seen["innerWidth"] and not seen["wide"], seen
+    for link in await page.locator("nav a, nav button").all():
+        if await link.is_visible():
+            box = await link.bounding_box()
+            assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= seen["innerWidth"] + 1, box

@@ -13,6 +13,7 @@ from fleethub.services.api.config_sync import sync_config
 from fleethub.services.api.consumers import start_consumers
 from fleethub.services.api.deps import ApiState
 from fleethub.services.api.fastread import FastReads, FastUserRead
+from fleethub.services.api.hub_metrics import hub_gauges
 from fleethub.services.api.routes import (
     accept_share,
     activity,
@@ -22,6 +23,7 @@ from fleethub.services.api.routes import (
     home,
     hub_services,
     info,
+    metrics,
     pages,
     passwords,
     proxy,
@@ -51,10 +53,13 @@ from fleethub.shared.events import (
     server_events_filter,
     subject_filter,
 )
+from fleethub.shared.health import probe_router
 from fleethub.shared.http import NO_TELEMETRY, CommonHeaders, install_error_handlers
 from fleethub.shared.identity import TokenCache
 from fleethub.shared.rbac import ScopeCache
 from fleethub.shared.registry import announce
+from fleethub.shared.request_ids import RequestIds
+from fleethub.shared.request_metrics import RequestTimer
 from fleethub.shared.service import advertise_url as advertise_url_of
 from fleethub.shared.service import bind_socket, open_runtime, serve_app, settle_heap
 from fleethub.shared.settings import ServiceSettings
@@ -77,6 +82,7 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
             async with runtime.sessions() as session, session.begin():
                 await sync_config(session, settings, runtime.secret_key)
             runtime.relay.kick()
+            runtime.metrics.refreshers.append(hub_gauges(runtime, runtime.metrics))
             crypt = AuthStateCrypt(settings.auth.crypt_keys)
             await reseal_auth_states(runtime.sessions, crypt)
             waiters = Waiters(runtime.sessions)
@@ -112,15 +118,19 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None, telemetry=NO_TELEMETRY)
     install_error_handlers(app)
     app.add_middleware(CommonHeaders)
+    app.add_middleware(RequestIds, service="api")  # outermost: whatever answers, the request has its id
     for module in (info, users, passwords, signups, tokens, authorizations, servers, groups, shares, hub_services,
-                   activity, proxy, pages, user_redirect, accept_share, admin_page, token_page, home, static):
+                   activity, proxy, pages, user_redirect, accept_share, admin_page, token_page, home, static, metrics):
         app.include_router(module.router)
+    app.include_router(probe_router())
     return app
 
 
 def with_fast_reads(app: FastAPI) -> ASGIApp:
-    """The api app as served: behind `FastUserRead`, which answers the hot user read itself."""
-    return FastUserRead(app)
+    """The api app as served: behind `FastUserRead`, which answers the hot user read itself (with its request
+    id: the app's own `RequestIds` leaves a request that has one alone), and the request timer
+    (`jupyterhub_request_duration_seconds`) in front of both."""
+    return RequestIds(RequestTimer(FastUserRead(app)), "api")
 
 
 def _forget(cache: TokenCache, scopes: ScopeCache) -> Callable[[Envelope, Message], Awaitable[None]]:

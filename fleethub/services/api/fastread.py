@@ -60,6 +60,7 @@ class FastUserRead:
         if scope["type"] == "http" and scope["method"] == "GET" and scope["path"].startswith(PREFIX):
             reads: FastReads | None = (scope.get("state") or {}).get("fast_reads")
             if reads is not None and await reads.respond(scope, send):
+                scope["fleethub.handler"] = "fast-user-read"  # the request metrics' handler label
                 return
         await self.app(scope, receive, send)
 

@@ -14,9 +14,12 @@ from fleethub.services.auth.routes import change_password, login, oauth, redirec
 from fleethub.shared.authenticators import load_authenticator, warn_without_allow_rule
 from fleethub.shared.crypt import AuthStateCrypt
 from fleethub.shared.events import RegistryEntry
+from fleethub.shared.health import probe_router
 from fleethub.shared.http import NO_TELEMETRY, CommonHeaders, install_error_handlers
 from fleethub.shared.logins import PostAuthHook
 from fleethub.shared.registry import announce
+from fleethub.shared.request_ids import RequestIds
+from fleethub.shared.request_metrics import RequestTimer
 from fleethub.shared.service import advertise_url as advertise_url_of
 from fleethub.shared.service import bind_socket, open_runtime, serve_app, settle_heap
 from fleethub.shared.settings import ServiceSettings
@@ -50,6 +53,9 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None, telemetry=NO_TELEMETRY)
     install_error_handlers(app)
     app.add_middleware(CommonHeaders)
+    app.add_middleware(RequestTimer)
+    app.include_router(probe_router())
+    app.add_middleware(RequestIds, service="auth")  # outermost: whatever answers, the request has its id
     app.include_router(login.router)
     app.include_router(redirect.router)
     app.include_router(signup.router)

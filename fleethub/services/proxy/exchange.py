@@ -262,7 +262,7 @@ class Exchange:
         client.flush()  # the 101 head goes out before any tunnelled byte
         key = self.forward.route_key if self.forward is not None else None
         tunnel = Tunnel(client.transport, conn.transport, key=key, activity=client.node.activity,
-                        on_close=client.node.tunnels)
+                        on_close=client.node.tunnels, meter=client.node)
         conn.tunnel = tunnel
         if rest:
             tunnel.to_client(rest)

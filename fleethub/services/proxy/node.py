@@ -42,6 +42,10 @@ class Node:
     applied: int = 0  # the route bucket revision the served table holds (everything up to it applied)
     applied_changed: asyncio.Event = field(default_factory=asyncio.Event)  # set when `applied` moves
     applied_at: float = 0.0  # when (epoch seconds) the table reached `applied`
+    # counted on the hot path as plain integers, read by the metrics collector when scraped
+    requests: int = 0  # HTTP requests received from clients
+    bytes_in: int = 0  # bytes received from clients
+    bytes_out: int = 0  # bytes sent to clients (websocket frames included)
     _changed: asyncio.Event | None = None
 
     def set_applied(self, revision: int) -> None:

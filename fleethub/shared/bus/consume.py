@@ -30,6 +30,7 @@ from nats.js.errors import APIError
 
 from fleethub.shared.bus.connection import Connection
 from fleethub.shared.events import Envelope, Message, UnknownMessage, unwrap
+from fleethub.shared.logging import request_scope, sane_request_id
 from fleethub.shared.transient import transient
 
 log = logging.getLogger(__name__)
@@ -238,11 +239,15 @@ async def consume(conn: Connection, consumer: PullConsumer, handler: Handler, *,
                 log.warning("consumer %s fetch failed (%s); re-binding", durable, exc)
                 await _drop_pull(sub)
                 sub = None
+                if bound is not None:
+                    bound.clear()  # not bound until the next pull_subscribe succeeds (readiness)
                 continue
             except Exception as exc:  # lost pull request, reconnect, deleted consumer: re-bind
                 log.warning("consumer %s fetch failed (%s); re-binding", durable, exc)
                 await _drop_pull(sub)
                 sub = None
+                if bound is not None:
+                    bound.clear()  # not bound until the next pull_subscribe succeeds (readiness)
                 continue
             flowing = bool(msgs)
             for msg in msgs:
@@ -309,6 +314,13 @@ async def _decide(msg: Msg, consumer: PullConsumer, handler: Handler) -> Decisio
         envelope, message = _decode(msg, consumer.kind)
     except UnknownMessage as exc:
         return await _give_up(msg, consumer, _letter(msg, consumer, f"malformed: {exc}", None))
+    # the handler's logs, and what it publishes, carry the request id of the request that caused the message
+    with request_scope(sane_request_id(envelope.request_id)):
+        return await _decide_valid(msg, consumer, handler, envelope, message)
+
+
+async def _decide_valid(msg: Msg, consumer: PullConsumer, handler: Handler, envelope: Envelope,
+                        message: Message) -> Decision:
     if consumer.kind == "cmd" and len(msg.data) > COMMAND_MAX_BYTES:
         reason = f"malformed: a {envelope.type} command of {len(msg.data)} bytes (the limit is {COMMAND_MAX_BYTES})"
         return await _give_up(msg, consumer, _letter(msg, consumer, reason, message))
@@ -362,7 +374,8 @@ async def subscribe_events(conn: Connection, subject: str,
             envelope, message = unwrap(msg.data, "evt")
         except UnknownMessage:
             return
-        await callback(envelope, message)
+        with request_scope(sane_request_id(envelope.request_id)):
+            await callback(envelope, message)
 
     return await conn.nc.subscribe(subject, cb=on_msg)
 

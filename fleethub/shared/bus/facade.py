@@ -15,6 +15,7 @@ from nats.js.errors import NotFoundError
 
 from fleethub.shared.bus import applied as acks
 from fleethub.shared.bus import consume as consuming
+from fleethub.shared.bus import presence
 from fleethub.shared.bus import publish as publishing
 from fleethub.shared.bus import tail as tailing
 from fleethub.shared.bus.connection import Connection, Credentials
@@ -36,6 +37,7 @@ class Bus:
         credentials: the identity (its inbox prefix, and, with an nkey seed, what it declares or waits
             for: its row of `permissions.TABLE`), its nkey seed and TLS files; without a seed it declares
             everything (a server without authorization refuses nothing).
+        replicas: replicas of the streams and buckets it declares (`nats_replicas`).
 
     Attributes:
         routes: the route table (`RouteStore`).
@@ -45,10 +47,11 @@ class Bus:
         closed: set once the connection is closed for good.
     """
 
-    def __init__(self, servers: str, namespace: str, name: str, credentials: Credentials | None = None) -> None:
+    def __init__(self, servers: str, namespace: str, name: str, credentials: Credentials | None = None, *,
+                 replicas: int = 1) -> None:
         self.connection = Connection(servers, name, credentials)
         self.namespace = namespace
-        self.names = Names(namespace)
+        self.names = Names(namespace, replicas)
         identity, nkey = self.connection.credentials.identity, self.connection.credentials.nkey_file
         role = None
         # with credentials, the server lets an identity declare only what its grant says, so it waits for
@@ -62,6 +65,8 @@ class Bus:
         self.healthy = self.connection.healthy
         self.reconnected = self.connection.reconnected
         self.closed = self.connection.closed
+        # every durable consumer this connection runs, with an event set while it is bound (readiness)
+        self.consumers: dict[str, asyncio.Event] = {}
 
     @property
     def servers(self) -> list[str]:
@@ -167,7 +172,26 @@ class Bus:
                                 max_ack_pending=max_ack_pending)
         if dead_letter is not None:
             consumer = dataclasses.replace(consumer, dead_letter=dead_letter)
-        await consuming.consume(self.connection, consumer, handler, stop=stop, bound=bound)
+        bound = bound or asyncio.Event()
+        self.consumers[durable] = bound
+        try:
+            await consuming.consume(self.connection, consumer, handler, stop=stop, bound=bound)
+        finally:
+            bound.clear()
+
+    async def consumer_state(self, kind: str, durable: str) -> tuple[int, int, int]:
+        """The durable consumer's messages waiting, delivered but not settled, and redelivered (JetStream
+        consumer info: num_pending, num_ack_pending, num_redelivered).
+
+        Raises:
+            BusError: NATS did not answer.
+        """
+        from fleethub.shared.bus.kv import nats_errors
+
+        stream = self.names.cmd_stream if kind == "cmd" else self.names.evt_stream
+        with nats_errors(f"consumer info of {durable}"):
+            info = await self.js.consumer_info(stream, durable)
+        return int(info.num_pending or 0), int(info.num_ack_pending or 0), int(info.num_redelivered or 0)
 
     async def drop_durable(self, kind: str, durable: str) -> bool:
         """Delete the durable consumer `durable` of the `kind` ("cmd" or "evt") stream; False if there was none."""
@@ -205,6 +229,26 @@ class Bus:
         Returns the subscription (its `unsubscribe()` ends it).
         """
         return await consuming.serve(self.connection, subject, queue, answer)
+
+    async def answer_pings(self, info: presence.ReplicaInfo) -> Any:
+        """Answer `fleethub status`'s pings with `info` (see `presence`); returns the subscription."""
+        return await presence.answer_pings(self.connection, self.namespace, info)
+
+    async def gather_replicas(self, wait: float = 1.0) -> list[presence.ReplicaInfo]:
+        """The replicas that answer a status ping within `wait` seconds.
+
+        Raises:
+            BusError: NATS is away or refused the request.
+        """
+        return await presence.gather_replicas(self.connection, self.namespace, wait)
+
+    async def stream_depths(self) -> list[presence.StreamDepth]:
+        """The command and event streams' sizes and their durable consumers' backlogs.
+
+        Raises:
+            BusError: JetStream did not answer, or refused.
+        """
+        return await presence.stream_depths(self.connection, [self.names.cmd_stream, self.names.evt_stream])
 
     async def publish_applied(self, ack: acks.RoutesApplied) -> None:
         """A proxy node's acknowledgement of the route revision it serves (core, fire and forget)."""

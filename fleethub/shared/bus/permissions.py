@@ -1,5 +1,6 @@
 """Who may do what on the bus, as plain data: one identity per service, plus `events` (read-only, for
-external consumers of the events stream), each with the subjects it may publish and subscribe to.
+external consumers of the events stream) and `status` (read-only, for `fleethub status`), each with the
+subjects it may publish and subscribe to.
 
 Deny by default: nothing outside a grant is allowed, and no grant is `>`. The table is derived from
 what each service does (what it publishes, consumes, which buckets it reads and writes) and renders
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 from fleethub.shared.bus.applied import APPLIED_SUBJECT
 from fleethub.shared.bus.connection import inbox_prefix
+from fleethub.shared.bus.presence import PING_SUBJECT
 from fleethub.shared.bus.topology import Names
 from fleethub.shared.events import (
     AccessChanged,
@@ -40,7 +42,8 @@ from fleethub.shared.events import (
 
 SERVICES = ("auth", "api", "spawner", "proxy", "culler")
 EVENTS_IDENTITY = "events"
-IDENTITIES = (*SERVICES, EVENTS_IDENTITY)
+STATUS_IDENTITY = "status"
+IDENTITIES = (*SERVICES, EVENTS_IDENTITY, STATUS_IDENTITY)
 
 # the api's durable consumers on the events stream and the spawner's on the command stream: nobody
 # else may bind, change, pull from or delete them (the api's consumers table is checked against these)
@@ -125,13 +128,16 @@ class Grant:
 
 
 SHUTDOWN = _events(HubShutdown)
+# every service replica answers `fleethub status`'s ping (hence `responses` on every service)
+PING = (PING_SUBJECT,)
 
 TABLE: dict[str, Grant] = {
     "auth": Grant(
         does="publishes its login events; writes its own registry keys; re-creates the in-memory registry",
         publish=(*_events(UserLoggedIn, UserLoggedOut), *_stream_info("{EVT}"), "$KV.{REGISTRY}.auth.>",
                  *_declare("KV_{REGISTRY}", update=False)),
-        subscribe=SHUTDOWN,
+        subscribe=(*SHUTDOWN, *PING),
+        responses=True,
         declares=("registry",),
         needs=("evt",),
     ),
@@ -149,8 +155,9 @@ TABLE: dict[str, Grant] = {
         ),
         subscribe=(
             "{ns}.evt.server.>",
-            *_events(TokenRevoked, UserDeleted, UserUpdated, AccessChanged, GroupChanged, HubShutdown),
+            *_events(TokenRevoked, UserDeleted, UserUpdated, AccessChanged, GroupChanged, HubShutdown), *PING,
         ),
+        responses=True,
         declares=("cmd", "evt", "routes", "registry"),
         updates=True,
     ),
@@ -161,7 +168,7 @@ TABLE: dict[str, Grant] = {
                  *_stream_info("{EVT}"), *_durable("{CMD}", "*"),
                  f"$JS.API.CONSUMER.DELETE.{{CMD}}.{LEGACY_SPAWNER_DURABLE}", "$KV.{ROUTES}.>",
                  *_kv_read("{ROUTES}")),
-        subscribe=(RECONCILE_SUBJECT, APPLIED_SUBJECT, *SHUTDOWN),
+        subscribe=(RECONCILE_SUBJECT, APPLIED_SUBJECT, *SHUTDOWN, *PING),
         responses=True,
         needs=("cmd", "evt", "routes"),
     ),
@@ -170,13 +177,15 @@ TABLE: dict[str, Grant] = {
              "API writes `path.` routes only",
         publish=(*_events(ActivityReported), *_stream_info("{EVT}"), *_kv_read("{ROUTES}"),
                  *_kv_read("{REGISTRY}"), "$KV.{ROUTES}.path", "$KV.{ROUTES}.path.>", APPLIED_SUBJECT),
-        subscribe=(*_events(ActivityReported), *SHUTDOWN),
+        subscribe=(*_events(ActivityReported), *SHUTDOWN, *PING),
+        responses=True,
         needs=("evt", "routes", "registry"),
     ),
     "culler": Grant(
         does="sends stop commands; follows activity",
         publish=(*_events(StopServer), *_stream_info("{CMD}")),
-        subscribe=(*_events(ActivityReported), *SHUTDOWN),
+        subscribe=(*_events(ActivityReported), *SHUTDOWN, *PING),
+        responses=True,
         needs=("cmd",),
     ),
     EVENTS_IDENTITY: Grant(
@@ -193,6 +202,13 @@ TABLE: dict[str, Grant] = {
                 f"$JS.API.CONSUMER.CREATE.{{EVT}}.{d}", f"$JS.API.CONSUMER.CREATE.{{EVT}}.{d}.>",
                 f"$JS.API.CONSUMER.DURABLE.CREATE.{{EVT}}.{d}", f"$JS.API.CONSUMER.DELETE.{{EVT}}.{d}",
                 f"$JS.API.CONSUMER.MSG.NEXT.{{EVT}}.{d}", f"$JS.ACK.{{EVT}}.{d}.>")),
+    ),
+    STATUS_IDENTITY: Grant(
+        does="`fleethub status` (read-only): asks every replica who it is; reads the streams' and their "
+             "consumers' counts",
+        publish=(PING_SUBJECT, *_stream_info("{CMD}"), *_stream_info("{EVT}"), "$JS.API.CONSUMER.LIST.{CMD}",
+                 "$JS.API.CONSUMER.LIST.{EVT}"),
+        subscribe=(),
     ),
 }
 

@@ -43,9 +43,11 @@ class Role:
 
 @dataclass(frozen=True)
 class Names:
-    """Names of the streams, buckets and durable consumers of one namespace."""
+    """Names of the streams, buckets and durable consumers of one namespace, and how many replicas the
+    streams and buckets are declared with (more than 1 needs a JetStream cluster)."""
 
     namespace: str
+    replicas: int = 1
 
     @property
     def cmd_stream(self) -> str:
@@ -79,6 +81,7 @@ def streams(names: Names) -> tuple[StreamConfig, ...]:
             discard=DiscardPolicy.NEW,
             duplicate_window=DUPLICATE_WINDOW,
             allow_atomic=True,
+            num_replicas=names.replicas,
         ),
         StreamConfig(
             name=names.evt_stream,
@@ -88,6 +91,7 @@ def streams(names: Names) -> tuple[StreamConfig, ...]:
             max_age=EVENTS_MAX_AGE,
             duplicate_window=DUPLICATE_WINDOW,
             allow_atomic=True,
+            num_replicas=names.replicas,
         ),
     )
 
@@ -95,8 +99,9 @@ def streams(names: Names) -> tuple[StreamConfig, ...]:
 def buckets(names: Names) -> tuple[KeyValueConfig, ...]:
     """The KV buckets of a namespace: the route table (on file) and the registry (in memory, with a TTL)."""
     return (
-        KeyValueConfig(bucket=names.routes_bucket, history=1, storage=StorageType.FILE),
-        KeyValueConfig(bucket=names.registry_bucket, history=1, ttl=REGISTRY_TTL, storage=StorageType.MEMORY),
+        KeyValueConfig(bucket=names.routes_bucket, history=1, storage=StorageType.FILE, replicas=names.replicas),
+        KeyValueConfig(bucket=names.registry_bucket, history=1, ttl=REGISTRY_TTL, storage=StorageType.MEMORY,
+                       replicas=names.replicas),
     )
 
 

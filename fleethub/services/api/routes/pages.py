@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -43,6 +44,13 @@ def _pending_url(name: str, server_name: str = "") -> str:
     return f"/hub/spawn-pending/{url_escape(name)}" + (f"/{url_escape(server_name)}" if server_name else "")
 
 
+def _with_next(request: Request, url: str) -> str:
+    """`url` carrying the request's `next` (where the browser goes once the server is ready), if any: the
+    spawn-pending page checks it before it leads there."""
+    next_url = request.query_params.get("next", "")
+    return f"{url}?next={quote(next_url, safe='/')}" if next_url else url
+
+
 async def _may_start(request: Request, session: AsyncSession, ident: Identity, name: str,
                      server_name: str = "") -> None:
     allowed = (await load_requester(request, session, ident)).can("start:servers", name, server_name)
@@ -73,7 +81,7 @@ async def _form(request: Request, runtime: Runtime, session: AsyncSession, ident
     xsrf = form_xsrf(request, runtime, ident)
     page = templates(request).render(
         "spawn.html", nav=await nav_for(request, session, ident), owner=name, server_name=server_name,
-        action=quote_path(request.url.path),  # decoded once by the server: posted back to this same path
+        action=_with_next(request, quote_path(request.url.path)),  # decoded once by the server: posted back here
         xsrf=xsrf, profiles=offered(runtime.settings.spawner, chosen), error=error)
     return with_xsrf(request, runtime, HTMLResponse(page, status_code=status), xsrf)
 
@@ -95,9 +103,10 @@ async def spawn_form(request: Request, runtime: Runtime, session: DbSession, ide
     await _may_start(request, session, ident, name, server_name)
     state = _state(await one_server_view(session, await get_user(session, name), server_name))
     if state is HomeState.READY:
-        return RedirectResponse(checked_location(server_prefix(name, server_name)), status_code=302)
+        prefix = server_prefix(name, server_name)
+        return RedirectResponse(_ready_target(runtime, request.query_params.get("next", ""), prefix), status_code=302)
     if state is HomeState.PENDING:
-        return RedirectResponse(checked_location(_pending_url(name, server_name)), status_code=302)
+        return RedirectResponse(checked_location(_with_next(request, _pending_url(name, server_name))), status_code=302)
     return await _form(request, runtime, session, ident, name, server_name=server_name)
 
 
@@ -151,7 +160,7 @@ async def spawn(request: Request, runtime: Runtime, session: DbSession, ident: P
                                announcer=runtime.announcer, display_name=display_name)
         except BadRequest:
             pass  # already running or stopping: the pending page shows where it is
-    return RedirectResponse(checked_location(_pending_url(name, server_name)), status_code=302)
+    return RedirectResponse(checked_location(_with_next(request, _pending_url(name, server_name))), status_code=302)
 
 
 @router.post("/hub/stop")
@@ -185,9 +194,9 @@ class Retry:
     post: bool
 
 
-def _retry(runtime: Runtime, name: str, server_name: str) -> Retry:
+def _retry(request: Request, runtime: Runtime, name: str, server_name: str) -> Retry:
     url = f"/hub/spawn/{url_escape(name)}" + (f"/{url_escape(server_name)}" if server_name else "")
-    return Retry(url, post=not offers_options(runtime.settings.spawner))
+    return Retry(_with_next(request, url), post=not offers_options(runtime.settings.spawner))
 
 
 def _ready_target(runtime: Runtime, next_url: str, prefix: str) -> str:
@@ -222,6 +231,6 @@ async def spawn_pending(name: str, request: Request, runtime: Runtime, session: 
     html = templates(request).render(
         "spawn_pending.html", nav=await nav_for(request, session, ident), owner=name, server_name=server_name,
         state=page, message=message, percent=percent, steps=steps, progress_url=_progress_url(name, server_name),
-        next_url=_ready_target(runtime, next, prefix), retry=_retry(runtime, name, server_name), xsrf=xsrf)
+        next_url=_ready_target(runtime, next, prefix), retry=_retry(request, runtime, name, server_name), xsrf=xsrf)
     return with_xsrf(request, runtime, HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"}),
                      xsrf)

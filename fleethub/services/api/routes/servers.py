@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Annotated
 
@@ -44,6 +45,7 @@ from fleethub.shared.faults import fault
 from fleethub.shared.http import DbSession, read_json
 from fleethub.shared.lifecycle import DesiredState
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/hub/api")
 
 
@@ -130,6 +132,7 @@ async def _start(name: str, server_name: ServerName, request: Request, req: Curr
                                     announcer=runtime.announcer,
                                     display_name=display_name)
     if result.started:
+        log.info("start of %s/%s requested: spawn %s", name, server_name, result.spawn_id)
         fault("api.after_commit_before_publish")
     if not runtime.bus.healthy.is_set():
         # NATS away: the command waits in the outbox and goes out when it returns; the outcome cannot come
@@ -161,6 +164,7 @@ async def _stop(name: str, server_name: ServerName, request: Request, req: Curre
     fault("api.after_commit_before_publish")
     if spawn_id is None:
         return _plain(204)
+    log.info("stop of %s/%s requested: spawn %s", name, server_name, spawn_id)
     if not runtime.bus.healthy.is_set():  # as for a start: the stop waits in the outbox
         return _plain(202)
     seen = await waiters.wait(spawn_id, {Outcome.STOPPED, Outcome.FAILED}, runtime.settings.api.slow_stop_timeout)

@@ -3,7 +3,8 @@
 The page lists; its script (`static/token.js`) creates and revokes through the REST API with the
 `X-XSRFToken` header, as JupyterHub's page does. So the API's own rules (scopes, expiry limit) judge every
 request, and a new token reaches only the script's JSON answer: never a URL, a log line, a cached page or
-one a reload would post again.
+one a reload would post again. "Last use" is the token's `last_activity`, an OAuth client's the latest of its
+tokens' (as JupyterHub's page shows); the page writes this replica's pending token uses before it lists them.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from fleethub.services.api.access import load_requester
+from fleethub.services.api.activity import TokenUse
 from fleethub.services.api.browser import form_xsrf, login_redirect, with_xsrf
 from fleethub.services.api.deps import DbSession, PageUser, Runtime
 from fleethub.services.api.page_context import nav_for, templates
@@ -28,6 +30,9 @@ async def token_page(request: Request, runtime: Runtime, session: DbSession, ide
     nav = await nav_for(request, session, ident)
     req = await load_requester(request, session, ident)
     may_list = req.can("read:tokens", ident.name)
+    if may_list:  # the uses this replica noted but has not written yet (every 10 s): "last use" is the latest
+        token_use: TokenUse = request.state.token_use
+        await token_use.flush()
     lists = await token_lists(session, runtime.settings, await get_user(session, ident.name)) if may_list \
         else TokenLists([], [])
     await session.rollback()

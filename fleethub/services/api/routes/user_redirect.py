@@ -67,12 +67,25 @@ async def _back_to_server(request: Request, session: DbSession, target: str) -> 
     return RedirectResponse(checked_location(f"{target}?{urlencode(query)}"), status_code=302)
 
 
+# never carried on in `next` (an encoded query escapes the logs' scrubbing): our redirect count, and the
+# parameters that hold credentials (the names logging.py scrubs)
+_NOT_CARRIED = frozenset({"redirects", "token", "auth", "key", "code", "state", "_xsrf", "password", "client_secret"})
+
+
+def _asked(request: Request, target: str) -> str:
+    """Where the request was going: the server's path with its query, less `_NOT_CARRIED`."""
+    query = urlencode([(k, v) for k, v in request.query_params.multi_items() if k.lower() not in _NOT_CARRIED])
+    return f"{target}?{query}" if query else target
+
+
 async def _stopped(request: Request, runtime: Runtime, session: DbSession, ident: Identity, name: str, server: str,
                    target: str, path: str) -> Response:
     spawn_url = f"/hub/spawn/{url_escape(name)}" + (f"/{url_escape(server)}" if server else "")
     message = f"JupyterHub server no longer running at {target}. Restart the server at {spawn_url}"
     if _wants_json(request, path):
         return JSONResponse({"status": 424, "message": message}, status_code=424)
+    # "Start it" carries where the browser was going: after the spawn it lands there, not at the server's root
+    spawn_url += f"?next={quote(_asked(request, target), safe='/')}"
     nav = await nav_for(request, session, ident)
     await session.rollback()
     xsrf = form_xsrf(request, runtime, ident)
@@ -106,7 +119,7 @@ async def user_redirect(name: str, request: Request, runtime: Runtime, session: 
         return await _back_to_server(request, session, target)
     if active:
         spawn_pending = f"/hub/spawn-pending/{url_escape(name)}" + (f"/{url_escape(server)}" if server else "")
-        return RedirectResponse(f"{spawn_pending}?next={quote(target, safe='/')}", status_code=303)
+        return RedirectResponse(f"{spawn_pending}?next={quote(_asked(request, target), safe='/')}", status_code=303)
     return await _stopped(request, runtime, session, ident, name, server, target, inner)
 
 

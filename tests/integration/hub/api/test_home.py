@@ -205,17 +205,17 @@ async def test_not_running_page_starts_that_named_server(named: Hub) -> None:
     assert page.status_code == 424
     assert "Your server <strong class=\"server-name\">gpu</strong> is not running." in page.text
     assert "<code>/user/alice/gpu/lab</code>" in page.text and "Sign out" in page.text
-    assert 'action="/hub/spawn/alice/gpu"' in page.text
+    assert 'action="/hub/spawn/alice/gpu?next=/user/alice/gpu/lab"' in page.text  # where the browser was going
     xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text)
     assert xsrf
-    r = await c.post("/hub/spawn/alice/gpu", data={"_xsrf": xsrf.group(1)})  # its "Start it"
-    assert r.status_code == 302 and r.headers["location"] == "/hub/spawn-pending/alice/gpu"
+    r = await c.post("/hub/spawn/alice/gpu?next=/user/alice/gpu/lab", data={"_xsrf": xsrf.group(1)})  # "Start it"
+    assert r.status_code == 302 and r.headers["location"] == "/hub/spawn-pending/alice/gpu?next=/user/alice/gpu/lab"
     again = await hub.spawn_command()
     assert (again.server_name, again.user) == ("gpu", "alice") and again.spawn_id != cmd.spawn_id
     # the default server's page names it so; an admin sees whose it is
     page = await c.get("/hub/user/alice/lab", headers={"Accept": "text/html"})
     assert page.status_code == 424 and "Your default server is not running." in page.text
-    assert 'action="/hub/spawn/alice"' in page.text
+    assert 'action="/hub/spawn/alice?next=/user/alice/lab"' in page.text
     async with hub.new_client() as admin:
         await hub.login(admin, "admin")
         page = await admin.get("/hub/user/alice/lab", headers={"Accept": "text/html"})

@@ -98,8 +98,10 @@ async def test_urls_of_servers_without_a_route(hub: Hub) -> None:
     assert r.status_code == 302 and r.headers["location"] == "/hub/login?next=%2Fhub%2Fuser%2Falice%2Flab%3Fx%3D1"
     assert (await c.post("/hub/user/alice/lab")).status_code == 403
     await hub.login(c, "alice")
-    r = await c.get("/hub/user/alice/lab", headers={"Accept": "text/html"})
-    assert r.status_code == 424 and "Start it" in r.text and 'action="/hub/spawn/alice"' in r.text
+    # "Start it" carries where it was going, less the redirect count and any credential
+    r = await c.get("/hub/user/alice/lab?x=1&redirects=2&token=s3cret&_xsrf=s3cret", headers={"Accept": "text/html"})
+    assert r.status_code == 424 and "Start it" in r.text
+    assert 'action="/hub/spawn/alice?next=/user/alice/lab%3Fx%3D1"' in r.text and "s3cret" not in r.text
     for other in ("/hub/user/admin/lab", "/hub/user/nobody/lab"):  # others' servers are hidden
         assert (await c.get(other)).status_code == 404
     # pending: to the spawn-pending page; running (route not seen yet): back, counting redirects
