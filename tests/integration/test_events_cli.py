@@ -18,7 +18,7 @@ import pytest
 
 from fleethub.shared.bus import Bus
 from fleethub.shared.bus.natsconfig import seed_file
-from fleethub.shared.events import ServerReady, ServerStopped, SpawnServer, UserCreated
+from fleethub.shared.events import Envelope, ServerReady, ServerStopped, SpawnServer, UserCreated
 from fleethub.shared.net import free_port
 from tests.support.cluster import env_without_fleethub, wait_for
 from tests.support.securenats import SecureNats, secure_nats
@@ -83,7 +83,7 @@ async def test_events_print_as_json_lines_filtered_by_type_and_time(secure: Secu
     assert [e["type"] for e in _lines(every.stdout)] == ["user.created", "server.ready", "server.ready",
                                                          "server.stopped"]
     first = _lines(every.stdout)[0]
-    assert set(first) == {"id", "type", "version", "time", "data"} and first["data"]["name"] == "ann"
+    assert set(first) == set(Envelope.model_fields) and first["data"]["name"] == "ann"  # the documented envelope
     assert every.stderr == ""
 
     servers = _run(secure, *_nkey(secure), "--type", "server.*", "--type", "user.deleted")
