@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from fleethub.shared.bus.permissions import IDENTITIES
 from fleethub.shared.net import free_port
 from tests.support.cluster import FAKE_SERVER, env_without_fleethub
 
@@ -236,7 +237,7 @@ def _check_nats_is_locked(data_dir: Path) -> dict[str, bytes]:
     keys = data_dir / "nats-keys"
     assert keys.stat().st_mode & 0o777 == 0o700
     seeds = {p.name: p.read_bytes() for p in keys.glob("*.nk")}
-    assert set(seeds) == {f"{n}.nk" for n in ("auth", "api", "spawner", "proxy", "culler", "events")}
+    assert set(seeds) == {f"{n}.nk" for n in IDENTITIES}  # every service, events and status
     assert all((keys / name).stat().st_mode & 0o777 == 0o600 for name in seeds)
     conf = (keys / "authorization.conf").read_text()
     assert all(seed.strip().decode() not in conf for seed in seeds.values())  # public keys only
