@@ -1,5 +1,5 @@
 """The `fleethub` command: `up`, `run SERVICE`, `migrate`, `token USER`, `passwd USER`, `nats-config --out DIR`,
-`kube-secrets`, `status`."""
+`kube-secrets`, `status`, `events`."""
 
 from __future__ import annotations
 
@@ -168,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", type=float, default=1.0, help="seconds to wait for replicas to answer (default 1)")
     common(p)
     p.set_defaults(func=cmd_status)
+
+    from fleethub.eventscli import add_parser
+
+    common(add_parser(sub))
     return parser
 
 

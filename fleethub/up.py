@@ -226,7 +226,7 @@ def up(args: argparse.Namespace) -> int:
             # seeds are made once and kept (regenerated only when missing); the server is told only the
             # public keys, with each service's permissions, and refuses a client without credentials
             nkeys = data_dir / NATS_KEYS_DIR
-            auth_conf = write_config(nkeys, settings.nats_namespace)
+            auth_conf = write_config(nkeys, settings.nats_namespace, tuple(w.name for w in settings.webhooks))
             nats = stack.enter_context(EmbeddedNats(private_dir(data_dir / "nats"), config=auth_conf))
             updates["nats_url"] = nats.url
             own_pids.append(nats.proc.pid if nats.proc else 0)
@@ -266,6 +266,11 @@ def up(args: argparse.Namespace) -> int:
             print(f"log in as '{admin}' with the {settings.auth.authenticator} authenticator's password", flush=True)
         print(f"API token: fleethub token {admin} --data-dir {data_dir}", flush=True)
         url += settings.base_url
+        if nkeys is not None:  # the read-only account of outside event consumers (docs/events.md)
+            from fleethub.shared.bus.natsconfig import seed_file
+
+            print(f"events: fleethub events --follow --data-dir {data_dir} (read-only NATS account: nkey seed "
+                  f"{seed_file(nkeys, 'events')}, inbox prefix _INBOX_events)", flush=True)
         print(f"fleethub is running at {url}hub/ (ready in {time.monotonic() - started:.1f}s)", flush=True)
 
         restarts: dict[str, list[float]] = {name: [] for name in procs}
@@ -344,10 +349,13 @@ def nats_config(args: argparse.Namespace) -> int:
     `args.out`, for an operator's own NATS; seeds already there are kept."""
     from fleethub.shared.bus.natsconfig import SEED_SUFFIX, write_config
 
-    namespace = args.namespace or _load(args).nats_namespace
+    settings = _load(args)
+    namespace = args.namespace or settings.nats_namespace
     out = Path(args.out).resolve()
-    conf = write_config(out, namespace)
+    # the api may bind the durables of the configured webhooks: run this again when they change
+    conf = write_config(out, namespace, tuple(w.name for w in settings.webhooks))
     print(f"wrote {conf} (public keys and permissions: include it in the nats-server config)")
     print(f"seeds (secrets, 0600) in {out}: give each service only its own, e.g. "
           f"FLEETHUB_NATS_NKEY_FILE={out / ('api' + SEED_SUFFIX)} for the api")
+    print(f"outside event consumers (read-only, the events stream only): {out / ('events' + SEED_SUFFIX)}")
     return 0

@@ -33,6 +33,7 @@ from fleethub.shared.ops_settings import OpsSettings
 from fleethub.shared.page_settings import PageSettings
 from fleethub.shared.scopes import allowed_scope_problem
 from fleethub.shared.secret import _REVEAL_SECRETS, Secret, crypt_key_bytes
+from fleethub.shared.webhook_settings import Webhooks
 
 ENV_PREFIX = "FLEETHUB_"
 NESTED_DELIMITER = "__"
@@ -521,6 +522,7 @@ class ServiceSettings(BaseSettings):
     pages: PageSettings = Field(default_factory=PageSettings, description="[pages] section.")
     ops: OpsSettings = Field(default_factory=OpsSettings, description="[ops.<service>] operations listeners.")
     services: list[HubService] = Field(default_factory=list, description="[[services]] entries.")
+    webhooks: Webhooks = Field(default_factory=list, description="[[webhooks]] entries: events POSTed, signed.")
     roles: list[RoleSpec] = Field(default_factory=list, description="[[roles]] entries (JupyterHub's load_roles).")
     custom_scopes: dict[str, CustomScope] = Field(
         default_factory=dict, description="[custom_scopes] entries: scopes named custom:<name> that roles may grant."

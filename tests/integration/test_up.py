@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from fleethub.shared.bus.permissions import IDENTITIES
 from fleethub.shared.net import free_port
 from tests.support.cluster import FAKE_SERVER, env_without_fleethub
 
@@ -174,6 +175,7 @@ def test_up_runs_everything_and_keeps_state_across_restarts(data_root: Path) -> 
             while c.get("/user/alice/tree", follow_redirects=False).status_code != 302:
                 assert time.monotonic() < deadline, "alice's route still there"
                 time.sleep(0.05)
+        _check_events_account(data_dir, text)
         _check_no_violations(data_dir, lines)
     finally:
         assert stop_up(proc) == 0
@@ -235,11 +237,27 @@ def _check_nats_is_locked(data_dir: Path) -> dict[str, bytes]:
     keys = data_dir / "nats-keys"
     assert keys.stat().st_mode & 0o777 == 0o700
     seeds = {p.name: p.read_bytes() for p in keys.glob("*.nk")}
-    assert set(seeds) == {f"{n}.nk" for n in ("auth", "api", "spawner", "proxy", "culler", "events", "status")}
+    assert set(seeds) == {f"{n}.nk" for n in IDENTITIES}  # every service, events and status
     assert all((keys / name).stat().st_mode & 0o777 == 0o600 for name in seeds)
     conf = (keys / "authorization.conf").read_text()
     assert all(seed.strip().decode() not in conf for seed in seeds.values())  # public keys only
     return seeds
+
+
+def _check_events_account(data_dir: Path, text: str) -> None:
+    """`up` says where the read-only events account's seed is, and `fleethub events --data-dir` finds it and
+    the running hub's NATS by itself."""
+    seed = data_dir / "nats-keys" / "events.nk"
+    assert f"nkey seed {seed}" in text
+    out = subprocess.run(
+        [sys.executable, "-m", "fleethub", "events", "--data-dir", str(data_dir), "--type", "user.created",
+         "--type", "server.ready"],
+        env=env_without_fleethub(), capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    events = [json.loads(line) for line in out.stdout.splitlines()]
+    assert sorted(e["data"]["name"] for e in events if e["type"] == "user.created") == ["alice", "bob"]
+    assert sorted(e["data"]["user"] for e in events if e["type"] == "server.ready") == ["alice", "bob"]
 
 
 def _check_no_violations(data_dir: Path, lines: list[str]) -> None:

@@ -38,6 +38,7 @@ from fleethub.services.api.routes import (
 )
 from fleethub.services.api.users import reseal_auth_states
 from fleethub.services.api.waiters import Waiters
+from fleethub.services.api.webhooks import start_webhooks
 from fleethub.shared.authenticators import load_authenticator
 from fleethub.shared.baseurl import BasePrefix
 from fleethub.shared.crypt import AuthStateCrypt
@@ -89,6 +90,7 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
             # one core subscription per process resolves every waiting start/stop request
             await runtime.bus.subscribe_events(server_events_filter(settings.nats_namespace), waiters.on_event)
             await start_consumers(runtime)
+            await start_webhooks(runtime)
             cache = TokenCache()
             scope_cache = ScopeCache()
             # every replica forgets revoked tokens, deleted users and changed rights at once, not only

@@ -7,6 +7,7 @@ What a consumer does when a message can not be handled:
   message is TERMed at once;
 - the handler raised a transient error (`fleethub.shared.transient`: NATS or PostgreSQL away): NAK with an
   exponential backoff, without a bound (the dependency comes back; a command is never dropped for it);
+- the handler raised `GiveUp`: a dead letter is recorded and the message is TERMed at once;
 - the handler raised anything else (a poison message): NAK with backoff until the message was delivered
   `max_failures` times, then a dead letter is recorded and the message is TERMed; the queue goes on.
 A dead letter that can not be recorded (PostgreSQL away) leaves the message to be delivered again.
@@ -82,6 +83,11 @@ class Delivery:
 
 Handler = Callable[[Delivery], Awaitable[Decision]]
 
+
+class GiveUp(Exception):
+    """Raised by a handler that will never handle this message (a webhook past its retry limit): the
+    message becomes a dead letter (with this exception's text as the reason) and is TERMed."""
+
 FLOWING_WAIT = 0.05  # seconds a fetch lingers for more right after one that got messages
 PAYLOAD_KEPT = 16 * 1024  # bytes of a dead message's body a dead letter keeps (its size is recorded)
 # a command is a few hundred bytes plus its spawn's options; one this big is an attack or a bug (events
@@ -153,6 +159,8 @@ class PullConsumer:
         ack_wait: seconds before an unsettled message is delivered again.
         retry: NAK delays and the poison bound.
         dead_letter: records what the consumer gives up on (default: only logged).
+        max_ack_pending: messages delivered and not yet settled, at most (None: from `concurrency`);
+            1 delivers strictly in stream order, a message being retried holding back those after it.
     """
 
     durable: str
@@ -163,6 +171,7 @@ class PullConsumer:
     ack_wait: float = 30.0
     retry: Retry = Retry()
     dead_letter: DeadLetterSink = _log_only
+    max_ack_pending: int | None = None
 
     def config(self) -> ConsumerConfig:
         """The consumer's JetStream config."""
@@ -170,7 +179,7 @@ class PullConsumer:
             durable_name=self.durable,
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=self.ack_wait,
-            max_ack_pending=max(self.concurrency * 4, 256),
+            max_ack_pending=self.max_ack_pending or max(self.concurrency * 4, 256),
             deliver_policy=DeliverPolicy.ALL if self.kind == "cmd" else DeliverPolicy.NEW,
             filter_subject=self.filter_subject,
         )
@@ -320,6 +329,8 @@ async def _decide_valid(msg: Msg, consumer: PullConsumer, handler: Handler, enve
         return await handler(Delivery(envelope, message, num_delivered, msg))
     except asyncio.CancelledError:
         raise
+    except GiveUp as exc:
+        return await _give_up(msg, consumer, _letter(msg, consumer, f"given up: {exc}", message))
     except Exception as exc:
         retry = consumer.retry
         if transient(exc):

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 from nats.aio.client import Client as NatsClient
@@ -16,6 +17,7 @@ from fleethub.shared.bus import applied as acks
 from fleethub.shared.bus import consume as consuming
 from fleethub.shared.bus import presence
 from fleethub.shared.bus import publish as publishing
+from fleethub.shared.bus import tail as tailing
 from fleethub.shared.bus.connection import Connection, Credentials
 from fleethub.shared.bus.consume import DeadLetterSink, Handler, PullConsumer, Retry
 from fleethub.shared.bus.permissions import TABLE
@@ -153,6 +155,7 @@ class Bus:
         bound: asyncio.Event | None = None,
         dead_letter: DeadLetterSink | None = None,
         retry: Retry | None = None,
+        max_ack_pending: int | None = None,
     ) -> None:
         """Run a durable pull consumer until `stop` is set (or forever); `bound` is set once the durable
         exists on the server (with DeliverPolicy.NEW, what is published from then on is not missed).
@@ -161,10 +164,12 @@ class Bus:
         once); the handler's `Decision` acks, naks or terms it. A transient handler error naks with a
         growing delay (a command is never dropped for it); a malformed message, or one whose handler
         fails otherwise `retry.max_failures` times, is given to `dead_letter` and termed (see `consume`).
+        `max_ack_pending` 1 delivers in stream order (see `PullConsumer`).
         """
         stream = self.names.cmd_stream if kind == "cmd" else self.names.evt_stream
         consumer = PullConsumer(durable=durable, stream=stream, filter_subject=filter_subject, kind=kind,
-                                concurrency=concurrency, ack_wait=ack_wait, retry=retry or Retry())
+                                concurrency=concurrency, ack_wait=ack_wait, retry=retry or Retry(),
+                                max_ack_pending=max_ack_pending)
         if dead_letter is not None:
             consumer = dataclasses.replace(consumer, dead_letter=dead_letter)
         bound = bound or asyncio.Event()
@@ -195,6 +200,12 @@ class Bus:
             return bool(await self.js.delete_consumer(stream, durable))
         except NotFoundError:
             return False
+
+    def tail_events(self, *, since: datetime | None, follow: bool) -> AsyncIterator[bytes]:
+        """The raw bodies of the stored events from `since` (None: the first), in order; with `follow`, on and
+        on as they are published (see `tail.tail`)."""
+        return tailing.tail(self.connection, self.names.evt_stream, f"{self.namespace}.evt.>", since=since,
+                            follow=follow)
 
     async def subscribe_events(self, subject: str, callback: Callable[[Envelope, Message], Awaitable[None]]) -> Any:
         """A core (non-durable) subscription to events, for in-process waiters; at-most-once by design."""

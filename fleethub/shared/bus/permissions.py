@@ -56,6 +56,13 @@ LEGACY_SPAWNER_DURABLE = "spawner"
 def spawner_durable(backend: str) -> str:
     """The durable consumer of the commands of `backend` (shared by every worker serving it)."""
     return f"spawner-{backend_token(backend)}"
+
+
+def webhook_durable(name: str) -> str:
+    """The durable consumer on the events stream from which the api replicas deliver webhook `name`."""
+    return f"webhook-{name}"
+
+
 # the core request the api sends for `POST /hub/api/proxy`; a spawner worker answers it
 RECONCILE_SUBJECT = "{ns}.rpc.routes.reconcile"
 
@@ -227,15 +234,30 @@ def _fill(pattern: str, identity: str, names: Names | None) -> str:
     return pattern.format(inbox=inbox_prefix(identity), **values)
 
 
-def grants(identity: str, names: Names | None) -> Permissions:
-    """The permissions of `identity` in the namespace of `names` (None: with `<ns>` placeholders)."""
+def _webhook_grants(webhooks: tuple[str, ...]) -> tuple[str, ...]:
+    """Binding, pulling from and settling the durables of the configured webhooks (the api delivers them).
+
+    A durable name is one subject token, so no wildcard can grant "every `webhook-` durable" alone: the
+    names are listed, and the server's configuration is rendered again when the webhooks change."""
+    return tuple(s for w in webhooks for s in _durable("{EVT}", webhook_durable(w)))
+
+
+def grants(identity: str, names: Names | None, webhooks: tuple[str, ...] = ()) -> Permissions:
+    """The permissions of `identity` in the namespace of `names` (None: with `<ns>` placeholders), with
+    the durables of the webhooks named `webhooks`: the api's, and refused to the `events` identity."""
     g = TABLE[identity]
+    publish, deny = g.publish, g.deny_publish
+    if identity == "api":
+        publish = (*publish, *_webhook_grants(webhooks))
+    elif identity == EVENTS_IDENTITY:
+        deny = (*deny, *(s for s in _webhook_grants(webhooks) if "CONSUMER.INFO" not in s),
+                *(f"$JS.API.CONSUMER.DELETE.{{EVT}}.{webhook_durable(w)}" for w in webhooks))
 
     def fill(patterns: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(dict.fromkeys(_fill(p, identity, names) for p in patterns))
 
-    return Permissions(identity, fill(g.publish), (*fill(g.subscribe), f"{inbox_prefix(identity)}.>"),
-                       fill(g.deny_publish), g.responses)
+    return Permissions(identity, fill(publish), (*fill(g.subscribe), f"{inbox_prefix(identity)}.>"),
+                       fill(deny), g.responses)
 
 
 def _messages(identity: str) -> set[str]:
@@ -255,7 +277,7 @@ def markdown_table() -> str:
     """The permission table of docs/architecture.md (generated; a test keeps the doc current)."""
     lines = ["| identity | what it does | may publish to | may subscribe to |", "|---|---|---|---|"]
     for identity in IDENTITIES:
-        p = grants(identity, None)
+        p = grants(identity, None, ("<name>",))
         pub = ", ".join(f"`{s}`" for s in p.publish)
         if p.deny_publish:
             pub += "; **not** " + ", ".join(f"`{s}`" for s in p.deny_publish)
