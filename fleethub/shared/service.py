@@ -228,3 +228,31 @@ def serve_app(app: Any, sock: socket.socket, log_level: str) -> None:
         timeout_graceful_shutdown=5,
     )
     uvicorn.Server(config).run(sockets=[sock])
+
+
+async def serve_app_until(app: Any, sock: socket.socket, log_level: str, stop: asyncio.Event) -> None:
+    """Serve an ASGI app on an already-bound socket in the running loop until `stop` is set (a service hosted
+    beside others in one process: the host owns the signals, so uvicorn installs no handler of its own)."""
+    import uvicorn
+
+    class Hosted(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Any:
+            yield
+
+    config = uvicorn.Config(app, loop="none", http="httptools", log_config=None, log_level=log_level.lower(),
+                            access_log=False, proxy_headers=True, forwarded_allow_ips="127.0.0.1",
+                            timeout_graceful_shutdown=5)
+    server = Hosted(config)
+
+    async def on_stop() -> None:
+        await stop.wait()
+        server.should_exit = True
+
+    watcher = asyncio.create_task(on_stop())
+    try:
+        await server.serve(sockets=[sock])
+        if not server.started and not stop.is_set():  # the lifespan failed: the host must hear of it
+            raise RuntimeError("the app did not start (its lifespan failed; see the log above)")
+    finally:
+        watcher.cancel()
