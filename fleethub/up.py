@@ -315,6 +315,17 @@ def _host(settings: ServiceSettings, nkeys: Path | None, own_pids: list[int], re
     failed: list[str] = []
 
     async def main(stop: asyncio.Event) -> None:
+        from fleethub.shared.db.engine import make_engine
+        from fleethub.shared.service import HOSTED_ENGINE
+
+        engine = make_engine(settings.require_database_url())
+        HOSTED_ENGINE.set(engine)  # for the services' tasks, which copy this context: one pool for all
+        try:
+            await _host_services(stop)
+        finally:
+            await engine.dispose()
+
+    async def _host_services(stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         tasks: dict[asyncio.Task[Any], str] = {}
         for name in SERVICE_ORDER:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import gc
 import logging
 import os
@@ -30,6 +31,10 @@ if TYPE_CHECKING:  # imported where used: the proxy needs none of them, and star
     from fleethub.shared.outbox import OutboxRelay
 
 log = logging.getLogger(__name__)
+
+# Set by `fleethub up` for the services it hosts in its own process: they share this engine (one pool, where
+# each service's own would keep its own idle connections open, ~15 MB of PostgreSQL's memory each).
+HOSTED_ENGINE: contextvars.ContextVar[AsyncEngine | None] = contextvars.ContextVar("hosted_engine", default=None)
 
 
 def replica_id(service: str) -> str:
@@ -90,7 +95,8 @@ async def open_runtime(settings: ServiceSettings, service: str, *, pool_size: in
     from fleethub.shared.outbox import OutboxRelay
 
     replica = replica_id(service)
-    engine = make_engine(settings.require_database_url(), pool_size=pool_size)
+    hosted = HOSTED_ENGINE.get()
+    engine = hosted if hosted is not None else make_engine(settings.require_database_url(), pool_size=pool_size)
     bus: Bus | None = None
     runtime: Runtime | None = None
     try:
@@ -115,7 +121,8 @@ async def open_runtime(settings: ServiceSettings, service: str, *, pool_size: in
             await asyncio.gather(*runtime.tasks, return_exceptions=True)
         if bus is not None:
             await bus.close()
-        await engine.dispose()
+        if hosted is None:  # a borrowed engine is its host's to dispose of
+            await engine.dispose()
 
 
 async def exit_on_hub_shutdown(bus: Bus, namespace: str, *, proxy: bool = False) -> None:
@@ -240,19 +247,18 @@ async def serve_app_until(app: Any, sock: socket.socket, log_level: str, stop: a
         def capture_signals(self) -> Any:
             yield
 
+        async def main_loop(self) -> None:
+            # uvicorn's own wakes ten times a second to look for a signal; `stop` is awaited instead, and the
+            # tick (the Date header's second) comes once a second
+            while not await self.on_tick(0):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+                self.should_exit = self.should_exit or stop.is_set()
+
     config = uvicorn.Config(app, loop="none", http="httptools", log_config=None, log_level=log_level.lower(),
                             access_log=False, proxy_headers=True, forwarded_allow_ips="127.0.0.1",
                             timeout_graceful_shutdown=5)
     server = Hosted(config)
-
-    async def on_stop() -> None:
-        await stop.wait()
-        server.should_exit = True
-
-    watcher = asyncio.create_task(on_stop())
-    try:
-        await server.serve(sockets=[sock])
-        if not server.started and not stop.is_set():  # the lifespan failed: the host must hear of it
-            raise RuntimeError("the app did not start (its lifespan failed; see the log above)")
-    finally:
-        watcher.cancel()
+    await server.serve(sockets=[sock])
+    if not server.started and not stop.is_set():  # the lifespan failed: the host must hear of it
+        raise RuntimeError("the app did not start (its lifespan failed; see the log above)")
