@@ -13,6 +13,7 @@ import signal
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -197,6 +198,12 @@ def up(args: argparse.Namespace) -> int:
     data_dir = settings.data_dir.resolve()
     _private_data_dir(data_dir)
     become_subreaper()
+    hosted = not args.processes and settings.proxy.workers <= 1
+    # the services' code loads while the embedded servers start (initdb alone takes seconds); joined before
+    # this thread imports any of it, so that no two threads import one module at once
+    preload = threading.Thread(target=_preload, name="preload", daemon=True)
+    if hosted:
+        preload.start()
     stopping = False
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -230,6 +237,8 @@ def up(args: argparse.Namespace) -> int:
             settings = load_settings(
                 args.config, **updates, auth={**settings.auth.model_dump(), "admin_users": [admin]}
             )
+        if preload.is_alive():
+            preload.join()
         password = asyncio.run(_prepare_database(settings, admin))
         if password is not None:
             write_private(data_dir / ADMIN_PASSWORD_FILE, password + "\n")
@@ -238,7 +247,7 @@ def up(args: argparse.Namespace) -> int:
         stack.callback(lambda: (data_dir / RUNTIME_FILE).unlink(missing_ok=True))
 
         ready = _Ready(settings, admin, data_dir, started)
-        if args.processes or settings.proxy.workers > 1:
+        if not hosted:
             return _supervise(settings, nkeys, own_pids, stack, ready, lambda: stopping)
         # hosted: every service in this interpreter, one event loop (about a fifth of the memory of five
         # processes, and a faster start); the embedded servers are stopped by their context managers, after
@@ -268,6 +277,16 @@ class _Ready:
         print(f"API token: fleethub token {self.admin} --data-dir {self.data_dir}", flush=True)
         print(f"fleethub is running at {self.settings.hub_public_url}/hub/ "
               f"(ready in {time.monotonic() - self.started:.1f}s)", flush=True)
+
+
+def _preload() -> None:
+    """Import what the hosted services and the migration need (a failure surfaces later, where it is used)."""
+    import importlib
+
+    with contextlib.suppress(Exception):
+        importlib.import_module("fleethub.shared.db.migrate")
+        for name in SERVICE_ORDER:
+            importlib.import_module(f"fleethub.services.{name}.app")
 
 
 def _supervise(settings: ServiceSettings, nkeys: Path | None, own_pids: list[int], stack: contextlib.ExitStack,

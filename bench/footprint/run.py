@@ -9,7 +9,7 @@ children's included) over `--idle` seconds. The machine's load average is record
 shared, so a start time measured under load is understated for both.
 
     python bench/footprint/run.py [--rounds 3] [--settle 30] [--idle 60] [--out bench/footprint/results.md]
-        [--fleethub-args "--one-process"]
+        [--fleethub-args "--processes"] [--before /tmp/before-checkout]
 
 Goals (issue 18; reported, never asserted): fleethub ready no later than JupyterHub; idle RSS ≤ 1.5×
 JupyterHub + CHP; idle CPU < 1 % of a core.
@@ -29,6 +29,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -126,7 +127,8 @@ def start_jupyterhub(workdir: Path, chp: str) -> tuple[Proc, int]:
     return proc, proxy_port
 
 
-def start_fleethub(workdir: Path, extra_args: list[str]) -> tuple[Proc, int]:
+def start_fleethub(workdir: Path, extra_args: list[str], checkout: Path = ROOT) -> tuple[Proc, int]:
+    """`fleethub up` of `checkout` (run from there with this interpreter: its `fleethub` package comes first)."""
     workdir.mkdir(parents=True)
     proxy_port = free_port()
     config = workdir / "fleethub.toml"
@@ -134,7 +136,7 @@ def start_fleethub(workdir: Path, extra_args: list[str]) -> tuple[Proc, int]:
                                            service_token=secrets.token_hex(32), with_roles=True))
     proc = Proc("fleethub-up", [sys.executable, "-m", "fleethub", "up", "--config", str(config), "--data-dir",
                                 str(workdir / "data"), *extra_args], workdir / "fleethub-up.log",
-                env=hubs.fleethub_env(), cwd=ROOT).start()
+                env=hubs.fleethub_env(), cwd=checkout).start()
     return proc, proxy_port
 
 
@@ -165,81 +167,99 @@ def cpu_used(before: dict[int, tuple[str, int]], after: dict[int, tuple[str, int
     fig.cpu_share = total / CLK_TCK / seconds
 
 
-async def one_round(n: int, args: argparse.Namespace, chp: str, base: Path) -> tuple[Figures, Figures]:
-    jh, fh = Figures(), Figures()
+def start(key: str, n: int, args: argparse.Namespace, chp: str, base: Path) -> tuple[Proc, int]:
+    if key == "jh":
+        return start_jupyterhub(base / f"jh{n}", chp)
+    if key == "before":
+        return start_fleethub(base / f"before{n}", shlex.split(args.before_args), Path(args.before))
+    return start_fleethub(base / f"fh{n}", shlex.split(args.fleethub_args))
+
+
+async def one_round(n: int, args: argparse.Namespace, chp: str, base: Path) -> dict[str, Figures]:
+    keys = ["jh", "fh", *(["before"] if args.before else [])]
+    figs = {key: Figures() for key in keys}
     procs: list[Proc] = []
+    started: dict[str, Proc] = {}
     try:
-        # one at a time: the second start would otherwise compete for the same two cores
-        order = [("fh", fh), ("jh", jh)] if n % 2 == 0 else [("jh", jh), ("fh", fh)]
-        started: dict[str, Proc] = {}
-        for key, fig in order:
+        # one at a time (the next start would compete for the same cores), in an order turning each round
+        for key in keys[n % len(keys):] + keys[:n % len(keys)]:
+            fig = figs[key]
             fig.ready_load = load1()
-            if key == "jh":
-                proc, port = start_jupyterhub(base / f"jh{n}", chp)
-            else:
-                proc, port = start_fleethub(base / f"fh{n}", shlex.split(args.fleethub_args))
+            proc, port = start(key, n, args, chp, base)
             procs.append(proc)
             started[key] = proc
             fig.ready_s = await wait_ready(proc, port)
             say(f"  round {n + 1}: {key} ready in {fig.ready_s:.2f} s (load {fig.ready_load:.2f})")
         await asyncio.sleep(args.settle)
-        for key, fig in (("jh", jh), ("fh", fh)):
-            memory(started[key], fig)
-        before = {key: cpu_snapshot(started[key]) for key in started}
+        for key in keys:
+            memory(started[key], figs[key])
+        before = {key: cpu_snapshot(started[key]) for key in keys}
         t0 = time.perf_counter()
         await asyncio.sleep(args.idle)
         seconds = time.perf_counter() - t0
-        for key, fig in (("jh", jh), ("fh", fh)):
+        for key in keys:
+            fig = figs[key]
             cpu_used(before[key], cpu_snapshot(started[key]), seconds, fig)
             fig.idle_load = (fig.idle_load + load1()) / 2
-        for key, fig in (("jh", jh), ("fh", fh)):
             say(f"  round {n + 1}: {key} idle RSS {fig.rss / MB:.0f} MB, PSS {fig.pss / MB:.0f} MB, "
                 f"{fig.procs} processes, CPU {100 * fig.cpu_share:.2f} % of a core (load {fig.idle_load:.2f})")
     finally:
         for proc in procs:
             proc.stop(timeout=30)
-    return jh, fh
+    return figs
 
 
 def med(values: list[float]) -> float:
     return statistics.median(values) if values else 0.0
 
 
-def table(rounds: list[tuple[Figures, Figures]], args: argparse.Namespace) -> str:
-    lines = [f"`python bench/footprint/run.py --rounds {args.rounds} --settle {args.settle:g} --idle {args.idle:g}"
-             + (f" --fleethub-args {shlex.quote(args.fleethub_args)}" if args.fleethub_args else "") + "`, "
-             + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()) + f", {os.cpu_count()} cores, shared machine.", "",
-             "| round | figure | JupyterHub + CHP | fleethub up | fleethub / JupyterHub | goal | load avg (1 min) |",
-             "|---|---|---|---|---|---|---|"]
-    for i, (jh, fh) in enumerate(rounds, 1):
-        lines += [
-            f"| {i} | ready (s) | {jh.ready_s:.2f} | {fh.ready_s:.2f} | {fh.ready_s / jh.ready_s:.2f} | ≤ 1 | "
-            f"jh {jh.ready_load:.2f}, fh {fh.ready_load:.2f} |",
-            f"| {i} | idle RSS (MB) | {jh.rss / MB:.0f} | {fh.rss / MB:.0f} | {fh.rss / jh.rss:.2f} | ≤ 1.5 | "
-            f"{fh.idle_load:.2f} |",
-            f"| {i} | idle PSS (MB) | {jh.pss / MB:.0f} | {fh.pss / MB:.0f} | {fh.pss / jh.pss:.2f} | — | "
-            f"{fh.idle_load:.2f} |",
-            f"| {i} | idle CPU (% of a core) | {100 * jh.cpu_share:.2f} | {100 * fh.cpu_share:.2f} | — | fh < 1 | "
-            f"{fh.idle_load:.2f} |",
-        ]
-    jr, fr = med([j.ready_s for j, _ in rounds]), med([f.ready_s for _, f in rounds])
-    jm, fm = med([j.rss for j, _ in rounds]), med([f.rss for _, f in rounds])
-    jp, fp = med([j.pss for j, _ in rounds]), med([f.pss for _, f in rounds])
-    jc, fc = med([j.cpu_share for j, _ in rounds]), med([f.cpu_share for _, f in rounds])
-    lines += [
-        f"| median | ready (s) | {jr:.2f} | {fr:.2f} | {fr / jr:.2f} | ≤ 1: {'PASS' if fr <= jr else 'MISS'} | |",
-        f"| median | idle RSS (MB) | {jm / MB:.0f} | {fm / MB:.0f} | {fm / jm:.2f} | "
-        f"≤ 1.5: {'PASS' if fm <= 1.5 * jm else 'MISS'} | |",
-        f"| median | idle PSS (MB) | {jp / MB:.0f} | {fp / MB:.0f} | {fp / jp:.2f} | — | |",
-        f"| median | idle CPU (% of a core) | {100 * jc:.2f} | {100 * fc:.2f} | — | "
-        f"< 1: {'PASS' if fc < 0.01 else 'MISS'} | |",
-        "", "Idle memory and CPU by process (last round; RSS / PSS in MB, CPU in % of a core):", "",
-        "| hub | part | RSS | PSS | CPU |", "|---|---|---|---|---|",
-    ]
-    jh, fh = rounds[-1]
-    for label, fig in (("JupyterHub", jh), ("fleethub", fh)):
-        for part, (rss, pss, cpu) in sorted(fig.by_part.items(), key=lambda kv: -kv[1][0]):
-            lines.append(f"| {label} | {part} | {rss / MB:.0f} | {pss / MB:.0f} | {100 * cpu:.2f} |")
+LABELS = {"jh": "JupyterHub + CHP", "before": "fleethub up (before)", "fh": "fleethub up"}
+FIGURES = (  # label, value of a Figures, format, goal of fleethub / JupyterHub
+    ("ready (s)", lambda f: f.ready_s, "{:.2f}", ("≤ 1", lambda r: r <= 1)),
+    ("idle RSS (MB)", lambda f: f.rss / MB, "{:.0f}", ("≤ 1.5", lambda r: r <= 1.5)),
+    ("idle PSS (MB)", lambda f: f.pss / MB, "{:.0f}", None),
+    ("idle CPU (% of a core)", lambda f: 100 * f.cpu_share, "{:.2f}", None),
+)
+
+
+def table(rounds: list[dict[str, Figures]], args: argparse.Namespace) -> str:
+    keys = [k for k in ("jh", "before", "fh") if k in rounds[0]]
+    others = [k for k in keys if k != "jh"]
+    command = f"`python bench/footprint/run.py --rounds {args.rounds} --settle {args.settle:g} --idle {args.idle:g}"
+    if args.fleethub_args:
+        command += f" --fleethub-args {shlex.quote(args.fleethub_args)}"
+    if args.before:
+        command += f" --before {args.before}" + (f" --before-args {shlex.quote(args.before_args)}"
+                                                 if args.before_args else "")
+    lines = [command + "`, " + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+             + f", {os.cpu_count()} cores, a machine shared with other work (load average with each figure).", "",
+             "| round | figure | " + " | ".join(LABELS[k] for k in keys) + " | "
+             + " | ".join(f"{LABELS[k]} / JupyterHub" for k in others) + " | goal | load avg (1 min) |",
+             "|---|---|" + "---|" * (len(keys) + len(others)) + "---|---|"]
+
+    def row(label: str, values: dict[str, float], fmt: str, goal: tuple[str, Any] | None, load: str) -> str:
+        ratios = [f"{values[k] / values['jh']:.2f}" if values["jh"] else "—" for k in others]
+        if goal is not None:
+            verdict = f"{goal[0]}: {'PASS' if values['jh'] and goal[1](values['fh'] / values['jh']) else 'MISS'}"
+        elif "CPU" in label:
+            verdict = f"fleethub < 1 %: {'PASS' if values['fh'] < 1 else 'MISS'}"
+        else:
+            verdict = "—"
+        return " | ".join([*(fmt.format(values[k]) for k in keys), *ratios, verdict, load])
+
+    for i, figs in enumerate(rounds, 1):
+        for label, value, fmt, goal in FIGURES:
+            load = (", ".join(f"{k} {figs[k].ready_load:.2f}" for k in keys) if label.startswith("ready")
+                    else f"{figs['fh'].idle_load:.2f}")
+            lines.append(f"| {i} | {label} | " + row(label, {k: value(figs[k]) for k in keys}, fmt, goal, load) + " |")
+    for label, value, fmt, goal in FIGURES:
+        medians = {k: med([value(figs[k]) for figs in rounds]) for k in keys}
+        lines.append(f"| median | {label} | " + row(label, medians, fmt, goal, "") + " |")
+    lines += ["", "Idle memory and CPU by process (last round; RSS / PSS in MB, CPU in % of a core):", "",
+              "| hub | part | RSS | PSS | CPU |", "|---|---|---|---|---|"]
+    for key in keys:
+        for part, (rss, pss, cpu) in sorted(rounds[-1][key].by_part.items(), key=lambda kv: -kv[1][0]):
+            lines.append(f"| {LABELS[key]} | {part} | {rss / MB:.0f} | {pss / MB:.0f} | {100 * cpu:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -266,6 +286,10 @@ def parse() -> argparse.Namespace:
     p.add_argument("--settle", type=float, default=30.0, help="seconds of idle before RSS is read")
     p.add_argument("--idle", type=float, default=60.0, help="seconds over which idle CPU is measured")
     p.add_argument("--fleethub-args", default="", help="extra arguments of `fleethub up`")
+    p.add_argument("--before", default=None,
+                   help="a checkout of an earlier fleethub (e.g. `git worktree add --detach /tmp/before main`) whose "
+                        "`fleethub up` is measured in the same run, with this interpreter")
+    p.add_argument("--before-args", default="", help="extra arguments of the earlier checkout's `fleethub up`")
     p.add_argument("--out", default=None, help="write the table (markdown) here")
     p.add_argument("--keep", action="store_true", help="keep the hubs' work directories")
     args = p.parse_args()
