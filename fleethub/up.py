@@ -339,9 +339,12 @@ def _host(settings: ServiceSettings, nkeys: Path | None, own_pids: list[int], re
 
         engine = make_engine(settings.require_database_url())
         HOSTED_ENGINE.set(engine)  # for the services' tasks, which copy this context: one pool for all
+        trim = asyncio.get_running_loop().create_task(_trim_pool(engine))
         try:
             await _host_services(stop)
         finally:
+            trim.cancel()
+            await asyncio.gather(trim, return_exceptions=True)
             await engine.dispose()
 
     async def _host_services(stop: asyncio.Event) -> None:
@@ -378,6 +381,23 @@ def _host(settings: ServiceSettings, nkeys: Path | None, own_pids: list[int], re
 
     run_async(main)
     return 1 if failed else 0
+
+
+POOL_TRIM_EVERY = 60.0  # seconds between looks at the hosted services' pool
+POOL_IDLE_KEEP = 2  # idle connections kept; more are closed (PostgreSQL holds ~15 MB for each)
+
+
+async def _trim_pool(engine: Any) -> None:
+    """Close the idle connections of the shared pool when it holds more than an idle hub needs.
+
+    A pool never shrinks by itself: the connections the services' start opened at once (or a burst of
+    requests) would stay open for good. `dispose` closes the idle ones and starts a new pool; connections in
+    use finish their work and are closed when returned.
+    """
+    while True:
+        await asyncio.sleep(POOL_TRIM_EVERY)
+        if engine.pool.checkedin() > POOL_IDLE_KEEP:
+            await engine.dispose()
 
 
 class _Stopping(Exception):
