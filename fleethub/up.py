@@ -335,10 +335,10 @@ def _host(settings: ServiceSettings, nkeys: Path | None, own_pids: list[int], re
 
     async def main(stop: asyncio.Event) -> None:
         from fleethub.shared.db.engine import make_engine
-        from fleethub.shared.service import HOSTED_ENGINE
+        from fleethub.shared.service import HOSTING, Hosting
 
         engine = make_engine(settings.require_database_url())
-        HOSTED_ENGINE.set(engine)  # for the services' tasks, which copy this context: one pool for all
+        HOSTING.set(Hosting(engine))  # for the services' tasks, which copy this context: one pool for all
         trim = asyncio.get_running_loop().create_task(_trim_pool(engine))
         try:
             await _host_services(stop)

@@ -71,7 +71,7 @@ class OutboxRelay:
     """Publishes the committed outbox rows of service `origin`: at once after any commit in this process that
     enqueued (and on `kick()`), and by a poll for rows written elsewhere."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], bus: Bus, poll_interval: float = 15.0, *,
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], bus: Bus, poll_interval: float = 0.25, *,
                  origin: str, also: tuple[str, ...] = ()) -> None:
         self._sessions = sessions
         self._bus = bus

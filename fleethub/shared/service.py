@@ -32,9 +32,25 @@ if TYPE_CHECKING:  # imported where used: the proxy needs none of them, and star
 
 log = logging.getLogger(__name__)
 
-# Set by `fleethub up` for the services it hosts in its own process: they share this engine (one pool, where
-# each service's own would keep its own idle connections open, ~15 MB of PostgreSQL's memory each).
-HOSTED_ENGINE: contextvars.ContextVar[AsyncEngine | None] = contextvars.ContextVar("hosted_engine", default=None)
+
+
+@dataclass(frozen=True)
+class Hosting:
+    """What `fleethub up` gives the services it hosts in its own process (`HOSTING`).
+
+    Attributes:
+        engine: shared by them all: one pool, where each service's own would keep its own idle connections
+            open (~15 MB of PostgreSQL's memory each).
+        relay_poll: seconds between the outbox relays' polls. A commit wakes the relays of its process, and
+            no other process writes the hub's outbox (but a CLI command), so they poll rarely; services in
+            processes of their own poll every 0.25 s for the rows of a replica that died before relaying.
+    """
+
+    engine: AsyncEngine
+    relay_poll: float = 15.0
+
+
+HOSTING: contextvars.ContextVar[Hosting | None] = contextvars.ContextVar("hosting", default=None)
 
 
 def replica_id(service: str) -> str:
@@ -95,8 +111,8 @@ async def open_runtime(settings: ServiceSettings, service: str, *, pool_size: in
     from fleethub.shared.outbox import OutboxRelay
 
     replica = replica_id(service)
-    hosted = HOSTED_ENGINE.get()
-    engine = hosted if hosted is not None else make_engine(settings.require_database_url(), pool_size=pool_size)
+    hosted = HOSTING.get()
+    engine = hosted.engine if hosted else make_engine(settings.require_database_url(), pool_size=pool_size)
     bus: Bus | None = None
     runtime: Runtime | None = None
     try:
@@ -107,7 +123,8 @@ async def open_runtime(settings: ServiceSettings, service: str, *, pool_size: in
         await bus.connect()
         await bus.ensure_topology()
         sessions = make_sessionmaker(engine)
-        relay = OutboxRelay(sessions, bus, origin=service, also=relays_for(service))
+        relay = OutboxRelay(sessions, bus, origin=service, also=relays_for(service),
+                            **({"poll_interval": hosted.relay_poll} if hosted else {}))
         runtime = Runtime(settings, replica, engine, sessions, bus, key, relay,
                           read_sessions=make_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT")))
         runtime.spawn(relay.run(), "outbox-relay")
