@@ -383,7 +383,7 @@ def _host(settings: ServiceSettings, nkeys: Path | None, own_pids: list[int], re
     return 1 if failed else 0
 
 
-POOL_TRIM_EVERY = 60.0  # seconds between looks at the hosted services' pool
+POOL_TRIM_EVERY = 20.0  # seconds between looks at the hosted services' pool
 POOL_IDLE_KEEP = 2  # idle connections kept; more are closed (PostgreSQL holds ~15 MB for each)
 
 
@@ -392,11 +392,11 @@ async def _trim_pool(engine: Any) -> None:
 
     A pool never shrinks by itself: the connections the services' start opened at once (or a burst of
     requests) would stay open for good. `dispose` closes the idle ones and starts a new pool; connections in
-    use finish their work and are closed when returned.
+    use finish their work and are closed when returned. Only when none is in use: a busy hub keeps its pool.
     """
     while True:
         await asyncio.sleep(POOL_TRIM_EVERY)
-        if engine.pool.checkedin() > POOL_IDLE_KEEP:
+        if engine.pool.checkedout() == 0 and engine.pool.checkedin() > POOL_IDLE_KEEP:
             await engine.dispose()
 
 
