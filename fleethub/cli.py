@@ -120,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("up", help="run everything on this machine (embedded NATS and PostgreSQL by default)")
     common(p)
+    p.add_argument("--processes", action="store_true",
+                   help="run each service in a process of its own, supervised (default: all in this process)")
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("run", help="run one service")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import gc
 import logging
 import os
@@ -33,6 +34,26 @@ if TYPE_CHECKING:  # imported where used: the proxy needs none of them, and star
     from fleethub.shared.outbox import OutboxRelay
 
 log = logging.getLogger(__name__)
+
+
+
+@dataclass(frozen=True)
+class Hosting:
+    """What `fleethub up` gives the services it hosts in its own process (`HOSTING`).
+
+    Attributes:
+        engine: shared by them all: one pool, where each service's own would keep its own idle connections
+            open (~15 MB of PostgreSQL's memory each).
+        relay_poll: seconds between the outbox relays' polls. A commit wakes the relays of its process, and
+            no other process writes the hub's outbox (but a CLI command), so they poll rarely; services in
+            processes of their own poll every 0.25 s for the rows of a replica that died before relaying.
+    """
+
+    engine: AsyncEngine
+    relay_poll: float = 15.0
+
+
+HOSTING: contextvars.ContextVar[Hosting | None] = contextvars.ContextVar("hosting", default=None)
 
 
 def replica_id(service: str) -> str:
@@ -99,7 +120,8 @@ async def open_runtime(settings: ServiceSettings, service: str, *, pool_size: in
 
     replica = replica_id(service)
     bind_service(service, replica)  # this task and those it starts (consumers, relay, loops) log as this replica
-    engine = make_engine(settings.require_database_url(), pool_size=pool_size)
+    hosted = HOSTING.get()
+    engine = hosted.engine if hosted else make_engine(settings.require_database_url(), pool_size=pool_size)
     bus: Bus | None = None
     runtime: Runtime | None = None
     try:
@@ -112,7 +134,8 @@ async def open_runtime(settings: ServiceSettings, service: str, *, pool_size: in
         await bus.answer_pings(replica_info(service, replica))  # `fleethub status` lists this replica
         await bus.ensure_topology()
         sessions = make_sessionmaker(engine)
-        relay = OutboxRelay(sessions, bus, origin=service, also=relays_for(service))
+        relay = OutboxRelay(sessions, bus, origin=service, also=relays_for(service),
+                            **({"poll_interval": hosted.relay_poll} if hosted else {}))
         readiness = Readiness(bus.consumers)
         readiness.add("database", lambda: database_ok(engine))
         readiness.add("bus", _connected(bus))
@@ -133,7 +156,8 @@ async def open_runtime(settings: ServiceSettings, service: str, *, pool_size: in
             await asyncio.gather(*runtime.tasks, return_exceptions=True)
         if bus is not None:
             await bus.close()
-        await engine.dispose()
+        if hosted is None:  # a borrowed engine is its host's to dispose of
+            await engine.dispose()
 
 
 def _connected(bus: Bus) -> Callable[[], Awaitable[bool]]:
@@ -253,3 +277,30 @@ def serve_app(app: Any, sock: socket.socket, log_level: str) -> None:
         timeout_graceful_shutdown=5,
     )
     uvicorn.Server(config).run(sockets=[sock])
+
+
+async def serve_app_until(app: Any, sock: socket.socket, log_level: str, stop: asyncio.Event) -> None:
+    """Serve an ASGI app on an already-bound socket in the running loop until `stop` is set (a service hosted
+    beside others in one process: the host owns the signals, so uvicorn installs no handler of its own)."""
+    import uvicorn
+
+    class Hosted(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Any:
+            yield
+
+        async def main_loop(self) -> None:
+            # uvicorn's own wakes ten times a second to look for a signal; `stop` is awaited instead, and the
+            # tick (the Date header's second) comes once a second
+            while not await self.on_tick(0):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+                self.should_exit = self.should_exit or stop.is_set()
+
+    config = uvicorn.Config(app, loop="none", http="httptools", log_config=None, log_level=log_level.lower(),
+                            access_log=False, proxy_headers=True, forwarded_allow_ips="127.0.0.1",
+                            timeout_graceful_shutdown=5)
+    server = Hosted(config)
+    await server.serve(sockets=[sock])
+    if not server.started and not stop.is_set():  # the lifespan failed: the host must hear of it
+        raise RuntimeError("the app did not start (its lifespan failed; see the log above)")

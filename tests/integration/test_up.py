@@ -28,8 +28,8 @@ from tests.support.cluster import FAKE_SERVER, env_without_fleethub
 pytestmark = pytest.mark.integration
 
 
-def start_up(data_dir: Path, port: int, config: Path | None = None,
-             umask: int = -1) -> tuple[subprocess.Popen[str], float, list[str]]:
+def start_up(data_dir: Path, port: int, config: Path | None = None, umask: int = -1,
+             args: tuple[str, ...] = ()) -> tuple[subprocess.Popen[str], float, list[str]]:
     env = env_without_fleethub()
     env.update(
         FLEETHUB_PROXY__PORT=str(port),
@@ -39,7 +39,7 @@ def start_up(data_dir: Path, port: int, config: Path | None = None,
     t0 = time.monotonic()
     proc = subprocess.Popen(
         [sys.executable, "-m", "fleethub", "up", "--data-dir", str(data_dir),
-         *(["--config", str(config)] if config is not None else [])],
+         *(["--config", str(config)] if config is not None else []), *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

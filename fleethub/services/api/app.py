@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -62,7 +63,7 @@ from fleethub.shared.registry import announce
 from fleethub.shared.request_ids import RequestIds
 from fleethub.shared.request_metrics import RequestTimer
 from fleethub.shared.service import advertise_url as advertise_url_of
-from fleethub.shared.service import bind_socket, open_runtime, serve_app, settle_heap
+from fleethub.shared.service import bind_socket, open_runtime, serve_app, serve_app_until, settle_heap
 from fleethub.shared.settings import ServiceSettings
 from fleethub.shared.templating import Templates
 
@@ -166,3 +167,10 @@ def run(settings: ServiceSettings) -> None:
     sock = bind_socket(settings.api.host, settings.api.port)
     app = create_app(settings, advertise_url_of(settings.api, sock))
     serve_app(with_fast_reads(app, settings.base_url), sock, settings.log_level)
+
+
+async def serve(settings: ServiceSettings, stop: asyncio.Event) -> None:
+    """Serve the api app in the running loop until `stop` is set (hosted beside other services by `fleethub up`)."""
+    sock = bind_socket(settings.api.host, settings.api.port)
+    app = with_fast_reads(create_app(settings, advertise_url_of(settings.api, sock)), settings.base_url)
+    await serve_app_until(app, sock, settings.log_level, stop)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -22,7 +23,7 @@ from fleethub.shared.registry import announce
 from fleethub.shared.request_ids import RequestIds
 from fleethub.shared.request_metrics import RequestTimer
 from fleethub.shared.service import advertise_url as advertise_url_of
-from fleethub.shared.service import bind_socket, open_runtime, serve_app, settle_heap
+from fleethub.shared.service import bind_socket, open_runtime, serve_app, serve_app_until, settle_heap
 from fleethub.shared.settings import ServiceSettings
 from fleethub.shared.templating import Templates
 
@@ -70,3 +71,9 @@ def run(settings: ServiceSettings) -> None:
     """Serve the auth app until SIGINT/SIGTERM."""
     sock = bind_socket(settings.auth.host, settings.auth.port)
     serve_app(create_app(settings, advertise_url_of(settings.auth, sock)), sock, settings.log_level)
+
+
+async def serve(settings: ServiceSettings, stop: asyncio.Event) -> None:
+    """Serve the auth app in the running loop until `stop` is set (hosted beside other services by `fleethub up`)."""
+    sock = bind_socket(settings.auth.host, settings.auth.port)
+    await serve_app_until(create_app(settings, advertise_url_of(settings.auth, sock)), sock, settings.log_level, stop)

@@ -272,3 +272,9 @@ def run(settings: ServiceSettings) -> None:
         supervise(settings)
     else:
         run_async(lambda stop: main(settings, stop))
+
+
+async def serve(settings: ServiceSettings, stop: asyncio.Event) -> None:
+    """One proxy node in the running loop until `stop` is set (hosted beside other services by `fleethub up`;
+    `proxy.workers` > 1 needs processes of their own: `fleethub up --processes`)."""
+    await main(settings, stop)

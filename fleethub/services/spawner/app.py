@@ -87,3 +87,6 @@ def command_queues(runtime: Runtime, served: list[str]) -> Refresher:
 def run(settings: ServiceSettings) -> None:
     """Run one spawner worker until SIGINT/SIGTERM."""
     run_async(lambda stop: main(settings, stop))
+
+
+serve = main  # hosted beside other services in one process by `fleethub up`: the same body, the host's loop

@@ -16,6 +16,7 @@
 - `facade`: `Bus`, what a service holds, delegating to the above.
 """
 
+import fleethub.shared.bus._lean  # noqa: F401  (first: nats without aiohttp)
 from fleethub.shared.bus.applied import RoutesApplied
 from fleethub.shared.bus.connection import Connection, Credentials, bus_unavailable, inbox_prefix
 from fleethub.shared.bus.consume import (
