@@ -181,7 +181,8 @@ async def test_not_running_page_under_the_prefix(hub: Hub) -> None:
         page = await browser.get(f"{HUB}/user/alice/lab", headers={"Accept": "text/html"})
         assert page.status_code == 424, page.text
         # "Start it" keeps where the browser was going, under the prefix (the page's `next`)
-        assert 'action="/jhub/hub/spawn/alice?next=/jhub/user/alice/lab"' in page.text and "<code>/jhub/user/alice/lab</code>" in page.text
+        assert 'action="/jhub/hub/spawn/alice?next=/jhub/user/alice/lab"' in page.text
+        assert "<code>/jhub/user/alice/lab</code>" in page.text
 
 
 async def test_scripts_take_their_urls_from_the_page(hub: Hub) -> None:
