@@ -1,5 +1,5 @@
 """The `fleethub` command: `up`, `run SERVICE`, `migrate`, `token USER`, `passwd USER`, `nats-config --out DIR`,
-`kube-secrets`."""
+`kube-secrets`, `status`, `events`."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     from fleethub.shared.logging import setup_logging
 
-    setup_logging(settings.log_level, args.service)
+    setup_logging(settings.log_level, args.service, settings.log_format)
     if args.service != "proxy":  # the proxy needs no database
         asyncio.run(_check_schema(settings))
     module = importlib.import_module(f"fleethub.services.{args.service}.app")
@@ -102,6 +102,12 @@ def cmd_kube_secrets(args: argparse.Namespace) -> int:
 
     return kube_secrets(args, _settings(args))
 
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print a deployment's services, replicas, queues, dead letters and servers."""
+    from fleethub.status import status
+
+    return status(args)
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `fleethub` command."""
@@ -114,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("up", help="run everything on this machine (embedded NATS and PostgreSQL by default)")
     common(p)
+    p.add_argument("--processes", action="store_true",
+                   help="run each service in a process of its own, supervised (default: all in this process)")
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("run", help="run one service")
@@ -155,6 +163,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nats-namespace", default=None, help="the hub's NATS namespace (default: from the configuration)")
     common(p)
     p.set_defaults(func=cmd_kube_secrets)
+
+    p = sub.add_parser("status", help="print a deployment's services and replicas, queue depths, dead letters and "
+                                     "running servers (exit 1 if NATS or PostgreSQL cannot be reached)")
+    p.add_argument("--json", action="store_true", help="one JSON document instead of tables")
+    p.add_argument("--wait", type=float, default=1.0, help="seconds to wait for replicas to answer (default 1)")
+    common(p)
+    p.set_defaults(func=cmd_status)
+
+    from fleethub.eventscli import add_parser
+
+    common(add_parser(sub))
     return parser
 
 

@@ -48,7 +48,8 @@ def manifests(settings: ServiceSettings, *, namespace: str) -> list[dict[str, An
     objects = [_secret(seed_secret_name(identity), namespace, {"seed": seeds[identity].decode()})
                for identity in IDENTITIES]
     objects.append(_object("ConfigMap", AUTHORIZATION_CONFIGMAP, namespace,
-                           data={AUTH_FILE: authorization_block(keys, settings.nats_namespace)}))
+                           data={AUTH_FILE: authorization_block(keys, settings.nats_namespace,
+                                                                 tuple(w.name for w in settings.webhooks))}))
     objects.append(_secret("fleethub-hub", namespace, {"secret-key": secrets.token_urlsafe(48)}))
     objects.append(_secret("fleethub-admin", namespace, {"password": generate_password(settings.auth.password)}))
     objects.append(_secret("fleethub-database", namespace, {"url": settings.database_url.get_secret_value()}))

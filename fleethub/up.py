@@ -13,9 +13,11 @@ import signal
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -104,7 +106,7 @@ async def _prepare_database(settings: ServiceSettings, admin: str) -> str | None
         await engine.dispose()
 
 
-READY_PATHS = ("/hub/api/", "/hub/login")  # served by the api and by auth
+READY_PATHS = ("hub/api/", "hub/login")  # served by the api and by auth, under the base_url
 
 
 def _local_probe(settings: ServiceSettings, path: str) -> tuple[urllib.request.Request, ssl.SSLContext | None]:
@@ -130,13 +132,21 @@ def _local_probe(settings: ServiceSettings, path: str) -> tuple[urllib.request.R
     return request, ctx
 
 
-def _wait_http(request: urllib.request.Request, ctx: ssl.SSLContext | None, timeout: float,
-               procs: dict[str, subprocess.Popen[bytes]]) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def _exited(procs: dict[str, subprocess.Popen[bytes]]) -> Callable[[], None]:
+    def check() -> None:
         for name, proc in procs.items():
             if proc.poll() is not None:
                 raise ConfigError(f"service {name} exited with code {proc.returncode} during start; see its log above")
+
+    return check
+
+
+def _wait_http(request: urllib.request.Request, ctx: ssl.SSLContext | None, timeout: float,
+               check: Callable[[], None]) -> None:
+    """Poll `request` until it answers 200; `check` raises if a service ended meanwhile."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        check()
         try:
             with urllib.request.urlopen(request, timeout=1, context=ctx) as resp:  # our own local listener
                 if resp.status == 200:
@@ -149,12 +159,44 @@ def _wait_http(request: urllib.request.Request, ctx: ssl.SSLContext | None, time
     raise ConfigError(f"fleethub did not answer at {request.full_url} within {timeout:.0f}s")
 
 
-def _start_service(name: str, settings: ServiceSettings, nkeys: Path | None) -> subprocess.Popen[bytes]:
-    if nkeys is not None:  # each child gets its own seed file only
-        from fleethub.shared.bus.natsconfig import seed_file
+def _service_settings(name: str, settings: ServiceSettings, nkeys: Path | None) -> ServiceSettings:
+    """`settings` as service `name` runs with them: with its own NATS seed file only."""
+    if nkeys is None:
+        return settings
+    from fleethub.shared.bus.natsconfig import seed_file
 
-        settings = settings.model_copy(update={"nats_nkey_file": seed_file(nkeys, name)})
-    return subprocess.Popen([sys.executable, "-m", "fleethub", "run", name], env=child_env(settings))
+    return settings.model_copy(update={"nats_nkey_file": seed_file(nkeys, name)})
+
+
+def _start_service(name: str, settings: ServiceSettings, nkeys: Path | None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "fleethub", "run", name],
+                            env=child_env(_service_settings(name, settings, nkeys)))
+
+
+def with_ops_listeners(settings: ServiceSettings) -> ServiceSettings:
+    """`settings` with every service's operations listener on (`/metrics`, `/health/*`): a configured port
+    is kept, an unset or 0 one becomes a free port below the ephemeral range (the api's and auth's own
+    listeners bind port 0 meanwhile), fixed for the life of `fleethub up` (a restarted service comes back
+    on it, and runtime.json can say where each one is)."""
+    from fleethub.shared.net import reserved_free_port
+
+    ops = settings.ops.model_copy(deep=True)
+    for name in SERVICE_ORDER:
+        listen = ops.of(name)
+        if not listen.port:
+            listen.port = reserved_free_port(listen.host)
+    return settings.model_copy(update={"ops": ops})
+
+
+def ops_urls(settings: ServiceSettings) -> dict[str, str]:
+    """Each service's operations listener, as runtime.json records it (a proxy of several workers: the first
+    worker's; worker i listens on port + i)."""
+    urls = {}
+    for name in SERVICE_ORDER:
+        listen = settings.ops.of(name)
+        host = f"[{listen.host}]" if ":" in listen.host else listen.host
+        urls[name] = f"http://{host}:{listen.port}"
+    return urls
 
 
 def _stop_all(procs: dict[str, subprocess.Popen[bytes]]) -> None:
@@ -171,16 +213,23 @@ def _stop_all(procs: dict[str, subprocess.Popen[bytes]]) -> None:
 
 
 def up(args: argparse.Namespace) -> int:
-    """Run embedded NATS/PostgreSQL (unless configured), migrate, and supervise every service."""
+    """Run embedded NATS/PostgreSQL (unless configured), migrate, and run every service: all in this process
+    (the default), or each in its own supervised process (`--processes`, and with `proxy.workers` > 1)."""
     from fleethub.shared.embedded import EmbeddedNats, EmbeddedPostgres
     from fleethub.shared.private import write_private
-    from fleethub.shared.procs import become_subreaper, end_processes, orphaned_children, reap_orphans
+    from fleethub.shared.procs import become_subreaper, end_processes, orphaned_children
 
     started = time.monotonic()
     settings = _load(args)
     data_dir = settings.data_dir.resolve()
     _private_data_dir(data_dir)
     become_subreaper()
+    hosted = not args.processes and settings.proxy.workers <= 1
+    # the services' code loads while the embedded servers start (initdb alone takes seconds); joined before
+    # this thread imports any of it, so that no two threads import one module at once
+    preload = threading.Thread(target=_preload, name="preload", daemon=True)
+    if hosted:
+        preload.start()
     stopping = False
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -200,7 +249,7 @@ def up(args: argparse.Namespace) -> int:
             # seeds are made once and kept (regenerated only when missing); the server is told only the
             # public keys, with each service's permissions, and refuses a client without credentials
             nkeys = data_dir / NATS_KEYS_DIR
-            auth_conf = write_config(nkeys, settings.nats_namespace)
+            auth_conf = write_config(nkeys, settings.nats_namespace, tuple(w.name for w in settings.webhooks))
             nats = stack.enter_context(EmbeddedNats(private_dir(data_dir / "nats"), config=auth_conf))
             updates["nats_url"] = nats.url
             own_pids.append(nats.proc.pid if nats.proc else 0)
@@ -214,50 +263,200 @@ def up(args: argparse.Namespace) -> int:
             settings = load_settings(
                 args.config, **updates, auth={**settings.auth.model_dump(), "admin_users": [admin]}
             )
+        settings = with_ops_listeners(settings)
+        if preload.is_alive():
+            preload.join()
         password = asyncio.run(_prepare_database(settings, admin))
         if password is not None:
             write_private(data_dir / ADMIN_PASSWORD_FILE, password + "\n")
-        runtime = {"pid": os.getpid(), "database_url": settings.require_database_url(), "nats_url": settings.nats_url}
+        runtime = {"pid": os.getpid(), "database_url": settings.require_database_url(), "nats_url": settings.nats_url,
+                   "ops": ops_urls(settings)}
         write_private(data_dir / RUNTIME_FILE, json.dumps(runtime))
         stack.callback(lambda: (data_dir / RUNTIME_FILE).unlink(missing_ok=True))
 
-        procs: dict[str, subprocess.Popen[bytes]] = {}
-        # the embedded servers are stopped by their own context managers, after this
-        stack.callback(lambda: end_processes(orphaned_children({*own_pids, *(p.pid for p in procs.values())})))
-        stack.callback(lambda: _stop_all(procs))
-        for name in SERVICE_ORDER:
-            procs[name] = _start_service(name, settings, nkeys)
-        url = settings.hub_public_url
-        for path in READY_PATHS:  # the api and auth both registered and routed: the hub answers as a whole
-            probe, ctx = _local_probe(settings, path)
-            _wait_http(probe, ctx, 60, procs)
-        if settings.auth.authenticator == "password":
-            # the password itself stays in its 0600 file: a log is read by more people, and kept longer
-            print(f"log in as '{admin}' with the password in {data_dir / ADMIN_PASSWORD_FILE}", flush=True)
-        else:
-            print(f"log in as '{admin}' with the {settings.auth.authenticator} authenticator's password", flush=True)
-        print(f"API token: fleethub token {admin} --data-dir {data_dir}", flush=True)
-        print(f"fleethub is running at {url}/hub/ (ready in {time.monotonic() - started:.1f}s)", flush=True)
+        ready = _Ready(settings, admin, data_dir, started, nkeys)
+        if not hosted:
+            return _supervise(settings, nkeys, own_pids, stack, ready, lambda: stopping)
+        # hosted: every service in this interpreter, one event loop (about a fifth of the memory of five
+        # processes, and a faster start); the embedded servers are stopped by their context managers, after
+        stack.callback(lambda: end_processes(orphaned_children(set(own_pids))))
+        return _host(settings, nkeys, own_pids, ready)
 
-        restarts: dict[str, list[float]] = {name: [] for name in procs}
-        while not stopping:
-            time.sleep(0.5)
-            reap_orphans({*own_pids, *(p.pid for p in procs.values())})
-            for name, proc in list(procs.items()):
-                if proc.poll() is None or stopping:
-                    continue
-                if proc.returncode == 0:  # a service only exits 0 when asked to: POST /hub/api/shutdown
-                    print(f"service {name} stopped for a hub shutdown; stopping the others", flush=True)
-                    stopping = True
-                    break
-                recent = [t for t in restarts[name] if time.monotonic() - t < 60]
-                restarts[name] = [*recent, time.monotonic()]
-                delay = min(2 ** len(recent) * 0.5, 10)
-                print(f"service {name} exited with {proc.returncode}; restarting in {delay:.1f}s", file=sys.stderr)
-                time.sleep(delay)
-                procs[name] = _start_service(name, settings, nkeys)
-        print("fleethub is stopping", flush=True)
+
+@dataclass
+class _Ready:
+    """What `up` says once the hub answers."""
+
+    settings: ServiceSettings
+    admin: str
+    data_dir: Path
+    started: float
+    nkeys: Path | None
+
+    def wait(self, check: Callable[[], None]) -> None:
+        for path in READY_PATHS:  # the api and auth both registered and routed: the hub answers as a whole
+            probe, ctx = _local_probe(self.settings, self.settings.base_url + path)
+            _wait_http(probe, ctx, 60, check)
+        if self.settings.auth.authenticator == "password":
+            # the password itself stays in its 0600 file: a log is read by more people, and kept longer
+            print(f"log in as '{self.admin}' with the password in {self.data_dir / ADMIN_PASSWORD_FILE}", flush=True)
+        else:
+            print(f"log in as '{self.admin}' with the {self.settings.auth.authenticator} authenticator's password",
+                  flush=True)
+        print(f"API token: fleethub token {self.admin} --data-dir {self.data_dir}", flush=True)
+        if self.nkeys is not None:  # the read-only account of outside event consumers (docs/events.md)
+            from fleethub.shared.bus.natsconfig import seed_file
+
+            print(f"events: fleethub events --follow --data-dir {self.data_dir} (read-only NATS account: nkey seed "
+                  f"{seed_file(self.nkeys, 'events')}, inbox prefix _INBOX_events)", flush=True)
+        print(f"fleethub is running at {self.settings.hub_public_url}{self.settings.base_url}hub/ "
+              f"(ready in {time.monotonic() - self.started:.1f}s)", flush=True)
+
+
+def _preload() -> None:
+    """Import what the hosted services and the migration need (a failure surfaces later, where it is used)."""
+    import importlib
+
+    with contextlib.suppress(Exception):
+        importlib.import_module("fleethub.shared.db.migrate")
+        for name in SERVICE_ORDER:
+            importlib.import_module(f"fleethub.services.{name}.app")
+
+
+def _supervise(settings: ServiceSettings, nkeys: Path | None, own_pids: list[int], stack: contextlib.ExitStack,
+               ready: _Ready, stopping: Callable[[], bool]) -> int:
+    """One process per service (`fleethub up --processes`), restarted with backoff when it dies."""
+    from fleethub.shared.procs import end_processes, orphaned_children, reap_orphans
+
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    # the embedded servers are stopped by their own context managers, after this
+    stack.callback(lambda: end_processes(orphaned_children({*own_pids, *(p.pid for p in procs.values())})))
+    stack.callback(lambda: _stop_all(procs))
+    for name in SERVICE_ORDER:
+        procs[name] = _start_service(name, settings, nkeys)
+    ready.wait(_exited(procs))
+    restarts: dict[str, list[float]] = {name: [] for name in procs}
+    while not stopping():
+        time.sleep(0.5)
+        reap_orphans({*own_pids, *(p.pid for p in procs.values())})
+        for name, proc in list(procs.items()):
+            if proc.poll() is None or stopping():
+                continue
+            if proc.returncode == 0:  # a service only exits 0 when asked to: POST /hub/api/shutdown
+                print(f"service {name} stopped for a hub shutdown; stopping the others", flush=True)
+                print("fleethub is stopping", flush=True)
+                return 0
+            recent = [t for t in restarts[name] if time.monotonic() - t < 60]
+            restarts[name] = [*recent, time.monotonic()]
+            delay = min(2 ** len(recent) * 0.5, 10)
+            print(f"service {name} exited with {proc.returncode}; restarting in {delay:.1f}s", file=sys.stderr)
+            time.sleep(delay)
+            procs[name] = _start_service(name, settings, nkeys)
+    print("fleethub is stopping", flush=True)
     return 0
+
+
+def _host(settings: ServiceSettings, nkeys: Path | None, own_pids: list[int], ready: _Ready) -> int:
+    """Every service in this process, on one uvloop, until SIGTERM/SIGINT, a hub shutdown (which signals this
+    process), or a service that ends on its own (then the others stop too, and `up` exits 1)."""
+    import importlib
+
+    from fleethub.shared.logging import setup_logging
+    from fleethub.shared.service import run_async
+
+    setup_logging(settings.log_level, "up")
+    failed: list[str] = []
+
+    async def main(stop: asyncio.Event) -> None:
+        from fleethub.shared.db.engine import make_engine
+        from fleethub.shared.service import HOSTING, Hosting
+
+        engine = make_engine(settings.require_database_url())
+        HOSTING.set(Hosting(engine))  # for the services' tasks, which copy this context: one pool for all
+        trim = asyncio.get_running_loop().create_task(_trim_pool(engine))
+        try:
+            await _host_services(stop)
+        finally:
+            trim.cancel()
+            await asyncio.gather(trim, return_exceptions=True)
+            await engine.dispose()
+
+    async def _host_services(stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        tasks: dict[asyncio.Task[Any], str] = {}
+        for name in SERVICE_ORDER:
+            serve = importlib.import_module(f"fleethub.services.{name}.app").serve
+            tasks[loop.create_task(serve(_service_settings(name, settings, nkeys), stop), name=name)] = name
+
+        def check() -> None:
+            if stop.is_set():
+                raise _Stopping
+            for task, name in tasks.items():
+                if task.done():
+                    raise ConfigError(f"service {name} ended during start; see its log above")
+
+        reaper = loop.create_task(_reap_unwaited(set(own_pids)))
+        stopper: asyncio.Task[Any] = loop.create_task(stop.wait())
+        try:
+            with contextlib.suppress(_Stopping):
+                await asyncio.to_thread(ready.wait, check)
+            done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+            for task in done - {stopper}:
+                failed.append(tasks[task])
+                exc = None if task.cancelled() else task.exception()
+                print(f"service {tasks[task]} ended ({exc!r}); stopping the others", file=sys.stderr, flush=True)
+        finally:
+            print("fleethub is stopping", flush=True)
+            stop.set()
+            await asyncio.wait(tasks, timeout=15)
+            for task in (*tasks, reaper, stopper):
+                task.cancel()
+            await asyncio.gather(*tasks, reaper, stopper, return_exceptions=True)
+
+    run_async(main)
+    return 1 if failed else 0
+
+
+POOL_TRIM_EVERY = 20.0  # seconds between looks at the hosted services' pool
+POOL_IDLE_KEEP = 2  # idle connections kept; more are closed (PostgreSQL holds ~15 MB for each)
+
+
+async def _trim_pool(engine: Any) -> None:
+    """Close the idle connections of the shared pool when it holds more than an idle hub needs.
+
+    A pool never shrinks by itself: the connections the services' start opened at once (or a burst of
+    requests) would stay open for good. `dispose` closes the idle ones and starts a new pool; connections in
+    use finish their work and are closed when returned. Only when none is in use: a busy hub keeps its pool.
+    """
+    while True:
+        await asyncio.sleep(POOL_TRIM_EVERY)
+        if engine.pool.checkedout() == 0 and engine.pool.checkedin() > POOL_IDLE_KEEP:
+            await engine.dispose()
+
+
+class _Stopping(Exception):
+    """Asked to stop while waiting for the hub to answer."""
+
+
+async def _reap_unwaited(keep: set[int]) -> None:
+    """Reap zombie children nobody waits for (orphans re-parented to this subreaper), leaving those the event
+    loop watches (the spawner's user servers are this process's children too): a zombie is reaped only when
+    it was one at the previous pass, 2 s earlier, by which time the loop would have reaped its own."""
+    from fleethub.shared.procs import reap_orphans, zombie_children
+
+    seen: set[int] = set()
+    while True:
+        await asyncio.sleep(2)
+        try:  # a look without reaping (WNOWAIT) is one system call; the /proc scan only when a child is a zombie
+            peek = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)  # noqa: ASYNC222 (WNOHANG)
+        except ChildProcessError:
+            peek = None
+        if peek is None:
+            seen = set()
+            continue
+        now = zombie_children(keep)
+        reap_orphans(keep | (now - seen))
+        seen = now
 
 
 async def _mint_token(database_url: str, user: str, note: str) -> str:
@@ -315,10 +514,13 @@ def nats_config(args: argparse.Namespace) -> int:
     `args.out`, for an operator's own NATS; seeds already there are kept."""
     from fleethub.shared.bus.natsconfig import SEED_SUFFIX, write_config
 
-    namespace = args.namespace or _load(args).nats_namespace
+    settings = _load(args)
+    namespace = args.namespace or settings.nats_namespace
     out = Path(args.out).resolve()
-    conf = write_config(out, namespace)
+    # the api may bind the durables of the configured webhooks: run this again when they change
+    conf = write_config(out, namespace, tuple(w.name for w in settings.webhooks))
     print(f"wrote {conf} (public keys and permissions: include it in the nats-server config)")
     print(f"seeds (secrets, 0600) in {out}: give each service only its own, e.g. "
           f"FLEETHUB_NATS_NKEY_FILE={out / ('api' + SEED_SUFFIX)} for the api")
+    print(f"outside event consumers (read-only, the events stream only): {out / ('events' + SEED_SUFFIX)}")
     return 0

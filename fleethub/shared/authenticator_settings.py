@@ -26,7 +26,7 @@ class OAuthSettings(_Section):
     client_id: str = Field("", description="The hub's client id at the provider.")
     client_secret: Secret | None = Field(None, description="The hub's client secret at the provider.")
     oauth_callback_url: str = Field(
-        "", description="Where the provider sends the browser back; default <public_url>/hub/oauth_callback.")
+        "", description="Where the provider sends the browser back; default <public_url><base_url>hub/oauth_callback.")
     issuer: str = Field(
         "", description="OpenID Connect issuer: the endpoints, JWKS and ID-token checks come from "
                         "<issuer>/.well-known/openid-configuration (then authorize_url etc. may be left empty).")

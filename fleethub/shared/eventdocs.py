@@ -41,7 +41,8 @@ Names in subjects and keys are encoded reversibly (`fleethub/shared/names.py`): 
 other UTF-8 byte becomes `_XX` (upper-case hex), and the empty server name (the default server) is `_`.
 
 Every message is JSON in an envelope (`id` — also the `Nats-Msg-Id` header —, `type`, `version`,
-`time`, `data`). Messages the outbox relay published together as one atomic batch (nats-server 2.12
+`time`, `data`, and `request_id`: the `X-Request-Id` of the HTTP request that caused it, carried from the
+request to its command and on to the events the command causes, or null). Messages the outbox relay published together as one atomic batch (nats-server 2.12
 and later) also carry `Nats-Batch-Id`, `Nats-Batch-Sequence` and, on the last, `Nats-Batch-Commit`;
 consumers need not look at them.
 
@@ -50,6 +51,90 @@ consumers need not look at them.
 | kind | type | subject | version | schema | meaning |
 |---|---|---|---|---|---|
 """
+
+
+_CONSUMERS = """
+## Consuming events from outside the hub
+
+Three ways, from the most to the least NATS: your own durable consumer as the read-only `events` account,
+`fleethub events` for a terminal or a script, and webhooks for services that only speak HTTP.
+
+### The read-only `events` account
+
+`fleethub up` writes its nkey seed to `<data_dir>/nats-keys/events.nk` (0600) and prints where it is; for your
+own NATS, `fleethub nats-config --out DIR` writes `DIR/events.nk` with the other seeds. Connect with that seed
+and the inbox prefix `_INBOX_events` (the only inbox it may read). It may create, read, pull from, ack and
+delete consumers of its own on `<NS>_EVENTS`; the server refuses it everything else: publishing a command or
+an event, reading the route table or the registry, changing or deleting the stream, and touching the api's
+and the webhooks' durables. A durable pull consumer that acks each event, with nats-py
+(`examples/events_consumer.py`, run by a test against an auth-enabled NATS):
+
+```python
+PYTHON_EXAMPLE
+```
+
+Delivery is at least once: an event whose ack was lost comes again with the same `id`; drop repeats by it.
+The stream keeps events for 7 days; a consumer away longer misses the oldest.
+
+### `fleethub events`
+
+```
+fleethub events [--follow] [--since TIME] [--type PATTERN ...] [--nkey-file FILE] [--data-dir DIR]
+```
+
+Prints stored events as JSON lines (the envelope below, one per line) in stream order, from the first (or
+`--since`: an ISO time, UTC unless it names an offset, or a duration ago such as `30s`, `10m`, `1h30m`,
+`2d`); `--type` takes event types or patterns (`server.*`), repeatable; `--follow` keeps printing new
+events until Ctrl-C. It reads as the `events` account: the seed of a `fleethub up` on `--data-dir` (or
+`--nkey-file`), and that hub's NATS (or `FLEETHUB_NATS_URL`). A bad `--since` or `--type`, a missing seed
+file and an unreachable NATS are errors naming the problem (exit status 2).
+
+### Webhooks
+
+Each `[[webhooks]]` entry has the api POST the events of the types it names, as they happen:
+
+```toml
+[[webhooks]]
+name = "audit"                       # its durable consumer is webhook-audit
+url = "https://audit.example.org/fleethub"   # http:// or https:// only
+events = ["server.*", "user.created"]        # patterns; default ["*"]
+secret = "at least 16 characters"            # key of the signature
+timeout = 10          # seconds per POST
+max_attempts = 25     # deliveries of one event before it is a dead letter
+max_age = 86400       # seconds after publication an event is still retried
+backoff_first = 1     # seconds before the first retry, doubled each retry ...
+backoff_cap = 300     # ... up to this
+```
+
+The body is the event's envelope (JSON, as below). Headers: `Content-Type: application/json`,
+`Fleethub-Event-Id` (the envelope's `id`: drop a delivery you already handled), `Fleethub-Event-Type`, and
+`Fleethub-Signature: t=<unix seconds>,v1=<hex>`, where `<hex>` is the HMAC-SHA256, keyed with the secret,
+of `<t>.` followed by the raw body. Check it before parsing the body, and refuse an old `t` (a replay):
+
+```python
+import hashlib, hmac, time
+
+def verified(secret: str, header: str, body: bytes, tolerance: float = 300) -> bool:
+    parts = dict(p.split("=", 1) for p in header.split(",") if "=" in p)
+    t = int(parts.get("t", "0"))
+    expected = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    return abs(time.time() - t) <= tolerance and hmac.compare_digest(parts.get("v1", ""), expected)
+```
+
+(`fleethub.shared.webhook_signature.verify` does the same.) Any 2xx answer acknowledges the event; anything
+else — another status, a redirect (not followed), a timeout, a refused connection — is retried after
+`backoff_first`, doubling up to `backoff_cap`, until the event was tried `max_attempts` times or is older
+than `max_age`: then it is recorded as a dead letter (PostgreSQL's `dead_letters`, consumer `webhook-<name>`)
+and the next event goes. Events come in stream order, one at a time per webhook: an event being retried
+holds back those after it, so a receiver sees each server's events in the order they happened. The
+webhook's durable consumer keeps its place while the receiver (or the hub) is down, so nothing is lost
+within the stream's 7 days; however many api replicas run, each event is delivered once (at least once
+across a crash of the replica delivering it). A new webhook gets the events published from its first start
+on. With the bus permissions (`fleethub up`, `fleethub nats-config`), the api may bind only the durables of
+configured webhooks: after adding one, run `fleethub nats-config` again for your own NATS (`fleethub up`
+does it itself).
+"""
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "events_consumer.py"
 
 
 def render() -> dict[str, str]:
@@ -73,6 +158,7 @@ def render() -> dict[str, str]:
     body = _INTRO + "\n".join(rows) + "\n\n## KV values\n\n| value | schema | meaning |\n|---|---|---|\n"
     body += "\n".join(kv_rows) + "\n\n## Envelope\n\n"
     body += "".join(f"- `{name}`: {_field_doc(Envelope, name)}\n" for name in Envelope.model_fields)
+    body += _CONSUMERS.replace("PYTHON_EXAMPLE", EXAMPLE.read_text().strip())
     files["events.md"] = body
     return files
 

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from fleethub.shared.logging import current_request_id
 from fleethub.shared.names import encode_token, server_key
 
 
@@ -264,6 +265,9 @@ class Envelope(BaseModel):
     version: int = Field(description="Schema version of `data`.")
     time: datetime = Field(description="When the message was created (UTC).")
     data: dict[str, Any] = Field(description="The message payload.")
+    request_id: str | None = Field(
+        None, description="The id of the HTTP request that caused the message (its `X-Request-Id`), carried from "
+                          "the request to its command and on to the events the command causes; null: none.")
 
 
 COMMANDS: tuple[type[ServerCommand], ...] = (SpawnServer, StopServer)
@@ -320,13 +324,15 @@ def backend_commands_filter(namespace: str, backend: str) -> str:
 
 
 def wrap(message: Message, msg_id: str | None = None) -> Envelope:
-    """Put `message` in an envelope (with a new id unless one is given)."""
+    """Put `message` in an envelope (with a new id unless one is given), with the request id of the request
+    or command being handled (`fleethub.shared.logging.request_scope`)."""
     return Envelope(
         id=msg_id or new_id(),
         type=message.TYPE,
         version=message.VERSION,
         time=utcnow(),
         data=message.model_dump(mode="json"),
+        request_id=current_request_id(),
     )
 
 

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from fleethub.shared.baseurl import public_path
 from fleethub.shared.bus import bus_unavailable
 from fleethub.shared.db.outage import database_unavailable
 from fleethub.shared.errors import (
@@ -72,7 +73,8 @@ PAGE_RESPONSE_HEADERS = {name.decode(): value.decode() for name, value in _PAGE_
 
 
 def _is_api(path: str) -> bool:
-    return path == API_PREFIX or path.startswith(API_PREFIX + "/")
+    # /hub/metrics is read by Prometheus, not a browser: API headers and JSON errors, as JupyterHub's
+    return path == API_PREFIX or path.startswith(API_PREFIX + "/") or path == "/hub/metrics"
 
 
 class CommonHeaders:
@@ -190,9 +192,10 @@ def error_html(request: Request, status: int, message: str, url: str = "", nav: 
             return templates.render("error.html", status=status, message=message, url=url, retry=False, nav=nav)
         except TemplateFailed:
             pass
+    home = public_path(templates.base_url if templates is not None else "/", "/hub/home")
     return (
         f"<!doctype html><html><head><meta charset=utf-8><title>{status}</title></head><body>"
-        f"<h1>{status}</h1><p>{html.escape(message)}</p><p><a href=\"/hub/home\">Home</a></p></body></html>"
+        f"<h1>{status}</h1><p>{html.escape(message)}</p><p><a href=\"{home}\">Home</a></p></body></html>"
     )
 
 

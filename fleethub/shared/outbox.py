@@ -14,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import weakref
 from collections.abc import Sequence
 from datetime import timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, event, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from fleethub.shared.bus import BatchRefused, Bus, BusError
 from fleethub.shared.db.models import OutboxMessage
@@ -35,6 +37,7 @@ def enqueue(session: AsyncSession, message: Message, namespace: str, msg_id: str
     """Add `message` to the outbox within `session`'s transaction, to be published by the relay of the
     service `origin`; returns its message id."""
     env = wrap(message, msg_id)
+    session.sync_session.info[_PENDING] = True  # the relays of this process wake when it commits
     session.add(
         OutboxMessage(
             msg_id=env.id,
@@ -47,9 +50,26 @@ def enqueue(session: AsyncSession, message: Message, namespace: str, msg_id: str
     return env.id
 
 
+# The relays running in this process: a commit that enqueued wakes them (`_wake_relays`), so a relay needs
+# no fast poll to publish at once; its poll only catches rows other processes wrote (a crashed replica's).
+_running: weakref.WeakSet[OutboxRelay] = weakref.WeakSet()
+_PENDING = "fleethub.outbox.pending"  # in Session.info: this transaction enqueued
+
+
+def _wake_relays(session: Session) -> None:
+    if session.info.pop(_PENDING, False):
+        for relay in list(_running):
+            relay.kick()
+
+
+def _wake_on_commit() -> None:
+    if not event.contains(Session, "after_commit", _wake_relays):
+        event.listen(Session, "after_commit", _wake_relays)
+
+
 class OutboxRelay:
-    """Publishes the committed outbox rows of service `origin`; `kick()` after a commit publishes at once, a
-    poll catches the rest."""
+    """Publishes the committed outbox rows of service `origin`: at once after any commit in this process that
+    enqueued (and on `kick()`), and by a poll for rows written elsewhere."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], bus: Bus, poll_interval: float = 0.25, *,
                  origin: str, also: tuple[str, ...] = ()) -> None:
@@ -62,10 +82,21 @@ class OutboxRelay:
         self._poll = poll_interval
         self._wake = asyncio.Event()
         self._last_cleanup = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def kick(self) -> None:
-        """Publish pending rows now (call after committing a transaction that enqueued)."""
-        self._wake.set()
+        """Publish pending rows now (a commit in this process that enqueued does it by itself)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._wake.set()
+        else:  # a commit in another thread (a sync session in a worker thread)
+            loop.call_soon_threadsafe(self._wake.set)
 
     async def flush(self) -> int:
         """Publish every pending row this relay can claim; returns how many were published."""
@@ -130,8 +161,18 @@ class OutboxRelay:
 
     async def run(self) -> None:
         """Relay until cancelled."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
+        _wake_on_commit()
+        _running.add(self)
+        try:
+            await self._relay(loop)
+        finally:
+            _running.discard(self)
+            self._loop = None
+
+    async def _relay(self, loop: asyncio.AbstractEventLoop) -> None:
         me = asyncio.current_task()
+        self._wake.set()  # a first pass at once: rows left from before this start
         while True:
             # Python 3.11's wait_for can swallow a cancellation that races its timeout: check by hand
             if me is not None and me.cancelling():
@@ -151,3 +192,4 @@ class OutboxRelay:
             except Exception as exc:  # DB or NATS away: rows stay, the next pass retries
                 log.warning("outbox relay pass failed: %s", exc)
                 await asyncio.sleep(0.5)
+                self._wake.set()  # tried again at once, not a poll later: rows wait while it fails

@@ -92,6 +92,18 @@ def end_processes(pids: list[int], grace: float = 5.0) -> None:
             time.sleep(0.02)
 
 
+def zombie_children(keep: set[int] | frozenset[int] = frozenset()) -> set[int]:
+    """Zombie children of this process, but for `keep`."""
+    me = os.getpid()
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) not in keep:
+            st = _stat(int(entry))
+            if st is not None and st[1] == me and st[0] == "Z":
+                found.add(int(entry))
+    return found
+
+
 def reap_orphans(keep: set[int] | frozenset[int] = frozenset()) -> list[int]:
     """Reap zombie children of this process that nobody else waits for (pids not in `keep`)."""
     me = os.getpid()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import gc
 import logging
 import os
@@ -19,9 +20,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from fleethub.shared.bus import Bus, Credentials, relays_for
+from fleethub.shared.bus import Bus, Credentials, relays_for, replica_info
 from fleethub.shared.errors import ConfigError
 from fleethub.shared.lifecycle import Announcer
+from fleethub.shared.logging import bind_service
+from fleethub.shared.metrics import Metrics
+from fleethub.shared.ops import Readiness, ops_listener
 from fleethub.shared.settings import ListenSettings, ServiceSettings
 
 if TYPE_CHECKING:  # imported where used: the proxy needs none of them, and starts ~0.7 s sooner without
@@ -30,6 +34,26 @@ if TYPE_CHECKING:  # imported where used: the proxy needs none of them, and star
     from fleethub.shared.outbox import OutboxRelay
 
 log = logging.getLogger(__name__)
+
+
+
+@dataclass(frozen=True)
+class Hosting:
+    """What `fleethub up` gives the services it hosts in its own process (`HOSTING`).
+
+    Attributes:
+        engine: shared by them all: one pool, where each service's own would keep its own idle connections
+            open (~15 MB of PostgreSQL's memory each).
+        relay_poll: seconds between the outbox relays' polls. A commit wakes the relays of its process, and
+            no other process writes the hub's outbox (but a CLI command), so they poll rarely; services in
+            processes of their own poll every 0.25 s for the rows of a replica that died before relaying.
+    """
+
+    engine: AsyncEngine
+    relay_poll: float = 15.0
+
+
+HOSTING: contextvars.ContextVar[Hosting | None] = contextvars.ContextVar("hosting", default=None)
 
 
 def replica_id(service: str) -> str:
@@ -57,6 +81,10 @@ class Runtime:
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     # sessions without a transaction (autocommit), for single-statement reads: no BEGIN/ROLLBACK round trips
     read_sessions: async_sessionmaker[AsyncSession] | None = None
+    # this runtime's own metrics registry and readiness checks (`shared/metrics.py`, `shared/ops.py`)
+    metrics: Metrics = field(default_factory=lambda: Metrics(""))  # open_runtime gives the service its own
+    readiness: Readiness = field(default_factory=Readiness)
+    ops_port: int | None = None  # the operations listener's port (None: off)
 
     @property
     def announcer(self) -> Announcer:
@@ -87,10 +115,13 @@ async def open_runtime(settings: ServiceSettings, service: str, *, pool_size: in
     """
     from fleethub.shared.db.engine import make_engine, make_sessionmaker
     from fleethub.shared.db.migrate import ensure_migrated, load_secret_key
+    from fleethub.shared.health import database_ok
     from fleethub.shared.outbox import OutboxRelay
 
     replica = replica_id(service)
-    engine = make_engine(settings.require_database_url(), pool_size=pool_size)
+    bind_service(service, replica)  # this task and those it starts (consumers, relay, loops) log as this replica
+    hosted = HOSTING.get()
+    engine = hosted.engine if hosted else make_engine(settings.require_database_url(), pool_size=pool_size)
     bus: Bus | None = None
     runtime: Runtime | None = None
     try:
@@ -100,15 +131,24 @@ async def open_runtime(settings: ServiceSettings, service: str, *, pool_size: in
                   replicas=settings.nats_replicas)
         bus.connection.exit_on_close = exit_on_shutdown if exit_on_bus_closed is None else exit_on_bus_closed
         await bus.connect()
+        await bus.answer_pings(replica_info(service, replica))  # `fleethub status` lists this replica
         await bus.ensure_topology()
         sessions = make_sessionmaker(engine)
-        relay = OutboxRelay(sessions, bus, origin=service, also=relays_for(service))
+        relay = OutboxRelay(sessions, bus, origin=service, also=relays_for(service),
+                            **({"poll_interval": hosted.relay_poll} if hosted else {}))
+        readiness = Readiness(bus.consumers)
+        readiness.add("database", lambda: database_ok(engine))
+        readiness.add("bus", _connected(bus))
         runtime = Runtime(settings, replica, engine, sessions, bus, key, relay,
-                          read_sessions=make_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT")))
+                          read_sessions=make_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT")),
+                          metrics=Metrics(service), readiness=readiness)
         runtime.spawn(relay.run(), "outbox-relay")
+        runtime.spawn(runtime.metrics.watch_event_loop(), "event-loop-watch")
         if exit_on_shutdown:
             await exit_on_hub_shutdown(bus, settings.nats_namespace)
-        yield runtime
+        async with ops_listener(settings.ops.of(service), runtime.metrics, readiness) as port:
+            runtime.ops_port = port
+            yield runtime
     finally:
         if runtime is not None:
             for task in runtime.tasks:
@@ -116,7 +156,15 @@ async def open_runtime(settings: ServiceSettings, service: str, *, pool_size: in
             await asyncio.gather(*runtime.tasks, return_exceptions=True)
         if bus is not None:
             await bus.close()
-        await engine.dispose()
+        if hosted is None:  # a borrowed engine is its host's to dispose of
+            await engine.dispose()
+
+
+def _connected(bus: Bus) -> Callable[[], Awaitable[bool]]:
+    async def connected() -> bool:
+        return bus.healthy.is_set()
+
+    return connected
 
 
 async def exit_on_hub_shutdown(bus: Bus, namespace: str, *, proxy: bool = False) -> None:
@@ -229,3 +277,30 @@ def serve_app(app: Any, sock: socket.socket, log_level: str) -> None:
         timeout_graceful_shutdown=5,
     )
     uvicorn.Server(config).run(sockets=[sock])
+
+
+async def serve_app_until(app: Any, sock: socket.socket, log_level: str, stop: asyncio.Event) -> None:
+    """Serve an ASGI app on an already-bound socket in the running loop until `stop` is set (a service hosted
+    beside others in one process: the host owns the signals, so uvicorn installs no handler of its own)."""
+    import uvicorn
+
+    class Hosted(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Any:
+            yield
+
+        async def main_loop(self) -> None:
+            # uvicorn's own wakes ten times a second to look for a signal; `stop` is awaited instead, and the
+            # tick (the Date header's second) comes once a second
+            while not await self.on_tick(0):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+                self.should_exit = self.should_exit or stop.is_set()
+
+    config = uvicorn.Config(app, loop="none", http="httptools", log_config=None, log_level=log_level.lower(),
+                            access_log=False, proxy_headers=True, forwarded_allow_ips="127.0.0.1",
+                            timeout_graceful_shutdown=5)
+    server = Hosted(config)
+    await server.serve(sockets=[sock])
+    if not server.started and not stop.is_set():  # the lifespan failed: the host must hear of it
+        raise RuntimeError("the app did not start (its lifespan failed; see the log above)")

@@ -33,6 +33,7 @@ from jinja2 import (
     select_autoescape,
 )
 
+from fleethub.shared.baseurl import public_location, public_path
 from fleethub.shared.errors import ConfigError, FleethubError
 from fleethub.shared.page_settings import PageSettings
 from fleethub.shared.settings import ServiceSettings
@@ -142,13 +143,18 @@ class Templates:
             enable_async=False,
         )
         self.template_vars = dict(pages.template_vars)
+        base_url = self.base_url = settings.base_url
+        logo = logo_url(pages)
         self.env.globals.update({
             "nav": None,
             "announcement": None,
             **self.template_vars,
-            "static_url": static_url,  # ours win over a template var of the same name
+            # ours win over a template var of the same name
+            "static_url": lambda path: public_path(base_url, static_url(path)),
             "http_reason": http_reason,
-            "logo_url": logo_url(pages),
+            "logo_url": logo and public_path(base_url, logo),
+            "hub_url": lambda path: public_location(base_url, path),  # a hub path as the browser sees it
+            "base_url": base_url,
         })
         for name in deployment.list_templates():  # fail at start, not at a visitor's first page
             try:

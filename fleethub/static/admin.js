@@ -11,6 +11,7 @@
   if (!root) return;
   const cfg = {
     me: root.dataset.me || "",
+    hub: (root.dataset.baseUrl || "/") + "hub",  // the hub's pages under the base_url
     access: JSON.parse(root.dataset.access || "[]"),
     signups: root.dataset.signups === "true",
     named: root.dataset.namedServers === "true",
@@ -41,7 +42,7 @@
     }
     let response;
     try {
-      response = await fetch("/hub/api" + path, init);
+      response = await fetch(cfg.hub + "/api" + path, init);
     } catch (exc) {
       throw new Error(`The hub did not answer (${exc.message}).`);
     }
@@ -204,7 +205,7 @@
     const stopped = state === "stopped";
     start.hidden = !stopped || cfg.spawnForm;
     form.hidden = !stopped || !cfg.spawnForm;
-    if (!form.hidden) form.href = `/hub/spawn/${seg(user)}` + (name ? `/${seg(name)}` : "");
+    if (!form.hidden) form.href = `${cfg.hub}/spawn/${seg(user)}` + (name ? `/${seg(name)}` : "");
     stop.hidden = stopped || state === "stopping";
     open.hidden = state !== "running" || !mayOpen(user, name);
     if (!open.hidden) open.href = server.url;
@@ -399,7 +400,7 @@
     const server = form.elements.server.value.trim();
     if (!server) return;
     if (cfg.spawnForm) { // options to choose first: the spawn form (a GET starts nothing)
-      window.location.assign(`/hub/spawn/${seg(user)}/${seg(server)}`);
+      window.location.assign(`${cfg.hub}/spawn/${seg(user)}/${seg(server)}`);
       return;
     }
     await startServer(user, server, form.querySelector("button"), field(row, "msg"));

@@ -164,7 +164,8 @@ async def test_postgres_restart_mid_spawn_stop_login(stack: tuple[Cluster, Embed
         assert (await browser.get("/hub/home")).status_code == 200
         assert (await api.get("/hub/api/user")).json()["name"] == ADMIN
         health = (await api.get("/hub/health")).json()
-        assert health == {"status": "ok", "database": "ok", "bus": "ok"}, health
+        assert health == {"status": "ok", "database": "ok", "bus": "ok",
+                          "consumers": {"api-activity": "bound", "api-server-events": "bound"}}, health
 
         # a client sends again what was answered 503 (the same request: a start or stop is idempotent)
         for r in answered:

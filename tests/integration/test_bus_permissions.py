@@ -16,7 +16,7 @@ import pytest
 from fleethub.shared.bus import Bus, BusError, Credentials, RoutesApplied, inbox_prefix
 from fleethub.shared.bus.applied import applied_subject
 from fleethub.shared.bus.natsconfig import new_seed, write_private
-from fleethub.shared.bus.permissions import API_DURABLES, IDENTITIES, SERVICES, spawner_durable
+from fleethub.shared.bus.permissions import API_DURABLES, IDENTITIES, SERVICES, spawner_durable, webhook_durable
 from fleethub.shared.events import (
     ActivityReported,
     RegistryEntry,
@@ -38,7 +38,7 @@ BOB = Route(routespec="/user/bob/", target="http://127.0.0.1:40100", data={"user
 
 @pytest.fixture(scope="module")
 def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureNats]:
-    with secure_nats(tmp_path_factory.mktemp("securenats"), NS) as server:
+    with secure_nats(tmp_path_factory.mktemp("securenats"), NS, webhooks=("audit",)) as server:
         yield server
 
 
@@ -272,6 +272,22 @@ async def test_the_events_identity_consumes_events_with_a_durable_of_its_own(wor
         await sub.unsubscribe()
     await js.delete_consumer(names.evt_stream, "external-audit")
     assert world.raw["events"].errors == []
+
+
+# --- webhooks: the api delivers the configured ones; the events identity may not steal their events -------
+
+
+async def test_only_the_api_binds_a_configured_webhooks_durable(world: World) -> None:
+    evt = world.bus["api"].names.evt_stream
+    durable = webhook_durable("audit")
+    sub = await world.bus["api"].js.pull_subscribe(events_filter(NS), durable=durable, stream=evt)
+    await sub.unsubscribe()
+    for subject in (f"$JS.API.CONSUMER.MSG.NEXT.{evt}.{durable}", f"$JS.API.CONSUMER.DELETE.{evt}.{durable}",
+                    f"$JS.API.CONSUMER.DURABLE.CREATE.{evt}.{durable}", f"$JS.ACK.{evt}.{durable}.1.1.1.1.1"):
+        assert await world.raw["events"].try_publish(subject), subject
+    # a webhook that is not configured has no durable the api may bind
+    assert await world.raw["api"].try_publish(f"$JS.API.CONSUMER.DURABLE.CREATE.{evt}.{webhook_durable('other')}")
+    assert (await world.bus["api"].js.consumer_info(evt, durable)).name == durable
 
 
 # --- what each service does is allowed: the permissions fit the code ---------------------------------------

@@ -5,6 +5,7 @@ it marked published."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import itertools
 import logging
@@ -22,7 +23,7 @@ from fleethub.shared.db.engine import make_engine, make_sessionmaker
 from fleethub.shared.db.models import OutboxMessage
 from fleethub.shared.events import SpawnServer, StopServer, UserCreated, subject_filter, unwrap
 from fleethub.shared.outbox import BATCH, OutboxRelay, enqueue
-from tests.support.cluster import migrated
+from tests.support.cluster import migrated, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -288,3 +289,29 @@ async def test_the_migration_gives_unpublished_rows_the_service_that_wrote_them(
                 assert got == want, subject
     finally:
         await engine.dispose()
+
+
+async def test_a_commit_that_enqueued_wakes_the_relays_of_its_process(relaying: Relaying) -> None:
+    # nobody kicks the relay and its poll is an hour away: the commit itself wakes it (an idle hub polls
+    # rarely instead of four times a second per service)
+    await _enqueue(relaying, ["before"])  # published by the relay's first pass, at its start
+    relay = OutboxRelay(relaying.sessions, relaying.bus, poll_interval=3600, origin="api")
+    task = asyncio.create_task(relay.run())
+
+    async def published() -> bool:
+        return await _pending(relaying) == 0
+
+    try:
+        await wait_for(published, timeout=10, what="the first pass")
+        await asyncio.sleep(0.2)  # the pass has marked its row, and commits; the relay then waits for its poll
+        async with relaying.sessions() as s, s.begin():
+            enqueue(s, UserCreated(name="woken"), relaying.namespace, origin="api")
+        await wait_for(published, timeout=10, what="the row published without a kick or a poll")
+        assert await _published(relaying) == ["before", "woken"]
+        async with relaying.sessions() as s, s.begin():  # a commit that enqueued nothing wakes nobody
+            s.add(OutboxMessage(msg_id="not-enqueued", kind="evt", origin="api", subject="x", payload="{}"))
+        await asyncio.sleep(1)
+        assert await _pending(relaying) == 1
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

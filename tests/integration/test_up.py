@@ -21,14 +21,15 @@ from pathlib import Path
 import httpx
 import pytest
 
+from fleethub.shared.bus.permissions import IDENTITIES
 from fleethub.shared.net import free_port
 from tests.support.cluster import FAKE_SERVER, env_without_fleethub
 
 pytestmark = pytest.mark.integration
 
 
-def start_up(data_dir: Path, port: int, config: Path | None = None,
-             umask: int = -1) -> tuple[subprocess.Popen[str], float, list[str]]:
+def start_up(data_dir: Path, port: int, config: Path | None = None, umask: int = -1,
+             args: tuple[str, ...] = ()) -> tuple[subprocess.Popen[str], float, list[str]]:
     env = env_without_fleethub()
     env.update(
         FLEETHUB_PROXY__PORT=str(port),
@@ -38,7 +39,7 @@ def start_up(data_dir: Path, port: int, config: Path | None = None,
     t0 = time.monotonic()
     proc = subprocess.Popen(
         [sys.executable, "-m", "fleethub", "up", "--data-dir", str(data_dir),
-         *(["--config", str(config)] if config is not None else [])],
+         *(["--config", str(config)] if config is not None else []), *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -168,11 +169,13 @@ def test_up_runs_everything_and_keeps_state_across_restarts(data_root: Path) -> 
             for user in ("alice", "bob"):
                 r = c.get(f"/user/{user}/tree")
                 assert r.status_code == 200 and r.json()["user"] == user
+            _check_ops_listeners(data_dir)
             assert c.delete("/hub/api/users/alice/server").status_code in (202, 204)
             deadline = time.monotonic() + 15
             while c.get("/user/alice/tree", follow_redirects=False).status_code != 302:
                 assert time.monotonic() < deadline, "alice's route still there"
                 time.sleep(0.05)
+        _check_events_account(data_dir, text)
         _check_no_violations(data_dir, lines)
     finally:
         assert stop_up(proc) == 0
@@ -203,6 +206,19 @@ def test_up_runs_everything_and_keeps_state_across_restarts(data_root: Path) -> 
     assert leftover_processes(data_dir) == []
 
 
+def _check_ops_listeners(data_dir: Path) -> None:
+    """Every service's operations listener is on, recorded in runtime.json, and ready; the spawner's metrics
+    (read with its own NATS permissions: the consumer info of its durable) count the two spawns."""
+    ops = json.loads((data_dir / "runtime.json").read_text())["ops"]
+    assert set(ops) == {"auth", "api", "spawner", "proxy", "culler"}
+    for service, url in ops.items():
+        r = httpx.get(f"{url}/health/ready", timeout=15)
+        assert r.status_code == 200 and r.json()["status"] == "ready", (service, r.text)
+    metrics = httpx.get(f"{ops['spawner']}/metrics", timeout=15).text
+    assert 'jupyterhub_server_spawn_duration_seconds_count{status="success"} 2.0' in metrics
+    assert 'fleethub_command_queue_depth{consumer="spawner-local"} 0.0' in metrics
+
+
 def _check_nats_is_locked(data_dir: Path) -> dict[str, bytes]:
     """The `up` NATS refuses a client without credentials (the security review: any local process could
     connect); the seeds are 0600 in a 0700 directory; returns them."""
@@ -221,11 +237,27 @@ def _check_nats_is_locked(data_dir: Path) -> dict[str, bytes]:
     keys = data_dir / "nats-keys"
     assert keys.stat().st_mode & 0o777 == 0o700
     seeds = {p.name: p.read_bytes() for p in keys.glob("*.nk")}
-    assert set(seeds) == {f"{n}.nk" for n in ("auth", "api", "spawner", "proxy", "culler", "events")}
+    assert set(seeds) == {f"{n}.nk" for n in IDENTITIES}  # every service, events and status
     assert all((keys / name).stat().st_mode & 0o777 == 0o600 for name in seeds)
     conf = (keys / "authorization.conf").read_text()
     assert all(seed.strip().decode() not in conf for seed in seeds.values())  # public keys only
     return seeds
+
+
+def _check_events_account(data_dir: Path, text: str) -> None:
+    """`up` says where the read-only events account's seed is, and `fleethub events --data-dir` finds it and
+    the running hub's NATS by itself."""
+    seed = data_dir / "nats-keys" / "events.nk"
+    assert f"nkey seed {seed}" in text
+    out = subprocess.run(
+        [sys.executable, "-m", "fleethub", "events", "--data-dir", str(data_dir), "--type", "user.created",
+         "--type", "server.ready"],
+        env=env_without_fleethub(), capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    events = [json.loads(line) for line in out.stdout.splitlines()]
+    assert sorted(e["data"]["name"] for e in events if e["type"] == "user.created") == ["alice", "bob"]
+    assert sorted(e["data"]["user"] for e in events if e["type"] == "server.ready") == ["alice", "bob"]
 
 
 def _check_no_violations(data_dir: Path, lines: list[str]) -> None:
@@ -256,6 +288,24 @@ def test_up_with_a_custom_scope_in_the_config_file(data_root: Path) -> None:
         assert stop_up(proc) == 0
     assert leftover_processes(data_dir) == []
 
+
+
+def test_up_under_a_base_url_prints_and_serves_the_prefixed_address(data_root: Path) -> None:
+    config = data_root / "fleethub.toml"
+    config.write_text('base_url = "/jhub"\n')  # the missing trailing slash is added
+    data_dir = data_root / "hub"
+    port = free_port()
+    proc, _, lines = start_up(data_dir, port, config)
+    try:
+        assert f"fleethub is running at http://127.0.0.1:{port}/jhub/hub/ " in lines[-1], lines[-1]
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=15) as c:
+            assert c.get("/jhub/hub/login").status_code == 200
+            assert c.get("/hub/login").status_code == 404  # outside the prefix: not the hub's
+            me = c.get("/jhub/hub/api/user", headers={"Authorization": f"token {token(data_dir, 'admin')}"})
+            assert me.status_code == 200 and me.json()["name"] == "admin", me.text
+    finally:
+        assert stop_up(proc) == 0
+    assert leftover_processes(data_dir) == []
 
 def _not_private(data_dir: Path) -> list[str]:
     """Entries under the data dir (itself included) that someone else than their owner could reach: every

@@ -61,9 +61,9 @@ class Cluster:
 
     async def hub_up(self) -> bool:
         """Whether the hub answers through the proxy: an auth and an api replica both registered with it."""
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.settings.proxy.port}", timeout=10) as anon:
-            return (await anon.get("/hub/login")).status_code == 200 and \
-                (await anon.get("/hub/api/")).status_code == 200
+        hub = f"http://127.0.0.1:{self.settings.proxy.port}{self.settings.base_url}hub"
+        async with httpx.AsyncClient(base_url=hub, timeout=10) as anon:
+            return (await anon.get("/login")).status_code == 200 and (await anon.get("/api/")).status_code == 200
 
     async def wait_hub(self, timeout: float = 30.0) -> None:
         """Wait until `hub_up`."""

@@ -19,6 +19,7 @@ from fleethub.services.api.app import with_fast_reads
 from fleethub.services.auth.app import create_app as create_auth
 from fleethub.services.proxy.routing import AUTH_PREFIXES  # the paths proxies send to auth replicas
 from fleethub.shared.accounts import set_password
+from fleethub.shared.baseurl import inner_path
 from fleethub.shared.bus import Bus
 from fleethub.shared.db.engine import make_engine, make_sessionmaker
 from fleethub.shared.db.migrate import load_secret_key
@@ -136,11 +137,12 @@ def _with_state(app: Any, state: Any) -> Any:
     return inner
 
 
-def dispatcher(auth: Any, api: Any) -> Any:
+def dispatcher(auth: Any, api: Any, base_url: str = "/") -> Any:
     """An ASGI app sending `/hub/` paths where the proxy would: auth's prefixes to auth, the rest to api."""
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        target = auth if scope.get("path", "").startswith(AUTH_PREFIXES) else api
+        path = inner_path(base_url, scope.get("path", "")) or ""
+        target = auth if path.startswith(AUTH_PREFIXES) else api
         await target(scope, receive, send)
 
     return app
@@ -161,8 +163,10 @@ async def running_hub(settings: ServiceSettings) -> AsyncIterator[Hub]:
     await bus.connect()
     try:
         async with auth.router.lifespan_context(auth) as auth_state, api.router.lifespan_context(api) as api_state:
-            served_api = _with_state(with_fast_reads(api), api_state)  # as `fleethub run api` serves it
-            transport = httpx.ASGITransport(app=dispatcher(_with_state(auth, auth_state), served_api))
+            # as `fleethub run api` serves it
+            served_api = _with_state(with_fast_reads(api, settings.base_url), api_state)
+            transport = httpx.ASGITransport(app=dispatcher(_with_state(auth, auth_state), served_api,
+                                                            settings.base_url))
             async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
                 hub = Hub(settings, client, sessions, bus, secret_key, transport, dict(api_state))
                 try:

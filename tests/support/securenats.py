@@ -45,11 +45,13 @@ class SecureNats:
 
 
 @contextlib.contextmanager
-def secure_nats(directory: Path, namespace: str, port: int | None = None) -> Iterator[SecureNats]:
+def secure_nats(directory: Path, namespace: str, port: int | None = None,
+                webhooks: tuple[str, ...] = ()) -> Iterator[SecureNats]:
     """Start an auth-enabled NATS for `namespace` under `directory` (on `port`, which a restart keeps;
-    None: a free one at each start); stopped on exit."""
+    None: a free one at each start), the api allowed the durables of the webhooks named `webhooks`;
+    stopped on exit."""
     keys = directory / "keys"
-    config = write_config(keys, namespace)
+    config = write_config(keys, namespace, webhooks)
     with EmbeddedNats(directory / "nats", port=port, config=config) as server:
         yield SecureNats(server, keys, namespace)
 

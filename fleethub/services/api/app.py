@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -13,6 +14,7 @@ from fleethub.services.api.config_sync import sync_config
 from fleethub.services.api.consumers import start_consumers
 from fleethub.services.api.deps import ApiState
 from fleethub.services.api.fastread import FastReads, FastUserRead
+from fleethub.services.api.hub_metrics import hub_gauges
 from fleethub.services.api.routes import (
     accept_share,
     activity,
@@ -22,6 +24,7 @@ from fleethub.services.api.routes import (
     home,
     hub_services,
     info,
+    metrics,
     pages,
     passwords,
     proxy,
@@ -36,7 +39,9 @@ from fleethub.services.api.routes import (
 )
 from fleethub.services.api.users import reseal_auth_states
 from fleethub.services.api.waiters import Waiters
+from fleethub.services.api.webhooks import start_webhooks
 from fleethub.shared.authenticators import load_authenticator
+from fleethub.shared.baseurl import BasePrefix
 from fleethub.shared.crypt import AuthStateCrypt
 from fleethub.shared.events import (
     AccessChanged,
@@ -50,12 +55,15 @@ from fleethub.shared.events import (
     server_events_filter,
     subject_filter,
 )
+from fleethub.shared.health import probe_router
 from fleethub.shared.http import NO_TELEMETRY, CommonHeaders, install_error_handlers
 from fleethub.shared.identity import TokenCache
 from fleethub.shared.rbac import ScopeCache
 from fleethub.shared.registry import announce
+from fleethub.shared.request_ids import RequestIds
+from fleethub.shared.request_metrics import RequestTimer
 from fleethub.shared.service import advertise_url as advertise_url_of
-from fleethub.shared.service import bind_socket, open_runtime, serve_app, settle_heap
+from fleethub.shared.service import bind_socket, open_runtime, serve_app, serve_app_until, settle_heap
 from fleethub.shared.settings import ServiceSettings
 from fleethub.shared.templating import Templates
 
@@ -76,12 +84,14 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
             async with runtime.sessions() as session, session.begin():
                 await sync_config(session, settings, runtime.secret_key)
             runtime.relay.kick()
+            runtime.metrics.refreshers.append(hub_gauges(runtime, runtime.metrics))
             crypt = AuthStateCrypt(settings.auth.crypt_keys)
             await reseal_auth_states(runtime.sessions, crypt)
             waiters = Waiters(runtime.sessions)
             # one core subscription per process resolves every waiting start/stop request
             await runtime.bus.subscribe_events(server_events_filter(settings.nats_namespace), waiters.on_event)
             await start_consumers(runtime)
+            await start_webhooks(runtime)
             cache = TokenCache()
             scope_cache = ScopeCache()
             # every replica forgets revoked tokens, deleted users and changed rights at once, not only
@@ -93,7 +103,7 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
             token_use = TokenUse(runtime.sessions)
             runtime.spawn(token_use.run(), "token-activity")
             fast_reads = FastReads(runtime.engine, runtime.sessions, cache, scope_cache, token_use,
-                                   settings.custom_subscopes, crypt)
+                                   settings.custom_subscopes, crypt, base_url=settings.base_url)
             if advertise_url:  # last: traffic comes only once everything above is up
                 entry = RegistryEntry(service="api", replica=runtime.replica, url=advertise_url)
                 runtime.spawn(announce(runtime.bus, entry), "registry")
@@ -110,15 +120,20 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None, telemetry=NO_TELEMETRY)
     install_error_handlers(app)
     app.add_middleware(CommonHeaders)
+    app.add_middleware(BasePrefix, base_url=settings.base_url)  # the app sees /hub/... paths
+    app.add_middleware(RequestIds, service="api")  # outermost: whatever answers, the request has its id
     for module in (info, users, passwords, signups, tokens, authorizations, servers, groups, shares, hub_services,
-                   activity, proxy, pages, user_redirect, accept_share, admin_page, token_page, home, static):
+                   activity, proxy, pages, user_redirect, accept_share, admin_page, token_page, home, static, metrics):
         app.include_router(module.router)
+    app.include_router(probe_router())
     return app
 
 
-def with_fast_reads(app: FastAPI) -> ASGIApp:
-    """The api app as served: behind `FastUserRead`, which answers the hot user read itself."""
-    return FastUserRead(app)
+def with_fast_reads(app: FastAPI, base_url: str = "/") -> ASGIApp:
+    """The api app as served: behind `FastUserRead`, which answers the hot user read itself (with its request
+    id: the app's own `RequestIds` leaves a request that has one alone), and the request timer
+    (`jupyterhub_request_duration_seconds`) in front of both."""
+    return RequestIds(RequestTimer(FastUserRead(app, base_url)), "api")
 
 
 def _forget(cache: TokenCache, scopes: ScopeCache) -> Callable[[Envelope, Message], Awaitable[None]]:
@@ -150,4 +165,12 @@ def _forget(cache: TokenCache, scopes: ScopeCache) -> Callable[[Envelope, Messag
 def run(settings: ServiceSettings) -> None:
     """Serve the api app until SIGINT/SIGTERM."""
     sock = bind_socket(settings.api.host, settings.api.port)
-    serve_app(with_fast_reads(create_app(settings, advertise_url_of(settings.api, sock))), sock, settings.log_level)
+    app = create_app(settings, advertise_url_of(settings.api, sock))
+    serve_app(with_fast_reads(app, settings.base_url), sock, settings.log_level)
+
+
+async def serve(settings: ServiceSettings, stop: asyncio.Event) -> None:
+    """Serve the api app in the running loop until `stop` is set (hosted beside other services by `fleethub up`)."""
+    sock = bind_socket(settings.api.host, settings.api.port)
+    app = with_fast_reads(create_app(settings, advertise_url_of(settings.api, sock)), settings.base_url)
+    await serve_app_until(app, sock, settings.log_level, stop)

@@ -53,6 +53,14 @@ Crypt = Annotated[AuthStateCrypt, Depends(_crypt)]
 """The auth_state keys (`auth.crypt_key`)."""
 
 
+async def _base_url(runtime: Runtime) -> str:
+    return runtime.settings.base_url
+
+
+BaseUrl = Annotated[str, Depends(_base_url)]
+"""The hub's `base_url` (what URLs in answers are prefixed with)."""
+
+
 async def _current(request: Request, runtime: Runtime, session: DbSession) -> Requester:
     ident = await api_identity(request, runtime.secret_key, session)
     if ident is None:

@@ -29,6 +29,7 @@ from fleethub.services.api.access import Requester
 from fleethub.services.api.activity import TokenUse
 from fleethub.services.api.models import READ_USER_SCOPES, user_model
 from fleethub.services.api.queries import USER_IN_FULL, user_from_rows
+from fleethub.shared.baseurl import inner_path
 from fleethub.shared.crypt import AuthStateCrypt
 from fleethub.shared.http import API_RESPONSE_HEADERS
 from fleethub.shared.identity import Identity, TokenCache, identity_from_token, token_from_header
@@ -53,13 +54,16 @@ _FALSE = ("0", "false", "no", "off")
 class FastUserRead:
     """ASGI wrapper of the api app: answers the plain token-authenticated user read, passes on the rest."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, base_url: str = "/") -> None:
         self.app = app
+        self.base_url = base_url
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET" and scope["path"].startswith(PREFIX):
+        path = inner_path(self.base_url, scope["path"]) if scope["type"] == "http" else None
+        if path is not None and scope["method"] == "GET" and path.startswith(PREFIX):
             reads: FastReads | None = (scope.get("state") or {}).get("fast_reads")
-            if reads is not None and await reads.respond(scope, send):
+            if reads is not None and await reads.respond({**scope, "path": path}, send):
+                scope["fleethub.handler"] = "fast-user-read"  # the request metrics' handler label
                 return
         await self.app(scope, receive, send)
 
@@ -113,8 +117,9 @@ class FastReads:
 
     def __init__(self, engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession], tokens: TokenCache,
                  scopes: ScopeCache, token_use: TokenUse, custom: CustomSubscopes, crypt: AuthStateCrypt,
-                 connections: int = CONNECTIONS) -> None:
+                 connections: int = CONNECTIONS, *, base_url: str = "/") -> None:
         self.sessions = sessions
+        self.base_url = base_url
         self.crypt = crypt
         self.custom = custom
         self.token_use = token_use
@@ -192,7 +197,8 @@ class FastReads:
         def can(held: str, server_name: str | None) -> bool:
             return req.can(held, name, server_name)
 
-        model = user_model(user, views, can, crypt=self.crypt, include_stopped=include_stopped, links=links) or {}
+        model = user_model(user, views, can, crypt=self.crypt, base_url=self.base_url, include_stopped=include_stopped,
+                           links=links) or {}
         return json.dumps(model, ensure_ascii=False, separators=(",", ":")).encode()  # as JSONResponse renders
 
     async def _requester(self, scope: Scope) -> Requester | None:

@@ -41,15 +41,15 @@ async def service_roles(session: AsyncSession, rows: list[HubServiceRow]) -> dic
     return out
 
 
-def service_model(row: HubServiceRow, roles: list[str], fields: set[str]) -> dict[str, Any]:
-    """The Service model, limited to `fields`."""
+def service_model(row: HubServiceRow, roles: list[str], fields: set[str], *, base_url: str) -> dict[str, Any]:
+    """The Service model, limited to `fields` (its prefix under `base_url`)."""
     full = {
         "kind": "service",
         "name": row.name,
         "admin": row.admin,
         "roles": roles,
         "url": row.url or "",
-        "prefix": f"/services/{row.name}/" if row.url else "",
+        "prefix": f"{base_url}services/{row.name}/" if row.url else "",
         "command": [],
         "pid": 0,
         "info": row.info or {},

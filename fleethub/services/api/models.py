@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
+from fleethub.shared.baseurl import public_path
 from fleethub.shared.crypt import AuthStateCrypt
 from fleethub.shared.db.models import ApiToken
 from fleethub.shared.http import iso
@@ -130,13 +131,13 @@ class ServerView(Generic[_S, _T]):
 AnyView = ServerView[ServerLike, StateLike]
 
 
-def server_model(user: UserLike, view: AnyView, *, with_state: bool) -> dict[str, Any]:
-    """The Server model."""
+def server_model(user: UserLike, view: AnyView, *, with_state: bool, base_url: str) -> dict[str, Any]:
+    """The Server model (its URLs under `base_url`)."""
     srv = view.server
     active, ready, pending = view.status
-    prefix = server_prefix(user.name, srv.name)
+    prefix = public_path(base_url, server_prefix(user.name, srv.name))
     st = view.current_state
-    progress = f"/hub/api/users/{url_escape(user.name)}/" + (
+    progress = f"{base_url}hub/api/users/{url_escape(user.name)}/" + (
         f"servers/{url_escape(srv.name)}/progress" if srv.name else "server/progress"
     )
     model: dict[str, Any] = {
@@ -190,7 +191,7 @@ def role_names(user: UserLike, links: UserLinks) -> list[str]:
     return sorted({"user", *(["admin"] if user.admin else []), *links.roles})
 
 
-def user_model(user: UserLike, views: Sequence[AnyView], can: Can, *, crypt: AuthStateCrypt,
+def user_model(user: UserLike, views: Sequence[AnyView], can: Can, *, crypt: AuthStateCrypt, base_url: str,
                include_stopped: bool = False, links: UserLinks | None = None) -> dict[str, Any] | None:
     """The User model as far as `can` lets the requester see it; None if nothing is visible.
 
@@ -210,9 +211,10 @@ def user_model(user: UserLike, views: Sequence[AnyView], can: Can, *, crypt: Aut
         active, ready, pending = view.status
         if view.server.name == "":
             default_pending = pending
-            default_url = server_prefix(user.name) if ready else None
+            default_url = public_path(base_url, server_prefix(user.name)) if ready else None
         if (active or include_stopped) and can("read:servers", view.server.name):
-            servers[view.server.name] = server_model(user, view, with_state=can("admin:server_state", view.server.name))
+            servers[view.server.name] = server_model(user, view, with_state=can("admin:server_state", view.server.name),
+                                                     base_url=base_url)
     full: dict[str, Any] = {
         "kind": "user",
         "name": user.name,

@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
+from fleethub.shared.baseurl import public_path
+
 PAGINATION_TYPE = "application/jupyterhub-pagination+json"
 MAX_LIMIT = 200
 DEFAULT_PAGINATED_LIMIT = 50
@@ -44,9 +46,10 @@ def next_page(request: Request, page: Page, total: int) -> dict[str, Any] | None
     chooses, and which clients such as the idle culler follow verbatim)."""
     if page.offset + page.limit >= total:
         return None
-    public = urlsplit(request.state.runtime.settings.hub_public_url)
+    settings = request.state.runtime.settings
+    public = urlsplit(settings.hub_public_url)
     here = request.url.include_query_params(offset=page.offset + page.limit, limit=page.limit)
-    url = f"{public.scheme}://{public.netloc}{here.path}?{here.query}"
+    url = f"{public.scheme}://{public.netloc}{public_path(settings.base_url, here.path)}?{here.query}"
     return {"offset": page.offset + page.limit, "limit": page.limit, "url": url}
 
 

@@ -20,6 +20,7 @@ from fleethub.services.api.models import Pending, ServerView
 from fleethub.services.api.queries import one_server_view
 from fleethub.services.api.servers import label
 from fleethub.services.api.waiters import Listener, Outcome, Result, Step, Waiters, outcome_of
+from fleethub.shared.baseurl import public_path
 from fleethub.shared.db.models import Server, ServerState, User
 from fleethub.shared.errors import BadRequest, NotFound
 from fleethub.shared.events import ServerProgress
@@ -109,7 +110,7 @@ class ProgressStream:
             self.close()
 
 
-def _settled(user: User, server_name: str, view: ServerView[Server, ServerState] | None) -> Event:
+def _settled(user: User, server_name: str, view: ServerView[Server, ServerState] | None, base_url: str) -> Event:
     """The one event of a spawn that is not pending.
 
     Raises:
@@ -118,7 +119,7 @@ def _settled(user: User, server_name: str, view: ServerView[Server, ServerState]
     if view is not None:
         _, ready, pending = view.status
         if ready and pending is None:
-            return ready_event(server_prefix(user.name, server_name))
+            return ready_event(public_path(base_url, server_prefix(user.name, server_name)))
         st = view.current_state
         if st is not None and st.status == ServerStatus.FAILED:
             return failed_event(Outcome.FAILED, st.message)
@@ -127,8 +128,10 @@ def _settled(user: User, server_name: str, view: ServerView[Server, ServerState]
     raise BadRequest(f"{label(user.name, server_name)} is not starting...")
 
 
-async def open_progress(session: AsyncSession, waiters: Waiters, user: User, server_name: str) -> ProgressStream:
-    """The progress stream of a user's server; the caller must `close()` it if it never iterates it.
+async def open_progress(session: AsyncSession, waiters: Waiters, user: User, server_name: str, *,
+                        base_url: str) -> ProgressStream:
+    """The progress stream of a user's server (its URL under `base_url`); the caller must `close()` it if it
+    never iterates it.
 
     Raises:
         NotFound: no such named server.
@@ -155,9 +158,10 @@ async def open_progress(session: AsyncSession, waiters: Waiters, user: User, ser
                 continue
             if view.status.pending == Pending.SPAWN:
                 keep = True
-                return ProgressStream(waiters, listener, server_prefix(user.name, server_name), REQUESTED,
+                url = public_path(base_url, server_prefix(user.name, server_name))
+                return ProgressStream(waiters, listener, url, REQUESTED,
                                       waiters.steps(listener.spawn_id))
-            return ProgressStream(waiters, None, "", _settled(user, server_name, view))
+            return ProgressStream(waiters, None, "", _settled(user, server_name, view, base_url))
         finally:
             if not keep:
                 listener.close()

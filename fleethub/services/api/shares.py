@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from fleethub.services.api.models import ServerView
+from fleethub.shared.baseurl import public_path
 from fleethub.shared.db.models import Group, GroupMember, Server, ServerState, Share, ShareCode, User
 from fleethub.shared.errors import BadRequest, Conflict, NotFound
 from fleethub.shared.events import utcnow
@@ -32,6 +33,7 @@ from fleethub.shared.names import server_prefix
 from fleethub.shared.rbac import access_changed
 from fleethub.shared.scopes import KNOWN
 from fleethub.shared.security import hash_token, new_token
+from fleethub.shared.settings import ServiceSettings
 
 MAX_SCOPES = 100
 DEFAULT_CODE_TTL = 86400
@@ -133,19 +135,32 @@ def _code_hash(code: str) -> str | None:
     return hash_token(code)
 
 
-def _full_url(public_url: str | None, path: str) -> str | None:
+@dataclass(frozen=True)
+class Links:
+    """Where the URLs in share models point: the configured public URL (None: no `full_url`s) and the
+    hub's base_url."""
+
+    public_url: str | None
+    base_url: str = "/"
+
+    @classmethod
+    def of(cls, settings: ServiceSettings) -> Links:
+        return cls(settings.public_url, settings.base_url)
+
+
+def _full_url(links: Links, path: str) -> str | None:
     """`path` on the configured public origin; None when no public URL is configured."""
-    if not public_url:
+    if not links.public_url:
         return None
-    parts = urlsplit(public_url)
+    parts = urlsplit(links.public_url)
     return f"{parts.scheme}://{parts.netloc}{path}"
 
 
-def _server_model(owner: str, server: Server, state: ServerState | None, public_url: str | None) -> dict[str, Any]:
+def _server_model(owner: str, server: Server, state: ServerState | None, links: Links) -> dict[str, Any]:
     """The truncated Server model of shares: name, url, full_url, ready and the owner's name."""
     _, ready, _ = ServerView(server, state).status
-    url = server_prefix(owner, server.name)
-    return {"user": {"name": owner}, "name": server.name, "url": url, "full_url": _full_url(public_url, url),
+    url = public_path(links.base_url, server_prefix(owner, server.name))
+    return {"user": {"name": owner}, "name": server.name, "url": url, "full_url": _full_url(links, url),
             "ready": ready}
 
 
@@ -231,7 +246,7 @@ _Grantee = aliased(User)
 
 
 async def list_shares(session: AsyncSession, where: Sequence[ColumnElement[bool]], offset: int, limit: int,
-                      public_url: str | None) -> tuple[list[dict[str, Any]], int]:
+                      links: Links) -> tuple[list[dict[str, Any]], int]:
     """One page of Share models (oldest first) and the total; two queries."""
     total = (await session.execute(select(func.count()).select_from(Share)
                                    .join(Server, Server.id == Share.server_id).where(*where))).scalar_one()
@@ -245,7 +260,7 @@ async def list_shares(session: AsyncSession, where: Sequence[ColumnElement[bool]
         .where(*where).order_by(Share.id).offset(offset).limit(limit)
     )
     items = [{
-        "server": _server_model(owner, server, state, public_url),
+        "server": _server_model(owner, server, state, links),
         "scopes": list(share.scopes or []),
         "user": {"name": user} if user is not None else None,
         "group": {"name": group} if group is not None else None,
@@ -255,13 +270,13 @@ async def list_shares(session: AsyncSession, where: Sequence[ColumnElement[bool]
     return items, int(total)
 
 
-async def _share_model(session: AsyncSession, share_id: int, public_url: str | None) -> dict[str, Any]:
-    items, _ = await list_shares(session, [Share.id == share_id], 0, 1, public_url)
+async def _share_model(session: AsyncSession, share_id: int, links: Links) -> dict[str, Any]:
+    items, _ = await list_shares(session, [Share.id == share_id], 0, 1, links)
     return items[0]
 
 
 async def list_codes(session: AsyncSession, where: Sequence[ColumnElement[bool]], offset: int, limit: int,
-                     public_url: str | None) -> tuple[list[dict[str, Any]], int]:
+                     links: Links) -> tuple[list[dict[str, Any]], int]:
     """One page of the ShareCode models of codes not yet expired (oldest first) and the total."""
     where = [*where, ShareCode.expires_at > utcnow()]
     total = (await session.execute(select(func.count()).select_from(ShareCode)
@@ -274,7 +289,7 @@ async def list_codes(session: AsyncSession, where: Sequence[ColumnElement[bool]]
         .where(*where).order_by(ShareCode.id).offset(offset).limit(limit)
     )
     items = [{
-        "server": _server_model(owner, server, state, public_url),
+        "server": _server_model(owner, server, state, links),
         "scopes": list(code.scopes or []),
         "id": f"sc_{code.id}",
         "created_at": iso(code.created),
@@ -324,7 +339,7 @@ async def _upsert(session: AsyncSession, namespace: str, server_id: int, kind: s
 
 
 async def grant_share(session: AsyncSession, namespace: str, server: Server, grantee: Grantee, scopes: list[str],
-                      public_url: str | None) -> dict[str, Any]:
+                      links: Links) -> dict[str, Any]:
     """Share `server` with the user or group (adding to an existing share); the Share model.
 
     Raises:
@@ -334,11 +349,11 @@ async def grant_share(session: AsyncSession, namespace: str, server: Server, gra
     if gid is None:
         raise BadRequest(f"No such {grantee.kind}: {_shown(grantee.name)}")
     return await _share_model(session, await _upsert(session, namespace, server.id, grantee.kind, gid, scopes),
-                              public_url)
+                              links)
 
 
 async def revoke_share(session: AsyncSession, namespace: str, server: Server | None, grantee: Grantee,
-                       scopes: list[str] | None, public_url: str | None) -> dict[str, Any]:
+                       scopes: list[str] | None, links: Links) -> dict[str, Any]:
     """Take `scopes` (None: all) from the grantee's share of `server`; the Share model, or `{}` if none is
     left (an unknown user or group has nothing to revoke)."""
     gid = await _grantee_id(session, grantee) if server is not None else None
@@ -352,14 +367,14 @@ async def revoke_share(session: AsyncSession, namespace: str, server: Server | N
     held = list(share.scopes or [])
     remaining = [s for s in held if s not in scopes] if scopes is not None else []
     if remaining == held:
-        return await _share_model(session, share.id, public_url)
+        return await _share_model(session, share.id, links)
     if remaining:
         share.scopes = remaining
     else:
         await session.execute(delete(Share).where(Share.id == share.id))
     await _announce(session, namespace, [share.user_id] if share.user_id else [],
                     [share.group_id] if share.group_id else [])
-    return await _share_model(session, share.id, public_url) if remaining else {}
+    return await _share_model(session, share.id, links) if remaining else {}
 
 
 async def revoke_all(session: AsyncSession, namespace: str, server: Server | None) -> None:
@@ -389,14 +404,14 @@ async def _one_share(session: AsyncSession, grantee: Grantee, owner: str, server
 
 
 async def get_shared(session: AsyncSession, grantee: Grantee, owner: str, server_name: str,
-                     public_url: str | None) -> dict[str, Any]:
+                     links: Links) -> dict[str, Any]:
     """The Share model of the grantee's own share of `owner/server_name` (not one through a group).
 
     Raises:
         NotFound: no such share.
     """
     share = await _one_share(session, grantee, owner, server_name)
-    return await _share_model(session, share.id, public_url)
+    return await _share_model(session, share.id, links)
 
 
 async def leave_share(session: AsyncSession, namespace: str, grantee: Grantee, owner: str, server_name: str) -> None:
@@ -421,7 +436,7 @@ def accept_url(code: str) -> str:
 
 
 async def create_code(session: AsyncSession, server: Server, scopes: list[str], expires_in: int,
-                      public_url: str | None) -> dict[str, Any]:
+                      links: Links) -> dict[str, Any]:
     """A new code for `server`: the ShareCode model plus the code and its accept URLs (shown only now)."""
     code = new_token()
     now = utcnow()
@@ -430,9 +445,9 @@ async def create_code(session: AsyncSession, server: Server, scopes: list[str], 
         server_id=server.id, hashed=hash_token(code), scopes=scopes, expires_at=now + timedelta(seconds=expires_in),
         exchange_count=0,
     ).returning(ShareCode.id))).scalar_one()
-    (model,), _ = await list_codes(session, [ShareCode.id == code_id], 0, 1, public_url)
-    url = accept_url(code)
-    return {**model, "code": code, "accept_url": url, "full_accept_url": _full_url(public_url, url)}
+    (model,), _ = await list_codes(session, [ShareCode.id == code_id], 0, 1, links)
+    url = public_path(links.base_url, accept_url(code))
+    return {**model, "code": code, "accept_url": url, "full_accept_url": _full_url(links, url)}
 
 
 async def delete_codes(session: AsyncSession, server: Server | None, *, code: str | None, code_id: str | None) -> None:

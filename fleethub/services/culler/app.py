@@ -96,3 +96,6 @@ async def main(settings: ServiceSettings, stop: asyncio.Event) -> None:
 def run(settings: ServiceSettings) -> None:
     """Run the culler until SIGINT/SIGTERM."""
     run_async(lambda stop: main(settings, stop))
+
+
+serve = main  # hosted beside other services in one process by `fleethub up`: the same body, the host's loop

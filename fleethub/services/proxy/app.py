@@ -23,10 +23,13 @@ from fleethub.services.proxy.server import ClientConnection
 from fleethub.services.proxy.tls import HANDSHAKE_TIMEOUT, RedirectConnection, https_origin, server_context
 from fleethub.services.proxy.upstream import Pool
 from fleethub.services.proxy.watch import Watcher
-from fleethub.shared.bus import Bus
+from fleethub.shared.bus import Bus, replica_info
 from fleethub.shared.errors import BusError, ConfigError
 from fleethub.shared.events import ActivityReported, subject_filter
 from fleethub.shared.faults import fault
+from fleethub.shared.logging import bind_service
+from fleethub.shared.metrics import Metrics
+from fleethub.shared.ops import Readiness, ops_listener
 from fleethub.shared.service import bind_socket, bus_credentials, exit_on_hub_shutdown, replica_id, run_async
 from fleethub.shared.settings import ServiceSettings
 
@@ -38,6 +41,7 @@ CONNECT_TIMEOUT = 5.0
 LOAD_WAIT = 10.0  # a node with no route table after this long listens anyway (503 for user routes)
 BACKLOG = 4096
 WORKER_ENV = "FLEETHUB_PROXY_SUPERVISOR"  # set by the supervisor in its workers' environment: its pid
+WORKER_INDEX_ENV = "FLEETHUB_PROXY_WORKER"  # and the worker's index (its operations port is ops port + index)
 
 
 async def _sweep_loop(node: Node, bus: Bus) -> None:
@@ -118,8 +122,24 @@ async def _parent_watch(parent: int, stop: asyncio.Event) -> None:
         await asyncio.sleep(0.5)
 
 
+def _observability(node: Node, node_id: str, bus: Bus, loaded: asyncio.Event) -> tuple[Metrics, Readiness]:
+    """The node's metrics (its request and byte counts read from `node` when scraped) and readiness: the
+    bus connected and the route table loaded (a proxy node uses no database)."""
+    metrics = Metrics("proxy")
+    if metrics.proxy_collector is not None:
+        metrics.proxy_collector.read = lambda: (node_id, node.requests, node.bytes_in, node.bytes_out)
+    readiness = Readiness()
+
+    async def connected() -> bool:
+        return bus.healthy.is_set()
+
+    readiness.add("bus", connected)
+    readiness.add_event("route_table", loaded)
+    return metrics, readiness
+
+
 async def main(settings: ServiceSettings, stop: asyncio.Event, *, reuse_port: bool = False,
-               supervisor: int | None = None) -> None:
+               supervisor: int | None = None, worker: int = 0) -> None:
     """Run one proxy node (or one worker of a node) until `stop` is set.
 
     The listening sockets are bound at once but listen only once the route table is loaded (or
@@ -127,6 +147,7 @@ async def main(settings: ServiceSettings, stop: asyncio.Event, *, reuse_port: bo
     answer with a 503.
     """
     node_id = replica_id("proxy")
+    bind_service("proxy", node_id)
     conf = settings.proxy
     sock = bind_socket(conf.host, conf.port, listen=False, reuse_port=reuse_port)
     api_sock = None
@@ -144,15 +165,18 @@ async def main(settings: ServiceSettings, stop: asyncio.Event, *, reuse_port: bo
     node = Node(port=port, upstream_timeout=timeout, pool=Pool(connect_timeout=min(CONNECT_TIMEOUT, timeout)),
                 trusted=trust_checker(conf.trusted_proxies),
                 hosts=allowed_hosts(settings, conf.host, port, tls=ssl_ctx is not None),
-                scheme=b"https" if ssl_ctx is not None else b"http", hsts=hsts_line(settings))
+                scheme=b"https" if ssl_ctx is not None else b"http", hsts=hsts_line(settings),
+                base_url=settings.base_url)
     bus = Bus(settings.nats_url, settings.nats_namespace, node_id, bus_credentials(settings, "proxy"),
               replicas=settings.nats_replicas)
     bus.connection.exit_on_close = True  # a process: closed for good, it stops and its supervisor restarts it
     await bus.connect(timeout=30)
+    await bus.answer_pings(replica_info("proxy", node_id))  # `fleethub status` lists this node
     tasks: list[asyncio.Task[None]] = []
     announcing: asyncio.Task[None] | None = None
     servers: list[asyncio.Server] = []
     activity_sub = None
+    stack = contextlib.AsyncExitStack()
     try:
         try:  # the api declares the streams and buckets; the watch waits for them on its own
             await bus.ensure_topology(timeout=10)
@@ -160,7 +184,12 @@ async def main(settings: ServiceSettings, stop: asyncio.Event, *, reuse_port: bo
             log.warning("streams and buckets not there yet (%s); starting anyway", str(exc)[:300])
         await exit_on_hub_shutdown(bus, settings.nats_namespace, proxy=True)
         watcher = Watcher(bus, node)
+        metrics, readiness = _observability(node, node_id, bus, watcher.loaded)
+        ops = await stack.enter_async_context(ops_listener(settings.ops.proxy, metrics, readiness, worker))
+        if ops is not None:
+            log.info("proxy node %s: operations listener on port %d", node_id, ops)
         tasks = [
+            _background(metrics.watch_event_loop(), "event-loop-watch"),
             _background(watcher.run(), "watch"),
             _background(node.activity.flush_loop(bus, node_id, conf.activity_interval), "activity"),
             _background(_sweep_loop(node, bus), "sweep"),
@@ -212,6 +241,7 @@ async def main(settings: ServiceSettings, stop: asyncio.Event, *, reuse_port: bo
         await asyncio.gather(*tasks, return_exceptions=True)
         await node.activity.flush(bus, node_id)
         node.pool.close()
+        await stack.aclose()
         await bus.close()
 
 
@@ -234,10 +264,17 @@ def run(settings: ServiceSettings) -> None:
     """
     supervisor = os.environ.get(WORKER_ENV)
     if supervisor is not None:
-        run_async(lambda stop: main(settings, stop, reuse_port=True, supervisor=int(supervisor)))
+        worker = int(os.environ.get(WORKER_INDEX_ENV, "0"))
+        run_async(lambda stop: main(settings, stop, reuse_port=True, supervisor=int(supervisor), worker=worker))
     elif settings.proxy.workers > 1:
         from fleethub.services.proxy.workers import supervise
 
         supervise(settings)
     else:
         run_async(lambda stop: main(settings, stop))
+
+
+async def serve(settings: ServiceSettings, stop: asyncio.Event) -> None:
+    """One proxy node in the running loop until `stop` is set (hosted beside other services by `fleethub up`;
+    `proxy.workers` > 1 needs processes of their own: `fleethub up --processes`)."""
+    await main(settings, stop)

@@ -152,8 +152,9 @@ class Exchange:
         origin = self.client.node.replicas.choose("api")
         if origin is None:
             return False
-        req.target = b"/hub/error/503?url=" + quote_from_bytes(req.target, safe="/").encode("ascii")
-        req.path = "/hub/error/503"
+        root = self.client.node.base_url.rstrip("/")
+        req.target = f"{root}/hub/error/503?url=".encode("ascii") + quote_from_bytes(req.target, safe="/").encode()
+        req.path = f"{root}/hub/error/503"
         self.retried = True
         self._forward(Forward(origin, None, "api"))
         return True
@@ -262,7 +263,7 @@ class Exchange:
         client.flush()  # the 101 head goes out before any tunnelled byte
         key = self.forward.route_key if self.forward is not None else None
         tunnel = Tunnel(client.transport, conn.transport, key=key, activity=client.node.activity,
-                        on_close=client.node.tunnels)
+                        on_close=client.node.tunnels, meter=client.node)
         conn.tunnel = tunnel
         if rest:
             tunnel.to_client(rest)

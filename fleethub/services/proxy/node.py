@@ -38,10 +38,15 @@ class Node:
     seen: dict[str, float] = field(default_factory=dict)  # last activity per route key, every node's (route API)
     hosts: Hosts | None = None  # the Host values accepted (None: any)
     scheme: bytes = b"http"  # of the public port (X-Forwarded-Proto for untrusted clients)
+    base_url: str = "/"  # the hub's base_url: paths are routed with it taken off
     hsts: bytes = b""  # a Strict-Transport-Security line for the hub's own responses (https public URL)
     applied: int = 0  # the route bucket revision the served table holds (everything up to it applied)
     applied_changed: asyncio.Event = field(default_factory=asyncio.Event)  # set when `applied` moves
     applied_at: float = 0.0  # when (epoch seconds) the table reached `applied`
+    # counted on the hot path as plain integers, read by the metrics collector when scraped
+    requests: int = 0  # HTTP requests received from clients
+    bytes_in: int = 0  # bytes received from clients
+    bytes_out: int = 0  # bytes sent to clients (websocket frames included)
     _changed: asyncio.Event | None = None
 
     def set_applied(self, revision: int) -> None:

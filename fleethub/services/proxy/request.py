@@ -65,7 +65,7 @@ class Request:
 
 
 def prepare(req: Request, method: bytes, version: str, *, upgrade: bool, table: RouteTable | None,
-            replicas: Replicas, host_ok: Callable[[Request], bool] | None = None) -> None:
+            replicas: Replicas, host_ok: Callable[[Request], bool] | None = None, base_url: str = "/") -> None:
     """Fill in what the head says about framing, check it, and route the request.
 
     The decision is kept on the request: a bad head gets an `Answer` (400/505) and closes the
@@ -100,7 +100,7 @@ def prepare(req: Request, method: bytes, version: str, *, upgrade: bool, table: 
     elif headers.has_dot_segment(req.path):
         req.decision = Answer(400, "Paths with '.' or '..' segments are not accepted")
     else:
-        decision = route(req.path, req.target, table, replicas)
+        decision = route(req.path, req.target, table, replicas, base_url)
         if host_ok is not None and decision is not HEALTHY and not host_ok(req):
             decision = Answer(400, WRONG_HOST)
         req.decision = decision

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from fleethub.services.proxy.replicas import Replicas
 from fleethub.services.proxy.table import Origin, RouteTable
+from fleethub.shared.baseurl import inner_path
 
 # served by auth replicas; every other /hub/ path is served by api replicas
 AUTH_PREFIXES = ("/hub/login", "/hub/logout", "/hub/signup", "/hub/change-password", "/hub/oauth_login",
@@ -61,15 +62,28 @@ def _user_name(path: str) -> str:
     return path[6:].split("/", 1)[0]
 
 
-def route(path: str, target: bytes, table: RouteTable | None, replicas: Replicas) -> Forward | Answer:
+def route(path: str, target: bytes, table: RouteTable | None, replicas: Replicas,
+          base_url: str = "/") -> Forward | Answer:
     """Decide where a request for `path` (raw, without query; `target` is path + query) goes.
 
-    `/hub/` goes to the auth or api replicas; with none registered (a classic JupyterHub using this
-    proxy through its route API), to the table's route like any other path. `table` is None until the
-    node holds a complete route table: until then only `/hub/` is served. A user path with no route is
-    sent to the hub (`/hub/user/<name>/…`), which answers for a stopped server or offers to start it;
-    `/` with no route goes to `/hub/`; any other unrouted path goes to an api replica (which answers 404).
+    Under a `base_url` such as `/jhub/`, `path` is routed with the prefix taken off (routes, hub paths and
+    redirects are the same as at `/`, the redirects prefixed again); the request goes on unchanged. A path
+    outside the prefix is not the hub's: `/` is sent to the hub, anything else is a 404 of the proxy.
     """
+    root = base_url.rstrip("/").encode("ascii")
+    if root and path != HEALTH_PATH:
+        inner = inner_path(base_url, path)
+        if inner is None:
+            if path in ("/", ""):
+                return _to_hub(target, root)
+            return Answer(404, f"Not found: the hub is served under {base_url}")
+        rest = target[len(root):]
+        path, target = inner, rest if rest.startswith(b"/") else b"/" + rest
+    return _route(path, target, table, replicas, root)
+
+
+def _route(path: str, target: bytes, table: RouteTable | None, replicas: Replicas, root: bytes) -> Forward | Answer:
+    """`route` for a path without the base_url's prefix (`root`, which redirects get back)."""
     if path.startswith("/hub/") or path == "/hub":
         service = hub_service(path)
         if table is None or replicas.has(service):
@@ -78,7 +92,7 @@ def route(path: str, target: bytes, table: RouteTable | None, replicas: Replicas
         return Forward(hit.origin, hit.key, None) if hit is not None else _replica(replicas, service)
     if table is None:
         if path == "/" or path == "":
-            return _to_hub(target)
+            return _to_hub(target, root)
         return LOADING
     hit = table.lookup(path)
     if hit is not None:
@@ -86,12 +100,12 @@ def route(path: str, target: bytes, table: RouteTable | None, replicas: Replicas
     if path == HEALTH_PATH:
         return HEALTHY
     if path == "/" or path == "":
-        return _to_hub(target)
+        return _to_hub(target, root)
     if _user_name(path):
-        return Answer(302, "", b"/hub" + target)
+        return Answer(302, "", root + b"/hub" + target)
     return _replica(replicas, "api")
 
 
-def _to_hub(target: bytes) -> Answer:
+def _to_hub(target: bytes, root: bytes = b"") -> Answer:
     query = target.partition(b"?")[2]
-    return Answer(302, "", b"/hub/" + (b"?" + query if query else b""))
+    return Answer(302, "", root + b"/hub/" + (b"?" + query if query else b""))

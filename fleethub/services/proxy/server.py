@@ -78,6 +78,7 @@ class ClientConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_active = self.loop.time()
+        self.node.bytes_in += len(data)
         if self.tunnel is not None:
             self.tunnel.to_upstream(data)
             return
@@ -136,6 +137,7 @@ class ClientConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         if self.stop_parsing:
             raise _Stop
+        self.node.requests += 1
         self.incoming = Request(self.loop.time())
 
     def on_url(self, url: bytes) -> None:
@@ -164,7 +166,8 @@ class ClientConnection(asyncio.Protocol):
         version = parser.get_http_version()
         req.keep_alive = version == "1.1" and parser.should_keep_alive()
         prepare(req, parser.get_method(), version, upgrade=parser.should_upgrade(), table=self.node.table,
-                replicas=self.node.replicas, host_ok=self._host_ok if self.node.hosts is not None else None)
+                replicas=self.node.replicas, host_ok=self._host_ok if self.node.hosts is not None else None,
+                base_url=self.node.base_url)
         if isinstance(req.decision, Forward) and req.decision.route_key is not None:
             self.node.activity.touch(req.decision.route_key)
         self.queue.append(req)
@@ -288,6 +291,7 @@ class ClientConnection(asyncio.Protocol):
 
     def send(self, data: bytes) -> None:
         """Write bytes to the client (held while an upstream read is handled)."""
+        self.node.bytes_out += len(data)
         if self._out is not None:
             self._out.append(data)
         elif self.transport is not None and not self.closed:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol
 
 from fleethub.services.proxy.activity import Activity
 
@@ -12,10 +13,16 @@ BUMP_EVERY = 1.0
 CLOSE_GRACE = 5.0
 
 
+
+class Meter(Protocol):
+    """What counts a node's bytes sent to clients (`Node`)."""
+
+    bytes_out: int
+
 class Tunnel:
     """The two transports of one upgraded connection. Flow control stays with the two protocols."""
 
-    __slots__ = ("_last", "_loop", "_on_close", "activity", "client", "closed", "key", "upstream")
+    __slots__ = ("_last", "_loop", "_on_close", "activity", "client", "closed", "key", "meter", "upstream")
 
     def __init__(
         self,
@@ -25,7 +32,9 @@ class Tunnel:
         key: str | None,
         activity: Activity,
         on_close: dict[str, set[Tunnel]],
+        meter: Meter | None = None,
     ) -> None:
+        self.meter = meter  # counts the bytes sent to the client (the node's `bytes_out`)
         self.client = client
         self.upstream = upstream
         self.key = key
@@ -53,6 +62,8 @@ class Tunnel:
     def to_client(self, data: bytes) -> None:
         """Bytes the upstream sent."""
         if not self.closed:
+            if self.meter is not None:
+                self.meter.bytes_out += len(data)
             self.client.write(data)
             self._bump()
 

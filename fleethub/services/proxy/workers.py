@@ -22,7 +22,7 @@ import sys
 import time
 from typing import Any
 
-from fleethub.services.proxy.app import SHUTDOWN_GRACE, WORKER_ENV, api_token
+from fleethub.services.proxy.app import SHUTDOWN_GRACE, WORKER_ENV, WORKER_INDEX_ENV, api_token
 from fleethub.shared.procs import become_subreaper, reap_orphans
 from fleethub.shared.service import bind_socket
 from fleethub.shared.settings import ServiceSettings, child_env
@@ -77,7 +77,8 @@ class Supervisor:
         self.stopping = False
 
     def start(self, i: int) -> None:
-        self.procs[i] = subprocess.Popen([sys.executable, "-m", "fleethub", "run", "proxy"], env=self.env)
+        self.procs[i] = subprocess.Popen([sys.executable, "-m", "fleethub", "run", "proxy"],
+                                         env={**self.env, WORKER_INDEX_ENV: str(i)})
 
     def check(self, now: float) -> None:
         """Restart dead workers: at once the first time, then with growing delays while they keep dying."""

@@ -13,9 +13,10 @@ from fleethub.services.spawner.managed import ManagedServices
 from fleethub.shared.authenticators import load_authenticator
 from fleethub.shared.bus.permissions import LEGACY_SPAWNER_DURABLE, spawner_durable
 from fleethub.shared.events import backend_commands_filter
+from fleethub.shared.metrics import Refresher
 from fleethub.shared.profiles import served_backends
 from fleethub.shared.routes import serve_reconciliation
-from fleethub.shared.service import open_runtime, run_async
+from fleethub.shared.service import Runtime, open_runtime, run_async
 from fleethub.shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ async def main(settings: ServiceSettings, stop: asyncio.Event) -> None:
             log.warning("deleted the command consumer of an older version (%r): commands are now taken per "
                         "backend; commands still queued under the old subjects are not carried out",
                         LEGACY_SPAWNER_DURABLE)
+        runtime.metrics.refreshers.append(command_queues(runtime, served))
         log.info("spawner worker %s running (backends %s)", runtime.replica, ", ".join(served))
         # one durable per backend, shared by every worker serving it: a command reaches only workers that
         # can carry it out (a Slurm login node, a Docker host), and waits in the stream until one runs
@@ -66,6 +68,25 @@ async def main(settings: ServiceSettings, stop: asyncio.Event) -> None:
         # servers keep running: another worker (or this one, restarted) adopts them when the lease expires
 
 
+def command_queues(runtime: Runtime, served: list[str]) -> Refresher:
+    """A refresher of the command queue gauges of the backends this worker serves, from JetStream's consumer
+    info (the same for every worker of a backend: aggregate with max)."""
+
+    async def refresh_command_queues() -> None:
+        metrics = runtime.metrics
+        for name in served:
+            durable = spawner_durable(name)
+            pending, in_flight, redelivered = await runtime.bus.consumer_state("cmd", durable)
+            metrics.queue_depth.labels(consumer=durable).set(pending)
+            metrics.in_flight.labels(consumer=durable).set(in_flight)
+            metrics.redelivered.labels(consumer=durable).set(redelivered)
+
+    return refresh_command_queues
+
+
 def run(settings: ServiceSettings) -> None:
     """Run one spawner worker until SIGINT/SIGTERM."""
     run_async(lambda stop: main(settings, stop))
+
+
+serve = main  # hosted beside other services in one process by `fleethub up`: the same body, the host's loop

@@ -12,6 +12,7 @@ import os
 import pwd
 
 from fleethub.shared.backend_settings import parse_size
+from fleethub.shared.baseurl import public_path
 from fleethub.shared.names import client_id, server_prefix, url_escape
 from fleethub.shared.security import server_token
 from fleethub.shared.settings import ServiceSettings, SpawnerSettings, kept_environment
@@ -47,7 +48,7 @@ def server_env(settings: ServiceSettings, secret_key: str, user: str, server_nam
     `config`: the spawn's effective `[spawner]` settings (its profile's); default `settings.spawner`.
     """
     spawner = config or settings.spawner
-    prefix = server_prefix(user, server_name)
+    prefix = public_path(settings.base_url, server_prefix(user, server_name))
     token = server_token(secret_key, spawn_id)
     access = json.dumps([f"access:servers!server={user}/{server_name}", f"access:servers!user={user}"])
     api_url = settings.hub_api_url
@@ -67,7 +68,7 @@ def server_env(settings: ServiceSettings, secret_key: str, user: str, server_nam
             "JUPYTERHUB_SERVER_NAME": server_name,
             "JUPYTERHUB_API_URL": api_url,
             "JUPYTERHUB_ACTIVITY_URL": f"{api_url}/users/{url_escape(user)}/activity",
-            "JUPYTERHUB_BASE_URL": "/",
+            "JUPYTERHUB_BASE_URL": settings.base_url,
             "JUPYTERHUB_SERVICE_PREFIX": prefix,
             "JUPYTERHUB_HOST": "",
             "JUPYTERHUB_PUBLIC_URL": "",

@@ -23,6 +23,7 @@ from fleethub.services.spawner.propagation import Propagation
 from fleethub.services.spawner.routes import delete_route, put_route
 from fleethub.shared.authenticators import Authenticator
 from fleethub.shared.backend_options import configure_for
+from fleethub.shared.baseurl import public_path
 from fleethub.shared.bus import Decision
 from fleethub.shared.errors import BadRequest, ConfigError
 from fleethub.shared.events import LEGACY_BACKEND, ServerProgress, SpawnServer, StopServer
@@ -88,10 +89,15 @@ class Worker:
         self.held_at: dict[ServerKey, float] = {}  # when a statement that took or renewed one lease was sent
         self._tasks: set[asyncio.Task[None]] = set()
         self.handed_off: dict[ServerKey, float] = {}  # spawns I handed over (NATS unreachable), until when
-        self.propagation = Propagation(runtime.bus)  # ready means reachable: every proxy node serves the route
+        self.metrics = runtime.metrics
+        # ready means reachable: every proxy node serves the route (each node's delay observed per node)
+        self.propagation = Propagation(runtime.bus, observe=self._propagated)
         self._progress_sends: set[asyncio.Task[None]] = set()
         self.hooks = Hooks(runtime.settings.spawner)  # pre_spawn_hook / post_stop_hook, checked at start
         self.auth = SpawnAuth(runtime.settings, authenticator)  # auth_state and pre_spawn_start
+
+    def _propagated(self, node: str, seconds: float) -> None:
+        self.metrics.route_propagation.labels(node=node).observe(seconds)
 
     def backend_of(self, name: str) -> Backend:
         """The backend `name` (a row's or a command's; empty: written before backends were recorded).
@@ -222,7 +228,9 @@ class Worker:
     async def _start(self, cmd: SpawnServer, heartbeat: Heartbeat, found: dict[str, Any] | None = None) -> None:
         """Start `cmd`'s server (or, given the state of one `found` running, finish its start)."""
         key = ServerKey(cmd.user, cmd.server_name)
-        prefix = server_prefix(cmd.user, cmd.server_name)
+        # where the server serves (under the base_url; its route on the bus stays unprefixed)
+        prefix = public_path(self.rt.settings.base_url, server_prefix(cmd.user, cmd.server_name))
+        began = time.monotonic()
         await self._progress(cmd, 0, "Server requested")
         try:
             choice = resolve(self.rt.settings.spawner, cmd.user_options, configure_for)
@@ -277,15 +285,18 @@ class Worker:
             try:
                 # tried for about a lease: a NATS restart is ridden out, a partition of this worker alone
                 # hands the spawn to one that reaches NATS instead of holding it for the whole retry budget
-                revision = await put_route(self.rt.bus, route_for(cmd.user, cmd.server_name, target, cmd.spawn_id),
-                                           retry_for=self.ttl)
+                written = time.monotonic()
+                with self.metrics.timed(self.metrics.proxy_add):
+                    revision = await put_route(self.rt.bus, route_for(cmd.user, cmd.server_name, target,
+                                                                      cmd.spawn_id), retry_for=self.ttl)
             except Exception as exc:  # the server is fine: a worker that reaches the bus finishes its start
                 raise HandOff(f"route not written: {exc!r}") from exc
-            await self.propagation.wait_served(revision, f"spawn of {key}")
+            await self.propagation.wait_served(revision, f"spawn of {key}", written)
             ready = Transition.ready(key, cmd.spawn_id, worker=self.me, url=prefix, target=target, state=state)
             if await self._record(ready) is None:  # lost the lease meanwhile: its adopter finishes the spawn
                 log.warning("lost the lease of %s during start", key)
             else:
+                self.metrics.spawn_duration.labels(status="success").observe(time.monotonic() - began)
                 log.info("%s ready at %s", key, target)
             fault("spawner.after_route_before_ack")
         except asyncio.CancelledError:
@@ -304,11 +315,16 @@ class Worker:
             # a failure that comes back every time (a backend's error, a bug): the spawn fails with its
             # message, rather than being retried forever by adopters
             log.warning("spawn of %s failed: %s", key, exc, exc_info=not isinstance(exc, SpawnFailed))
+            self.metrics.spawn_duration.labels(status="failure").observe(time.monotonic() - began)
             await self._fence(key, cmd.spawn_id)
             if state:
                 await backend.stop(state)
-            await delete_route(self.rt.bus, cmd.user, cmd.server_name)
+            await self._delete_route(cmd.user, cmd.server_name)
             await self._failed(key, cmd.spawn_id, state, str(exc))
+
+    async def _delete_route(self, user: str, server_name: str) -> None:
+        with self.metrics.timed(self.metrics.proxy_delete):
+            await delete_route(self.rt.bus, user, server_name)
 
     async def _pre_spawn(self, spec: ServerSpec) -> ServerSpec:
         """`spec` with the user's auth_state, as the authenticator's `pre_spawn_start` and then the spawn's
@@ -405,12 +421,13 @@ class Worker:
         """Delete the route, end the server (found by its identity), record it stopped; under my lease."""
         self.working.add(row.key)
         try:
-            await self._fence(row.key, row.spawn_id)
-            await delete_route(self.rt.bus, row.user, row.server_name)
-            if row.state:
-                await self.backend_of(row.backend).stop(row.state)
-            fault("spawner.stop_after_backend_kill")
-            await self._stopped(row, reason)
+            with self.metrics.timed(self.metrics.stop_duration):
+                await self._fence(row.key, row.spawn_id)
+                await self._delete_route(row.user, row.server_name)
+                if row.state:
+                    await self.backend_of(row.backend).stop(row.state)
+                fault("spawner.stop_after_backend_kill")
+                await self._stopped(row, reason)
             log.info("%s stopped (%s)", row.key, reason)
         finally:
             self.working.discard(row.key)
@@ -451,8 +468,12 @@ class Worker:
                     self.abandoned.add(key)
                     task.cancel()
 
-    async def adopt_loop(self, interval: float = 1.0) -> None:
-        """Adopt rows whose lease expired (their worker died, or was cut off): each in a task of its own."""
+    async def adopt_loop(self, interval: float | None = None) -> None:
+        """Adopt rows whose lease expired (their worker died, or was cut off): each in a task of its own.
+
+        Every third of a lease by default: a lease lapses a whole `ttl` after its worker's last renewal, so a
+        pass each second only found it sooner by a second or so, at a query a second on an idle hub."""
+        interval = self.ttl / 3 if interval is None else interval
         while True:
             await asyncio.sleep(interval)
             sent = time.monotonic()
@@ -478,7 +499,8 @@ class Worker:
         backend = self.backend_of(row.backend)
         if not row.state or not await backend.poll(row.state):
             return False
-        status = await http_status(f"{backend.target(row.state)}{server_prefix(row.user, row.server_name)}api")
+        prefix = public_path(self.rt.settings.base_url, server_prefix(row.user, row.server_name))
+        status = await http_status(f"{backend.target(row.state)}{prefix}api")
         return status is not None and status < 500
 
     async def _adopt(self, row: leases.Row) -> None:
@@ -542,15 +564,18 @@ class Worker:
                 for row in rows:
                     try:  # one backend not answering (a scheduler, an engine) holds up no other server's poll
                         state = row.state
+                        polled = time.monotonic()
                         alive: bool = bool(state) and await asyncio.wait_for(
                             self.backend_of(row.backend).poll(dict(state or {})), POLL_TIMEOUT)
+                        polled_as = ServerStatus.RUNNING if alive else ServerStatus.STOPPED  # JupyterHub's labels
+                        self.metrics.poll_duration.labels(status=polled_as).observe(time.monotonic() - polled)
                         if alive:
                             continue
                     except Exception as exc:  # the backend's own failure (a poll touches neither PostgreSQL nor NATS)
                         log.warning("poll of %s failed: %r", row.key, exc)
                         continue  # never recorded gone on a failed poll: tried again next pass
                     await self._fence(row.key, row.spawn_id)
-                    await delete_route(self.rt.bus, row.user, row.server_name)
+                    await self._delete_route(row.user, row.server_name)
                     if await self._stopped(row, "exited", expected=frozenset({ServerStatus.RUNNING})):
                         log.info("%s exited", row.key)
             except Exception as exc:
@@ -567,6 +592,7 @@ class Worker:
                 await asyncio.sleep(interval)
             first = False
             try:
-                await reconcile_round(self.rt.engine, self.rt.sessions, self.rt.bus, self.rt.settings.services)
+                with self.metrics.check_routes.time():
+                    await reconcile_round(self.rt.engine, self.rt.sessions, self.rt.bus, self.rt.settings.services)
             except Exception as exc:
                 log.warning("route reconciliation failed: %s", exc)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from fleethub.shared.baseurl import public_path
 from fleethub.shared.db.locks import AdvisoryLock, try_lock
 from fleethub.shared.procs import signal_group
 from fleethub.shared.security import service_api_token
@@ -48,18 +49,19 @@ def service_env(settings: ServiceSettings, secret_key: str, svc: HubService) -> 
         "JUPYTERHUB_OAUTH_SCOPES": access,
         "JUPYTERHUB_OAUTH_CLIENT_ALLOWED_SCOPES": json.dumps(settings.oauth_allowed_scopes(svc)),
         "JUPYTERHUB_API_URL": settings.hub_api_url,
-        "JUPYTERHUB_BASE_URL": "/",
+        "JUPYTERHUB_BASE_URL": settings.base_url,
         "JUPYTERHUB_HOST": "",
         "JUPYTERHUB_USER": "",
     })
     if settings.public_url:
-        env["JUPYTERHUB_PUBLIC_HUB_URL"] = f"{settings.hub_public_url}/hub/"
+        env["JUPYTERHUB_PUBLIC_HUB_URL"] = f"{settings.hub_public_url}{settings.base_url}hub/"
     if svc.url:
+        prefix = public_path(settings.base_url, svc.prefix)
         env.update({
             "JUPYTERHUB_SERVICE_URL": svc.url,
-            "JUPYTERHUB_SERVICE_PREFIX": svc.prefix,
-            "JUPYTERHUB_OAUTH_CALLBACK_URL": svc.redirect_uri,
-            "JUPYTERHUB_PUBLIC_URL": f"{settings.hub_public_url}{svc.prefix}" if settings.public_url else "",
+            "JUPYTERHUB_SERVICE_PREFIX": prefix,
+            "JUPYTERHUB_OAUTH_CALLBACK_URL": public_path(settings.base_url, svc.redirect_uri),
+            "JUPYTERHUB_PUBLIC_URL": f"{settings.hub_public_url}{prefix}" if settings.public_url else "",
         })
     env.update(svc.environment)
     return env

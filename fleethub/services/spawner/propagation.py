@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from fleethub.shared.bus import Bus, RoutesApplied
@@ -29,9 +30,13 @@ PRIMING = 2 * HEARTBEAT  # after subscribing, how long until every live node has
 class Propagation:
     """The proxy nodes' acknowledgements, as one spawner worker knows them."""
 
-    def __init__(self, bus: Bus, *, bound: float = BOUND) -> None:
+    def __init__(self, bus: Bus, *, bound: float = BOUND,
+                 observe: Callable[[str, float], None] | None = None) -> None:
         self.bus = bus
         self.bound = bound
+        # `observe(node, seconds)`: how long after its write each node first served a revision being waited for
+        self.observe = observe
+        self.waiting: dict[int, tuple[float, set[str]]] = {}  # revision → (written at, nodes that served it)
         self.nodes: dict[str, tuple[int, float]] = {}  # node → (revision applied, when last heard)
         self._since: float | None = None  # when the subscription started
         self._sub: Any = None
@@ -51,7 +56,13 @@ class Propagation:
 
     def _heard(self, ack: RoutesApplied) -> None:
         if ack.serving:
-            self.nodes[ack.node] = (ack.revision, time.monotonic())
+            now = time.monotonic()
+            self.nodes[ack.node] = (ack.revision, now)
+            for revision, (written, served) in self.waiting.items():
+                if revision <= ack.revision and ack.node not in served:
+                    served.add(ack.node)
+                    if self.observe is not None:
+                        self.observe(ack.node, now - written)
         else:
             self.nodes.pop(ack.node, None)
         self._changed.set()
@@ -63,9 +74,23 @@ class Propagation:
             del self.nodes[node]  # not heard for too long: dead or cut off, waiting for it would be vain
         return sorted(n for n, (applied, _) in self.nodes.items() if applied < revision)
 
-    async def wait_served(self, revision: int, what: str) -> list[str]:
+    async def wait_served(self, revision: int, what: str, written: float | None = None) -> list[str]:
         """Wait until every live proxy node serves `revision` of the route bucket (at most `bound`
-        seconds); returns the nodes that still lagged (logged), [] when all serve it."""
+        seconds); returns the nodes that still lagged (logged), [] when all serve it. `written`: when the
+        write began (`time.monotonic()`), from which each node's propagation time is observed."""
+        now = time.monotonic()
+        written = now if written is None else written
+        served = {node for node, (applied, _) in self.nodes.items() if applied >= revision}
+        if self.observe is not None:
+            for node in served:  # acknowledged while the write's answer was on its way to us
+                self.observe(node, now - written)
+        self.waiting.setdefault(revision, (written, served))
+        try:
+            return await self._wait_served(revision, what)
+        finally:
+            self.waiting.pop(revision, None)
+
+    async def _wait_served(self, revision: int, what: str) -> list[str]:
         await self.start()
         assert self._since is not None
         loop = asyncio.get_running_loop()

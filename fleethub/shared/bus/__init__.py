@@ -10,11 +10,13 @@
 - `kv`, `routestore`, `registrystore`: the route table and the service registry as our models
   (`Route`, `RegistryEntry`), raising `BusError`, never a nats exception.
 - `applied`: proxy nodes' acknowledgements of the route revision they serve (core NATS).
+- `presence`: replicas answering `fleethub status`'s ping, and the streams' and consumers' backlogs.
 - `permissions`: who may do what on the bus (one identity per service, plus read-only `events`), as data;
   `natsconfig`: nkey seeds and the nats-server `authorization` block rendered from it.
 - `facade`: `Bus`, what a service holds, delegating to the above.
 """
 
+import fleethub.shared.bus._lean  # noqa: F401  (first: nats without aiohttp)
 from fleethub.shared.bus.applied import RoutesApplied
 from fleethub.shared.bus.connection import Connection, Credentials, bus_unavailable, inbox_prefix
 from fleethub.shared.bus.consume import (
@@ -22,6 +24,7 @@ from fleethub.shared.bus.consume import (
     DeadLetterSink,
     Decision,
     Delivery,
+    GiveUp,
     Handler,
     Outcome,
     PullConsumer,
@@ -30,6 +33,7 @@ from fleethub.shared.bus.consume import (
 from fleethub.shared.bus.facade import Bus
 from fleethub.shared.bus.kv import Apply, BusTimeout, ModelBucket, Version
 from fleethub.shared.bus.permissions import reconcile_subject, relays_for
+from fleethub.shared.bus.presence import ConsumerDepth, ReplicaInfo, StreamDepth, replica_info
 from fleethub.shared.bus.publish import BATCH_MAX, BatchRefused
 from fleethub.shared.bus.registrystore import RegistryStore, registry_key
 from fleethub.shared.bus.routestore import RouteStore
@@ -48,20 +52,24 @@ __all__ = [
     "BusError",
     "BusTimeout",
     "Connection",
+    "ConsumerDepth",
     "Credentials",
     "DeadLetter",
     "DeadLetterSink",
     "Decision",
     "Delivery",
+    "GiveUp",
     "Handler",
     "ModelBucket",
     "Names",
     "Outcome",
     "PullConsumer",
     "RegistryStore",
+    "ReplicaInfo",
     "Retry",
     "RouteStore",
     "RoutesApplied",
+    "StreamDepth",
     "Topology",
     "Version",
     "bus_unavailable",
@@ -69,4 +77,5 @@ __all__ = [
     "reconcile_subject",
     "registry_key",
     "relays_for",
+    "replica_info",
 ]

@@ -7,6 +7,7 @@ What a consumer does when a message can not be handled:
   message is TERMed at once;
 - the handler raised a transient error (`fleethub.shared.transient`: NATS or PostgreSQL away): NAK with an
   exponential backoff, without a bound (the dependency comes back; a command is never dropped for it);
+- the handler raised `GiveUp`: a dead letter is recorded and the message is TERMed at once;
 - the handler raised anything else (a poison message): NAK with backoff until the message was delivered
   `max_failures` times, then a dead letter is recorded and the message is TERMed; the queue goes on.
 A dead letter that can not be recorded (PostgreSQL away) leaves the message to be delivered again.
@@ -29,6 +30,7 @@ from nats.js.errors import APIError
 
 from fleethub.shared.bus.connection import Connection
 from fleethub.shared.events import Envelope, Message, UnknownMessage, unwrap
+from fleethub.shared.logging import request_scope, sane_request_id
 from fleethub.shared.transient import transient
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,11 @@ class Delivery:
 
 
 Handler = Callable[[Delivery], Awaitable[Decision]]
+
+
+class GiveUp(Exception):
+    """Raised by a handler that will never handle this message (a webhook past its retry limit): the
+    message becomes a dead letter (with this exception's text as the reason) and is TERMed."""
 
 FLOWING_WAIT = 0.05  # seconds a fetch lingers for more right after one that got messages
 PAYLOAD_KEPT = 16 * 1024  # bytes of a dead message's body a dead letter keeps (its size is recorded)
@@ -152,6 +159,8 @@ class PullConsumer:
         ack_wait: seconds before an unsettled message is delivered again.
         retry: NAK delays and the poison bound.
         dead_letter: records what the consumer gives up on (default: only logged).
+        max_ack_pending: messages delivered and not yet settled, at most (None: from `concurrency`);
+            1 delivers strictly in stream order, a message being retried holding back those after it.
     """
 
     durable: str
@@ -162,6 +171,7 @@ class PullConsumer:
     ack_wait: float = 30.0
     retry: Retry = Retry()
     dead_letter: DeadLetterSink = _log_only
+    max_ack_pending: int | None = None
 
     def config(self) -> ConsumerConfig:
         """The consumer's JetStream config."""
@@ -169,7 +179,7 @@ class PullConsumer:
             durable_name=self.durable,
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=self.ack_wait,
-            max_ack_pending=max(self.concurrency * 4, 256),
+            max_ack_pending=self.max_ack_pending or max(self.concurrency * 4, 256),
             deliver_policy=DeliverPolicy.ALL if self.kind == "cmd" else DeliverPolicy.NEW,
             filter_subject=self.filter_subject,
         )
@@ -229,11 +239,15 @@ async def consume(conn: Connection, consumer: PullConsumer, handler: Handler, *,
                 log.warning("consumer %s fetch failed (%s); re-binding", durable, exc)
                 await _drop_pull(sub)
                 sub = None
+                if bound is not None:
+                    bound.clear()  # not bound until the next pull_subscribe succeeds (readiness)
                 continue
             except Exception as exc:  # lost pull request, reconnect, deleted consumer: re-bind
                 log.warning("consumer %s fetch failed (%s); re-binding", durable, exc)
                 await _drop_pull(sub)
                 sub = None
+                if bound is not None:
+                    bound.clear()  # not bound until the next pull_subscribe succeeds (readiness)
                 continue
             flowing = bool(msgs)
             for msg in msgs:
@@ -300,6 +314,13 @@ async def _decide(msg: Msg, consumer: PullConsumer, handler: Handler) -> Decisio
         envelope, message = _decode(msg, consumer.kind)
     except UnknownMessage as exc:
         return await _give_up(msg, consumer, _letter(msg, consumer, f"malformed: {exc}", None))
+    # the handler's logs, and what it publishes, carry the request id of the request that caused the message
+    with request_scope(sane_request_id(envelope.request_id)):
+        return await _decide_valid(msg, consumer, handler, envelope, message)
+
+
+async def _decide_valid(msg: Msg, consumer: PullConsumer, handler: Handler, envelope: Envelope,
+                        message: Message) -> Decision:
     if consumer.kind == "cmd" and len(msg.data) > COMMAND_MAX_BYTES:
         reason = f"malformed: a {envelope.type} command of {len(msg.data)} bytes (the limit is {COMMAND_MAX_BYTES})"
         return await _give_up(msg, consumer, _letter(msg, consumer, reason, message))
@@ -308,6 +329,8 @@ async def _decide(msg: Msg, consumer: PullConsumer, handler: Handler) -> Decisio
         return await handler(Delivery(envelope, message, num_delivered, msg))
     except asyncio.CancelledError:
         raise
+    except GiveUp as exc:
+        return await _give_up(msg, consumer, _letter(msg, consumer, f"given up: {exc}", message))
     except Exception as exc:
         retry = consumer.retry
         if transient(exc):
@@ -351,7 +374,8 @@ async def subscribe_events(conn: Connection, subject: str,
             envelope, message = unwrap(msg.data, "evt")
         except UnknownMessage:
             return
-        await callback(envelope, message)
+        with request_scope(sane_request_id(envelope.request_id)):
+            await callback(envelope, message)
 
     return await conn.nc.subscribe(subject, cb=on_msg)
 

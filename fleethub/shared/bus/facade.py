@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 from nats.aio.client import Client as NatsClient
@@ -14,7 +15,9 @@ from nats.js.errors import NotFoundError
 
 from fleethub.shared.bus import applied as acks
 from fleethub.shared.bus import consume as consuming
+from fleethub.shared.bus import presence
 from fleethub.shared.bus import publish as publishing
+from fleethub.shared.bus import tail as tailing
 from fleethub.shared.bus.connection import Connection, Credentials
 from fleethub.shared.bus.consume import DeadLetterSink, Handler, PullConsumer, Retry
 from fleethub.shared.bus.permissions import TABLE
@@ -62,6 +65,8 @@ class Bus:
         self.healthy = self.connection.healthy
         self.reconnected = self.connection.reconnected
         self.closed = self.connection.closed
+        # every durable consumer this connection runs, with an event set while it is bound (readiness)
+        self.consumers: dict[str, asyncio.Event] = {}
 
     @property
     def servers(self) -> list[str]:
@@ -150,6 +155,7 @@ class Bus:
         bound: asyncio.Event | None = None,
         dead_letter: DeadLetterSink | None = None,
         retry: Retry | None = None,
+        max_ack_pending: int | None = None,
     ) -> None:
         """Run a durable pull consumer until `stop` is set (or forever); `bound` is set once the durable
         exists on the server (with DeliverPolicy.NEW, what is published from then on is not missed).
@@ -158,13 +164,34 @@ class Bus:
         once); the handler's `Decision` acks, naks or terms it. A transient handler error naks with a
         growing delay (a command is never dropped for it); a malformed message, or one whose handler
         fails otherwise `retry.max_failures` times, is given to `dead_letter` and termed (see `consume`).
+        `max_ack_pending` 1 delivers in stream order (see `PullConsumer`).
         """
         stream = self.names.cmd_stream if kind == "cmd" else self.names.evt_stream
         consumer = PullConsumer(durable=durable, stream=stream, filter_subject=filter_subject, kind=kind,
-                                concurrency=concurrency, ack_wait=ack_wait, retry=retry or Retry())
+                                concurrency=concurrency, ack_wait=ack_wait, retry=retry or Retry(),
+                                max_ack_pending=max_ack_pending)
         if dead_letter is not None:
             consumer = dataclasses.replace(consumer, dead_letter=dead_letter)
-        await consuming.consume(self.connection, consumer, handler, stop=stop, bound=bound)
+        bound = bound or asyncio.Event()
+        self.consumers[durable] = bound
+        try:
+            await consuming.consume(self.connection, consumer, handler, stop=stop, bound=bound)
+        finally:
+            bound.clear()
+
+    async def consumer_state(self, kind: str, durable: str) -> tuple[int, int, int]:
+        """The durable consumer's messages waiting, delivered but not settled, and redelivered (JetStream
+        consumer info: num_pending, num_ack_pending, num_redelivered).
+
+        Raises:
+            BusError: NATS did not answer.
+        """
+        from fleethub.shared.bus.kv import nats_errors
+
+        stream = self.names.cmd_stream if kind == "cmd" else self.names.evt_stream
+        with nats_errors(f"consumer info of {durable}"):
+            info = await self.js.consumer_info(stream, durable)
+        return int(info.num_pending or 0), int(info.num_ack_pending or 0), int(info.num_redelivered or 0)
 
     async def drop_durable(self, kind: str, durable: str) -> bool:
         """Delete the durable consumer `durable` of the `kind` ("cmd" or "evt") stream; False if there was none."""
@@ -173,6 +200,12 @@ class Bus:
             return bool(await self.js.delete_consumer(stream, durable))
         except NotFoundError:
             return False
+
+    def tail_events(self, *, since: datetime | None, follow: bool) -> AsyncIterator[bytes]:
+        """The raw bodies of the stored events from `since` (None: the first), in order; with `follow`, on and
+        on as they are published (see `tail.tail`)."""
+        return tailing.tail(self.connection, self.names.evt_stream, f"{self.namespace}.evt.>", since=since,
+                            follow=follow)
 
     async def subscribe_events(self, subject: str, callback: Callable[[Envelope, Message], Awaitable[None]]) -> Any:
         """A core (non-durable) subscription to events, for in-process waiters; at-most-once by design."""
@@ -196,6 +229,26 @@ class Bus:
         Returns the subscription (its `unsubscribe()` ends it).
         """
         return await consuming.serve(self.connection, subject, queue, answer)
+
+    async def answer_pings(self, info: presence.ReplicaInfo) -> Any:
+        """Answer `fleethub status`'s pings with `info` (see `presence`); returns the subscription."""
+        return await presence.answer_pings(self.connection, self.namespace, info)
+
+    async def gather_replicas(self, wait: float = 1.0) -> list[presence.ReplicaInfo]:
+        """The replicas that answer a status ping within `wait` seconds.
+
+        Raises:
+            BusError: NATS is away or refused the request.
+        """
+        return await presence.gather_replicas(self.connection, self.namespace, wait)
+
+    async def stream_depths(self) -> list[presence.StreamDepth]:
+        """The command and event streams' sizes and their durable consumers' backlogs.
+
+        Raises:
+            BusError: JetStream did not answer, or refused.
+        """
+        return await presence.stream_depths(self.connection, [self.names.cmd_stream, self.names.evt_stream])
 
     async def publish_applied(self, ack: acks.RoutesApplied) -> None:
         """A proxy node's acknowledgement of the route revision it serves (core, fire and forget)."""

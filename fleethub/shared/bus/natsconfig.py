@@ -79,12 +79,13 @@ def _list(items: tuple[str, ...]) -> str:
     return "[" + ", ".join(json.dumps(s) for s in items) + "]"
 
 
-def authorization_block(public_keys: dict[str, str], namespace: str) -> str:
-    """nats-server's `authorization { users = [...] }` for the identities' public keys in `namespace`."""
+def authorization_block(public_keys: dict[str, str], namespace: str, webhooks: tuple[str, ...] = ()) -> str:
+    """nats-server's `authorization { users = [...] }` for the identities' public keys in `namespace`, the
+    api allowed the durables of the webhooks named `webhooks`."""
     names = Names(namespace)
     users = []
     for identity in IDENTITIES:
-        p = grants(identity, names)
+        p = grants(identity, names, webhooks)
         publish = f"allow: {_list(p.publish)}"
         if p.deny_publish:
             publish += f", deny: {_list(p.deny_publish)}"
@@ -104,9 +105,10 @@ def authorization_block(public_keys: dict[str, str], namespace: str) -> str:
             f"authorization {{\n  users = [\n{body}\n  ]\n}}\n")
 
 
-def write_config(directory: Path, namespace: str) -> Path:
-    """Seeds (kept when present) and the authorization block in `directory`; returns the block's file."""
+def write_config(directory: Path, namespace: str, webhooks: tuple[str, ...] = ()) -> Path:
+    """Seeds (kept when present) and the authorization block (with the durables of the webhooks named
+    `webhooks`) in `directory`; returns the block's file."""
     keys = ensure_seeds(directory)
     path = directory / AUTH_FILE
-    write_private(path, authorization_block(keys, namespace).encode())
+    write_private(path, authorization_block(keys, namespace, webhooks).encode())
     return path

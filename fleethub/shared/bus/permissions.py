@@ -1,5 +1,6 @@
 """Who may do what on the bus, as plain data: one identity per service, plus `events` (read-only, for
-external consumers of the events stream), each with the subjects it may publish and subscribe to.
+external consumers of the events stream) and `status` (read-only, for `fleethub status`), each with the
+subjects it may publish and subscribe to.
 
 Deny by default: nothing outside a grant is allowed, and no grant is `>`. The table is derived from
 what each service does (what it publishes, consumes, which buckets it reads and writes) and renders
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 from fleethub.shared.bus.applied import APPLIED_SUBJECT
 from fleethub.shared.bus.connection import inbox_prefix
+from fleethub.shared.bus.presence import PING_SUBJECT
 from fleethub.shared.bus.topology import Names
 from fleethub.shared.events import (
     AccessChanged,
@@ -40,7 +42,8 @@ from fleethub.shared.events import (
 
 SERVICES = ("auth", "api", "spawner", "proxy", "culler")
 EVENTS_IDENTITY = "events"
-IDENTITIES = (*SERVICES, EVENTS_IDENTITY)
+STATUS_IDENTITY = "status"
+IDENTITIES = (*SERVICES, EVENTS_IDENTITY, STATUS_IDENTITY)
 
 # the api's durable consumers on the events stream and the spawner's on the command stream: nobody
 # else may bind, change, pull from or delete them (the api's consumers table is checked against these)
@@ -53,6 +56,13 @@ LEGACY_SPAWNER_DURABLE = "spawner"
 def spawner_durable(backend: str) -> str:
     """The durable consumer of the commands of `backend` (shared by every worker serving it)."""
     return f"spawner-{backend_token(backend)}"
+
+
+def webhook_durable(name: str) -> str:
+    """The durable consumer on the events stream from which the api replicas deliver webhook `name`."""
+    return f"webhook-{name}"
+
+
 # the core request the api sends for `POST /hub/api/proxy`; a spawner worker answers it
 RECONCILE_SUBJECT = "{ns}.rpc.routes.reconcile"
 
@@ -118,13 +128,16 @@ class Grant:
 
 
 SHUTDOWN = _events(HubShutdown)
+# every service replica answers `fleethub status`'s ping (hence `responses` on every service)
+PING = (PING_SUBJECT,)
 
 TABLE: dict[str, Grant] = {
     "auth": Grant(
         does="publishes its login events; writes its own registry keys; re-creates the in-memory registry",
         publish=(*_events(UserLoggedIn, UserLoggedOut), *_stream_info("{EVT}"), "$KV.{REGISTRY}.auth.>",
                  *_declare("KV_{REGISTRY}", update=False)),
-        subscribe=SHUTDOWN,
+        subscribe=(*SHUTDOWN, *PING),
+        responses=True,
         declares=("registry",),
         needs=("evt",),
     ),
@@ -142,8 +155,9 @@ TABLE: dict[str, Grant] = {
         ),
         subscribe=(
             "{ns}.evt.server.>",
-            *_events(TokenRevoked, UserDeleted, UserUpdated, AccessChanged, GroupChanged, HubShutdown),
+            *_events(TokenRevoked, UserDeleted, UserUpdated, AccessChanged, GroupChanged, HubShutdown), *PING,
         ),
+        responses=True,
         declares=("cmd", "evt", "routes", "registry"),
         updates=True,
     ),
@@ -154,7 +168,7 @@ TABLE: dict[str, Grant] = {
                  *_stream_info("{EVT}"), *_durable("{CMD}", "*"),
                  f"$JS.API.CONSUMER.DELETE.{{CMD}}.{LEGACY_SPAWNER_DURABLE}", "$KV.{ROUTES}.>",
                  *_kv_read("{ROUTES}")),
-        subscribe=(RECONCILE_SUBJECT, APPLIED_SUBJECT, *SHUTDOWN),
+        subscribe=(RECONCILE_SUBJECT, APPLIED_SUBJECT, *SHUTDOWN, *PING),
         responses=True,
         needs=("cmd", "evt", "routes"),
     ),
@@ -163,13 +177,15 @@ TABLE: dict[str, Grant] = {
              "API writes `path.` routes only",
         publish=(*_events(ActivityReported), *_stream_info("{EVT}"), *_kv_read("{ROUTES}"),
                  *_kv_read("{REGISTRY}"), "$KV.{ROUTES}.path", "$KV.{ROUTES}.path.>", APPLIED_SUBJECT),
-        subscribe=(*_events(ActivityReported), *SHUTDOWN),
+        subscribe=(*_events(ActivityReported), *SHUTDOWN, *PING),
+        responses=True,
         needs=("evt", "routes", "registry"),
     ),
     "culler": Grant(
         does="sends stop commands; follows activity",
         publish=(*_events(StopServer), *_stream_info("{CMD}")),
-        subscribe=(*_events(ActivityReported), *SHUTDOWN),
+        subscribe=(*_events(ActivityReported), *SHUTDOWN, *PING),
+        responses=True,
         needs=("cmd",),
     ),
     EVENTS_IDENTITY: Grant(
@@ -186,6 +202,13 @@ TABLE: dict[str, Grant] = {
                 f"$JS.API.CONSUMER.CREATE.{{EVT}}.{d}", f"$JS.API.CONSUMER.CREATE.{{EVT}}.{d}.>",
                 f"$JS.API.CONSUMER.DURABLE.CREATE.{{EVT}}.{d}", f"$JS.API.CONSUMER.DELETE.{{EVT}}.{d}",
                 f"$JS.API.CONSUMER.MSG.NEXT.{{EVT}}.{d}", f"$JS.ACK.{{EVT}}.{d}.>")),
+    ),
+    STATUS_IDENTITY: Grant(
+        does="`fleethub status` (read-only): asks every replica who it is; reads the streams' and their "
+             "consumers' counts",
+        publish=(PING_SUBJECT, *_stream_info("{CMD}"), *_stream_info("{EVT}"), "$JS.API.CONSUMER.LIST.{CMD}",
+                 "$JS.API.CONSUMER.LIST.{EVT}"),
+        subscribe=(),
     ),
 }
 
@@ -211,15 +234,30 @@ def _fill(pattern: str, identity: str, names: Names | None) -> str:
     return pattern.format(inbox=inbox_prefix(identity), **values)
 
 
-def grants(identity: str, names: Names | None) -> Permissions:
-    """The permissions of `identity` in the namespace of `names` (None: with `<ns>` placeholders)."""
+def _webhook_grants(webhooks: tuple[str, ...]) -> tuple[str, ...]:
+    """Binding, pulling from and settling the durables of the configured webhooks (the api delivers them).
+
+    A durable name is one subject token, so no wildcard can grant "every `webhook-` durable" alone: the
+    names are listed, and the server's configuration is rendered again when the webhooks change."""
+    return tuple(s for w in webhooks for s in _durable("{EVT}", webhook_durable(w)))
+
+
+def grants(identity: str, names: Names | None, webhooks: tuple[str, ...] = ()) -> Permissions:
+    """The permissions of `identity` in the namespace of `names` (None: with `<ns>` placeholders), with
+    the durables of the webhooks named `webhooks`: the api's, and refused to the `events` identity."""
     g = TABLE[identity]
+    publish, deny = g.publish, g.deny_publish
+    if identity == "api":
+        publish = (*publish, *_webhook_grants(webhooks))
+    elif identity == EVENTS_IDENTITY:
+        deny = (*deny, *(s for s in _webhook_grants(webhooks) if "CONSUMER.INFO" not in s),
+                *(f"$JS.API.CONSUMER.DELETE.{{EVT}}.{webhook_durable(w)}" for w in webhooks))
 
     def fill(patterns: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(dict.fromkeys(_fill(p, identity, names) for p in patterns))
 
-    return Permissions(identity, fill(g.publish), (*fill(g.subscribe), f"{inbox_prefix(identity)}.>"),
-                       fill(g.deny_publish), g.responses)
+    return Permissions(identity, fill(publish), (*fill(g.subscribe), f"{inbox_prefix(identity)}.>"),
+                       fill(deny), g.responses)
 
 
 def _messages(identity: str) -> set[str]:
@@ -239,7 +277,7 @@ def markdown_table() -> str:
     """The permission table of docs/architecture.md (generated; a test keeps the doc current)."""
     lines = ["| identity | what it does | may publish to | may subscribe to |", "|---|---|---|---|"]
     for identity in IDENTITIES:
-        p = grants(identity, None)
+        p = grants(identity, None, ("<name>",))
         pub = ", ".join(f"`{s}`" for s in p.publish)
         if p.deny_publish:
             pub += "; **not** " + ", ".join(f"`{s}`" for s in p.deny_publish)

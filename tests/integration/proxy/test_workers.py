@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from fleethub.shared.names import route_key
+from fleethub.shared.net import free_port, reserved_free_port
 from fleethub.shared.procs import pid_alive
 from tests.integration.proxy.conftest import ProxyEnv, answers, port_of
 from tests.integration.proxy.rawclient import RawClient
@@ -136,3 +139,38 @@ async def test_workers_stop_when_their_supervisor_dies(env: ProxyEnv) -> None:
         return not any(pid_alive(w) for w in workers)
 
     await wait_for(all_gone, timeout=10, what="orphaned workers to stop")
+
+
+def _two_free_ports() -> int:
+    """A port P with P + 1 free too (a node of two workers listens on both), below the ephemeral range."""
+    import socket
+
+    for _ in range(50):
+        port = reserved_free_port()
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no two adjacent free ports")
+
+
+async def test_each_worker_has_its_own_operations_port(env: ProxyEnv) -> None:
+    a = await env.backend("a")
+    await env.route("alice", a.url)
+    ops = _two_free_ports()
+    proc = env.cluster.start("proxy", proxy={"port": free_port(), "workers": 2}, ops={"proxy": {"port": ops}})
+    nodes = set()
+    async with httpx.AsyncClient(timeout=10) as client:
+        for port in (ops, ops + 1):  # worker i listens on the configured port + i
+
+            async def ready(p: int = port) -> bool:
+                r = await client.get(f"http://127.0.0.1:{p}/health/ready")
+                return r.status_code == 200 and r.json()["checks"] == {"bus": "ok", "route_table": "ok"}
+
+            await wait_for(ready, timeout=30, what=f"worker on ops port {port}\n{env.cluster.logs()}")
+            text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+            nodes |= set(re.findall(r'fleethub_proxy_requests_total\{node="([^"]+)"\}', text))
+    assert len(nodes) == 2, nodes  # two whole nodes, each counting its own requests
+    assert len(children(proc.pid)) == 2

@@ -178,7 +178,8 @@ def test_every_secret_and_configmap_used_exists_with_its_keys(everything: list[O
                  if n.startswith("fleethub-nats-")]
         assert seeds == [seed_secret_name(service)], service
     unused = {o["metadata"]["name"] for o in everything if o["kind"] in ("Secret", "ConfigMap")} - used
-    assert unused == {seed_secret_name("events")}  # for an outside consumer of the events stream
+    # for an outside consumer of the events stream, and for an operator's `fleethub status`
+    assert unused == {seed_secret_name("events"), seed_secret_name("status")}
 
 
 def test_pdbs_select_replicated_pods(rendered: list[Obj]) -> None:

@@ -183,6 +183,7 @@ SHAPED: dict[str, Any] = {
     "nats_namespace": "walk",
     "proxy.trusted_proxies": ["10.1.0.0/16", "::1"],
     "public_url": "https://hub.walk.example",  # https: proxy.ssl_cert (set by the walk) requires it
+    "base_url": "/walk/",
     "proxy.allowed_hosts": ["walk.example:8443"],
     "services.name": "walk-svc",
     "services.url": "http://127.0.0.1:9999",
@@ -203,6 +204,9 @@ SHAPED: dict[str, Any] = {
     "auth.github.allowed_organizations": ["walk-org", "walk-org:walk-team"],  # 'org' or 'org:team' only
     "auth.github.allowed_groups": ["walk-org:walk-users"],
     "auth.github.admin_groups": ["walk-org:walk-admins"],
+    "webhooks.name": "walk-hook",  # a subject token
+    "webhooks.url": "https://walk.example/hook",  # http(s) only
+    "webhooks.events": ["server.*"],  # known event types only
 }
 DICT_KEYS = {"custom_scopes": "custom:walk:read"}
 
@@ -300,7 +304,8 @@ def test_every_setting_reaches_a_child_process(monkeypatch: pytest.MonkeyPatch) 
     assert child.model_dump() == parent.model_dump()
     assert child.custom_scopes["custom:walk:read"].subscopes == ["custom:walk:read"]
     dumped = child.model_dump_json()
-    for secret in ("database_url", "secret_key", "auth.dummy_password", "proxy.auth_token", "services.api_token"):
+    for secret in ("database_url", "secret_key", "auth.dummy_password", "proxy.auth_token", "services.api_token",
+                   "webhooks.secret"):
         assert f"secret-of-{secret}-" not in dumped and f"secret-of-{secret}-" not in repr(child)
     assert child.auth.crypt_keys == parent.auth.crypt_keys == [bytes.fromhex(WALK_CRYPT_KEY)]
     assert WALK_CRYPT_KEY not in dumped and WALK_CRYPT_KEY not in repr(child)

@@ -9,6 +9,7 @@ from fleethub.services.api.browser import check_form, form_xsrf, login_redirect,
 from fleethub.services.api.deps import PageUser, Runtime
 from fleethub.services.api.page_context import nav_for, templates
 from fleethub.services.api.shares import ACCEPT_PATH, exchange_code, find_invitation
+from fleethub.shared.baseurl import inner_next
 from fleethub.shared.errors import BadRequest, Forbidden, NotFound
 from fleethub.shared.http import DbSession
 from fleethub.shared.identity import validate_next
@@ -44,7 +45,8 @@ async def accept(request: Request, runtime: Runtime, session: DbSession, ident: 
     me = check_form(request, runtime, ident, xsrf)
     # the form sends them as fields; JupyterHub's own form posts back to its URL, so take the query too
     code = code or request.query_params.get("code", "")
-    next = next or request.query_params.get("next", "")
+    # a form field passed no middleware: take it into the apps' form here (None: outside the base_url)
+    next = (inner_next(runtime.settings.base_url, next) or "") if next else request.query_params.get("next", "")
     if not code:
         raise BadRequest("Missing share code")
     async with session.begin():

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import select
 
 from fleethub.services.api.access import Requester
-from fleethub.services.api.deps import CurrentUser, DbSession, Runtime
+from fleethub.services.api.deps import BaseUrl, CurrentUser, DbSession, Runtime
 from fleethub.services.api.hub_services import (
     READ_SERVICE_SCOPES,
     SERVICE_FIELDS,
@@ -34,7 +34,7 @@ def _fields(req: Requester, name: str) -> set[str]:
 
 
 @router.get("/services")
-async def list_services(req: CurrentUser, session: DbSession) -> dict[str, Any]:
+async def list_services(req: CurrentUser, session: DbSession, base_url: BaseUrl) -> dict[str, Any]:
     # JupyterHub answers an object keyed by name, not the spec's array, and does not paginate
     visible = req.names_visible("list:services", "service")
     if visible is not None and not visible:
@@ -47,15 +47,15 @@ async def list_services(req: CurrentUser, session: DbSession) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for row in rows:
         fields = _fields(req, row.name) | {"kind", "name"}
-        out[row.name] = service_model(row, roles[row.id], fields)
+        out[row.name] = service_model(row, roles[row.id], fields, base_url=base_url)
     return out
 
 
 @router.get("/services/{name}")
-async def read_service(name: str, req: CurrentUser, session: DbSession) -> dict[str, Any]:
+async def read_service(name: str, req: CurrentUser, session: DbSession, base_url: BaseUrl) -> dict[str, Any]:
     req.require(*READ_SERVICE_SCOPES, service=name)
     row = await get_service(session, name)
-    return service_model(row, (await service_roles(session, [row]))[row.id], _fields(req, name))
+    return service_model(row, (await service_roles(session, [row]))[row.id], _fields(req, name), base_url=base_url)
 
 
 @router.post("/services/{name}")
@@ -69,7 +69,8 @@ async def add_service(name: str, request: Request, req: CurrentUser, runtime: Ru
         row = await create_service(session, runtime.settings, name, body)
         roles = (await service_roles(session, [row]))[row.id]
     runtime.relay.kick()
-    return JSONResponse(service_model(row, roles, set(SERVICE_FIELDS["read:services"])), status_code=201)
+    return JSONResponse(service_model(row, roles, set(SERVICE_FIELDS["read:services"]),
+                                      base_url=runtime.settings.base_url), status_code=201)
 
 
 @router.delete("/services/{name}")

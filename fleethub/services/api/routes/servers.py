@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Annotated
 
@@ -44,6 +45,7 @@ from fleethub.shared.faults import fault
 from fleethub.shared.http import DbSession, read_json
 from fleethub.shared.lifecycle import DesiredState
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/hub/api")
 
 
@@ -60,14 +62,14 @@ def _plain(status: int) -> Response:
     return Response(status_code=status, media_type="text/plain")
 
 
-def _model(req: Requester, user: User, view: AnyView, status: int = 200) -> JSONResponse:
+def _model(req: Requester, user: User, view: AnyView, base_url: str, status: int = 200) -> JSONResponse:
     with_state = req.can("admin:server_state", user.name, view.server.name)
-    return JSONResponse(server_model(user, view, with_state=with_state), status_code=status)
+    return JSONResponse(server_model(user, view, with_state=with_state, base_url=base_url), status_code=status)
 
 
 # --- read, create, edit ---------------------------------------------------------------------------
 
-async def _get(name: str, server_name: ServerName, req: CurrentUser, session: DbSession) -> Response:
+async def _get(name: str, server_name: ServerName, req: CurrentUser, session: DbSession, runtime: Runtime) -> Response:
     req.require("read:servers", user=name, server_name=server_name)
     async with session.begin():
         user = await get_user(session, name)
@@ -76,7 +78,7 @@ async def _get(name: str, server_name: ServerName, req: CurrentUser, session: Db
             raise NotFound(f"{name} has no server named '{server_name}'")
         if view is None:  # every user has a default server, stopped until its first start
             view = ServerView(Server(user_id=user.id, name="", desired=DesiredState.STOPPED, user_options={}), None)
-        return _model(req, user, view)
+        return _model(req, user, view, runtime.settings.base_url)
 
 
 async def _create(name: str, server_name: ServerName, request: Request, req: CurrentUser, runtime: Runtime,
@@ -91,7 +93,8 @@ async def _create(name: str, server_name: ServerName, request: Request, req: Cur
             raise Conflict(f"User {name} already has server {server_name}")
         await check_named_server(session, runtime.settings, user, server_name, new=True)
         body = ServerRequest(check_display_name(body.display_name or server_name), body.user_options)
-        return _model(req, user, await create_server(session, user, server_name, body), status=201)
+        return _model(req, user, await create_server(session, user, server_name, body), runtime.settings.base_url,
+                      status=201)
 
 
 async def _patch(name: str, server_name: ServerName, request: Request, req: CurrentUser, runtime: Runtime,
@@ -101,7 +104,7 @@ async def _patch(name: str, server_name: ServerName, request: Request, req: Curr
     async with session.begin():
         user = await lock_user(session, name)
         view = await update_server(session, runtime.settings, user, server_name, patch)
-        model = _model(req, user, view)
+        model = _model(req, user, view, runtime.settings.base_url)
     runtime.relay.kick()  # a rename announces whose scopes changed (shares follow it)
     return model
 
@@ -130,6 +133,7 @@ async def _start(name: str, server_name: ServerName, request: Request, req: Curr
                                     announcer=runtime.announcer,
                                     display_name=display_name)
     if result.started:
+        log.info("start of %s/%s requested: spawn %s", name, server_name, result.spawn_id)
         fault("api.after_commit_before_publish")
     if not runtime.bus.healthy.is_set():
         # NATS away: the command waits in the outbox and goes out when it returns; the outcome cannot come
@@ -161,6 +165,7 @@ async def _stop(name: str, server_name: ServerName, request: Request, req: Curre
     fault("api.after_commit_before_publish")
     if spawn_id is None:
         return _plain(204)
+    log.info("stop of %s/%s requested: spawn %s", name, server_name, spawn_id)
     if not runtime.bus.healthy.is_set():  # as for a start: the stop waits in the outbox
         return _plain(202)
     seen = await waiters.wait(spawn_id, {Outcome.STOPPED, Outcome.FAILED}, runtime.settings.api.slow_stop_timeout)
@@ -210,11 +215,11 @@ class EventStream(StreamingResponse):
 
 
 async def _progress(name: str, server_name: ServerName, req: CurrentUser, session: DbSession,
-                    waiters: Waiters) -> Response:
+                    waiters: Waiters, runtime: Runtime) -> Response:
     req.require("read:servers", user=name, server_name=server_name)
     async with session.begin():
         user = await get_user(session, name)
-        stream = await open_progress(session, waiters, user, server_name)
+        stream = await open_progress(session, waiters, user, server_name, base_url=runtime.settings.base_url)
     return EventStream(stream)
 
 

@@ -17,6 +17,7 @@ from fleethub.services.api.paging import page_of, page_response
 from fleethub.services.api.schemas import parse_body
 from fleethub.services.api.shares import (
     Grantee,
+    Links,
     ShareBody,
     ShareCodeBody,
     create_code,
@@ -65,7 +66,7 @@ async def list_owner_shares(owner: str, request: Request, req: CurrentUser, runt
     req.require("read:shares", user=owner, server_name=server_name)
     page = page_of(request, offset, limit, always=True)
     where = await owner_clause(session, Share, owner, server_name)
-    items, total = await list_shares(session, where, page.offset, page.limit, runtime.settings.public_url)
+    items, total = await list_shares(session, where, page.offset, page.limit, Links.of(runtime.settings))
     return page_response(request, page, items, total)
 
 
@@ -81,7 +82,7 @@ async def post_share(owner: str, server_name: str, request: Request, req: Curren
         server = await find_server(session, owner, server_name, create=True)
         assert server is not None
         model = await grant_share(session, runtime.settings.nats_namespace, server, grantee, scopes,
-                                  runtime.settings.public_url)
+                                  Links.of(runtime.settings))
     runtime.relay.kick()
     return model
 
@@ -96,7 +97,7 @@ async def patch_share(owner: str, server_name: str, request: Request, req: Curre
     async with session.begin():
         server = await find_server(session, owner, server_name)
         model = await revoke_share(session, runtime.settings.nats_namespace, server, grantee, scopes,
-                                   runtime.settings.public_url)
+                                   Links.of(runtime.settings))
     runtime.relay.kick()
     return JSONResponse(model)
 
@@ -123,7 +124,7 @@ async def list_owner_codes(owner: str, request: Request, req: CurrentUser, runti
     req.require("read:shares", user=owner, server_name=server_name)
     page = page_of(request, offset, limit, always=True)
     where = await owner_clause(session, ShareCode, owner, server_name)
-    items, total = await list_codes(session, where, page.offset, page.limit, runtime.settings.public_url)
+    items, total = await list_codes(session, where, page.offset, page.limit, Links.of(runtime.settings))
     return page_response(request, page, items, total)
 
 
@@ -137,7 +138,7 @@ async def post_code(owner: str, server_name: str, request: Request, req: Current
     async with session.begin():
         server = await find_server(session, owner, server_name, create=True)
         assert server is not None
-        model = await create_code(session, server, scopes, body.expires_in, runtime.settings.public_url)
+        model = await create_code(session, server, scopes, body.expires_in, Links.of(runtime.settings))
     return model
 
 
@@ -173,7 +174,7 @@ async def _shared_list(grantee: Grantee, request: Request, runtime: Runtime, ses
                        limit: int | None) -> Response:
     page = page_of(request, offset, limit, always=True)
     where = await shared_with_clause(session, grantee)
-    items, total = await list_shares(session, where, page.offset, page.limit, runtime.settings.public_url)
+    items, total = await list_shares(session, where, page.offset, page.limit, Links.of(runtime.settings))
     return page_response(request, page, items, total)
 
 
@@ -181,14 +182,14 @@ async def _shared_list(grantee: Grantee, request: Request, runtime: Runtime, ses
 async def user_shared_one(name: str, owner: str, server_name: str, req: CurrentUser, runtime: Runtime,
                           session: DbSession) -> dict[str, Any]:
     req.require("read:users:shares", user=name)
-    return await get_shared(session, Grantee("user", name), owner, server_name, runtime.settings.public_url)
+    return await get_shared(session, Grantee("user", name), owner, server_name, Links.of(runtime.settings))
 
 
 @router.get("/groups/{name}/shared/{owner}/{server_name:path}")
 async def group_shared_one(name: str, owner: str, server_name: str, req: CurrentUser, runtime: Runtime,
                            session: DbSession) -> dict[str, Any]:
     req.require("read:groups:shares", group=name)
-    return await get_shared(session, Grantee("group", name), owner, server_name, runtime.settings.public_url)
+    return await get_shared(session, Grantee("group", name), owner, server_name, Links.of(runtime.settings))
 
 
 @router.delete("/users/{name}/shared/{owner}/{server_name:path}", status_code=204)

@@ -22,6 +22,7 @@ from fleethub.services.api.models import INACTIVE, AnyView
 from fleethub.services.api.page_context import nav_for, templates
 from fleethub.services.api.queries import get_user, server_views
 from fleethub.services.api.spawn_form import offers_options
+from fleethub.shared.baseurl import public_path
 from fleethub.shared.errors import BadRequest, FleethubError, Forbidden, NotFound
 from fleethub.shared.identity import Identity
 from fleethub.shared.names import server_prefix, url_escape
@@ -81,7 +82,9 @@ def _asked(request: Request, target: str) -> str:
 async def _stopped(request: Request, runtime: Runtime, session: DbSession, ident: Identity, name: str, server: str,
                    target: str, path: str) -> Response:
     spawn_url = f"/hub/spawn/{url_escape(name)}" + (f"/{url_escape(server)}" if server else "")
-    message = f"JupyterHub server no longer running at {target}. Restart the server at {spawn_url}"
+    base_url = runtime.settings.base_url
+    message = (f"JupyterHub server no longer running at {public_path(base_url, target)}. "
+               f"Restart the server at {public_path(base_url, spawn_url)}")
     if _wants_json(request, path):
         return JSONResponse({"status": 424, "message": message}, status_code=424)
     # "Start it" carries where the browser was going: after the spawn it lands there, not at the server's root

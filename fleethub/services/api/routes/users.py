@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleethub.services.api.access import Requester
-from fleethub.services.api.deps import Crypt, CurrentUser, DbSession, ReadSession, Runtime
+from fleethub.services.api.deps import BaseUrl, Crypt, CurrentUser, DbSession, ReadSession, Runtime
 from fleethub.services.api.hub_services import SERVICE_FIELDS, get_service, service_model, service_roles
 from fleethub.services.api.models import MODEL_SCOPES, READ_USER_SCOPES, Can, user_model
 from fleethub.services.api.paging import page_of, page_response
@@ -37,21 +37,24 @@ def _can(req: Requester, name: str, *, identify: bool = False, hubwide: frozense
     return can
 
 
-async def model_for(session: AsyncSession, req: Requester, user: User, crypt: AuthStateCrypt) -> dict[str, Any]:
+async def model_for(session: AsyncSession, req: Requester, user: User, crypt: AuthStateCrypt,
+                    base_url: str) -> dict[str, Any]:
     """The User model of one user as `req` may see it (callers checked it may see something)."""
     row, views, links = await user_in_full(session, user.name)
-    return user_model(row, views, _can(req, user.name), crypt=crypt, links=links) or {}
+    return user_model(row, views, _can(req, user.name), crypt=crypt, base_url=base_url, links=links) or {}
 
 
 @router.get("/user")
-async def whoami(req: CurrentUser, session: DbSession, crypt: Crypt) -> dict[str, Any]:
+async def whoami(req: CurrentUser, session: DbSession, crypt: Crypt, base_url: BaseUrl) -> dict[str, Any]:
     if req.kind == "service":
         row = await get_service(session, req.name)
         fields = {f for scope, names in SERVICE_FIELDS.items() if req.can(scope, service=req.name) for f in names}
-        model = service_model(row, (await service_roles(session, [row]))[row.id], fields | {"kind", "name", "admin"})
+        model = service_model(row, (await service_roles(session, [row]))[row.id], fields | {"kind", "name", "admin"},
+                              base_url=base_url)
     else:
         user, views, links = await user_in_full(session, req.name)
-        model = user_model(user, views, _can(req, user.name, identify=True), crypt=crypt, links=links) or {}
+        model = user_model(user, views, _can(req, user.name, identify=True), crypt=crypt, base_url=base_url,
+                           links=links) or {}
     model["scopes"] = req.rendered()
     model["session_id"] = req.ident.session_id
     model["token_id"] = f"a{req.ident.token_id}" if req.ident.token_id is not None else None
@@ -59,7 +62,8 @@ async def whoami(req: CurrentUser, session: DbSession, crypt: Crypt) -> dict[str
 
 
 @router.get("/users")
-async def get_users(request: Request, req: CurrentUser, session: ReadSession, crypt: Crypt, offset: int = 0,
+async def get_users(request: Request, req: CurrentUser, session: ReadSession, crypt: Crypt, base_url: BaseUrl,
+                    offset: int = 0,
                     limit: int | None = None,
                     state: str | None = None, sort: str = "id", name_filter: str | None = None,
                     include_stopped_servers: bool = False) -> Response:
@@ -76,14 +80,14 @@ async def get_users(request: Request, req: CurrentUser, session: ReadSession, cr
     users, total = await list_users(session, query)
     hubwide = frozenset(s for s in MODEL_SCOPES if req.can(s))
     items = [m for u, views, links in users
-             if (m := user_model(u, views, _can(req, u.name, hubwide=hubwide), crypt=crypt,
+             if (m := user_model(u, views, _can(req, u.name, hubwide=hubwide), crypt=crypt, base_url=base_url,
                                  include_stopped=include_stopped_servers, links=links))]
     return page_response(request, page, items, total)
 
 
 @router.post("/users", status_code=201)
 async def post_users(request: Request, req: CurrentUser, runtime: Runtime, session: DbSession,
-                     crypt: Crypt) -> Response:
+                     crypt: Crypt, base_url: BaseUrl) -> Response:
     req.require("admin:users")  # hub-wide: a filtered admin:users may not create arbitrary users
     body = await parse_body(request, UsersCreate, required=True)
     if body.admin and not req.ident.admin:
@@ -93,7 +97,7 @@ async def post_users(request: Request, req: CurrentUser, runtime: Runtime, sessi
     runtime.relay.kick()
     items = []
     for i, user in enumerate(created, 1):
-        if model := user_model(user, [], _can(req, user.name), crypt=crypt):
+        if model := user_model(user, [], _can(req, user.name), crypt=crypt, base_url=base_url):
             items.append(model)
         if i % CREATE_CHUNK == 0:
             await asyncio.sleep(0)  # 10,000 models are ~0.3 s of work: other requests run in between
@@ -102,7 +106,7 @@ async def post_users(request: Request, req: CurrentUser, runtime: Runtime, sessi
 
 @router.post("/users/{name}", status_code=201)
 async def post_user(name: str, request: Request, req: CurrentUser, runtime: Runtime,
-                    session: DbSession, crypt: Crypt) -> dict[str, Any]:
+                    session: DbSession, crypt: Crypt, base_url: BaseUrl) -> dict[str, Any]:
     req.require("admin:users", user=name)
     body = await parse_body(request, UserCreate, required=False)
     if body.admin and not req.ident.admin:
@@ -113,22 +117,22 @@ async def post_user(name: str, request: Request, req: CurrentUser, runtime: Runt
     except Conflict:
         raise Conflict(f"User {name} already exists") from None
     runtime.relay.kick()
-    return await model_for(session, req, created[0], crypt)
+    return await model_for(session, req, created[0], crypt, base_url)
 
 
 @router.get("/users/{name}")
-async def get_one(name: str, req: CurrentUser, session: ReadSession, crypt: Crypt,
+async def get_one(name: str, req: CurrentUser, session: ReadSession, crypt: Crypt, base_url: BaseUrl,
                   include_stopped_servers: bool = False) -> Response:
     req.require(*READ_USER_SCOPES, user=name)
     user, views, links = await user_in_full(session, name)
-    model = user_model(user, views, _can(req, user.name), crypt=crypt, include_stopped=include_stopped_servers,
-                       links=links)
+    model = user_model(user, views, _can(req, user.name), crypt=crypt, base_url=base_url,
+                       include_stopped=include_stopped_servers, links=links)
     return JSONResponse(model or {})
 
 
 @router.patch("/users/{name}")
 async def patch_one(name: str, request: Request, req: CurrentUser, runtime: Runtime,
-                    session: DbSession, crypt: Crypt) -> dict[str, Any]:
+                    session: DbSession, crypt: Crypt, base_url: BaseUrl) -> dict[str, Any]:
     req.require("admin:users", user=name)
     body = await parse_body(request, UserPatch, required=True)
 
@@ -145,7 +149,7 @@ async def patch_one(name: str, request: Request, req: CurrentUser, runtime: Runt
         await update_user(session, runtime.settings, user, body, may_grant, crypt=crypt)
     runtime.relay.kick()
     _forget_here(request, name, user.name)
-    model = await model_for(session, req, user, crypt)
+    model = await model_for(session, req, user, crypt, base_url)
     model["auth_state"] = crypt.open(user.auth_state, user.name)  # JupyterHub's PATCH answer includes it
     return model
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
@@ -97,6 +98,7 @@ async def login(
         return throttled
     if authenticator.redirects:
         return RedirectResponse(oauth_login_url(next_url), status_code=303)
+    started = time.monotonic()
     try:
         async with session.begin():
             # one transaction: the password's user row stays locked (no rename or delete) until the session exists
@@ -106,9 +108,12 @@ async def login(
             if isinstance(outcome, Login):
                 await succeeded(session, attempt)
     except LoginRefused as exc:
+        runtime.metrics.login_duration.labels(status="failure").observe(time.monotonic() - started)
         await _failed(runtime, session, attempt)
         log.info("login of %r refused by the authenticator: %s", username[:64], exc.message)
         return _form_page(request, runtime, authenticator, next_url, exc.status, exc.message, username[:255])
+    status = "success" if isinstance(outcome, Login) else "failure"
+    runtime.metrics.login_duration.labels(status=status).observe(time.monotonic() - started)
     if not isinstance(outcome, Login):
         await _failed(runtime, session, attempt)
         log.info("failed login for %r: %s", username[:64], outcome)

@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from fleethub.services.auth.deps import DbSession, Runtime
 from fleethub.services.auth.pages import consent_page, error_page, nav_for, templates
 from fleethub.services.auth.scope_text import describe
+from fleethub.shared.baseurl import public_path
 from fleethub.shared.db.models import CONFIG_TOKEN_KIND, ApiToken, HubServiceRow, OAuthCode, Server, User
 from fleethub.shared.events import utcnow
 from fleethub.shared.http import PAGE_RESPONSE_HEADERS
@@ -101,7 +102,8 @@ async def find_client(session: AsyncSession, settings: ServiceSettings, secret_k
         secret = service_api_token(svc.api_token.get_secret_value() if svc.api_token else None, svc.managed,
                                    secret_key, svc.name)
         if svc.client_id == cid and secret is not None:
-            return Client(cid, svc.redirect_uri, hash_token(secret), f"the service {svc.name}",
+            return Client(cid, public_path(settings.base_url, svc.redirect_uri), hash_token(secret),
+                          f"the service {svc.name}",
                           f"access:services!service={svc.name}", no_confirm=svc.oauth_no_confirm,
                           allowed=tuple(settings.oauth_allowed_scopes(svc)))
     runtime = (await session.execute(
@@ -112,7 +114,8 @@ async def find_client(session: AsyncSession, settings: ServiceSettings, secret_k
     if runtime is not None:
         svc_row, hashed = runtime
         assert svc_row.oauth_redirect_uri is not None
-        return Client(cid, svc_row.oauth_redirect_uri, hashed, f"the service {svc_row.name}",
+        return Client(cid, public_path(settings.base_url, svc_row.oauth_redirect_uri), hashed,
+                      f"the service {svc_row.name}",
                       f"access:services!service={svc_row.name}", no_confirm=svc_row.oauth_no_confirm,
                       allowed=tuple(svc_row.oauth_client_allowed_scopes or ()))
     try:
@@ -128,7 +131,7 @@ async def find_client(session: AsyncSession, settings: ServiceSettings, secret_k
         if row is not None:
             srv, owner = row
             assert srv.spawn_id is not None
-            return Client(cid, f"{server_prefix(owner.name, srv.name)}oauth_callback",
+            return Client(cid, public_path(settings.base_url, f"{server_prefix(owner.name, srv.name)}oauth_callback"),
                           hash_token(server_token(secret_key, srv.spawn_id)), f"the server {owner.name}/{srv.name}",
                           f"access:servers!server={owner.name}/{srv.name}", owner.id, srv.spawn_id)
     return None

@@ -41,9 +41,9 @@ _PURPOSE = "oauth-login-state"
 
 def callback_url(runtime: Runtime, authenticator: Authenticator) -> str:
     """The redirect URI registered at the provider: the authenticator's `oauth_callback_url`, default
-    <public_url>/hub/oauth_callback."""
+    <public_url><base_url>hub/oauth_callback."""
     configured = str(getattr(authenticator, "oauth_callback_url", "") or "")
-    return configured or f"{runtime.settings.hub_public_url}/hub/oauth_callback"
+    return configured or f"{runtime.settings.hub_public_url}{runtime.settings.base_url}hub/oauth_callback"
 
 
 def _encode(key: str, data: dict[str, Any]) -> str:

@@ -56,7 +56,7 @@ def test_status_is_named_and_jupyterhubs_words() -> None:
 
 def test_server_model() -> None:
     view = ServerView(_server("running"), _state("running"))
-    model = server_model(_user(), view, with_state=True)
+    model = server_model(_user(), view, with_state=True, base_url="/")
     assert model == {
         "name": "", "display_name": "", "full_name": "bob/",
         "last_activity": "2025-01-02T03:04:05Z", "started": "2025-01-02T03:04:05Z",
@@ -64,31 +64,32 @@ def test_server_model() -> None:
         "progress_url": "/hub/api/users/bob/server/progress", "full_url": None, "full_progress_url": None,
         "state": {"pid": 7},
     }
-    assert "state" not in server_model(_user(), view, with_state=False)
+    assert "state" not in server_model(_user(), view, with_state=False, base_url="/")
     named = server_model(User(id=2, name="a b", admin=False, created=T),
-                         ServerView(_server("running", name="gpu"), None), with_state=False)
+                         ServerView(_server("running", name="gpu"), None), with_state=False, base_url="/")
     assert named["url"] == "/user/a%20b/gpu/" and named["progress_url"] == "/hub/api/users/a%20b/servers/gpu/progress"
     assert named["display_name"] == "gpu"  # none stored: a named server shows its name
 
 
 def test_user_model_and_vertical_filtering() -> None:
     running = ServerView(_server("running"), _state("running"))
-    full = user_model(_user(), [running], lambda scope, server: True, crypt=NO_KEYS)
+    full = user_model(_user(), [running], lambda scope, server: True, crypt=NO_KEYS, base_url="/")
     assert full is not None and full["server"] == "/user/bob/" and full["pending"] is None
     assert set(full) == {"kind", "name", "admin", "roles", "groups", "server", "pending", "created", "last_activity",
                          "auth_state", "servers"}
     assert full["servers"][""]["state"] == {"pid": 7}
     names_only = user_model(_user(), [running], lambda scope, server: scope == "read:users:name" and server is None,
-                            crypt=NO_KEYS)
+                            crypt=NO_KEYS, base_url="/")
     assert names_only == {"kind": "user", "name": "bob", "admin": False}
-    assert user_model(_user(), [running], lambda scope, server: False, crypt=NO_KEYS) is None
+    assert user_model(_user(), [running], lambda scope, server: False, crypt=NO_KEYS, base_url="/") is None
     stopped = ServerView(_server("stopped"), None)
-    servers_only = user_model(_user(), [stopped], lambda scope, server: scope == "read:servers", crypt=NO_KEYS)
+    servers_only = user_model(_user(), [stopped], lambda scope, server: scope == "read:servers",
+                              crypt=NO_KEYS, base_url="/")
     assert servers_only == {"kind": "user", "name": "bob", "servers": {}}
     with_stopped = user_model(_user(), [stopped], lambda scope, server: scope == "read:servers", include_stopped=True,
-                              crypt=NO_KEYS)
+                              crypt=NO_KEYS, base_url="/")
     assert with_stopped is not None and with_stopped["servers"][""]["stopped"] is True
-    admin = user_model(_user(admin=True), [], lambda scope, server: True, crypt=NO_KEYS)
+    admin = user_model(_user(admin=True), [], lambda scope, server: True, crypt=NO_KEYS, base_url="/")
     assert admin is not None and admin["roles"] == ["admin", "user"]
 
 

@@ -62,3 +62,19 @@ def test_the_default_allow_list_is_jupyterhubs() -> None:
     assert load_settings(None).spawner.env_keep == [
         "CONDA_DEFAULT_ENV", "CONDA_ROOT", "JUPYTERHUB_SINGLEUSER_APP", "LANG", "LC_ALL", "LD_LIBRARY_PATH", "PATH",
         "PYTHONPATH", "VIRTUAL_ENV"]
+
+
+def test_a_base_url_shapes_the_servers_and_services_urls() -> None:
+    settings = load_settings(None, base_url="/jhub/", public_url="https://hub.example",
+                             services=[{"name": "dash", "url": "http://127.0.0.1:9000", "command": ["dash"]}])
+    env = server_env(settings, KEY, "alice", "gpu", "spawn1")
+    assert env["JUPYTERHUB_BASE_URL"] == "/jhub/"
+    assert env["JUPYTERHUB_SERVICE_PREFIX"] == "/jhub/user/alice/gpu/"
+    assert env["JUPYTERHUB_OAUTH_CALLBACK_URL"] == "/jhub/user/alice/gpu/oauth_callback"
+    assert env["JUPYTERHUB_API_URL"] == "https://hub.example/jhub/hub/api"
+    assert env["JUPYTERHUB_ACTIVITY_URL"] == "https://hub.example/jhub/hub/api/users/alice/activity"
+    svc = service_env(settings, KEY, settings.services[0])
+    assert svc["JUPYTERHUB_BASE_URL"] == "/jhub/" and svc["JUPYTERHUB_SERVICE_PREFIX"] == "/jhub/services/dash/"
+    assert svc["JUPYTERHUB_OAUTH_CALLBACK_URL"] == "/jhub/services/dash/oauth_callback"
+    assert svc["JUPYTERHUB_PUBLIC_HUB_URL"] == "https://hub.example/jhub/hub/"
+    assert svc["JUPYTERHUB_PUBLIC_URL"] == "https://hub.example/jhub/services/dash/"
