@@ -364,7 +364,7 @@ def _host(settings: ServiceSettings, nkeys: Path | None, own_pids: list[int], re
     from fleethub.shared.logging import setup_logging
     from fleethub.shared.service import run_async
 
-    setup_logging(settings.log_level, "up")
+    setup_logging(settings.log_level, "up", settings.log_format)
     failed: list[str] = []
 
     async def main(stop: asyncio.Event) -> None:
