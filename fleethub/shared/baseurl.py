@@ -155,7 +155,7 @@ class BasePrefix:
         if inner is None:
             await _outside(self.base_url, send, websocket=scope["type"] == "websocket")
             return
-        scope = dict(scope)
+        outer, scope = scope, dict(scope)
         scope["path"] = inner
         raw, prefix = scope.get("raw_path"), root(self.base_url).encode("ascii")
         if raw is not None and raw.startswith(prefix):
@@ -176,7 +176,11 @@ class BasePrefix:
                 message = {**message, "headers": headers}
             await send(message)
 
-        await self.app(scope, receive, send_public)
+        try:
+            await self.app(scope, receive, send_public)
+        finally:  # the matched route, for middleware in front that names the handler (request metrics)
+            if "route" in scope:
+                outer["route"] = scope["route"]
 
 
 async def _outside(base_url: str, send: Send, *, websocket: bool) -> None:

@@ -1,7 +1,8 @@
 """ASGI middleware observing `jupyterhub_request_duration_seconds{method,handler,code}` for an HTTP service.
 
 `handler` is the matched route's path template (`/hub/api/users/{name}`), never the raw path, so user
-names do not become label values; a request no route matched is `unmatched`.
+names do not become label values; a request no route matched is `unmatched`. `method` is one of the
+standard methods, else `other`: a client picks the method, and each new one would be a new label set.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fleethub.shared.metrics import Metrics
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+"""The methods that are their own `method` label value (any other is `other`)."""
 
 
 class RequestTimer:
@@ -45,5 +49,6 @@ class RequestTimer:
             if metrics is not None:
                 route = scope.get("route")
                 handler = getattr(route, "path", None) or scope.get("fleethub.handler") or "unmatched"
-                metrics.request_duration.labels(method=scope["method"], handler=handler, code=str(code)).observe(
+                method = scope["method"] if scope["method"] in METHODS else "other"
+                metrics.request_duration.labels(method=method, handler=handler, code=str(code)).observe(
                     time.monotonic() - start)
