@@ -26,6 +26,8 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?i)([?&](?:token|auth|key|code|state|_xsrf|password|client_secret)=)[^&\s'\"]+"), r"\1[secret]"),
     # passwords in URLs: scheme://user:password@host
     (re.compile(r"(?i)([a-z][a-z0-9+.-]*://[^:/\s@]+:)[^@/\s]+@"), r"\1[secret]@"),
+    # a NATS token in a URL: nats://token@host (the user part of a NATS URL without a password is the token)
+    (re.compile(r"(?i)\b((?:nats|tls|ws|wss)://)[^:/\s@,]+@"), r"\1[secret]@"),
     # "token <hex>" / "bearer <x>" anywhere
     (re.compile(r"(?i)\b(token|bearer)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 [secret]"),
 )

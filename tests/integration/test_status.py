@@ -133,6 +133,11 @@ async def test_unreachable_nats_and_postgres_are_named(cluster: Cluster, secure:
     assert f"cannot reach NATS (nats_url {nowhere})" in out.stderr and "Traceback" not in out.stderr
     assert "SERVERS\n0 running" in out.stdout  # what PostgreSQL tells is still shown
     assert "SERVICES\nunknown: NATS unreachable" in out.stdout
+    # NATS credentials in the URL (a token, user and password) are not printed
+    nowhere = f"nats://t0kenSecret@127.0.0.1:{free_port()},nats://u:pa55word@127.0.0.1:{free_port()}"
+    out = status(cluster, nats_url=nowhere, nats_nkey_file=seed)
+    assert out.returncode == 1 and "cannot reach NATS (nats_url nats://[secret]@127.0.0.1:" in out.stderr
+    assert "t0kenSecret" not in out.stderr + out.stdout and "pa55word" not in out.stderr + out.stdout
 
     port = free_port()
     out = status(cluster, "--json", database_url=f"postgresql://fleethub:s3cretpw@127.0.0.1:{port}/nothing",

@@ -58,6 +58,15 @@ def test_scrub_removes_secrets() -> None:
     assert len(scrub("u" * 10_000)) < 2100
 
 
+def test_scrub_removes_nats_url_credentials() -> None:
+    out = scrub("cannot connect to NATS at nats://t0kenSecret@10.0.0.1:4222,tls://u:pa55word@h:4222 "
+                "ws://w5token@h:8080 postgresql://fleethub@db:5432/hub")
+    for secret in ("t0kenSecret", "pa55word", "w5token"):
+        assert secret not in out, out
+    assert "nats://[secret]@10.0.0.1:4222" in out and "tls://u:[secret]@h:4222" in out, out
+    assert "postgresql://fleethub@db:5432/hub" in out  # a user name alone is no secret outside NATS URLs
+
+
 def test_filter_applies_to_records() -> None:
     record = logging.LogRecord("t", logging.INFO, __file__, 1, "login with %s", ("bearer abcdefghijklmnop",), None)
     ScrubbingFilter().filter(record)
