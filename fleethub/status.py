@@ -80,14 +80,10 @@ class Status(BaseModel):
 def _runtime(settings: ServiceSettings) -> dict[str, Any] | None:
     """The runtime file of a `fleethub up` alive on the data dir, or None."""
     from fleethub.shared.procs import pid_alive
-    from fleethub.up import RUNTIME_FILE
+    from fleethub.up import read_runtime
 
-    path = settings.data_dir.resolve() / RUNTIME_FILE
-    try:
-        runtime = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return runtime if isinstance(runtime, dict) and pid_alive(int(runtime.get("pid", 0))) else None
+    runtime = read_runtime(settings.data_dir.resolve())
+    return runtime if runtime is not None and pid_alive(int(runtime.get("pid", 0))) else None
 
 
 def locate(settings: ServiceSettings) -> tuple[str, str, Path | None]:
@@ -99,8 +95,8 @@ def locate(settings: ServiceSettings) -> tuple[str, str, Path | None]:
     from fleethub.shared.bus.natsconfig import seed_file
     from fleethub.up import NATS_KEYS_DIR
 
-    runtime = _runtime(settings)
     configured = settings.model_fields_set
+    runtime = None if {"nats_url", "database_url"} <= configured else _runtime(settings)
     where = f"no `fleethub up` is running on {settings.data_dir.resolve()}"
     if "nats_url" in configured:
         nats_url = settings.nats_url

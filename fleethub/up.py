@@ -481,6 +481,23 @@ async def _mint_token(database_url: str, user: str, note: str) -> str:
         await engine.dispose()
 
 
+def read_runtime(data_dir: Path) -> dict[str, Any] | None:
+    """The runtime file `fleethub up` keeps in `data_dir` (None: none there, or unreadable as JSON).
+
+    Raises:
+        ConfigError: the file is there but this user may not read it (it is 0600, its owner's who ran `up`).
+    """
+    path = data_dir / RUNTIME_FILE
+    try:
+        runtime = json.loads(path.read_text())
+    except PermissionError:
+        raise ConfigError(f"cannot read {path} (permission denied): run this as the user who ran `fleethub up`, "
+                          "or set the URLs (FLEETHUB_NATS_URL, FLEETHUB_DATABASE_URL)") from None
+    except (OSError, ValueError):
+        return None
+    return runtime if isinstance(runtime, dict) else None
+
+
 def database_url(settings: ServiceSettings, stack: contextlib.ExitStack) -> str:
     """The database of a command run beside `fleethub up` (`fleethub token`, `fleethub passwd`): the configured
     URL, else the embedded PostgreSQL of the data dir — the running one, or started for the command (stopped
@@ -491,9 +508,8 @@ def database_url(settings: ServiceSettings, stack: contextlib.ExitStack) -> str:
     if "database_url" in settings.model_fields_set:
         return settings.require_database_url()
     data_dir = settings.data_dir.resolve()
-    runtime_file = data_dir / RUNTIME_FILE
-    runtime = json.loads(runtime_file.read_text()) if runtime_file.exists() else None
-    if runtime is not None and pid_alive(int(runtime["pid"])):
+    runtime = read_runtime(data_dir)
+    if runtime is not None and pid_alive(int(runtime.get("pid", 0))):
         return str(runtime["database_url"])
     if (data_dir / "pg").exists():
         pg = stack.enter_context(EmbeddedPostgres(data_dir / "pg"))

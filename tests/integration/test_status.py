@@ -5,6 +5,7 @@ as tables; NATS or PostgreSQL unreachable is named, with a nonzero exit."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from tests.support.cluster import (
     wait_for,
 )
 from tests.support.securenats import SecureNats, secure_nats
+from tests.support.unix_users import traversable, unix_user, venv_reachable
 
 pytestmark = pytest.mark.integration
 
@@ -158,3 +160,23 @@ def test_without_a_deployment_it_says_what_is_missing(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "fleethub", "status", "--wait", "0"],
                          env=env_without_fleethub(), capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "--wait" in out.stderr
+
+
+def test_an_unreadable_runtime_file_is_named(tmp_path: Path) -> None:
+    """Run by another account than `fleethub up`'s, status and token say the runtime file is not theirs to read
+    (not that no `fleethub up` runs there, nor a traceback)."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    runtime = data_dir / "runtime.json"
+    runtime.write_text(json.dumps({"pid": os.getpid(), "nats_url": "nats://127.0.0.1:1",
+                                   "database_url": "postgresql+asyncpg://fleethub:pw@127.0.0.1:1/fleethub"}))
+    runtime.chmod(0o600)
+    with unix_user() as pw, venv_reachable(), traversable(data_dir):
+        for command in (["status"], ["token", "admin"]):
+            out = subprocess.run(["runuser", "-u", pw.pw_name, "--", sys.executable, "-m", "fleethub", *command,
+                                  "--data-dir", str(data_dir)],
+                                 env=env_without_fleethub(), capture_output=True, text=True, timeout=60)
+            assert out.returncode == 2, (command, out.stdout, out.stderr)
+            assert f"cannot read {runtime} (permission denied)" in out.stderr, (command, out.stderr)
+            assert "Traceback" not in out.stderr and "pw@" not in out.stderr + out.stdout
+
