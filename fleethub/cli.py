@@ -60,6 +60,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         engine = make_engine(settings.require_database_url(), pool_size=1)
         try:
             await migrate(engine)
+        except OSError as exc:  # as `fleethub run` says it: no traceback for a database that is not there
+            from fleethub.shared.errors import ConfigError
+
+            raise ConfigError(f"cannot reach the database (FLEETHUB_DATABASE_URL): {exc}") from None
         finally:
             await engine.dispose()
 

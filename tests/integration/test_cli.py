@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from fleethub.shared.db.migrate import head_revision
+from fleethub.shared.net import free_port
 from tests.support.cluster import env_without_fleethub
 
 pytestmark = pytest.mark.integration
@@ -29,6 +30,14 @@ def test_services_refuse_an_unmigrated_database_until_migrate(database_url: str,
     out = fleethub("migrate", env=env)
     assert out.returncode == 0 and f"migrated to {head_revision()}" in out.stdout
     assert fleethub("migrate", env=env).returncode == 0  # idempotent
+
+
+def test_migrate_names_a_database_it_cannot_reach() -> None:
+    env = {"FLEETHUB_DATABASE_URL": f"postgresql://fleethub:s3cretpw@127.0.0.1:{free_port()}/fleethub"}
+    out = fleethub("migrate", env=env)
+    assert out.returncode == 2, out.stderr
+    assert "cannot reach the database (FLEETHUB_DATABASE_URL)" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and "s3cretpw" not in out.stderr
 
 
 def test_configuration_errors_name_the_setting(tmp_path: Path) -> None:
