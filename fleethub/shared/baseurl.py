@@ -163,13 +163,15 @@ class BasePrefix:
         elif raw is not None:  # the prefix %-encoded as sent: no raw form to keep (raw_path is optional)
             del scope["raw_path"]
         scope["query_string"] = _inner_query(self.base_url, scope.get("query_string", b""))
+        host = next((v.decode("latin-1") for n, v in scope.get("headers", ()) if n == b"host"), "")
 
         async def send_public(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = []
                 for name, value in message.get("headers", []):
                     if name.lower() == b"location":
-                        value = public_location(self.base_url, value.decode("latin-1")).encode("latin-1")
+                        location = _own_origin_path(value.decode("latin-1"), host)
+                        value = public_location(self.base_url, location).encode("latin-1")
                     elif name.lower() == b"set-cookie":
                         value = _cookie_path(self.base_url, value)
                     headers.append((name, value))
@@ -181,6 +183,16 @@ class BasePrefix:
         finally:  # the matched route, for middleware in front that names the handler (request metrics)
             if "route" in scope:
                 outer["route"] = scope["route"]
+
+
+def _own_origin_path(location: str, host: str) -> str:
+    """An absolute `location` on the request's own host as a path (`http://h/hub/api/users` → `/hub/api/users`),
+    so it is prefixed like any other: the router's trailing-slash redirect names the inner path, absolute,
+    on whatever host the request named. Any other location is returned as it is."""
+    parts = urlsplit(location)
+    if parts.scheme not in ("http", "https") or not host or parts.netloc.lower() != host.lower():
+        return location
+    return urlunsplit(("", "", parts.path or "/", parts.query, parts.fragment))
 
 
 async def _outside(base_url: str, send: Send, *, websocket: bool) -> None:
