@@ -8,7 +8,7 @@ CONNECT_TIMEOUT = 5.0
 POOL_TIMEOUT = 10.0
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+def make_engine(url: str, *, pool_size: int = 10, max_overflow: int | None = None) -> AsyncEngine:
     """An asyncpg engine for `url` (SQLAlchemy form, postgresql+asyncpg://…).
 
     No ping on checkout: it cost three round trips (BEGIN, SELECT 1, ROLLBACK) per request. A
@@ -20,8 +20,12 @@ def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     Bounded waits, so that a request answers 503 in seconds while PostgreSQL is away rather than hanging:
     opening a connection gives up after `CONNECT_TIMEOUT` (asyncpg's default is 60 s; a refused
     connection fails at once anyway), waiting for a free pooled connection after `POOL_TIMEOUT`.
+
+    `pool_size` connections are kept open once opened, up to `max_overflow` (default: `pool_size`) more are
+    opened while they are all in use.
     """
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=600,
+    return create_async_engine(url, pool_size=pool_size,
+                               max_overflow=pool_size if max_overflow is None else max_overflow, pool_recycle=600,
                                pool_timeout=POOL_TIMEOUT, connect_args={"timeout": CONNECT_TIMEOUT})
 
 
