@@ -12,6 +12,7 @@ from fleethub.services.spawner.lifecycle import Worker
 from fleethub.services.spawner.managed import ManagedServices
 from fleethub.shared.authenticators import load_authenticator
 from fleethub.shared.bus.permissions import LEGACY_SPAWNER_DURABLE, spawner_durable
+from fleethub.shared.db.engine import handler_pool
 from fleethub.shared.events import backend_commands_filter
 from fleethub.shared.metrics import Refresher
 from fleethub.shared.profiles import served_backends
@@ -21,25 +22,13 @@ from fleethub.shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
-POOL_SIZE = 10  # connections kept open
-LOOP_CONNECTIONS = 6  # the renew, fence, adopt, poll and reconcile loops and the outbox relay, one each at most
-MAX_CONNECTIONS = 40  # at most, as the api's pool (PostgreSQL's default max_connections is 100)
-
-
-def pool_overflow(settings: ServiceSettings) -> int:
-    """Connections opened beyond `POOL_SIZE` while they are all in use: one for every command handled at
-    once and every loop, up to `MAX_CONNECTIONS`, so a storm of spawns hardly makes a lease statement wait
-    for a connection (it must answer within half a lease: queued behind 64 handlers for 20 connections,
-    renewals failed and spawns were abandoned to adopters)."""
-    wanted = settings.spawner.max_concurrent * len(served_backends(settings.spawner)) + LOOP_CONNECTIONS
-    return max(POOL_SIZE, min(wanted, MAX_CONNECTIONS) - POOL_SIZE)
-
 
 async def main(settings: ServiceSettings, stop: asyncio.Event) -> None:
     served = served_backends(settings.spawner)
     backends = {name: load_backend(settings, name) for name in served}
     authenticator = load_authenticator(settings)  # for its pre_spawn_start; a bad name fails here
-    async with open_runtime(settings, "spawner", pool_size=POOL_SIZE, max_overflow=pool_overflow(settings),
+    pool_size, max_overflow = handler_pool(settings.spawner.max_concurrent * len(served))
+    async with open_runtime(settings, "spawner", pool_size=pool_size, max_overflow=max_overflow,
                             exit_on_bus_closed=True) as runtime, \
             contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(authenticator.close)

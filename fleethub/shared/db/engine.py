@@ -6,6 +6,20 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 CONNECT_TIMEOUT = 5.0
 POOL_TIMEOUT = 10.0
+HANDLER_POOL_KEPT = 10  # connections a `handler_pool` keeps open
+HANDLER_POOL_MOST = 40  # and at most, as the api's pool (PostgreSQL's default max_connections is 100)
+HANDLER_POOL_LOOPS = 6  # a spawner's renew, fence, adopt, poll and reconcile loops and outbox relay
+
+
+def handler_pool(handlers: int, *, loops: int = HANDLER_POOL_LOOPS) -> tuple[int, int]:
+    """`(pool_size, max_overflow)` for a service that runs `handlers` tasks at once, each holding at most one
+    connection, and `loops` background loops: a connection for each, up to `HANDLER_POOL_MOST`.
+
+    The spawner's: its lease statements must answer within half a lease; queued behind 64 command handlers
+    for 20 connections, renewals failed in a storm and spawns were abandoned to adopters.
+    """
+    wanted = handlers + loops
+    return HANDLER_POOL_KEPT, max(HANDLER_POOL_KEPT, min(wanted, HANDLER_POOL_MOST) - HANDLER_POOL_KEPT)
 
 
 def make_engine(url: str, *, pool_size: int = 10, max_overflow: int | None = None) -> AsyncEngine:

@@ -8,23 +8,31 @@ import asyncio
 from sqlalchemy import text
 from sqlalchemy.pool import QueuePool
 
-from fleethub.services.spawner.app import LOOP_CONNECTIONS, MAX_CONNECTIONS, POOL_SIZE, pool_overflow
-from fleethub.shared.db.engine import make_engine
-from fleethub.shared.settings import load_settings
+from fleethub.shared.db.engine import (
+    HANDLER_POOL_KEPT,
+    HANDLER_POOL_LOOPS,
+    HANDLER_POOL_MOST,
+    handler_pool,
+    make_engine,
+)
+
+
+def _total(pool: tuple[int, int]) -> int:
+    return pool[0] + pool[1]
 
 
 def test_the_pool_covers_the_handlers_and_the_loops_up_to_the_cap() -> None:
-    few = load_settings(None, spawner={"max_concurrent": 20})
-    assert POOL_SIZE + pool_overflow(few) == 20 + LOOP_CONNECTIONS
-    assert POOL_SIZE + pool_overflow(load_settings(None)) == MAX_CONNECTIONS  # 64 handlers by default: capped
-    assert pool_overflow(load_settings(None, spawner={"max_concurrent": 1})) == POOL_SIZE  # never below the default
+    assert _total(handler_pool(20)) == 20 + HANDLER_POOL_LOOPS
+    assert _total(handler_pool(64)) == HANDLER_POOL_MOST  # the spawner's 64 handlers by default: capped
+    assert handler_pool(1) == (HANDLER_POOL_KEPT, HANDLER_POOL_KEPT)  # never below make_engine's default
 
 
 async def test_every_connection_of_the_pool_can_be_in_use_at_once(database_url: str) -> None:
     # all of them checked out together: a pool smaller than it says would keep the last ones waiting for one
     # of the others, which wait for them (the pool's timeout, then TimeoutError)
-    engine = make_engine(database_url, pool_size=POOL_SIZE, max_overflow=pool_overflow(load_settings(None)))
-    together = asyncio.Barrier(MAX_CONNECTIONS)
+    kept, overflow = handler_pool(64)
+    engine = make_engine(database_url, pool_size=kept, max_overflow=overflow)
+    together = asyncio.Barrier(kept + overflow)
 
     async def hold() -> int:
         async with engine.connect() as conn:
@@ -33,8 +41,8 @@ async def test_every_connection_of_the_pool_can_be_in_use_at_once(database_url: 
 
     try:
         async with asyncio.timeout(30):
-            assert await asyncio.gather(*(hold() for _ in range(MAX_CONNECTIONS))) == [1] * MAX_CONNECTIONS
+            assert await asyncio.gather(*(hold() for _ in range(kept + overflow))) == [1] * (kept + overflow)
         assert isinstance(engine.pool, QueuePool)
-        assert engine.pool.checkedin() == POOL_SIZE  # the overflow is closed once returned
+        assert engine.pool.checkedin() == kept  # the overflow is closed once returned
     finally:
         await engine.dispose()
