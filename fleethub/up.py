@@ -368,18 +368,26 @@ def _host(settings: ServiceSettings, nkeys: Path | None, own_pids: list[int], re
     failed: list[str] = []
 
     async def main(stop: asyncio.Event) -> None:
-        from fleethub.shared.db.engine import make_engine
+        from fleethub.shared.db.engine import handler_pool, make_engine
+        from fleethub.shared.profiles import served_backends
         from fleethub.shared.service import HOSTING, Hosting
 
-        engine = make_engine(settings.require_database_url())
-        HOSTING.set(Hosting(engine))  # for the services' tasks, which copy this context: one pool for all
-        trim = asyncio.get_running_loop().create_task(_trim_pool(engine))
+        # one pool for all but the spawner, as large as the api's alone in a process of its own (a storm of
+        # requests queued for connections is answered 503 after the pool timeout); the spawner's own, so
+        # its lease statements never wait behind those requests (they must answer within half a lease)
+        engine = make_engine(settings.require_database_url(), pool_size=20)
+        kept, overflow = handler_pool(settings.spawner.max_concurrent * len(served_backends(settings.spawner)))
+        engines = {"spawner": make_engine(settings.require_database_url(), pool_size=kept, max_overflow=overflow)}
+        HOSTING.set(Hosting(engine, engines=engines))  # for the services' tasks, which copy this context
+        trims = [asyncio.get_running_loop().create_task(_trim_pool(e)) for e in (engine, *engines.values())]
         try:
             await _host_services(stop)
         finally:
-            trim.cancel()
-            await asyncio.gather(trim, return_exceptions=True)
-            await engine.dispose()
+            for trim in trims:
+                trim.cancel()
+            await asyncio.gather(*trims, return_exceptions=True)
+            for e in (engine, *engines.values()):
+                await e.dispose()
 
     async def _host_services(stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()

@@ -262,9 +262,9 @@ def fleethub_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("FLEETHUB_")}
 
 
-async def start_fleethub(workdir: Path, extra_env: dict[str, str] | None = None) -> Hub:
+async def start_fleethub(workdir: Path, extra_env: dict[str, str] | None = None, up_args: tuple[str, ...] = ()) -> Hub:
     """A fresh `fleethub up`; `extra_env` (FLEETHUB_* settings, which win over the file) is added to its
-    environment (bench/spawn's spawner command)."""
+    environment (bench/spawn's spawner command), `up_args` to its command line (`--processes`)."""
     workdir.mkdir(parents=True)
     proxy_port, api_port = free_port(), free_port()
     service_token = secrets.token_hex(32)
@@ -284,8 +284,8 @@ async def start_fleethub(workdir: Path, extra_env: dict[str, str] | None = None)
     data_dir = workdir / "data"
     log = workdir / "fleethub-up.log"
     proc = Proc("fleethub-up", [sys.executable, "-m", "fleethub", "up", "--config", str(config),
-                                "--data-dir", str(data_dir)], log, env={**fleethub_env(), **(extra_env or {})},
-                cwd=ROOT).start()
+                                "--data-dir", str(data_dir), *up_args], log,
+                env={**fleethub_env(), **(extra_env or {})}, cwd=ROOT).start()
     hub = Hub("fh", "fleethub", proc, api_port, service_token, notes=notes, proxy_port=proxy_port)
     try:
         hub.start_s = await wait_ready(proc, api_port, "on its api replica port",

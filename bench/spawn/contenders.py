@@ -41,18 +41,19 @@ def fleethub_extra(mark: str, spawn_limit: int | None) -> dict[str, str]:
 
 
 async def start(key: str, workdir: Path, chp: str, mark: str, spawn_limit: int | None,
-                baseline: Path | None = None) -> Hub:
+                baseline: Path | None = None, up_args: tuple[str, ...] = ()) -> Hub:
     """A fresh hub of kind `key`: "jh" (JupyterHub), "fh" (fleethub of this checkout) or "fb" (fleethub from the
     checkout `baseline`, another commit run the same way: `python -m fleethub` there, its code first on the path)."""
     if key == "jh":
         return await hubs.start_jupyterhub(workdir, chp, jupyterhub_extra(workdir, mark, spawn_limit))
     if key == "fh":
-        return await hubs.start_fleethub(workdir, fleethub_extra(mark, spawn_limit))
+        return await hubs.start_fleethub(workdir, fleethub_extra(mark, spawn_limit), up_args)
     assert baseline is not None
     saved = hubs.ROOT
     hubs.ROOT = baseline  # start_fleethub runs `python -m fleethub` (and `fleethub token`) in ROOT
     try:
-        hub = await hubs.start_fleethub(workdir, {**fleethub_extra(mark, spawn_limit), "PYTHONPATH": str(baseline)})
+        hub = await hubs.start_fleethub(workdir, {**fleethub_extra(mark, spawn_limit), "PYTHONPATH": str(baseline)},
+                                         up_args)
     finally:
         hubs.ROOT = saved
     hub.key, hub.label = "fb", "fleethub baseline"

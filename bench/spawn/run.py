@@ -53,7 +53,8 @@ from proctree import BenchError
 
 async def _with_hub(key: str, workdir: Path, chp: str, mark: str, plan: argparse.Namespace,
                     users: list[str]) -> Hub:
-    hub = await contenders.start(key, workdir, chp, mark, plan.storm_limit, plan.baseline)
+    hub = await contenders.start(key, workdir, chp, mark, plan.storm_limit, plan.baseline,
+                                 ("--processes",) if plan.processes else ())
     try:
         await contenders.create_users(hub, [*users, contenders.PROBE_USER])
     except BaseException:
@@ -175,6 +176,8 @@ def main() -> int:
     parser.add_argument("--baseline", type=Path, default=None,
                         help="a checkout of another fleethub commit (git worktree), run as a third hub for a "
                              "before/after comparison in the same run")
+    parser.add_argument("--processes", action="store_true",
+                        help="run each fleethub as `fleethub up --processes` (one process per service)")
     plan = parser.parse_args()
     plan.hubs = [plan.only] if plan.only else ["fh", "jh"]
     if plan.baseline is not None:

@@ -16,7 +16,7 @@ import os
 import signal
 import socket
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -42,15 +42,22 @@ class Hosting:
     """What `fleethub up` gives the services it hosts in its own process (`HOSTING`).
 
     Attributes:
-        engine: shared by them all: one pool, where each service's own would keep its own idle connections
-            open (~15 MB of PostgreSQL's memory each).
+        engine: shared by them all but those of `engines`: one pool, where each service's own would keep its
+            own idle connections open (~15 MB of PostgreSQL's memory each).
         relay_poll: seconds between the outbox relays' polls. A commit wakes the relays of its process, and
             no other process writes the hub's outbox (but a CLI command), so they poll rarely; services in
             processes of their own poll every 0.25 s for the rows of a replica that died before relaying.
+        engines: services with a pool of their own (the spawner: its lease statements must answer within
+            half a lease, and must never queue behind a storm of api requests for a shared connection).
     """
 
     engine: AsyncEngine
     relay_poll: float = 15.0
+    engines: Mapping[str, AsyncEngine] = field(default_factory=dict)
+
+    def engine_for(self, service: str) -> AsyncEngine:
+        """The engine `service` uses."""
+        return self.engines.get(service, self.engine)
 
 
 HOSTING: contextvars.ContextVar[Hosting | None] = contextvars.ContextVar("hosting", default=None)
@@ -105,7 +112,8 @@ class Runtime:
 
 
 @contextlib.asynccontextmanager
-async def open_runtime(settings: ServiceSettings, service: str, *, pool_size: int = 10, exit_on_shutdown: bool = False,
+async def open_runtime(settings: ServiceSettings, service: str, *, pool_size: int = 10,
+                       max_overflow: int | None = None, exit_on_shutdown: bool = False,
                        exit_on_bus_closed: bool | None = None) -> AsyncIterator[Runtime]:
     """Open database, secret key, bus and outbox relay for `service`; close them on exit.
 
@@ -121,7 +129,8 @@ async def open_runtime(settings: ServiceSettings, service: str, *, pool_size: in
     replica = replica_id(service)
     bind_service(service, replica)  # this task and those it starts (consumers, relay, loops) log as this replica
     hosted = HOSTING.get()
-    engine = hosted.engine if hosted else make_engine(settings.require_database_url(), pool_size=pool_size)
+    engine = hosted.engine_for(service) if hosted else make_engine(settings.require_database_url(), pool_size=pool_size,
+                                                                           max_overflow=max_overflow)
     bus: Bus | None = None
     runtime: Runtime | None = None
     try:

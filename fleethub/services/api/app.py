@@ -87,7 +87,7 @@ def create_app(settings: ServiceSettings, advertise_url: str | None = None) -> F
             runtime.metrics.refreshers.append(hub_gauges(runtime, runtime.metrics))
             crypt = AuthStateCrypt(settings.auth.crypt_keys)
             await reseal_auth_states(runtime.sessions, crypt)
-            waiters = Waiters(runtime.sessions)
+            waiters = Waiters(runtime.read_sessions or runtime.sessions)  # one SELECT a read: autocommit
             # one core subscription per process resolves every waiting start/stop request
             await runtime.bus.subscribe_events(server_events_filter(settings.nats_namespace), waiters.on_event)
             await start_consumers(runtime)

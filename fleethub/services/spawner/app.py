@@ -12,6 +12,7 @@ from fleethub.services.spawner.lifecycle import Worker
 from fleethub.services.spawner.managed import ManagedServices
 from fleethub.shared.authenticators import load_authenticator
 from fleethub.shared.bus.permissions import LEGACY_SPAWNER_DURABLE, spawner_durable
+from fleethub.shared.db.engine import handler_pool
 from fleethub.shared.events import backend_commands_filter
 from fleethub.shared.metrics import Refresher
 from fleethub.shared.profiles import served_backends
@@ -26,7 +27,9 @@ async def main(settings: ServiceSettings, stop: asyncio.Event) -> None:
     served = served_backends(settings.spawner)
     backends = {name: load_backend(settings, name) for name in served}
     authenticator = load_authenticator(settings)  # for its pre_spawn_start; a bad name fails here
-    async with open_runtime(settings, "spawner", exit_on_bus_closed=True) as runtime, \
+    pool_size, max_overflow = handler_pool(settings.spawner.max_concurrent * len(served))
+    async with open_runtime(settings, "spawner", pool_size=pool_size, max_overflow=max_overflow,
+                            exit_on_bus_closed=True) as runtime, \
             contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(authenticator.close)
         worker = Worker(runtime, backends, authenticator)

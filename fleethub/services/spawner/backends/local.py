@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,11 @@ from fleethub.shared.settings import ServiceSettings
 log = logging.getLogger(__name__)
 
 __all__ = ["MARKER_VAR", "LocalBackend", "marker_of"]
+
+# seconds a port planned for a server is not planned for another: the kernel may give the same free port to
+# the next look (nothing listens on it until the server binds it, seconds later in a storm), and two servers
+# planned one port left one of them unable to bind while its readiness check was answered by the other's
+PORT_HOLD = 120.0
 
 
 def marker_of(spec: ServerSpec) -> str:
@@ -62,6 +68,7 @@ class LocalBackend:
         self._children: dict[int, asyncio.subprocess.Process] = {}
         self._found: dict[str, int] = {}  # marker → pid of servers found by marker (state without a pid)
         self._warned_root = False
+        self._planned: dict[tuple[str, int], float] = {}  # (ip, port) planned for a server → held until
 
     def _command(self, spec: ServerSpec) -> list[str]:
         cmd = [*spec.config.cmd, *spec.config.args]
@@ -77,7 +84,19 @@ class LocalBackend:
 
     def identity(self, spec: ServerSpec) -> dict[str, Any]:
         ip = spec.config.ip
-        return {"ip": ip, "port": free_port(ip), "marker": marker_of(spec)}
+        return {"ip": ip, "port": self._plan_port(ip), "marker": marker_of(spec)}
+
+    def _plan_port(self, ip: str) -> int:
+        """A free port on `ip` not planned for another server of this worker within `PORT_HOLD` seconds."""
+        now = time.monotonic()
+        for planned in [p for p, until in self._planned.items() if until < now]:
+            del self._planned[planned]
+        for _ in range(100):
+            port = free_port(ip)
+            if (ip, port) not in self._planned:
+                self._planned[ip, port] = now + PORT_HOLD
+                return port
+        raise OSError(f"no free port on {ip} that is not planned for another server")
 
     def _env(self, spec: ServerSpec, identity: dict[str, Any]) -> dict[str, str]:
         """The server's environment: `spec.env`, where it listens, and its marker."""
