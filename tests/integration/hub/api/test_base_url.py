@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from fleethub.shared.settings import ServiceSettings
 from tests.support.hub import PASSWORDS, XSRF_FIELD, Hub, hub_settings, running_hub
@@ -195,3 +196,62 @@ async def test_scripts_take_their_urls_from_the_page(hub: Hub) -> None:
         assert 'data-api="/jhub/hub/api/"' in token.text and 'src="/jhub/hub/static/token.js?v=' in token.text
         script = await browser.get(f"{HUB}/static/admin.js")
         assert script.status_code == 200 and '"/hub/' not in script.text and "`/hub/" not in script.text
+
+
+# the router's trailing-slash redirects stay under the prefix and name no host (they used to answer
+# `http://<Host header>/hub/...`: outside the prefix, a 404, on whatever host the request claimed)
+async def test_trailing_slash_redirects_stay_under_the_prefix(hub: Hub) -> None:
+    headers = await hub.headers_for("admin", admin=True)
+    r = await hub.client.get("/jhub/hub/api/users/", headers=headers)
+    assert r.status_code == 307, r.text
+    assert r.headers["location"] == "/jhub/hub/api/users", r.headers
+    followed = await hub.client.get(r.headers["location"], headers=headers)
+    assert followed.status_code == 200 and any(u["name"] == "admin" for u in followed.json()), followed.text
+
+    r = await hub.client.get("/jhub/hub/metrics/?x=1", headers={**headers, "Host": "evil.example"})
+    assert r.status_code == 307, r.text
+    assert r.headers["location"] == "/jhub/hub/metrics?x=1", r.headers
+
+
+# `jupyterhub_request_duration_seconds` under base_url: the handler is the matched route's template although
+# `BasePrefix` hands the app a copy of the request's scope, and invented methods share one label value
+COUNT = "jupyterhub_request_duration_seconds_count"
+
+def _request_counts(text: str) -> dict[tuple[str, str, str], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == COUNT:
+                labels = sample.labels
+                out[(labels["method"], labels["handler"], labels["code"])] = sample.value
+    return out
+
+
+async def test_handler_is_the_route_template_under_base_url(hub: Hub) -> None:
+    headers = await hub.headers_for("admin", admin=True)
+    for _ in range(2):  # not one user's read: the fast read answers that in front of the router
+        r = await hub.client.get(f"{HUB}/api/groups", headers=headers)
+        assert r.status_code == 200, r.text
+    r = await hub.client.get(f"{HUB}/api/nothing-here", headers=headers)
+    assert r.status_code == 404
+    r = await hub.client.get(f"{HUB}/metrics", headers=headers)
+    assert r.status_code == 200, r.text
+    counts = _request_counts(r.text)
+    assert counts.get(("GET", "/hub/api/groups", "200")) == 2, counts
+    assert counts.get(("GET", "unmatched", "404")) == 1, counts
+    assert not any(h.startswith("/jhub") for _, h, _ in counts), counts  # templates, never the public path
+
+
+async def test_invented_methods_share_one_label(hub: Hub) -> None:
+    headers = await hub.headers_for("admin", admin=True)
+    for method in ("BREW", "PROPFIND", "X-ANY-1", "X-ANY-2"):
+        r = await hub.client.request(method, f"{HUB}/api/users", headers=headers)
+        assert r.status_code in (400, 405), (method, r.status_code, r.text)
+        r = await hub.client.request(method, f"{HUB}/nowhere-{method}", headers=headers)
+        assert r.status_code in (400, 404, 405), (method, r.status_code, r.text)
+    r = await hub.client.get(f"{HUB}/metrics", headers=headers)
+    assert r.status_code == 200, r.text
+    counts = _request_counts(r.text)
+    methods = {m for m, _, _ in counts}
+    assert methods <= {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other"}, methods
+    assert sum(v for (m, h, _), v in counts.items() if m == "other" and h == "/hub/api/users") == 4, counts
