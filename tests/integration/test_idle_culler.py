@@ -7,7 +7,6 @@ with traffic through the proxy is kept.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,7 +17,7 @@ import pytest
 from fleethub.shared.net import free_port
 from fleethub.shared.settings import child_env
 from tests.support.cluster import FAKE_SERVER, Cluster, ensure_user, mint_token, running_stack, wait_for
-from tests.support.culling import idle_culled_busy_kept, start_servers
+from tests.support.culling import real_culler_culls_idle
 
 pytestmark = pytest.mark.integration
 
@@ -41,23 +40,8 @@ async def test_jupyterhub_idle_culler_culls_the_idle_server_and_keeps_the_busy_o
     token = mint_token(s, "admin")
     async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"token {token}"}, timeout=15) as api:
         await wait_for(lambda: _ok(api, "/hub/api/"), timeout=30, what=f"the hub\n{cluster.logs()}")
-        await start_servers(api, ("idle", "busy"))
-        log = open(tmp_path / "culler.log", "wb")  # closed below
         env = {**child_env(s), "JUPYTERHUB_API_TOKEN": token}
-        culler = subprocess.Popen(
-            [sys.executable, "-m", "jupyterhub_idle_culler", f"--url={base}/hub/api", "--timeout=4",
-             "--cull-every=1", "--concurrency=2"],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-        try:
-            await idle_culled_busy_kept(api, "idle", "busy", lambda: (tmp_path / "culler.log").read_text()[-3000:])
-        finally:
-            culler.terminate()
-            culler.wait(10)
-            log.close()
-        text = (tmp_path / "culler.log").read_text()
-        assert "Culling server idle" in text or "culling server idle" in text.lower(), text[-3000:]
-        assert "Culling server busy" not in text
+        await real_culler_culls_idle(api, f"{base}/hub/api", env, tmp_path / "culler.log")
 
 
 async def _ok(api: httpx.AsyncClient, path: str) -> bool:

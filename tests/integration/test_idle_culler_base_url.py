@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 from fleethub.shared.net import free_port
 from fleethub.shared.settings import child_env
 from tests.support.cluster import FAKE_SERVER, Cluster, ensure_user, mint_token, running_stack, wait_for
-from tests.support.culling import idle_culled_busy_kept, start_servers
+from tests.support.culling import real_culler_culls_idle
 
 pytestmark = pytest.mark.integration
 
@@ -39,20 +38,5 @@ async def test_idle_culler_under_the_base_url(cluster: Cluster, tmp_path: Path) 
                                  timeout=15) as api:
         await wait_for(cluster.hub_up, timeout=30, what=f"the hub\n{cluster.logs()}")
         assert str((await api.get("/hub/api/")).url) == f"{base}/jhub/hub/api/"
-        await start_servers(api, ("idle", "busy"))
-        log = open(tmp_path / "culler.log", "wb")  # closed below
         env = {**child_env(s), "JUPYTERHUB_API_TOKEN": token}
-        culler = subprocess.Popen(
-            [sys.executable, "-m", "jupyterhub_idle_culler", f"--url={base}/jhub/hub/api", "--timeout=4",
-             "--cull-every=1", "--concurrency=2"],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-        try:
-            await idle_culled_busy_kept(api, "idle", "busy", lambda: (tmp_path / "culler.log").read_text()[-3000:])
-        finally:
-            culler.terminate()
-            culler.wait(10)
-            log.close()
-        text = (tmp_path / "culler.log").read_text()
-        assert "culling server idle" in text.lower(), text[-3000:]
-        assert "Culling server busy" not in text
+        await real_culler_culls_idle(api, f"{base}/jhub/hub/api", env, tmp_path / "culler.log")

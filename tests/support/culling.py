@@ -4,7 +4,10 @@ traffic through the proxy is kept."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 
@@ -46,3 +49,24 @@ async def idle_culled_busy_kept(api: httpx.AsyncClient, idle: str, busy: str, lo
 
 async def _ok(api: httpx.AsyncClient, path: str) -> bool:
     return (await api.get(path)).status_code == 200
+
+
+async def real_culler_culls_idle(api: httpx.AsyncClient, api_url: str, env: dict[str, str], log_path: Path) -> None:
+    """Run the real jupyterhub-idle-culler against `api_url` until it culled `idle` and kept `busy` (both
+    started here); its log is checked for the same."""
+    await start_servers(api, ("idle", "busy"))
+    log = open(log_path, "wb")  # closed below
+    culler = subprocess.Popen(
+        [sys.executable, "-m", "jupyterhub_idle_culler", f"--url={api_url}", "--timeout=4",
+         "--cull-every=1", "--concurrency=2"],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        await idle_culled_busy_kept(api, "idle", "busy", lambda: log_path.read_text()[-3000:])
+    finally:
+        culler.terminate()
+        culler.wait(10)
+        log.close()
+    text = log_path.read_text()
+    assert "culling server idle" in text.lower(), text[-3000:]
+    assert "Culling server busy" not in text
