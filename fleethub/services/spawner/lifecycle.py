@@ -8,6 +8,7 @@ announced ready and deleted before it is announced stopped. A command's handling
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -25,7 +26,7 @@ from fleethub.shared.authenticators import Authenticator
 from fleethub.shared.backend_options import configure_for
 from fleethub.shared.baseurl import public_path
 from fleethub.shared.bus import Decision
-from fleethub.shared.errors import BadRequest, ConfigError
+from fleethub.shared.errors import BadRequest, BusError, ConfigError
 from fleethub.shared.events import LEGACY_BACKEND, ServerProgress, SpawnServer, StopServer
 from fleethub.shared.faults import fault
 from fleethub.shared.lifecycle import DONE, ServerKey, ServerStatus, Transition, transition
@@ -43,6 +44,8 @@ Heartbeat = Callable[[], Awaitable[None]]
 
 HANDOFF_HOLD = 3  # leases during which a worker leaves a spawn it handed over to the others
 POLL_TIMEOUT = 30.0  # seconds one server's poll may take in the poll loop (a hung engine holds up no other)
+RECONCILE_EVERY = 60.0  # seconds between route reconciliation rounds when the route bucket does not change
+RECONCILE_SPACING = 5.0  # seconds between rounds at least (a busy hub changes routes all the time)
 IDLE_WAIT = 60.0  # seconds an idle loop waits for work before it looks anyway
 RETRY_DELAY = 0.5  # seconds before a command another worker (or my own in-flight task) is on comes back
 
@@ -632,18 +635,41 @@ class Worker:
             except Exception as exc:
                 log.warning("poll pass failed: %s", exc)
 
-    async def reconcile_loop(self, interval: float = 5.0) -> None:
+    async def reconcile_loop(self, interval: float = RECONCILE_EVERY, spacing: float = RECONCILE_SPACING) -> None:
         """Repair the route table from PostgreSQL and the configured services; one worker at a time.
 
-        The first round runs at once, so the services' routes exist as soon as a worker is up.
+        A round runs at once (the services' routes exist as soon as a worker is up), then whenever the route
+        bucket changes (a watch of it: a route put or deleted behind the hub's back, a bucket a restarted
+        NATS lost), at most one each `spacing` seconds, and every `interval` seconds anyway (PostgreSQL's
+        side). An idle hub lists no keys: the watch costs a heartbeat every 5 s.
         """
-        first = True
+        changed = asyncio.Event()
+        watch = asyncio.get_running_loop().create_task(self._watch_routes(changed), name="watch routes")
+        try:
+            while True:
+                started = time.monotonic()
+                changed.clear()
+                try:
+                    with self.metrics.check_routes.time():
+                        await reconcile_round(self.rt.engine, self.rt.sessions, self.rt.bus,
+                                              self.rt.settings.services)
+                except Exception as exc:
+                    log.warning("route reconciliation failed: %s", exc)
+                    changed.set()  # tried again after `spacing`
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), max(0.0, started + interval - time.monotonic()))
+                await asyncio.sleep(max(0.0, started + spacing - time.monotonic()))
+        finally:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
+
+    async def _watch_routes(self, changed: asyncio.Event) -> None:
+        def seen(*_: object) -> None:
+            changed.set()
+
         while True:
-            if not first:
-                await asyncio.sleep(interval)
-            first = False
             try:
-                with self.metrics.check_routes.time():
-                    await reconcile_round(self.rt.engine, self.rt.sessions, self.rt.bus, self.rt.settings.services)
-            except Exception as exc:
-                log.warning("route reconciliation failed: %s", exc)
+                await self.rt.bus.routes.follow(seen, changed.set)
+            except BusError as exc:
+                log.debug("watch of the route bucket ended (%s); watching again", exc)
+            await asyncio.sleep(1.0)
