@@ -60,13 +60,17 @@ class Hosting:
     route_heartbeat: float = 10.0
 
     def pace(self, bus: Bus) -> None:
-        """Slow `bus`'s idle wake-ups before it connects: its NATS is `up`'s own child on loopback (a server
-        that dies closes the socket at once), and each durable has one consumer (none hangs holding a pull)."""
+        """Fit `bus` (before it connects) to the host: fewer idle wake-ups, as its NATS is `up`'s own child on
+        loopback (a server that dies closes the socket at once) and each durable has one consumer (none hangs
+        holding a pull); and a connection closed for good ends this service alone (`LOST`)."""
+        bus.connection.on_lost = LOST.get()
         bus.connection.ping_interval = self.ping_interval
         bus.connection.idle_fetch = self.idle_fetch
 
 
 HOSTING: contextvars.ContextVar[Hosting | None] = contextvars.ContextVar("hosting", default=None)
+# set by `fleethub up` in each hosted service's context: stops that service alone (the host starts it again)
+LOST: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar("lost", default=None)
 
 
 def replica_id(service: str) -> str:
