@@ -8,7 +8,6 @@ announced ready and deleted before it is announced stopped. A command's handling
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -33,7 +32,7 @@ from fleethub.shared.lifecycle import DONE, ServerKey, ServerStatus, Transition,
 from fleethub.shared.names import encode_token, server_prefix
 from fleethub.shared.profiles import resolve
 from fleethub.shared.pulse import Pulse
-from fleethub.shared.routes import reconcile_round, route_for
+from fleethub.shared.routes import RESURRECT_GRACE, reconcile_round, route_for
 from fleethub.shared.service import Runtime
 from fleethub.shared.settings import SpawnerSettings
 from fleethub.shared.transient import transient
@@ -641,10 +640,13 @@ class Worker:
         A round runs at once (the services' routes exist as soon as a worker is up), then whenever the route
         bucket changes (a watch of it: a route put or deleted behind the hub's back, a bucket a restarted
         NATS lost), at most one each `spacing` seconds, and every `interval` seconds anyway (PostgreSQL's
-        side). An idle hub lists no keys: the watch costs a heartbeat every 5 s.
+        side). A round after a change is followed by one more once `RESURRECT_GRACE` has passed: a route
+        deleted moments before the first is left alone by it, and repaired by the second if still missing.
+        An idle hub lists no keys: the watch costs a heartbeat every 5 s.
         """
         changed = asyncio.Event()
         watch = asyncio.get_running_loop().create_task(self._watch_routes(changed), name="watch routes")
+        follow_up = True
         try:
             while True:
                 started = time.monotonic()
@@ -656,8 +658,12 @@ class Worker:
                 except Exception as exc:
                     log.warning("route reconciliation failed: %s", exc)
                     changed.set()  # tried again after `spacing`
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), max(0.0, started + interval - time.monotonic()))
+                wait = RESURRECT_GRACE + 0.5 if follow_up else interval
+                try:
+                    await asyncio.wait_for(changed.wait(), max(0.0, started + wait - time.monotonic()))
+                    follow_up = True
+                except TimeoutError:
+                    follow_up = False
                 await asyncio.sleep(max(0.0, started + spacing - time.monotonic()))
         finally:
             watch.cancel()
