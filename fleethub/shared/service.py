@@ -54,7 +54,7 @@ class Hosting:
     """
 
     engine: AsyncEngine
-    relay_poll: float = 15.0
+    relay_poll: float = 60.0
     ping_interval: int = 15
     idle_fetch: float = 30.0
     route_heartbeat: float = 10.0
