@@ -86,6 +86,9 @@ async def admit(session: AsyncSession, settings: AuthSettings, attempt: Attempt)
         .order_by(LoginThrottle.scope, LoginThrottle.key)
         .with_for_update()  # concurrent attempts on the same name or address count one after the other
     )).all()
+    # the clock read again once the rows are ours: a concurrent attempt's `failed`, which held them meanwhile,
+    # may have set a wait of nothing at a later `now` than ours (a spurious 429 of a few milliseconds)
+    now = utcnow()
     wait: float = max((row.blocked_until - now).total_seconds() for row in rows)
     if wait > 0:
         return wait
@@ -115,9 +118,9 @@ async def failed(session: AsyncSession, settings: AuthSettings, attempt: Attempt
     )).all()
     for row in rows:
         free, cap = _policy(settings, row.scope)
-        until = now + timedelta(seconds=delay(row.failures, free=free, base=settings.throttle_base_delay_seconds,
-                                              cap=cap))
-        if until > row.blocked_until:
+        pause = delay(row.failures, free=free, base=settings.throttle_base_delay_seconds, cap=cap)
+        until = now + timedelta(seconds=pause)
+        if pause > 0 and until > row.blocked_until:  # no wait owed: nothing to start again
             await session.execute(
                 update(LoginThrottle).where(LoginThrottle.scope == row.scope, LoginThrottle.key == row.key)
                 .values(blocked_until=until)

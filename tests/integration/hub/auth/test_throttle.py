@@ -150,3 +150,21 @@ async def test_throttle_can_be_turned_off(tmp_path: Path, nats_url: str, databas
         for _ in range(5):
             assert (await _login(c, "alice", "wrong-password")).status_code == 403
         assert (await _login(c, "alice", PASSWORDS["alice"])).status_code == 302
+
+
+async def test_concurrent_failures_of_one_address_within_its_allowance_are_never_throttled(hub: Hub) -> None:
+    """Failed logins of different names from one address at once (a campus behind one NAT), fewer than the
+    address's free attempts: each is refused as a wrong password, none waits. A failure that owes no wait
+    used to move the row's `blocked_until` to its own later clock reading, which an attempt that had read
+    the clock before waiting for the row's lock took for a wait of a few milliseconds (429)."""
+    names = [f"user{i}" for i in range(THROTTLE["throttle_client_free_attempts"] - 1)]
+    for _ in range(3):
+        async with hub.sessions() as s, s.begin():
+            await s.execute(LoginThrottle.__table__.delete())
+        clients = [_client(hub, "10.9.8.7") for _ in names]
+        try:
+            answers = await asyncio.gather(*(_login(c, n, "wrong") for c, n in zip(clients, names, strict=True)))
+        finally:
+            for c in clients:
+                await c.aclose()
+        assert [r.status_code for r in answers] == [403] * len(names), [r.text[-300:] for r in answers]
