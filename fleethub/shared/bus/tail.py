@@ -38,6 +38,10 @@ async def tail(conn: Connection, stream: str, subject: str, *, since: datetime |
             try:
                 msg = await sub.next_msg(timeout=1.0)
             except (NatsTimeoutError, TimeoutError):
+                # nats-py's next_msg can turn our cancellation (Ctrl-C) into a timeout: honour it here
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise asyncio.CancelledError from None
                 continue
             # heartbeats and flow control are handled (and left empty) by nats-py; a start time past the
             # last message makes some servers start at the first, so the time is checked here too
