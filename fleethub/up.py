@@ -357,15 +357,13 @@ def _supervise(settings: ServiceSettings, nkeys: Path | None, own_pids: list[int
 
 
 def _host(settings: ServiceSettings, nkeys: Path | None, own_pids: list[int], ready: _Ready) -> int:
-    """Every service in this process, on one uvloop, until SIGTERM/SIGINT, a hub shutdown (which signals this
-    process), or a service that ends on its own (then the others stop too, and `up` exits 1)."""
-    import importlib
-
+    """Every service in this process, on one uvloop, until SIGTERM/SIGINT or a hub shutdown (which signals this
+    process); a service that ends on its own once the hub answered is started again, with backoff (as
+    `--processes` restarts a process), the others running on."""
     from fleethub.shared.logging import setup_logging
     from fleethub.shared.service import run_async
 
     setup_logging(settings.log_level, "up", settings.log_format)
-    failed: list[str] = []
 
     async def main(stop: asyncio.Event) -> None:
         from fleethub.shared.db.engine import handler_pool, make_engine
@@ -381,7 +379,7 @@ def _host(settings: ServiceSettings, nkeys: Path | None, own_pids: list[int], re
         HOSTING.set(Hosting(engine, engines=engines))  # for the services' tasks, which copy this context
         trims = [asyncio.get_running_loop().create_task(_trim_pool(e)) for e in (engine, *engines.values())]
         try:
-            await _host_services(stop)
+            await _Host(settings, nkeys, stop).run(own_pids, ready)
         finally:
             for trim in trims:
                 trim.cancel()
@@ -389,40 +387,79 @@ def _host(settings: ServiceSettings, nkeys: Path | None, own_pids: list[int], re
             for e in (engine, *engines.values()):
                 await e.dispose()
 
-    async def _host_services(stop: asyncio.Event) -> None:
+    run_async(main)
+    return 0
+
+
+class _Host:
+    """The hosted services' tasks: each with a stop event of its own (set by the host's stop, or by the service
+    itself through `LOST` when its bus is closed for good), restarted when it ends while the host runs."""
+
+    def __init__(self, settings: ServiceSettings, nkeys: Path | None, stop: asyncio.Event) -> None:
+        self.settings, self.nkeys, self.stop = settings, nkeys, stop
+        self.tasks: dict[asyncio.Task[Any], tuple[str, asyncio.Event]] = {}
+        self.restarts: dict[str, list[float]] = {name: [] for name in SERVICE_ORDER}
+
+    def start(self, name: str) -> None:
+        import contextvars
+        import importlib
+
+        from fleethub.shared.service import LOST
+
+        own = asyncio.Event()
+        context = contextvars.copy_context()
+        context.run(LOST.set, own.set)
+        serve = importlib.import_module(f"fleethub.services.{name}.app").serve
+        task = asyncio.get_running_loop().create_task(
+            serve(_service_settings(name, self.settings, self.nkeys), own), name=name, context=context)
+        self.tasks[task] = (name, own)
+
+    def check(self) -> None:
+        """While the hub is not answering yet: a service that ends fails `up` (it could not start)."""
+        if self.stop.is_set():
+            raise _Stopping
+        for task, (name, _) in list(self.tasks.items()):
+            if task.done():
+                raise ConfigError(f"service {name} ended during start; see its log above")
+
+    def backoff(self, name: str) -> float:
+        """Seconds before service `name` starts again: 0.5 doubled for each restart in the last minute, ≤ 10."""
+        now = time.monotonic()
+        recent = [t for t in self.restarts[name] if now - t < 60]
+        self.restarts[name] = [*recent, now]
+        return float(min(2 ** len(recent) * 0.5, 10))
+
+    async def run(self, own_pids: list[int], ready: _Ready) -> None:
         loop = asyncio.get_running_loop()
-        tasks: dict[asyncio.Task[Any], str] = {}
         for name in SERVICE_ORDER:
-            serve = importlib.import_module(f"fleethub.services.{name}.app").serve
-            tasks[loop.create_task(serve(_service_settings(name, settings, nkeys), stop), name=name)] = name
-
-        def check() -> None:
-            if stop.is_set():
-                raise _Stopping
-            for task, name in tasks.items():
-                if task.done():
-                    raise ConfigError(f"service {name} ended during start; see its log above")
-
+            self.start(name)
         reaper = loop.create_task(_reap_unwaited(set(own_pids)))
-        stopper: asyncio.Task[Any] = loop.create_task(stop.wait())
+        stopper: asyncio.Task[Any] = loop.create_task(self.stop.wait())
         try:
             with contextlib.suppress(_Stopping):
-                await asyncio.to_thread(ready.wait, check)
-            done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
-            for task in done - {stopper}:
-                failed.append(tasks[task])
-                exc = None if task.cancelled() else task.exception()
-                print(f"service {tasks[task]} ended ({exc!r}); stopping the others", file=sys.stderr, flush=True)
+                await asyncio.to_thread(ready.wait, self.check)
+            while not self.stop.is_set():
+                done, _ = await asyncio.wait([*self.tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+                for task in done - {stopper}:
+                    name, _ = self.tasks.pop(task)
+                    exc = None if task.cancelled() else task.exception()
+                    delay = self.backoff(name)
+                    print(f"service {name} ended ({exc!r}); restarting it in {delay:.1f}s", file=sys.stderr,
+                          flush=True)
+                    await asyncio.wait([stopper], timeout=delay)
+                    if self.stop.is_set():
+                        break
+                    self.start(name)
         finally:
             print("fleethub is stopping", flush=True)
-            stop.set()
-            await asyncio.wait(tasks, timeout=15)
-            for task in (*tasks, reaper, stopper):
+            self.stop.set()
+            for _, own in self.tasks.values():
+                own.set()
+            if self.tasks:
+                await asyncio.wait(self.tasks, timeout=15)
+            for task in (*self.tasks, reaper, stopper):
                 task.cancel()
-            await asyncio.gather(*tasks, reaper, stopper, return_exceptions=True)
-
-    run_async(main)
-    return 1 if failed else 0
+            await asyncio.gather(*self.tasks, reaper, stopper, return_exceptions=True)
 
 
 POOL_TRIM_EVERY = 20.0  # seconds between looks at the hosted services' pool

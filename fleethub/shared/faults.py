@@ -33,6 +33,8 @@ POINTS: dict[str, str] = {
     "spawner.handle_spawn": "a worker begins handling a spawn command (with `raise`: a poison command)",
     "proxy.after_snapshot_before_serve": "a proxy node loaded its route table; it does not serve yet",
     "culler.after_stop_cmd": "the culler committed an idle server's stop; it has not gone on to the next",
+    "culler.before_pass": "the culler begins a pass (with `raise`: the culler itself ends, as a service that "
+                          "fails does)",
 }
 
 

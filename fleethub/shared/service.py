@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -49,18 +50,34 @@ class Hosting:
             processes of their own poll every 0.25 s for the rows of a replica that died before relaying.
         engines: services with a pool of their own (the spawner: its lease statements must answer within
             half a lease, and must never queue behind a storm of api requests for a shared connection).
+        ping_interval: seconds between each NATS connection's pings (`Connection.ping_interval`).
+        idle_fetch: seconds an idle durable consumer's pull waits (`Connection.idle_fetch`).
+        route_heartbeat: seconds between the proxy node's repeats of its route acknowledgement (`RoutesApplied.every`).
     """
 
     engine: AsyncEngine
-    relay_poll: float = 15.0
+    relay_poll: float = 60.0
+    ping_interval: int = 15
+    idle_fetch: float = 30.0
+    route_heartbeat: float = 10.0
     engines: Mapping[str, AsyncEngine] = field(default_factory=dict)
 
     def engine_for(self, service: str) -> AsyncEngine:
         """The engine `service` uses."""
         return self.engines.get(service, self.engine)
 
+    def pace(self, bus: Bus) -> None:
+        """Fit `bus` (before it connects) to the host: fewer idle wake-ups, as its NATS is `up`'s own child on
+        loopback (a server that dies closes the socket at once) and each durable has one consumer (none hangs
+        holding a pull); and a connection closed for good ends this service alone (`LOST`)."""
+        bus.connection.on_lost = LOST.get()
+        bus.connection.ping_interval = self.ping_interval
+        bus.connection.idle_fetch = self.idle_fetch
+
 
 HOSTING: contextvars.ContextVar[Hosting | None] = contextvars.ContextVar("hosting", default=None)
+# set by `fleethub up` in each hosted service's context: stops that service alone (the host starts it again)
+LOST: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar("lost", default=None)
 
 
 def replica_id(service: str) -> str:
@@ -139,6 +156,8 @@ async def open_runtime(settings: ServiceSettings, service: str, *, pool_size: in
         bus = Bus(settings.nats_url, settings.nats_namespace, replica, bus_credentials(settings, service),
                   replicas=settings.nats_replicas)
         bus.connection.exit_on_close = exit_on_shutdown if exit_on_bus_closed is None else exit_on_bus_closed
+        if hosted:
+            hosted.pace(bus)
         await bus.connect()
         await bus.answer_pings(replica_info(service, replica))  # `fleethub status` lists this replica
         await bus.ensure_topology()
@@ -288,6 +307,30 @@ def serve_app(app: Any, sock: socket.socket, log_level: str) -> None:
     uvicorn.Server(config).run(sockets=[sock])
 
 
+def _dated(app: Any) -> Any:
+    """`app` with a Date header on every response, formatted once per second of the clock at most."""
+    from email.utils import formatdate
+
+    last: list[Any] = [0, b""]
+
+    async def dated(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+
+        async def send_dated(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                now = int(time.time())
+                if now != last[0]:
+                    last[0], last[1] = now, formatdate(now, usegmt=True).encode()
+                message = {**message, "headers": [(b"date", last[1]), *message.get("headers", ())]}
+            await send(message)
+
+        await app(scope, receive, send_dated)
+
+    return dated
+
+
 async def serve_app_until(app: Any, sock: socket.socket, log_level: str, stop: asyncio.Event) -> None:
     """Serve an ASGI app on an already-bound socket in the running loop until `stop` is set (a service hosted
     beside others in one process: the host owns the signals, so uvicorn installs no handler of its own)."""
@@ -299,16 +342,15 @@ async def serve_app_until(app: Any, sock: socket.socket, log_level: str, stop: a
             yield
 
         async def main_loop(self) -> None:
-            # uvicorn's own wakes ten times a second to look for a signal; `stop` is awaited instead, and the
-            # tick (the Date header's second) comes once a second
-            while not await self.on_tick(0):
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 1.0)
-                self.should_exit = self.should_exit or stop.is_set()
+            # uvicorn's own wakes ten times a second to look for a signal and to renew its Date header once a
+            # second: `stop` is awaited instead, and each response gets its Date from `_dated` (no idle tick)
+            await self.on_tick(0)
+            await stop.wait()
+            self.should_exit = True
 
-    config = uvicorn.Config(app, loop="none", http="httptools", log_config=None, log_level=log_level.lower(),
-                            access_log=False, proxy_headers=True, forwarded_allow_ips="127.0.0.1",
-                            timeout_graceful_shutdown=5)
+    config = uvicorn.Config(_dated(app), loop="none", http="httptools", log_config=None,
+                            log_level=log_level.lower(), access_log=False, proxy_headers=True,
+                            forwarded_allow_ips="127.0.0.1", timeout_graceful_shutdown=5, date_header=False)
     server = Hosted(config)
     await server.serve(sockets=[sock])
     if not server.started and not stop.is_set():  # the lifespan failed: the host must hear of it

@@ -29,12 +29,14 @@ pytestmark = pytest.mark.integration
 
 
 def start_up(data_dir: Path, port: int, config: Path | None = None, umask: int = -1,
-             args: tuple[str, ...] = ()) -> tuple[subprocess.Popen[str], float, list[str]]:
+             args: tuple[str, ...] = (), extra_env: dict[str, str] | None = None,
+             ) -> tuple[subprocess.Popen[str], float, list[str]]:
     env = env_without_fleethub()
     env.update(
         FLEETHUB_PROXY__PORT=str(port),
         FLEETHUB_SPAWNER__CMD=json.dumps([sys.executable, str(FAKE_SERVER)]),
         FLEETHUB_API__SLOW_SPAWN_TIMEOUT="5",
+        **(extra_env or {}),
     )
     t0 = time.monotonic()
     proc = subprocess.Popen(

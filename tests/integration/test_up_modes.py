@@ -90,3 +90,42 @@ def test_up_with_processes_runs_and_restarts_each_service_in_its_own(data_root: 
     finally:
         assert stop_up(proc) == 0
     assert leftover_processes(data_dir) == []
+
+
+def _wait_line(lines: list[str], text: str, after: int, what: str, deadline: float) -> int:
+    """The index of the first line from `after` on that holds `text`."""
+    while True:
+        for i in range(after, len(lines)):
+            if text in lines[i]:
+                return i
+        assert time.monotonic() < deadline, f"{what}:\n" + "".join(lines[-80:])
+        time.sleep(0.1)
+
+
+def test_up_restarts_a_hosted_service_that_ends(data_root: Path) -> None:
+    """The culler's task ends (a crash point raises from its 15th pass on, a second apart, so from the first pass
+    of each restart): the host starts it again, after a backoff that grows; `up` and the other services run on,
+    and only SIGTERM stops `up` (exit 0)."""
+    data_dir = data_root / "hub"
+    port = free_port()
+    proc, _, lines = start_up(data_dir, port, extra_env={"FLEETHUB_CULLER__EVERY": "1",
+                                                         "FLEETHUB_FAULT": "culler.before_pass:raise@15"})
+    try:
+        deadline = time.monotonic() + 90
+        running = _wait_line(lines, "culler running", 0, "the culler never said it runs", deadline)
+        ended = _wait_line(lines, "service culler ended", running + 1, "the culler did not end", deadline)
+        assert "FaultInjected" in lines[ended] and "restarting it in 0.5s" in lines[ended], lines[ended]
+        again = _wait_line(lines, "culler running", ended + 1, "the culler was not started again", deadline)
+        ended = _wait_line(lines, "service culler ended", again + 1, "the restarted culler did not end", deadline)
+        assert "restarting it in 1.0s" in lines[ended], lines[ended]
+        _wait_line(lines, "culler running", ended + 1, "the culler was not started a third time", deadline)
+        assert proc.poll() is None  # `up` runs on, and so do the others
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=15) as c:
+            assert c.get("/hub/api/").status_code == 200
+            assert c.get("/hub/login").status_code == 200
+        assert not any("fleethub is stopping" in line for line in lines)
+        ends = [line for line in lines if "service " in line and " ended (" in line]
+        assert all(line.startswith("service culler ended") for line in ends), ends  # none other ended
+    finally:
+        assert stop_up(proc) == 0
+    assert leftover_processes(data_dir) == []

@@ -82,6 +82,7 @@ async def main(settings: ServiceSettings, stop: asyncio.Event) -> None:
         await runtime.bus.subscribe_events(subject_filter(ActivityReported, settings.nats_namespace), view.on_event)
         log.info("culler running: timeout %ss, every %ss", settings.culler.timeout, settings.culler.interval)
         while not stop.is_set():
+            fault("culler.before_pass")
             if settings.culler.enabled:
                 try:
                     await cull_once(runtime, view)

@@ -21,7 +21,8 @@ async def announce_loop(node: Node, bus: Bus, node_id: str, every: float = HEART
     while True:
         node.applied_changed.clear()
         try:
-            await bus.publish_applied(RoutesApplied(node=node_id, revision=node.applied, at=node.applied_at))
+            await bus.publish_applied(RoutesApplied(node=node_id, revision=node.applied, at=node.applied_at,
+                                                    every=every))
         except Exception as exc:  # NATS away: the next heartbeat tries again
             log.debug("route acknowledgement not published: %s", exc)
         with contextlib.suppress(TimeoutError):

@@ -24,18 +24,20 @@ from fleethub.services.proxy.tls import HANDSHAKE_TIMEOUT, RedirectConnection, h
 from fleethub.services.proxy.upstream import Pool
 from fleethub.services.proxy.watch import Watcher
 from fleethub.shared.bus import Bus, replica_info
+from fleethub.shared.bus.applied import HEARTBEAT
 from fleethub.shared.errors import BusError, ConfigError
 from fleethub.shared.events import ActivityReported, subject_filter
 from fleethub.shared.faults import fault
 from fleethub.shared.logging import bind_service
 from fleethub.shared.metrics import Metrics
 from fleethub.shared.ops import Readiness, ops_listener
-from fleethub.shared.service import bind_socket, bus_credentials, exit_on_hub_shutdown, replica_id, run_async
+from fleethub.shared.service import HOSTING, bind_socket, bus_credentials, exit_on_hub_shutdown, replica_id, run_async
 from fleethub.shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
 SWEEP_EVERY = 1.0
+IDLE_SWEEP_EVERY = 30.0  # seconds between sweeps while the node has no connection at all
 SHUTDOWN_GRACE = 5.0
 CONNECT_TIMEOUT = 5.0
 LOAD_WAIT = 10.0  # a node with no route table after this long listens anyway (503 for user routes)
@@ -47,7 +49,10 @@ WORKER_INDEX_ENV = "FLEETHUB_PROXY_WORKER"  # and the worker's index (its operat
 async def _sweep_loop(node: Node, bus: Bus) -> None:
     loop = asyncio.get_running_loop()
     while True:
-        await asyncio.sleep(SWEEP_EVERY)
+        if node.idle:  # nothing to close: wait for a client (the replicas' expiry waits as long, unseen)
+            await node.arrived.wait(IDLE_SWEEP_EVERY)
+        else:
+            await asyncio.sleep(SWEEP_EVERY)
         node.sweep(loop.time(), nats_up=bus.healthy.is_set())
 
 
@@ -170,6 +175,9 @@ async def main(settings: ServiceSettings, stop: asyncio.Event, *, reuse_port: bo
     bus = Bus(settings.nats_url, settings.nats_namespace, node_id, bus_credentials(settings, "proxy"),
               replicas=settings.nats_replicas)
     bus.connection.exit_on_close = True  # a process: closed for good, it stops and its supervisor restarts it
+    hosted = HOSTING.get()
+    if hosted:
+        hosted.pace(bus)
     await bus.connect(timeout=30)
     await bus.answer_pings(replica_info("proxy", node_id))  # `fleethub status` lists this node
     tasks: list[asyncio.Task[None]] = []
@@ -207,7 +215,8 @@ async def main(settings: ServiceSettings, stop: asyncio.Event, *, reuse_port: bo
         shown = f"[{host}]" if ":" in host else host
         log.info("proxy node %s listening on %s://%s:%s", node_id, node.scheme.decode(), shown, port)
         # serving now: spawners wait for this node's acknowledgements from here on
-        announcing = _background(announce_loop(node, bus, node_id), "announce")
+        every = hosted.route_heartbeat if hosted else HEARTBEAT
+        announcing = _background(announce_loop(node, bus, node_id, every), "announce")
         tasks.append(announcing)
         if redirect_sock is not None:
             origin = https_origin(settings.hub_public_url)

@@ -15,6 +15,7 @@ from fleethub.services.proxy.replicas import Replicas
 from fleethub.services.proxy.table import RouteTable, Target
 from fleethub.services.proxy.upstream import Pool
 from fleethub.services.proxy.websocket import Tunnel
+from fleethub.shared.pulse import Pulse
 
 if TYPE_CHECKING:
     from fleethub.services.proxy.server import ClientConnection
@@ -33,6 +34,7 @@ class Node:
     replicas: Replicas = field(default_factory=Replicas)
     table: RouteTable | None = None  # None until the first complete snapshot of the route bucket
     connections: set[ClientConnection] = field(default_factory=set)
+    arrived: Pulse = field(default_factory=Pulse)  # the first client connection after none: the sweep wakes
     tunnels: dict[str, set[Tunnel]] = field(default_factory=dict)  # open websockets per route key
     trusted: Callable[[str], bool] = field(default=lambda ip: False)  # whose X-Forwarded-* are believed
     seen: dict[str, float] = field(default_factory=dict)  # last activity per route key, every node's (route API)
@@ -107,7 +109,8 @@ class Node:
         self.pool.discard(target.origin)
 
     def sweep(self, now: float, *, nats_up: bool = True) -> None:
-        """Enforce deadlines, close idle connections both ways, expire replicas (called every second).
+        """Enforce deadlines, close idle connections both ways, expire replicas (every second while there are
+        connections, see `idle`).
 
         Replicas expire only while NATS is up: during an outage they can not refresh their keys.
         """
@@ -121,6 +124,12 @@ class Node:
             self.replicas.expire()
         else:
             self.replicas.extend()
+
+    @property
+    def idle(self) -> bool:
+        """No client connection, and none pooled: a sweep has nothing to close (a connection's arrival
+        notifies `arrived`; replicas expire at the next sweep, before any request can reach one)."""
+        return not self.connections and not self.pool.idle_count()
 
     def close_idle(self) -> int:
         """Close client connections between requests (shutdown); returns how many are still busy."""

@@ -74,6 +74,8 @@ class ClientConnection(asyncio.Protocol):
         hosts = self.node.hosts
         if hosts is not None and hosts.local:
             self.local = hosts.local_name(self.transport.get_extra_info("sockname"))
+        if not self.node.connections:
+            self.node.arrived.notify()
         self.node.connections.add(self)
 
     def data_received(self, data: bytes) -> None:

@@ -160,6 +160,23 @@ async def renew(session: AsyncSession, me: str, ttl: float, working: Collection[
     return int(r.rowcount or 0)  # type: ignore[attr-defined]
 
 
+def _not_in(skip: Collection[ServerKey]) -> Any:
+    return tuple_(ServerState.user_name, ServerState.server_name).not_in([(k.user, k.server_name) for k in skip])
+
+
+async def next_expiry(session: AsyncSession, backends: Collection[str],
+                      skip: Collection[ServerKey] = ()) -> float | None:
+    """Seconds until the first lease of an active row of `backends` expires (by PostgreSQL's clock; ≤ 0: one
+    has), leaving out the rows of `skip`; None when no such row holds a lease."""
+    conditions = [ServerState.status.in_(ACTIVE), ServerState.lease_expires.is_not(None),
+                  ServerState.backend.in_(list(backends))]
+    if skip:
+        conditions.append(_not_in(skip))
+    left = func.extract("epoch", func.min(ServerState.lease_expires) - func.now())
+    value = (await session.execute(select(left).where(*conditions))).scalar()
+    return None if value is None else float(value)
+
+
 async def adopt_expired(session: AsyncSession, me: str, ttl: float, backends: Collection[str], limit: int = 50,
                         skip: Collection[ServerKey] = ()) -> list[Row]:
     """Take over rows of `backends` whose lease expired (their worker died); never the same row as another
@@ -167,8 +184,7 @@ async def adopt_expired(session: AsyncSession, me: str, ttl: float, backends: Co
     conditions = [ServerState.status.in_(ACTIVE), ServerState.lease_expires < func.now(),
                   ServerState.backend.in_(list(backends))]
     if skip:
-        conditions.append(tuple_(ServerState.user_name, ServerState.server_name)
-                          .not_in([(k.user, k.server_name) for k in skip]))
+        conditions.append(_not_in(skip))
     expired = (
         select(ServerState.user_name, ServerState.server_name)
         .where(*conditions)

@@ -25,13 +25,14 @@ from fleethub.shared.authenticators import Authenticator
 from fleethub.shared.backend_options import configure_for
 from fleethub.shared.baseurl import public_path
 from fleethub.shared.bus import Decision
-from fleethub.shared.errors import BadRequest, ConfigError
+from fleethub.shared.errors import BadRequest, BusError, ConfigError
 from fleethub.shared.events import LEGACY_BACKEND, ServerProgress, SpawnServer, StopServer
 from fleethub.shared.faults import fault
 from fleethub.shared.lifecycle import DONE, ServerKey, ServerStatus, Transition, transition
 from fleethub.shared.names import encode_token, server_prefix
 from fleethub.shared.profiles import resolve
-from fleethub.shared.routes import reconcile_round, route_for
+from fleethub.shared.pulse import Pulse
+from fleethub.shared.routes import RESURRECT_GRACE, reconcile_round, route_for
 from fleethub.shared.service import Runtime
 from fleethub.shared.settings import SpawnerSettings
 from fleethub.shared.transient import transient
@@ -42,6 +43,9 @@ Heartbeat = Callable[[], Awaitable[None]]
 
 HANDOFF_HOLD = 3  # leases during which a worker leaves a spawn it handed over to the others
 POLL_TIMEOUT = 30.0  # seconds one server's poll may take in the poll loop (a hung engine holds up no other)
+RECONCILE_EVERY = 60.0  # seconds between route reconciliation rounds when the route bucket does not change
+RECONCILE_SPACING = 5.0  # seconds between rounds at least (a busy hub changes routes all the time)
+IDLE_WAIT = 60.0  # seconds an idle loop waits for work before it looks anyway
 RETRY_DELAY = 0.5  # seconds before a command another worker (or my own in-flight task) is on comes back
 
 
@@ -98,6 +102,17 @@ class Worker:
         # for the lease statements that are one UPDATE each (the fence, a state saved, a release): autocommit,
         # which spares a BEGIN and a COMMIT round trip per statement, three times in every spawn
         self.single = runtime.read_sessions or runtime.sessions
+        # idle pacing: the loops that have nothing to do wait for `work` (a lease taken here) instead of
+        # waking on their period; `taken` counts the leases taken, so a renewal knows none came meanwhile
+        self.work = Pulse()
+        self.taken = 0
+        self.seen_taken = 0  # `taken` when the last renewal that succeeded was sent
+
+    def _take(self, key: ServerKey) -> None:
+        """`key`'s lease is (about to be) held here: renewed, fenced and polled from now on."""
+        self.working.add(key)
+        self.taken += 1
+        self.work.notify()
 
     def _propagated(self, node: str, seconds: float) -> None:
         self.metrics.route_propagation.labels(node=node).observe(seconds)
@@ -190,7 +205,7 @@ class Worker:
         task = asyncio.current_task()
         assert task is not None
         self.inflight[key] = task
-        self.working.add(key)
+        self._take(key)
         try:
             await self._start(cmd, heartbeat, found)
         except asyncio.CancelledError:
@@ -422,7 +437,7 @@ class Worker:
 
     async def _finish_stop(self, row: leases.Row, reason: str) -> None:
         """Delete the route, end the server (found by its identity), record it stopped; under my lease."""
-        self.working.add(row.key)
+        self._take(row.key)
         try:
             with self.metrics.timed(self.metrics.stop_duration):
                 await self._fence(row.key, row.spawn_id)
@@ -439,16 +454,26 @@ class Worker:
     # --- background loops ------------------------------------------------------------------------
 
     async def renew_loop(self) -> None:
-        """Renew my leases every quarter lease; a renewal that gets no answer within a third of one fails."""
+        """Renew my leases every quarter lease; a renewal that gets no answer within a third of one fails.
+
+        A worker that holds nothing sends no statement: the last renewal renewed none, nothing is `working`,
+        and no lease was taken since it was sent (every lease is taken by `_take`)."""
+        held = True  # not known yet
         while True:
             await asyncio.sleep(self.ttl / 4)
             sent = time.monotonic()
+            taken = self.taken
+            if not held and not self.working and taken == self.seen_taken:
+                self.renewed_at = sent  # all of none renewed: the fence of a spawn taken next starts from here
+                continue
             try:
                 async with asyncio.timeout(self.db_timeout), self.rt.sessions() as session, session.begin():
-                    await leases.renew(session, self.me, self.ttl, set(self.working))
+                    held = await leases.renew(session, self.me, self.ttl, set(self.working)) > 0
             except Exception as exc:
                 log.warning("lease renewal failed: %r", exc)
+                held = True
                 continue
+            self.seen_taken = taken
             if sent - self.renewed_at > self.ttl:
                 log.info("leases renewed again after %.1fs without", sent - self.renewed_at)
             self.renewed_at = sent
@@ -462,7 +487,11 @@ class Worker:
         spawns are left as they are; their adopter finds the server by its recorded identity.
         """
         while True:
-            await asyncio.sleep(self.ttl / 10)
+            if self.inflight:
+                await asyncio.sleep(self.ttl / 10)
+            else:  # a spawn goes in flight only after `_take`
+                await self.work.wait(IDLE_WAIT)
+                continue
             now = time.monotonic()
             for key, task in list(self.inflight.items()):
                 since = now - max(self.renewed_at, self.held_at.get(key, 0.0))
@@ -474,29 +503,48 @@ class Worker:
     async def adopt_loop(self, interval: float | None = None) -> None:
         """Adopt rows whose lease expired (their worker died, or was cut off): each in a task of its own.
 
-        Every third of a lease by default: a lease lapses a whole `ttl` after its worker's last renewal, so a
-        pass each second only found it sooner by a second or so, at a query a second on an idle hub."""
+        Paced by the leases there are: a pass first asks PostgreSQL when the next lease of my backends
+        expires, adopts only if one has, and otherwise sleeps until that expiry (at least `interval`, a third
+        of a lease by default) or a whole lease when none is held anywhere. A lease taken after a look expires
+        a whole lease after it was taken, so sleeping a lease at most never finds it later than a pass every
+        `interval` would (an idle hub: one query a lease, not three)."""
         interval = self.ttl / 3 if interval is None else interval
         while True:
-            await asyncio.sleep(interval)
-            sent = time.monotonic()
             now = time.monotonic()
             self.handed_off = {k: until for k, until in self.handed_off.items() if until > now}
             try:
-                async with self.rt.sessions() as session, session.begin():
-                    rows = await leases.adopt_expired(session, self.me, self.ttl, self.backends.keys(),
-                                                      skip=self.handed_off.keys())
+                async with self._reads() as session:
+                    due = await leases.next_expiry(session, self.backends.keys(), skip=self.handed_off.keys())
             except Exception as exc:
                 log.warning("adoption pass failed: %r", exc)
+                await asyncio.sleep(interval)
                 continue
-            for row in rows:
-                if row.key in self.working:
-                    continue  # my own work in flight, its lease lapsed and taken back by me: it goes on
-                self.working.add(row.key)  # renewed from now on
-                self.held_at[row.key] = sent
-                task = asyncio.get_running_loop().create_task(self._adopt(row), name=f"adopt {row.key}")
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+            if due is not None and due <= 0:
+                await self._adopt_pass()
+                await asyncio.sleep(interval)
+            else:  # look again then: the lease may have been renewed meanwhile
+                await asyncio.sleep(self.ttl if due is None else min(max(due, 0.05), self.ttl))
+
+    def _reads(self) -> Any:
+        return (self.rt.read_sessions or self.rt.sessions)()
+
+    async def _adopt_pass(self) -> None:
+        sent = time.monotonic()
+        try:
+            async with self.rt.sessions() as session, session.begin():
+                rows = await leases.adopt_expired(session, self.me, self.ttl, self.backends.keys(),
+                                                  skip=self.handed_off.keys())
+        except Exception as exc:
+            log.warning("adoption pass failed: %r", exc)
+            return
+        for row in rows:
+            if row.key in self.working:
+                continue  # my own work in flight, its lease lapsed and taken back by me: it goes on
+            self._take(row.key)  # renewed from now on
+            self.held_at[row.key] = sent
+            task = asyncio.get_running_loop().create_task(self._adopt(row), name=f"adopt {row.key}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _alive(self, row: leases.Row) -> bool:
         backend = self.backend_of(row.backend)
@@ -558,9 +606,14 @@ class Worker:
         await self._stopped(row, "exited")
 
     async def poll_loop(self, interval: float = 2.0) -> None:
-        """Notice servers of mine whose process exited."""
+        """Notice servers of mine whose process exited; while I hold none and work on none, wait for a lease
+        taken here (a server becomes mine only by my own spawn or adoption) instead of looking every pass."""
+        rows: list[leases.Row] = []
         while True:
-            await asyncio.sleep(interval)
+            if rows or self.working:
+                await asyncio.sleep(interval)
+            else:
+                await self.work.wait(IDLE_WAIT)
             try:
                 async with self.rt.sessions() as session:
                     rows = await leases.owned_running(session, self.me)
@@ -584,18 +637,48 @@ class Worker:
             except Exception as exc:
                 log.warning("poll pass failed: %s", exc)
 
-    async def reconcile_loop(self, interval: float = 5.0) -> None:
+    async def reconcile_loop(self, interval: float = RECONCILE_EVERY, spacing: float = RECONCILE_SPACING) -> None:
         """Repair the route table from PostgreSQL and the configured services; one worker at a time.
 
-        The first round runs at once, so the services' routes exist as soon as a worker is up.
+        A round runs at once (the services' routes exist as soon as a worker is up), then whenever the route
+        bucket changes (a watch of it: a route put or deleted behind the hub's back, a bucket a restarted
+        NATS lost), at most one each `spacing` seconds, and every `interval` seconds anyway (PostgreSQL's
+        side). A round after a change is followed by one more once `RESURRECT_GRACE` has passed: a route
+        deleted moments before the first is left alone by it, and repaired by the second if still missing.
+        An idle hub lists no keys: the watch costs a heartbeat every 5 s.
         """
-        first = True
+        changed = asyncio.Event()
+        watch = asyncio.get_running_loop().create_task(self._watch_routes(changed), name="watch routes")
+        follow_up = True
+        try:
+            while True:
+                started = time.monotonic()
+                changed.clear()
+                try:
+                    with self.metrics.check_routes.time():
+                        await reconcile_round(self.rt.engine, self.rt.sessions, self.rt.bus,
+                                              self.rt.settings.services)
+                except Exception as exc:
+                    log.warning("route reconciliation failed: %s", exc)
+                    changed.set()  # tried again after `spacing`
+                wait = RESURRECT_GRACE + 0.5 if follow_up else interval
+                try:
+                    await asyncio.wait_for(changed.wait(), max(0.0, started + wait - time.monotonic()))
+                    follow_up = True
+                except TimeoutError:
+                    follow_up = False
+                await asyncio.sleep(max(0.0, started + spacing - time.monotonic()))
+        finally:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
+
+    async def _watch_routes(self, changed: asyncio.Event) -> None:
+        def seen(*_: object) -> None:
+            changed.set()
+
         while True:
-            if not first:
-                await asyncio.sleep(interval)
-            first = False
             try:
-                with self.metrics.check_routes.time():
-                    await reconcile_round(self.rt.engine, self.rt.sessions, self.rt.bus, self.rt.settings.services)
-            except Exception as exc:
-                log.warning("route reconciliation failed: %s", exc)
+                await self.rt.bus.routes.follow(seen, changed.set)
+            except BusError as exc:
+                log.debug("watch of the route bucket ended (%s); watching again", exc)
+            await asyncio.sleep(1.0)

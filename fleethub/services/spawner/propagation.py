@@ -1,9 +1,9 @@
 """Ready means reachable: after putting a route, wait until every live proxy node serves it.
 
 Proxy nodes acknowledge the route bucket revision their served table holds (`<ns>.proxy.applied`, at
-once when it moves and every `HEARTBEAT` seconds). A node is live while it has been heard within
-`LIVE_WINDOW`, and until it says it leaves. `wait_served(revision)` returns once every live node has
-applied `revision`, or after `bound` seconds (logged with the nodes that lagged): a dead or partitioned
+once when it moves and every `RoutesApplied.every` seconds). A node is live while it has been heard within
+`LIVE_BEATS` of its heartbeats, and until it says it leaves. `wait_served(revision)` returns once every
+live node has applied `revision`, or after `bound` seconds (logged with the nodes that lagged): a dead or partitioned
 node, which cannot acknowledge anything, never holds a spawn back longer than that.
 """
 
@@ -21,9 +21,10 @@ from fleethub.shared.bus.applied import HEARTBEAT
 log = logging.getLogger(__name__)
 
 BOUND = 2.0  # seconds a spawn waits at most for the proxy nodes
-# a node not heard for this long is taken for dead (kill -9, partition). Generous: dropping a live node
-# (its loop busy under load) would announce servers it does not serve; keeping a dead one costs `BOUND`
-LIVE_WINDOW = 6 * HEARTBEAT
+# a node not heard for this many of its heartbeats (`RoutesApplied.every`) is taken for dead (kill -9,
+# partition). Generous: dropping a live node (its loop busy under load) would announce servers it does not
+# serve; keeping a dead one costs `BOUND`
+LIVE_BEATS = 6
 PRIMING = 2 * HEARTBEAT  # after subscribing, how long until every live node has been heard at least once
 
 
@@ -37,7 +38,7 @@ class Propagation:
         # `observe(node, seconds)`: how long after its write each node first served a revision being waited for
         self.observe = observe
         self.waiting: dict[int, tuple[float, set[str]]] = {}  # revision → (written at, nodes that served it)
-        self.nodes: dict[str, tuple[int, float]] = {}  # node → (revision applied, when last heard)
+        self.nodes: dict[str, tuple[int, float]] = {}  # node → (revision applied, when taken for gone)
         self._since: float | None = None  # when the subscription started
         self._sub: Any = None
         self._changed = asyncio.Event()
@@ -57,7 +58,7 @@ class Propagation:
     def _heard(self, ack: RoutesApplied) -> None:
         if ack.serving:
             now = time.monotonic()
-            self.nodes[ack.node] = (ack.revision, now)
+            self.nodes[ack.node] = (ack.revision, now + LIVE_BEATS * ack.every)
             for revision, (written, served) in self.waiting.items():
                 if revision <= ack.revision and ack.node not in served:
                     served.add(ack.node)
@@ -70,7 +71,7 @@ class Propagation:
     def behind(self, revision: int, now: float | None = None) -> list[str]:
         """The live nodes that have not applied `revision` yet."""
         now = time.monotonic() if now is None else now
-        for node in [n for n, (_, heard) in self.nodes.items() if now - heard > LIVE_WINDOW]:
+        for node in [n for n, (_, gone) in self.nodes.items() if now > gone]:
             del self.nodes[node]  # not heard for too long: dead or cut off, waiting for it would be vain
         return sorted(n for n, (applied, _) in self.nodes.items() if applied < revision)
 

@@ -40,6 +40,9 @@ class RoutesApplied(BaseModel):
     serving: bool = Field(default=True, description="False in the last message of a node that stops serving.")
     at: float = Field(default=0.0, description="When the node's table reached `revision` (epoch seconds, the "
                                                "node's clock; 0: unknown). For measurements, not for decisions.")
+    every: float = Field(default=HEARTBEAT, gt=0, description="Seconds until the node repeats this at the latest "
+                                                          "(its heartbeat; a spawner takes a node not heard for "
+                                                          "six of them for gone).")
 
 
 async def publish_applied(conn: Connection, namespace: str, ack: RoutesApplied) -> None:

@@ -101,6 +101,14 @@ class Connection:
         reconnected: set on every reconnect (whoever waits on it clears it).
         on_reconnect: called on every reconnect (core subscriptions may have missed messages meanwhile).
         closed: set once the connection is closed for good.
+        ping_interval: seconds between pings of the server (set before `connect`): a server that answers
+            none of three is taken for gone. `fleethub up`, whose NATS is its own child on loopback (a dead
+            server closes the socket at once), pings rarely.
+        idle_fetch: seconds a durable consumer's pull waits on the server while nothing comes (a stop or a
+            reconnect ends it early). Short by default: a hung process's pending pull would take a message
+            that a live replica of the same durable could handle; `fleethub up` (one replica of each) waits long.
+        on_lost: instead of SIGTERM, what `exit_on_close` calls (a service hosted by `fleethub up` beside others
+            stops alone, and the host starts it again).
         exit_on_close: a service process sets it: a connection closed for good (not by `close()`) then
             stops the process (SIGTERM to itself, the graceful path) so that its supervisor starts it
             afresh. With unlimited reconnects nats-py closes only on errors a reconnect cannot mend.
@@ -115,6 +123,9 @@ class Connection:
         self.on_reconnect: list[Callable[[], None]] = []
         self.closed = asyncio.Event()
         self.exit_on_close = False
+        self.on_lost: Callable[[], None] | None = None
+        self.ping_interval = 2  # seconds (nats-py takes whole ones)
+        self.idle_fetch = 1.0
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
         self._closing = False
@@ -176,7 +187,10 @@ class Connection:
             log.info("nats connection closed")
         else:
             log.error("nats connection closed for good")
-            if self.exit_on_close:
+            if self.exit_on_close and self.on_lost is not None:
+                log.error("stopping this service: it cannot work without the bus (its host restarts it)")
+                self.on_lost()
+            elif self.exit_on_close:
                 log.error("stopping this process: it cannot work without the bus (its supervisor restarts it)")
                 os.kill(os.getpid(), signal.SIGTERM)
 
@@ -214,7 +228,7 @@ class Connection:
             name=self.name,
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
-            ping_interval=2,
+            ping_interval=self.ping_interval,
             max_outstanding_pings=3,
             connect_timeout=2,
             allow_reconnect=True,

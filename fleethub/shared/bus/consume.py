@@ -185,6 +185,27 @@ class PullConsumer:
         )
 
 
+async def _idle_fetch(sub: Any, timeout: float, stop: asyncio.Event, woken: asyncio.Event) -> list[Msg]:
+    """One message, waiting up to `timeout` on the server (a long poll costs nothing while none comes), or none
+    as soon as `stop` or `woken` is set. A message the abandoned pull brings later waits in the subscription's
+    queue, where the next fetch takes it first."""
+    woken.clear()
+    fetch = asyncio.ensure_future(sub.fetch(1, timeout=timeout))
+    interrupt = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(woken.wait())]
+    try:
+        await asyncio.wait({fetch, *interrupt}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in interrupt:
+            waiter.cancel()
+        if not fetch.done():
+            fetch.cancel()
+            await asyncio.gather(fetch, return_exceptions=True)
+    if fetch.cancelled():
+        return []
+    result: list[Msg] = fetch.result()  # raises what the fetch raised, handled as a short fetch's
+    return result
+
+
 async def consume(conn: Connection, consumer: PullConsumer, handler: Handler, *,
                   stop: asyncio.Event | None = None, bound: asyncio.Event | None = None) -> None:
     """Run `consumer` until `stop` is set (or forever); `bound` is set once the durable exists on the
@@ -202,6 +223,8 @@ async def consume(conn: Connection, consumer: PullConsumer, handler: Handler, *,
     tasks: set[asyncio.Task[None]] = set()
     sub = None
     flowing = False  # the last fetch got messages: more are likely waiting
+    woken = asyncio.Event()  # a reconnect: the server forgot the pending pull, an idle fetch makes a new one
+    conn.on_reconnect.append(woken.set)
     try:
         while not stop.is_set():
             # nats-py's fetch can swallow a cancellation (it turns into a timeout): honour it here
@@ -223,7 +246,10 @@ async def consume(conn: Connection, consumer: PullConsumer, handler: Handler, *,
             # waiting (answered at once) or lingers briefly.
             batch = max(1, concurrency - len(tasks)) if flowing else 1
             try:
-                msgs = await sub.fetch(batch, timeout=FLOWING_WAIT if flowing else 1.0)
+                if flowing or conn.idle_fetch <= 1.0:
+                    msgs = await sub.fetch(batch, timeout=FLOWING_WAIT if flowing else 1.0)
+                else:
+                    msgs = await _idle_fetch(sub, conn.idle_fetch, stop, woken)
             except (NatsTimeoutError, TimeoutError):
                 # nothing came in time; under load nats-py can surface asyncio's own timeout (with an
                 # empty message): the subscription is fine either way, re-binding would only churn
@@ -256,6 +282,8 @@ async def consume(conn: Connection, consumer: PullConsumer, handler: Handler, *,
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
     finally:
+        with contextlib.suppress(ValueError):
+            conn.on_reconnect.remove(woken.set)
         for task in list(tasks):
             task.cancel()
         if tasks:
