@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import re
+import signal
 import sys
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from fleethub.shared.errors import ConfigError
 from fleethub.shared.settings import ServiceSettings, load_settings
@@ -95,6 +99,23 @@ async def _print_events(args: argparse.Namespace, settings: ServiceSettings, url
         await bus.close()
 
 
+LEAVE_AFTER = 5.0  # seconds a Ctrl-C leaves for closing the connection before the process just exits
+
+
+def _interrupted(signum: int, frame: Any) -> None:
+    """Ctrl-C: stop reading (KeyboardInterrupt, exit 130), and exit anyway if closing the connection hangs
+    (nats-py can swallow a cancellation, which would keep the loop waiting for its tasks)."""
+    def leave() -> None:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+        os._exit(130)
+
+    watchdog = threading.Timer(LEAVE_AFTER, leave)
+    watchdog.daemon = True
+    watchdog.start()
+    raise KeyboardInterrupt
+
+
 def events(args: argparse.Namespace) -> int:
     """Print the events (see the module docstring); `--follow` until Ctrl-C."""
     from fleethub.shared.eventtypes import check_patterns
@@ -112,6 +133,7 @@ def events(args: argparse.Namespace) -> int:
     url = _nats_url(settings)
     # stdout carries the events only; the bus's reconnect chatter stays out of stderr, its errors do not
     logging.basicConfig(level=logging.ERROR, format="fleethub events: %(message)s", stream=sys.stderr)
+    signal.signal(signal.SIGINT, _interrupted)
     try:
         asyncio.run(_print_events(args, settings, url, _seed(args, settings)))
     except BrokenPipeError:  # `fleethub events | head`: the reader has had enough
